@@ -1,0 +1,1 @@
+"""Durable, resumable YAML pipelines for fine-tuning models through an API."""

@@ -1,0 +1,281 @@
+"""What each command does. Heavy imports live here or below, loaded only when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from orchestrator.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from orchestrator.errors import PipelineInvalid
+from orchestrator.spec.inputs import parse_assignments, resolve_inputs
+from orchestrator.spec.loader import Pipeline, load_pipeline
+
+if TYPE_CHECKING:
+    from orchestrator.engine.executor import RunOutcome
+    from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
+    from orchestrator.settings import Settings
+    from orchestrator.store.base import StateStore
+
+__all__ = [
+    "cmd_logs",
+    "cmd_plan",
+    "cmd_resume",
+    "cmd_run",
+    "cmd_runs",
+    "cmd_show",
+    "cmd_validate",
+]
+
+T = TypeVar("T")
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- validate and plan (no settings, no store: they must start fast) -------------------------
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    code = EXIT_OK
+    for file in args.files:
+        try:
+            pipeline = load_pipeline(file)
+        except PipelineInvalid as exc:
+            _err(str(exc))
+            code = EXIT_BAD_INPUT
+        else:
+            count = len(pipeline.steps)
+            _out(f"{file}: ok ({pipeline.name}, {count} step{'s' * (count != 1)})")
+    return code
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.cli import render  # noqa: PLC0415
+
+    if Path(args.target).is_file() or args.target.endswith((".yaml", ".yml")):
+        pipeline = load_pipeline(args.target)
+        inputs = resolve_inputs(pipeline.inputs, parse_assignments(args.input),
+                                pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
+        render.pipeline_plan(pipeline, inputs)
+        return EXIT_OK
+    if args.input:
+        _err("error: -i applies to a pipeline file; a run keeps the inputs it started with")
+        return EXIT_BAD_INPUT
+    settings = _settings(args)
+
+    async def plan(orch: Orchestrator) -> ResumePlan:
+        return await orch.plan_resume(args.target, from_step=args.from_step, reload=args.reload)
+
+    render.resume_plan(_with_orchestrator(settings, plan))
+    return EXIT_OK
+
+
+# -- running ---------------------------------------------------------------------------------
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    from orchestrator.settings import load_settings  # noqa: PLC0415
+
+    return load_settings(state_url=getattr(args, "state_url", None),
+                         log_format=getattr(args, "log_format", None),
+                         log_level=getattr(args, "log_level", None), **extra)
+
+
+def _open_store(settings: Settings) -> StateStore:
+    from orchestrator.store.base import open_store  # noqa: PLC0415
+
+    return open_store(settings.state_url, durability=settings.durability,
+                      busy_timeout=settings.busy_timeout)
+
+
+def _with_store(settings: Settings, fn: Callable[[StateStore], Awaitable[T]]) -> T:
+    import anyio  # noqa: PLC0415
+
+    async def main() -> T:
+        async with _open_store(settings) as store:
+            return await fn(store)
+
+    return anyio.run(main)
+
+
+def _with_orchestrator(settings: Settings, fn: Callable[[Orchestrator], Awaitable[T]]) -> T:
+    from orchestrator.engine.orchestrator import EngineConfig, Orchestrator  # noqa: PLC0415
+
+    config = EngineConfig(max_parallel_steps=settings.max_parallel_steps,
+                          lease_ttl=settings.lease_ttl, max_recoveries=settings.max_recoveries)
+
+    async def with_store(store: StateStore) -> T:
+        async with Orchestrator(store, config=config) as orch:
+            return await fn(orch)
+
+    return _with_store(settings, with_store)
+
+
+async def _until_signal(work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None if SIGINT or SIGTERM cancelled it (its state is saved)."""
+    import anyio  # noqa: PLC0415
+
+    result: list[T] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    _err("interrupted: stopping and saving the run's state ...")
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        result.append(await work)
+        tg.cancel_scope.cancel()
+    return result[0] if result else None
+
+
+class _Session:
+    """What a running command knows about its run, for the messages around it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.run_id: str | None = None
+        self.pipeline: Pipeline | None = None
+
+    def announce(self, run_id: str, pipeline: Pipeline, verb: str) -> None:
+        self.run_id, self.pipeline = run_id, pipeline
+        _err(f"{verb} run {run_id} of {pipeline.name} (provider: {self.settings.provider}, "
+             f"state: {self.settings.state_url})")
+
+
+def _execute(settings: Settings,
+             start: Callable[[Orchestrator, _Session], Awaitable[RunOutcome]]) -> int:
+    """Execute a run with logging set up; report its outcome and return the exit code."""
+    from orchestrator.log import configure_logging  # noqa: PLC0415
+
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    session = _Session(settings)
+
+    async def until_signal(orch: Orchestrator) -> RunOutcome | None:
+        return await _until_signal(start(orch, session))
+
+    outcome = _with_orchestrator(settings, until_signal)
+    if outcome is None:
+        _err(f"run {session.run_id} interrupted; its state is saved. Continue it with:\n"
+             f"  orchestrator resume {session.run_id}")
+        return EXIT_INTERRUPTED
+    assert session.pipeline is not None
+    return _report(settings, session.pipeline, outcome)
+
+
+def _report(settings: Settings, pipeline: Pipeline, outcome: RunOutcome) -> int:
+    from orchestrator.cli import render  # noqa: PLC0415
+    from orchestrator.store.base import RunStatus  # noqa: PLC0415
+
+    if outcome.status is RunStatus.SUCCEEDED:
+        _with_store(settings, lambda store: render.final_outputs(store, pipeline, outcome.run_id))
+        _out(f"run {outcome.run_id} succeeded")
+        return EXIT_OK
+    _out(f"run {outcome.run_id} {outcome.status.value}: {outcome.error}")
+    _out(f"  see: orchestrator show {outcome.run_id}")
+    _out(f"  fix the cause, then: orchestrator resume {outcome.run_id}")
+    return EXIT_FAILED
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.engine.orchestrator import ResumePlan, read_secrets  # noqa: PLC0415
+
+    settings = _settings(args, provider=args.provider)
+    pipeline = load_pipeline(args.file)
+    inputs = resolve_inputs(pipeline.inputs, parse_assignments(args.input),
+                            pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
+    read_secrets(pipeline.secret_names())  # fail before creating a run that could not start
+
+    async def run(orch: Orchestrator, session: _Session) -> RunOutcome:
+        record = await orch.create_run(pipeline, inputs)
+        session.announce(record.id, pipeline, "starting")
+        return await orch.execute(ResumePlan(record, pipeline, {}, frozenset(), None))
+
+    return _execute(settings, run)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from orchestrator.store.base import RunStatus  # noqa: PLC0415
+
+    settings = _settings(args)
+
+    async def resume(orch: Orchestrator, session: _Session) -> RunOutcome:
+        from orchestrator.engine.executor import RunOutcome  # noqa: PLC0415
+
+        plan = await orch.plan_resume(args.run_id, from_step=args.from_step, reload=args.reload)
+        session.run_id, session.pipeline = args.run_id, plan.pipeline
+        if plan.run.status is RunStatus.SUCCEEDED and not plan.will_run():
+            _err(f"run {args.run_id} already succeeded; nothing to resume "
+                 "(--from STEP re-runs part of it)")
+            return RunOutcome(args.run_id, RunStatus.SUCCEEDED)
+        session.announce(args.run_id, plan.pipeline, "resuming")
+        kept = plan.kept()
+        if kept:
+            _err(f"keeping {len(kept)} succeeded step{'s' * (len(kept) != 1)}: "
+                 f"{', '.join(kept)}")
+        return await orch.execute(plan, force=args.force)
+
+    return _execute(settings, resume)
+
+
+# -- looking at runs -------------------------------------------------------------------------
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from orchestrator.cli import render  # noqa: PLC0415
+
+    settings = _settings(args)
+    runs = _with_store(settings, lambda store: store.list_runs(limit=args.limit))
+    render.runs_table(runs)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from orchestrator.cli import render  # noqa: PLC0415
+
+    settings = _settings(args)
+
+    async def load(store: StateStore) -> Any:
+        run = await store.get_run(args.run_id)
+        return run, await store.get_steps(args.run_id)
+
+    run, steps = _with_store(settings, load)
+    render.run_detail(run, steps, outputs=args.outputs)
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    import anyio  # noqa: PLC0415
+
+    from orchestrator.cli import render  # noqa: PLC0415
+
+    settings = _settings(args)
+
+    async def follow(store: StateStore) -> None:
+        await store.get_run(args.run_id)  # unknown ids fail here, before anything prints
+        after = 0
+        while True:
+            events = await store.get_events(args.run_id, after=after)
+            for event in events:
+                render.event_line(event, as_json=args.json)
+                after = event.seq
+            if not args.follow:
+                return
+            run = await store.get_run(args.run_id)
+            if run.status.finished and run.lease_owner is None and not events:
+                return
+            await anyio.sleep(0.5)
+
+    async def until_signal(store: StateStore) -> None:
+        await _until_signal(follow(store))
+
+    _with_store(settings, until_signal)
+    return EXIT_OK

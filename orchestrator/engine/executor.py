@@ -1,0 +1,395 @@
+"""Executes one run's step graph, while this process holds the run's lease.
+
+Layers, one concern each: `execute` (the graph: start steps as their dependencies succeed, stop
+on a failure) -> `_run_step` (concurrency limit, what cancellation means for the step) ->
+`_execute_with_retries` (attempts, backoff, re-entry after a crash) -> `_attempt` (parameters,
+timeout, the step's own code).
+
+Every state change is committed before anything that depends on it happens: a step's outputs
+before its dependents start, a checkpoint before `ctx.checkpoint()` returns, a failed attempt
+(with its retry time) before the backoff sleep. A crash at any point therefore loses at most the
+attempt in progress, which a resume re-enters with its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import json
+import random
+import traceback
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import suppress
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.engine.resolve import Resolution
+from orchestrator.engine.retry import RetryPolicy
+from orchestrator.errors import LeaseLost, PermanentError, StepTimeout, TransientError
+from orchestrator.faults import fault_point
+from orchestrator.log import REDACTOR, get_logger
+from orchestrator.spec.durations import format_duration
+from orchestrator.spec.expressions import ExpressionError
+from orchestrator.spec.loader import Pipeline, Step
+from orchestrator.steps.context import StepContext
+from orchestrator.store.base import (
+    Clock,
+    ErrorInfo,
+    Lease,
+    NewEvent,
+    RunRecord,
+    RunStatus,
+    RunUpdate,
+    StateStore,
+    StepRecord,
+    StepStatus,
+)
+
+__all__ = ["RunExecutor", "RunOutcome"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """How an execution of a run ended."""
+
+    run_id: str
+    status: RunStatus
+    error: str | None = None
+    failed_step: str | None = None
+
+
+class _Stop(enum.Enum):
+    NONE = "none"
+    STEP_FAILED = "step_failed"
+    LEASE_LOST = "lease_lost"
+
+
+class _StepFailed(Exception):
+    """Internal: the step failed for good; its state is already committed."""
+
+
+def _format_validation(step_id: str, exc: ValidationError) -> str:
+    """Pydantic's errors without the input values (which may hold resolved secrets)."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(map(str, error["loc"])) or "with"
+        parts.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')}")
+    return f"steps.{step_id}.with: " + "; ".join(parts)
+
+
+@contextlib.contextmanager
+def _single_errors() -> Iterator[None]:
+    """Re-raise a task group's lone error as itself, so callers see e.g. StateStoreInvalid."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = [e for e in _leaves(group)
+                  if not isinstance(e, anyio.get_cancelled_exc_class())]
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+def _as_outputs(result: Any) -> dict[str, Any]:
+    if result is None:
+        return {}
+    if isinstance(result, BaseModel):
+        outputs: dict[str, Any] = result.model_dump(mode="json")
+        return outputs
+    if not isinstance(result, Mapping):
+        msg = f"a step must return a mapping of outputs or None, not {type(result).__name__}"
+        raise PermanentError(msg)
+    outputs = dict(result)
+    try:
+        json.dumps(outputs)
+    except (TypeError, ValueError) as exc:
+        msg = f"a step's outputs must be JSON-serialisable: {exc}"
+        raise PermanentError(msg) from None
+    return outputs
+
+
+class RunExecutor:
+    """One execution of one run: from acquiring nothing (the caller holds the lease) to a status."""
+
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        lease: Lease,
+        run: RunRecord,
+        pipeline: Pipeline,
+        records: Mapping[str, StepRecord],
+        secrets: Mapping[str, str],
+        max_parallel_steps: int,
+        rng: random.Random,
+        clock: Clock,
+        provider: Any = None,
+    ) -> None:
+        self._store = store
+        self._lease = lease
+        self._run = run
+        self._pipeline = pipeline
+        self._records = {sid: records.get(sid) or StepRecord(sid) for sid in pipeline.steps}
+        self._successors: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
+        for sid, step in pipeline.steps.items():
+            for need in step.needs:
+                self._successors[need].append(sid)
+        self._resolution = Resolution(
+            run_id=run.id, run_name=pipeline.name, inputs=run.inputs, secrets=secrets,
+            outputs_of=self._outputs_of,
+        )
+        self._limiter = anyio.CapacityLimiter(max_parallel_steps)
+        self._rng = rng
+        self._clock = clock
+        self._provider = provider
+        self._log = get_logger()
+        self._started: set[str] = set()
+        self._stop = _Stop.NONE
+        self._failure: tuple[str, ErrorInfo] | None = None
+        self._scope = anyio.CancelScope()
+
+    def _outputs_of(self, step_id: str) -> Mapping[str, Any] | None:
+        record = self._records.get(step_id)
+        return record.outputs if record and record.status is StepStatus.SUCCEEDED else None
+
+    # -- persistence -------------------------------------------------------------------------
+
+    async def _save(self, step_id: str, event: NewEvent, **changes: Any) -> StepRecord:
+        """Update the step's record and commit it with `event` (secrets masked at rest)."""
+        record = dataclasses.replace(self._records[step_id], **changes)
+        self._records[step_id] = record
+        stored = record
+        if REDACTOR.active:
+            stored = dataclasses.replace(
+                record,
+                outputs=REDACTOR.value(record.outputs),
+                checkpoint=REDACTOR.value(record.checkpoint),
+                error=record.error and ErrorInfo(record.error.type,
+                                                 REDACTOR.text(record.error.message)),
+            )
+        await self._store.commit(self._lease, steps=[stored], events=[
+            dataclasses.replace(event, data=REDACTOR.value(event.data))])
+        return record
+
+    async def _finish(self, status: RunStatus, error: str | None = None) -> RunOutcome:
+        await self._store.commit(self._lease, run=RunUpdate(status, error and REDACTOR.text(error)),
+                                 events=[NewEvent("run_finished", data={
+                                     "status": status.value, "error": error})])
+        log = self._log.error if status is RunStatus.FAILED else self._log.info
+        log("run finished", status=status.value, **({"error": error} if error else {}))
+        failed_step = self._failure[0] if self._failure else None
+        return RunOutcome(self._run.id, status, error, failed_step)
+
+    # -- the graph ---------------------------------------------------------------------------
+
+    def _is_ready(self, step_id: str) -> bool:
+        if step_id in self._started or self._records[step_id].status is StepStatus.SUCCEEDED:
+            return False
+        return all(self._records[need].status is StepStatus.SUCCEEDED
+                   for need in self._pipeline.steps[step_id].needs)
+
+    def _launch(self, step_id: str, tg: TaskGroup) -> None:
+        self._started.add(step_id)
+        tg.start_soon(self._run_step, step_id, tg, name=f"step {step_id}")
+
+    async def execute(self, *, reset: Collection[str] = (),
+                      reload_text: str | None = None) -> RunOutcome:
+        """Run every step not yet succeeded (plus those in `reset`) and commit the run's status.
+
+        Cancellation from outside (a signal) leaves the run `interrupted` and re-raises. A lost
+        lease stops everything without writing and raises LeaseLost.
+        """
+        with structlog.contextvars.bound_contextvars(run_id=self._run.id, step=None,
+                                                     attempt=None):
+            for step_id in reset:
+                self._records[step_id] = StepRecord(step_id)
+            await self._store.commit(
+                self._lease,
+                run=RunUpdate(RunStatus.RUNNING, pipeline_text=reload_text),
+                steps=[self._records[s] for s in sorted(reset)],
+                events=[NewEvent("run_started", data={
+                    "owner": self._lease.owner, "generation": self._lease.generation,
+                    "reset": sorted(reset), "reloaded": reload_text is not None})],
+            )
+            self._log.info("run started", pipeline=self._pipeline.name, owner=self._lease.owner)
+            try:
+                with self._scope, _single_errors():
+                    async with anyio.create_task_group() as tg:
+                        for step_id in self._pipeline.steps:
+                            if self._is_ready(step_id):
+                                self._launch(step_id, tg)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True), suppress(LeaseLost):
+                    await self._finish(RunStatus.INTERRUPTED, "interrupted")
+                raise
+            if self._stop is _Stop.LEASE_LOST:
+                msg = (f"run {self._run.id}: another process took the run's lease over; this "
+                       "process stopped without writing")
+                raise LeaseLost(msg)
+            if self._failure is not None:
+                step_id, error = self._failure
+                return await self._finish(RunStatus.FAILED, f"step {step_id} failed: {error}")
+            if all(r.status is StepStatus.SUCCEEDED for r in self._records.values()):
+                return await self._finish(RunStatus.SUCCEEDED)
+            return await self._finish(RunStatus.INTERRUPTED, "stopped before every step ran")
+
+    def lose_lease(self) -> None:
+        """Called when the heartbeat finds the lease gone: stop at once, write nothing more."""
+        self._stop = _Stop.LEASE_LOST
+        self._scope.cancel()
+
+    async def _run_step(self, step_id: str, tg: TaskGroup) -> None:
+        with structlog.contextvars.bound_contextvars(step=step_id):
+            async with self._limiter:
+                try:
+                    await self._execute_with_retries(self._pipeline.steps[step_id])
+                except _StepFailed:
+                    if self._stop is _Stop.NONE:
+                        self._stop = _Stop.STEP_FAILED
+                        error = self._records[step_id].error or ErrorInfo("Error", "failed")
+                        self._failure = (step_id, error)
+                    tg.cancel_scope.cancel()
+                    return
+                except LeaseLost:
+                    self.lose_lease()
+                    return
+                except anyio.get_cancelled_exc_class():
+                    with anyio.CancelScope(shield=True):
+                        await self._stopped(step_id)
+                    raise
+        for successor in self._successors[step_id]:
+            if self._is_ready(successor):
+                self._launch(successor, tg)
+
+    async def _stopped(self, step_id: str) -> None:
+        """Record why an in-flight step stopped: a sibling failed, or the run was interrupted."""
+        record = self._records[step_id]
+        if self._stop is _Stop.LEASE_LOST or record.status not in (StepStatus.RUNNING,
+                                                                   StepStatus.RETRYING):
+            return
+        if self._stop is _Stop.STEP_FAILED:
+            status, kind = StepStatus.CANCELLED, "step_cancelled"
+        elif record.status is StepStatus.RETRYING:
+            status, kind = StepStatus.RETRYING, "step_interrupted"  # keeps its retry time
+        else:
+            status, kind = StepStatus.INTERRUPTED, "step_interrupted"
+        with suppress(LeaseLost):
+            await self._save(step_id, NewEvent(kind, step_id, record.attempt), status=status)
+        self._log.warning("step stopped", status=status.value)
+
+    # -- attempts ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _first_attempt(record: StepRecord) -> int:
+        """Re-enter an attempt a crash or signal cut short; start over after a failure."""
+        if record.status in (StepStatus.RUNNING, StepStatus.INTERRUPTED):
+            return max(1, record.attempt)
+        if record.status is StepStatus.RETRYING:
+            return record.attempt + 1
+        return 1
+
+    async def _execute_with_retries(self, step: Step) -> None:
+        step_id = step.id
+        policy = RetryPolicy.from_spec(step.retry)
+        record = self._records[step_id]
+        attempt = self._first_attempt(record)
+        if record.status is StepStatus.RETRYING and record.retry_at is not None:
+            await anyio.sleep(max(0.0, record.retry_at - self._clock()))
+        fresh = record.status not in (StepStatus.RUNNING, StepStatus.INTERRUPTED,
+                                      StepStatus.RETRYING)
+        started_at = self._clock() if fresh or record.started_at is None else record.started_at
+        while True:
+            structlog.contextvars.bind_contextvars(attempt=attempt)
+            await self._save(step_id, NewEvent("step_started", step_id, attempt,
+                                               {"uses": step.spec.uses}),
+                             status=StepStatus.RUNNING, attempt=attempt, started_at=started_at,
+                             finished_at=None, retry_at=None, error=None, outputs=None)
+            self._log.info("step started", uses=step.spec.uses)
+            fault_point("after_step_started", step_id)
+            try:
+                outputs, config_hash = await self._attempt(step, attempt)
+            except TransientError as exc:
+                error = ErrorInfo(type(exc).__name__, str(exc))
+                if attempt >= policy.max_attempts:
+                    await self._fail(step_id, attempt, error, exc,
+                                     f"gave up after {attempt} attempt{'s' * (attempt > 1)}")
+                    raise _StepFailed from None
+                delay = policy.delay_for(attempt, self._rng, exc.retry_after)
+                await self._save(step_id, NewEvent("attempt_failed", step_id, attempt, {
+                    "error": error.to_json(), "retry_in": round(delay, 3)}),
+                    status=StepStatus.RETRYING, error=error, retry_at=self._clock() + delay)
+                self._log.warning("attempt failed, will retry", error=str(error),
+                                  retry_in=format_duration(delay))
+                await anyio.sleep(delay)
+                attempt += 1
+                continue
+            except Exception as exc:  # noqa: BLE001  (any other error fails the step for good)
+                error = ErrorInfo(type(exc).__name__, str(exc))
+                await self._fail(step_id, attempt, error, exc, None)
+                raise _StepFailed from None
+            fault_point("before_step_commit", step_id)
+            finished = self._clock()
+            await self._save(step_id, NewEvent("step_succeeded", step_id, attempt,
+                                               {"outputs": outputs}),
+                             status=StepStatus.SUCCEEDED, outputs=outputs, finished_at=finished,
+                             config_hash=config_hash)
+            fault_point("after_step_commit", step_id)
+            self._log.info("step succeeded", duration=format_duration(finished - started_at))
+            return
+
+    async def _fail(self, step_id: str, attempt: int, error: ErrorInfo, exc: BaseException,
+                    note: str | None) -> None:
+        expected = isinstance(exc, PermanentError | TransientError)
+        data: dict[str, Any] = {"error": error.to_json()}
+        if note:
+            data["note"] = note
+        if not expected:
+            data["traceback"] = "".join(traceback.format_exception(exc))
+        await self._save(step_id, NewEvent("step_failed", step_id, attempt, data),
+                         status=StepStatus.FAILED, error=error, finished_at=self._clock())
+        self._log.error("step failed", error=str(error), **({"note": note} if note else {}))
+
+    async def _attempt(self, step: Step, attempt: int) -> tuple[dict[str, Any], str]:
+        """One attempt: resolve and check parameters, run the step under its timeout."""
+        try:
+            raw = self._resolution.params(step)
+        except ExpressionError as exc:
+            msg = f"steps.{step.id}.with: {exc}"
+            raise PermanentError(msg) from None
+        try:
+            params = step.type.params.model_validate(raw)
+        except ValidationError as exc:
+            raise PermanentError(_format_validation(step.id, exc)) from None
+        record = self._records[step.id]
+        ctx = StepContext(
+            run_id=self._run.id, run_name=self._pipeline.name, step_id=step.id, attempt=attempt,
+            pipeline_dir=self._pipeline.base_dir, log=self._log,
+            last_checkpoint=record.checkpoint,
+            write_checkpoint=lambda data: self._write_checkpoint(step.id, attempt, data),
+            provider=self._provider,
+        )
+        with anyio.move_on_after(step.timeout) as scope:
+            result = await step.type.run(ctx, params)
+        if scope.cancelled_caught:
+            msg = f"attempt {attempt} ran longer than the step's timeout of " \
+                  f"{format_duration(step.timeout or 0)}"
+            raise StepTimeout(msg)
+        return _as_outputs(result), self._resolution.config_hash(step)
+
+    async def _write_checkpoint(self, step_id: str, attempt: int, data: dict[str, Any]) -> None:
+        await self._save(step_id, NewEvent("checkpoint", step_id, attempt, data),
+                         checkpoint=data)
+        fault_point("after_checkpoint", step_id)

@@ -1,0 +1,276 @@
+"""The orchestrator of one process: creates runs and executes them under leases.
+
+A process has one owner id (`host:pid:random`) and one heartbeat task that renews every lease
+it holds with a single statement, however many runs it executes. If a renewal finds a run's
+lease gone (another process took it over after this one stalled), that run's executor is
+stopped at once; its writes would be refused anyway (fencing), this just stops the work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Collection, Mapping
+from contextlib import suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from orchestrator.engine.executor import RunExecutor, RunOutcome
+from orchestrator.engine.resolve import Resolution
+from orchestrator.errors import ConfigError, RunExists, SecretMissing
+from orchestrator.ids import new_run_id
+from orchestrator.log import REDACTOR, get_logger
+from orchestrator.spec.expressions import ExpressionError
+from orchestrator.spec.loader import Pipeline, load_pipeline, parse_pipeline
+from orchestrator.store.base import (
+    Lease,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    StateStore,
+    StepRecord,
+    StepStatus,
+)
+
+__all__ = ["EngineConfig", "Orchestrator", "ResumePlan", "owner_is_dead", "read_secrets"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """The settings the engine itself uses (a subset of `Settings`)."""
+
+    max_parallel_steps: int = 8
+    lease_ttl: float = 30.0
+    max_recoveries: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePlan:
+    """What resuming a run will do: steps kept with their outputs, and steps that run."""
+
+    run: RunRecord
+    pipeline: Pipeline
+    records: Mapping[str, StepRecord]
+    reset: frozenset[str]
+    reload_text: str | None
+
+    def will_run(self) -> list[str]:
+        return [sid for sid in self.pipeline.steps
+                if sid in self.reset or self._status(sid) is not StepStatus.SUCCEEDED]
+
+    def kept(self) -> list[str]:
+        return [sid for sid in self.pipeline.steps if sid not in self.will_run()]
+
+    def _status(self, step_id: str) -> StepStatus:
+        record = self.records.get(step_id)
+        return record.status if record else StepStatus.PENDING
+
+
+def read_secrets(names: Collection[str], environ: Mapping[str, str] | None = None) -> dict[str,
+                                                                                          str]:
+    """The values of `names` from the environment (or `.env`); raises SecretMissing."""
+    env = dict(os.environ if environ is None else environ)
+    missing = [n for n in sorted(names) if n not in env]
+    if missing and Path(".env").is_file():
+        from dotenv import dotenv_values  # noqa: PLC0415  (only when a secret is not exported)
+
+        env.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+        missing = [n for n in missing if n not in env]
+    if missing:
+        listed = ", ".join(missing)
+        msg = (f"the pipeline uses secrets.{missing[0]} but {listed} "
+               f"{'is' if len(missing) == 1 else 'are'} not set; export {missing[0]}=... "
+               "or put it in .env")
+        raise SecretMissing(msg)
+    return {n: env[n] for n in names}
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True if `owner` was a process on this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Orchestrator:
+    """Creates and executes runs for this process. Use as `async with Orchestrator(...)`.
+
+    The store must already be open; the orchestrator owns the heartbeat task group.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        config: EngineConfig | None = None,
+        rng: random.Random | None = None,
+        provider: Any = None,
+    ) -> None:
+        self.store = store
+        self.config = config or EngineConfig()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._rng = rng or random.Random()
+        self._provider = provider
+        self._executing: dict[str, tuple[Lease, RunExecutor]] = {}
+        self._tg: TaskGroup | None = None
+        self._log = get_logger()
+
+    async def __aenter__(self) -> Self:
+        if self._tg is not None:
+            msg = "this Orchestrator is already open"
+            raise RuntimeError(msg)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        await self._tg.start(self._heartbeat)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(exc_type, exc, tb)
+
+    # -- heartbeat ---------------------------------------------------------------------------
+
+    async def _heartbeat(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                         ) -> None:
+        task_status.started()
+        interval = self.config.lease_ttl / 3
+        while True:
+            await anyio.sleep(interval)
+            if not self._executing:
+                continue
+            try:
+                held = await self.store.renew_leases(self.owner, ttl=self.config.lease_ttl)
+            except Exception as exc:  # noqa: BLE001  (keep beating; expiry is checked below)
+                self._log.warning("lease heartbeat failed", error=f"{type(exc).__name__}: {exc}")
+                now = time.time()
+                held = {rid for rid, (lease, _) in self._executing.items()
+                        if lease.expires_at > now}
+            else:
+                expires = time.time() + self.config.lease_ttl
+                for run_id, (lease, executor) in list(self._executing.items()):
+                    if run_id in held:
+                        self._executing[run_id] = (dataclasses.replace(lease, expires_at=expires),
+                                                   executor)
+            for run_id, (_, executor) in list(self._executing.items()):
+                if run_id not in held:
+                    self._log.error("lost the lease on a run; stopping it", run_id=run_id)
+                    executor.lose_lease()
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def create_run(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> RunRecord:
+        """Store a new pending run of `pipeline` with its (already resolved) input values."""
+        for _ in range(5):
+            try:
+                return await self.store.create_run(NewRun(
+                    id=new_run_id(), pipeline_name=pipeline.name,
+                    pipeline_path=str(pipeline.path.resolve()), pipeline_text=pipeline.text,
+                    inputs=dict(inputs),
+                ))
+            except RunExists:
+                continue
+        msg = "could not draw an unused run id in 5 tries"
+        raise RuntimeError(msg)
+
+    async def plan_resume(self, run_id: str, *, from_step: str | None = None,
+                          reload: bool = False) -> ResumePlan:
+        """Which steps a resume keeps and which it runs again (nothing is executed)."""
+        run = await self.store.get_run(run_id)
+        records = await self.store.get_steps(run_id)
+        if reload:
+            pipeline = load_pipeline(run.pipeline_path)
+        else:
+            pipeline = parse_pipeline(run.pipeline_text, Path(run.pipeline_path))
+        reset: set[str] = set()
+        if from_step is not None:
+            if from_step not in pipeline.steps:
+                msg = (f"--from {from_step}: run {run_id}'s pipeline has no such step (steps: "
+                       f"{', '.join(pipeline.steps)})")
+                raise ConfigError(msg)
+            reset |= pipeline.downstream({from_step})
+        if reload:
+            reset |= self._changed_steps(run, pipeline, records, reset)
+        return ResumePlan(run, pipeline, records, frozenset(reset),
+                          pipeline.text if reload else None)
+
+    def _changed_steps(self, run: RunRecord, pipeline: Pipeline,
+                       records: Mapping[str, StepRecord], reset: set[str]) -> set[str]:
+        """Succeeded steps whose resolved configuration differs now, and their dependents."""
+
+        def outputs_of(step_id: str) -> Mapping[str, Any] | None:
+            record = records.get(step_id)
+            return record.outputs if record and record.status is StepStatus.SUCCEEDED else None
+
+        resolution = Resolution(run_id=run.id, run_name=pipeline.name, inputs=run.inputs,
+                                secrets={}, outputs_of=outputs_of)
+        changed: set[str] = set()
+        for step_id, step in pipeline.steps.items():
+            record = records.get(step_id)
+            if record is None or record.status is not StepStatus.SUCCEEDED or step_id in reset:
+                continue
+            try:
+                digest = resolution.config_hash(step)
+            except ExpressionError:
+                digest = None
+            if digest != record.config_hash:
+                changed |= pipeline.downstream({step_id})
+        return changed
+
+    async def execute(self, plan: ResumePlan, *, force: bool = False) -> RunOutcome:
+        """Execute a run (new or resumed) per `plan`, holding its lease throughout."""
+        run = plan.run
+        secret_values = read_secrets(plan.pipeline.secret_names())
+        REDACTOR.add(secret_values.values())
+        dead = [run.lease_owner] if run.lease_owner and owner_is_dead(run.lease_owner) else []
+        lease = await self.store.acquire_lease(
+            run.id, self.owner, ttl=self.config.lease_ttl,
+            max_recoveries=self.config.max_recoveries, dead_owners=dead, force=force,
+        )
+        executor = RunExecutor(
+            store=self.store, lease=lease, run=run, pipeline=plan.pipeline,
+            records=plan.records, secrets=secret_values,
+            max_parallel_steps=self.config.max_parallel_steps, rng=self._rng,
+            clock=self.store.clock, provider=self._provider,
+        )
+        self._executing[run.id] = (lease, executor)
+        try:
+            return await executor.execute(reset=plan.reset, reload_text=plan.reload_text)
+        finally:
+            self._executing.pop(run.id, None)
+            # If this fails the lease simply expires; the run's outcome matters more.
+            with anyio.CancelScope(shield=True), suppress(Exception):
+                await self.store.release_lease(lease)
+
+    async def run(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> RunOutcome:
+        """Create a run of `pipeline` and execute it to the end."""
+        record = await self.create_run(pipeline, inputs)
+        return await self.execute(ResumePlan(record, pipeline, {}, frozenset(), None))
+
+    async def resume(self, run_id: str, *, from_step: str | None = None, reload: bool = False,
+                     force: bool = False) -> RunOutcome:
+        """Continue a run: keep succeeded steps, re-enter the rest (see ResumePlan)."""
+        plan = await self.plan_resume(run_id, from_step=from_step, reload=reload)
+        if plan.run.status is RunStatus.SUCCEEDED and not plan.will_run():
+            return RunOutcome(run_id, RunStatus.SUCCEEDED)
+        return await self.execute(plan, force=force)

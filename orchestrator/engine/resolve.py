@@ -1,0 +1,67 @@
+"""Evaluating a step's `with:` in its run: inputs, run info, secrets and upstream outputs.
+
+The same resolution serves two purposes: the parameters a step runs with, and the step's
+*configuration hash*, which `resume --reload` compares to tell a changed step from an unchanged
+one. The hash sees `${{ secrets.X }}` as written, never the secret's value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from orchestrator.spec.expressions import ExpressionError, Reference, lookup, render
+from orchestrator.spec.loader import Step
+
+__all__ = ["Resolution"]
+
+
+class Resolution:
+    """Looks up the values a run's expressions refer to."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        run_name: str,
+        inputs: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        outputs_of: Callable[[str], Mapping[str, Any] | None],
+    ) -> None:
+        self._roots: dict[str, Any] = {
+            "inputs": inputs,
+            "run": {"id": run_id, "name": run_name},
+            "secrets": secrets,
+            "matrix": {},
+        }
+        self._outputs_of = outputs_of
+
+    def _resolve(self, ref: Reference) -> Any:
+        if ref.root == "steps":
+            target = str(ref.path[0])
+            outputs = self._outputs_of(target)
+            if outputs is None:
+                msg = f"{ref}: step '{target}' has not succeeded, so it has no outputs yet"
+                raise ExpressionError(msg, ref.offset)
+            return lookup({target: {"outputs": outputs}}, ref)
+        if ref.root == "secrets" and ref.path and ref.path[0] not in self._roots["secrets"]:
+            msg = f"{ref}: the secret {ref.path[0]} is not set in the environment"
+            raise ExpressionError(msg, ref.offset)
+        return lookup(self._roots[ref.root], ref)
+
+    def _resolve_for_hash(self, ref: Reference) -> Any:
+        return f"${{{{ {ref.text} }}}}" if ref.root == "secrets" else self._resolve(ref)
+
+    def params(self, step: Step) -> dict[str, Any]:
+        """The step's `with:`, every expression replaced by its value. Raises ExpressionError."""
+        rendered: dict[str, Any] = render(step.with_, self._resolve)
+        return rendered
+
+    def config_hash(self, step: Step) -> str:
+        """A digest of what the step would run with (its type and resolved parameters)."""
+        rendered = render(step.with_, self._resolve_for_hash)
+        blob = json.dumps({"uses": step.spec.uses, "with": rendered}, sort_keys=True,
+                          default=str, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

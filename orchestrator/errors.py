@@ -1,0 +1,167 @@
+"""Every error the orchestrator raises, in one tree, branched by who has to react.
+
+```
+OrchestratorError
+├── ConfigError              bad input: the user fixes a file, flag or id (exit 2, never retried)
+│   ├── PipelineInvalid      a pipeline file with one or more problems, each with file:line:col
+│   ├── SettingsInvalid      a bad setting (environment, .env or config file)
+│   ├── InputsInvalid        a bad or missing `-i key=value`
+│   ├── SecretMissing        a `secrets.NAME` the pipeline uses is not set
+│   ├── StateStoreInvalid    a corrupt, foreign, newer or unwritable state database
+│   └── RunNotFound          an unknown run id
+├── StepError                raised by a step to end one attempt
+│   ├── TransientError       retried by the step's retry policy; the only thing retries catch
+│   │   ├── RateLimited      carries the provider's `retry_after`
+│   │   ├── ProviderUnavailable
+│   │   └── StepTimeout      an attempt ran longer than the step's `timeout`
+│   └── PermanentError       fails the step at once
+└── StateError               the state store refuses what the caller asked for
+    ├── RunBusy              another live process holds the run's lease (exit code 2)
+    ├── RunStranded          recovered from crashes too often; parked (exit code 2)
+    ├── RunExists            a run with this id is already stored
+    └── LeaseLost            this process no longer owns the run; its writes are fenced off
+```
+
+Cancellation is never turned into one of these: anyio's cancellation exception passes through
+every handler untouched, so a Ctrl-C always reaches the run executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "InputsInvalid",
+    "LeaseLost",
+    "OrchestratorError",
+    "PermanentError",
+    "PipelineInvalid",
+    "Problem",
+    "ProviderUnavailable",
+    "RateLimited",
+    "RunBusy",
+    "RunExists",
+    "RunNotFound",
+    "RunStranded",
+    "SecretMissing",
+    "SettingsInvalid",
+    "StateError",
+    "StateStoreInvalid",
+    "StepError",
+    "StepTimeout",
+    "TransientError",
+]
+
+
+class OrchestratorError(Exception):
+    """Root of every error the orchestrator raises on purpose.
+
+    `exit_code` is what the command line returns when this error ends a command.
+    """
+
+    exit_code = 1
+
+
+class ConfigError(OrchestratorError):
+    """Bad input: a file, flag, setting or id the user has to fix. Never retried."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with a pipeline file, at a 1-based line and column."""
+
+    line: int
+    col: int
+    message: str
+
+    def format(self, path: str) -> str:
+        return f"{path}:{self.line}:{self.col}: {self.message}"
+
+
+class PipelineInvalid(ConfigError):
+    """A pipeline file has problems; `problems` holds every one found in a single pass."""
+
+    def __init__(self, path: str, problems: Sequence[Problem]) -> None:
+        self.path = path
+        self.problems = sorted(problems)
+        super().__init__("\n".join(p.format(path) for p in self.problems))
+
+
+class SettingsInvalid(ConfigError):
+    """A setting has a value the orchestrator cannot use."""
+
+
+class InputsInvalid(ConfigError):
+    """A pipeline input given with `-i` (or missing) is not usable."""
+
+
+class SecretMissing(ConfigError):
+    """The pipeline references `secrets.NAME` and NAME is not set in the environment."""
+
+
+class StateStoreInvalid(ConfigError):
+    """The state database cannot be used: corrupt, foreign, from a newer version, or unwritable."""
+
+
+class RunNotFound(ConfigError):
+    """No run with this id exists in the state store."""
+
+
+class StepError(OrchestratorError):
+    """Raised by a step to end the current attempt; subclasses say whether to retry."""
+
+
+class TransientError(StepError):
+    """A fault that may pass: the step is retried per its retry policy.
+
+    `retry_after` (seconds) is a lower bound on the wait before the next attempt, when the
+    remote side said how long to back off.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(TransientError):
+    """The provider said "too many requests"; `retry_after` says when to come back."""
+
+
+class ProviderUnavailable(TransientError):
+    """The provider could not be reached or answered with a server error."""
+
+
+class StepTimeout(TransientError):
+    """One attempt of a step ran longer than the step's `timeout`."""
+
+
+class PermanentError(StepError):
+    """A fault that retrying cannot fix: the step fails at once."""
+
+
+class StateError(OrchestratorError):
+    """The state store refuses an operation because of the run's current state."""
+
+
+class RunBusy(StateError):
+    """Another live process executes this run; a second executor is refused."""
+
+    exit_code = 2
+
+
+class RunStranded(StateError):
+    """The run was recovered from crashed executors more often than allowed and is parked."""
+
+    exit_code = 2
+
+
+class RunExists(StateError):
+    """A run with this id already exists (ids are unique in the store)."""
+
+
+class LeaseLost(StateError):
+    """This process's lease on the run was taken over; its writes are refused (fenced)."""

@@ -1,0 +1,43 @@
+"""Named fault points, for tests that kill the process at an exact moment.
+
+A test arms points through the environment, `ORCH_FAULTS=after_checkpoint:train,before_step_commit`
+(a point, optionally `:step`), and the process SIGKILLs itself when it reaches one. Unarmed,
+`fault_point` is a dictionary lookup on an empty set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["FAULTS_ENV", "POINTS", "fault_point"]
+
+FAULTS_ENV = "ORCH_FAULTS"
+
+POINTS = (
+    "after_step_started",   # the attempt's start is committed; the step body has not run
+    "after_checkpoint",     # a checkpoint the step saved is committed
+    "before_step_commit",   # the step body returned; its outputs are not committed yet
+    "after_step_commit",    # the step's outputs are committed; no later step has started
+)
+
+
+def _armed() -> frozenset[tuple[str, str | None]]:
+    armed = set()
+    for item in os.environ.get(FAULTS_ENV, "").split(","):
+        point, _, step = item.strip().partition(":")
+        if point:
+            if point not in POINTS:
+                msg = f"{FAULTS_ENV}: unknown fault point {point!r} (known: {', '.join(POINTS)})"
+                raise ValueError(msg)
+            armed.add((point, step or None))
+    return frozenset(armed)
+
+
+_ARMED = _armed()
+
+
+def fault_point(point: str, step: str | None = None) -> None:
+    """SIGKILL this process if `point` (for `step`, or for any step) is armed."""
+    if _ARMED and ((point, step) in _ARMED or (point, None) in _ARMED):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,103 @@
+"""Logging with structlog: console lines on a terminal, JSON lines otherwise.
+
+Every line carries `run_id`, `step` and `attempt` (null outside a step), bound through
+contextvars by the engine. `Redactor` replaces the value of every secret the run resolved with
+`***` in every log line, event and stored error, so a secret that leaks into a message is still
+never written anywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
+
+__all__ = ["REDACTOR", "Redactor", "add_run_fields", "configure_logging", "get_logger"]
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+MASK = "***"
+
+
+class Redactor:
+    """Knows the secret values in use in this process and masks them wherever they appear."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+
+    def add(self, values: Iterable[str]) -> None:
+        # Very short values would mask innocent text everywhere and are not worth hiding.
+        self._secrets.update(v for v in values if len(v) >= 4)
+
+    @property
+    def active(self) -> bool:
+        """Whether any secret is known (masking costs nothing until one is)."""
+        return bool(self._secrets)
+
+    def clear(self) -> None:
+        self._secrets.clear()
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+
+    def value(self, value: Any) -> Any:
+        """`value` with secrets masked in every string inside it (mappings and lists too)."""
+        if not self._secrets:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, MutableMapping | dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        """A structlog processor."""
+        if not self._secrets:
+            return event_dict
+        return {k: self.value(v) for k, v in event_dict.items()}
+
+
+REDACTOR = Redactor()
+"""The process's one redactor: the engine adds each run's secrets to it."""
+
+
+def add_run_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Make `run_id`, `step` and `attempt` present on every line, null when not in a step."""
+    for key in ("run_id", "step", "attempt"):
+        event_dict.setdefault(key, None)
+    return event_dict
+
+
+def configure_logging(*, fmt: str = "auto", level: str = "info",
+                      stream: TextIO | None = None) -> None:
+    """Set structlog up for this process; `fmt` is auto, console or json."""
+    out = stream or sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: Any = (structlog.processors.JSONRenderer() if use_json else
+                     structlog.dev.ConsoleRenderer(colors=out.isatty(),
+                                                   exception_formatter=structlog.dev.plain_traceback))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            add_run_fields,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            REDACTOR,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bound: Any) -> FilteringBoundLogger:
+    logger: FilteringBoundLogger = structlog.get_logger(**bound)
+    return logger

@@ -1,0 +1,132 @@
+"""Settings, read with pydantic-settings.
+
+Precedence, highest first: command-line flags, environment (`ORCH_*`), a `.env` file in the
+current directory, then the TOML config file (`config/orchestrator.toml`, or `ORCH_CONFIG`).
+`config/orchestrator.toml` documents every setting; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from orchestrator.errors import SettingsInvalid
+from orchestrator.spec.durations import Duration
+
+__all__ = ["CONFIG_ENV", "DEFAULT_CONFIG", "ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "ORCH_"
+CONFIG_ENV = "ORCH_CONFIG"
+DEFAULT_CONFIG = Path("config/orchestrator.toml")
+
+
+class Settings(BaseSettings):
+    """Everything that configures the orchestrator rather than one pipeline."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    provider: Literal["local", "together"] = Field(
+        default="local", description="where fine-tuning steps send their requests")
+    state_url: str = Field(
+        default="sqlite:///.orchestrator/state.db",
+        description="the state database; sqlite:///relative/path or sqlite:////absolute/path")
+    durability: Literal["process", "machine", "none"] = Field(
+        default="process",
+        description="what a committed step survives: process (a killed process), machine "
+                    "(also an OS crash or power cut; slower), none (benchmarks only)")
+    busy_timeout: Duration = Field(
+        default=10.0, description="how long to wait for another process holding the state "
+                                  "database's write lock")
+    max_parallel_steps: int = Field(
+        default=8, ge=1, le=10_000, description="steps of one run that execute at once")
+    lease_ttl: Duration = Field(
+        default=30.0, ge=1.0,
+        description="how long a run's lease outlives its executor's last heartbeat")
+    max_recoveries: int = Field(
+        default=3, ge=0,
+        description="crashed executors a run is recovered from before it is parked as stranded")
+    log_format: Literal["auto", "console", "json"] = Field(
+        default="auto", description="auto: console on a terminal, JSON lines otherwise")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="the least severe log lines shown")
+
+    @field_validator("state_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgres://", "postgresql://")):
+            msg = "expected sqlite:///path/to/state.db"
+            raise ValueError(msg)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _origin(field: str, flags: dict[str, Any]) -> str:
+    """Where a setting's value came from, for the error message."""
+    env_name = f"{ENV_PREFIX}{field.upper()}"
+    if field in flags:
+        return f"--{field.replace('_', '-')}"
+    if env_name in os.environ:
+        return env_name
+    if Path(".env").is_file() and any(
+        line.strip().startswith(f"{env_name}=") for line in Path(".env").read_text().splitlines()
+    ):
+        return f"{env_name} in .env"
+    return f"{field} in {config_path()}"
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Settings from every source, with `flags` (from the command line) winning.
+
+    Raises SettingsInvalid with one line per bad setting, naming where the value came from.
+    """
+    given = {k: v for k, v in flags.items() if v is not None}
+    path = config_path()
+    if path.is_file():
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            msg = f"{path}: not valid TOML: {exc}"
+            raise SettingsInvalid(msg) from None
+    elif os.environ.get(CONFIG_ENV):
+        msg = f"{CONFIG_ENV}={path}: no such file"
+        raise SettingsInvalid(msg)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False):
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"bad setting {field} = {error.get('input')!r} (from "
+                         f"{_origin(field, given)}): {message[0].lower()}{message[1:]}")
+        raise SettingsInvalid("\n".join(lines)) from None

@@ -1,0 +1,54 @@
+"""Durations as pipeline authors write them: `500ms`, `30s`, `2m`, `1h30m`, `1d`, or seconds."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+__all__ = ["Duration", "format_duration", "parse_duration"]
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$")
+HINT = "use a number of seconds or a number with a unit: 500ms, 30s, 5m, 2h, 1d, 1h30m"
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a duration string; raises ValueError with a hint otherwise."""
+    if isinstance(value, bool):  # pydantic turns ValueError (not TypeError) into a field error
+        raise ValueError(f"bad duration {value!r}: {HINT}")  # noqa: TRY004
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"bad duration {value!r}: must not be negative")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _WHOLE.match(text):
+            return sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text))
+        try:
+            seconds = float(text)
+        except ValueError:
+            pass
+        else:
+            if seconds >= 0:
+                return seconds
+    raise ValueError(f"bad duration {value!r}: {HINT}")
+
+
+def format_duration(seconds: float) -> str:
+    """A short human form for tables: `850ms`, `12.3s`, `4m05s`, `2h10m`."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""A pydantic field type: accepts what `parse_duration` accepts, holds seconds."""

@@ -1,0 +1,50 @@
+"""The step graph: order, cycles and what lies downstream, over `{step: its dependencies}`."""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Collection, Iterable, Mapping
+
+__all__ = ["descendants", "find_cycle", "topological_order"]
+
+Deps = Mapping[str, Collection[str]]
+
+
+def find_cycle(deps: Deps) -> list[str] | None:
+    """One dependency cycle as `[a, b, ..., a]`, or None when the graph is acyclic."""
+    try:
+        graphlib.TopologicalSorter(deps).prepare()
+    except graphlib.CycleError as exc:
+        cycle: list[str] = exc.args[1]
+        # graphlib lists a cycle against the edges (dependency first); show it as "a needs b".
+        return list(reversed(cycle))
+    return None
+
+
+def topological_order(deps: Deps) -> list[str]:
+    """Every step after its dependencies; among ready steps, the order of `deps` (file order)."""
+    rank = {step: i for i, step in enumerate(deps)}
+    sorter = graphlib.TopologicalSorter(deps)
+    sorter.prepare()
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=lambda s: rank.get(s, len(rank)))
+        order.extend(ready)
+        sorter.done(*ready)
+    return [s for s in order if s in rank]
+
+
+def descendants(deps: Deps, roots: Iterable[str]) -> set[str]:
+    """`roots` and every step that depends on one of them, directly or not."""
+    dependents: dict[str, list[str]] = {step: [] for step in deps}
+    for step, needs in deps.items():
+        for need in needs:
+            dependents.setdefault(need, []).append(step)
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        step = stack.pop()
+        if step not in seen:
+            seen.add(step)
+            stack.extend(dependents.get(step, ()))
+    return seen

@@ -1,0 +1,395 @@
+"""Pipeline files to `Pipeline` objects, reporting every problem found in one pass.
+
+Each problem names a line and column. Checking goes on past a bad part wherever the rest can
+still be understood, so one `validate` shows the author everything at once: the shape of each
+part (pydantic), then step types, literal parameters, references and the step graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrator.errors import PipelineInvalid, Problem
+from orchestrator.spec.expressions import ExpressionError, Reference, find_templates, parse_template
+from orchestrator.spec.graph import descendants, find_cycle, topological_order
+from orchestrator.spec.inputs import coerce_input
+from orchestrator.spec.model import (
+    DEFAULT_RETRY,
+    ID_PATTERN,
+    Defaults,
+    InputSpec,
+    PipelineHeader,
+    RetrySpec,
+    StepSpec,
+)
+from orchestrator.spec.yamlsource import NodePath, SourceMap, parse_yaml
+from orchestrator.steps.registry import StepRegistry, StepType, UnknownStepType, builtin_registry
+
+__all__ = ["Pipeline", "Step", "load_pipeline", "parse_pipeline"]
+
+_ID = re.compile(ID_PATTERN)
+_SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KNOWN_KEYS = sorted(
+    {f.alias or name for m in (PipelineHeader, StepSpec, InputSpec, RetrySpec, Defaults)
+     for name, f in m.model_fields.items()}
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A validated step with everything the engine needs resolved."""
+
+    id: str
+    spec: StepSpec
+    type: StepType
+    needs: frozenset[str]
+    retry: RetrySpec | None
+    timeout: float | None
+
+    @property
+    def with_(self) -> dict[str, Any]:
+        return self.spec.with_
+
+    def references(self) -> list[Reference]:
+        return [ref for _, text in find_templates(self.spec.with_)
+                for ref in parse_template(text).references]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline file: its steps in dependency order, and the text it came from."""
+
+    name: str
+    description: str | None
+    path: Path
+    text: str
+    inputs: Mapping[str, InputSpec]
+    steps: Mapping[str, Step]
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the file, and `python:` step modules, resolve against this."""
+        return self.path.parent
+
+    def dependencies(self) -> dict[str, frozenset[str]]:
+        return {sid: step.needs for sid, step in self.steps.items()}
+
+    def downstream(self, step_ids: set[str]) -> set[str]:
+        """`step_ids` and every step that depends on any of them."""
+        return descendants(self.dependencies(), step_ids)
+
+    def secret_names(self) -> set[str]:
+        return {str(ref.path[0]) for step in self.steps.values() for ref in step.references()
+                if ref.root == "secrets" and ref.path}
+
+
+def load_pipeline(path: str | Path, *, registry: StepRegistry | None = None) -> Pipeline:
+    """Read and validate a pipeline file; raises PipelineInvalid listing every problem."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineInvalid(str(path), [Problem(1, 1, "no such file")]) from None
+    except IsADirectoryError:
+        raise PipelineInvalid(str(path), [Problem(1, 1, "is a directory, not a file")]) from None
+    except UnicodeDecodeError as exc:
+        raise PipelineInvalid(str(path), [Problem(1, 1, f"not UTF-8 text ({exc.reason})")]) \
+            from None
+    except OSError as exc:
+        raise PipelineInvalid(str(path), [Problem(1, 1, f"cannot read: {exc.strerror}")]) \
+            from None
+    return parse_pipeline(text, file, registry=registry)
+
+
+def parse_pipeline(text: str, path: Path, *, registry: StepRegistry | None = None) -> Pipeline:
+    """Validate pipeline `text` as if read from `path` (resumed runs use their stored text)."""
+    checker = _Checker(path, registry or builtin_registry())
+    pipeline = checker.check(text)
+    if checker.problems or pipeline is None:
+        raise PipelineInvalid(str(path), checker.problems)
+    return pipeline
+
+
+class _Checker:
+    """Collects problems while building a Pipeline; see the module docstring for the order."""
+
+    def __init__(self, path: Path, registry: StepRegistry) -> None:
+        self.path = path
+        self.base_dir = path.resolve().parent
+        self.registry = registry
+        self.problems: list[Problem] = []
+        self.source = SourceMap()
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def report(self, path: NodePath, message: str, *, at_key: bool = False) -> None:
+        pos = self.source.locate(path, prefer_key=at_key)
+        self.problems.append(Problem(pos.line, pos.col, message))
+
+    def report_validation(self, exc: ValidationError, prefix: NodePath, data: Any,
+                          skip: set[NodePath] | None = None) -> None:
+        for error in exc.errors(include_url=False, include_input=False):
+            loc = _data_path(data, tuple(error["loc"]))
+            if skip and any(loc[: len(p)] == p for p in skip):
+                continue
+            where = ".".join(map(str, (*prefix, *loc))) or "pipeline"
+            kind = error["type"]
+            if kind == "extra_forbidden":
+                key = str(loc[-1])
+                close = difflib.get_close_matches(key, _KNOWN_KEYS, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                parent = ".".join(map(str, (*prefix, *loc[:-1]))) or "the top level"
+                self.report((*prefix, *loc), f"unknown key '{key}' in {parent}{hint}",
+                            at_key=True)
+            elif kind == "missing":
+                parent = ".".join(map(str, (*prefix, *loc[:-1]))) or "the top level"
+                self.report((*prefix, *loc[:-1]), f"{parent}: missing required key '{loc[-1]}'",
+                            at_key=True)
+            else:
+                message = str(error["msg"]).removeprefix("Value error, ")
+                self.report((*prefix, *loc), f"{where}: {message[0].lower()}{message[1:]}")
+
+    # -- the passes --------------------------------------------------------------------------
+
+    def check(self, text: str) -> Pipeline | None:
+        doc = parse_yaml(text)
+        self.source = doc.source
+        self.problems.extend(doc.problems)
+        data = doc.data
+        if data is None:
+            if not doc.problems:
+                self.problems.append(Problem(1, 1, "empty pipeline file: expected a mapping "
+                                                   "with at least name: and steps:"))
+            return None
+        if not isinstance(data, dict):
+            kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+            self.report((), f"the top level must be a mapping (name:, steps:, ...), not {kind}")
+            return None
+        header = self._header(data)
+        raw_steps = data.get("steps")
+        if not isinstance(raw_steps, dict):
+            return None
+        inputs = header.inputs if header else self._inputs_alone(data.get("inputs"))
+        defaults = header.defaults if header else Defaults()
+        specs = self._step_specs(raw_steps)
+        types = {sid: t for sid, spec in specs.items()
+                 if (t := self._step_type(sid, spec)) is not None}
+        needs = {sid: self._needs(sid, spec, specs, types, inputs)
+                 for sid, spec in specs.items()}
+        for sid, spec in specs.items():
+            if sid in types:
+                self._literal_params(sid, spec, types[sid])
+        order = self._order(needs)
+        if header is None or self.problems or order is None:
+            return None
+        steps = {
+            sid: Step(sid, specs[sid], types[sid], frozenset(needs[sid]),
+                      _effective_retry(specs[sid], defaults), _effective_timeout(specs[sid],
+                                                                                 defaults))
+            for sid in order
+        }
+        return Pipeline(header.name, header.description, self.path, text, header.inputs, steps)
+
+    def _header(self, data: dict[str, Any]) -> PipelineHeader | None:
+        header = None
+        try:
+            header = PipelineHeader.model_validate(data)
+        except ValidationError as exc:
+            self.report_validation(exc, (), data)
+        for path, _ in find_templates({k: v for k, v in data.items() if k != "steps"}):
+            self.report(path, "expressions are only evaluated inside a step's with:")
+        inputs = data.get("inputs")
+        if isinstance(inputs, dict):
+            for name, spec in inputs.items():
+                if not _ID.match(name):
+                    self.report(("inputs", name), f"input name '{name}' must start with a letter "
+                                "or _ and hold only letters, digits, _ and -", at_key=True)
+                self._input_default(name, spec)
+        return header
+
+    def _input_default(self, name: str, raw: Any) -> None:
+        if not isinstance(raw, dict) or raw.get("default") is None:
+            return
+        try:
+            spec = InputSpec.model_validate(raw)
+            coerce_input(spec.type, spec.default)
+        except ValidationError:
+            return  # reported with the header
+        except ValueError as exc:
+            self.report(("inputs", name, "default"), f"inputs.{name}.default: {exc} "
+                        f"(the input's type is {raw.get('type', 'string')})")
+
+    def _inputs_alone(self, raw: Any) -> dict[str, InputSpec]:
+        """The valid inputs of a file whose header has other problems (to keep checking refs)."""
+        if not isinstance(raw, dict):
+            return {}
+        valid = {}
+        for name, spec in raw.items():
+            try:
+                valid[name] = InputSpec.model_validate(spec)
+            except ValidationError:
+                continue
+        return valid
+
+    def _step_specs(self, raw_steps: dict[str, Any]) -> dict[str, StepSpec]:
+        specs: dict[str, StepSpec] = {}
+        for sid, raw in raw_steps.items():
+            if not _ID.match(sid):
+                self.report(("steps", sid), f"step id '{sid}' must start with a letter or _ and "
+                            "hold only letters, digits, _ and -", at_key=True)
+                continue
+            if not isinstance(raw, dict):
+                self.report(("steps", sid), f"step '{sid}' must be a mapping with at least uses:")
+                continue
+            try:
+                specs[sid] = StepSpec.model_validate(raw)
+            except ValidationError as exc:
+                self.report_validation(exc, ("steps", sid), raw)
+                # Keep checking the rest of the step: drop the keys that are wrong and retry.
+                bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+                with contextlib.suppress(ValidationError):
+                    specs[sid] = StepSpec.model_validate(
+                        {k: v for k, v in raw.items() if k not in bad})
+            outside_with = {k: v for k, v in raw.items() if k != "with"}
+            for path, _ in find_templates(outside_with, ("steps", sid)):
+                self.report(path, "expressions are only evaluated inside a step's with:")
+        return specs
+
+    def _step_type(self, sid: str, spec: StepSpec) -> StepType | None:
+        try:
+            return self.registry.resolve(spec.uses, self.base_dir)
+        except UnknownStepType as exc:
+            self.report(("steps", sid, "uses"), f"steps.{sid}.uses: {exc}")
+            return None
+
+    def _literal_params(self, sid: str, spec: StepSpec, step_type: StepType) -> None:
+        """Check the parameters known now; ones holding expressions are checked at run time."""
+        expression_paths = {path for path, _ in find_templates(spec.with_)}
+        try:
+            step_type.params.model_validate(spec.with_)
+        except ValidationError as exc:
+            self.report_validation(exc, ("steps", sid, "with"), spec.with_,
+                                   skip=expression_paths)
+
+    def _needs(self, sid: str, spec: StepSpec, specs: Mapping[str, StepSpec],
+               types: Mapping[str, StepType], inputs: Mapping[str, InputSpec]) -> set[str]:
+        """Explicit `needs` plus every step this one's expressions reference."""
+        needs: set[str] = set()
+        for i, need in enumerate(spec.needs):
+            if need in specs:
+                needs.add(need)
+            else:
+                self.report(("steps", sid, "needs", i), _unknown_step(need, "needs", specs))
+        for path, text in find_templates(spec.with_, ("steps", sid, "with")):
+            try:
+                template = parse_template(text)
+            except ExpressionError as exc:
+                self.report(path, f"{_dotted(path)}: {exc}")
+                continue
+            for ref in template.references:
+                message = self._reference_problem(sid, ref, specs, types, inputs)
+                if message:
+                    self.report(path, f"{_dotted(path)}: {message}")
+                elif ref.root == "steps":
+                    needs.add(str(ref.path[0]))
+        return needs
+
+    def _reference_problem(self, sid: str, ref: Reference, specs: Mapping[str, StepSpec],
+                           types: Mapping[str, StepType],
+                           inputs: Mapping[str, InputSpec]) -> str | None:
+        path = ref.path
+        if ref.root == "inputs":
+            if not path:
+                return None
+            if path[0] not in inputs:
+                known = ", ".join(sorted(inputs)) or "none are declared"
+                return f"'{ref}' names an undefined input '{path[0]}' (inputs: {known})"
+            return None
+        if ref.root == "steps":
+            if not path:
+                return f"'{ref}' must name a step: steps.<id>.outputs.<name>"
+            target = str(path[0])
+            if target not in specs:
+                return f"'{ref}': " + _unknown_step(target, "reference", specs)
+            if len(path) < 2 or path[1] != "outputs":
+                return f"'{ref}': a step is referenced as steps.{target}.outputs.<name>"
+            if target == sid:
+                return f"'{ref}': a step cannot use its own outputs"
+            if len(path) >= 3 and target in types:
+                declared = types[target].outputs(specs[target].with_)
+                if declared is not None and path[2] not in declared:
+                    listed = ", ".join(sorted(declared)) or "none"
+                    return (f"'{ref}': step '{target}' ({specs[target].uses}) has no output "
+                            f"'{path[2]}' (its outputs: {listed})")
+            return None
+        if ref.root == "matrix":
+            return f"'{ref}': this pipeline has no matrix:"
+        if ref.root == "run":
+            if len(path) != 1 or path[0] not in ("id", "name"):
+                return f"'{ref}': run has only run.id and run.name"
+            return None
+        if len(path) != 1 or not _SECRET_NAME.match(str(path[0])):
+            return f"'{ref}': a secret is referenced as secrets.NAME (letters, digits and _)"
+        return None
+
+    def _order(self, needs: dict[str, set[str]]) -> list[str] | None:
+        cycle = find_cycle(needs)
+        if cycle is not None:
+            members = " -> ".join(cycle)
+            self.report(("steps", cycle[0]), f"dependency cycle: {members} "
+                        "(each step needs the next, through needs: or an expression)",
+                        at_key=True)
+            return None
+        return topological_order(needs)
+
+
+def _unknown_step(name: str, where: str, specs: Mapping[str, StepSpec]) -> str:
+    close = difflib.get_close_matches(name, list(specs), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"unknown step '{name}' in {where} ({hint}steps: {', '.join(specs)})"
+
+
+def _dotted(path: NodePath) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> NodePath:
+    """The part of a pydantic error location that is a path in the data.
+
+    pydantic puts union member tags into locations (`retry.RetrySpec.max_attempts`); those are
+    not keys of the data and are dropped. A last part absent from its mapping is a missing key
+    and is kept.
+    """
+    path: list[str | int] = []
+    current = data
+    for i, part in enumerate(loc):
+        if isinstance(current, dict):
+            if part in current:
+                current = current[part]
+                path.append(part)
+            elif i == len(loc) - 1:
+                path.append(part)
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+            path.append(part)
+    return tuple(path)
+
+
+def _effective_retry(spec: StepSpec, defaults: Defaults) -> RetrySpec | None:
+    if spec.inherits("retry"):
+        return defaults.retry
+    if spec.retry is None:
+        return None
+    return spec.retry.merged_over(defaults.retry or DEFAULT_RETRY)
+
+
+def _effective_timeout(spec: StepSpec, defaults: Defaults) -> float | None:
+    return defaults.timeout if spec.inherits("timeout") else spec.timeout

@@ -1,0 +1,110 @@
+"""The pipeline file's structure as pydantic models.
+
+These check the *shape* of a file (keys, types, ranges). What needs the whole file at once (step
+types, references, the DAG) is checked in `orchestrator.spec.loader`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from orchestrator.spec.durations import Duration
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "Defaults",
+    "InputSpec",
+    "InputType",
+    "PipelineHeader",
+    "RetrySpec",
+    "StepSpec",
+]
+
+ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+InputType = Literal["string", "integer", "number", "boolean", "path", "list", "object"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """A typed pipeline input; without a `default` it must be given with `-i name=value`."""
+
+    type: InputType = "string"
+    default: Any = None
+    description: str | None = None
+
+    @property
+    def required(self) -> bool:
+        return "default" not in self.model_fields_set
+
+
+class RetrySpec(_Strict):
+    """Exponential backoff: attempt n waits up to `initial_delay * multiplier**(n-1)`, capped."""
+
+    max_attempts: int = Field(default=3, ge=1, le=1000)
+    initial_delay: Duration = 1.0
+    max_delay: Duration = 60.0
+    multiplier: float = Field(default=2.0, ge=1.0, le=100.0)
+    jitter: Literal["full", "none"] = "full"
+
+    def merged_over(self, base: RetrySpec) -> RetrySpec:
+        """This spec's explicitly given fields on top of `base` (a step tweaking the default)."""
+        return base.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
+
+
+DEFAULT_RETRY = RetrySpec()
+
+
+class Defaults(_Strict):
+    """What every step inherits unless it says otherwise; `retry: null` means no retries."""
+
+    retry: RetrySpec | None = DEFAULT_RETRY
+    timeout: Duration | None = None
+
+
+class StepSpec(_Strict):
+    """One step. `retry` and `timeout` left out inherit `defaults`; `null` switches them off."""
+
+    uses: str
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    needs: list[str] = Field(default_factory=list)
+    retry: RetrySpec | None = None
+    timeout: Duration | None = None
+    description: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _python_mapping(cls, data: Any) -> Any:
+        # `uses: {python: module:function}` reads better in YAML than the one-string form.
+        if isinstance(data, dict) and isinstance(data.get("uses"), dict):
+            uses = data["uses"]
+            if set(uses) == {"python"} and isinstance(uses["python"], str):
+                data = {**data, "uses": f"python:{uses['python']}"}
+        return data
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _single_need(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def inherits(self, field: str) -> bool:
+        """True when the file left `field` out, so the pipeline default applies."""
+        return field not in self.model_fields_set
+
+
+class PipelineHeader(_Strict):
+    """Everything in a pipeline file except the steps' insides (validated one by one)."""
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=100)
+    description: str | None = None
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    defaults: Defaults = Defaults()
+    steps: dict[str, Any] = Field(min_length=1)

@@ -1,0 +1,85 @@
+"""What a step is handed when it runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+__all__ = ["CheckpointWriter", "StepContext"]
+
+CheckpointWriter = Callable[[dict[str, Any]], Awaitable[None]]
+"""Persists a step's whole checkpoint dict before returning (the engine's side of `checkpoint`)."""
+
+
+class StepContext:
+    """The run-time view a step gets of its run.
+
+    `idempotency_key` is stable across attempts and resumes of this step (`run_id:step_id`): a
+    step that causes a remote effect passes it wherever the remote side accepts one, or uses it
+    to recognise an effect it caused before a crash.
+
+    `last_checkpoint` is what the step saved with `checkpoint()` in an earlier attempt or before
+    a crash, or `{}` on the first attempt. A step that must not repeat work checks it first.
+    """
+
+    __slots__ = (
+        "_write_checkpoint",
+        "attempt",
+        "idempotency_key",
+        "last_checkpoint",
+        "log",
+        "pipeline_dir",
+        "provider",
+        "run_id",
+        "run_name",
+        "step_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        run_name: str,
+        step_id: str,
+        attempt: int,
+        pipeline_dir: Path,
+        log: FilteringBoundLogger,
+        last_checkpoint: Mapping[str, Any],
+        write_checkpoint: CheckpointWriter,
+        provider: Any = None,
+    ) -> None:
+        self.run_id = run_id
+        self.run_name = run_name
+        self.step_id = step_id
+        self.attempt = attempt
+        self.idempotency_key = f"{run_id}:{step_id}"
+        self.pipeline_dir = pipeline_dir
+        self.log = log
+        self.provider = provider
+        self.last_checkpoint: dict[str, Any] = dict(last_checkpoint)
+        self._write_checkpoint = write_checkpoint
+
+    async def checkpoint(self, **data: Any) -> None:
+        """Merge `data` into the step's checkpoint and commit it before returning.
+
+        Once this returns, a crash of the process cannot lose `data`: the next attempt, or the
+        resumed run, sees it in `last_checkpoint`. Values must be JSON-serialisable.
+        """
+        merged = {**self.last_checkpoint, **data}
+        try:
+            json.dumps(merged)
+        except (TypeError, ValueError) as exc:
+            msg = f"checkpoint values must be JSON-serialisable: {exc}"
+            raise TypeError(msg) from None
+        await self._write_checkpoint(merged)
+        self.last_checkpoint = merged
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """A path from the pipeline, made absolute against the pipeline file's folder."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.pipeline_dir / candidate

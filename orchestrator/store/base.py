@@ -1,0 +1,289 @@
+"""The state store's contract: what a run executor, the CLI and (later) a fleet of workers need.
+
+Every write an executor makes goes through `commit`, fenced on its lease: the store applies it
+only while `(lease_owner, lease_generation)` of the run still match the caller's lease, in the
+same transaction, so an executor that stalled and lost its lease can never overwrite its
+successor's work. Leases are renewed per owner (`renew_leases`), not per run, so a process
+running thousands of runs heartbeats with one statement.
+
+Implementations: `sqlite` (embedded default). A PostgreSQL one follows the same contract and is
+checked by the same test suite (`tests/store/test_contract.py`).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from orchestrator.errors import StateStoreInvalid
+
+__all__ = [
+    "Clock",
+    "ErrorInfo",
+    "EventRecord",
+    "Lease",
+    "NewEvent",
+    "NewRun",
+    "RunRecord",
+    "RunStatus",
+    "RunUpdate",
+    "StateStore",
+    "StepRecord",
+    "StepStatus",
+    "open_store",
+]
+
+Clock = Callable[[], float]
+"""Wall-clock seconds since the epoch; injected so tests can move time."""
+
+
+class RunStatus(enum.StrEnum):
+    PENDING = "pending"          # created, never started
+    RUNNING = "running"          # an executor holds (or held, if it crashed) the lease
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"            # a step failed for good; resumable
+    INTERRUPTED = "interrupted"  # stopped by a signal; resumable
+    CANCELLED = "cancelled"
+    STRANDED = "stranded"        # crashed executors too often; parked until resumed by hand
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.INTERRUPTED,
+                        RunStatus.CANCELLED, RunStatus.STRANDED)
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"          # not started in this run (or reset by resume --from/--reload)
+    RUNNING = "running"          # an attempt is in progress
+    RETRYING = "retrying"        # an attempt failed transiently; the next starts at retry_at
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"      # stopped because another step failed
+    INTERRUPTED = "interrupted"  # stopped by a signal or lost lease; re-entered on resume
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why a step or run failed: the exception's type name and message (tracebacks go to events)."""
+
+    type: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ErrorInfo:
+        return cls(str(data["type"]), str(data["message"]))
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+@dataclass(frozen=True)
+class NewRun:
+    id: str
+    pipeline_name: str
+    pipeline_path: str
+    pipeline_text: str
+    inputs: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    pipeline_name: str
+    pipeline_path: str
+    pipeline_text: str
+    inputs: Mapping[str, Any]
+    status: RunStatus
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    lease_owner: str | None
+    lease_generation: int
+    lease_expires_at: float | None
+    recoveries: int
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """A step's whole persisted state; the executor writes full rows, never partial ones."""
+
+    step_id: str
+    status: StepStatus = StepStatus.PENDING
+    attempt: int = 0
+    outputs: Mapping[str, Any] | None = None
+    checkpoint: Mapping[str, Any] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    retry_at: float | None = None
+    config_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    kind: str
+    step_id: str | None = None
+    attempt: int | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    seq: int
+    run_id: str
+    ts: float
+    kind: str
+    step_id: str | None
+    attempt: int | None
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """A change of run status; `pipeline_text` replaces the stored text (resume --reload)."""
+
+    status: RunStatus
+    error: str | None = None
+    pipeline_text: str | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to execute (and write) one run, until `expires_at` unless renewed."""
+
+    run_id: str
+    owner: str
+    generation: int
+    expires_at: float
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+class StateStore(ABC):
+    """Runs, steps, the append-only event log and leases. Use as `async with store:`."""
+
+    def __init__(self, url: str, *, clock: Clock = time.time) -> None:
+        self.url = url
+        self.clock = clock
+        self._state = _State.UNOPENED
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.UNOPENED:
+            msg = f"a state store can be opened once; this one is {self._state.value}"
+            raise RuntimeError(msg)
+        await self._open()
+        self._state = _State.OPENED
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._state = _State.CLOSED
+        await self._close()
+
+    def _check_open(self) -> None:
+        if self._state is not _State.OPENED:
+            msg = f"the state store is {self._state.value}; use it inside `async with store:`"
+            raise RuntimeError(msg)
+
+    @abstractmethod
+    async def _open(self) -> None: ...
+
+    @abstractmethod
+    async def _close(self) -> None: ...
+
+    # -- runs --------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def create_run(self, run: NewRun) -> RunRecord:
+        """Store a new pending run; raises RunExists if the id is taken."""
+
+    @abstractmethod
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The run; raises RunNotFound."""
+
+    @abstractmethod
+    async def list_runs(self, *, limit: int = 50) -> list[RunRecord]:
+        """The most recently created runs, newest first."""
+
+    @abstractmethod
+    async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
+        """Every stored step of the run by id (steps never started have no row)."""
+
+    @abstractmethod
+    async def get_events(self, run_id: str, *, after: int = 0,
+                         limit: int | None = None) -> list[EventRecord]:
+        """The run's events with `seq > after`, oldest first."""
+
+    # -- leases ------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def acquire_lease(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        ttl: float,
+        max_recoveries: int,
+        dead_owners: Collection[str] = (),
+        force: bool = False,
+    ) -> Lease:
+        """Take the run's lease, bumping its generation (which fences off any older holder).
+
+        Raises RunBusy while another owner's lease is live; a lease past its expiry, or held
+        by an owner in `dead_owners` (known to have exited), is taken over. Taking over a run
+        whose status is still `running` counts as a recovery from a crash; past
+        `max_recoveries` the run is set `stranded` and RunStranded raised, unless `force`,
+        which also resets the count.
+        """
+
+    @abstractmethod
+    async def renew_leases(self, owner: str, *, ttl: float) -> set[str]:
+        """Extend every lease `owner` holds; returns the ids of the runs it still holds."""
+
+    @abstractmethod
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up (fenced: a lease already taken over is left alone)."""
+
+    # -- fenced writes -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def commit(
+        self,
+        lease: Lease,
+        *,
+        run: RunUpdate | None = None,
+        steps: Sequence[StepRecord] = (),
+        events: Sequence[NewEvent] = (),
+    ) -> None:
+        """Apply a run update, whole step rows and new events in one transaction.
+
+        Raises LeaseLost, writing nothing, if `lease` no longer holds the run.
+        """
+
+
+def open_store(url: str, *, durability: str = "process", busy_timeout: float = 10.0,
+               clock: Clock = time.time) -> StateStore:
+    """The store for `url` (`sqlite:///path`); drivers are imported only when used."""
+    scheme = url.partition(":")[0]
+    if scheme == "sqlite":
+        from orchestrator.store.sqlite import SQLiteStore  # noqa: PLC0415
+
+        return SQLiteStore(url, durability=durability, busy_timeout=busy_timeout, clock=clock)
+    if scheme in ("postgres", "postgresql"):
+        msg = f"state_url {url!r}: PostgreSQL support is not built yet; use sqlite:///path"
+        raise StateStoreInvalid(msg)
+    msg = f"state_url {url!r}: unknown kind of store (expected sqlite:///path/to/state.db)"
+    raise StateStoreInvalid(msg)

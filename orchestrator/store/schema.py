@@ -1,0 +1,67 @@
+"""The SQLite schema, as numbered migrations.
+
+`MIGRATIONS[n]` brings a database from version n-1 to n. Never edit a released migration: add
+the next one. The version lives in `PRAGMA user_version`; `PRAGMA application_id` marks the file
+as ours, so a foreign database is refused instead of being written into.
+"""
+
+from __future__ import annotations
+
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION"]
+
+APPLICATION_ID = 0x4F524348  # "ORCH"
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """
+        CREATE TABLE runs (
+            id               TEXT PRIMARY KEY,
+            pipeline_name    TEXT NOT NULL,
+            pipeline_path    TEXT NOT NULL,
+            pipeline_text    TEXT NOT NULL,
+            inputs           TEXT NOT NULL,
+            status           TEXT NOT NULL,
+            created_at       REAL NOT NULL,
+            started_at       REAL,
+            finished_at      REAL,
+            error            TEXT,
+            lease_owner      TEXT,
+            lease_generation INTEGER NOT NULL DEFAULT 0,
+            lease_expires_at REAL,
+            recoveries       INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX runs_by_created ON runs (created_at)",
+        "CREATE INDEX runs_by_lease_owner ON runs (lease_owner)",
+        """
+        CREATE TABLE steps (
+            run_id      TEXT NOT NULL REFERENCES runs (id),
+            step_id     TEXT NOT NULL,
+            status      TEXT NOT NULL,
+            attempt     INTEGER NOT NULL,
+            outputs     TEXT,
+            checkpoint  TEXT NOT NULL,
+            error       TEXT,
+            started_at  REAL,
+            finished_at REAL,
+            retry_at    REAL,
+            config_hash TEXT,
+            PRIMARY KEY (run_id, step_id)
+        )
+        """,
+        """
+        CREATE TABLE events (
+            seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id  TEXT NOT NULL REFERENCES runs (id),
+            ts      REAL NOT NULL,
+            kind    TEXT NOT NULL,
+            step_id TEXT,
+            attempt INTEGER,
+            data    TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX events_by_run ON events (run_id, seq)",
+    ),
+}
+
+SCHEMA_VERSION = max(MIGRATIONS)
