@@ -1,1 +1,96 @@
-"""Durable, resumable YAML pipelines for fine-tuning models through an API."""
+"""Durable, resumable YAML pipelines for fine-tuning models through an API.
+
+The public API is re-exported here. Names load on first use (module `__getattr__`), because
+`python -m orchestrator` imports this package first and `orchestrator --help` must stay fast.
+
+    from orchestrator import StepContext, TransientError
+
+    async def train(ctx: StepContext, rows: int) -> dict:
+        ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.engine.executor import RunOutcome
+    from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
+    from orchestrator.errors import (
+        ConfigError,
+        OrchestratorError,
+        PermanentError,
+        PipelineInvalid,
+        ProviderUnavailable,
+        RateLimited,
+        StepError,
+        StepTimeout,
+        TransientError,
+    )
+    from orchestrator.settings import Settings, load_settings
+    from orchestrator.spec.loader import Pipeline, load_pipeline
+    from orchestrator.steps.context import StepContext
+    from orchestrator.store.base import RunStatus, StateStore, StepStatus, open_store
+
+__all__ = [
+    "ConfigError",
+    "EngineConfig",
+    "Orchestrator",
+    "OrchestratorError",
+    "PermanentError",
+    "Pipeline",
+    "PipelineInvalid",
+    "ProviderUnavailable",
+    "RateLimited",
+    "RunOutcome",
+    "RunStatus",
+    "Settings",
+    "StateStore",
+    "StepContext",
+    "StepError",
+    "StepStatus",
+    "StepTimeout",
+    "TransientError",
+    "load_pipeline",
+    "load_settings",
+    "open_store",
+]
+
+_HOME = {
+    "ConfigError": "orchestrator.errors",
+    "EngineConfig": "orchestrator.engine.orchestrator",
+    "Orchestrator": "orchestrator.engine.orchestrator",
+    "OrchestratorError": "orchestrator.errors",
+    "PermanentError": "orchestrator.errors",
+    "Pipeline": "orchestrator.spec.loader",
+    "PipelineInvalid": "orchestrator.errors",
+    "ProviderUnavailable": "orchestrator.errors",
+    "RateLimited": "orchestrator.errors",
+    "RunOutcome": "orchestrator.engine.executor",
+    "RunStatus": "orchestrator.store.base",
+    "Settings": "orchestrator.settings",
+    "StateStore": "orchestrator.store.base",
+    "StepContext": "orchestrator.steps.context",
+    "StepError": "orchestrator.errors",
+    "StepStatus": "orchestrator.store.base",
+    "StepTimeout": "orchestrator.errors",
+    "TransientError": "orchestrator.errors",
+    "load_pipeline": "orchestrator.spec.loader",
+    "load_settings": "orchestrator.settings",
+    "open_store": "orchestrator.store.base",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        msg = f"module 'orchestrator' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -30,6 +30,7 @@ from orchestrator.ids import new_run_id
 from orchestrator.log import REDACTOR, get_logger
 from orchestrator.spec.expressions import ExpressionError
 from orchestrator.spec.loader import Pipeline, load_pipeline, parse_pipeline
+from orchestrator.steps.registry import StepRegistry
 from orchestrator.store.base import (
     Lease,
     NewRun,
@@ -124,8 +125,10 @@ class Orchestrator:
         config: EngineConfig | None = None,
         rng: random.Random | None = None,
         provider: Any = None,
+        registry: StepRegistry | None = None,
     ) -> None:
         self.store = store
+        self.registry = registry
         self.config = config or EngineConfig()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._rng = rng or random.Random()
@@ -147,7 +150,10 @@ class Orchestrator:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(exc_type, exc, tb)
+        # The group only holds the heartbeat, which is being cancelled. Closing it as if the
+        # body ended cleanly keeps the body's own exception (a RunBusy, a ConfigError) from
+        # being wrapped in an ExceptionGroup; returning None lets that exception carry on.
+        await self._tg.__aexit__(None, None, None)
 
     # -- heartbeat ---------------------------------------------------------------------------
 
@@ -199,9 +205,10 @@ class Orchestrator:
         run = await self.store.get_run(run_id)
         records = await self.store.get_steps(run_id)
         if reload:
-            pipeline = load_pipeline(run.pipeline_path)
+            pipeline = load_pipeline(run.pipeline_path, registry=self.registry)
         else:
-            pipeline = parse_pipeline(run.pipeline_text, Path(run.pipeline_path))
+            pipeline = parse_pipeline(run.pipeline_text, Path(run.pipeline_path),
+                                      registry=self.registry)
         reset: set[str] = set()
         if from_step is not None:
             if from_step not in pipeline.steps:

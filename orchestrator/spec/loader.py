@@ -298,8 +298,9 @@ class _Checker:
                 message = self._reference_problem(sid, ref, specs, types, inputs)
                 if message:
                     self.report(path, f"{_dotted(path)}: {message}")
-                elif ref.root == "steps":
-                    needs.add(str(ref.path[0]))
+                if ref.root == "steps" and ref.path and ref.path[0] in specs \
+                        and ref.path[0] != sid:
+                    needs.add(str(ref.path[0]))  # an edge even if the output name is wrong
         return needs
 
     def _reference_problem(self, sid: str, ref: Reference, specs: Mapping[str, StepSpec],

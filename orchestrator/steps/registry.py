@@ -94,6 +94,12 @@ class StepRegistry:
 
         return decorate
 
+    def copy(self) -> StepRegistry:
+        """A new registry holding the same types, to extend without touching this one."""
+        clone = StepRegistry()
+        clone._types.update(self._types)
+        return clone
+
     def names(self) -> list[str]:
         return sorted(self._types)
 

@@ -1,0 +1,1 @@
+"""`python -m bench` runs every benchmark (filled in as benchmarks land)."""

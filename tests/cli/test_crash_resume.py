@@ -1,0 +1,150 @@
+"""SIGKILL a real `orchestrator run` at several points, resume it: every effect happens once."""
+
+from __future__ import annotations
+
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CLI, write
+
+STEPS_MODULE = '''
+from pathlib import Path
+
+from orchestrator import StepContext
+
+
+def _append_once(log: str, key: str) -> None:
+    """Append `key` unless a previous, crashed attempt already did (the idempotency key)."""
+    path = Path(log)
+    if path.exists() and key in path.read_text().splitlines():
+        return
+    with path.open("a") as f:
+        f.write(key + "\\n")
+
+
+async def append(ctx: StepContext, log: str, text: str) -> dict:
+    _append_once(log, ctx.idempotency_key)
+    return {"text": text}
+
+
+async def two_phase(ctx: StepContext, log: str) -> dict:
+    # Phase 1 trusts the checkpoint alone: if the checkpoint were lost, it would run twice.
+    if not ctx.last_checkpoint.get("phase1_done"):
+        with open(log, "a") as f:
+            f.write(ctx.idempotency_key + ":phase1\\n")
+        await ctx.checkpoint(phase1_done=True)
+    _append_once(log, ctx.idempotency_key + ":phase2")
+    return {"phases": 2}
+'''
+
+PIPELINE = """
+name: crashy
+inputs:
+  log: {type: path, default: effects.log}
+steps:
+  a:
+    uses: python:crashsteps:append
+    with: {log: "${{ inputs.log }}", text: A}
+  b:
+    uses: python:crashsteps:append
+    with: {log: "${{ inputs.log }}", text: "${{ steps.a.outputs.text }}B"}
+  twophase:
+    uses: {python: "crashsteps:two_phase"}
+    with: {log: "${{ inputs.log }}"}
+    needs: [b]
+  c:
+    uses: python:crashsteps:append
+    with: {log: "${{ inputs.log }}", text: "${{ steps.b.outputs.text }}C"}
+    needs: [twophase]
+"""
+
+RUN_ID = re.compile(r"run (r-\d{6}-\d{6}-[0-9a-z]{6})")
+
+
+def run_id_from(stderr: str) -> str:
+    match = RUN_ID.search(stderr)
+    assert match, stderr
+    return match.group(1)
+
+
+def state(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(tmp_path / ".orchestrator" / "state.db")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("fault", [
+    "after_step_started:b",
+    "before_step_commit:b",
+    "after_step_commit:a",
+    "after_checkpoint:twophase",
+    "before_step_commit:twophase",
+    "after_step_commit:c",
+])
+def test_sigkill_then_resume_runs_each_effect_once(cli: CLI, tmp_path: Path, fault: str) -> None:
+    """Killed at `fault`, the run resumes to success with every side effect exactly once."""
+    write(tmp_path / "crashsteps.py", STEPS_MODULE)
+    write(tmp_path / "crashy.yaml", PIPELINE)
+
+    crashed = cli("run", "crashy.yaml", env={"ORCH_FAULTS": fault})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    run_id = run_id_from(crashed.stderr)
+    assert state(tmp_path, f"SELECT status FROM runs WHERE id = '{run_id}'") == [("running",)]
+
+    resumed = cli("resume", run_id, check_code=0)
+    assert f"run {run_id} succeeded" in resumed.stdout
+
+    effects = Counter((tmp_path / "effects.log").read_text().splitlines())
+    expected = {f"{run_id}:{s}" for s in ("a", "b", "c")} | {
+        f"{run_id}:twophase:phase1", f"{run_id}:twophase:phase2"}
+    assert set(effects) == expected
+    assert all(count == 1 for count in effects.values()), effects
+    statuses = state(tmp_path, f"SELECT step_id, status FROM steps WHERE run_id = '{run_id}'")
+    assert sorted(statuses) == [(s, "succeeded") for s in ("a", "b", "c", "twophase")]
+    assert state(tmp_path, f"SELECT recoveries FROM runs WHERE id = '{run_id}'") == [(1,)]
+
+
+def test_killed_from_outside_mid_sleep_resumes_the_remaining_time(cli: CLI,
+                                                                    tmp_path: Path) -> None:
+    """The test itself SIGKILLs the process mid-step; the durable sleep only finishes its rest."""
+    write(tmp_path / "nap.yaml", """
+        name: nap
+        steps:
+          before: {uses: core/echo, with: {x: 1}}
+          nap: {uses: core/sleep, with: {duration: 3s}, needs: [before]}
+          after: {uses: core/echo, with: {slept: "${{ steps.nap.outputs.slept }}"}}
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "nap.yaml"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    db = tmp_path / ".orchestrator" / "state.db"
+    deadline = time.monotonic() + 30
+    checkpoint: list[tuple[object, ...]] = []
+    while not checkpoint:
+        assert time.monotonic() < deadline, "the sleep step never checkpointed"
+        if db.exists():
+            checkpoint = state(tmp_path, "SELECT checkpoint FROM steps WHERE step_id = 'nap' "
+                                         "AND checkpoint LIKE '%until%'")
+        time.sleep(0.05)  # polling the state file with a deadline, not waiting blindly
+    proc.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    run_id = run_id_from(stderr)
+
+    started = time.monotonic()
+    resumed = cli("resume", run_id, check_code=0)
+    assert time.monotonic() - started < 3.0 + 2.0  # the remainder plus start-up, not 3s twice
+    assert "after.slept: 3.0" in resumed.stdout
+    kinds = state(tmp_path, f"SELECT kind, step_id FROM events WHERE run_id = '{run_id}' "
+                            "AND kind = 'step_succeeded'")
+    assert Counter(step for _, step in kinds) == {"before": 1, "nap": 1, "after": 1}

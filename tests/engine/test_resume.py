@@ -1,0 +1,162 @@
+"""Resume: keep what succeeded, re-enter what did not, re-run what --from or --reload say."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from orchestrator.errors import ConfigError, PermanentError
+from orchestrator.steps.context import StepContext
+from orchestrator.store.base import RunStatus, StateStore, StepStatus
+from tests.engine.harness import Harness
+
+CHAIN = """
+    name: chain
+    inputs:
+      greeting: {default: hi}
+    steps:
+      a:
+        uses: t/count
+        with: {v: "${{ inputs.greeting }}"}
+      b:
+        uses: t/count
+        with: {v: "${{ steps.a.outputs.v }}"}
+      c:
+        uses: t/count
+        with: {v: "${{ steps.b.outputs.v }}", fail: true}
+      d:
+        uses: t/count
+        with: {v: "${{ steps.c.outputs.v }}"}
+"""
+
+
+class CountParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    v: Any = None
+    fail: bool = False
+
+
+@pytest.fixture
+def h(tmp_path: Path, store: StateStore) -> Harness:
+    return Harness(tmp_path, store)
+
+
+@pytest.fixture
+def executions(h: Harness) -> Counter[str]:
+    """Counts executions per step; a step with fail=true fails until `heal` is set."""
+    counts: Counter[str] = Counter()
+    heal = {"healed": False}
+
+    @h.registry.step("t/count", params=CountParams)
+    async def count(ctx: StepContext, params: CountParams) -> dict[str, Any]:
+        counts[ctx.step_id] += 1
+        if params.fail and not heal["healed"]:
+            raise PermanentError("broken until healed")
+        return {"v": params.v}
+
+    counts.heal = heal  # type: ignore[attr-defined]
+    return counts
+
+
+async def test_resume_keeps_succeeded_steps(h: Harness, executions: Counter[str]) -> None:
+    """After a failure, resume re-runs only the failed step and what follows."""
+    first = await h.run(CHAIN)
+    assert first.status is RunStatus.FAILED and first.failed_step == "c"
+    executions.heal["healed"] = True  # type: ignore[attr-defined]
+    second = await h.resume(first.run_id)
+    assert second.status is RunStatus.SUCCEEDED
+    assert executions == Counter({"a": 1, "b": 1, "c": 2, "d": 1})
+    assert (await h.steps(first.run_id))["d"].outputs == {"v": "hi"}
+
+
+async def test_failed_step_gets_a_fresh_retry_budget(h: Harness) -> None:
+    """A step that exhausted its attempts starts counting again on resume."""
+    outcome = await h.run("""
+        name: p
+        steps:
+          s: {uses: core/fail, with: {times: 3}, retry: {max_attempts: 2, initial_delay: 1ms}}
+    """)
+    assert outcome.status is RunStatus.FAILED
+    resumed = await h.resume(outcome.run_id)
+    assert resumed.status is RunStatus.SUCCEEDED
+    step = (await h.steps(outcome.run_id))["s"]
+    assert (step.attempt, step.outputs) == (2, {"failures": 3})
+
+
+async def test_resume_of_a_succeeded_run_does_nothing(h: Harness,
+                                                      executions: Counter[str]) -> None:
+    executions.heal["healed"] = True  # type: ignore[attr-defined]
+    first = await h.run(CHAIN)
+    again = await h.resume(first.run_id)
+    assert again.status is RunStatus.SUCCEEDED
+    assert sum(executions.values()) == 4
+
+
+async def test_resume_from_reruns_the_step_and_downstream(h: Harness,
+                                                          executions: Counter[str]) -> None:
+    executions.heal["healed"] = True  # type: ignore[attr-defined]
+    first = await h.run(CHAIN)
+    await h.resume(first.run_id, from_step="b")
+    assert executions == Counter({"a": 1, "b": 2, "c": 2, "d": 2})
+    started = await h.events(first.run_id, "run_started")
+    assert started[-1].data["reset"] == ["b", "c", "d"]
+
+
+async def test_resume_from_unknown_step_is_bad_input(h: Harness,
+                                                     executions: Counter[str]) -> None:
+    first = await h.run(CHAIN)
+    with pytest.raises(ConfigError, match=r"--from zz: run .* has no such step"):
+        await h.resume(first.run_id, from_step="zz")
+
+
+async def test_reload_reruns_changed_steps_and_downstream_only(
+        h: Harness, executions: Counter[str], tmp_path: Path) -> None:
+    """With --reload, a step whose resolved configuration changed re-runs, with dependents;
+    an unchanged step keeps its outputs, and the run stores the new text."""
+    executions.heal["healed"] = True  # type: ignore[attr-defined]
+    first = await h.run(CHAIN)
+    changed = CHAIN.replace('with: {v: "${{ steps.b.outputs.v }}", fail: true}',
+                            'with: {v: "${{ steps.b.outputs.v }}!", fail: true}')
+    h.pipeline(changed)  # rewrites p.yaml, the file the run came from
+
+    async with h.orchestrator() as orch:
+        plan = await orch.plan_resume(first.run_id, reload=True)
+    assert (plan.kept(), plan.will_run()) == (["a", "b"], ["c", "d"])
+
+    outcome = await h.resume(first.run_id, reload=True)
+    assert outcome.status is RunStatus.SUCCEEDED
+    assert executions == Counter({"a": 1, "b": 1, "c": 2, "d": 2})
+    assert (await h.steps(first.run_id))["d"].outputs == {"v": "hi!"}
+    assert "outputs.v }}!" in (await h.store.get_run(first.run_id)).pipeline_text
+
+
+async def test_reload_without_changes_reruns_nothing(h: Harness,
+                                                     executions: Counter[str]) -> None:
+    executions.heal["healed"] = True  # type: ignore[attr-defined]
+    first = await h.run(CHAIN)
+    async with h.orchestrator() as orch:
+        plan = await orch.plan_resume(first.run_id, reload=True)
+    assert plan.will_run() == []
+
+
+async def test_interrupted_retry_waits_out_its_backoff(h: Harness) -> None:
+    """A step stopped while waiting to retry keeps its retry time and attempt count."""
+    from orchestrator.store.base import Lease, RunUpdate, StepRecord
+
+    outcome = await h.run("name: p\nsteps:\n  s: {uses: core/fail, with: {times: 1}}\n")
+    # Forge the state a crash during backoff leaves: attempt 1 failed, retry due now.
+    run = await h.store.get_run(outcome.run_id)
+    lease: Lease = await h.store.acquire_lease(run.id, "forger", ttl=60, max_recoveries=9)
+    await h.store.commit(lease, run=RunUpdate(RunStatus.INTERRUPTED), steps=[
+        StepRecord("s", StepStatus.RETRYING, attempt=1, checkpoint={"failures": 1},
+                   retry_at=h.store.clock())])
+    await h.store.release_lease(lease)
+    resumed = await h.resume(run.id)
+    assert resumed.status is RunStatus.SUCCEEDED
+    step = (await h.steps(run.id))["s"]
+    assert (step.attempt, step.outputs) == (2, {"failures": 1})

@@ -1,0 +1,181 @@
+"""The state store contract: every implementation must pass this suite unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import LeaseLost, RunBusy, RunExists, RunNotFound, RunStranded
+from orchestrator.store.base import (
+    ErrorInfo,
+    NewEvent,
+    NewRun,
+    RunStatus,
+    RunUpdate,
+    StateStore,
+    StepRecord,
+    StepStatus,
+)
+from tests.conftest import FakeClock
+
+TTL = 30.0
+
+
+def new_run(run_id: str = "r-1") -> NewRun:
+    return NewRun(run_id, "p", "/x/p.yaml", "name: p\n", {"n": 3})
+
+
+async def test_create_and_read_a_run(store: StateStore, clock: FakeClock) -> None:
+    """A new run is pending, keeps its text and inputs, and logs its creation."""
+    created = await store.create_run(new_run())
+    assert created == await store.get_run("r-1")
+    assert (created.status, created.inputs, created.pipeline_text) == (
+        RunStatus.PENDING, {"n": 3}, "name: p\n")
+    assert created.created_at == clock.now
+    assert [e.kind for e in await store.get_events("r-1")] == ["run_created"]
+
+
+async def test_duplicate_and_unknown_ids(store: StateStore) -> None:
+    """Run ids are unique; an unknown id is a clear error."""
+    await store.create_run(new_run())
+    with pytest.raises(RunExists):
+        await store.create_run(new_run())
+    with pytest.raises(RunNotFound, match="no run with id 'r-9'"):
+        await store.get_run("r-9")
+
+
+async def test_list_runs_newest_first(store: StateStore, clock: FakeClock) -> None:
+    for i in range(3):
+        await store.create_run(new_run(f"r-{i}"))
+        clock.advance(1)
+    assert [r.id for r in await store.list_runs(limit=2)] == ["r-2", "r-1"]
+
+
+async def test_commit_writes_steps_run_status_and_events_together(store: StateStore,
+                                                                   clock: FakeClock) -> None:
+    """One commit applies a status change, whole step rows and events atomically."""
+    await store.create_run(new_run())
+    lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+    step = StepRecord("a", StepStatus.SUCCEEDED, 2, {"x": [1, "y"]}, {"k": "v"},
+                      ErrorInfo("TransientError", "flaky"), 1.0, 2.0, None, "abc")
+    await store.commit(lease, run=RunUpdate(RunStatus.RUNNING), steps=[step],
+                       events=[NewEvent("step_succeeded", "a", 2, {"outputs": {"x": 1}})])
+    assert (await store.get_steps("r-1")) == {"a": step}
+    run = await store.get_run("r-1")
+    assert run.status is RunStatus.RUNNING and run.started_at == clock.now
+    events = await store.get_events("r-1")
+    assert events[-1].kind == "step_succeeded" and events[-1].data == {"outputs": {"x": 1}}
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+    assert await store.get_events("r-1", after=events[-2].seq) == [events[-1]]
+
+
+async def test_finished_status_sets_finished_at(store: StateStore, clock: FakeClock) -> None:
+    await store.create_run(new_run())
+    lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+    clock.advance(5)
+    await store.commit(lease, run=RunUpdate(RunStatus.FAILED, "step a failed"))
+    run = await store.get_run("r-1")
+    assert (run.status, run.error, run.finished_at) == (RunStatus.FAILED, "step a failed",
+                                                        clock.now)
+
+
+async def test_live_lease_is_refused(store: StateStore) -> None:
+    """A second owner cannot take a live lease."""
+    await store.create_run(new_run())
+    await store.acquire_lease("r-1", "first", ttl=TTL, max_recoveries=3)
+    with pytest.raises(RunBusy, match="being executed by first"):
+        await store.acquire_lease("r-1", "second", ttl=TTL, max_recoveries=3)
+
+
+async def test_expired_lease_is_taken_over_and_the_old_owner_fenced(
+        store: StateStore, clock: FakeClock) -> None:
+    """After expiry a new owner takes over; the old owner's writes are refused entirely."""
+    await store.create_run(new_run())
+    old = await store.acquire_lease("r-1", "old", ttl=TTL, max_recoveries=3)
+    await store.commit(old, run=RunUpdate(RunStatus.RUNNING))
+    clock.advance(TTL + 1)
+    new = await store.acquire_lease("r-1", "new", ttl=TTL, max_recoveries=3)
+    assert new.generation == old.generation + 1
+    with pytest.raises(LeaseLost):
+        await store.commit(old, steps=[StepRecord("a", StepStatus.SUCCEEDED)],
+                           events=[NewEvent("late")])
+    assert await store.get_steps("r-1") == {}
+    assert "late" not in [e.kind for e in await store.get_events("r-1")]
+    await store.commit(new, steps=[StepRecord("a", StepStatus.SUCCEEDED)])
+    assert (await store.get_run("r-1")).recoveries == 1
+
+
+async def test_dead_owner_is_taken_over_before_expiry(store: StateStore) -> None:
+    """An owner known to have exited does not block until its lease expires."""
+    await store.create_run(new_run())
+    await store.acquire_lease("r-1", "gone", ttl=TTL, max_recoveries=3)
+    lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3,
+                                      dead_owners=["gone"])
+    assert lease.owner == "me"
+
+
+async def test_renew_extends_only_the_owners_leases(store: StateStore,
+                                                    clock: FakeClock) -> None:
+    """One call renews every lease of an owner and says which it still holds."""
+    for run_id in ("r-1", "r-2", "r-3"):
+        await store.create_run(new_run(run_id))
+    await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+    await store.acquire_lease("r-2", "me", ttl=TTL, max_recoveries=3)
+    await store.acquire_lease("r-3", "other", ttl=TTL, max_recoveries=3)
+    clock.advance(20)
+    assert await store.renew_leases("me", ttl=TTL) == {"r-1", "r-2"}
+    clock.advance(20)  # r-1 was renewed: still live at +40s; r-3 was not
+    with pytest.raises(RunBusy):
+        await store.acquire_lease("r-1", "thief", ttl=TTL, max_recoveries=3)
+    assert (await store.acquire_lease("r-3", "thief", ttl=TTL, max_recoveries=3)).owner == \
+        "thief"
+
+
+async def test_release_is_fenced(store: StateStore) -> None:
+    """Releasing frees the run; a stale lease's release changes nothing."""
+    await store.create_run(new_run())
+    first = await store.acquire_lease("r-1", "a", ttl=TTL, max_recoveries=3)
+    await store.release_lease(first)
+    second = await store.acquire_lease("r-1", "b", ttl=TTL, max_recoveries=3)
+    await store.release_lease(first)
+    assert (await store.get_run("r-1")).lease_owner == "b"
+    await store.release_lease(second)
+    assert (await store.get_run("r-1")).lease_owner is None
+
+
+async def test_too_many_recoveries_strand_the_run(store: StateStore, clock: FakeClock) -> None:
+    """A run found `running` under an expired lease counts a recovery; past the max it parks."""
+    await store.create_run(new_run())
+    for attempt in range(3):
+        lease = await store.acquire_lease("r-1", f"w{attempt}", ttl=TTL, max_recoveries=2)
+        await store.commit(lease, run=RunUpdate(RunStatus.RUNNING))
+        clock.advance(TTL + 1)
+    with pytest.raises(RunStranded, match="recovered from a crashed executor 2 times"):
+        await store.acquire_lease("r-1", "w3", ttl=TTL, max_recoveries=2)
+    run = await store.get_run("r-1")
+    assert (run.status, run.lease_owner) == (RunStatus.STRANDED, None)
+    assert (await store.get_events("r-1"))[-1].kind == "run_stranded"
+    forced = await store.acquire_lease("r-1", "w3", ttl=TTL, max_recoveries=2, force=True)
+    assert (await store.get_run("r-1")).recoveries == 0 and forced.owner == "w3"
+
+
+async def test_clean_stop_is_not_a_recovery(store: StateStore, clock: FakeClock) -> None:
+    """Resuming a run that stopped cleanly (failed, interrupted) does not count a recovery."""
+    await store.create_run(new_run())
+    lease = await store.acquire_lease("r-1", "a", ttl=TTL, max_recoveries=0)
+    await store.commit(lease, run=RunUpdate(RunStatus.INTERRUPTED))
+    await store.release_lease(lease)
+    await store.acquire_lease("r-1", "b", ttl=TTL, max_recoveries=0)
+    assert (await store.get_run("r-1")).recoveries == 0
+
+
+async def test_using_a_closed_store_is_an_error(store_url: str) -> None:
+    """Lifecycle misuse fails with a message saying what is wrong."""
+    from orchestrator.store.base import open_store
+
+    store = open_store(store_url)
+    with pytest.raises(RuntimeError, match="the state store is unopened"):
+        await store.get_run("x")
+    async with store:
+        pass
+    with pytest.raises(RuntimeError, match="can be opened once; this one is closed"):
+        await store.__aenter__()

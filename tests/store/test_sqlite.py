@@ -1,0 +1,95 @@
+"""SQLite specifics: refusing files that are not ours, untouched, and waiting out other writers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from orchestrator.errors import StateStoreInvalid
+from orchestrator.store.base import NewRun, open_store
+from orchestrator.store.schema import APPLICATION_ID, SCHEMA_VERSION
+
+
+async def open_fails(path: Path, match: str) -> None:
+    before = path.read_bytes() if path.is_file() else None
+    with pytest.raises(StateStoreInvalid, match=match):
+        async with open_store(f"sqlite:///{path}"):
+            pass
+    if before is not None:
+        assert path.read_bytes() == before, "the refused file was modified"
+
+
+async def test_corrupt_file_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    await open_fails(path, "is not a SQLite database, or is corrupt; it was left untouched")
+
+
+async def test_foreign_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.close()
+    await open_fails(path, "belongs to another application")
+
+
+async def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    await open_fails(path, rf"written by a newer orchestrator \(schema {SCHEMA_VERSION + 1};")
+
+
+async def test_unwritable_location_is_refused(tmp_path: Path) -> None:
+    """A state path under a regular file cannot be created (this also holds for root)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    await open_fails(blocker / "state.db", "cannot create the state directory")
+
+
+async def test_bad_url_is_refused() -> None:
+    with pytest.raises(StateStoreInvalid, match="unknown kind of store"):
+        open_store("mysql://x")
+    with pytest.raises(StateStoreInvalid, match=r"expected sqlite:///relative/path\.db"):
+        open_store("sqlite://")
+
+
+async def test_reopening_keeps_data_and_schema(tmp_path: Path) -> None:
+    """A second open of an existing state file migrates nothing and sees the same runs."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    async with open_store(url) as store:
+        await store.create_run(NewRun("r-1", "p", "/p.yaml", "t", {}))
+    async with open_store(url) as store:
+        assert (await store.get_run("r-1")).pipeline_name == "p"
+
+
+async def test_writes_wait_for_another_writer(tmp_path: Path) -> None:
+    """While another connection holds the write lock, a commit waits (in a thread) for it."""
+    path = tmp_path / "state.db"
+    url = f"sqlite:///{path}"
+    async with open_store(url, busy_timeout=10) as store:
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Event()
+
+        def hold_then_release() -> None:
+            release.wait(10)
+            other.execute("COMMIT")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, hold_then_release)
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as writers:
+                    writers.start_soon(store.create_run, NewRun("r-1", "p", "/p", "t", {}))
+                    # The loop stays free while the write waits: this task runs meanwhile.
+                    await anyio.lowlevel.checkpoint()
+                    release.set()
+        other.close()
+        assert (await store.get_run("r-1")).id == "r-1"
