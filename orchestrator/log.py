@@ -15,7 +15,14 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
-__all__ = ["REDACTOR", "Redactor", "add_run_fields", "configure_logging", "get_logger"]
+__all__ = [
+    "REDACTOR",
+    "Redactor",
+    "add_run_fields",
+    "compact_run_fields",
+    "configure_logging",
+    "get_logger",
+]
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 MASK = "***"
@@ -75,23 +82,40 @@ def add_run_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return event_dict
 
 
+def compact_run_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Console only: `step#attempt` before the message, and no null run fields."""
+    step, attempt = event_dict.pop("step", None), event_dict.pop("attempt", None)
+    if step is not None:
+        where = f"{step}#{attempt}" if attempt is not None else str(step)
+        event_dict["event"] = f"{where:<14} {event_dict.get('event', '')}"
+    if event_dict.get("run_id") is None:
+        event_dict.pop("run_id", None)
+    return event_dict
+
+
 def configure_logging(*, fmt: str = "auto", level: str = "info",
                       stream: TextIO | None = None) -> None:
     """Set structlog up for this process; `fmt` is auto, console or json."""
     out = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
-    renderer: Any = (structlog.processors.JSONRenderer() if use_json else
-                     structlog.dev.ConsoleRenderer(colors=out.isatty(),
-                                                   exception_formatter=structlog.dev.plain_traceback))
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        add_run_fields,
+        structlog.processors.add_log_level,
+        REDACTOR,
+    ]
+    if use_json:
+        processors += [structlog.processors.TimeStamper(fmt="iso", utc=True),
+                       structlog.processors.JSONRenderer()]
+    else:
+        processors += [
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            compact_run_fields,
+            structlog.dev.ConsoleRenderer(colors=out.isatty(), pad_event=40,
+                                          exception_formatter=structlog.dev.plain_traceback),
+        ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            add_run_fields,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            REDACTOR,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,

@@ -123,6 +123,7 @@ async def _until_signal(work: Awaitable[T]) -> T | None:
     import anyio  # noqa: PLC0415
 
     result: list[T] = []
+    error: Exception | None = None
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
@@ -133,8 +134,13 @@ async def _until_signal(work: Awaitable[T]) -> T | None:
                     return
 
         tg.start_soon(watch)
-        result.append(await work)
+        try:
+            result.append(await work)
+        except Exception as exc:  # noqa: BLE001  (re-raised below, outside the task group)
+            error = exc
         tg.cancel_scope.cancel()
+    if error is not None:
+        raise error  # unwrapped: a task group would have put it in an ExceptionGroup
     return result[0] if result else None
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputsInvalid
+from orchestrator.spec.durations import parse_duration
 from orchestrator.spec.model import InputSpec, InputType
 
 __all__ = ["coerce_input", "parse_assignments", "resolve_inputs"]
@@ -42,6 +43,8 @@ def coerce_input(kind: InputType, value: Any) -> Any:
                 return float(value)
             except ValueError:
                 pass
+    elif kind == "duration":
+        return parse_duration(value)
     elif kind == "boolean":
         if isinstance(value, bool):
             return value

@@ -25,7 +25,8 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
-InputType = Literal["string", "integer", "number", "boolean", "path", "list", "object"]
+InputType = Literal["string", "integer", "number", "boolean", "path", "duration", "list",
+                    "object"]
 
 
 class _Strict(BaseModel):

@@ -76,9 +76,14 @@ def run_id_from(stderr: str) -> str:
 
 
 def state(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows from the run's state file; none while the file's schema is still being created."""
     conn = sqlite3.connect(tmp_path / ".orchestrator" / "state.db")
     try:
         return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
     finally:
         conn.close()
 

@@ -21,6 +21,7 @@ from orchestrator.spec.model import InputSpec, InputType
     pytest.param("string", 7, "7", id="string-from-int"),
     pytest.param("list", '["a", 1]', ["a", 1], id="list-json"),
     pytest.param("object", '{"k": 1}', {"k": 1}, id="object-json"),
+    pytest.param("duration", "1m30s", 90.0, id="duration"),
 ])
 def test_coercion(kind: InputType, raw: Any, expected: Any) -> None:
     """Command-line strings become the declared type."""

@@ -1,0 +1,54 @@
+"""Log processors, tested as plain functions, and the configured JSON output."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import structlog
+
+from orchestrator.log import (
+    REDACTOR,
+    Redactor,
+    add_run_fields,
+    compact_run_fields,
+    configure_logging,
+    get_logger,
+)
+
+
+def test_add_run_fields_makes_them_present() -> None:
+    """Lines outside a step still carry run_id, step and attempt (as null)."""
+    assert add_run_fields(None, "info", {"event": "x", "step": "a"}) == {
+        "event": "x", "step": "a", "run_id": None, "attempt": None}
+
+
+def test_redactor_masks_nested_values_but_not_short_ones() -> None:
+    redactor = Redactor()
+    redactor.add(["hunter2-secret", "ab"])
+    assert redactor.active
+    value = {"a": ["x hunter2-secret y", {"b": "hunter2-secret"}], "c": 3, "d": "ab"}
+    assert redactor.value(value) == {"a": ["x *** y", {"b": "***"}], "c": 3, "d": "ab"}
+    assert redactor(None, "info", {"event": "key=hunter2-secret"}) == {"event": "key=***"}
+
+
+def test_compact_run_fields_for_the_console() -> None:
+    assert compact_run_fields(None, "info", {"event": "step started", "step": "train",
+                                             "attempt": 2, "run_id": "r-1"}) == {
+        "event": "train#2        step started", "run_id": "r-1"}
+    assert compact_run_fields(None, "info", {"event": "hi", "step": None, "attempt": None,
+                                             "run_id": None}) == {"event": "hi"}
+
+
+def test_json_lines_carry_bound_context_and_are_redacted() -> None:
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="info", stream=stream)
+    REDACTOR.add(["sk-abcdef"])
+    log = get_logger()
+    with structlog.contextvars.bound_contextvars(run_id="r-1", step="s", attempt=3):
+        log.info("calling", key="sk-abcdef")
+    log.debug("hidden below the level")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 1
+    assert {k: lines[0][k] for k in ("run_id", "step", "attempt", "key", "level")} == {
+        "run_id": "r-1", "step": "s", "attempt": 3, "key": "***", "level": "info"}
