@@ -15,7 +15,7 @@ __all__ = ["FAULTS_ENV", "POINTS", "fault_point"]
 FAULTS_ENV = "ORCH_FAULTS"
 
 POINTS = (
-    "after_step_started",   # the attempt's start is committed; the step body has not run
+    "after_step_started",   # an attempt began (its start may not be committed yet); body not run
     "after_checkpoint",     # a checkpoint the step saved is committed
     "before_step_commit",   # the step body returned; its outputs are not committed yet
     "after_step_commit",    # the step's outputs are committed; no later step has started

@@ -9,6 +9,11 @@ Every state change is committed before anything that depends on it happens: a st
 before its dependents start, a checkpoint before `ctx.checkpoint()` returns, a failed attempt
 (with its retry time) before the backoff sleep. A crash at any point therefore loses at most the
 attempt in progress, which a resume re-enters with its last checkpoint.
+
+One write is deferred: that an attempt *started*. Nothing depends on it (a crash mid-attempt
+re-enters that attempt whether or not its start was recorded), so it rides along with the
+step's next commit, or is flushed within `FLUSH_DELAY` for a step that takes longer, which is
+when `show` needs it. For short steps this halves the commits (bench/engine_overhead.py).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.engine.resolve import Resolution
@@ -50,7 +55,10 @@ from orchestrator.store.base import (
     StepStatus,
 )
 
-__all__ = ["RunExecutor", "RunOutcome"]
+__all__ = ["FLUSH_DELAY", "RunExecutor", "RunOutcome"]
+
+FLUSH_DELAY = 0.05
+"""Seconds within which a deferred write (an attempt's start) reaches the store."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +168,9 @@ class RunExecutor:
         self._stop = _Stop.NONE
         self._failure: tuple[str, ErrorInfo] | None = None
         self._scope = anyio.CancelScope()
+        self._unsaved_steps: dict[str, StepRecord] = {}
+        self._unsaved_events: list[NewEvent] = []
+        self._deferred = anyio.Event()
 
     def _outputs_of(self, step_id: str) -> Mapping[str, Any] | None:
         record = self._records.get(step_id)
@@ -167,8 +178,13 @@ class RunExecutor:
 
     # -- persistence -------------------------------------------------------------------------
 
-    async def _save(self, step_id: str, event: NewEvent, **changes: Any) -> StepRecord:
-        """Update the step's record and commit it with `event` (secrets masked at rest)."""
+    async def _save(self, step_id: str, event: NewEvent, *, defer: bool = False,
+                    **changes: Any) -> StepRecord:
+        """Update the step's record and commit it with `event` (secrets masked at rest).
+
+        With `defer`, return at once and let the write ride along with the next commit (see
+        the module docstring); only for writes nothing depends on.
+        """
         record = dataclasses.replace(self._records[step_id], **changes)
         self._records[step_id] = record
         stored = record
@@ -180,14 +196,40 @@ class RunExecutor:
                 error=record.error and ErrorInfo(record.error.type,
                                                  REDACTOR.text(record.error.message)),
             )
-        await self._store.commit(self._lease, steps=[stored], events=[
-            dataclasses.replace(event, data=REDACTOR.value(event.data))])
+            event = dataclasses.replace(event, data=REDACTOR.value(event.data))
+        self._unsaved_steps[step_id] = stored
+        self._unsaved_events.append(event)
+        if defer:
+            self._deferred.set()
+        else:
+            await self._flush()
         return record
 
+    async def _flush(self, run: RunUpdate | None = None) -> None:
+        """Commit every unsaved write (and `run`) in one fenced transaction."""
+        steps, events = list(self._unsaved_steps.values()), self._unsaved_events
+        self._unsaved_steps, self._unsaved_events = {}, []
+        if run is not None or steps or events:
+            await self._store.commit(self._lease, run=run, steps=steps, events=events)
+
+    async def _flush_deferred(self, *, task_status: TaskStatus[anyio.CancelScope]
+                              = anyio.TASK_STATUS_IGNORED) -> None:
+        """Write deferred writes that no later commit picked up within FLUSH_DELAY."""
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            while True:
+                await self._deferred.wait()
+                self._deferred = anyio.Event()
+                await anyio.sleep(FLUSH_DELAY)
+                try:
+                    await self._flush()
+                except LeaseLost:
+                    self.lose_lease()
+
     async def _finish(self, status: RunStatus, error: str | None = None) -> RunOutcome:
-        await self._store.commit(self._lease, run=RunUpdate(status, error and REDACTOR.text(error)),
-                                 events=[NewEvent("run_finished", data={
-                                     "status": status.value, "error": error})])
+        self._unsaved_events.append(NewEvent("run_finished", data={
+            "status": status.value, "error": error and REDACTOR.text(error)}))
+        await self._flush(run=RunUpdate(status, error and REDACTOR.text(error)))
         log = self._log.error if status is RunStatus.FAILED else self._log.info
         log("run finished", status=status.value, **({"error": error} if error else {}))
         failed_step = self._failure[0] if self._failure else None
@@ -227,10 +269,13 @@ class RunExecutor:
             self._log.info("run started", pipeline=self._pipeline.name, owner=self._lease.owner)
             try:
                 with self._scope, _single_errors():
-                    async with anyio.create_task_group() as tg:
-                        for step_id in self._pipeline.steps:
-                            if self._is_ready(step_id):
-                                self._launch(step_id, tg)
+                    async with anyio.create_task_group() as flusher:
+                        flusher_scope = await flusher.start(self._flush_deferred)
+                        async with anyio.create_task_group() as tg:
+                            for step_id in self._pipeline.steps:
+                                if self._is_ready(step_id):
+                                    self._launch(step_id, tg)
+                        flusher_scope.cancel()
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True), suppress(LeaseLost):
                     await self._finish(RunStatus.INTERRUPTED, "interrupted")
@@ -252,27 +297,44 @@ class RunExecutor:
         self._scope.cancel()
 
     async def _run_step(self, step_id: str, tg: TaskGroup) -> None:
+        """Run `step_id`, then go straight on with one successor it made ready.
+
+        Continuing in the same task, with the same concurrency slot, spares a task per step
+        in a chain (the usual shape of a pipeline) and finishes chains depth-first. Other
+        successors made ready get tasks of their own.
+        """
+        current: str | None = step_id
+        async with self._limiter:
+            while current is not None:
+                if not await self._run_one(current, tg):
+                    return
+                ready = [s for s in self._successors[current] if self._is_ready(s)]
+                for successor in ready[1:]:
+                    self._launch(successor, tg)
+                current = ready[0] if ready else None
+                if current is not None:
+                    self._started.add(current)
+
+    async def _run_one(self, step_id: str, tg: TaskGroup) -> bool:
+        """Execute one step; False when the run must stop (the step failed or the lease went)."""
         with structlog.contextvars.bound_contextvars(step=step_id):
-            async with self._limiter:
-                try:
-                    await self._execute_with_retries(self._pipeline.steps[step_id])
-                except _StepFailed:
-                    if self._stop is _Stop.NONE:
-                        self._stop = _Stop.STEP_FAILED
-                        error = self._records[step_id].error or ErrorInfo("Error", "failed")
-                        self._failure = (step_id, error)
-                    tg.cancel_scope.cancel()
-                    return
-                except LeaseLost:
-                    self.lose_lease()
-                    return
-                except anyio.get_cancelled_exc_class():
-                    with anyio.CancelScope(shield=True):
-                        await self._stopped(step_id)
-                    raise
-        for successor in self._successors[step_id]:
-            if self._is_ready(successor):
-                self._launch(successor, tg)
+            try:
+                await self._execute_with_retries(self._pipeline.steps[step_id])
+            except _StepFailed:
+                if self._stop is _Stop.NONE:
+                    self._stop = _Stop.STEP_FAILED
+                    error = self._records[step_id].error or ErrorInfo("Error", "failed")
+                    self._failure = (step_id, error)
+                tg.cancel_scope.cancel()
+                return False
+            except LeaseLost:
+                self.lose_lease()
+                return False
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._stopped(step_id)
+                raise
+        return True
 
     async def _stopped(self, step_id: str) -> None:
         """Record why an in-flight step stopped: a sibling failed, or the run was interrupted."""
@@ -314,7 +376,7 @@ class RunExecutor:
         while True:
             structlog.contextvars.bind_contextvars(attempt=attempt)
             await self._save(step_id, NewEvent("step_started", step_id, attempt,
-                                               {"uses": step.spec.uses}),
+                                               {"uses": step.spec.uses}), defer=True,
                              status=StepStatus.RUNNING, attempt=attempt, started_at=started_at,
                              finished_at=None, retry_at=None, error=None, outputs=None)
             self._log.info("step started", uses=step.spec.uses)
@@ -387,7 +449,7 @@ class RunExecutor:
             msg = f"attempt {attempt} ran longer than the step's timeout of " \
                   f"{format_duration(step.timeout or 0)}"
             raise StepTimeout(msg)
-        return _as_outputs(result), self._resolution.config_hash(step)
+        return _as_outputs(result), self._resolution.config_hash(step, rendered=raw)
 
     async def _write_checkpoint(self, step_id: str, attempt: int, data: dict[str, Any]) -> None:
         await self._save(step_id, NewEvent("checkpoint", step_id, attempt, data),

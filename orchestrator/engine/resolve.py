@@ -59,9 +59,14 @@ class Resolution:
         rendered: dict[str, Any] = render(step.with_, self._resolve)
         return rendered
 
-    def config_hash(self, step: Step) -> str:
-        """A digest of what the step would run with (its type and resolved parameters)."""
-        rendered = render(step.with_, self._resolve_for_hash)
+    def config_hash(self, step: Step, *, rendered: Mapping[str, Any] | None = None) -> str:
+        """A digest of what the step would run with (its type and resolved parameters).
+
+        `rendered`, the parameters the step just ran with, saves rendering them again when the
+        step uses no secrets (whose values must not enter the hash).
+        """
+        if rendered is None or step.uses_secrets:
+            rendered = render(step.with_, self._resolve_for_hash)
         blob = json.dumps({"uses": step.spec.uses, "with": rendered}, sort_keys=True,
                           default=str, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

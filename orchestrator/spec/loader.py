@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,6 +62,10 @@ class Step:
     def references(self) -> list[Reference]:
         return [ref for _, text in find_templates(self.spec.with_)
                 for ref in parse_template(text).references]
+
+    @functools.cached_property
+    def uses_secrets(self) -> bool:
+        return any(ref.root == "secrets" for ref in self.references())
 
 
 @dataclass(frozen=True)

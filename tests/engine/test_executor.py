@@ -369,6 +369,37 @@ async def test_lost_lease_stops_the_executor_without_writing(tmp_path: Path,
             release.set()
     assert "another process took the run's lease over" in str(outcome[0])
     steps = await h.steps(record.id)
-    assert steps["s"].status is StepStatus.RUNNING  # as it was: no late write got through
+    assert "s" not in steps or steps["s"].status is StepStatus.RUNNING  # no late write
+    assert await h.events(record.id, "step_succeeded") == []
     run = await store.get_run(record.id)
     assert (run.lease_owner, run.lease_generation) == ("thief", thief.generation)
+
+
+async def test_a_long_step_is_visible_as_running(h: Harness) -> None:
+    """An attempt's start is written within FLUSH_DELAY, so `show` sees a long step running."""
+    from orchestrator.engine.executor import FLUSH_DELAY
+    from orchestrator.engine.orchestrator import ResumePlan
+
+    entered, release = anyio.Event(), anyio.Event()
+
+    @h.registry.step("t/long", params=Free)
+    async def long(ctx: StepContext, params: Free) -> dict[str, Any]:
+        entered.set()
+        await release.wait()
+        return {}
+
+    pipeline = h.pipeline("name: p\nsteps:\n  s: {uses: t/long}\n")
+    async with h.orchestrator() as orch:
+        record = await orch.create_run(pipeline, {})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(orch.execute, ResumePlan(record, pipeline, {}, frozenset(), None))
+            with anyio.fail_after(5):
+                await entered.wait()
+            started = anyio.current_time()
+            with anyio.fail_after(5):
+                while "s" not in await h.steps(record.id):  # noqa: ASYNC110  (store state)
+                    await anyio.sleep(FLUSH_DELAY / 5)  # polling the store, with a deadline
+            assert anyio.current_time() - started < FLUSH_DELAY + 1.0
+            assert (await h.steps(record.id))["s"].status is StepStatus.RUNNING
+            release.set()
+    assert (await h.steps(record.id))["s"].status is StepStatus.SUCCEEDED

@@ -1,0 +1,76 @@
+"""Engine overhead per step: a chain of no-op `core/echo` steps, each one's state committed.
+
+Every step waits for the one before it (its `with:` references the previous step's output), so
+nothing overlaps and the figure is the full cost of one step: resolving its parameters,
+validating them, two commits (started, succeeded) with their events, and the log lines.
+
+    python -m bench.engine_overhead [--steps 1000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
+from orchestrator.log import configure_logging
+from orchestrator.spec.loader import load_pipeline
+from orchestrator.store.base import RunStatus, open_store
+
+
+def chain_pipeline(steps: int) -> str:
+    lines = ["name: chain", "steps:", "  s0: {uses: core/echo, with: {v: 0}}"]
+    lines += [f'  s{i}: {{uses: core/echo, with: {{v: "${{{{ steps.s{i - 1}.outputs.v }}}}"}}}}'
+              for i in range(1, steps)]
+    return "\n".join(lines) + "\n"
+
+
+async def one_run(folder: Path, steps: int, durability: str) -> float:
+    """Seconds per step for one run of the chain (fresh state database)."""
+    path = folder / "chain.yaml"
+    path.write_text(chain_pipeline(steps))
+    pipeline = load_pipeline(path)
+    url = f"sqlite:///{folder / f'state-{time.monotonic_ns()}.db'}"
+    async with open_store(url, durability=durability) as store, \
+            Orchestrator(store, config=EngineConfig(max_parallel_steps=8)) as orch:
+        record = await orch.create_run(pipeline, {})
+        plan = ResumePlan(record, pipeline, {}, frozenset(), None)
+        started = time.perf_counter()
+        outcome = await orch.execute(plan)
+        elapsed = time.perf_counter() - started
+    assert outcome.status is RunStatus.SUCCEEDED, outcome
+    return elapsed / steps
+
+
+def measure(steps: int, repeat: int, durability: str, logs: str) -> list[float]:
+    sink = io.StringIO()
+    configure_logging(fmt="json", level="info" if logs == "on" else "warning", stream=sink)
+    with tempfile.TemporaryDirectory() as tmp:
+        return [anyio.run(one_run, Path(tmp), steps, durability) for _ in range(repeat)]
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    rows = []
+    print(f"engine overhead, chain of {args.steps} core/echo steps, median of {args.repeat} runs")
+    for durability, logs in (("process", "on"), ("process", "off"), ("machine", "on")):
+        per_step = measure(args.steps, args.repeat, durability, logs)
+        median_ms = statistics.median(per_step) * 1000
+        label = f"durability={durability}, info logs {logs}"
+        spread = ", ".join(f"{s * 1000:.3f}" for s in per_step)
+        print(f"  {label:<38} {median_ms:.3f} ms/step   (runs: {spread})")
+        rows.append((label, median_ms))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
