@@ -1,1 +1,24 @@
-"""`python -m bench` runs every benchmark (filled in as benchmarks land)."""
+"""`python -m bench` (or `make bench`): every benchmark, one after the other, then a summary.
+
+Each benchmark can also run alone: `python -m bench.engine_overhead`, `python -m
+bench.waiting`, `python -m bench.startup` (each takes --help). Figures are medians of several
+runs; the machines these run on are shared, so run twice before believing a change.
+"""
+
+from __future__ import annotations
+
+from bench import engine_overhead, startup, waiting
+
+
+def main() -> None:
+    rows = []
+    for module in (engine_overhead, waiting, startup):
+        rows += module.main([])
+        print()
+    print("summary")
+    for label, value in rows:
+        print(f"  {label:<60} {value:10.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -17,5 +17,6 @@ def new_run_id(now: float | None = None) -> str:
     store rejects a duplicate and the caller draws again.
     """
     stamp = time.strftime("%y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    suffix = "".join(secrets.choice(_ALPHABET) for _ in range(6))
+    bits = int.from_bytes(secrets.token_bytes(4), "big")  # one urandom call, not one per char
+    suffix = "".join(_ALPHABET[(bits >> (5 * i)) & 31] for i in range(6))
     return f"r-{stamp}-{suffix}"

@@ -199,12 +199,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.file)
     inputs = resolve_inputs(pipeline.inputs, parse_assignments(args.input),
                             pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
-    read_secrets(pipeline.secret_names())  # fail before creating a run that could not start
+    read_secrets(pipeline.secret_names)  # fail before creating a run that could not start
 
     async def run(orch: Orchestrator, session: _Session) -> RunOutcome:
-        record = await orch.create_run(pipeline, inputs)
+        record = await orch.create_run(pipeline, inputs, hold=True)
         session.announce(record.id, pipeline, "starting")
-        return await orch.execute(ResumePlan(record, pipeline, {}, frozenset(), None))
+        return await orch.execute(ResumePlan(record, pipeline, {}, frozenset(), None),
+                                  lease=record.lease)
 
     return _execute(settings, run)
 

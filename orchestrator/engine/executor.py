@@ -29,9 +29,9 @@ from contextlib import suppress
 from typing import Any
 
 import anyio
-import structlog
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskGroup
 from pydantic import BaseModel, ValidationError
+from structlog.typing import FilteringBoundLogger
 
 from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.retry import RetryPolicy
@@ -163,11 +163,16 @@ class RunExecutor:
         self._rng = rng
         self._clock = clock
         self._provider = provider
-        self._log = get_logger()
+        # Bound explicitly (not through contextvars, which copy the whole context on every
+        # bind): every line, and every line a step logs through ctx.log, names run, step
+        # and attempt.
+        self._log = get_logger().bind(run_id=run.id, step=None, attempt=None)
         self._started: set[str] = set()
         self._stop = _Stop.NONE
         self._failure: tuple[str, ErrorInfo] | None = None
         self._scope = anyio.CancelScope()
+        self.released = False
+        """True once the executor gave its lease up with its last write."""
         self._unsaved_steps: dict[str, StepRecord] = {}
         self._unsaved_events: list[NewEvent] = []
         self._deferred = anyio.Event()
@@ -212,24 +217,22 @@ class RunExecutor:
         if run is not None or steps or events:
             await self._store.commit(self._lease, run=run, steps=steps, events=events)
 
-    async def _flush_deferred(self, *, task_status: TaskStatus[anyio.CancelScope]
-                              = anyio.TASK_STATUS_IGNORED) -> None:
+    async def _flush_deferred(self) -> None:
         """Write deferred writes that no later commit picked up within FLUSH_DELAY."""
-        with anyio.CancelScope() as scope:
-            task_status.started(scope)
-            while True:
-                await self._deferred.wait()
-                self._deferred = anyio.Event()
-                await anyio.sleep(FLUSH_DELAY)
-                try:
-                    await self._flush()
-                except LeaseLost:
-                    self.lose_lease()
+        while True:
+            await self._deferred.wait()
+            self._deferred = anyio.Event()
+            await anyio.sleep(FLUSH_DELAY)
+            try:
+                await self._flush()
+            except LeaseLost:
+                self.lose_lease()
 
     async def _finish(self, status: RunStatus, error: str | None = None) -> RunOutcome:
         self._unsaved_events.append(NewEvent("run_finished", data={
             "status": status.value, "error": error and REDACTOR.text(error)}))
-        await self._flush(run=RunUpdate(status, error and REDACTOR.text(error)))
+        await self._flush(run=RunUpdate(status, error and REDACTOR.text(error), release=True))
+        self.released = True
         log = self._log.error if status is RunStatus.FAILED else self._log.info
         log("run finished", status=status.value, **({"error": error} if error else {}))
         failed_step = self._failure[0] if self._failure else None
@@ -254,42 +257,40 @@ class RunExecutor:
         Cancellation from outside (a signal) leaves the run `interrupted` and re-raises. A lost
         lease stops everything without writing and raises LeaseLost.
         """
-        with structlog.contextvars.bound_contextvars(run_id=self._run.id, step=None,
-                                                     attempt=None):
-            for step_id in reset:
-                self._records[step_id] = StepRecord(step_id)
-            await self._store.commit(
-                self._lease,
-                run=RunUpdate(RunStatus.RUNNING, pipeline_text=reload_text),
-                steps=[self._records[s] for s in sorted(reset)],
-                events=[NewEvent("run_started", data={
-                    "owner": self._lease.owner, "generation": self._lease.generation,
-                    "reset": sorted(reset), "reloaded": reload_text is not None})],
-            )
-            self._log.info("run started", pipeline=self._pipeline.name, owner=self._lease.owner)
-            try:
-                with self._scope, _single_errors():
-                    async with anyio.create_task_group() as flusher:
-                        flusher_scope = await flusher.start(self._flush_deferred)
-                        async with anyio.create_task_group() as tg:
-                            for step_id in self._pipeline.steps:
-                                if self._is_ready(step_id):
-                                    self._launch(step_id, tg)
-                        flusher_scope.cancel()
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True), suppress(LeaseLost):
-                    await self._finish(RunStatus.INTERRUPTED, "interrupted")
-                raise
-            if self._stop is _Stop.LEASE_LOST:
-                msg = (f"run {self._run.id}: another process took the run's lease over; this "
-                       "process stopped without writing")
-                raise LeaseLost(msg)
-            if self._failure is not None:
-                step_id, error = self._failure
-                return await self._finish(RunStatus.FAILED, f"step {step_id} failed: {error}")
-            if all(r.status is StepStatus.SUCCEEDED for r in self._records.values()):
-                return await self._finish(RunStatus.SUCCEEDED)
-            return await self._finish(RunStatus.INTERRUPTED, "stopped before every step ran")
+        for step_id in reset:
+            self._records[step_id] = StepRecord(step_id)
+        await self._store.commit(
+            self._lease,
+            run=RunUpdate(RunStatus.RUNNING, pipeline_text=reload_text),
+            steps=[self._records[s] for s in sorted(reset)],
+            events=[NewEvent("run_started", data={
+                "owner": self._lease.owner, "generation": self._lease.generation,
+                "reset": sorted(reset), "reloaded": reload_text is not None})],
+        )
+        self._log.info("run started", pipeline=self._pipeline.name, owner=self._lease.owner)
+        try:
+            with self._scope, _single_errors():
+                async with anyio.create_task_group() as flusher:
+                    flusher.start_soon(self._flush_deferred)
+                    async with anyio.create_task_group() as tg:
+                        for step_id in self._pipeline.steps:
+                            if self._is_ready(step_id):
+                                self._launch(step_id, tg)
+                    flusher.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), suppress(LeaseLost):
+                await self._finish(RunStatus.INTERRUPTED, "interrupted")
+            raise
+        if self._stop is _Stop.LEASE_LOST:
+            msg = (f"run {self._run.id}: another process took the run's lease over; this "
+                   "process stopped without writing")
+            raise LeaseLost(msg)
+        if self._failure is not None:
+            step_id, error = self._failure
+            return await self._finish(RunStatus.FAILED, f"step {step_id} failed: {error}")
+        if all(r.status is StepStatus.SUCCEEDED for r in self._records.values()):
+            return await self._finish(RunStatus.SUCCEEDED)
+        return await self._finish(RunStatus.INTERRUPTED, "stopped before every step ran")
 
     def lose_lease(self) -> None:
         """Called when the heartbeat finds the lease gone: stop at once, write nothing more."""
@@ -317,23 +318,22 @@ class RunExecutor:
 
     async def _run_one(self, step_id: str, tg: TaskGroup) -> bool:
         """Execute one step; False when the run must stop (the step failed or the lease went)."""
-        with structlog.contextvars.bound_contextvars(step=step_id):
-            try:
-                await self._execute_with_retries(self._pipeline.steps[step_id])
-            except _StepFailed:
-                if self._stop is _Stop.NONE:
-                    self._stop = _Stop.STEP_FAILED
-                    error = self._records[step_id].error or ErrorInfo("Error", "failed")
-                    self._failure = (step_id, error)
-                tg.cancel_scope.cancel()
-                return False
-            except LeaseLost:
-                self.lose_lease()
-                return False
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True):
-                    await self._stopped(step_id)
-                raise
+        try:
+            await self._execute_with_retries(self._pipeline.steps[step_id])
+        except _StepFailed:
+            if self._stop is _Stop.NONE:
+                self._stop = _Stop.STEP_FAILED
+                error = self._records[step_id].error or ErrorInfo("Error", "failed")
+                self._failure = (step_id, error)
+            tg.cancel_scope.cancel()
+            return False
+        except LeaseLost:
+            self.lose_lease()
+            return False
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._stopped(step_id)
+            raise
         return True
 
     async def _stopped(self, step_id: str) -> None:
@@ -350,7 +350,8 @@ class RunExecutor:
             status, kind = StepStatus.INTERRUPTED, "step_interrupted"
         with suppress(LeaseLost):
             await self._save(step_id, NewEvent(kind, step_id, record.attempt), status=status)
-        self._log.warning("step stopped", status=status.value)
+        self._log.warning("step stopped", step=step_id, attempt=record.attempt,
+                          status=status.value)
 
     # -- attempts ----------------------------------------------------------------------------
 
@@ -374,33 +375,34 @@ class RunExecutor:
                                       StepStatus.RETRYING)
         started_at = self._clock() if fresh or record.started_at is None else record.started_at
         while True:
-            structlog.contextvars.bind_contextvars(attempt=attempt)
+            log = self._log.bind(step=step_id, attempt=attempt)
             await self._save(step_id, NewEvent("step_started", step_id, attempt,
                                                {"uses": step.spec.uses}), defer=True,
                              status=StepStatus.RUNNING, attempt=attempt, started_at=started_at,
                              finished_at=None, retry_at=None, error=None, outputs=None)
-            self._log.info("step started", uses=step.spec.uses)
+            log.info("step started", uses=step.spec.uses)
             fault_point("after_step_started", step_id)
             try:
-                outputs, config_hash = await self._attempt(step, attempt)
+                outputs, config_hash = await self._attempt(step, attempt, log)
             except TransientError as exc:
                 error = ErrorInfo(type(exc).__name__, str(exc))
                 if attempt >= policy.max_attempts:
-                    await self._fail(step_id, attempt, error, exc,
-                                     f"gave up after {attempt} attempt{'s' * (attempt > 1)}")
+                    await self._fail(step_id, attempt, error, exc, log=log,
+                                     note=f"gave up after {attempt} attempt"
+                                          f"{'s' * (attempt > 1)}")
                     raise _StepFailed from None
                 delay = policy.delay_for(attempt, self._rng, exc.retry_after)
                 await self._save(step_id, NewEvent("attempt_failed", step_id, attempt, {
                     "error": error.to_json(), "retry_in": round(delay, 3)}),
                     status=StepStatus.RETRYING, error=error, retry_at=self._clock() + delay)
-                self._log.warning("attempt failed, will retry", error=str(error),
-                                  retry_in=format_duration(delay))
+                log.warning("attempt failed, will retry", error=str(error),
+                            retry_in=format_duration(delay))
                 await anyio.sleep(delay)
                 attempt += 1
                 continue
             except Exception as exc:  # noqa: BLE001  (any other error fails the step for good)
                 error = ErrorInfo(type(exc).__name__, str(exc))
-                await self._fail(step_id, attempt, error, exc, None)
+                await self._fail(step_id, attempt, error, exc, log=log)
                 raise _StepFailed from None
             fault_point("before_step_commit", step_id)
             finished = self._clock()
@@ -409,11 +411,11 @@ class RunExecutor:
                              status=StepStatus.SUCCEEDED, outputs=outputs, finished_at=finished,
                              config_hash=config_hash)
             fault_point("after_step_commit", step_id)
-            self._log.info("step succeeded", duration=format_duration(finished - started_at))
+            log.info("step succeeded", duration=format_duration(finished - started_at))
             return
 
-    async def _fail(self, step_id: str, attempt: int, error: ErrorInfo, exc: BaseException,
-                    note: str | None) -> None:
+    async def _fail(self, step_id: str, attempt: int, error: ErrorInfo, exc: BaseException, *,
+                    log: FilteringBoundLogger, note: str | None = None) -> None:
         expected = isinstance(exc, PermanentError | TransientError)
         data: dict[str, Any] = {"error": error.to_json()}
         if note:
@@ -422,9 +424,10 @@ class RunExecutor:
             data["traceback"] = "".join(traceback.format_exception(exc))
         await self._save(step_id, NewEvent("step_failed", step_id, attempt, data),
                          status=StepStatus.FAILED, error=error, finished_at=self._clock())
-        self._log.error("step failed", error=str(error), **({"note": note} if note else {}))
+        log.error("step failed", error=str(error), **({"note": note} if note else {}))
 
-    async def _attempt(self, step: Step, attempt: int) -> tuple[dict[str, Any], str]:
+    async def _attempt(self, step: Step, attempt: int,
+                       log: FilteringBoundLogger) -> tuple[dict[str, Any], str]:
         """One attempt: resolve and check parameters, run the step under its timeout."""
         try:
             raw = self._resolution.params(step)
@@ -438,7 +441,7 @@ class RunExecutor:
         record = self._records[step.id]
         ctx = StepContext(
             run_id=self._run.id, run_name=self._pipeline.name, step_id=step.id, attempt=attempt,
-            pipeline_dir=self._pipeline.base_dir, log=self._log,
+            pipeline_dir=self._pipeline.base_dir, log=log,
             last_checkpoint=record.checkpoint,
             write_checkpoint=lambda data: self._write_checkpoint(step.id, attempt, data),
             provider=self._provider,

@@ -78,6 +78,8 @@ class ResumePlan:
 def read_secrets(names: Collection[str], environ: Mapping[str, str] | None = None) -> dict[str,
                                                                                           str]:
     """The values of `names` from the environment (or `.env`); raises SecretMissing."""
+    if not names:
+        return {}
     env = dict(os.environ if environ is None else environ)
     missing = [n for n in sorted(names) if n not in env]
     if missing and Path(".env").is_file():
@@ -185,15 +187,20 @@ class Orchestrator:
 
     # -- runs --------------------------------------------------------------------------------
 
-    async def create_run(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> RunRecord:
-        """Store a new pending run of `pipeline` with its (already resolved) input values."""
+    async def create_run(self, pipeline: Pipeline, inputs: Mapping[str, Any], *,
+                         hold: bool = False) -> RunRecord:
+        """Store a new pending run of `pipeline` with its (already resolved) input values.
+
+        With `hold`, this process holds the new run's lease (`record.lease`) from the start,
+        to pass to `execute`.
+        """
         for _ in range(5):
             try:
                 return await self.store.create_run(NewRun(
                     id=new_run_id(), pipeline_name=pipeline.name,
                     pipeline_path=str(pipeline.path.resolve()), pipeline_text=pipeline.text,
                     inputs=dict(inputs),
-                ))
+                ), owner=self.owner if hold else None, ttl=self.config.lease_ttl)
             except RunExists:
                 continue
         msg = "could not draw an unused run id in 5 tries"
@@ -244,16 +251,23 @@ class Orchestrator:
                 changed |= pipeline.downstream({step_id})
         return changed
 
-    async def execute(self, plan: ResumePlan, *, force: bool = False) -> RunOutcome:
-        """Execute a run (new or resumed) per `plan`, holding its lease throughout."""
+    async def execute(self, plan: ResumePlan, *, force: bool = False,
+                      lease: Lease | None = None) -> RunOutcome:
+        """Execute a run (new or resumed) per `plan`, holding its lease throughout.
+
+        `lease` is one this process already holds (from `create_run(hold=True)`); otherwise
+        the lease is acquired here.
+        """
         run = plan.run
-        secret_values = read_secrets(plan.pipeline.secret_names())
+        secret_values = read_secrets(plan.pipeline.secret_names)
         REDACTOR.add(secret_values.values())
-        dead = [run.lease_owner] if run.lease_owner and owner_is_dead(run.lease_owner) else []
-        lease = await self.store.acquire_lease(
-            run.id, self.owner, ttl=self.config.lease_ttl,
-            max_recoveries=self.config.max_recoveries, dead_owners=dead, force=force,
-        )
+        if lease is None:
+            dead = [run.lease_owner] if run.lease_owner and owner_is_dead(run.lease_owner) \
+                else []
+            lease = await self.store.acquire_lease(
+                run.id, self.owner, ttl=self.config.lease_ttl,
+                max_recoveries=self.config.max_recoveries, dead_owners=dead, force=force,
+            )
         executor = RunExecutor(
             store=self.store, lease=lease, run=run, pipeline=plan.pipeline,
             records=plan.records, secrets=secret_values,
@@ -265,14 +279,16 @@ class Orchestrator:
             return await executor.execute(reset=plan.reset, reload_text=plan.reload_text)
         finally:
             self._executing.pop(run.id, None)
-            # If this fails the lease simply expires; the run's outcome matters more.
-            with anyio.CancelScope(shield=True), suppress(Exception):
-                await self.store.release_lease(lease)
+            if not executor.released:
+                # If this fails the lease simply expires; the run's outcome matters more.
+                with anyio.CancelScope(shield=True), suppress(Exception):
+                    await self.store.release_lease(lease)
 
     async def run(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> RunOutcome:
         """Create a run of `pipeline` and execute it to the end."""
-        record = await self.create_run(pipeline, inputs)
-        return await self.execute(ResumePlan(record, pipeline, {}, frozenset(), None))
+        record = await self.create_run(pipeline, inputs, hold=True)
+        return await self.execute(ResumePlan(record, pipeline, {}, frozenset(), None),
+                                  lease=record.lease)
 
     async def resume(self, run_id: str, *, from_step: str | None = None, reload: bool = False,
                      force: bool = False) -> RunOutcome:

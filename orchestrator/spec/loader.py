@@ -91,9 +91,11 @@ class Pipeline:
         """`step_ids` and every step that depends on any of them."""
         return descendants(self.dependencies(), step_ids)
 
-    def secret_names(self) -> set[str]:
-        return {str(ref.path[0]) for step in self.steps.values() for ref in step.references()
-                if ref.root == "secrets" and ref.path}
+    @functools.cached_property
+    def secret_names(self) -> frozenset[str]:
+        """The NAMEs of every `secrets.NAME` the steps use (read from the environment)."""
+        return frozenset(str(ref.path[0]) for step in self.steps.values()
+                         for ref in step.references() if ref.root == "secrets" and ref.path)
 
 
 def load_pipeline(path: str | Path, *, registry: StepRegistry | None = None) -> Pipeline:

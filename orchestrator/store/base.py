@@ -111,6 +111,13 @@ class RunRecord:
     lease_expires_at: float | None
     recoveries: int
 
+    @property
+    def lease(self) -> Lease | None:
+        """The lease as stored (None when no one holds it)."""
+        if self.lease_owner is None or self.lease_expires_at is None:
+            return None
+        return Lease(self.id, self.lease_owner, self.lease_generation, self.lease_expires_at)
+
 
 @dataclass(frozen=True)
 class StepRecord:
@@ -149,11 +156,15 @@ class EventRecord:
 
 @dataclass(frozen=True)
 class RunUpdate:
-    """A change of run status; `pipeline_text` replaces the stored text (resume --reload)."""
+    """A change of run status; `pipeline_text` replaces the stored text (resume --reload).
+
+    `release` gives the lease up in the same transaction (an executor's last write).
+    """
 
     status: RunStatus
     error: str | None = None
     pipeline_text: str | None = None
+    release: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,8 +218,13 @@ class StateStore(ABC):
     # -- runs --------------------------------------------------------------------------------
 
     @abstractmethod
-    async def create_run(self, run: NewRun) -> RunRecord:
-        """Store a new pending run; raises RunExists if the id is taken."""
+    async def create_run(self, run: NewRun, *, owner: str | None = None,
+                         ttl: float = 0.0) -> RunRecord:
+        """Store a new pending run; raises RunExists if the id is taken.
+
+        With `owner`, the run is created with its lease already held by `owner` for `ttl`
+        seconds (generation 1; see `RunRecord.lease`), so no one else can claim it first.
+        """
 
     @abstractmethod
     async def get_run(self, run_id: str) -> RunRecord:

@@ -201,21 +201,29 @@ class SQLiteStore(StateStore):
 
     # -- runs --------------------------------------------------------------------------------
 
-    async def create_run(self, run: NewRun) -> RunRecord:
+    async def create_run(self, run: NewRun, *, owner: str | None = None,
+                         ttl: float = 0.0) -> RunRecord:
         now = self.clock()
 
         def insert(conn: sqlite3.Connection) -> RunRecord:
+            events = [NewEvent("run_created", data={"pipeline": run.pipeline_name,
+                                                    "path": run.pipeline_path})]
+            if owner is not None:
+                events.append(NewEvent("lease_acquired", data={
+                    "owner": owner, "generation": 1, "previous_owner": None,
+                    "recovered_from_crash": False}))
             try:
                 conn.execute(
                     "INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
-                    "status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "status, created_at, lease_owner, lease_generation, lease_expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (run.id, run.pipeline_name, run.pipeline_path, run.pipeline_text,
-                     _dumps(dict(run.inputs)), RunStatus.PENDING.value, now),
+                     _dumps(dict(run.inputs)), RunStatus.PENDING.value, now, owner,
+                     0 if owner is None else 1, None if owner is None else now + ttl),
                 )
             except sqlite3.IntegrityError:
                 raise RunExists(f"a run with id {run.id} already exists") from None
-            _insert_events(conn, run.id, now, [NewEvent("run_created", data={
-                "pipeline": run.pipeline_name, "path": run.pipeline_path})])
+            _insert_events(conn, run.id, now, events)
             return _get_run(conn, run.id)
 
         return await self._run(insert, write=True)
@@ -331,10 +339,13 @@ class SQLiteStore(StateStore):
                     "UPDATE runs SET status = ?, error = ?, "
                     "pipeline_text = coalesce(?, pipeline_text), "
                     "started_at = CASE WHEN ? THEN coalesce(started_at, ?) ELSE started_at END, "
-                    "finished_at = CASE WHEN ? THEN ? ELSE NULL END "
+                    "finished_at = CASE WHEN ? THEN ? ELSE NULL END, "
+                    "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
+                    "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END "
                     "WHERE id = ? AND lease_owner = ? AND lease_generation = ?",
                     (run.status.value, run.error, run.pipeline_text,
-                     run.status is RunStatus.RUNNING, now, run.status.finished, now, *fence),
+                     run.status is RunStatus.RUNNING, now, run.status.finished, now,
+                     run.release, run.release, *fence),
                 )
                 held = cursor.rowcount
             if held != 1:

@@ -179,3 +179,26 @@ async def test_using_a_closed_store_is_an_error(store_url: str) -> None:
         pass
     with pytest.raises(RuntimeError, match="can be opened once; this one is closed"):
         await store.__aenter__()
+
+
+async def test_create_run_already_leased(store: StateStore, clock: FakeClock) -> None:
+    """A run created for an owner is leased from the first instant (no one can claim it)."""
+    record = await store.create_run(new_run(), owner="me", ttl=TTL)
+    assert record.lease is not None
+    assert (record.lease.owner, record.lease.generation, record.lease.expires_at) == (
+        "me", 1, clock.now + TTL)
+    with pytest.raises(RunBusy):
+        await store.acquire_lease("r-1", "other", ttl=TTL, max_recoveries=3)
+    await store.commit(record.lease, run=RunUpdate(RunStatus.RUNNING))
+    assert [e.kind for e in await store.get_events("r-1")] == ["run_created", "lease_acquired"]
+
+
+async def test_final_commit_can_release_the_lease(store: StateStore) -> None:
+    """An executor's last write gives the lease up in the same transaction."""
+    record = await store.create_run(new_run(), owner="me", ttl=TTL)
+    assert record.lease is not None
+    await store.commit(record.lease, run=RunUpdate(RunStatus.SUCCEEDED, release=True))
+    run = await store.get_run("r-1")
+    assert (run.status, run.lease_owner, run.lease) == (RunStatus.SUCCEEDED, None, None)
+    with pytest.raises(LeaseLost):
+        await store.commit(record.lease, events=[NewEvent("late")])

@@ -1,0 +1,62 @@
+"""Start-up time of the commands people type most: `--help` and `validate`.
+
+Runs the installed `orchestrator` console script repeatedly and prints the median wall time.
+Beside it, the floor on this machine right now: starting Python and importing the libraries
+`validate` cannot do without (pydantic, PyYAML). The machines are shared and their speed drifts
+by 2x within an hour, so compare a figure with its floor rather than across days.
+(`make install` byte-compiles the package; on machines that set PYTHONDONTWRITEBYTECODE, an
+uncompiled package adds ~25 ms to every start.)
+
+    python -m bench.startup [--repeat 21]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = (["--help"], ["validate", "pipelines/hello.yaml"])
+FLOOR = ("import pydantic, yaml\nclass M(pydantic.BaseModel):\n    x: int = 0\n"
+         "M.model_validate({'x': 1})")
+TARGET = 0.3
+
+
+def time_command(command: list[str], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=21)
+    args = parser.parse_args(argv)
+    script = shutil.which("orchestrator", path=str(Path(sys.executable).parent))
+    if script is None:
+        msg = "the orchestrator console script is not installed next to this Python"
+        raise SystemExit(msg)
+    print(f"start-up, median of {args.repeat} runs (target <= {TARGET}s)")
+    rows = []
+    cases = [("floor: python + import pydantic, yaml + one model", [sys.executable, "-c", FLOOR])]
+    cases += [("orchestrator " + " ".join(c), [script, *c]) for c in COMMANDS]
+    for label, command in cases:
+        times = time_command(command, args.repeat)
+        median = statistics.median(times)
+        print(f"  {label:<52} {median * 1000:6.0f} ms   (min {min(times) * 1000:.0f}, "
+              f"max {max(times) * 1000:.0f})")
+        rows.append((label, median * 1000))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
