@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
     from orchestrator.settings import Settings
-    from orchestrator.store.base import StateStore
+    from orchestrator.store.base import StateStore, StepRecord
 
 __all__ = [
     "cmd_logs",
@@ -151,6 +151,7 @@ class _Session:
         self.settings = settings
         self.run_id: str | None = None
         self.pipeline: Pipeline | None = None
+        self.steps: Mapping[str, StepRecord] = {}
 
     def announce(self, run_id: str, pipeline: Pipeline, verb: str) -> None:
         self.run_id, self.pipeline = run_id, pipeline
@@ -167,23 +168,29 @@ def _execute(settings: Settings,
     session = _Session(settings)
 
     async def until_signal(orch: Orchestrator) -> RunOutcome | None:
-        return await _until_signal(start(orch, session))
+        outcome = await _until_signal(start(orch, session))
+        if outcome is not None:
+            session.steps = await orch.store.get_steps(outcome.run_id)
+        return outcome
 
     outcome = _with_orchestrator(settings, until_signal)
     if outcome is None:
-        _err(f"run {session.run_id} interrupted; its state is saved. Continue it with:\n"
-             f"  orchestrator resume {session.run_id}")
+        if session.run_id is None:
+            _err("interrupted before the run was created")
+        else:
+            _err(f"run {session.run_id} interrupted; its state is saved. Continue it with:\n"
+                 f"  orchestrator resume {session.run_id}")
         return EXIT_INTERRUPTED
     assert session.pipeline is not None
-    return _report(settings, session.pipeline, outcome)
+    return _report(session.pipeline, session.steps, outcome)
 
 
-def _report(settings: Settings, pipeline: Pipeline, outcome: RunOutcome) -> int:
+def _report(pipeline: Pipeline, steps: Mapping[str, StepRecord], outcome: RunOutcome) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
     from orchestrator.store.base import RunStatus  # noqa: PLC0415
 
     if outcome.status is RunStatus.SUCCEEDED:
-        _with_store(settings, lambda store: render.final_outputs(store, pipeline, outcome.run_id))
+        render.final_outputs(pipeline, steps)
         _out(f"run {outcome.run_id} succeeded")
         return EXIT_OK
     _out(f"run {outcome.run_id} {outcome.status.value}: {outcome.error}")
@@ -220,7 +227,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
         plan = await orch.plan_resume(args.run_id, from_step=args.from_step, reload=args.reload)
         session.run_id, session.pipeline = args.run_id, plan.pipeline
-        if plan.run.status is RunStatus.SUCCEEDED and not plan.will_run():
+        if plan.nothing_to_do:
             _err(f"run {args.run_id} already succeeded; nothing to resume "
                  "(--from STEP re-runs part of it)")
             return RunOutcome(args.run_id, RunStatus.SUCCEEDED)

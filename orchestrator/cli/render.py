@@ -20,7 +20,6 @@ from orchestrator.store.base import EventRecord, RunRecord, RunStatus, StepRecor
 if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import ResumePlan
     from orchestrator.spec.loader import Pipeline
-    from orchestrator.store.base import StateStore
 
 __all__ = [
     "event_line",
@@ -174,9 +173,8 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
                     console.print(f"  {key}: {_short(value, 400)}")
 
 
-async def final_outputs(store: StateStore, pipeline: Pipeline, run_id: str) -> None:
+def final_outputs(pipeline: Pipeline, steps: Mapping[str, StepRecord]) -> None:
     """The outputs of the last steps (those nothing depends on): what the run produced."""
-    steps = await store.get_steps(run_id)
     needed = {need for step in pipeline.steps.values() for need in step.needs}
     console = _console()
     for sid in pipeline.steps:

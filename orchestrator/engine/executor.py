@@ -1,9 +1,9 @@
 """Executes one run's step graph, while this process holds the run's lease.
 
 Layers, one concern each: `execute` (the graph: start steps as their dependencies succeed, stop
-on a failure) -> `_run_step` (concurrency limit, what cancellation means for the step) ->
-`_execute_with_retries` (attempts, backoff, re-entry after a crash) -> `_attempt` (parameters,
-timeout, the step's own code).
+on a failure) -> `_run_step` (a concurrency slot, going on down a chain) -> `_run_one` (what a
+step's failure or cancellation means for the run) -> `_execute_with_retries` (attempts,
+backoff, re-entry after a crash) -> `_attempt` (parameters, timeout, the step's own code).
 
 Every state change is committed before anything that depends on it happens: a step's outputs
 before its dependents start, a checkpoint before `ctx.checkpoint()` returns, a failed attempt
@@ -214,8 +214,17 @@ class RunExecutor:
         """Commit every unsaved write (and `run`) in one fenced transaction."""
         steps, events = list(self._unsaved_steps.values()), self._unsaved_events
         self._unsaved_steps, self._unsaved_events = {}, []
-        if run is not None or steps or events:
+        if run is None and not steps and not events:
+            return
+        try:
             await self._store.commit(self._lease, run=run, steps=steps, events=events)
+        except BaseException:
+            # Not written (cancelled before the database took it, or refused): keep it for the
+            # next commit, e.g. the run's last one, behind any newer write of the same step.
+            for step in steps:
+                self._unsaved_steps.setdefault(step.step_id, step)
+            self._unsaved_events[:0] = events
+            raise
 
     async def _flush_deferred(self) -> None:
         """Write deferred writes that no later commit picked up within FLUSH_DELAY."""

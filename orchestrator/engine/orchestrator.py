@@ -13,7 +13,6 @@ import os
 import random
 import secrets
 import socket
-import time
 from collections.abc import Collection, Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -68,7 +67,13 @@ class ResumePlan:
                 if sid in self.reset or self._status(sid) is not StepStatus.SUCCEEDED]
 
     def kept(self) -> list[str]:
-        return [sid for sid in self.pipeline.steps if sid not in self.will_run()]
+        will_run = set(self.will_run())
+        return [sid for sid in self.pipeline.steps if sid not in will_run]
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """The run already succeeded and nothing was asked to run again."""
+        return self.run.status is RunStatus.SUCCEEDED and not self.will_run()
 
     def _status(self, step_id: str) -> StepStatus:
         record = self.records.get(step_id)
@@ -171,11 +176,11 @@ class Orchestrator:
                 held = await self.store.renew_leases(self.owner, ttl=self.config.lease_ttl)
             except Exception as exc:  # noqa: BLE001  (keep beating; expiry is checked below)
                 self._log.warning("lease heartbeat failed", error=f"{type(exc).__name__}: {exc}")
-                now = time.time()
+                now = self.store.clock()
                 held = {rid for rid, (lease, _) in self._executing.items()
                         if lease.expires_at > now}
             else:
-                expires = time.time() + self.config.lease_ttl
+                expires = self.store.clock() + self.config.lease_ttl
                 for run_id, (lease, executor) in list(self._executing.items()):
                     if run_id in held:
                         self._executing[run_id] = (dataclasses.replace(lease, expires_at=expires),
@@ -294,6 +299,6 @@ class Orchestrator:
                      force: bool = False) -> RunOutcome:
         """Continue a run: keep succeeded steps, re-enter the rest (see ResumePlan)."""
         plan = await self.plan_resume(run_id, from_step=from_step, reload=reload)
-        if plan.run.status is RunStatus.SUCCEEDED and not plan.will_run():
+        if plan.nothing_to_do:
             return RunOutcome(run_id, RunStatus.SUCCEEDED)
         return await self.execute(plan, force=force)

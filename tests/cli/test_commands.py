@@ -6,10 +6,12 @@ import json
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,14 +160,33 @@ def test_bad_setting_from_environment(cli: CLI) -> None:
         "should be a valid integer, unable to parse string as an integer")
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    pytest.param(b"garbage" * 200, "is not a SQLite database, or is corrupt", id="corrupt"),
+def _foreign_db(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.close()
+
+
+def _newer_db(path: Path) -> None:
+    from orchestrator.store.schema import APPLICATION_ID, SCHEMA_VERSION
+
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    pytest.param(lambda p: p.write_bytes(b"garbage" * 200),
+                 "is not a SQLite database, or is corrupt", id="corrupt"),
+    pytest.param(_foreign_db, "belongs to another application", id="foreign"),
+    pytest.param(_newer_db, "was written by a newer orchestrator", id="newer-schema"),
 ])
-def test_bad_state_database_is_refused_untouched(cli: CLI, tmp_path: Path, content: bytes,
+def test_bad_state_database_is_refused_untouched(cli: CLI, tmp_path: Path, make: Any,
                                                  message: str) -> None:
     db = tmp_path / ".orchestrator" / "state.db"
     db.parent.mkdir()
-    db.write_bytes(content)
+    make(db)
+    content = db.read_bytes()
     for args in (["runs"], ["run", str(HELLO)], ["show", "x"]):
         result = cli(*args, check_code=2)
         assert message in result.stderr
@@ -193,8 +214,10 @@ def test_json_logs_carry_run_step_and_attempt(cli: CLI) -> None:
     assert [(line["step"], line["attempt"]) for line in retries] == [("flaky", 1), ("flaky", 2)]
 
 
-def test_sigint_interrupts_and_resume_finishes(cli: CLI, tmp_path: Path) -> None:
-    """Ctrl-C leaves the run interrupted with states saved (exit 130); resume completes it."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_interrupts_and_resume_finishes(cli: CLI, tmp_path: Path,
+                                               signum: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM leaves the run interrupted, states saved (exit 130); resume ends it."""
     write(tmp_path / "slow.yaml", """
         name: slow
         steps:
@@ -210,7 +233,7 @@ def test_sigint_interrupts_and_resume_finishes(cli: CLI, tmp_path: Path) -> None
                                                "AND checkpoint LIKE '%until%'")):
         assert time.monotonic() < deadline, "the sleep never started"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     run_id = run_id_from(err)
@@ -223,8 +246,6 @@ def test_sigint_interrupts_and_resume_finishes(cli: CLI, tmp_path: Path) -> None
     # Shorten the rest of the sleep by editing the durable timer, then resume.
     conn_sql = ("UPDATE steps SET checkpoint = json_set(checkpoint, '$.until', 0) "
                 f"WHERE run_id = '{run_id}' AND step_id = 'nap'")
-    import sqlite3
-
     with sqlite3.connect(db) as conn:
         conn.execute(conn_sql)
     conn.close()
@@ -257,8 +278,6 @@ def test_live_run_cannot_be_resumed_twice_but_a_dead_one_can(cli: CLI, tmp_path:
     no_traceback(refused)
     proc.kill()
     proc.communicate(timeout=10)
-    import sqlite3
-
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE steps SET checkpoint = json_set(checkpoint, '$.until', 0)")
     conn.close()
