@@ -9,13 +9,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli.test_crash_resume import run_id_from, state
+from tests.cli.helpers import end_sleeps_now, run_id_from, start_run, state, wait_for_state
 from tests.conftest import CLI, REPO, write
 
 HELLO = REPO / "pipelines" / "hello.yaml"
@@ -224,15 +223,9 @@ def test_signal_interrupts_and_resume_finishes(cli: CLI, tmp_path: Path,
           first: {uses: core/echo, with: {x: 1}}
           nap: {uses: core/sleep, with: {duration: 60s}, needs: [first]}
     """)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "slow.yaml"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.monotonic() + 30
-    db = tmp_path / ".orchestrator" / "state.db"
-    while not (db.exists() and state(tmp_path, "SELECT 1 FROM steps WHERE step_id = 'nap' "
-                                               "AND checkpoint LIKE '%until%'")):
-        assert time.monotonic() < deadline, "the sleep never started"
-        time.sleep(0.05)
+    proc = start_run(tmp_path, "slow.yaml")
+    wait_for_state(tmp_path, "SELECT 1 FROM steps WHERE step_id = 'nap' AND checkpoint LIKE "
+                             "'%until%'", "the sleep started")
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
@@ -243,12 +236,7 @@ def test_signal_interrupts_and_resume_finishes(cli: CLI, tmp_path: Path,
         ("interrupted", None)]
     assert dict(state(tmp_path, f"SELECT step_id, status FROM steps WHERE run_id = '{run_id}'")
                 ) == {"first": "succeeded", "nap": "interrupted"}
-    # Shorten the rest of the sleep by editing the durable timer, then resume.
-    conn_sql = ("UPDATE steps SET checkpoint = json_set(checkpoint, '$.until', 0) "
-                f"WHERE run_id = '{run_id}' AND step_id = 'nap'")
-    with sqlite3.connect(db) as conn:
-        conn.execute(conn_sql)
-    conn.close()
+    end_sleeps_now(tmp_path)  # rather than wait out the rest of the minute
     resumed = cli("resume", run_id, check_code=0)
     assert "keeping 1 succeeded step: first" in resumed.stderr
 
@@ -260,27 +248,16 @@ def test_live_run_cannot_be_resumed_twice_but_a_dead_one_can(cli: CLI, tmp_path:
         steps:
           nap: {uses: core/sleep, with: {duration: 60s}}
     """)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "slow.yaml"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    db = tmp_path / ".orchestrator" / "state.db"
-    deadline = time.monotonic() + 30
-    rows: list[tuple[object, ...]] = []
-    while not rows:
-        assert time.monotonic() < deadline
-        if db.exists():
-            rows = state(tmp_path, "SELECT id FROM runs WHERE status = 'running' AND "
-                                   "lease_owner IS NOT NULL")
-        time.sleep(0.05)
+    proc = start_run(tmp_path, "slow.yaml")
+    rows = wait_for_state(tmp_path, "SELECT id FROM runs WHERE status = 'running' AND "
+                                    "lease_owner IS NOT NULL", "the run was executing")
     run_id = str(rows[0][0])
     refused = cli("resume", run_id, check_code=2)
     assert f"error: run {run_id} is being executed by" in refused.stderr
     no_traceback(refused)
     proc.kill()
     proc.communicate(timeout=10)
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE steps SET checkpoint = json_set(checkpoint, '$.until', 0)")
-    conn.close()
+    end_sleeps_now(tmp_path)
     cli("resume", run_id, check_code=0)
 
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.cli.helpers import run_id_from, start_run, state, wait_for_state
 from tests.conftest import CLI, write
 
 STEPS_MODULE = '''
@@ -66,28 +63,6 @@ steps:
     needs: [twophase]
 """
 
-RUN_ID = re.compile(r"run (r-\d{6}-\d{6}-[0-9a-z]{6})")
-
-
-def run_id_from(stderr: str) -> str:
-    match = RUN_ID.search(stderr)
-    assert match, stderr
-    return match.group(1)
-
-
-def state(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
-    """Rows from the run's state file; none while the file's schema is still being created."""
-    conn = sqlite3.connect(tmp_path / ".orchestrator" / "state.db")
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize("fault", [
     "after_step_started:b",
     "before_step_commit:b",
@@ -129,18 +104,9 @@ def test_killed_from_outside_mid_sleep_resumes_the_remaining_time(cli: CLI,
           nap: {uses: core/sleep, with: {duration: 3s}, needs: [before]}
           after: {uses: core/echo, with: {slept: "${{ steps.nap.outputs.slept }}"}}
     """)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "nap.yaml"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    db = tmp_path / ".orchestrator" / "state.db"
-    deadline = time.monotonic() + 30
-    checkpoint: list[tuple[object, ...]] = []
-    while not checkpoint:
-        assert time.monotonic() < deadline, "the sleep step never checkpointed"
-        if db.exists():
-            checkpoint = state(tmp_path, "SELECT checkpoint FROM steps WHERE step_id = 'nap' "
-                                         "AND checkpoint LIKE '%until%'")
-        time.sleep(0.05)  # polling the state file with a deadline, not waiting blindly
+    proc = start_run(tmp_path, "nap.yaml")
+    wait_for_state(tmp_path, "SELECT 1 FROM steps WHERE step_id = 'nap' AND checkpoint LIKE "
+                             "'%until%'", "the sleep step checkpointed its timer")
     proc.send_signal(signal.SIGKILL)
     _, stderr = proc.communicate(timeout=10)
     assert proc.returncode == -signal.SIGKILL

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cli.test_crash_resume import run_id_from
+from tests.cli.helpers import run_id_from
 from tests.conftest import CLI, write
 
 SECRET = "sk-test-4f9a1c2e7b"

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from anyio.abc import TaskGroup
+
 from orchestrator.engine.executor import RunOutcome
-from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
+from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.loader import Pipeline, load_pipeline
 from orchestrator.steps.registry import StepRegistry, builtin_registry
-from orchestrator.store.base import EventRecord, StateStore, StepRecord
+from orchestrator.store.base import EventRecord, RunRecord, StateStore, StepRecord
 from tests.conftest import write
 
 
@@ -38,6 +40,12 @@ class Harness:
                                 cwd=self.tmp_path)
         async with self.orchestrator() as orch:
             return await orch.run(pipeline, values)
+
+    async def start(self, orch: Orchestrator, tg: TaskGroup, pipeline: Pipeline) -> RunRecord:
+        """Create a run of `pipeline` and execute it in the background of `tg`."""
+        record = await orch.create_run(pipeline, {})
+        tg.start_soon(orch.execute, ResumePlan(record, pipeline, {}, frozenset(), None))
+        return record
 
     async def resume(self, run_id: str, **options: Any) -> RunOutcome:
         async with self.orchestrator() as orch:

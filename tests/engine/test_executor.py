@@ -309,15 +309,11 @@ async def test_cancellation_leaves_run_interrupted_and_resume_reenters(h: Harnes
           long: {uses: t/long, needs: [before]}
     """
     pipeline = h.pipeline(text)
-    async with h.orchestrator() as orch:
-        record = await orch.create_run(pipeline, {})
-        from orchestrator.engine.orchestrator import ResumePlan
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(orch.execute, ResumePlan(record, pipeline, {}, frozenset(), None))
-            with anyio.fail_after(5):
-                await entered.wait()
-            tg.cancel_scope.cancel()
+    async with h.orchestrator() as orch, anyio.create_task_group() as tg:
+        record = await h.start(orch, tg, pipeline)
+        with anyio.fail_after(5):
+            await entered.wait()
+        tg.cancel_scope.cancel()
     run = await h.store.get_run(record.id)
     steps = await h.steps(record.id)
     assert (run.status, run.lease_owner) == (RunStatus.INTERRUPTED, None)
@@ -378,7 +374,6 @@ async def test_lost_lease_stops_the_executor_without_writing(tmp_path: Path,
 async def test_a_long_step_is_visible_as_running(h: Harness) -> None:
     """An attempt's start is written within FLUSH_DELAY, so `show` sees a long step running."""
     from orchestrator.engine.executor import FLUSH_DELAY
-    from orchestrator.engine.orchestrator import ResumePlan
 
     entered, release = anyio.Event(), anyio.Event()
 
@@ -389,17 +384,15 @@ async def test_a_long_step_is_visible_as_running(h: Harness) -> None:
         return {}
 
     pipeline = h.pipeline("name: p\nsteps:\n  s: {uses: t/long}\n")
-    async with h.orchestrator() as orch:
-        record = await orch.create_run(pipeline, {})
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(orch.execute, ResumePlan(record, pipeline, {}, frozenset(), None))
-            with anyio.fail_after(5):
-                await entered.wait()
-            started = anyio.current_time()
-            with anyio.fail_after(5):
-                while "s" not in await h.steps(record.id):  # noqa: ASYNC110  (store state)
-                    await anyio.sleep(FLUSH_DELAY / 5)  # polling the store, with a deadline
-            assert anyio.current_time() - started < FLUSH_DELAY + 1.0
-            assert (await h.steps(record.id))["s"].status is StepStatus.RUNNING
-            release.set()
+    async with h.orchestrator() as orch, anyio.create_task_group() as tg:
+        record = await h.start(orch, tg, pipeline)
+        with anyio.fail_after(5):
+            await entered.wait()
+        started = anyio.current_time()
+        with anyio.fail_after(5):
+            while "s" not in await h.steps(record.id):  # noqa: ASYNC110  (store state)
+                await anyio.sleep(FLUSH_DELAY / 5)  # polling the store, with a deadline
+        assert anyio.current_time() - started < FLUSH_DELAY + 1.0
+        assert (await h.steps(record.id))["s"].status is StepStatus.RUNNING
+        release.set()
     assert (await h.steps(record.id))["s"].status is StepStatus.SUCCEEDED

@@ -1,0 +1,63 @@
+"""Helpers for tests that drive real `orchestrator` processes and read their state file."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUN_ID = re.compile(r"run (r-\d{6}-\d{6}-[0-9a-z]{6})")
+
+
+def run_id_from(stderr: str) -> str:
+    """The run id a `run` command announced on stderr."""
+    match = RUN_ID.search(stderr)
+    assert match, stderr
+    return match.group(1)
+
+
+def state(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Rows from the state file; none while the file or its schema is still being created."""
+    db = tmp_path / ".orchestrator" / "state.db"
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
+def wait_for_state(tmp_path: Path, sql: str, what: str,
+                   timeout: float = 30) -> list[tuple[object, ...]]:
+    """Poll the state file until `sql` returns rows (with a deadline, never a blind sleep)."""
+    deadline = time.monotonic() + timeout
+    while not (rows := state(tmp_path, sql)):
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+    return rows
+
+
+def start_run(tmp_path: Path, pipeline: str) -> subprocess.Popen[str]:
+    """`orchestrator run PIPELINE` in the background, in the test's directory."""
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", "run", pipeline],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def end_sleeps_now(tmp_path: Path) -> None:
+    """Make every durable `core/sleep` timer due, so a resumed run need not wait it out."""
+    conn = sqlite3.connect(tmp_path / ".orchestrator" / "state.db")
+    try:
+        with conn:
+            conn.execute("UPDATE steps SET checkpoint = json_set(checkpoint, '$.until', 0) "
+                         "WHERE json_extract(checkpoint, '$.until') IS NOT NULL")
+    finally:
+        conn.close()
