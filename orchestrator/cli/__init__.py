@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="set a pipeline input (repeatable)")
 
     parser = _Parser(prog="orchestrator",
-                     description="Durable, resumable YAML pipelines for fine-tuning models.")
+                     description="Durable, resumable YAML pipelines for fine-tuning models.",
+                     epilog="exit codes: 0 succeeded, 1 the run failed, 2 bad input, "
+                            "130 interrupted. Settings: config/orchestrator.toml.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
 

@@ -178,13 +178,15 @@ class SQLiteStore(StateStore):
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise self._invalid(exc) from None
+            except sqlite3.DatabaseError as exc:  # e.g. corruption found mid-run
+                raise self._invalid(exc) from None
         threaded = self._threaded
         try:
             return await anyio.to_thread.run_sync(
                 lambda: self._transaction(threaded, fn, write=write),
                 limiter=self._thread_limiter,
             )
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise self._invalid(exc) from None
 
     @staticmethod
