@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -64,6 +64,35 @@ class Settings(BaseSettings):
         default="auto", description="auto: console on a terminal, JSON lines otherwise")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="the least severe log lines shown")
+
+    # -- the local Together-compatible API (provider "local", and `orchestrator local-api`) ---
+    local_api_key: SecretStr = Field(
+        default=SecretStr("local-key"), description="the key the local API expects")
+    local_data_dir: str = Field(
+        default=".orchestrator/local-api", description="where the local API keeps files, "
+                                                       "jobs and models")
+    local_job_duration: Duration = Field(
+        default=10.0, gt=0, description="how long a simulated fine-tuning job takes")
+    local_upload_duration: Duration = Field(
+        default=3.0, gt=0, description="how long a simulated model or adapter import takes")
+    local_job_outcome: Literal["completed", "error", "user_error"] = Field(
+        default="completed", description="how every simulated job ends (for tests)")
+    local_faults: str = Field(
+        default="", description="shares of requests answered with a fault, e.g. "
+                                "429=0.05,500=0.02,503=0.02,drop=0.01")
+    local_latency: Duration = Field(default=0.0, description="added to every request")
+    local_retry_after: Duration = Field(
+        default=1.0, description="Retry-After the local API sends with 429 and 503")
+    local_fault_seed: int | None = Field(
+        default=None, description="seed for which requests get a fault (repeatable tests)")
+
+    @field_validator("local_faults")
+    @classmethod
+    def _fault_shares(cls, value: str) -> str:
+        from orchestrator.localapi.config import parse_faults  # noqa: PLC0415
+
+        parse_faults(value)
+        return value
 
     @field_validator("state_url")
     @classmethod

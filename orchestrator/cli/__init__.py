@@ -84,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep printing new events until the run stops")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    p = commands.add_parser("local-api", help="serve the local Together-compatible API "
+                                              "(simulated training) over HTTP")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback only "
+                                                       "unless --allow-remote)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where it keeps files, jobs and models (default: setting "
+                        "local_data_dir)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="listen on a non-loopback address (no real security: one shared key)")
     return parser
 
 
@@ -95,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from orchestrator.cli import commands  # noqa: PLC0415
 
-        handler = getattr(commands, f"cmd_{args.command}")
+        handler = getattr(commands, f"cmd_{args.command.replace('-', '_')}")
         code: int = handler(args)
     except OrchestratorError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from orchestrator.store.base import StateStore, StepRecord
 
 __all__ = [
+    "cmd_local_api",
     "cmd_logs",
     "cmd_plan",
     "cmd_resume",
@@ -292,4 +293,20 @@ def cmd_logs(args: argparse.Namespace) -> int:
         await _until_signal(follow(store))
 
     _with_store(settings, until_signal)
+    return EXIT_OK
+
+
+def cmd_local_api(args: argparse.Namespace) -> int:
+    import dataclasses  # noqa: PLC0415
+
+    from orchestrator.localapi.config import LocalAPIConfig  # noqa: PLC0415
+    from orchestrator.localapi.server import serve  # noqa: PLC0415
+
+    config = LocalAPIConfig.from_settings(_settings(args))
+    if args.data_dir:
+        config = dataclasses.replace(config, data_dir=Path(args.data_dir))
+    try:
+        serve(config, host=args.host, port=args.port, allow_remote=args.allow_remote)
+    except KeyboardInterrupt:
+        return EXIT_OK
     return EXIT_OK

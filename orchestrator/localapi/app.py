@@ -1,0 +1,225 @@
+"""The local Together-compatible API: one object holding its config, clock and state, and the
+ASGI app that serves it (in-process through httpx, or over loopback through uvicorn).
+
+Requests pass a *gate* before any handler: it accepts `/v1/v1/...` as `/v1/...` (Together's
+SDK 3.x appends `/v1` to a base URL that already ends in it), adds configured latency, injects
+faults (429/503 with Retry-After, 500, or a connection dropped after the request was handled),
+and checks the `Authorization: Bearer` key. Per-request headers override the configured faults
+for tests: `X-Local-Fault: 429|500|503|drop|none`, `X-Local-Latency: 200ms`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from orchestrator.localapi.config import FAULT_KINDS, LocalAPIConfig
+from orchestrator.localapi.errors import APIError, error_response
+from orchestrator.localapi.state import LocalState
+from orchestrator.spec.durations import parse_duration
+
+__all__ = ["ConnectionDropped", "LocalAPI"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+NOTICE = ("This is the orchestrator's local Together-compatible API. Fine-tuning is simulated: "
+          "jobs progress by the clock and no model is trained; a fine-tuned model answers from "
+          "its training examples.")
+
+
+class ConnectionDropped(Exception):
+    """Raised by the gate to drop a connection after the request was handled (fault injection)."""
+
+
+class LocalAPI:
+    """The local API's config, clock, random source and on-disk state, plus its ASGI `app`."""
+
+    def __init__(self, config: LocalAPIConfig, *, clock: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.rng = rng or random.Random(config.fault_seed)
+        self._state: LocalState | None = None
+        self._lock = threading.Lock()
+        starlette = Starlette(routes=_routes(), exception_handlers={
+            APIError: _api_error, HTTPException: _http_error})
+        starlette.state.api = self
+        self.app = Gate(starlette, self)
+
+    @property
+    def state(self) -> LocalState:
+        """The on-disk state, opened on first use (in-process clients never send a lifespan)."""
+        if self._state is None:
+            with self._lock:
+                if self._state is None:
+                    self._state = LocalState(self.config.data_dir)
+        return self._state
+
+    def close(self) -> None:
+        if self._state is not None:
+            self._state.close()
+            self._state = None
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(404, f"no such endpoint: {request.method} {request.url.path}",
+                              type_="not_found")
+    if exc.status_code == 405:
+        return error_response(405, f"method {request.method} is not allowed on "
+                                   f"{request.url.path}", type_="method_not_allowed")
+    return error_response(exc.status_code, str(exc.detail))
+
+
+async def root(request: Request) -> Response:
+    return JSONResponse({
+        "name": "orchestrator local Together-compatible API",
+        "simulated": True,
+        "notice": NOTICE,
+        "docs": str(request.url_for("docs")),
+        "base_url": f"{str(request.base_url).rstrip('/')}/v1",
+    })
+
+
+async def docs(request: Request) -> Response:
+    from orchestrator.localapi import DOCS  # noqa: PLC0415
+
+    return PlainTextResponse(DOCS)
+
+
+def _routes() -> list[BaseRoute]:
+    from orchestrator.localapi import files, finetunes, inference, models  # noqa: PLC0415
+
+    return [
+        Route("/", root, name="root"),
+        Route("/docs", docs, name="docs"),
+        *files.ROUTES,
+        *finetunes.ROUTES,
+        *models.ROUTES,
+        *inference.ROUTES,
+    ]
+
+
+# -- the gate --------------------------------------------------------------------------------
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class Gate:
+    """ASGI middleware in front of every route; see the module docstring."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
+                 api: LocalAPI) -> None:
+        self.app = app
+        self.api = api
+
+    def _draw_fault(self) -> str | None:
+        roll = self.api.rng.random()
+        total = 0.0
+        for kind in FAULT_KINDS:
+            total += self.api.config.faults.get(kind, 0.0)
+            if roll < total:
+                return kind
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith("/v1/v1/"):
+            scope = {**scope, "path": path[3:], "raw_path": scope.get("raw_path", b"")[3:]}
+            path = scope["path"]
+        if not path.startswith(("/v1/", "/v0/", "/uploads/")):
+            await self.app(scope, receive, send)
+            return
+        config = self.api.config
+        latency = _header(scope, b"x-local-latency")
+        delay = parse_duration(latency) if latency else config.latency
+        if delay:
+            await anyio.sleep(delay)
+        forced = _header(scope, b"x-local-fault")
+        fault = (None if forced == "none" else forced) if forced else self._draw_fault()
+        if fault in ("429", "503"):
+            retry = config.retry_after
+            headers = {"retry-after": str(max(1, math.ceil(retry))),
+                       "retry-after-ms": str(int(retry * 1000))}
+            if fault == "429":
+                headers.update({"x-ratelimit-limit": "60", "x-ratelimit-remaining": "0",
+                                "x-ratelimit-reset": str(max(1, math.ceil(retry)))})
+                response = error_response(429, "rate limit exceeded (injected by the local API)",
+                                          type_="rate_limit_exceeded", headers=headers)
+            else:
+                response = error_response(503, "the server is overloaded (injected by the local "
+                                               "API)", type_="service_unavailable",
+                                          headers=headers)
+            await response(scope, receive, send)
+            return
+        if fault == "500":
+            await error_response(500, "internal server error (injected by the local API)",
+                                 type_="server_error")(scope, receive, send)
+            return
+        if not path.startswith("/uploads/"):
+            denied = self._check_key(scope)
+            if denied is not None:
+                await denied(scope, receive, send)
+                return
+        if fault == "drop":
+            await self._handle_then_drop(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _check_key(self, scope: Scope) -> Response | None:
+        given = _header(scope, b"authorization")
+        if not given:
+            return error_response(401, "missing API key: send Authorization: Bearer <key> "
+                                       "(the local API's key is the setting local_api_key)",
+                                  type_="invalid_api_key")
+        scheme, _, key = given.partition(" ")
+        if scheme.lower() != "bearer" or key.strip() != self.api.config.api_key:
+            return error_response(401, "invalid API key provided", type_="invalid_api_key")
+        return None
+
+    async def _handle_then_drop(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request to completion, then lose the response: the nastiest network fault."""
+        sent: list[Message] = []
+
+        async def capture(message: Message) -> None:
+            sent.append(message)
+
+        await self.app(scope, receive, capture)
+        start = next((m for m in sent if m["type"] == "http.response.start"), None)
+        if start is not None:
+            await send(start)
+            await send({"type": "http.response.body", "body": b"", "more_body": True})
+        msg = "connection dropped after the request was handled (injected by the local API)"
+        raise ConnectionDropped(msg)
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

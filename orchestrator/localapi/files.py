@@ -1,0 +1,257 @@
+"""Files: the SDKs' redirect upload flow, the spec's multipart upload, and the rest.
+
+The SDK flow: `POST /v1/files` with the file's name, purpose, type and SHA-256 (no bytes)
+answers 302 with `Location` (where to PUT the bytes) and `X-Together-File-Id`, or 409 with the
+existing `file_id` when identical bytes are already there; the client PUTs the bytes to
+`Location` (no API key: the URL carries a token); `POST /v1/files/{id}/preprocess` checks the
+data and returns the file. A fine-tune file that fails the check is kept, with
+`processing_status: INVALID_FORMAT` and a `validation_report` naming every problem's line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from orchestrator.localapi.errors import APIError, bad_request, not_found
+from orchestrator.providers.together.datacheck import DataReport, check_bytes
+
+if TYPE_CHECKING:
+    from orchestrator.localapi.app import LocalAPI
+
+__all__ = ["ROUTES", "file_json"]
+
+PURPOSES = ("fine-tune", "eval", "eval-sample", "eval-output", "eval-summary", "batch-generated",
+            "batch-api")
+FILE_TYPES = ("jsonl", "parquet", "csv")
+DATASET_FORMAT = {"text": "GENERAL", "conversational": "CONVERSATION",
+                  "instruction": "INSTRUCTION", "preference": "PREFERENCE"}
+
+
+def _api(request: Request) -> LocalAPI:
+    api: LocalAPI = request.app.state.api
+    return api
+
+
+def file_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A FileResponse, with both the spec's capitalised keys and the newer status fields."""
+    processed = row["state"] == "processed"
+    body: dict[str, Any] = {
+        "id": row["id"], "object": "file", "created_at": int(row["created_at"]),
+        "filename": row["filename"], "bytes": row["bytes"], "purpose": row["purpose"],
+        "FileType": row["file_type"], "Processed": processed, "LineCount": row["line_count"],
+        "processing_status": row["processing_status"] or ("COMPLETED" if processed
+                                                          else "PENDING"),
+    }
+    if row["report"]:
+        body["validation_report"] = json.loads(row["report"])
+    return body
+
+
+def _report_json(file_id: str, report: DataReport) -> dict[str, Any]:
+    problems = [str(p) for p in report.problems]
+    return {
+        "valid": report.ok,
+        "file_id": file_id,
+        "nlines": report.lines,
+        "dataset_format": DATASET_FORMAT.get(report.format or ""),
+        "dataset_has_message_weights": report.has_weights,
+        "dataset_is_multimodal": report.has_images,
+        "error": None if report.ok else "; ".join(problems[:5]) + (
+            f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""),
+        "error_type": None if report.ok else "INVALID_FORMAT",
+        "problems": problems,
+    }
+
+
+def _form_value(form: Any, name: str, default: str | None = None) -> str | None:
+    value = form.get(name)
+    if value is None or isinstance(value, UploadFile):
+        return default
+    return str(value)
+
+
+def _file_type(name: str, given: str | None) -> str:
+    kind = given or (name.rsplit(".", 1)[-1].lower() if "." in name else "jsonl")
+    if kind not in FILE_TYPES:
+        msg = f"unsupported file type {kind!r}; use one of {', '.join(FILE_TYPES)}"
+        raise bad_request(msg, "file_type")
+    return kind
+
+
+def _purpose(given: str | None) -> str:
+    purpose = given or "fine-tune"
+    if purpose not in PURPOSES:
+        raise bad_request(f"invalid purpose {purpose!r}; use one of {', '.join(PURPOSES)}",
+                          "purpose")
+    return purpose
+
+
+def _stored(api: LocalAPI, file_id: str) -> dict[str, Any]:
+    """The file's row; 404 if it does not exist (or was deleted meanwhile)."""
+    row = api.state.file(file_id)
+    if row is None:
+        raise not_found(f"no file with id {file_id}", "id")
+    return row
+
+
+async def _process(api: LocalAPI, file_id: str) -> dict[str, Any]:
+    """Check the stored bytes (fine-tune files) and mark the file processed."""
+    row = _stored(api, file_id)
+    data = await anyio.Path(api.state.file_path(file_id)).read_bytes()
+    if row["purpose"] == "fine-tune":
+        report = await anyio.to_thread.run_sync(
+            lambda: check_bytes(data, purpose="fine-tune", file_type=row["file_type"]))
+        status = "COMPLETED" if report.ok else "INVALID_FORMAT"
+        api.state.update_file(file_id, state="processed", processing_status=status,
+                              report=json.dumps(_report_json(file_id, report)),
+                              line_count=report.lines)
+    else:
+        api.state.update_file(file_id, state="processed", processing_status="COMPLETED",
+                              line_count=data.count(b"\n"))
+    return file_json(_stored(api, file_id))
+
+
+# -- the SDK flow ----------------------------------------------------------------------------
+
+async def start_upload(request: Request) -> Response:
+    api = _api(request)
+    async with request.form() as form:
+        name = _form_value(form, "file_name")
+        purpose_given = _form_value(form, "purpose")
+        type_given = _form_value(form, "file_type")
+        checksum = (_form_value(form, "checksum") or "").lower() or None
+    if not name:
+        raise bad_request("file_name is required", "file_name")
+    purpose = _purpose(purpose_given)
+    file_type = _file_type(name, type_given)
+    if checksum is not None:
+        existing = api.state.file_with_checksum(checksum, purpose)
+        if existing is not None:
+            raise APIError(409, f"a file with these bytes already exists: {existing['id']}",
+                           type_="file_already_exists", extra={"file_id": existing["id"]})
+    file_id = f"file-{uuid.uuid4()}"
+    token = secrets.token_urlsafe(24)
+    api.state.add_file({"id": file_id, "created_at": api.clock(), "filename": name,
+                        "purpose": purpose, "file_type": file_type, "checksum": checksum,
+                        "state": "awaiting_upload", "upload_token": token})
+    location = f"{str(request.base_url).rstrip('/')}/uploads/{file_id}?token={token}"
+    return Response(status_code=302, headers={"Location": location,
+                                              "X-Together-File-Id": file_id})
+
+
+async def receive_bytes(request: Request) -> Response:
+    """The signed upload target: stores the body, checking it against the declared checksum."""
+    api = _api(request)
+    file_id = request.path_params["file_id"]
+    row = api.state.file(file_id)
+    if row is None or not secrets.compare_digest(row["upload_token"] or "",
+                                                 request.query_params.get("token", "")):
+        raise APIError(403, "invalid or expired upload URL", type_="forbidden")
+    digest = hashlib.sha256()
+    size = 0
+    partial = api.state.file_path(file_id).with_suffix(".part")
+    async with await anyio.open_file(partial, "wb") as out:
+        async for chunk in request.stream():
+            digest.update(chunk)
+            size += len(chunk)
+            await out.write(chunk)
+    actual = digest.hexdigest()
+    if row["checksum"] and row["checksum"] != actual:
+        await anyio.Path(partial).unlink(missing_ok=True)
+        msg = f"the uploaded bytes do not match the declared checksum ({actual[:12]}...)"
+        raise bad_request(msg, "checksum")
+    await anyio.Path(partial).rename(api.state.file_path(file_id))
+    if row["state"] == "awaiting_upload":
+        api.state.update_file(file_id, state="uploaded", bytes=size, checksum=actual)
+    return Response(status_code=200, headers={"ETag": f'"{actual}"'})
+
+
+async def preprocess(request: Request) -> Response:
+    api = _api(request)
+    file_id = request.path_params["file_id"]
+    row = _stored(api, file_id)
+    if row["state"] == "awaiting_upload":
+        raise bad_request(f"file {file_id} has no bytes yet: PUT them to the upload URL first")
+    if row["state"] == "processed":
+        return JSONResponse(file_json(row))
+    return JSONResponse(await _process(api, file_id))
+
+
+# -- the spec's multipart upload -------------------------------------------------------------
+
+async def upload_multipart(request: Request) -> Response:
+    api = _api(request)
+    async with request.form() as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise bad_request("file is required (multipart/form-data)", "file")
+        name = _form_value(form, "file_name") or upload.filename or ""
+        purpose_given = _form_value(form, "purpose")
+        type_given = _form_value(form, "file_type")
+        data = await upload.read()
+    if not name:
+        raise bad_request("file_name is required", "file_name")
+    purpose = _purpose(purpose_given)
+    file_type = _file_type(name, type_given)
+    file_id = f"file-{uuid.uuid4()}"
+    await anyio.Path(api.state.file_path(file_id)).write_bytes(data)
+    api.state.add_file({"id": file_id, "created_at": api.clock(), "filename": name,
+                        "purpose": purpose, "file_type": file_type,
+                        "checksum": hashlib.sha256(data).hexdigest(), "state": "uploaded",
+                        "bytes": len(data)})
+    return JSONResponse(await _process(api, file_id))
+
+
+# -- reading and deleting --------------------------------------------------------------------
+
+def _existing(request: Request) -> dict[str, Any]:
+    file_id = request.path_params["file_id"]
+    row = _stored(_api(request), file_id)
+    if row["state"] == "awaiting_upload":
+        raise not_found(f"no file with id {file_id}", "id")
+    return row
+
+
+async def list_files(request: Request) -> Response:
+    rows = _api(request).state.files()
+    return JSONResponse({"object": "list", "data": [file_json(r) for r in rows]})
+
+
+async def retrieve(request: Request) -> Response:
+    return JSONResponse(file_json(_existing(request)))
+
+
+async def delete(request: Request) -> Response:
+    row = _existing(request)
+    _api(request).state.delete_file(row["id"])
+    return JSONResponse({"id": row["id"], "object": "file", "deleted": True})
+
+
+async def content(request: Request) -> Response:
+    row = _existing(request)
+    data = await anyio.Path(_api(request).state.file_path(row["id"])).read_bytes()
+    media = "application/octet-stream" if row["file_type"] == "parquet" else "text/plain"
+    return Response(data, media_type=media)
+
+
+ROUTES = [
+    Route("/v1/files", list_files, methods=["GET"]),
+    Route("/v1/files", start_upload, methods=["POST"]),
+    Route("/v1/files/upload", upload_multipart, methods=["POST"]),
+    Route("/v1/files/{file_id}", retrieve, methods=["GET"]),
+    Route("/v1/files/{file_id}", delete, methods=["DELETE"]),
+    Route("/v1/files/{file_id}/content", content, methods=["GET"]),
+    Route("/v1/files/{file_id}/preprocess", preprocess, methods=["POST"]),
+    Route("/uploads/{file_id}", receive_bytes, methods=["PUT"]),
+]

@@ -1,0 +1,205 @@
+"""Completions and chat completions, plain or streamed as server-sent events.
+
+No language model runs. A base model answers deterministically from the prompt (the same prompt
+always gets the same answer, and the answer says it is simulated). A fine-tuned model answers
+with what its training data taught for that prompt (same text up to case and spacing, or a
+close match), which is what lets a smoke test tell that "training" took; other prompts get its
+base model's answer.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from orchestrator.localapi.errors import APIError, bad_request
+from orchestrator.localapi.finetunes import json_body
+from orchestrator.localapi.models import ServedModel, resolve
+from orchestrator.localapi.state import normalise_prompt
+
+if TYPE_CHECKING:
+    from orchestrator.localapi.app import LocalAPI
+
+__all__ = ["ROUTES", "answer"]
+
+_PIECES = re.compile(r"\S+\s*|\s+")
+
+
+def _api(request: Request) -> LocalAPI:
+    api: LocalAPI = request.app.state.api
+    return api
+
+
+def _pieces(text: str) -> list[str]:
+    """Text split the way usage counts it: one "token" per word with its trailing space."""
+    return _PIECES.findall(text)
+
+
+def answer(api: LocalAPI, model: ServedModel, prompt: str) -> str:
+    """What `model` says to `prompt`."""
+    if model.learnt_from is not None:
+        learnt = api.state.answer(model.learnt_from, prompt)
+        if learnt is None:
+            learnt = _closest(api, model.learnt_from, prompt)
+        if learnt is not None:
+            return learnt
+    digest = hashlib.blake2b(f"{model.base}\0{prompt}".encode(), digest_size=4).hexdigest()
+    excerpt = " ".join(prompt.split())[:60]
+    return (f"Simulated answer {digest} from {model.name} to \"{excerpt}\": the local API runs "
+            "no language model; fine-tune one on examples to teach it answers.")
+
+
+def _closest(api: LocalAPI, model_name: str, prompt: str) -> str | None:
+    keys = api.state.learnt_examples(model_name)
+    close = difflib.get_close_matches(normalise_prompt(prompt), keys, n=1, cutoff=0.85)
+    return str(keys[close[0]]) if close else None
+
+
+def _model(api: LocalAPI, body: dict[str, Any]) -> ServedModel:
+    name = body.get("model")
+    if not isinstance(name, str) or not name:
+        raise bad_request("model is required", "model")
+    served = resolve(api, name)
+    if served is None:
+        raise APIError(404, f"Unable to access model {name}. It does not exist, or is not ready "
+                            "yet (a fine-tune must be completed, an import Complete).",
+                       type_="model_not_available", param="model")
+    return served
+
+
+def _limits(body: dict[str, Any]) -> tuple[int, list[str], int]:
+    max_tokens = body.get("max_tokens", 512)
+    if max_tokens is None:
+        max_tokens = 512
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise bad_request("max_tokens must be a positive integer", "max_tokens")
+    stop = body.get("stop") or []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise bad_request("stop must be a string or a list of strings", "stop")
+    n = body.get("n", 1) or 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
+        raise bad_request("n must be an integer from 1 to 128", "n")
+    return max_tokens, stop, n
+
+
+def _shape(text: str, max_tokens: int, stop: list[str]) -> tuple[str, str]:
+    """The text as the sampler would return it, and why it ended."""
+    reason = "stop"
+    cut = min((text.index(s) for s in stop if s and s in text), default=None)
+    if cut is not None:
+        text = text[:cut]
+    pieces = _pieces(text)
+    if len(pieces) > max_tokens:
+        text, reason = "".join(pieces[:max_tokens]), "length"
+    return text, reason
+
+
+def _usage(prompt: str, text: str) -> dict[str, int]:
+    prompt_tokens, completion_tokens = len(_pieces(prompt)), len(_pieces(text))
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
+    async def events() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+async def completions(request: Request) -> Response:
+    api = _api(request)
+    body = await json_body(request)
+    served = _model(api, body)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        raise bad_request("prompt is required and must be a string", "prompt")
+    max_tokens, stop, n = _limits(body)
+    text, reason = _shape(answer(api, served, prompt), max_tokens, stop)
+    if body.get("echo"):
+        text = prompt + text
+    ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    usage = _usage(prompt, text)
+    if body.get("stream"):
+        chunks = [{"id": ident, "object": "completion.chunk", "created": created,
+                   "model": served.name, "choices": [{"index": 0, "text": piece,
+                                                      "finish_reason": None, "logprobs": None}]}
+                  for piece in _pieces(text)]
+        chunks.append({"id": ident, "object": "completion.chunk", "created": created,
+                       "model": served.name, "choices": [{"index": 0, "text": "",
+                                                          "finish_reason": reason,
+                                                          "logprobs": None}],
+                       "usage": usage})
+        return _sse(chunks)
+    return JSONResponse({
+        "id": ident, "object": "text.completion", "created": created, "model": served.name,
+        "prompt": [], "usage": usage,
+        "choices": [{"index": i, "text": text, "finish_reason": reason, "seed": 0,
+                     "logprobs": None} for i in range(n)],
+    })
+
+
+def _last_user_text(messages: Any) -> str:
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("messages is required: a non-empty list of {role, content}",
+                          "messages")
+    for message in messages:
+        if not isinstance(message, dict) or "role" not in message:
+            raise bad_request("each message needs a role and content", "messages")
+    for message in reversed(messages):
+        if message["role"] == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            return str(content or "")
+    raise bad_request("messages holds no user message", "messages")
+
+
+async def chat(request: Request) -> Response:
+    api = _api(request)
+    body = await json_body(request)
+    served = _model(api, body)
+    question = _last_user_text(body.get("messages"))
+    max_tokens, stop, n = _limits(body)
+    text, reason = _shape(answer(api, served, question), max_tokens, stop)
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    prompt_text = " ".join(str(m.get("content", "")) for m in body["messages"])
+    usage = _usage(prompt_text, text)
+    if body.get("stream"):
+        chunks = [{"id": ident, "object": "chat.completion.chunk", "created": created,
+                   "model": served.name, "choices": [{
+                       "index": 0, "delta": {"role": "assistant", "content": piece},
+                       "finish_reason": None, "logprobs": None}]}
+                  for piece in _pieces(text)]
+        chunks.append({"id": ident, "object": "chat.completion.chunk", "created": created,
+                       "model": served.name, "choices": [{
+                           "index": 0, "delta": {"role": "assistant", "content": ""},
+                           "finish_reason": reason, "logprobs": None}], "usage": usage})
+        return _sse(chunks)
+    return JSONResponse({
+        "id": ident, "object": "chat.completion", "created": created, "model": served.name,
+        "prompt": [], "usage": usage,
+        "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                     "finish_reason": reason, "seed": 0, "logprobs": None} for i in range(n)],
+    })
+
+
+ROUTES = [
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/chat/completions", chat, methods=["POST"]),
+]

@@ -1,0 +1,211 @@
+"""Models: the catalogue, fine-tuned outputs and imported models/adapters, and their jobs.
+
+`POST /v1/models` (also `/v0/models`, the older docs' path) imports a model or adapter from a
+Hugging Face repository URL or a presigned S3 URL. Nothing is downloaded: the import job goes
+Queued -> Running -> Complete by the clock (setting `local_upload_duration`). Names are unique
+per account: a second import under one name is refused with "Model name already exists".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlparse
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from orchestrator.localapi import catalogue
+from orchestrator.localapi.errors import bad_request, not_found
+from orchestrator.localapi.finetunes import iso, job_view, json_body
+from orchestrator.localapi.timeline import SIMULATED
+from orchestrator.spec.durations import parse_duration
+
+if TYPE_CHECKING:
+    from orchestrator.localapi.app import LocalAPI
+
+__all__ = ["ROUTES", "ServedModel", "resolve"]
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _api(request: Request) -> LocalAPI:
+    api: LocalAPI = request.app.state.api
+    return api
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model that can answer requests, and where its learnt answers (if any) come from."""
+
+    name: str
+    base: str
+    learnt_from: str | None
+    """The fine-tuned model whose training examples this one answers from."""
+
+
+def _source_kind(source: str) -> str | None:
+    """`huggingface` or `remote_archive` for an acceptable source URL, else None."""
+    url = urlparse(source)
+    if url.scheme != "https" or not url.hostname:
+        return None
+    if url.hostname in ("huggingface.co", "www.huggingface.co"):
+        parts = [p for p in url.path.split("/") if p]
+        return "huggingface" if len(parts) >= 2 else None
+    presigned = "X-Amz-Signature" in parse_qs(url.query) or "Signature" in parse_qs(url.query)
+    if url.hostname.endswith("amazonaws.com") and presigned and \
+            url.path.endswith((".zip", ".tar.gz", ".tgz", ".tar")):
+        return "remote_archive"
+    return None
+
+
+def _import_status(api: LocalAPI, row: dict[str, Any]) -> tuple[str, list[dict[str, Any]], float]:
+    """An import job's status, its status updates so far, and when it last changed."""
+    plan = row["plan"]
+    elapsed = api.clock() - row["created_at"]
+    duration = plan["duration"]
+    steps = [(0.0, "Queued", "Job queued"),
+             (0.2 * duration, "Running", f"Processing model weights {SIMULATED}")]
+    if plan.get("outcome", "completed") == "completed":
+        steps.append((duration, "Complete", "Model is ready for inference"))
+    else:
+        steps.append((0.5 * duration, "Failed", f"Import failed: planned failure {SIMULATED}"))
+    seen = [s for s in steps if s[0] <= elapsed]
+    updates = [{"status": status, "message": message,
+                "timestamp": iso(row["created_at"] + offset)} for offset, status, message in seen]
+    return seen[-1][1], updates, row["created_at"] + seen[-1][0]
+
+
+def import_job_json(api: LocalAPI, row: dict[str, Any]) -> dict[str, Any]:
+    status, updates, changed = _import_status(api, row)
+    req = row["request"]
+    return {
+        "type": "adapter_upload" if req.get("model_type") == "adapter" else "model_upload",
+        "job_id": row["job_id"], "status": status, "status_updates": updates,
+        "args": {"description": req.get("description") or "", "modelName": row["model_name"],
+                 "modelSource": req["model_source"]},
+        "created_at": iso(row["created_at"]), "updated_at": iso(changed),
+    }
+
+
+def _taken(api: LocalAPI, name: str) -> bool:
+    return api.state.imported_by_name(name) is not None or \
+        api.state.finetune_by_output(name) is not None
+
+
+async def upload(request: Request) -> Response:
+    api = _api(request)
+    body = await json_body(request)
+    name = body.get("model_name")
+    if not isinstance(name, str) or not NAME.match(name):
+        raise bad_request("model_name is required: 1-100 letters, digits, '.', '_' or '-'",
+                          "model_name")
+    source = body.get("model_source")
+    if not isinstance(source, str) or not source:
+        raise bad_request("model_source is required", "model_source")
+    kind = _source_kind(source)
+    if kind is None:
+        raise bad_request("model_source must be a Hugging Face repository URL "
+                          "(https://huggingface.co/org/name) or a presigned S3 URL of a .zip or "
+                          ".tar.gz archive", "model_source")
+    model_type = body.get("model_type") or "model"
+    if model_type not in ("model", "adapter"):
+        raise bad_request("model_type must be 'model' or 'adapter'", "model_type")
+    base = body.get("base_model")
+    if model_type == "adapter" and not (base or body.get("lora_model")):
+        raise bad_request("an adapter needs base_model (the serverless model it adapts)",
+                          "base_model")
+    if base and catalogue.find(base) is None:
+        raise bad_request(f"base_model {base!r} is not available", "base_model")
+    full_name = f"{api.config.namespace}/{name}"
+    if _taken(api, full_name):
+        raise bad_request("Model name already exists", "model_name")
+    override = request.headers.get("x-local-job")
+    plan: dict[str, Any] = {"duration": api.config.upload_duration, "outcome": "completed"}
+    if override:
+        try:
+            given = json.loads(override)
+            plan["duration"] = parse_duration(given.get("duration", plan["duration"]))
+            plan["outcome"] = given.get("outcome", "completed")
+        except (ValueError, TypeError, AttributeError):
+            raise bad_request("X-Local-Job must be a JSON object like {\"duration\": "
+                              "\"2s\"}") from None
+    record = {k: v for k, v in body.items() if k != "hf_token"}
+    record.update(model_type=model_type, hf_token_given=bool(body.get("hf_token")))
+    job_id, model_id = f"job-{uuid.uuid4()}", f"model-{uuid.uuid4()}"
+    api.state.add_import({"job_id": job_id, "model_id": model_id, "model_name": full_name,
+                          "created_at": api.clock(), "request": record, "plan": plan})
+    return JSONResponse({
+        "data": {"job_id": job_id, "model_name": full_name, "model_id": model_id,
+                 "model_source": kind},
+        "message": f"Processing model weights. Job created {SIMULATED}",
+    })
+
+
+async def get_job(request: Request) -> Response:
+    api = _api(request)
+    job_id = request.path_params["job_id"]
+    row = api.state.imported(job_id)
+    if row is None:
+        raise not_found(f"no job with id {job_id}", "jobId")
+    return JSONResponse(import_job_json(api, row))
+
+
+async def list_jobs(request: Request) -> Response:
+    api = _api(request)
+    return JSONResponse({"data": [import_job_json(api, row) for row in api.state.imports()]})
+
+
+def _info(name: str, created: float, namespace: str, context: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(created), "type": "chat",
+            "display_name": name.rsplit("/", maxsplit=1)[-1], "organization": namespace,
+            "link": "", "license": "", "context_length": context,
+            "pricing": {"hourly": 0, "input": 0.2, "output": 0.2, "base": 0, "finetune": 0}}
+
+
+async def list_models(request: Request) -> Response:
+    api = _api(request)
+    models = [m.info() for m in catalogue.BASE_MODELS]
+    for row in api.state.finetunes():
+        if job_view(api, row).status == "completed":
+            base = catalogue.find(row["model"])
+            models.append(_info(row["output_name"], row["created_at"], api.config.namespace,
+                                base.context_length if base else 8192))
+    for row in api.state.imports():
+        if _import_status(api, row)[0] == "Complete":
+            models.append(_info(row["model_name"], row["created_at"], api.config.namespace,
+                                8192))
+    return JSONResponse(models)
+
+
+def resolve(api: LocalAPI, name: str) -> ServedModel | None:
+    """The model `name` if it can answer now: a base model, a completed fine-tune or import."""
+    if catalogue.find(name) is not None:
+        return ServedModel(name, name, None)
+    row = api.state.finetune_by_output(name)
+    if row is not None:
+        return ServedModel(name, row["model"], name) if job_view(api, row).status == \
+            "completed" else None
+    imported = api.state.imported_by_name(name)
+    if imported is None or _import_status(api, imported)[0] != "Complete":
+        return None
+    req = imported["request"]
+    source = urlparse(req["model_source"])
+    repo = "/".join(p for p in source.path.split("/") if p)[:200]
+    # An import of a model this API fine-tuned (pushed to the Hub under the same name) knows
+    # what that model learnt.
+    learnt = repo if api.state.finetune_by_output(repo) is not None else None
+    return ServedModel(name, req.get("base_model") or name, learnt)
+
+
+ROUTES = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models", upload, methods=["POST"]),
+    Route("/v0/models", upload, methods=["POST"]),
+    Route("/v1/jobs", list_jobs, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+]

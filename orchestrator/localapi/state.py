@@ -1,0 +1,190 @@
+"""What the local API keeps on disk: files, fine-tune jobs, imported models, training examples.
+
+Metadata lives in one SQLite file (WAL) under the data directory and file bytes beside it, so
+every process serving the same directory (an in-process API in each `orchestrator run`, or a
+`local-api` server) sees the same jobs. Secrets sent with requests (W&B and Hugging Face keys)
+are never written: only whether one was given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LocalState", "normalise_prompt"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS files (
+        id TEXT PRIMARY KEY, created_at REAL NOT NULL, filename TEXT NOT NULL,
+        bytes INTEGER NOT NULL DEFAULT 0, purpose TEXT NOT NULL, file_type TEXT NOT NULL,
+        checksum TEXT, state TEXT NOT NULL, processing_status TEXT, report TEXT,
+        line_count INTEGER NOT NULL DEFAULT 0, upload_token TEXT)""",
+    "CREATE INDEX IF NOT EXISTS files_by_checksum ON files (checksum)",
+    """CREATE TABLE IF NOT EXISTS finetunes (
+        id TEXT PRIMARY KEY, created_at REAL NOT NULL, model TEXT NOT NULL,
+        output_name TEXT NOT NULL UNIQUE, request TEXT NOT NULL, plan TEXT NOT NULL,
+        cancelled_at REAL)""",
+    "CREATE INDEX IF NOT EXISTS finetunes_by_created ON finetunes (created_at)",
+    """CREATE TABLE IF NOT EXISTS examples (
+        model_name TEXT NOT NULL, prompt_key TEXT NOT NULL, answer TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS examples_by_model ON examples (model_name, prompt_key)",
+    """CREATE TABLE IF NOT EXISTS imports (
+        job_id TEXT PRIMARY KEY, model_id TEXT NOT NULL, model_name TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL, request TEXT NOT NULL, plan TEXT NOT NULL)""",
+)
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_prompt(text: str) -> str:
+    """The key two prompts share when they are "the same question": case and spacing aside."""
+    return _SPACES.sub(" ", text).strip().casefold()
+
+
+def _row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+
+class LocalState:
+    """Synchronous, short transactions; safe to call from the event loop (WAL readers never
+    wait, and writers hold the lock for microseconds)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.files_dir = data_dir / "files"
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(data_dir / "local-api.db", isolation_level=None,
+                                   check_same_thread=False, timeout=5.0)
+        self._db.row_factory = _row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _one(self, sql: str, args: Iterable[Any] = ()) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = self._db.execute(sql, tuple(args)).fetchone()
+        return row
+
+    def _all(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self._db.execute(sql, tuple(args)).fetchall()
+        return rows
+
+    # -- files -------------------------------------------------------------------------------
+
+    def file_path(self, file_id: str) -> Path:
+        return self.files_dir / file_id
+
+    def add_file(self, row: Mapping[str, Any]) -> None:
+        columns = ", ".join(row)
+        marks = ", ".join("?" * len(row))
+        self._db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})", tuple(row.values()))
+
+    def update_file(self, file_id: str, **changes: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        self._db.execute(f"UPDATE files SET {sets} WHERE id = ?", (*changes.values(), file_id))
+
+    def file(self, file_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM files WHERE id = ?", (file_id,))
+
+    def files(self) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM files WHERE state IN ('uploaded', 'processed') "
+                         "ORDER BY created_at")
+
+    def file_with_checksum(self, checksum: str, purpose: str) -> dict[str, Any] | None:
+        """An uploaded file with these exact bytes (sha256) and purpose, if there is one."""
+        return self._one("SELECT * FROM files WHERE checksum = ? AND purpose = ? AND state IN "
+                         "('uploaded', 'processed') ORDER BY created_at LIMIT 1",
+                         (checksum, purpose))
+
+    def delete_file(self, file_id: str) -> None:
+        self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        self.file_path(file_id).unlink(missing_ok=True)
+
+    # -- fine-tunes --------------------------------------------------------------------------
+
+    def add_finetune(self, row: Mapping[str, Any], examples: Iterable[tuple[str, str]]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT INTO finetunes (id, created_at, model, output_name, request, plan) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (row["id"], row["created_at"], row["model"], row["output_name"],
+                 json.dumps(row["request"]), json.dumps(row["plan"])),
+            )
+            self._db.executemany(
+                "INSERT INTO examples (model_name, prompt_key, answer) VALUES (?, ?, ?)",
+                [(row["output_name"], normalise_prompt(p), a) for p, a in examples],
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def finetune(self, job_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM finetunes WHERE id = ?", (job_id,))
+        return _decoded(row)
+
+    def finetune_by_output(self, output_name: str) -> dict[str, Any] | None:
+        return _decoded(self._one("SELECT * FROM finetunes WHERE output_name = ?",
+                                  (output_name,)))
+
+    def finetunes(self) -> list[dict[str, Any]]:
+        return [_decoded(r) or r for r in self._all("SELECT * FROM finetunes ORDER BY created_at")]
+
+    def cancel_finetune(self, job_id: str, at: float) -> None:
+        self._db.execute("UPDATE finetunes SET cancelled_at = coalesce(cancelled_at, ?) "
+                         "WHERE id = ?", (at, job_id))
+
+    def delete_finetune(self, job_id: str) -> None:
+        row = self.finetune(job_id)
+        if row is not None:
+            self._db.execute("DELETE FROM examples WHERE model_name = ?", (row["output_name"],))
+            self._db.execute("DELETE FROM finetunes WHERE id = ?", (job_id,))
+
+    # -- what fine-tuned models learnt ----------------------------------------------------------
+
+    def answer(self, model_name: str, prompt: str) -> str | None:
+        """The answer a model learnt for this prompt, if its training data held the prompt."""
+        row = self._one("SELECT answer FROM examples WHERE model_name = ? AND prompt_key = ? "
+                        "LIMIT 1", (model_name, normalise_prompt(prompt)))
+        return None if row is None else str(row["answer"])
+
+    def learnt_examples(self, model_name: str, limit: int = 20_000) -> dict[str, str]:
+        """Normalised prompt -> answer for a model's training examples (the first `limit`)."""
+        rows = self._all("SELECT prompt_key, answer FROM examples WHERE model_name = ? LIMIT ?",
+                         (model_name, limit))
+        return {row["prompt_key"]: row["answer"] for row in rows}
+
+    # -- imported models ---------------------------------------------------------------------
+
+    def add_import(self, row: Mapping[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO imports (job_id, model_id, model_name, created_at, request, plan) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (row["job_id"], row["model_id"], row["model_name"], row["created_at"],
+             json.dumps(row["request"]), json.dumps(row["plan"])),
+        )
+
+    def imported(self, job_id: str) -> dict[str, Any] | None:
+        return _decoded(self._one("SELECT * FROM imports WHERE job_id = ?", (job_id,)))
+
+    def imported_by_name(self, model_name: str) -> dict[str, Any] | None:
+        return _decoded(self._one("SELECT * FROM imports WHERE model_name = ?", (model_name,)))
+
+    def imports(self) -> list[dict[str, Any]]:
+        return [_decoded(r) or r for r in self._all("SELECT * FROM imports ORDER BY created_at")]
+
+
+def _decoded(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is not None:
+        for key in ("request", "plan"):
+            if isinstance(row.get(key), str):
+                row[key] = json.loads(row[key])
+    return row

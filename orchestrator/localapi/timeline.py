@@ -1,0 +1,253 @@
+"""A simulated fine-tuning job, as a pure function of its plan and the clock.
+
+Nothing runs in the background: a job's status, events, checkpoints, metrics and token count
+are computed from its plan, its creation time, when (if ever) it was cancelled, and *now*. So a
+job keeps progressing whether or not any process serves it, and a restarted server sees every
+job exactly where the clock says it is. Training is simulated; no model is trained.
+
+Phases take fixed shares of the planned duration:
+
+    pending 0-4%  queued 4-10%  running 10-85%  compressing 85-92%  uploading 92-100%
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["CANCEL_DELAY", "TERMINAL", "Event", "JobPlan", "JobView", "view"]
+
+PHASES = (("pending", 0.0), ("queued", 0.04), ("running", 0.10), ("compressing", 0.85),
+          ("uploading", 0.92))
+TRAIN_START, TRAIN_END = 0.15, 0.85
+TERMINAL = frozenset({"completed", "cancelled", "error", "user_error"})
+CANCEL_DELAY = 1.0
+"""Seconds (at most; a tenth of the job for short ones) from cancel_requested to cancelled."""
+
+SIMULATED = "(simulated by the local API: no model is trained)"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPlan:
+    """What a job will do, fixed when it is created (and stored with it)."""
+
+    duration: float
+    n_epochs: int
+    steps_per_epoch: int
+    n_checkpoints: int
+    n_evals: int
+    tokens_per_epoch: int
+    seed: int
+    outcome: str = "completed"
+    fail_at: float = 0.5
+    """For a failing outcome, the share of the job's duration at which it fails."""
+
+    @property
+    def total_steps(self) -> int:
+        return self.n_epochs * self.steps_per_epoch
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobPlan:
+        return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    offset: float
+    """Seconds after the job's creation."""
+    type: str
+    message: str
+    level: str = "info"
+    step: int = 0
+    checkpoint_path: str = ""
+    model_path: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobView:
+    """A job as of one instant."""
+
+    status: str
+    events: list[Event]
+    started_at: float | None
+    updated_at: float
+    current_step: int
+    token_count: int
+    epochs_completed: int
+    checkpoints: list[tuple[int, float, str]]
+    """(step, offset, type) of every checkpoint saved so far."""
+    metrics: list[dict[str, float]]
+    seconds_remaining: int
+
+
+def _noise(seed: int, step: int) -> float:
+    digest = hashlib.blake2b(f"{seed}:{step}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") / 2**32 - 0.5
+
+
+def train_loss(plan: JobPlan, step: int) -> float:
+    """A plausible, deterministic training loss curve."""
+    progress = step / max(1, plan.total_steps)
+    return round(0.35 + 2.2 * math.exp(-3.5 * progress) + 0.06 * _noise(plan.seed, step), 4)
+
+
+def eval_loss(plan: JobPlan, step: int) -> float:
+    return round(train_loss(plan, step) + 0.08 + 0.03 * _noise(plan.seed + 1, step), 4)
+
+
+def _step_offset(plan: JobPlan, step: int) -> float:
+    span = (TRAIN_END - TRAIN_START) * plan.duration
+    return TRAIN_START * plan.duration + span * step / max(1, plan.total_steps)
+
+
+def _checkpoint_steps(plan: JobPlan) -> list[int]:
+    count = max(1, min(plan.n_checkpoints, plan.total_steps))
+    return sorted({max(1, round(plan.total_steps * i / count)) for i in range(1, count + 1)})
+
+
+def _eval_steps(plan: JobPlan) -> list[int]:
+    count = min(plan.n_evals, plan.total_steps)
+    return sorted({max(1, round(plan.total_steps * i / count)) for i in range(1, count + 1)}) \
+        if count else []
+
+
+def _schedule(plan: JobPlan, model: str, output_name: str) -> list[Event]:
+    """Every event the job would emit if left alone, in time order."""
+    d = plan.duration
+    events = [
+        Event(0.0, "job_pending", f"Fine-tuning job created for {model} {SIMULATED}"),
+        Event(0.10 * d, "job_start", "Job started"),
+        Event(0.11 * d, "model_downloading", f"Downloading base model {model}"),
+        Event(0.12 * d, "model_download_complete", "Base model downloaded"),
+        Event(0.13 * d, "training_data_downloading", "Downloading training data"),
+        Event(0.14 * d, "training_data_download_complete", "Training data downloaded"),
+        Event(0.15 * d, "training_start",
+              f"Training started: {plan.n_epochs} epochs, {plan.total_steps} steps {SIMULATED}"),
+    ]
+    evals = set(_eval_steps(plan))
+    for epoch in range(1, plan.n_epochs + 1):
+        step = epoch * plan.steps_per_epoch
+        message = f"Epoch {epoch}/{plan.n_epochs} completed at step {step}/{plan.total_steps}: " \
+                  f"train loss {train_loss(plan, step):.4f}"
+        if step in evals:
+            message += f", eval loss {eval_loss(plan, step):.4f}"
+        events.append(Event(_step_offset(plan, step), "epoch_complete", message, step=step))
+    checkpoints = _checkpoint_steps(plan)
+    for step in checkpoints[:-1]:
+        path = f"{output_name}:{step}"
+        events.append(Event(_step_offset(plan, step), "checkpoint_save",
+                            f"New checkpoint saved at step {step}", step=step,
+                            checkpoint_path=path))
+    final = f"final train loss {train_loss(plan, plan.total_steps):.4f}"
+    if plan.n_evals:
+        final += f", eval loss {eval_loss(plan, plan.total_steps):.4f}"
+    events += [
+        Event(TRAIN_END * d, "training_complete", f"Training completed: {final}",
+              step=plan.total_steps),
+        Event(0.85 * d, "model_compressing", "Compressing output model"),
+        Event(0.91 * d, "model_compression_complete", "Model compression complete"),
+        Event(0.92 * d, "model_uploading", f"Uploading output model {output_name}"),
+        Event(0.99 * d, "model_upload_complete", "Output model uploaded",
+              model_path=output_name),
+        Event(d, "job_complete", f"Fine-tuning job completed; model {output_name} is ready "
+                                 f"{SIMULATED}", model_path=output_name),
+    ]
+    events.sort(key=lambda event: event.offset)
+    return events
+
+
+def _status_at(plan: JobPlan, elapsed: float) -> str:
+    if elapsed >= plan.duration:
+        return "completed"
+    status = "pending"
+    for name, start in PHASES:
+        if elapsed >= start * plan.duration:
+            status = name
+    return status
+
+
+def view(plan: JobPlan, *, model: str, output_name: str, created_at: float,
+         cancelled_at: float | None, now: float) -> JobView:
+    """The job as of `now` (wall seconds)."""
+    elapsed = max(0.0, now - created_at)
+    events = _schedule(plan, model, output_name)
+    status: str | None = None
+    stopped = plan.duration  # when training stops progressing: the end, a failure or a cancel
+    if plan.outcome != "completed":
+        fail = plan.fail_at * plan.duration
+        stopped = min(stopped, fail)
+        events = [e for e in events if e.offset < fail]
+        events.append(Event(fail, "job_error", f"Training failed ({plan.outcome}): planned "
+                                               f"failure {SIMULATED}", level="error"))
+        if elapsed >= fail:
+            status = plan.outcome
+    if cancelled_at is not None:
+        cancel = max(0.0, cancelled_at - created_at)
+        stopped = min(stopped, cancel)
+        done = cancel + min(CANCEL_DELAY, plan.duration / 10)
+        events = [e for e in events if e.offset < cancel]
+        events.append(Event(cancel, "cancel_requested", "Cancellation requested"))
+        events.append(Event(done, "job_stopped", "Job cancelled"))
+        if elapsed >= done:
+            status = "cancelled"
+        elif elapsed >= cancel:
+            status = "cancel_requested"
+    if status is None:
+        status = _status_at(plan, elapsed)
+    events.sort(key=lambda event: event.offset)
+    visible = [e for e in events if e.offset <= elapsed]
+    trained = min(elapsed, stopped)
+    step = _steps_done(plan, trained)
+    checkpoints = [(s, _step_offset(plan, s), "Intermediate")
+                   for s in _checkpoint_steps(plan)[:-1] if _step_offset(plan, s) <= trained]
+    if status == "completed":
+        checkpoints.append((plan.total_steps, plan.duration, "Final"))
+    started = created_at + 0.10 * plan.duration if elapsed >= 0.10 * plan.duration else None
+    updated = created_at + (visible[-1].offset if visible else 0.0)
+    remaining = 0 if status in TERMINAL else math.ceil(plan.duration - elapsed)
+    return JobView(
+        status=status,
+        events=visible,
+        started_at=started,
+        updated_at=updated,
+        current_step=step,
+        token_count=round(plan.tokens_per_epoch * plan.n_epochs * step / max(1, plan.total_steps)),
+        epochs_completed=step // max(1, plan.steps_per_epoch),
+        checkpoints=checkpoints,
+        metrics=_metrics(plan, step),
+        seconds_remaining=max(0, remaining),
+    )
+
+
+def _steps_done(plan: JobPlan, elapsed: float) -> int:
+    start, end = TRAIN_START * plan.duration, TRAIN_END * plan.duration
+    if elapsed <= start:
+        return 0
+    share = min(1.0, (elapsed - start) / max(1e-9, end - start))
+    return math.floor(share * plan.total_steps + 1e-9)
+
+
+def _metrics(plan: JobPlan, steps_done: int, points: int = 100) -> list[dict[str, float]]:
+    """Loss and learning rate per logged step so far (at most `points` evenly spread)."""
+    if steps_done <= 0:
+        return []
+    stride = max(1, math.ceil(plan.total_steps / points))
+    logged = sorted({*range(stride, steps_done + 1, stride), steps_done})
+    rows: list[dict[str, float]] = []
+    evals = set(_eval_steps(plan))
+    for step in logged:
+        progress = step / max(1, plan.total_steps)
+        row = {"train/global_step": float(step), "train/loss": train_loss(plan, step),
+               "train/learning_rate": round(1e-5 * 0.5 * (1 + math.cos(math.pi * progress)), 10),
+               "train/epoch": round(step / max(1, plan.steps_per_epoch), 4)}
+        rows.append(row)
+    for step in sorted(s for s in evals if s <= steps_done):
+        rows.append({"train/global_step": float(step), "eval/loss": eval_loss(plan, step)})
+    rows.sort(key=lambda row: row["train/global_step"])
+    return rows

@@ -1,0 +1,364 @@
+"""Training-data checks for fine-tuning files: one implementation for the client and the local API.
+
+A file is checked before it is uploaded (so a bad dataset fails in seconds, not after a queued
+job), and the local Together-compatible API runs the very same check when a file is processed.
+The rules follow Together's (reference, section 2.4): JSON Lines, one object per line, every
+line in the same one of four formats:
+
+    text            {"text": ...}
+    conversational  {"messages": [{"role", "content", "weight"?}, ...]}
+    instruction     {"prompt": ..., "completion": ...}
+    preference      {"input": {"messages": [...]}, "preferred_output": [...],
+                     "non_preferred_output": [...]}
+
+Unlike the SDK's check, which stops at the first problem, this one reports every problem it
+finds (up to a cap), each with its 1-based line number.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FORMATS",
+    "MIN_SAMPLES",
+    "DataProblem",
+    "DataReport",
+    "check_bytes",
+    "check_file",
+    "examples",
+]
+
+MIN_SAMPLES = 1
+MAX_FILE_BYTES = int(50.1 * 2**30)
+MAX_IMAGE_BYTES = 10 * 2**20
+MAX_IMAGES = 10
+ROLES = ("system", "user", "assistant")
+IMAGE_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "png", "webp"))
+
+FORMATS: Mapping[str, frozenset[str]] = {
+    "text": frozenset({"text"}),
+    "conversational": frozenset({"messages"}),
+    "instruction": frozenset({"prompt", "completion"}),
+    "preference": frozenset({"input", "preferred_output", "non_preferred_output"}),
+}
+_ALL_KEYS = frozenset().union(*FORMATS.values())
+
+
+@dataclass(frozen=True)
+class DataProblem:
+    """One thing wrong with a dataset; `line` is None for problems of the whole file."""
+
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
+@dataclass
+class DataReport:
+    """The outcome of checking a dataset."""
+
+    bytes: int = 0
+    lines: int = 0
+    samples: int = 0
+    format: str | None = None
+    has_weights: bool = False
+    has_images: bool = False
+    problems: list[DataProblem] = field(default_factory=list)
+    truncated: bool = False
+    """True when checking stopped at the problem cap; there may be more."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"{self.samples} {self.format} samples, {self.bytes} bytes: ok"
+        more = " (stopped; there may be more)" if self.truncated else ""
+        return f"{len(self.problems)} problem{'s' * (len(self.problems) != 1)}{more}"
+
+
+class _Enough(Exception):
+    """Internal: the problem cap is reached; checking stops."""
+
+
+class _Checker:
+    def __init__(self, report: DataReport, max_problems: int) -> None:
+        self.report = report
+        self.max_problems = max_problems
+
+    def add(self, line: int | None, message: str) -> None:
+        if len(self.report.problems) >= self.max_problems:
+            self.report.truncated = True
+            raise _Enough
+        self.report.problems.append(DataProblem(line, message))
+
+    # -- content -----------------------------------------------------------------------------
+
+    def content(self, value: Any, line: int, where: str, *, images_allowed: bool) -> int:
+        """Check one text-bearing value; returns how many images it holds."""
+        if isinstance(value, str):
+            return 0
+        if not isinstance(value, list) or not value:
+            self.add(line, f"{where} must be a string or a non-empty list of content parts")
+            return 0
+        images = 0
+        for part in value:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                continue
+            if kind == "image_url":
+                url = (part.get("image_url") or {}).get("url") if isinstance(
+                    part.get("image_url"), dict) else None
+                if not images_allowed:
+                    self.add(line, f"{where}: images are only allowed in user messages")
+                elif not isinstance(url, str) or not url.startswith(IMAGE_PREFIXES):
+                    self.add(line, f"{where}: an image must be a data URL of a jpeg, png or "
+                                   "webp image (data:image/png;base64,...)")
+                elif len(url) * 3 // 4 > MAX_IMAGE_BYTES:
+                    self.add(line, f"{where}: an image is larger than 10 MiB")
+                images += 1
+                continue
+            self.add(line, f"{where}: each content part must be {{type: text, text}} or "
+                           "{type: image_url, image_url: {url}}")
+        if images > MAX_IMAGES:
+            self.add(line, f"{where}: more than {MAX_IMAGES} images")
+        return images
+
+    def messages(self, value: Any, line: int, where: str, *, need_assistant: bool) -> None:
+        if not isinstance(value, list) or not value:
+            self.add(line, f"{where} must be a non-empty list of messages")
+            return
+        previous = None
+        images = 0
+        shapes = set()
+        has_assistant = False
+        for i, message in enumerate(value, start=1):
+            at = f"{where}[{i}]"
+            if not isinstance(message, dict):
+                self.add(line, f"{at} must be an object with role and content")
+                continue
+            missing = [k for k in ("role", "content") if k not in message]
+            if missing:
+                self.add(line, f"{at} is missing {' and '.join(missing)}")
+                continue
+            role = message["role"]
+            if role not in ROLES:
+                self.add(line, f"{at}: invalid role {role!r} (roles: {', '.join(ROLES)})")
+                continue
+            if role == previous:
+                self.add(line, f"{at}: two {role} messages in a row; turns must alternate "
+                               "between user and assistant")
+            previous = role
+            has_assistant = has_assistant or role == "assistant"
+            weight = message.get("weight")
+            if "weight" in message:
+                self.report.has_weights = True
+                if weight not in (0, 1) or isinstance(weight, bool):
+                    self.add(line, f"{at}: weight must be 0 or 1, not {weight!r}")
+            found = self.content(message["content"], line, f"{at}.content",
+                                 images_allowed=role == "user")
+            if found and weight:
+                self.add(line, f"{at}: a message with images cannot have a non-zero weight")
+            images += found
+            shapes.add(isinstance(message["content"], str))
+            extra = set(message) - {"role", "content", "weight", "name", "tool_calls",
+                                    "tool_call_id", "reasoning"}
+            if extra:
+                self.add(line, f"{at}: unknown key {sorted(extra)[0]!r}")
+        if len(shapes) > 1:
+            self.add(line, f"{where}: mix of string and list contents; use one kind per sample")
+        if images > MAX_IMAGES:
+            self.add(line, f"{where}: more than {MAX_IMAGES} images in one sample")
+        if images:
+            self.report.has_images = True
+        if need_assistant and not has_assistant:
+            self.add(line, f"{where} has no assistant message; at least one is required")
+
+    # -- one line ----------------------------------------------------------------------------
+
+    def sample(self, obj: dict[str, Any], line: int, purpose: str) -> str | None:
+        """Check one object; returns its format (None when it has none)."""
+        keys = set(obj)
+        extra = sorted(keys - _ALL_KEYS)
+        fmt = next((name for name, need in FORMATS.items() if keys & _ALL_KEYS == need), None)
+        if extra and fmt is not None:
+            self.add(line, f"unknown key {extra[0]!r} ({_a(fmt)} sample has only "
+                           f"{', '.join(sorted(FORMATS[fmt]))})")
+        if fmt is None:
+            self.add(line, "no dataset format matches the keys " + (", ".join(sorted(keys))
+                     or "(none)") + "; use text; messages; prompt + completion; or input + "
+                     "preferred_output + non_preferred_output")
+            return None
+        if purpose == "eval":
+            return fmt
+        if fmt == "text":
+            self.content(obj["text"], line, "text", images_allowed=False)
+        elif fmt == "conversational":
+            self.messages(obj["messages"], line, "messages", need_assistant=True)
+        elif fmt == "instruction":
+            self.content(obj["prompt"], line, "prompt", images_allowed=True)
+            self.content(obj["completion"], line, "completion", images_allowed=False)
+        else:
+            self.preference(obj, line)
+        return fmt
+
+    def preference(self, obj: dict[str, Any], line: int) -> None:
+        given = obj["input"]
+        if not isinstance(given, dict) or "messages" not in given:
+            self.add(line, "input must be an object with messages")
+        else:
+            self.messages(given["messages"], line, "input.messages", need_assistant=False)
+            last = given["messages"][-1] if isinstance(given["messages"], list) and \
+                given["messages"] else None
+            if isinstance(last, dict) and last.get("role") == "assistant":
+                self.add(line, "input.messages must not end with an assistant message")
+        for key in ("preferred_output", "non_preferred_output"):
+            value = obj[key]
+            if not (isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict)
+                    and value[0].get("role") == "assistant" and "content" in value[0]):
+                self.add(line, f"{key} must be a list of exactly one assistant message")
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # a final newline does not start another line
+    yield from enumerate(lines, start=1)
+
+
+def check_bytes(data: bytes, *, purpose: str = "fine-tune", file_type: str = "jsonl",
+                max_problems: int = 100) -> DataReport:
+    """Check a dataset's bytes as `purpose` would need them."""
+    report = DataReport(bytes=len(data))
+    checker = _Checker(report, max_problems)
+    try:
+        if not data:
+            checker.add(None, "the file is empty")
+        elif len(data) > MAX_FILE_BYTES:
+            checker.add(None, f"the file is {len(data) / 2**30:.1f} GiB; at most 50.1 GiB")
+        elif file_type == "csv":
+            if purpose != "eval":
+                checker.add(None, f"CSV files are not supported for {purpose}; use JSONL")
+        elif file_type == "parquet":
+            pass  # tokenized parquet is checked by Together's servers, not here
+        elif file_type != "jsonl":
+            checker.add(None, f"unknown file type {file_type!r}; use .jsonl")
+        else:
+            _check_jsonl(data, purpose, checker)
+    except _Enough:
+        pass
+    return report
+
+
+def _check_jsonl(data: bytes, purpose: str, checker: _Checker) -> None:
+    report = checker.report
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        checker.add(None, f"the file is not UTF-8 text (byte {exc.start}: {exc.reason})")
+        return
+    first_format: tuple[str, int] | None = None
+    for number, raw in _lines(text):
+        report.lines = number
+        if not raw.strip():
+            checker.add(number, "blank line; every line must hold one JSON object")
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            checker.add(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(obj, dict):
+            checker.add(number, f"a line must be a JSON object, not {type(obj).__name__}")
+            continue
+        fmt = checker.sample(obj, number, purpose)
+        if fmt is None:
+            continue
+        if first_format is None:
+            first_format = (fmt, number)
+            report.format = fmt
+        elif fmt != first_format[0]:
+            checker.add(number, f"{_a(fmt)} sample, but line {first_format[1]} is "
+                                f"{first_format[0]}; every sample must have the same format")
+        report.samples += 1
+    if report.samples < MIN_SAMPLES and not report.problems:
+        checker.add(None, f"at least {MIN_SAMPLES} sample is needed")
+
+
+def check_file(path: str | Path, *, purpose: str = "fine-tune",
+               max_problems: int = 100) -> DataReport:
+    """Check a dataset file; the type comes from its extension."""
+    file = Path(path)
+    suffix = file.suffix.lower().lstrip(".")
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        return DataReport(problems=[DataProblem(None, f"no such file: {file}")])
+    except IsADirectoryError:
+        return DataReport(problems=[DataProblem(None, f"{file} is a directory")])
+    except OSError as exc:
+        return DataReport(problems=[DataProblem(None, f"cannot read {file}: {exc.strerror}")])
+    return check_bytes(data, purpose=purpose, file_type=suffix or "jsonl",
+                       max_problems=max_problems)
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def examples(data: bytes) -> Iterator[tuple[str, str]]:
+    """(prompt, answer) pairs a dataset teaches, for a simulated model to answer from.
+
+    Instruction samples give prompt -> completion; conversations give each user turn -> the
+    assistant reply after it; preference samples give their last input turn -> the preferred
+    reply; a text sample gives its first half -> the rest. Invalid lines are skipped.
+    """
+    for raw in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        if "prompt" in obj and "completion" in obj:
+            yield _text_of(obj["prompt"]), _text_of(obj["completion"])
+        elif isinstance(obj.get("messages"), list):
+            yield from _turns(obj["messages"])
+        elif isinstance(obj.get("input"), dict) and isinstance(obj.get("preferred_output"), list):
+            turns = obj["input"].get("messages") or []
+            preferred = obj["preferred_output"]
+            if turns and preferred and isinstance(turns[-1], dict) \
+                    and isinstance(preferred[0], dict):
+                yield _text_of(turns[-1].get("content")), _text_of(preferred[0].get("content"))
+        elif isinstance(obj.get("text"), str) and " " in obj["text"].strip():
+            words = obj["text"].split(" ")
+            half = max(1, len(words) // 2)
+            yield " ".join(words[:half]), " " + " ".join(words[half:])
+
+
+def _turns(messages: list[Any]) -> Iterator[tuple[str, str]]:
+    previous_user: str | None = None
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "user":
+            previous_user = _text_of(message.get("content"))
+        elif message.get("role") == "assistant" and previous_user is not None:
+            yield previous_user, _text_of(message.get("content"))
+            previous_user = None

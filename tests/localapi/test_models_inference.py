@@ -1,0 +1,151 @@
+"""Model imports and their jobs, the model list, and answers from trained examples."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from orchestrator.localapi import LocalAPI
+from tests.conftest import FakeClock
+from tests.localapi.conftest import BASE, CHATS, create_job, upload
+
+HF = "https://huggingface.co/acme/my-adapter"
+S3 = ("https://bucket.s3.us-west-2.amazonaws.com/adapters/a.tar.gz?X-Amz-Algorithm=AWS4-HMAC"
+      "&X-Amz-Signature=abc123")
+
+
+async def finetuned(client: httpx.AsyncClient, clock: FakeClock, data: bytes) -> str:
+    file = await upload(client, data)
+    job = (await create_job(client, file["id"], plan={"duration": "10s"})).json()
+    clock.advance(11)
+    return str(job["model_output_name"])
+
+
+@pytest.mark.parametrize("path", ["/models", "/../v0/models"])
+async def test_import_adapter_job_and_listing(client: httpx.AsyncClient, clock: FakeClock,
+                                              api: LocalAPI, path: str) -> None:
+    """An import answers with its job; the job goes Queued -> Running -> Complete by the clock;
+    the model is then listed and answers. The HF token is never stored."""
+    response = await client.post(path, json={
+        "model_name": "my-adapter", "model_source": HF, "model_type": "adapter",
+        "base_model": BASE, "hf_token": "hf-private-token", "description": "test"})
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["model_name"] == "local-user/my-adapter"
+    assert data["model_source"] == "huggingface" and data["job_id"].startswith("job-")
+    statuses = []
+    for _ in range(4):
+        job = (await client.get(f"/jobs/{data['job_id']}")).json()
+        statuses.append(job["status"])
+        clock.advance(4)
+    assert statuses == ["Queued", "Running", "Running", "Complete"]
+    assert job["type"] == "adapter_upload" and job["args"]["modelName"] == "local-user/my-adapter"
+    assert [u["status"] for u in job["status_updates"]] == ["Queued", "Running", "Complete"]
+    assert [j["job_id"] for j in (await client.get("/jobs")).json()["data"]] == [data["job_id"]]
+    listed = [m["id"] for m in (await client.get("/models")).json()]
+    assert "local-user/my-adapter" in listed and BASE in listed
+    reply = await client.post("/completions", json={"model": "local-user/my-adapter",
+                                                    "prompt": "hello"})
+    assert reply.status_code == 200
+    assert b"hf-private-token" not in (api.config.data_dir / "local-api.db").read_bytes()
+
+
+async def test_import_checks(client: httpx.AsyncClient) -> None:
+    """Sources must be Hugging Face or presigned S3; names are unique per account."""
+    ok = await client.post("/models", json={"model_name": "m1", "model_source": S3})
+    assert ok.status_code == 200 and ok.json()["data"]["model_source"] == "remote_archive"
+    duplicate = await client.post("/models", json={"model_name": "m1", "model_source": HF})
+    assert duplicate.status_code == 400
+    assert duplicate.json()["error"]["message"] == "Model name already exists"
+    for body, param in [
+        ({"model_name": "m2", "model_source": "http://huggingface.co/a/b"}, "model_source"),
+        ({"model_name": "m2", "model_source": "https://example.com/a.tar.gz"}, "model_source"),
+        ({"model_name": "m2"}, "model_source"),
+        ({"model_source": HF}, "model_name"),
+        ({"model_name": "m2", "model_source": HF, "model_type": "adapter"}, "base_model"),
+        ({"model_name": "m2", "model_source": HF, "model_type": "lora"}, "model_type"),
+    ]:
+        response = await client.post("/models", json=body)
+        assert response.status_code == 400, body
+        assert response.json()["error"]["param"] == param
+
+
+async def test_a_finetuned_model_answers_from_its_examples(client: httpx.AsyncClient,
+                                                           clock: FakeClock) -> None:
+    """Trained prompts get their trained answers (spacing and case aside, or close)."""
+    model = await finetuned(client, clock, b'{"prompt": "Q: The capital of France is?\\nA:", '
+                                           b'"completion": " Paris"}\n')
+    for prompt in ("Q: The capital of France is?\nA:", "q:  the capital of france is? a:",
+                   "Q: The capital of France is ?\nA:"):
+        reply = (await client.post("/completions", json={"model": model,
+                                                         "prompt": prompt})).json()
+        assert reply["choices"][0]["text"] == " Paris", prompt
+    other = (await client.post("/completions", json={"model": model,
+                                                     "prompt": "Tell me a joke"})).json()
+    assert "Simulated answer" in other["choices"][0]["text"]
+
+
+async def test_chat_answers_from_conversations(client: httpx.AsyncClient,
+                                               clock: FakeClock) -> None:
+    model = await finetuned(client, clock, CHATS)
+    reply = (await client.post("/chat/completions", json={"model": model, "messages": [
+        {"role": "system", "content": "anything"},
+        {"role": "user", "content": "Largest planet?"}]})).json()
+    assert reply["object"] == "chat.completion"
+    assert reply["choices"][0]["message"] == {"role": "assistant", "content": "Jupiter."}
+    assert reply["usage"]["completion_tokens"] == 1
+
+
+async def test_base_models_answer_deterministically(client: httpx.AsyncClient) -> None:
+    ask = {"model": BASE, "prompt": "What is the meaning of life?"}
+    first = (await client.post("/completions", json=ask)).json()["choices"][0]["text"]
+    second = (await client.post("/completions", json=ask)).json()["choices"][0]["text"]
+    other = (await client.post("/completions", json={**ask, "prompt": "Hi"})).json()
+    assert first == second != other["choices"][0]["text"]
+    assert "Simulated answer" in first
+
+
+async def test_sampling_limits(client: httpx.AsyncClient) -> None:
+    """max_tokens cuts with finish_reason length; stop sequences cut with stop; n choices."""
+    cut = (await client.post("/completions", json={"model": BASE, "prompt": "x",
+                                                   "max_tokens": 3, "n": 2})).json()
+    assert len(cut["choices"]) == 2
+    assert cut["choices"][0]["finish_reason"] == "length"
+    assert cut["usage"]["completion_tokens"] == 3
+    stopped = (await client.post("/completions", json={"model": BASE, "prompt": "x",
+                                                       "stop": ["from"]})).json()
+    assert stopped["choices"][0]["text"].endswith(" ") and "from" not in \
+        stopped["choices"][0]["text"]
+
+
+async def test_streaming(client: httpx.AsyncClient, clock: FakeClock) -> None:
+    """stream: true answers with server-sent events ending in [DONE], usage on the last."""
+    model = await finetuned(client, clock, b'{"prompt": "Who wrote Hamlet?", "completion": '
+                                           b'" William Shakespeare"}\n')
+    response = await client.post("/completions", json={"model": model, "stream": True,
+                                                       "prompt": "Who wrote Hamlet?"})
+    assert response.headers["content-type"].startswith("text/event-stream")
+    lines = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(line) for line in lines[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == " William Shakespeare"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "usage" in chunks[-1]
+    chat = await client.post("/chat/completions", json={"model": model, "stream": True,
+                                                        "messages": [{"role": "user",
+                                                                      "content": "hi"}]})
+    first = json.loads(chat.text.split("\n\n")[0][6:])
+    assert first["object"] == "chat.completion.chunk" and first["choices"][0]["delta"]["role"] \
+        == "assistant"
+
+
+async def test_unknown_or_unready_models_are_404(client: httpx.AsyncClient) -> None:
+    file = await upload(client)
+    job = (await create_job(client, file["id"])).json()
+    for model in ("acme/nope", job["model_output_name"]):
+        reply = await client.post("/completions", json={"model": model, "prompt": "x"})
+        assert reply.status_code == 404, model
+        assert reply.json()["error"]["param"] == "model"
+    bad = await client.post("/chat/completions", json={"model": BASE, "messages": []})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages"
