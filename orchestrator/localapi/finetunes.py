@@ -421,9 +421,9 @@ async def download(request: Request) -> Response:
         end = min(len(data) - 1, int(match.group(2)) if match.group(2) else len(data) - 1)
         if start >= len(data):
             raise APIError(416, "requested range not satisfiable", type_="invalid_range")
-        return Response(data[start:end + 1], status_code=206, media_type="application/x-tar",
+        return Response(data[start:end + 1], status_code=206, media_type="application/octet-stream",
                         headers={"Content-Range": f"bytes {start}-{end}/{len(data)}"})
-    return Response(data, media_type="application/x-tar", headers={
+    return Response(data, media_type="application/octet-stream", headers={
         "Content-Disposition": f'attachment; filename="{row["id"]}.tar.gz"'})
 
 

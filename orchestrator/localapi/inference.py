@@ -136,21 +136,20 @@ async def completions(request: Request) -> Response:
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     usage = _usage(prompt, text)
     if body.get("stream"):
+        pieces = [*_pieces(text), ""]
         chunks = [{"id": ident, "object": "completion.chunk", "created": created,
-                   "model": served.name, "choices": [{"index": 0, "text": piece,
-                                                      "finish_reason": None, "logprobs": None}]}
-                  for piece in _pieces(text)]
-        chunks.append({"id": ident, "object": "completion.chunk", "created": created,
-                       "model": served.name, "choices": [{"index": 0, "text": "",
-                                                          "finish_reason": reason,
-                                                          "logprobs": None}],
-                       "usage": usage})
+                   "model": served.name,
+                   "token": {"id": i, "text": piece, "logprob": 0.0, "special": False},
+                   "choices": [{"index": 0, "text": piece,
+                                "finish_reason": reason if last else None}],
+                   "usage": usage if last else None, "finish_reason": reason if last else None}
+                  for i, piece in enumerate(pieces) for last in [i == len(pieces) - 1]]
         return _sse(chunks)
     return JSONResponse({
         "id": ident, "object": "text.completion", "created": created, "model": served.name,
         "prompt": [], "usage": usage,
-        "choices": [{"index": i, "text": text, "finish_reason": reason, "seed": 0,
-                     "logprobs": None} for i in range(n)],
+        "choices": [{"index": i, "text": text, "finish_reason": reason, "seed": 0}
+                    for i in range(n)],
     })
 
 
@@ -184,18 +183,18 @@ async def chat(request: Request) -> Response:
         chunks = [{"id": ident, "object": "chat.completion.chunk", "created": created,
                    "model": served.name, "choices": [{
                        "index": 0, "delta": {"role": "assistant", "content": piece},
-                       "finish_reason": None, "logprobs": None}]}
+                       "finish_reason": None}]}
                   for piece in _pieces(text)]
         chunks.append({"id": ident, "object": "chat.completion.chunk", "created": created,
                        "model": served.name, "choices": [{
                            "index": 0, "delta": {"role": "assistant", "content": ""},
-                           "finish_reason": reason, "logprobs": None}], "usage": usage})
+                           "finish_reason": reason}], "usage": usage})
         return _sse(chunks)
     return JSONResponse({
         "id": ident, "object": "chat.completion", "created": created, "model": served.name,
         "prompt": [], "usage": usage,
         "choices": [{"index": i, "message": {"role": "assistant", "content": text},
-                     "finish_reason": reason, "seed": 0, "logprobs": None} for i in range(n)],
+                     "finish_reason": reason, "seed": 0} for i in range(n)],
     })
 
 
