@@ -33,7 +33,7 @@ def spec() -> dict[str, Any]:
         pytest.skip(f"Together's OpenAPI spec is not at {SPEC}; response schemas not checked")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with SPEC.open(encoding="utf-8") as handle:
-        loaded: dict[str, Any] = yaml.load(handle, Loader=loader)  # noqa: S506 (safe loader)
+        loaded: dict[str, Any] = yaml.load(handle, Loader=loader)
     _honour_nullable(loaded)
     # A defect of the spec, not of the API: CosineLRSchedulerArgs is a special case of
     # LinearLRSchedulerArgs (which allows any extra key), so under `oneOf` no cosine
@@ -162,7 +162,7 @@ async def test_models_and_jobs(client: httpx.AsyncClient, clock: FakeClock,
         clock.advance(5)
     check("/jobs", "get", await client.get("/jobs"))
     check("/models", "get", await client.get("/models"))
-    async with httpx.AsyncClient(transport=client._transport, base_url=client.base_url) as bare:  # noqa: SLF001
+    async with httpx.AsyncClient(transport=client._transport, base_url=client.base_url) as bare:
         check("/models", "get", await bare.get("/models"))  # 401 without a key
 
 
