@@ -1,6 +1,9 @@
 """The local Together-compatible API: one object holding its config, clock and state, and the
 ASGI app that serves it (in-process through httpx, or over loopback through uvicorn).
 
+`GET /v3/whoami` (not in the reference spec) answers a fixed local identity: Together's CLI
+asks for it before any command that changes something.
+
 Requests pass a *gate* before any handler: it accepts `/v1/v1/...` as `/v1/...` (Together's
 SDK 3.x appends `/v1` to a base URL that already ends in it), adds configured latency, injects
 faults (429/503 with Retry-After, 500, or a connection dropped after the request was handled),
@@ -22,11 +25,12 @@ import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from orchestrator.localapi.config import FAULT_KINDS, LocalAPIConfig
 from orchestrator.localapi.errors import APIError, error_response
+from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import LocalState
 from orchestrator.spec.durations import parse_duration
 
@@ -102,6 +106,16 @@ async def root(request: Request) -> Response:
     })
 
 
+async def whoami(request: Request) -> Response:
+    """Who the key belongs to: Together's CLI asks before any command that changes things."""
+    namespace = request.app.state.api.config.namespace
+    return JSONResponse({
+        "api_key_id": "key-local", "organization_id": "org-local",
+        "organization_name": "local", "project_id": "proj-local", "project_name": namespace,
+        "project_slug": namespace, "user_id": namespace,
+    })
+
+
 async def docs(request: Request) -> Response:
     from orchestrator.localapi import DOCS  # noqa: PLC0415
 
@@ -111,13 +125,15 @@ async def docs(request: Request) -> Response:
 def _routes() -> list[BaseRoute]:
     from orchestrator.localapi import files, finetunes, inference, models  # noqa: PLC0415
 
+    # Routes are tried in order: the ones polled most (a job's status) come first.
     return [
+        *finetunes.ROUTES,
+        *inference.ROUTES,
+        *files.ROUTES,
+        *models.ROUTES,
         Route("/", root, name="root"),
         Route("/docs", docs, name="docs"),
-        *files.ROUTES,
-        *finetunes.ROUTES,
-        *models.ROUTES,
-        *inference.ROUTES,
+        Route("/v3/whoami", whoami, methods=["GET"]),
     ]
 
 
@@ -155,7 +171,7 @@ class Gate:
         if path.startswith("/v1/v1/"):
             scope = {**scope, "path": path[3:], "raw_path": scope.get("raw_path", b"")[3:]}
             path = scope["path"]
-        if not path.startswith(("/v1/", "/v0/", "/uploads/")):
+        if not path.startswith(("/v1/", "/v0/", "/v3/", "/uploads/")):
             await self.app(scope, receive, send)
             return
         config = self.api.config

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.responses import JSONResponse
+from orchestrator.localapi.responses import JSONResponse
 
 __all__ = ["APIError", "bad_request", "error_response", "not_found"]
 

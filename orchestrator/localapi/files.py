@@ -20,10 +20,11 @@ import anyio
 import anyio.to_thread
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.localapi.errors import APIError, bad_request, not_found
+from orchestrator.localapi.responses import JSONResponse
 from orchestrator.providers.together.datacheck import DataReport, check_bytes
 
 if TYPE_CHECKING:

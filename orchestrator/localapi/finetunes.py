@@ -8,6 +8,8 @@ duration, 0-1); otherwise the settings `local_job_duration` and `local_job_outco
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -21,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.localapi import catalogue
 from orchestrator.localapi.catalogue import BaseModel
 from orchestrator.localapi.errors import APIError, bad_request, not_found
-from orchestrator.localapi.timeline import TERMINAL, JobPlan, JobView, view
+from orchestrator.localapi.responses import JSONResponse
+from orchestrator.localapi.timeline import TERMINAL, Event, JobPlan, JobView, view
 from orchestrator.providers.together.datacheck import examples
 from orchestrator.spec.durations import parse_duration
 
@@ -273,39 +276,58 @@ async def create(request: Request) -> Response:
 # -- rendering a job -------------------------------------------------------------------------
 
 def job_view(api: LocalAPI, row: dict[str, Any]) -> JobView:
-    plan = JobPlan.from_json(row["plan"])
+    plan = _fixed(api, row).plan
     return view(plan, model=row["model"], output_name=row["output_name"],
                 created_at=row["created_at"], cancelled_at=row["cancelled_at"], now=api.clock())
 
 
-def event_json(row: dict[str, Any], offset_event: Any, plan: JobPlan) -> dict[str, Any]:
-    base = catalogue.find(row["model"])
+def event_json(row: dict[str, Any], event: Event, plan: JobPlan) -> dict[str, Any]:
+    return _event_json(row["created_at"], row["model"], event, plan)
+
+
+@functools.lru_cache(maxsize=65536)
+def _event_json(created_at: float, model: str, event: Event, plan: JobPlan) -> dict[str, Any]:
+    """A FineTuneEvent (cached: events are fixed, and rendering them dominated job reads)."""
+    base = catalogue.find(model)
     return {
-        "object": "fine-tune-event", "created_at": iso(row["created_at"] + offset_event.offset),
-        "level": offset_event.level, "message": offset_event.message, "type": offset_event.type,
+        "object": "fine-tune-event", "created_at": iso(created_at + event.offset),
+        "level": event.level, "message": event.message, "type": event.type,
         "param_count": base.params if base else 0,
         "token_count": plan.tokens_per_epoch * plan.n_epochs,
-        "total_steps": plan.total_steps, "wandb_url": "", "step": offset_event.step,
-        "checkpoint_path": offset_event.checkpoint_path, "model_path": offset_event.model_path,
+        "total_steps": plan.total_steps, "wandb_url": "", "step": event.step,
+        "checkpoint_path": event.checkpoint_path, "model_path": event.model_path,
         "training_offset": 0, "hash": "",
     }
 
 
-def job_json(api: LocalAPI, row: dict[str, Any], *, full: bool,
-             current: JobView | None = None) -> dict[str, Any]:
-    """FinetuneResponse (`full`) or FinetuneResponseTruncated, as of now."""
-    state = current or job_view(api, row)
+@dataclasses.dataclass(frozen=True)
+class _Fixed:
+    """What never changes about a job once created: its plan and the static response fields."""
+
+    plan: JobPlan
+    truncated: dict[str, Any]
+    full: dict[str, Any]
+
+
+_FIXED: dict[str, _Fixed] = {}
+"""By job id (ids are unique across instances); rebuilt after being cleared."""
+
+
+def _fixed(api: LocalAPI, row: dict[str, Any]) -> _Fixed:
+    known = _FIXED.get(row["id"])
+    if known is not None:
+        return known
+    if len(_FIXED) > 20_000:
+        _FIXED.clear()
     plan = JobPlan.from_json(row["plan"])
     req = row["request"]
     method = dict(req["training_method"])
     if method.get("train_on_inputs") == "auto":
         method["train_on_inputs"] = False  # what "auto" resolves to for masked datasets
-    body: dict[str, Any] = {
-        "id": row["id"], "status": state.status, "created_at": iso(row["created_at"]),
-        "updated_at": iso(state.updated_at), "started_at": iso(state.started_at),
+    truncated: dict[str, Any] = {
+        "id": row["id"], "created_at": iso(row["created_at"]),
         "user_id": api.config.namespace, "owner_address": api.config.namespace,
         "total_price": round(plan.tokens_per_epoch * plan.n_epochs * PRICE_PER_TOKEN * 1e9),
-        "token_count": state.token_count,
         "training_file": req["training_file"], "validation_file": req.get("validation_file"),
         "model": row["model"], "model_output_name": row["output_name"],
         "suffix": req.get("suffix"), "n_epochs": req["n_epochs"], "n_evals": req["n_evals"],
@@ -316,24 +338,42 @@ def job_json(api: LocalAPI, row: dict[str, Any], *, full: bool,
         "weight_decay": req["weight_decay"], "wandb_project_name": req.get("wandb_project_name"),
         "wandb_name": req.get("wandb_name"), "from_checkpoint": req.get("from_checkpoint"),
         "random_seed": req.get("random_seed") or 42, "packing": req.get("packing", True),
-        "progress": {"estimate_available": True, "seconds_remaining": state.seconds_remaining},
     }
+    base = catalogue.find(row["model"])
+    full = {
+        **truncated,
+        "model_output_path": f"s3://local-api/{row['output_name']}",
+        "trainingfile_numlines": req.get("trainingfile_numlines"),
+        "trainingfile_size": req.get("trainingfile_size"),
+        "eval_steps": max(0, plan.total_steps // plan.n_evals) if plan.n_evals else 0,
+        "train_on_inputs": method.get("train_on_inputs", False),
+        "job_id": row["id"], "param_count": base.params if base else 0,
+        "queue_depth": 0, "wandb_url": "", "total_steps": plan.total_steps, "simulated": True,
+    }
+    fixed = _Fixed(plan, {k: v for k, v in truncated.items() if v is not None},
+                   {k: v for k, v in full.items() if v is not None})
+    _FIXED[row["id"]] = fixed
+    return fixed
+
+
+def job_json(api: LocalAPI, row: dict[str, Any], *, full: bool,
+             current: JobView | None = None) -> dict[str, Any]:
+    """FinetuneResponse (`full`) or FinetuneResponseTruncated, as of now."""
+    fixed = _fixed(api, row)
+    state = current or job_view(api, row)
+    body = {**(fixed.full if full else fixed.truncated), "status": state.status,
+            "updated_at": iso(state.updated_at), "token_count": state.token_count,
+            "progress": {"estimate_available": True,
+                         "seconds_remaining": state.seconds_remaining}}
+    if state.started_at is not None:
+        body["started_at"] = iso(state.started_at)
     if full:
-        base = catalogue.find(row["model"])
         body.update({
-            "model_output_path": f"s3://local-api/{row['output_name']}",
-            "trainingfile_numlines": req.get("trainingfile_numlines"),
-            "trainingfile_size": req.get("trainingfile_size"),
-            "eval_steps": max(0, plan.total_steps // plan.n_evals) if plan.n_evals else 0,
-            "train_on_inputs": method.get("train_on_inputs", False),
-            "job_id": row["id"], "param_count": base.params if base else 0,
-            "epochs_completed": state.epochs_completed, "queue_depth": 0, "wandb_url": "",
-            "total_steps": plan.total_steps, "steps_completed": state.current_step,
-            "evals_completed": sum(1 for m in state.metrics if "eval/loss" in m),
-            "events": [event_json(row, e, plan) for e in state.events],
-            "simulated": True,
+            "epochs_completed": state.epochs_completed, "steps_completed": state.current_step,
+            "evals_completed": state.evals_completed,
+            "events": [event_json(row, e, fixed.plan) for e in state.events],
         })
-    return {k: v for k, v in body.items() if v is not None}
+    return body
 
 
 def _stored(api: LocalAPI, job_id: str) -> dict[str, Any]:
@@ -484,13 +524,13 @@ async def supported(request: Request) -> Response:
     return JSONResponse({"models": [model.id for model in catalogue.BASE_MODELS]})
 
 
-ROUTES = [
+ROUTES = [  # the status poll first: routes are tried in order
+    Route("/v1/fine-tunes/{job_id}", retrieve, methods=["GET"]),
     Route("/v1/fine-tunes", list_jobs, methods=["GET"]),
     Route("/v1/fine-tunes", create, methods=["POST"]),
     Route("/v1/fine-tunes/estimate-price", estimate_price, methods=["POST"]),
     Route("/v1/fine-tunes/models/limits", limits, methods=["GET"]),
     Route("/v1/fine-tunes/models/supported", supported, methods=["GET"]),
-    Route("/v1/fine-tunes/{job_id}", retrieve, methods=["GET"]),
     Route("/v1/fine-tunes/{job_id}", delete, methods=["DELETE"]),
     Route("/v1/fine-tunes/{job_id}/cancel", cancel, methods=["POST"]),
     Route("/v1/fine-tunes/{job_id}/events", events, methods=["GET"]),

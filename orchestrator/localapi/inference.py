@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from orchestrator.localapi.errors import APIError, bad_request
 from orchestrator.localapi.finetunes import json_body
 from orchestrator.localapi.models import ServedModel, resolve
+from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import normalise_prompt
 
 if TYPE_CHECKING:

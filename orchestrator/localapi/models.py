@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.localapi import catalogue
 from orchestrator.localapi.errors import bad_request, not_found
 from orchestrator.localapi.finetunes import iso, job_view, json_body
+from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.timeline import SIMULATED
 from orchestrator.spec.durations import parse_duration
 

@@ -60,6 +60,9 @@ class LocalState:
         self._db = sqlite3.connect(data_dir / "local-api.db", isolation_level=None,
                                    check_same_thread=False, timeout=5.0)
         self._db.row_factory = _row
+        # A job's row never changes after creation except cancelled_at, so the decoded row is
+        # kept and only cancelled_at is read again (GET /fine-tunes/{id} is the hot path).
+        self._jobs: dict[str, dict[str, Any]] = {}
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
@@ -128,8 +131,17 @@ class LocalState:
             raise
 
     def finetune(self, job_id: str) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM finetunes WHERE id = ?", (job_id,))
-        return _decoded(row)
+        known = self._jobs.get(job_id)
+        if known is None:
+            row = _decoded(self._one("SELECT * FROM finetunes WHERE id = ?", (job_id,)))
+            if row is not None:
+                self._jobs[job_id] = row
+            return row
+        current = self._one("SELECT cancelled_at FROM finetunes WHERE id = ?", (job_id,))
+        if current is None:  # deleted, perhaps by another process
+            self._jobs.pop(job_id, None)
+            return None
+        return {**known, "cancelled_at": current["cancelled_at"]}
 
     def finetune_by_output(self, output_name: str) -> dict[str, Any] | None:
         return _decoded(self._one("SELECT * FROM finetunes WHERE output_name = ?",
@@ -147,6 +159,7 @@ class LocalState:
         if row is not None:
             self._db.execute("DELETE FROM examples WHERE model_name = ?", (row["output_name"],))
             self._db.execute("DELETE FROM finetunes WHERE id = ?", (job_id,))
+            self._jobs.pop(job_id, None)
 
     # -- what fine-tuned models learnt ----------------------------------------------------------
 

@@ -13,6 +13,7 @@ Phases take fixed shares of the planned duration:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from collections.abc import Mapping
@@ -82,8 +83,14 @@ class JobView:
     epochs_completed: int
     checkpoints: list[tuple[int, float, str]]
     """(step, offset, type) of every checkpoint saved so far."""
-    metrics: list[dict[str, float]]
+    evals_completed: int
     seconds_remaining: int
+    plan: JobPlan
+
+    @property
+    def metrics(self) -> list[dict[str, float]]:
+        """Loss and learning rate per logged step so far (computed on demand: it is long)."""
+        return _metrics(self.plan, self.current_step)
 
 
 def _noise(seed: int, step: int) -> float:
@@ -106,19 +113,22 @@ def _step_offset(plan: JobPlan, step: int) -> float:
     return TRAIN_START * plan.duration + span * step / max(1, plan.total_steps)
 
 
+@functools.lru_cache(maxsize=4096)
 def _checkpoint_steps(plan: JobPlan) -> list[int]:
     count = max(1, min(plan.n_checkpoints, plan.total_steps))
     return sorted({max(1, round(plan.total_steps * i / count)) for i in range(1, count + 1)})
 
 
+@functools.lru_cache(maxsize=4096)
 def _eval_steps(plan: JobPlan) -> list[int]:
     count = min(plan.n_evals, plan.total_steps)
     return sorted({max(1, round(plan.total_steps * i / count)) for i in range(1, count + 1)}) \
         if count else []
 
 
-def _schedule(plan: JobPlan, model: str, output_name: str) -> list[Event]:
-    """Every event the job would emit if left alone, in time order."""
+@functools.lru_cache(maxsize=4096)
+def _schedule(plan: JobPlan, model: str, output_name: str) -> tuple[Event, ...]:
+    """Every event the job would emit if left alone, in time order (cached: plans are fixed)."""
     d = plan.duration
     events = [
         Event(0.0, "job_pending", f"Fine-tuning job created for {model} {SIMULATED}"),
@@ -159,7 +169,7 @@ def _schedule(plan: JobPlan, model: str, output_name: str) -> list[Event]:
                                  f"{SIMULATED}", model_path=output_name),
     ]
     events.sort(key=lambda event: event.offset)
-    return events
+    return tuple(events)
 
 
 def _status_at(plan: JobPlan, elapsed: float) -> str:
@@ -176,7 +186,7 @@ def view(plan: JobPlan, *, model: str, output_name: str, created_at: float,
          cancelled_at: float | None, now: float) -> JobView:
     """The job as of `now` (wall seconds)."""
     elapsed = max(0.0, now - created_at)
-    events = _schedule(plan, model, output_name)
+    events = list(_schedule(plan, model, output_name))
     status: str | None = None
     stopped = plan.duration  # when training stops progressing: the end, a failure or a cancel
     if plan.outcome != "completed":
@@ -220,8 +230,9 @@ def view(plan: JobPlan, *, model: str, output_name: str, created_at: float,
         token_count=round(plan.tokens_per_epoch * plan.n_epochs * step / max(1, plan.total_steps)),
         epochs_completed=step // max(1, plan.steps_per_epoch),
         checkpoints=checkpoints,
-        metrics=_metrics(plan, step),
+        evals_completed=sum(1 for s in _eval_steps(plan) if s <= step),
         seconds_remaining=max(0, remaining),
+        plan=plan,
     )
 
 

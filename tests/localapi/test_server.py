@@ -1,0 +1,166 @@
+"""`orchestrator local-api` as a real server on loopback: restarts, and Together's own SDK and CLI.
+
+These start real processes and wait on them with deadlines; each job is planned to take a few
+seconds, so the whole module takes about ten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import CLI
+from tests.localapi.conftest import BASE, INSTRUCTIONS
+
+KEY = "local-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serving(tmp_path: Path, port: int, **settings: str) -> Iterator[str]:
+    """Run `orchestrator local-api` until the block ends; yields its base URL once it answers."""
+    env = {**os.environ, **{f"ORCH_{k.upper()}": v for k, v in settings.items()}}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "local-api", "--port", str(port),
+         "--data-dir", str(tmp_path / "api-data")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            try:
+                if httpx.get(root + "/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server never answered"
+            time.sleep(0.05)
+        yield root + "/v1"
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def wait_for(check: Any, what: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.1)
+    return value
+
+
+def test_non_loopback_hosts_are_refused(cli: CLI) -> None:
+    result = cli("local-api", "--host", "0.0.0.0", check_code=2)
+    assert "is not a loopback address" in result.stderr
+    assert "--allow-remote" in result.stderr
+
+
+def test_jobs_complete_on_schedule_across_a_restart(tmp_path: Path) -> None:
+    """Create a job, stop the server, start it again: the job completes when planned."""
+    port = free_port()
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with serving(tmp_path, port) as base, httpx.Client(base_url=base, headers=headers) as http:
+        file = http.post("/files/upload", data={"purpose": "fine-tune", "file_name": "t.jsonl"},
+                         files={"file": ("t.jsonl", INSTRUCTIONS)}).json()
+        job = http.post("/fine-tunes", json={"training_file": file["id"], "model": BASE},
+                        headers={"X-Local-Job": json.dumps({"duration": "3s"})}).json()
+        assert job["status"] == "pending"
+    with serving(tmp_path, port) as base, httpx.Client(base_url=base, headers=headers) as http:
+        done = wait_for(lambda: (j := http.get(f"/fine-tunes/{job['id']}").json())["status"]
+                        == "completed" and j, "the job completed")
+        observed = time.time()
+    created = datetime.fromisoformat(job["created_at"]).timestamp()
+    finished = datetime.fromisoformat(done["events"][-1]["created_at"]).timestamp()
+    assert done["events"][-1]["type"] == "job_complete"
+    assert finished - created == pytest.approx(3.0, abs=0.01)
+    assert observed >= created + 3.0
+
+
+@pytest.fixture
+def together_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for Together's SDK and CLI: this server, no telemetry or update checks."""
+    return {"TOGETHER_API_KEY": KEY, "TOGETHER_DISABLE_VERSION_CHECK": "1",
+            "TOGETHER_TELEMETRY_DISABLED": "1", "HOME": str(tmp_path),
+            "XDG_CACHE_HOME": str(tmp_path / ".cache")}
+
+
+def test_official_sdk_end_to_end(tmp_path: Path, together_env: dict[str, str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Together's Python SDK uploads, trains with LoRA, follows the job, imports an adapter and
+    gets completions, all against the local API."""
+    for name, value in together_env.items():
+        monkeypatch.setenv(name, value)
+    from together import Together
+
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(INSTRUCTIONS)
+    with serving(tmp_path, free_port(), local_job_duration="3s",
+                 local_upload_duration="1s") as base, \
+            Together(api_key=KEY, base_url=base, max_retries=0) as client:
+        uploaded = client.files.upload(file=data, purpose="fine-tune")
+        assert client.files.upload(file=data, purpose="fine-tune").id == uploaded.id  # dedupe
+        job = client.fine_tuning.create(training_file=uploaded.id, model=BASE, lora=True,
+                                        n_epochs=2, suffix="sdk")
+        done = wait_for(lambda: (j := client.fine_tuning.retrieve(job.id)).status
+                        == "completed" and j, "the job completed")
+        events = client.fine_tuning.list_events(job.id).data
+        assert events[-1].type == "job_complete"
+        assert done.training_type is not None
+        imported = client.models.upload(model_name="my-adapter", model_type="adapter",
+                                        model_source="https://huggingface.co/acme/adapter",
+                                        base_model=BASE)
+        wait_for(lambda: client.models.uploads.status(imported.data.job_id).status
+                 == "Complete", "the adapter import completed")
+        answer = client.completions.create(model=done.model_output_name, max_tokens=5,
+                                           prompt="Q: The capital of France is?\nA:")
+        assert answer.choices[0].text == " Paris"
+        chat = client.chat.completions.create(model=done.model_output_name, messages=[
+            {"role": "user", "content": "Q: Who wrote Hamlet?\nA:"}])
+        assert chat.choices[0].message.content == " William Shakespeare"
+        streamed = "".join(chunk.choices[0].text or "" for chunk in client.completions.create(
+            model=done.model_output_name, prompt="Q: What is 2 + 2?\nA:", stream=True))
+        assert streamed == " 4"
+
+
+def test_official_cli(tmp_path: Path, together_env: dict[str, str]) -> None:
+    """Together's CLI uploads a file and starts a LoRA job against the local API."""
+    (tmp_path / "train.jsonl").write_bytes(INSTRUCTIONS)
+    script = Path(sys.executable).parent / "together"
+    with serving(tmp_path, free_port(), local_job_duration="2s") as base:
+        env = {**os.environ, **together_env, "TOGETHER_BASE_URL": base}
+
+        def together(*args: str) -> str:
+            result = subprocess.run([str(script), "--non-interactive", *args], cwd=tmp_path,
+                                    env=env, capture_output=True, text=True, timeout=60,
+                                    check=False)
+            assert result.returncode == 0, result.stdout + result.stderr
+            return result.stdout
+
+        upload = together("files", "upload", "train.jsonl")
+        assert "file-" in upload
+        created = together("fine-tuning", "create", "--training-file", "train.jsonl",
+                           "--model", BASE, "--lora", "--suffix", "cli", "--confirm")
+        job_id = next(word.strip("().") for word in created.split() if word.startswith("(ft-"))
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as http:
+            wait_for(lambda: http.get(f"/fine-tunes/{job_id}").json()["status"] == "completed",
+                     "the CLI's job completed")
+        assert job_id in together("fine-tuning", "retrieve", job_id)
