@@ -149,3 +149,18 @@ async def test_unknown_or_unready_models_are_404(client: httpx.AsyncClient) -> N
         assert reply.json()["error"]["param"] == "model"
     bad = await client.post("/chat/completions", json={"model": BASE, "messages": []})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages"
+
+
+async def test_an_import_of_a_local_finetune_knows_what_it_learnt(client: httpx.AsyncClient,
+                                                                  clock: FakeClock) -> None:
+    """Importing a model this API fine-tuned (as if pushed to the Hub under its name) gives a
+    model that answers from the same training data."""
+    trained = await finetuned(client, clock, b'{"prompt": "Q: Who wrote Hamlet?", '
+                                             b'"completion": " Shakespeare"}\n')
+    response = await client.post("/models", json={
+        "model_name": "hamlet-expert", "model_source": f"https://huggingface.co/{trained}",
+        "model_type": "adapter", "base_model": BASE})
+    clock.advance(11)
+    reply = (await client.post("/completions", json={
+        "model": response.json()["data"]["model_name"], "prompt": "Q: Who wrote Hamlet?"})).json()
+    assert reply["choices"][0]["text"] == " Shakespeare"
