@@ -13,9 +13,9 @@ for tests: `X-Local-Fault: 429|500|503|drop|none`, `X-Local-Latency: 200ms`.
 
 from __future__ import annotations
 
-import json
 import math
 import random
+import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -34,7 +34,7 @@ from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import LocalState
 from orchestrator.spec.durations import parse_duration
 
-__all__ = ["ConnectionDropped", "LocalAPI"]
+__all__ = ["ConnectionDropped", "LocalAPI", "api_of"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -80,6 +80,12 @@ class LocalAPI:
             self._state = None
 
 
+def api_of(request: Request) -> LocalAPI:
+    """The LocalAPI serving this request (handlers are plain functions of the request)."""
+    api: LocalAPI = request.app.state.api
+    return api
+
+
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
     return exc.response()
@@ -108,7 +114,7 @@ async def root(request: Request) -> Response:
 
 async def whoami(request: Request) -> Response:
     """Who the key belongs to: Together's CLI asks before any command that changes things."""
-    namespace = request.app.state.api.config.namespace
+    namespace = api_of(request).config.namespace
     return JSONResponse({
         "api_key_id": "key-local", "organization_id": "org-local",
         "organization_name": "local", "project_id": "proj-local", "project_name": namespace,
@@ -176,10 +182,19 @@ class Gate:
             return
         config = self.api.config
         latency = _header(scope, b"x-local-latency")
-        delay = parse_duration(latency) if latency else config.latency
+        forced = _header(scope, b"x-local-fault")
+        problem = None
+        if forced is not None and forced not in (*FAULT_KINDS, "none"):
+            problem = f"X-Local-Fault must be one of {', '.join(FAULT_KINDS)}, none"
+        try:
+            delay = parse_duration(latency) if latency else config.latency
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is not None:
+            await error_response(400, f"bad test header: {problem}")(scope, receive, send)
+            return
         if delay:
             await anyio.sleep(delay)
-        forced = _header(scope, b"x-local-fault")
         fault = (None if forced == "none" else forced) if forced else self._draw_fault()
         if fault in ("429", "503"):
             retry = config.retry_after
@@ -217,7 +232,8 @@ class Gate:
                                        "(the local API's key is the setting local_api_key)",
                                   type_="invalid_api_key")
         scheme, _, key = given.partition(" ")
-        if scheme.lower() != "bearer" or key.strip() != self.api.config.api_key:
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+                key.strip().encode(), self.api.config.api_key.encode()):
             return error_response(401, "invalid API key provided", type_="invalid_api_key")
         return None
 
@@ -236,6 +252,3 @@ class Gate:
         msg = "connection dropped after the request was handled (injected by the local API)"
         raise ConnectionDropped(msg)
 
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()

@@ -14,7 +14,7 @@ import hashlib
 import json
 import secrets
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -23,12 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from orchestrator.localapi.app import LocalAPI, api_of
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.providers.together.datacheck import DataReport, check_bytes
-
-if TYPE_CHECKING:
-    from orchestrator.localapi.app import LocalAPI
 
 __all__ = ["ROUTES", "file_json"]
 
@@ -37,11 +35,6 @@ PURPOSES = ("fine-tune", "eval", "eval-sample", "eval-output", "eval-summary", "
 FILE_TYPES = ("jsonl", "parquet", "csv")
 DATASET_FORMAT = {"text": "GENERAL", "conversational": "CONVERSATION",
                   "instruction": "INSTRUCTION", "preference": "PREFERENCE"}
-
-
-def _api(request: Request) -> LocalAPI:
-    api: LocalAPI = request.app.state.api
-    return api
 
 
 def file_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +119,7 @@ async def _process(api: LocalAPI, file_id: str) -> dict[str, Any]:
 # -- the SDK flow ----------------------------------------------------------------------------
 
 async def start_upload(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     async with request.form() as form:
         name = _form_value(form, "file_name")
         purpose_given = _form_value(form, "purpose")
@@ -153,7 +146,7 @@ async def start_upload(request: Request) -> Response:
 
 async def receive_bytes(request: Request) -> Response:
     """The signed upload target: stores the body, checking it against the declared checksum."""
-    api = _api(request)
+    api = api_of(request)
     file_id = request.path_params["file_id"]
     row = api.state.file(file_id)
     if row is None or not secrets.compare_digest(row["upload_token"] or "",
@@ -179,7 +172,7 @@ async def receive_bytes(request: Request) -> Response:
 
 
 async def preprocess(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     file_id = request.path_params["file_id"]
     row = _stored(api, file_id)
     if row["state"] == "awaiting_upload":
@@ -192,7 +185,7 @@ async def preprocess(request: Request) -> Response:
 # -- the spec's multipart upload -------------------------------------------------------------
 
 async def upload_multipart(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     async with request.form() as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -218,14 +211,14 @@ async def upload_multipart(request: Request) -> Response:
 
 def _existing(request: Request) -> dict[str, Any]:
     file_id = request.path_params["file_id"]
-    row = _stored(_api(request), file_id)
+    row = _stored(api_of(request), file_id)
     if row["state"] == "awaiting_upload":
         raise not_found(f"no file with id {file_id}", "id")
     return row
 
 
 async def list_files(request: Request) -> Response:
-    rows = _api(request).state.files()
+    rows = api_of(request).state.files()
     return JSONResponse({"object": "list", "data": [file_json(r) for r in rows]})
 
 
@@ -235,13 +228,13 @@ async def retrieve(request: Request) -> Response:
 
 async def delete(request: Request) -> Response:
     row = _existing(request)
-    _api(request).state.delete_file(row["id"])
+    api_of(request).state.delete_file(row["id"])
     return JSONResponse({"id": row["id"], "object": "file", "deleted": True})
 
 
 async def content(request: Request) -> Response:
     row = _existing(request)
-    data = await anyio.Path(_api(request).state.file_path(row["id"])).read_bytes()
+    data = await anyio.Path(api_of(request).state.file_path(row["id"])).read_bytes()
     media = "application/octet-stream" if row["file_type"] == "parquet" else "text/plain"
     return Response(data, media_type=media)
 

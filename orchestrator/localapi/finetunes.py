@@ -18,7 +18,7 @@ import re
 import tarfile
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -27,15 +27,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.localapi import catalogue
+from orchestrator.localapi.app import LocalAPI, api_of
 from orchestrator.localapi.catalogue import BaseModel
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.timeline import TERMINAL, Event, JobPlan, JobView, view
 from orchestrator.providers.together.datacheck import examples
 from orchestrator.spec.durations import parse_duration
-
-if TYPE_CHECKING:
-    from orchestrator.localapi.app import LocalAPI
 
 __all__ = ["ROUTES", "iso"]
 
@@ -49,11 +47,6 @@ def iso(ts: float | None) -> str | None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
-
-
-def _api(request: Request) -> LocalAPI:
-    api: LocalAPI = request.app.state.api
-    return api
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -204,7 +197,7 @@ def _resolve_model(api: LocalAPI, body: dict[str, Any]) -> tuple[BaseModel, str 
 
 
 async def create(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     body = await json_body(request)
     override = _job_plan_override(request)
     base, checkpoint = _resolve_model(api, body)
@@ -385,23 +378,23 @@ def _stored(api: LocalAPI, job_id: str) -> dict[str, Any]:
 
 
 def _job(request: Request) -> dict[str, Any]:
-    return _stored(_api(request), request.path_params["job_id"])
+    return _stored(api_of(request), request.path_params["job_id"])
 
 
 # -- the endpoints ---------------------------------------------------------------------------
 
 async def list_jobs(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     rows = api.state.finetunes()
     return JSONResponse({"object": "list", "data": [job_json(api, r, full=False) for r in rows]})
 
 
 async def retrieve(request: Request) -> Response:
-    return JSONResponse(job_json(_api(request), _job(request), full=True))
+    return JSONResponse(job_json(api_of(request), _job(request), full=True))
 
 
 async def cancel(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     row = _job(request)
     status = job_view(api, row).status
     if status in TERMINAL:
@@ -411,7 +404,7 @@ async def cancel(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     row = _job(request)
     status = job_view(api, row).status
     if status not in TERMINAL:
@@ -421,7 +414,7 @@ async def delete(request: Request) -> Response:
 
 
 async def events(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     row = _job(request)
     plan = JobPlan.from_json(row["plan"])
     return JSONResponse({"object": "list", "data": [event_json(row, e, plan)
@@ -429,7 +422,7 @@ async def events(request: Request) -> Response:
 
 
 async def checkpoints(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     row = _job(request)
     data = [{"step": step, "created_at": iso(row["created_at"] + offset),
              "path": row["output_name"] if kind == "Final" else f"{row['output_name']}:{step}",
@@ -439,12 +432,12 @@ async def checkpoints(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return JSONResponse({"metrics": job_view(_api(request), _job(request)).metrics})
+    return JSONResponse({"metrics": job_view(api_of(request), _job(request)).metrics})
 
 
 async def download(request: Request) -> Response:
     """A small archive standing in for the trained weights (it says so inside)."""
-    api = _api(request)
+    api = api_of(request)
     job_id = request.query_params.get("ft_id", "").split(":")[0]
     row = api.state.finetune(job_id)
     if row is None:
@@ -492,7 +485,7 @@ def _archive(row: dict[str, Any], kind: str) -> bytes:
 
 
 async def estimate_price(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     body = await json_body(request)
     train = _dataset(api, body.get("training_file"), "training_file")
     epochs = _number(body, "n_epochs", 1, 1, 1000, integer=True)

@@ -16,29 +16,22 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from orchestrator.localapi.app import LocalAPI, api_of
 from orchestrator.localapi.errors import APIError, bad_request
 from orchestrator.localapi.finetunes import json_body
 from orchestrator.localapi.models import ServedModel, resolve
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import normalise_prompt
 
-if TYPE_CHECKING:
-    from orchestrator.localapi.app import LocalAPI
-
 __all__ = ["ROUTES", "answer"]
 
 _PIECES = re.compile(r"\S+\s*|\s+")
-
-
-def _api(request: Request) -> LocalAPI:
-    api: LocalAPI = request.app.state.api
-    return api
 
 
 def _pieces(text: str) -> list[str]:
@@ -124,7 +117,7 @@ def _sse(chunks: list[dict[str, Any]]) -> StreamingResponse:
 
 
 async def completions(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     body = await json_body(request)
     served = _model(api, body)
     prompt = body.get("prompt")
@@ -171,7 +164,7 @@ def _last_user_text(messages: Any) -> str:
 
 
 async def chat(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     body = await json_body(request)
     served = _model(api, body)
     question = _last_user_text(body.get("messages"))

@@ -12,7 +12,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from starlette.requests import Request
@@ -20,23 +20,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.localapi import catalogue
+from orchestrator.localapi.app import LocalAPI, api_of
 from orchestrator.localapi.errors import bad_request, not_found
 from orchestrator.localapi.finetunes import iso, job_view, json_body
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.timeline import SIMULATED
 from orchestrator.spec.durations import parse_duration
 
-if TYPE_CHECKING:
-    from orchestrator.localapi.app import LocalAPI
-
 __all__ = ["ROUTES", "ServedModel", "resolve"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def _api(request: Request) -> LocalAPI:
-    api: LocalAPI = request.app.state.api
-    return api
 
 
 @dataclass(frozen=True)
@@ -99,7 +92,7 @@ def _taken(api: LocalAPI, name: str) -> bool:
 
 
 async def upload(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     body = await json_body(request)
     name = body.get("model_name")
     if not isinstance(name, str) or not NAME.match(name):
@@ -148,7 +141,7 @@ async def upload(request: Request) -> Response:
 
 
 async def get_job(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     job_id = request.path_params["job_id"]
     row = api.state.imported(job_id)
     if row is None:
@@ -157,7 +150,7 @@ async def get_job(request: Request) -> Response:
 
 
 async def list_jobs(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     return JSONResponse({"data": [import_job_json(api, row) for row in api.state.imports()]})
 
 
@@ -169,7 +162,7 @@ def _info(name: str, created: float, namespace: str, context: int) -> dict[str, 
 
 
 async def list_models(request: Request) -> Response:
-    api = _api(request)
+    api = api_of(request)
     models = [m.info() for m in catalogue.BASE_MODELS]
     for row in api.state.finetunes():
         if job_view(api, row).status == "completed":

@@ -110,3 +110,11 @@ async def test_job_plan_header_is_checked(client: httpx.AsyncClient) -> None:
     assert response.status_code == 400 and "X-Local-Job must be a JSON object" in response.text
     bad = await create_job(client, file["id"], plan={"outcome": "exploded"})
     assert bad.status_code == 400 and "outcome must be" in bad.text
+
+
+async def test_bad_test_headers_are_400s(client: httpx.AsyncClient) -> None:
+    for header, value, fragment in [("X-Local-Fault", "418", "X-Local-Fault must be one of"),
+                                    ("X-Local-Latency", "soon", "bad duration 'soon'")]:
+        response = await client.get("/files", headers={header: value})
+        assert response.status_code == 400, header
+        assert fragment in response.json()["error"]["message"]
