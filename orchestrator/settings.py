@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,10 +38,20 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="ignore",
         frozen=True,
+        populate_by_name=True,
     )
 
     provider: Literal["local", "together"] = Field(
         default="local", description="where fine-tuning steps send their requests")
+    together_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TOGETHER_API_KEY", "together_api_key"),
+        description="Together's API key (from the environment or .env; never the config file)")
+    together_base_url: str = Field(
+        default="https://api.together.xyz/v1",
+        validation_alias=AliasChoices("TOGETHER_BASE_URL", "together_base_url"),
+        description="where provider 'together' sends requests")
+    request_timeout: Duration = Field(
+        default=60.0, gt=0, description="how long one request to the provider may take")
     state_url: str = Field(
         default="sqlite:///.orchestrator/state.db",
         description="the state database; sqlite:///relative/path or sqlite:////absolute/path")

@@ -85,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep printing new events until the run stops")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
 
+    p = commands.add_parser("check-data", help="check fine-tuning datasets (JSONL); every "
+                                               "problem with its line")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--purpose", choices=["fine-tune", "eval"], default="fine-tune")
+
+    p = commands.add_parser("models", parents=[state], help="the model registry")
+    p.add_argument("--limit", type=int, default=50, metavar="N")
+
     p = commands.add_parser("local-api", help="serve the local Together-compatible API "
                                               "(simulated training) over HTTP")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback only "

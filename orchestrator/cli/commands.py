@@ -15,14 +15,16 @@ from orchestrator.spec.inputs import parse_assignments, resolve_inputs
 from orchestrator.spec.loader import Pipeline, load_pipeline
 
 if TYPE_CHECKING:
-    from orchestrator.engine.executor import RunOutcome
+    from orchestrator.engine.executor import ProgressSink, RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
     from orchestrator.settings import Settings
     from orchestrator.store.base import StateStore, StepRecord
 
 __all__ = [
+    "cmd_check_data",
     "cmd_local_api",
     "cmd_logs",
+    "cmd_models",
     "cmd_plan",
     "cmd_resume",
     "cmd_run",
@@ -106,14 +108,25 @@ def _with_store(settings: Settings, fn: Callable[[StateStore], Awaitable[T]]) ->
     return anyio.run(main)
 
 
-def _with_orchestrator(settings: Settings, fn: Callable[[Orchestrator], Awaitable[T]]) -> T:
+def _with_orchestrator(settings: Settings, fn: Callable[[Orchestrator], Awaitable[T]], *,
+                       provider: bool = False, progress: ProgressSink | None = None) -> T:
+    """Run `fn` with an orchestrator; `provider` opens the configured provider for its steps."""
+    from contextlib import AsyncExitStack  # noqa: PLC0415
+
     from orchestrator.engine.orchestrator import EngineConfig, Orchestrator  # noqa: PLC0415
 
     config = EngineConfig(max_parallel_steps=settings.max_parallel_steps,
                           lease_ttl=settings.lease_ttl, max_recoveries=settings.max_recoveries)
 
     async def with_store(store: StateStore) -> T:
-        async with Orchestrator(store, config=config) as orch:
+        async with AsyncExitStack() as stack:
+            client = None
+            if provider:
+                from orchestrator.providers.factory import open_provider  # noqa: PLC0415
+
+                client = await stack.enter_async_context(open_provider(settings))
+            orch = await stack.enter_async_context(Orchestrator(
+                store, config=config, provider=client, progress=progress))
             return await fn(orch)
 
     return _with_store(settings, with_store)
@@ -163,18 +176,31 @@ class _Session:
 def _execute(settings: Settings,
              start: Callable[[Orchestrator, _Session], Awaitable[RunOutcome]]) -> int:
     """Execute a run with logging set up; report its outcome and return the exit code."""
+    from contextlib import ExitStack  # noqa: PLC0415
+
     from orchestrator.log import configure_logging  # noqa: PLC0415
 
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
     session = _Session(settings)
+    live = None
+    with ExitStack() as stack:
+        if sys.stderr.isatty() and settings.log_format != "json":
+            from rich.console import Console  # noqa: PLC0415
 
-    async def until_signal(orch: Orchestrator) -> RunOutcome | None:
-        outcome = await _until_signal(start(orch, session))
-        if outcome is not None:
-            session.steps = await orch.store.get_steps(outcome.run_id)
-        return outcome
+            from orchestrator.cli.progress import ConsoleWriter, LiveProgress  # noqa: PLC0415
 
-    outcome = _with_orchestrator(settings, until_signal)
+            live = stack.enter_context(LiveProgress(Console(file=sys.stderr)))
+            configure_logging(fmt="console", level=settings.log_level,
+                              stream=ConsoleWriter(live.console))  # type: ignore[arg-type]
+        else:
+            configure_logging(fmt=settings.log_format, level=settings.log_level)
+
+        async def until_signal(orch: Orchestrator) -> RunOutcome | None:
+            outcome = await _until_signal(start(orch, session))
+            if outcome is not None:
+                session.steps = await orch.store.get_steps(outcome.run_id)
+            return outcome
+
+        outcome = _with_orchestrator(settings, until_signal, provider=True, progress=live)
     if outcome is None:
         if session.run_id is None:
             _err("interrupted before the run was created")
@@ -309,4 +335,30 @@ def cmd_local_api(args: argparse.Namespace) -> int:
         serve(config, host=args.host, port=args.port, allow_remote=args.allow_remote)
     except KeyboardInterrupt:
         return EXIT_OK
+    return EXIT_OK
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from orchestrator.providers.together.datacheck import check_file  # noqa: PLC0415
+
+    code = EXIT_OK
+    for file in args.files:
+        report = check_file(file, purpose=args.purpose, max_problems=1000)
+        if report.ok:
+            _out(f"{file}: ok ({report.samples} {report.format} samples, {report.bytes} bytes)")
+            continue
+        code = EXIT_BAD_INPUT
+        for problem in report.problems:
+            where = f"{file}:{problem.line}" if problem.line else file
+            _err(f"{where}: {problem.message}")
+        if report.truncated:
+            _err(f"{file}: stopped after {len(report.problems)} problems")
+    return code
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from orchestrator.cli import render  # noqa: PLC0415
+
+    settings = _settings(args)
+    render.models_table(_with_store(settings, lambda store: store.list_models(limit=args.limit)))
     return EXIT_OK

@@ -15,7 +15,14 @@ from rich.text import Text
 
 from orchestrator.spec.durations import format_duration
 from orchestrator.spec.expressions import Reference, lookup, render
-from orchestrator.store.base import EventRecord, RunRecord, RunStatus, StepRecord, StepStatus
+from orchestrator.store.base import (
+    EventRecord,
+    ModelEntry,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+)
 
 if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import ResumePlan
@@ -24,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "event_line",
     "final_outputs",
+    "models_table",
     "pipeline_plan",
     "resume_plan",
     "run_detail",
@@ -38,7 +46,7 @@ _STYLE = {
 
 def _console() -> Console:
     # Piped output is not wrapped at 80 columns: it is read by people and by grep alike.
-    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200,
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 1000,
                    highlight=False, soft_wrap=not sys.stdout.isatty())
 
 
@@ -181,7 +189,30 @@ def final_outputs(pipeline: Pipeline, steps: Mapping[str, StepRecord]) -> None:
         record = steps.get(sid)
         if sid not in needed and record and record.outputs:
             for key, value in record.outputs.items():
-                console.print(f"{sid}.{key}: {_short(value, 200)}")
+                console.print(f"{sid}.{key}: {_short(value, 200)}", soft_wrap=True)
+
+
+# -- the model registry ---------------------------------------------------------------------
+
+def models_table(models: list[ModelEntry]) -> None:
+    console = _console()
+    if not models:
+        console.print("no models recorded yet (a pipeline's registry/record-model step adds "
+                      "them)")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("MODEL", "BASE", "RUN", "JOB", "TRAIN LOSS", "EVAL LOSS", "RECORDED"):
+        table.add_column(column)
+    for model in models:
+        metrics = model.metrics
+
+        def loss(key: str, metrics: Mapping[str, Any] = metrics) -> str:
+            value = metrics.get(key)
+            return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+        table.add_row(model.name, model.base_model or "-", model.run_id, model.job_id or "-",
+                      loss("train_loss"), loss("eval_loss"), _when(model.recorded_at))
+    console.print(table)
 
 
 # -- events ----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import enum
 import json
 import random
 import traceback
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import suppress
 from typing import Any
 
@@ -46,6 +46,7 @@ from orchestrator.store.base import (
     Clock,
     ErrorInfo,
     Lease,
+    ModelEntry,
     NewEvent,
     RunRecord,
     RunStatus,
@@ -55,7 +56,7 @@ from orchestrator.store.base import (
     StepStatus,
 )
 
-__all__ = ["FLUSH_DELAY", "RunExecutor", "RunOutcome"]
+__all__ = ["FLUSH_DELAY", "ProgressSink", "RunExecutor", "RunOutcome"]
 
 FLUSH_DELAY = 0.05
 """Seconds within which a deferred write (an attempt's start) reaches the store."""
@@ -75,10 +76,29 @@ class _Stop(enum.Enum):
     NONE = "none"
     STEP_FAILED = "step_failed"
     LEASE_LOST = "lease_lost"
+    CANCELLED = "cancelled"
+
+
+class _StoreRegistry:
+    """The model registry steps write to: the state store's."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    async def record(self, entry: ModelEntry) -> ModelEntry:
+        return await self._store.record_model(entry)
+
+
+ProgressSink = Callable[[str, str, Mapping[str, Any]], None]
+"""Receives (run_id, step_id, fields) when a step reports progress."""
 
 
 class _StepFailed(Exception):
     """Internal: the step failed for good; its state is already committed."""
+
+
+def _ignore_progress(_: Mapping[str, Any]) -> None:
+    return None
 
 
 def _format_validation(step_id: str, exc: ValidationError) -> str:
@@ -145,8 +165,11 @@ class RunExecutor:
         rng: random.Random,
         clock: Clock,
         provider: Any = None,
+        progress: ProgressSink | None = None,
     ) -> None:
         self._store = store
+        self._models = _StoreRegistry(store)
+        self._progress = progress
         self._lease = lease
         self._run = run
         self._pipeline = pipeline
@@ -294,6 +317,8 @@ class RunExecutor:
             msg = (f"run {self._run.id}: another process took the run's lease over; this "
                    "process stopped without writing")
             raise LeaseLost(msg)
+        if self._stop is _Stop.CANCELLED:
+            return await self._finish(RunStatus.CANCELLED, "cancelled")
         if self._failure is not None:
             step_id, error = self._failure
             return await self._finish(RunStatus.FAILED, f"step {step_id} failed: {error}")
@@ -305,6 +330,13 @@ class RunExecutor:
         """Called when the heartbeat finds the lease gone: stop at once, write nothing more."""
         self._stop = _Stop.LEASE_LOST
         self._scope.cancel()
+
+    def cancel(self) -> None:
+        """Cancel the run: in-flight steps stop (cancelling their remote work) and the run ends
+        `cancelled`. Unlike an interruption, a cancelled run is not meant to be resumed."""
+        if self._stop is _Stop.NONE:
+            self._stop = _Stop.CANCELLED
+            self._scope.cancel()
 
     async def _run_step(self, step_id: str, tg: TaskGroup) -> None:
         """Run `step_id`, then go straight on with one successor it made ready.
@@ -351,7 +383,7 @@ class RunExecutor:
         if self._stop is _Stop.LEASE_LOST or record.status not in (StepStatus.RUNNING,
                                                                    StepStatus.RETRYING):
             return
-        if self._stop is _Stop.STEP_FAILED:
+        if self._stop in (_Stop.STEP_FAILED, _Stop.CANCELLED):
             status, kind = StepStatus.CANCELLED, "step_cancelled"
         elif record.status is StepStatus.RETRYING:
             status, kind = StepStatus.RETRYING, "step_interrupted"  # keeps its retry time
@@ -453,7 +485,9 @@ class RunExecutor:
             pipeline_dir=self._pipeline.base_dir, log=log,
             last_checkpoint=record.checkpoint,
             write_checkpoint=lambda data: self._write_checkpoint(step.id, attempt, data),
-            provider=self._provider,
+            provider=self._provider, models=self._models,
+            report=self._reporter(step.id),
+            cancel_requested=lambda: self._stop is _Stop.CANCELLED,
         )
         with anyio.move_on_after(step.timeout) as scope:
             result = await step.type.run(ctx, params)
@@ -462,6 +496,13 @@ class RunExecutor:
                   f"{format_duration(step.timeout or 0)}"
             raise StepTimeout(msg)
         return _as_outputs(result), self._resolution.config_hash(step, rendered=raw)
+
+    def _reporter(self, step_id: str) -> Callable[[Mapping[str, Any]], None]:
+        sink = self._progress
+        if sink is None:
+            return _ignore_progress
+        run_id = self._run.id
+        return lambda fields: sink(run_id, step_id, fields)
 
     async def _write_checkpoint(self, step_id: str, attempt: int, data: dict[str, Any]) -> None:
         await self._save(step_id, NewEvent("checkpoint", step_id, attempt, data),

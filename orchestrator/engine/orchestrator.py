@@ -22,7 +22,7 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from orchestrator.engine.executor import RunExecutor, RunOutcome
+from orchestrator.engine.executor import ProgressSink, RunExecutor, RunOutcome
 from orchestrator.engine.resolve import Resolution
 from orchestrator.errors import ConfigError, RunExists, SecretMissing
 from orchestrator.ids import new_run_id
@@ -133,9 +133,11 @@ class Orchestrator:
         rng: random.Random | None = None,
         provider: Any = None,
         registry: StepRegistry | None = None,
+        progress: ProgressSink | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
+        self._progress = progress
         self.config = config or EngineConfig()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._rng = rng or random.Random()
@@ -277,7 +279,7 @@ class Orchestrator:
             store=self.store, lease=lease, run=run, pipeline=plan.pipeline,
             records=plan.records, secrets=secret_values,
             max_parallel_steps=self.config.max_parallel_steps, rng=self._rng,
-            clock=self.store.clock, provider=self._provider,
+            clock=self.store.clock, provider=self._provider, progress=self._progress,
         )
         self._executing[run.id] = (lease, executor)
         try:
@@ -288,6 +290,14 @@ class Orchestrator:
                 # If this fails the lease simply expires; the run's outcome matters more.
                 with anyio.CancelScope(shield=True), suppress(Exception):
                     await self.store.release_lease(lease)
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run this process is executing; False if it executes no such run."""
+        executing = self._executing.get(run_id)
+        if executing is None:
+            return False
+        executing[1].cancel()
+        return True
 
     async def run(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> RunOutcome:
         """Create a run of `pipeline` and execute it to the end."""

@@ -5,15 +5,34 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-__all__ = ["CheckpointWriter", "StepContext"]
+    from orchestrator.store.base import ModelEntry
+
+__all__ = ["CheckpointWriter", "ModelRegistry", "ProgressReporter", "StepContext"]
 
 CheckpointWriter = Callable[[dict[str, Any]], Awaitable[None]]
 """Persists a step's whole checkpoint dict before returning (the engine's side of `checkpoint`)."""
+
+ProgressReporter = Callable[[Mapping[str, Any]], None]
+"""Takes a step's live progress (status, step, total_steps, loss...); shown on a terminal."""
+
+
+class ModelRegistry(Protocol):
+    """Where `registry/*` steps record models (the state store's registry)."""
+
+    async def record(self, entry: ModelEntry) -> ModelEntry: ...
+
+
+def _no_progress(_: Mapping[str, Any]) -> None:
+    return None
+
+
+def _never() -> bool:
+    return False
 
 
 class StepContext:
@@ -28,13 +47,16 @@ class StepContext:
     """
 
     __slots__ = (
+        "_cancel_requested",
         "_write_checkpoint",
         "attempt",
         "idempotency_key",
         "last_checkpoint",
         "log",
+        "models",
         "pipeline_dir",
         "provider",
+        "report",
         "run_id",
         "run_name",
         "step_id",
@@ -52,6 +74,9 @@ class StepContext:
         last_checkpoint: Mapping[str, Any],
         write_checkpoint: CheckpointWriter,
         provider: Any = None,
+        models: ModelRegistry | None = None,
+        report: ProgressReporter = _no_progress,
+        cancel_requested: Callable[[], bool] = _never,
     ) -> None:
         self.run_id = run_id
         self.run_name = run_name
@@ -63,6 +88,15 @@ class StepContext:
         self.provider = provider
         self.last_checkpoint: dict[str, Any] = dict(last_checkpoint)
         self._write_checkpoint = write_checkpoint
+        self.models = models
+        self.report = report
+        self._cancel_requested = cancel_requested
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the run is being cancelled (not merely interrupted): a step that started
+        something remote and paid should cancel it before it stops."""
+        return self._cancel_requested()
 
     async def checkpoint(self, **data: Any) -> None:
         """Merge `data` into the step's checkpoint and commit it before returning.

@@ -119,7 +119,7 @@ class StepRegistry:
 
 def builtin_registry() -> StepRegistry:
     """The registry with every built-in step type loaded."""
-    from orchestrator.steps import core  # noqa: PLC0415  (built-ins load on first use)
+    from orchestrator.steps import core, models, together  # noqa: F401, PLC0415  (register)
 
     return core.REGISTRY
 

@@ -27,6 +27,7 @@ __all__ = [
     "ErrorInfo",
     "EventRecord",
     "Lease",
+    "ModelEntry",
     "NewEvent",
     "NewRun",
     "RunRecord",
@@ -168,6 +169,25 @@ class RunUpdate:
 
 
 @dataclass(frozen=True)
+class ModelEntry:
+    """A model in the registry, with where it came from (its lineage)."""
+
+    name: str
+    run_id: str
+    step_id: str
+    pipeline_name: str
+    provider: str | None = None
+    base_model: str | None = None
+    job_id: str | None = None
+    training_file: str | None = None
+    validation_file: str | None = None
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    recorded_at: float = 0.0
+
+
+@dataclass(frozen=True)
 class Lease:
     """The right to execute (and write) one run, until `expires_at` unless renewed."""
 
@@ -272,6 +292,16 @@ class StateStore(ABC):
     @abstractmethod
     async def release_lease(self, lease: Lease) -> None:
         """Give the lease up (fenced: a lease already taken over is left alone)."""
+
+    # -- the model registry ------------------------------------------------------------------
+
+    @abstractmethod
+    async def record_model(self, entry: ModelEntry) -> ModelEntry:
+        """Add or replace the registry's entry for `entry.name` (recorded_at is set here)."""
+
+    @abstractmethod
+    async def list_models(self, *, limit: int = 100) -> list[ModelEntry]:
+        """The most recently recorded models, newest first."""
 
     # -- fenced writes -----------------------------------------------------------------------
 

@@ -62,6 +62,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """,
         "CREATE INDEX events_by_run ON events (run_id, seq)",
     ),
+    2: (
+        """
+        CREATE TABLE models (
+            name            TEXT PRIMARY KEY,
+            run_id          TEXT NOT NULL,
+            step_id         TEXT NOT NULL,
+            pipeline_name   TEXT NOT NULL,
+            provider        TEXT,
+            base_model      TEXT,
+            job_id          TEXT,
+            training_file   TEXT,
+            validation_file TEXT,
+            hyperparameters TEXT NOT NULL,
+            metrics         TEXT NOT NULL,
+            tags            TEXT NOT NULL,
+            recorded_at     REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX models_by_recorded ON models (recorded_at)",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -13,6 +13,7 @@ OS crash or power cut, `none` (OFF) survives nothing and exists for benchmarks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
@@ -35,6 +36,7 @@ from orchestrator.store.base import (
     ErrorInfo,
     EventRecord,
     Lease,
+    ModelEntry,
     NewEvent,
     NewRun,
     RunRecord,
@@ -54,6 +56,10 @@ _SYNCHRONOUS = {"process": "NORMAL", "machine": "FULL", "none": "OFF"}
 _RUN_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, status, created_at, started_at, "
     "finished_at, error, lease_owner, lease_generation, lease_expires_at, recoveries"
+)
+_MODEL_COLUMNS = (
+    "name, run_id, step_id, pipeline_name, provider, base_model, job_id, training_file, "
+    "validation_file, hyperparameters, metrics, tags, recorded_at"
 )
 _STEP_COLUMNS = (
     "step_id, status, attempt, outputs, checkpoint, error, started_at, finished_at, retry_at, "
@@ -321,6 +327,37 @@ class SQLiteStore(StateStore):
                          (lease.run_id, lease.owner, lease.generation))
 
         await self._run(release, write=True)
+
+    # -- the model registry ------------------------------------------------------------------
+
+    async def record_model(self, entry: ModelEntry) -> ModelEntry:
+        stored = dataclasses.replace(entry, recorded_at=self.clock())
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT OR REPLACE INTO models ({_MODEL_COLUMNS}) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (stored.name, stored.run_id, stored.step_id, stored.pipeline_name,
+                 stored.provider, stored.base_model, stored.job_id, stored.training_file,
+                 stored.validation_file, _dumps(dict(stored.hyperparameters)),
+                 _dumps(dict(stored.metrics)), _dumps(dict(stored.tags)), stored.recorded_at),
+            )
+
+        await self._run(upsert, write=True)
+        return stored
+
+    async def list_models(self, *, limit: int = 100) -> list[ModelEntry]:
+        def select(conn: sqlite3.Connection) -> list[ModelEntry]:
+            rows = conn.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY recorded_at "
+                                "DESC LIMIT ?", (limit,)).fetchall()
+            return [ModelEntry(
+                name=row[0], run_id=row[1], step_id=row[2], pipeline_name=row[3],
+                provider=row[4], base_model=row[5], job_id=row[6], training_file=row[7],
+                validation_file=row[8], hyperparameters=json.loads(row[9]),
+                metrics=json.loads(row[10]), tags=json.loads(row[11]), recorded_at=row[12])
+                for row in rows]
+
+        return await self._run(select, write=False)
 
     # -- fenced writes -----------------------------------------------------------------------
 

@@ -202,3 +202,22 @@ async def test_final_commit_can_release_the_lease(store: StateStore) -> None:
     assert (run.status, run.lease_owner, run.lease) == (RunStatus.SUCCEEDED, None, None)
     with pytest.raises(LeaseLost):
         await store.commit(record.lease, events=[NewEvent("late")])
+
+
+async def test_model_registry(store: StateStore, clock: FakeClock) -> None:
+    """Entries are upserted by name with their lineage, and listed newest first."""
+    from orchestrator.store.base import ModelEntry
+
+    first = await store.record_model(ModelEntry(
+        "user/m-1", "r-1", "register", "lora", provider="local", base_model="base",
+        job_id="ft-1", training_file="file-1", hyperparameters={"n_epochs": 3},
+        metrics={"train_loss": 0.4}))
+    assert first.recorded_at == clock.now
+    clock.advance(1)
+    await store.record_model(ModelEntry("user/m-2", "r-2", "register", "lora"))
+    clock.advance(1)
+    await store.record_model(ModelEntry("user/m-1", "r-3", "register", "lora",
+                                        metrics={"train_loss": 0.3}))
+    listed = await store.list_models()
+    assert [(m.name, m.run_id) for m in listed] == [("user/m-1", "r-3"), ("user/m-2", "r-2")]
+    assert listed[0].metrics == {"train_loss": 0.3}

@@ -93,3 +93,25 @@ async def test_writes_wait_for_another_writer(tmp_path: Path) -> None:
                     release.set()
         other.close()
         assert (await store.get_run("r-1")).id == "r-1"
+
+
+async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    """A state file from schema 1 gets the model registry table, keeping its runs."""
+    from orchestrator.store.schema import MIGRATIONS
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
+                 "status, created_at) VALUES ('r-1', 'p', '/p', 't', '{}', 'succeeded', 1)")
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    async with open_store(f"sqlite:///{path}") as store:
+        assert (await store.get_run("r-1")).pipeline_name == "p"
+        assert await store.list_models() == []
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()

@@ -1,0 +1,279 @@
+"""An async client for the Together API, and for the local API that speaks it.
+
+One `httpx.AsyncClient` per process carries every request (connection pooling, timeouts). The
+client retries only what is safe to retry: any request the server said it did not process
+(429 and 503, or a connection that was never made), and idempotent requests (GET, and the
+steps' own look-ups) after any transient fault. A create that fails ambiguously (its response
+lost) is *not* repeated here: the steps that create things check for their own earlier effect
+first, which is what makes those effects happen once. Waits longer than a few seconds go back
+to the step as RateLimited, for its durable retry policy.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import httpx
+
+from orchestrator.errors import ProviderUnavailable, TransientError
+from orchestrator.providers.together.errors import error_from_response, error_from_transport
+from orchestrator.providers.together.types import (
+    Checkpoint,
+    Completion,
+    FileObject,
+    FineTuneEvent,
+    FineTuneJob,
+    ModelUpload,
+    UploadJob,
+    Usage,
+)
+
+__all__ = ["DEFAULT_BASE_URL", "TogetherClient", "file_sha256"]
+
+DEFAULT_BASE_URL = "https://api.together.xyz/v1"
+MAX_WAIT_IN_CLIENT = 10.0
+"""Longer server-requested waits are left to the step's retry policy (durable backoff)."""
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPENED = "opened"
+    CLOSED = "closed"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as handle:
+        while chunk := await handle.read(1 << 20):
+            yield chunk
+
+
+class TogetherClient:
+    """Files, fine-tunes, models, jobs and inference on Together (or the local API).
+
+    Use as `async with TogetherClient(...) as client:`; pass `http` (an AsyncClient) or
+    `transport` to choose where requests go, e.g. the local API in-process.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = http or httpx.AsyncClient(
+            base_url=self.base_url, transport=transport,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        self._auth = {"Authorization": f"Bearer {api_key}"}
+        self._retries = retries
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._state = _State.UNOPENED
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.UNOPENED:
+            msg = f"a TogetherClient can be opened once; this one is {self._state.value}"
+            raise RuntimeError(msg)
+        self._state = _State.OPENED
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._state = _State.CLOSED
+        await self._http.aclose()
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"TogetherClient(base_url={self.base_url!r})"
+
+    # -- the request layer -------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, *, idempotent: bool,
+                       expect: tuple[int, ...] = (200,), **options: Any) -> httpx.Response:
+        """Send one request, retrying what is safe to retry; raise our errors otherwise."""
+        if self._state is not _State.OPENED:
+            msg = f"the TogetherClient is {self._state.value}; use it inside `async with`"
+            raise RuntimeError(msg)
+        headers = {**self._auth, **options.pop("headers", {})}
+        for attempt in range(self._retries + 1):
+            last = attempt == self._retries
+            try:
+                response = await self._http.request(method, path, headers=headers, **options)
+            except httpx.TransportError as exc:
+                error = error_from_transport(exc, f"{self.base_url}{path}")
+                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if last or not (idempotent or never_sent):
+                    raise error from None
+                await self._backoff(attempt, None)
+                continue
+            if response.status_code in expect:
+                return response
+            problem = error_from_response(response)
+            unprocessed = response.status_code in (429, 503)
+            if isinstance(problem, TransientError) and (idempotent or unprocessed) and not last:
+                wait = problem.retry_after
+                if wait is not None and wait > MAX_WAIT_IN_CLIENT:
+                    raise problem  # the step's policy waits durably
+                await self._backoff(attempt, wait)
+                continue
+            raise problem
+        msg = "unreachable: the loop always returns or raises"
+        raise AssertionError(msg)
+
+    async def _backoff(self, attempt: int, retry_after: float | None) -> None:
+        delay = self._rng.uniform(0, min(4.0, 0.5 * 2**attempt))
+        await self._sleep(max(delay, retry_after or 0.0))
+
+    async def _json(self, method: str, path: str, *, idempotent: bool, **options: Any) -> Any:
+        return (await self._request(method, path, idempotent=idempotent, **options)).json()
+
+    # -- files -------------------------------------------------------------------------------
+
+    async def upload_file(self, path: Path, *, purpose: str = "fine-tune",
+                          name: str | None = None,
+                          checksum: str | None = None) -> tuple[FileObject, bool]:
+        """Upload with the SDKs' flow: announce (302), PUT the bytes, preprocess.
+
+        With `checksum` (SHA-256 hex), a server that already holds these bytes answers 409 with
+        the existing file, which is returned instead. Returns the file and whether it was such
+        an existing one.
+        """
+        file_name = name or path.name
+        file_type = path.suffix.lstrip(".").lower() or "jsonl"
+        form = {"purpose": purpose, "file_name": file_name, "file_type": file_type}
+        if checksum:
+            form["checksum"] = checksum
+        start = await self._request("POST", "/files", idempotent=False, data=form,
+                                    expect=(302, 409), follow_redirects=False)
+        if start.status_code == 409:
+            return await self.retrieve_file(start.json()["file_id"]), True
+        location = start.headers.get("location")
+        file_id = start.headers.get("x-together-file-id")
+        if not location or not file_id:
+            msg = "the provider's upload answer lacks Location or X-Together-File-Id"
+            raise ProviderUnavailable(msg)
+        size = (await anyio.Path(path).stat()).st_size
+        try:
+            put = await self._http.put(location, content=_file_chunks(path),
+                                       headers={"Content-Length": str(size)})
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, "the upload URL") from None
+        if put.status_code != 200:
+            raise error_from_response(put)
+        body = await self._json("POST", f"/files/{file_id}/preprocess", idempotent=True)
+        return FileObject.model_validate(body), False
+
+    async def list_files(self) -> list[FileObject]:
+        body = await self._json("GET", "/files", idempotent=True)
+        return [FileObject.model_validate(item) for item in body.get("data", [])]
+
+    async def retrieve_file(self, file_id: str) -> FileObject:
+        return FileObject.model_validate(await self._json("GET", f"/files/{file_id}",
+                                                          idempotent=True))
+
+    async def delete_file(self, file_id: str) -> None:
+        await self._request("DELETE", f"/files/{file_id}", idempotent=True)
+
+    # -- fine-tuning -------------------------------------------------------------------------
+
+    async def create_fine_tune(self, request: Mapping[str, Any], *,
+                               headers: Mapping[str, str] | None = None) -> FineTuneJob:
+        """Create a job. Not retried after an ambiguous failure (see the module docstring)."""
+        body = await self._json("POST", "/fine-tunes", idempotent=False, json=dict(request),
+                                headers=dict(headers or {}))
+        return FineTuneJob.model_validate(body)
+
+    async def retrieve_fine_tune(self, job_id: str) -> FineTuneJob:
+        return FineTuneJob.model_validate(await self._json("GET", f"/fine-tunes/{job_id}",
+                                                           idempotent=True))
+
+    async def list_fine_tunes(self) -> list[FineTuneJob]:
+        body = await self._json("GET", "/fine-tunes", idempotent=True)
+        return [FineTuneJob.model_validate(item) for item in body.get("data", [])]
+
+    async def cancel_fine_tune(self, job_id: str) -> FineTuneJob:
+        body = await self._json("POST", f"/fine-tunes/{job_id}/cancel", idempotent=True)
+        return FineTuneJob.model_validate(body)
+
+    async def fine_tune_events(self, job_id: str) -> list[FineTuneEvent]:
+        body = await self._json("GET", f"/fine-tunes/{job_id}/events", idempotent=True)
+        return [FineTuneEvent.model_validate(item) for item in body.get("data", [])]
+
+    async def fine_tune_checkpoints(self, job_id: str) -> list[Checkpoint]:
+        body = await self._json("GET", f"/fine-tunes/{job_id}/checkpoints", idempotent=True)
+        return [Checkpoint.model_validate(item) for item in body.get("data", [])]
+
+    async def model_limits(self, model: str) -> dict[str, Any]:
+        """`GET /fine-tunes/models/limits`: what a base model allows (epochs, LoRA ranks...)."""
+        limits: dict[str, Any] = await self._json("GET", "/fine-tunes/models/limits",
+                                                  idempotent=True, params={"model_name": model})
+        return limits
+
+    async def fine_tune_metrics(self, job_id: str) -> list[dict[str, float]]:
+        body = await self._json("GET", f"/fine-tunes/{job_id}/metrics", idempotent=True)
+        metrics: list[dict[str, float]] = body.get("metrics", [])
+        return metrics
+
+    # -- models and their import jobs --------------------------------------------------------
+
+    async def upload_model(self, request: Mapping[str, Any]) -> ModelUpload:
+        """Import a model or adapter (`POST /models`). Raises ModelNameTaken for a used name."""
+        body = await self._json("POST", "/models", idempotent=False, json=dict(request))
+        data = body.get("data", body) if isinstance(body, dict) else body
+        return ModelUpload.model_validate(data)
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        body = await self._json("GET", "/models", idempotent=True)
+        models: list[dict[str, Any]] = body if isinstance(body, list) else body.get("data", [])
+        return models
+
+    async def retrieve_job(self, job_id: str) -> UploadJob:
+        return UploadJob.model_validate(await self._json("GET", f"/jobs/{job_id}",
+                                                         idempotent=True))
+
+    async def list_jobs(self) -> list[UploadJob]:
+        body = await self._json("GET", "/jobs", idempotent=True)
+        return [UploadJob.model_validate(item) for item in body.get("data", [])]
+
+    # -- inference ---------------------------------------------------------------------------
+
+    async def complete(self, model: str, prompt: str, **params: Any) -> Completion:
+        body = await self._json("POST", "/completions", idempotent=True,
+                                json={"model": model, "prompt": prompt, **params})
+        choice = body["choices"][0]
+        return Completion(text=choice.get("text", ""), finish_reason=choice.get("finish_reason"),
+                          model=body.get("model", model),
+                          usage=Usage.model_validate(body.get("usage") or {}))
+
+    async def chat(self, model: str, messages: list[dict[str, Any]],
+                   **params: Any) -> Completion:
+        body = await self._json("POST", "/chat/completions", idempotent=True,
+                                json={"model": model, "messages": messages, **params})
+        choice = body["choices"][0]
+        return Completion(text=(choice.get("message") or {}).get("content") or "",
+                          finish_reason=choice.get("finish_reason"),
+                          model=body.get("model", model),
+                          usage=Usage.model_validate(body.get("usage") or {}))
+

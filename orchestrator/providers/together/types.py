@@ -1,0 +1,110 @@
+"""What the Together API returns, as pydantic models that tolerate fields they do not know.
+
+Only what the orchestrator reads is declared; everything else a response carries is kept
+(`extra="allow"`), so a newer API adding fields never breaks a pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "TERMINAL_JOB_STATUSES",
+    "ChatResult",
+    "Checkpoint",
+    "Completion",
+    "FileObject",
+    "FineTuneEvent",
+    "FineTuneJob",
+    "ModelUpload",
+    "UploadJob",
+    "Usage",
+]
+
+TERMINAL_JOB_STATUSES = frozenset({"completed", "cancelled", "error", "user_error"})
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class FileObject(_Response):
+    id: str
+    filename: str = ""
+    bytes: int = 0
+    purpose: str = ""
+    processed: bool = Field(default=False, validation_alias=AliasChoices("Processed",
+                                                                          "processed"))
+    line_count: int = Field(default=0, validation_alias=AliasChoices("LineCount",
+                                                                     "line_count"))
+    processing_status: str | None = None
+    validation_report: dict[str, Any] | None = None
+
+
+class FineTuneEvent(_Response):
+    type: str = ""
+    message: str = ""
+    level: str | None = None
+    created_at: str | None = None
+    step: int | None = None
+
+
+class FineTuneJob(_Response):
+    id: str
+    status: str
+    model: str | None = None
+    model_output_name: str | None = None
+    suffix: str | None = None
+    token_count: int | None = None
+    training_file: str | None = None
+    validation_file: str | None = None
+    created_at: str | None = None
+    events: list[FineTuneEvent] = Field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_JOB_STATUSES
+
+
+class Checkpoint(_Response):
+    step: int = 0
+    path: str = ""
+    checkpoint_type: str = ""
+    created_at: str | None = None
+
+
+class ModelUpload(_Response):
+    """`POST /models`: the import job and the (namespaced) model name."""
+
+    job_id: str
+    model_name: str
+    model_id: str | None = None
+    model_source: str | None = None
+
+
+class UploadJob(_Response):
+    job_id: str
+    status: str
+    type: str = ""
+    status_updates: list[dict[str, Any]] = Field(default_factory=list)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Usage(_Response):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Completion(_Response):
+    """The first choice of a completion or chat completion, flattened."""
+
+    text: str
+    finish_reason: str | None = None
+    model: str = ""
+    usage: Usage = Field(default_factory=Usage)
+
+
+ChatResult = Completion

@@ -1,0 +1,46 @@
+"""`registry/*` steps: recording models, with their lineage, in the state store's registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.errors import PermanentError
+from orchestrator.steps.context import StepContext
+from orchestrator.steps.core import REGISTRY
+from orchestrator.store.base import ModelEntry
+
+__all__: list[str] = []
+
+
+class RecordParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="the model's name, as inference calls it")
+    base_model: str | None = None
+    job_id: str | None = None
+    training_file: str | None = None
+    validation_file: str | None = None
+    provider: str | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, Any] = Field(default_factory=dict)
+
+
+@REGISTRY.step("registry/record-model", params=RecordParams,
+               outputs=frozenset({"model", "recorded_at"}))
+async def record_model(ctx: StepContext, params: RecordParams) -> dict[str, Any]:
+    """Records a model and where it came from (run, base model, data, job, metrics)."""
+    if ctx.models is None:
+        msg = "this run has no model registry"
+        raise PermanentError(msg)
+    entry = await ctx.models.record(ModelEntry(
+        name=params.model, run_id=ctx.run_id, step_id=ctx.step_id, pipeline_name=ctx.run_name,
+        provider=params.provider, base_model=params.base_model, job_id=params.job_id,
+        training_file=params.training_file, validation_file=params.validation_file,
+        hyperparameters=params.hyperparameters,
+        metrics={k: v for k, v in params.metrics.items() if v is not None}, tags=params.tags,
+    ))
+    ctx.log.info("model recorded", model=entry.name)
+    return {"model": entry.name, "recorded_at": entry.recorded_at}
