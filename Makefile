@@ -20,7 +20,7 @@ install: $(STAMP)
 	@$(BIN)/python -m compileall -q orchestrator
 
 demo: install
-	$(BIN)/orchestrator run pipelines/hello.yaml
+	$(BIN)/orchestrator run pipelines/lora-finetune.yaml
 
 test: install
 	$(BIN)/ruff check orchestrator tests bench

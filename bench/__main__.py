@@ -1,19 +1,20 @@
 """`python -m bench` (or `make bench`): every benchmark, one after the other, then a summary.
 
 Each benchmark can also run alone (each takes --help): `python -m bench.engine_overhead`,
-`python -m bench.waiting`, `python -m bench.localapi_status`, `python -m bench.startup`.
+`python -m bench.waiting`, `python -m bench.localapi_status`, `python -m bench.finetune_runs`,
+`python -m bench.startup`.
 Figures are medians of several runs; the machines these run on are shared, so run twice
 before believing a change.
 """
 
 from __future__ import annotations
 
-from bench import engine_overhead, localapi_status, startup, waiting
+from bench import engine_overhead, finetune_runs, localapi_status, startup, waiting
 
 
 def main() -> None:
     rows = []
-    for module in (engine_overhead, waiting, localapi_status, startup):
+    for module in (engine_overhead, waiting, localapi_status, finetune_runs, startup):
         rows += module.main([])
         print()
     print("summary")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 
+from orchestrator.errors import SettingsInvalid
+
 __all__ = ["FAULTS_ENV", "POINTS", "fault_point"]
 
 FAULTS_ENV = "ORCH_FAULTS"
@@ -19,6 +21,7 @@ POINTS = (
     "after_checkpoint",     # a checkpoint the step saved is committed
     "before_step_commit",   # the step body returned; its outputs are not committed yet
     "after_step_commit",    # the step's outputs are committed; no later step has started
+    "after_remote_create",  # a step's create reached the provider; nothing is committed yet
 )
 
 
@@ -29,7 +32,7 @@ def _armed() -> frozenset[tuple[str, str | None]]:
         if point:
             if point not in POINTS:
                 msg = f"{FAULTS_ENV}: unknown fault point {point!r} (known: {', '.join(POINTS)})"
-                raise ValueError(msg)
+                raise SettingsInvalid(msg)
             armed.add((point, step or None))
     return frozenset(armed)
 

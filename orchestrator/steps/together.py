@@ -50,9 +50,10 @@ def _client(ctx: StepContext) -> TogetherClient:
     return client
 
 
-def run_token(ctx: StepContext) -> str:
-    """A short token unique to this run and step, to recognise what it created remotely."""
-    digest = hashlib.sha256(ctx.idempotency_key.encode()).hexdigest()
+def run_token(idempotency_key: str) -> str:
+    """A short token unique to a run's step (`run_id:step_id`), to recognise what it created
+    remotely."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
     return f"o{digest[:9]}"
 
 
@@ -70,6 +71,10 @@ class _Params(BaseModel):
 
 
 # -- together/upload-file --------------------------------------------------------------------
+
+_UPLOADS: dict[tuple[str, str, str], anyio.Lock] = {}
+"""One lock per (provider, purpose, content hash): uploads of identical bytes in one process."""
+
 
 class UploadParams(_Params):
     path: str = Field(description="the dataset (relative to the pipeline file)")
@@ -96,14 +101,15 @@ async def upload_file(ctx: StepContext, params: UploadParams) -> dict[str, Any]:
     sha = await anyio.to_thread.run_sync(file_sha256, path)
     size = (await anyio.Path(path).stat()).st_size
     name = f"{path.stem}-{sha[:12]}{path.suffix}"
-    existing = next((f for f in await client.list_files()
-                     if f.filename == name and f.bytes == size and f.purpose == params.purpose),
-                    None)
-    if existing is not None:
-        file, reused = existing, True
-    else:
-        file, reused = await client.upload_file(path, purpose=params.purpose, name=name,
-                                                checksum=sha)
+    # Runs of this process uploading the same bytes at once wait for the first, then reuse it.
+    async with _UPLOADS.setdefault((client.base_url, params.purpose, sha), anyio.Lock()):
+        existing = next((f for f in await client.list_files() if f.filename == name
+                         and f.bytes == size and f.purpose == params.purpose), None)
+        if existing is not None:
+            file, reused = existing, True
+        else:
+            file, reused = await client.upload_file(path, purpose=params.purpose, name=name,
+                                                    checksum=sha)
     fault_point("after_remote_create", ctx.step_id)
     if file.processing_status == "INVALID_FORMAT":
         report_text = (file.validation_report or {}).get("error") or "invalid dataset"
@@ -230,7 +236,7 @@ async def launch_fine_tune(ctx: StepContext, params: LaunchParams) -> dict[str, 
     saved = ctx.last_checkpoint
     if "job_id" in saved:
         return _launch_outputs(await client.retrieve_fine_tune(saved["job_id"]), True)
-    token = run_token(ctx)
+    token = run_token(ctx.idempotency_key)
     suffix = f"{params.suffix}-{token}" if params.suffix else token
     if saved.get("creating"):
         # An earlier attempt may have created the job and died before recording it.
@@ -254,6 +260,14 @@ class WaitParams(_Params):
     job_id: str
     poll_interval: Duration = Field(default=10.0, gt=0, description="first wait between polls")
     max_poll_interval: Duration = Field(default=60.0, gt=0, description="longest wait")
+
+
+def next_poll(interval: float, remaining: float | None, cap: float) -> float:
+    """How long to wait before the next poll: until the job's own estimate of when it changes
+    state (if it gives one), else the growing interval; never longer than `cap`."""
+    if remaining is not None:
+        return min(cap, max(remaining, 0.0) + 0.25)
+    return min(interval, cap)
 
 
 def _progress_of(events: list[FineTuneEvent]) -> dict[str, Any]:
@@ -310,7 +324,8 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
                                if e.level == "error" or e.type == "job_error"), None)
                 raise PermanentError(f"fine-tuning job {job.id} ended {job.status}"
                                      + (f": {reason}" if reason else ""))
-            await anyio.sleep(interval)
+            await anyio.sleep(next_poll(interval, job.seconds_remaining,
+                                        params.max_poll_interval))
             interval = min(interval * 1.5, params.max_poll_interval)
     except anyio.get_cancelled_exc_class():
         if ctx.cancel_requested:
@@ -363,7 +378,7 @@ async def register_adapter(ctx: StepContext, params: RegisterParams) -> dict[str
 
     client = _client(ctx)
     saved = ctx.last_checkpoint
-    token = run_token(ctx)
+    token = run_token(ctx.idempotency_key)
     job_id, model_name, model_id = saved.get("job_id"), saved.get("model_name"), None
     if job_id is None:
         description = f"{params.description} [orchestrator {token}]".strip()

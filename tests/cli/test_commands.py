@@ -280,3 +280,20 @@ def test_console_script_is_installed() -> None:
     assert script is not None
     result = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
     assert "validate" in result.stdout and "resume" in result.stdout
+
+
+def test_check_data(cli: CLI, tmp_path: Path) -> None:
+    """Every problem with FILE:LINE, exit 2; a good file says ok."""
+    write(tmp_path / "bad.jsonl", '{"text": "a"}\n\n{"prompt": "p"}\n')
+    good = cli("check-data", str(REPO / "pipelines" / "data" / "train.jsonl"), check_code=0)
+    assert good.stdout.strip().endswith("ok (8 instruction samples, 562 bytes)")
+    bad = cli("check-data", "bad.jsonl", check_code=2)
+    assert bad.stderr.splitlines() == [
+        "bad.jsonl:2: blank line; every line must hold one JSON object",
+        "bad.jsonl:3: no dataset format matches the keys prompt; use text; messages; prompt + "
+        "completion; or input + preferred_output + non_preferred_output",
+    ]
+
+
+def test_models_is_empty_at_first(cli: CLI) -> None:
+    assert "no models recorded yet" in cli("models", check_code=0).stdout

@@ -23,6 +23,7 @@ import anyio
 import httpx
 
 from orchestrator.errors import ProviderUnavailable, TransientError
+from orchestrator.log import get_logger
 from orchestrator.providers.together.errors import error_from_response, error_from_transport
 from orchestrator.providers.together.types import (
     Checkpoint,
@@ -92,6 +93,7 @@ class TogetherClient:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._state = _State.UNOPENED
+        self._log = get_logger(component="provider")
 
     async def __aenter__(self) -> Self:
         if self._state is not _State.UNOPENED:
@@ -126,6 +128,8 @@ class TogetherClient:
                 never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 if last or not (idempotent or never_sent):
                     raise error from None
+                self._log.debug("retrying request", method=method, path=path,
+                                error=str(error), attempt=attempt + 1)
                 await self._backoff(attempt, None)
                 continue
             if response.status_code in expect:
@@ -136,6 +140,8 @@ class TogetherClient:
                 wait = problem.retry_after
                 if wait is not None and wait > MAX_WAIT_IN_CLIENT:
                     raise problem  # the step's policy waits durably
+                self._log.debug("retrying request", method=method, path=path,
+                                status=response.status_code, attempt=attempt + 1)
                 await self._backoff(attempt, wait)
                 continue
             raise problem

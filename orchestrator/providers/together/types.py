@@ -62,10 +62,20 @@ class FineTuneJob(_Response):
     validation_file: str | None = None
     created_at: str | None = None
     events: list[FineTuneEvent] = Field(default_factory=list)
+    progress: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL_JOB_STATUSES
+
+    @property
+    def seconds_remaining(self) -> float | None:
+        """The API's estimate of the time to the job's next state, when it gives one."""
+        progress = self.progress or {}
+        remaining = progress.get("seconds_remaining")
+        if progress.get("estimate_available") and isinstance(remaining, int | float):
+            return float(remaining)
+        return None
 
 
 class Checkpoint(_Response):

@@ -1,0 +1,315 @@
+"""The together/* and registry/* steps, run by the engine against the local API in-process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
+from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
+from orchestrator.localapi.transport import BASE_URL
+from orchestrator.providers.together.client import TogetherClient
+from orchestrator.spec.inputs import resolve_inputs
+from orchestrator.spec.loader import Pipeline, load_pipeline
+from orchestrator.store.base import Lease, RunRecord, RunStatus, RunUpdate, StateStore, StepRecord
+from tests.conftest import REPO, write
+from tests.localapi.conftest import BASE, INSTRUCTIONS
+
+FAST = {"poll_interval": "50ms"}
+
+
+@dataclasses.dataclass
+class Setup:
+    """An engine whose provider is a local API on disk in the test's directory."""
+
+    tmp_path: Path
+    store: StateStore
+    api: LocalAPI
+    client: TogetherClient
+    progress: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    reported: dict[str, anyio.Event] = dataclasses.field(default_factory=dict)
+
+    def _on_progress(self, run_id: str, step: str, fields: Any) -> None:
+        self.progress.append((step, dict(fields)))
+        self.reported.setdefault(step, anyio.Event()).set()
+
+    def orchestrator(self) -> Orchestrator:
+        return Orchestrator(self.store, config=EngineConfig(), provider=self.client,
+                            progress=self._on_progress)
+
+    def pipeline(self, text: str, name: str = "p.yaml") -> Pipeline:
+        return load_pipeline(write(self.tmp_path / name, text))
+
+    async def run(self, text: str, **inputs: Any) -> tuple[RunStatus, str]:
+        pipeline = self.pipeline(text)
+        values = resolve_inputs(pipeline.inputs, inputs, pipeline_dir=pipeline.base_dir,
+                                cwd=self.tmp_path)
+        async with self.orchestrator() as orch:
+            outcome = await orch.run(pipeline, values)
+        return outcome.status, outcome.run_id
+
+    async def steps(self, run_id: str) -> dict[str, StepRecord]:
+        return await self.store.get_steps(run_id)
+
+
+def local_config(tmp_path: Path, **changes: Any) -> LocalAPIConfig:
+    return LocalAPIConfig(data_dir=tmp_path / "local-api", job_duration=0.6,
+                          upload_duration=0.3, **changes)
+
+
+async def open_setup(tmp_path: Path, store: StateStore,
+                     config: LocalAPIConfig) -> AsyncIterator[Setup]:
+    api = LocalAPI(config)
+    client = TogetherClient(api_key=config.api_key, base_url=BASE_URL,
+                            transport=LocalTransport(api))
+    async with client:
+        yield Setup(tmp_path, store, api, client)
+
+
+@pytest.fixture
+async def setup(tmp_path: Path, store: StateStore) -> AsyncIterator[Setup]:
+    (tmp_path / "train.jsonl").write_bytes(INSTRUCTIONS)
+    (tmp_path / "valid.jsonl").write_bytes(b'{"prompt": "Q: 1+1?", "completion": " 2"}\n')
+    async for value in open_setup(tmp_path, store, local_config(tmp_path)):
+        yield value
+
+
+TRAIN = f"""
+name: train
+steps:
+  upload: {{uses: together/upload-file, with: {{path: train.jsonl}}}}
+  upload_valid: {{uses: together/upload-file, with: {{path: valid.jsonl}}}}
+  launch:
+    uses: together/launch-fine-tune
+    with:
+      training_file: "${{{{ steps.upload.outputs.file_id }}}}"
+      validation_file: "${{{{ steps.upload_valid.outputs.file_id }}}}"
+      model: {BASE}
+      n_epochs: 2
+      n_evals: 2
+      suffix: test
+  wait:
+    uses: together/wait-fine-tune
+    with: {{job_id: "${{{{ steps.launch.outputs.job_id }}}}", poll_interval: 50ms}}
+  record:
+    uses: registry/record-model
+    with:
+      model: "${{{{ steps.wait.outputs.model_name }}}}"
+      base_model: {BASE}
+      job_id: "${{{{ steps.launch.outputs.job_id }}}}"
+      training_file: "${{{{ steps.upload.outputs.file_id }}}}"
+      hyperparameters: {{n_epochs: 2}}
+      metrics:
+        train_loss: "${{{{ steps.wait.outputs.train_loss }}}}"
+        eval_loss: "${{{{ steps.wait.outputs.eval_loss }}}}"
+  smoke:
+    uses: together/smoke-test
+    with:
+      model: "${{{{ steps.wait.outputs.model_name }}}}"
+      prompt: "Q: The capital of France is?\\nA:"
+      expect: {{contains: Paris}}
+"""
+
+
+async def test_the_whole_finetune(setup: Setup) -> None:
+    """Upload, train (with evals), follow, record and smoke-test, with progress and lineage."""
+    status, run_id = await setup.run(TRAIN)
+    assert status is RunStatus.SUCCEEDED
+    steps = await setup.steps(run_id)
+    wait = steps["wait"].outputs or {}
+    assert wait["status"] == "completed"
+    assert isinstance(wait["train_loss"], float) and isinstance(wait["eval_loss"], float)
+    assert (steps["smoke"].outputs or {})["text"] == " Paris"
+    [model] = await setup.store.list_models()
+    assert (model.name, model.run_id, model.base_model) == (wait["model_name"], run_id, BASE)
+    assert model.job_id == (steps["launch"].outputs or {})["job_id"]
+    assert model.metrics == {"train_loss": wait["train_loss"], "eval_loss": wait["eval_loss"]}
+    reported = [fields for step, fields in setup.progress if step == "wait"]
+    assert reported[-1]["status"] == "completed"
+    assert any(isinstance(f.get("loss"), float) and f.get("total_steps") for f in reported)
+
+
+async def test_upload_checks_the_data_first(setup: Setup) -> None:
+    (setup.tmp_path / "bad.jsonl").write_bytes(INSTRUCTIONS + b"\n{\"prompt\": 1}\n")
+    status, run_id = await setup.run("""
+        name: p
+        steps:
+          upload: {uses: together/upload-file, with: {path: bad.jsonl}}
+    """)
+    assert status is RunStatus.FAILED
+    error = (await setup.steps(run_id))["upload"].error
+    assert error is not None and "line 4: blank line" in error.message
+    assert "line 5: no dataset format" in error.message
+    assert await setup.client.list_files() == []
+
+
+async def test_identical_bytes_are_uploaded_once(setup: Setup) -> None:
+    pipeline = ("name: p\nsteps:\n  upload: {uses: together/upload-file, "
+                "with: {path: train.jsonl}}\n")
+    _, first = await setup.run(pipeline)
+    _, second = await setup.run(pipeline)
+    outputs = [(await setup.steps(r))["upload"].outputs or {} for r in (first, second)]
+    assert outputs[0]["file_id"] == outputs[1]["file_id"]
+    assert (outputs[0]["reused"], outputs[1]["reused"]) == (False, True)
+    assert len(await setup.client.list_files()) == 1
+
+
+async def seed(setup: Setup, pipeline: Pipeline, step: StepRecord) -> RunRecord:
+    """A run as a crash would leave it: `step` mid-attempt with its checkpoint."""
+    async with setup.orchestrator() as orch:
+        record = await orch.create_run(pipeline, {})
+    lease: Lease = await setup.store.acquire_lease(record.id, "crashed", ttl=60,
+                                                   max_recoveries=9)
+    await setup.store.commit(lease, run=RunUpdate(RunStatus.INTERRUPTED), steps=[step])
+    await setup.store.release_lease(lease)
+    return record
+
+
+async def test_launch_adopts_the_job_its_crashed_attempt_created(setup: Setup) -> None:
+    """If the process died after the create reached the server, re-entry finds the job by its
+    token instead of creating a second one."""
+    from orchestrator.steps.together import run_token
+
+    file, _ = await setup.client.upload_file(setup.tmp_path / "train.jsonl")
+    pipeline = setup.pipeline(f"""
+        name: p
+        steps:
+          launch:
+            uses: together/launch-fine-tune
+            with: {{training_file: {file.id}, model: {BASE}}}
+    """)
+    record = await seed(setup, pipeline, StepRecord("launch", checkpoint={"creating": True}))
+    orphan = await setup.client.create_fine_tune({"training_file": file.id, "model": BASE,
+                                                  "suffix": run_token(f"{record.id}:launch")})
+    async with setup.orchestrator() as orch:
+        outcome = await orch.resume(record.id)
+    assert outcome.status is RunStatus.SUCCEEDED
+    outputs = (await setup.steps(record.id))["launch"].outputs or {}
+    assert (outputs["job_id"], outputs["adopted"]) == (orphan.id, True)
+    assert [j.id for j in await setup.client.list_fine_tunes()] == [orphan.id]
+
+
+async def test_a_failed_job_fails_the_step_with_its_message(tmp_path: Path,
+                                                            store: StateStore) -> None:
+    (tmp_path / "train.jsonl").write_bytes(INSTRUCTIONS)
+    async for setup in open_setup(tmp_path, store, local_config(tmp_path, job_outcome="error")):
+        status, run_id = await setup.run(TRAIN.replace("  upload_valid: {uses: together/"
+                                                       "upload-file, with: {path: valid.jsonl}}\n",
+                                                       "").replace(
+            '      validation_file: "${{ steps.upload_valid.outputs.file_id }}"\n', "")
+            .replace("      n_evals: 2\n", ""))
+        assert status is RunStatus.FAILED
+        error = (await setup.steps(run_id))["wait"].error
+        assert error is not None
+        assert "ended error: Training failed (error): planned failure" in error.message
+        assert (await setup.steps(run_id))["wait"].attempt == 1  # permanent: not retried
+
+
+async def test_cancelling_the_run_cancels_the_remote_job(setup: Setup) -> None:
+    setup.api.config = dataclasses.replace(setup.api.config, job_duration=60.0)
+    pipeline = setup.pipeline(TRAIN)
+    async with setup.orchestrator() as orch:
+        record = await orch.create_run(pipeline, {})
+        async with anyio.create_task_group() as tg:
+            outcome: list[Any] = []
+
+            async def execute() -> None:
+                outcome.append(await orch.execute(ResumePlan(record, pipeline, {},
+                                                             frozenset(), None)))
+
+            tg.start_soon(execute)
+            with anyio.fail_after(10):
+                await setup.reported.setdefault("wait", anyio.Event()).wait()
+            assert orch.cancel(record.id)
+    assert outcome[0].status is RunStatus.CANCELLED
+    steps = await setup.steps(record.id)
+    assert steps["wait"].status.value == "cancelled"
+    job_id = (steps["launch"].outputs or {})["job_id"]
+    assert (await setup.client.retrieve_fine_tune(job_id)).status in ("cancel_requested",
+                                                                      "cancelled")
+
+
+REGISTER = f"""
+name: adapter
+steps:
+  register:
+    uses: together/register-adapter
+    with:
+      model_name: my-adapter
+      source: https://huggingface.co/acme/my-adapter
+      base_model: {BASE}
+      poll_interval: 50ms
+"""
+
+
+async def test_register_adapter_once(setup: Setup) -> None:
+    status, run_id = await setup.run(REGISTER)
+    assert status is RunStatus.SUCCEEDED
+    outputs = (await setup.steps(run_id))["register"].outputs or {}
+    assert outputs["model_name"] == "local-user/my-adapter"
+    assert len(await setup.client.list_jobs()) == 1
+    status, again = await setup.run(REGISTER)
+    error = (await setup.steps(again))["register"].error
+    assert status is RunStatus.FAILED and error is not None
+    assert "already exists and was not created by this run" in error.message
+    assert len(await setup.client.list_jobs()) == 1
+
+
+async def test_register_adopts_its_own_earlier_import(setup: Setup) -> None:
+    """'Model name already exists' for the model this run created is success."""
+    from orchestrator.steps.together import run_token
+
+    pipeline = setup.pipeline(REGISTER)
+    record = await seed(setup, pipeline, StepRecord("register", checkpoint={"creating": True}))
+    await setup.client.upload_model({
+        "model_name": "my-adapter", "model_source": "https://huggingface.co/acme/my-adapter",
+        "model_type": "adapter", "base_model": BASE,
+        "description": f"[orchestrator {run_token(f'{record.id}:register')}]"})
+    async with setup.orchestrator() as orch:
+        outcome = await orch.resume(record.id)
+    assert outcome.status is RunStatus.SUCCEEDED
+    assert len(await setup.client.list_jobs()) == 1
+
+
+@pytest.mark.parametrize(("expect", "message"), [
+    pytest.param({"contains": "Paris"}, "the answer does not contain 'Paris'", id="contains"),
+    pytest.param({"regex": "^[0-9]+$"}, "does not match /^[0-9]+$/", id="regex"),
+    pytest.param({"max_latency": "1ms"}, "max_latency 1ms", id="latency"),
+])
+async def test_smoke_test_expectations(setup: Setup, expect: dict[str, Any],
+                                       message: str) -> None:
+    setup.api.config = dataclasses.replace(setup.api.config, latency=0.01)
+    status, run_id = await setup.run(f"""
+        name: p
+        steps:
+          smoke:
+            uses: together/smoke-test
+            with: {{model: {BASE}, prompt: hello, expect: {json.dumps(expect)}}}
+    """)
+    error = (await setup.steps(run_id))["smoke"].error
+    assert status is RunStatus.FAILED and error is not None
+    assert message in error.message and "answer: 'Simulated answer" in error.message
+
+
+def test_the_shipped_pipelines_validate() -> None:
+    for name in ("lora-finetune", "custom-adapter"):
+        pipeline = load_pipeline(REPO / "pipelines" / f"{name}.yaml")
+        assert pipeline.steps
+
+
+def test_polls_follow_the_jobs_own_estimate() -> None:
+    """With an estimate, the next poll lands when the job should change state (capped);
+    without one, the growing interval applies."""
+    from orchestrator.steps.together import next_poll
+
+    assert next_poll(2.0, 40.0, 60.0) == 40.25
+    assert next_poll(2.0, 600.0, 60.0) == 60.0
+    assert next_poll(2.0, 0.0, 60.0) == 0.25
+    assert next_poll(9.0, None, 60.0) == 9.0
+    assert next_poll(90.0, None, 60.0) == 60.0
