@@ -32,3 +32,16 @@ def test_importing_the_package_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_validating_core_steps_does_not_import_the_provider() -> None:
+    """Step families load on first use: a core-only pipeline never imports the Together steps."""
+    from tests.conftest import REPO
+
+    code = ("import sys; from orchestrator.spec.loader import load_pipeline; "
+            f"load_pipeline({str(REPO / 'pipelines' / 'hello.yaml')!r}); "
+            "print(sorted(m for m in ('orchestrator.steps.together', 'httpx', 'anyio.to_thread') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

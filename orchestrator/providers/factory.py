@@ -26,6 +26,7 @@ async def open_provider(settings: Settings) -> AsyncIterator[TogetherClient]:
         from orchestrator.localapi.transport import BASE_URL  # noqa: PLC0415
 
         config = LocalAPIConfig.from_settings(settings)
+        REDACTOR.add([config.api_key])
         client = TogetherClient(api_key=config.api_key, base_url=BASE_URL,
                                 transport=LocalTransport(LocalAPI(config)), timeout=timeout)
     else:

@@ -17,6 +17,8 @@ from orchestrator.steps.registry import StepRegistry
 __all__ = ["REGISTRY"]
 
 REGISTRY = StepRegistry()
+REGISTRY.add_family("together", "orchestrator.steps.together")
+REGISTRY.add_family("registry", "orchestrator.steps.models")
 
 
 class EchoParams(BaseModel):

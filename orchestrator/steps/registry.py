@@ -60,10 +60,29 @@ class UnknownStepType(LookupError):
 
 
 class StepRegistry:
-    """Built-in step types by name; rejects a second registration under the same name."""
+    """Built-in step types by name; rejects a second registration under the same name.
+
+    A *family* of types (`together/...`) can be registered lazily: its module is imported the
+    first time a pipeline asks for one of its types, so `validate` of a pipeline made of
+    `core/*` steps never pays for the Together steps' imports.
+    """
 
     def __init__(self) -> None:
         self._types: dict[str, StepType] = {}
+        self._families: dict[str, str] = {}
+
+    def add_family(self, prefix: str, module: str) -> None:
+        """Types named `prefix/...` are registered by importing `module` when first needed."""
+        self._families[prefix] = module
+
+    def _load(self, prefix: str) -> None:
+        module = self._families.pop(prefix, None)
+        if module is not None:
+            importlib.import_module(module)
+
+    def _load_all(self) -> None:
+        for prefix in list(self._families):
+            self._load(prefix)
 
     def register(self, step_type: StepType) -> StepType:
         if step_type.name in self._types:
@@ -96,21 +115,25 @@ class StepRegistry:
 
     def copy(self) -> StepRegistry:
         """A new registry holding the same types, to extend without touching this one."""
+        self._load_all()
         clone = StepRegistry()
         clone._types.update(self._types)
         return clone
 
     def names(self) -> list[str]:
+        self._load_all()
         return sorted(self._types)
 
     def resolve(self, uses: str, base_dir: Path) -> StepType:
         """The step type `uses` names; `python:` ones are imported relative to `base_dir`."""
         if uses.startswith(PYTHON_PREFIX):
             return python_step_type(uses[len(PYTHON_PREFIX):].strip(), base_dir)
+        if uses not in self._types:
+            self._load(uses.partition("/")[0])
         try:
             return self._types[uses]
         except KeyError:
-            close = difflib.get_close_matches(uses, self._types, n=1)
+            close = difflib.get_close_matches(uses, self.names(), n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             msg = (f"unknown step type '{uses}' ({hint}built-in types: {', '.join(self.names())};"
                    " or python:module:function)")
@@ -119,7 +142,7 @@ class StepRegistry:
 
 def builtin_registry() -> StepRegistry:
     """The registry with every built-in step type loaded."""
-    from orchestrator.steps import core, models, together  # noqa: F401, PLC0415  (register)
+    from orchestrator.steps import core  # noqa: PLC0415  (built-ins load on first use)
 
     return core.REGISTRY
 
