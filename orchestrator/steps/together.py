@@ -110,6 +110,9 @@ async def upload_file(ctx: StepContext, params: UploadParams) -> dict[str, Any]:
         else:
             file, reused = await client.upload_file(path, purpose=params.purpose, name=name,
                                                     checksum=sha)
+        if not file.processed:
+            # A reused file whose upload was cut short (a crash before preprocess): finish it.
+            file = await client.preprocess_file(file.id)
     fault_point("after_remote_create", ctx.step_id)
     if file.processing_status == "INVALID_FORMAT":
         report_text = (file.validation_report or {}).get("error") or "invalid dataset"
@@ -262,11 +265,12 @@ class WaitParams(_Params):
     max_poll_interval: Duration = Field(default=60.0, gt=0, description="longest wait")
 
 
-def next_poll(interval: float, remaining: float | None, cap: float) -> float:
+def next_poll(interval: float, remaining: float | None, cap: float, floor: float) -> float:
     """How long to wait before the next poll: until the job's own estimate of when it changes
-    state (if it gives one), else the growing interval; never longer than `cap`."""
+    state (if it gives one), else the growing interval; between `floor` (the first interval:
+    an estimate stuck at 0 must not turn into busy polling) and `cap`."""
     if remaining is not None:
-        return min(cap, max(remaining, 0.0) + 0.25)
+        return min(cap, max(remaining + 0.25, floor))
     return min(interval, cap)
 
 
@@ -325,7 +329,7 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
                 raise PermanentError(f"fine-tuning job {job.id} ended {job.status}"
                                      + (f": {reason}" if reason else ""))
             await anyio.sleep(next_poll(interval, job.seconds_remaining,
-                                        params.max_poll_interval))
+                                        params.max_poll_interval, params.poll_interval))
             interval = min(interval * 1.5, params.max_poll_interval)
     except anyio.get_cancelled_exc_class():
         if ctx.cancel_requested:

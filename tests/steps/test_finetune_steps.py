@@ -308,8 +308,28 @@ def test_polls_follow_the_jobs_own_estimate() -> None:
     without one, the growing interval applies."""
     from orchestrator.steps.together import next_poll
 
-    assert next_poll(2.0, 40.0, 60.0) == 40.25
-    assert next_poll(2.0, 600.0, 60.0) == 60.0
-    assert next_poll(2.0, 0.0, 60.0) == 0.25
-    assert next_poll(9.0, None, 60.0) == 9.0
-    assert next_poll(90.0, None, 60.0) == 60.0
+    assert next_poll(2.0, 40.0, 60.0, 1.0) == 40.25
+    assert next_poll(2.0, 600.0, 60.0, 1.0) == 60.0
+    assert next_poll(2.0, 0.0, 60.0, 1.0) == 1.0  # an estimate stuck at 0: no busy polling
+    assert next_poll(9.0, None, 60.0, 1.0) == 9.0
+    assert next_poll(90.0, None, 60.0, 1.0) == 60.0
+
+
+async def test_a_half_finished_upload_is_finished_not_repeated(setup: Setup) -> None:
+    """Bytes uploaded but never preprocessed (a crash in between) are reused and processed."""
+    import hashlib
+
+    data = (setup.tmp_path / "train.jsonl").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    start = await setup.client._http.post(
+        "/files", data={"purpose": "fine-tune", "file_name": f"train-{sha[:12]}.jsonl",
+                        "checksum": sha}, headers={"Authorization": "Bearer local-key"})
+    await setup.client._http.put(start.headers["location"], content=data)
+    status, run_id = await setup.run("name: p\nsteps:\n  upload: {uses: together/upload-file, "
+                                     "with: {path: train.jsonl}}\n")
+    assert status is RunStatus.SUCCEEDED
+    outputs = (await setup.steps(run_id))["upload"].outputs or {}
+    assert outputs["reused"] is True
+    assert outputs["file_id"] == start.headers["x-together-file-id"]
+    file = await setup.client.retrieve_file(outputs["file_id"])
+    assert (file.processed, file.processing_status) == (True, "COMPLETED")

@@ -188,8 +188,13 @@ class TogetherClient:
             raise error_from_transport(exc, "the upload URL") from None
         if put.status_code != 200:
             raise error_from_response(put)
+        return await self.preprocess_file(file_id), False
+
+    async def preprocess_file(self, file_id: str) -> FileObject:
+        """Ask the provider to check an uploaded file's data (idempotent: a processed file is
+        returned as it is)."""
         body = await self._json("POST", f"/files/{file_id}/preprocess", idempotent=True)
-        return FileObject.model_validate(body), False
+        return FileObject.model_validate(body)
 
     async def list_files(self) -> list[FileObject]:
         body = await self._json("GET", "/files", idempotent=True)
