@@ -5,7 +5,7 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Collection, Iterable, Mapping
 
-__all__ = ["descendants", "find_cycle", "topological_order"]
+__all__ = ["ancestors", "descendants", "find_cycle", "topological_order"]
 
 Deps = Mapping[str, Collection[str]]
 
@@ -47,4 +47,16 @@ def descendants(deps: Deps, roots: Iterable[str]) -> set[str]:
         if step not in seen:
             seen.add(step)
             stack.extend(dependents.get(step, ()))
+    return seen
+
+
+def ancestors(deps: Deps, roots: Iterable[str]) -> set[str]:
+    """`roots` and every step one of them depends on, directly or not."""
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        step = stack.pop()
+        if step not in seen:
+            seen.add(step)
+            stack.extend(deps.get(step, ()))
     return seen

@@ -20,15 +20,19 @@ from pydantic import ValidationError
 
 from orchestrator.errors import PipelineInvalid, Problem
 from orchestrator.spec.expressions import ExpressionError, Reference, find_templates, parse_template
-from orchestrator.spec.graph import descendants, find_cycle, topological_order
+from orchestrator.spec.graph import ancestors, descendants, find_cycle, topological_order
 from orchestrator.spec.inputs import coerce_input
+from orchestrator.spec.matrix import MatrixSpec, expand_matrix
 from orchestrator.spec.model import (
     DEFAULT_RETRY,
     ID_PATTERN,
+    ConcurrencySpec,
     Defaults,
     InputSpec,
     PipelineHeader,
     RetrySpec,
+    ScheduleSpec,
+    StepConcurrencySpec,
     StepSpec,
 )
 from orchestrator.spec.yamlsource import NodePath, SourceMap, parse_yaml
@@ -38,8 +42,12 @@ __all__ = ["Pipeline", "Step", "load_pipeline", "parse_pipeline"]
 
 _ID = re.compile(ID_PATTERN)
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEY_PATH = ("concurrency", "key")
+"""The one place outside a step's `with:` that may hold expressions (of inputs, matrix, run)."""
+_KEY_ROOTS = ("inputs", "matrix", "run")
 _KNOWN_KEYS = sorted(
-    {f.alias or name for m in (PipelineHeader, StepSpec, InputSpec, RetrySpec, Defaults)
+    {f.alias or name for m in (PipelineHeader, StepSpec, InputSpec, RetrySpec, Defaults,
+                               StepConcurrencySpec, ScheduleSpec, MatrixSpec)
      for name, f in m.model_fields.items()}
 )
 
@@ -58,6 +66,10 @@ class Step:
     @property
     def with_(self) -> dict[str, Any]:
         return self.spec.with_
+
+    @property
+    def concurrency(self) -> StepConcurrencySpec | None:
+        return self.spec.concurrency
 
     def references(self) -> list[Reference]:
         return [ref for _, text in find_templates(self.spec.with_)
@@ -78,6 +90,9 @@ class Pipeline:
     text: str
     inputs: Mapping[str, InputSpec]
     steps: Mapping[str, Step]
+    matrix: MatrixSpec | None = None
+    concurrency: ConcurrencySpec | None = None
+    schedule: ScheduleSpec | None = None
 
     @property
     def base_dir(self) -> Path:
@@ -90,6 +105,22 @@ class Pipeline:
     def downstream(self, step_ids: set[str]) -> set[str]:
         """`step_ids` and every step that depends on any of them."""
         return descendants(self.dependencies(), step_ids)
+
+    def upstream(self, step_ids: set[str]) -> set[str]:
+        """`step_ids` and every step any of them depends on."""
+        return ancestors(self.dependencies(), step_ids)
+
+    def slot_span(self, step_id: str) -> frozenset[str]:
+        """The steps during which `step_id`'s concurrency slot is held (itself, or itself
+        through its `until` step and everything between)."""
+        spec = self.steps[step_id].concurrency
+        if spec is None or spec.until is None:
+            return frozenset({step_id})
+        return frozenset(self.downstream({step_id}) & self.upstream({spec.until}))
+
+    def cells(self) -> list[dict[str, Any]]:
+        """The matrix's cells; one empty cell for a pipeline without a matrix."""
+        return expand_matrix(self.matrix) if self.matrix is not None else [{}]
 
     @functools.cached_property
     def secret_names(self) -> frozenset[str]:
@@ -134,6 +165,7 @@ class _Checker:
         self.registry = registry
         self.problems: list[Problem] = []
         self.source = SourceMap()
+        self.matrix_keys: frozenset[str] | None = None
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -186,6 +218,11 @@ class _Checker:
             return None
         inputs = header.inputs if header else self._inputs_alone(data.get("inputs"))
         defaults = header.defaults if header else Defaults()
+        matrix = header.matrix if header else _part_alone(data.get("matrix"), MatrixSpec)
+        self.matrix_keys = matrix.keys if matrix is not None else None
+        self._key_references((), data.get("concurrency"), inputs)
+        if header is not None and header.schedule is not None:
+            self._schedule_inputs(header.schedule, inputs)
         specs = self._step_specs(raw_steps)
         types = {sid: t for sid, spec in specs.items()
                  if (t := self._step_type(sid, spec)) is not None}
@@ -194,7 +231,12 @@ class _Checker:
         for sid, spec in specs.items():
             if sid in types:
                 self._literal_params(sid, spec, types[sid])
+        for sid, raw in raw_steps.items():
+            if sid in specs and isinstance(raw, dict):
+                self._key_references(("steps", sid), raw.get("concurrency"), inputs)
         order = self._order(needs)
+        if order is not None:
+            self._slot_until(specs, needs)
         if header is None or self.problems or order is None:
             return None
         steps = {
@@ -203,16 +245,26 @@ class _Checker:
                                                                                  defaults))
             for sid in order
         }
-        return Pipeline(header.name, header.description, self.path, text, header.inputs, steps)
+        return Pipeline(header.name, header.description, self.path, text, header.inputs, steps,
+                        matrix=header.matrix, concurrency=header.concurrency,
+                        schedule=header.schedule)
 
     def _header(self, data: dict[str, Any]) -> PipelineHeader | None:
         header = None
+        skip: set[NodePath] = set()
+        matrix = data.get("matrix")
+        if isinstance(matrix, dict):
+            for axis, message in MatrixSpec.axis_problems(matrix):
+                self.report(("matrix", axis), f"matrix.{axis}: {message}")
+                skip.add(("matrix",))
         try:
             header = PipelineHeader.model_validate(data)
         except ValidationError as exc:
-            self.report_validation(exc, (), data)
+            self.report_validation(exc, (), data, skip=skip)
         for path, _ in find_templates({k: v for k, v in data.items() if k != "steps"}):
-            self.report(path, "expressions are only evaluated inside a step's with:")
+            if path != _KEY_PATH:
+                self.report(path, "expressions are only evaluated inside a step's with: "
+                                  "and in concurrency.key")
         inputs = data.get("inputs")
         if isinstance(inputs, dict):
             for name, spec in inputs.items():
@@ -267,7 +319,9 @@ class _Checker:
                         {k: v for k, v in raw.items() if k not in bad})
             outside_with = {k: v for k, v in raw.items() if k != "with"}
             for path, _ in find_templates(outside_with, ("steps", sid)):
-                self.report(path, "expressions are only evaluated inside a step's with:")
+                if path != ("steps", sid, *_KEY_PATH):
+                    self.report(path, "expressions are only evaluated inside a step's with: "
+                                      "and in concurrency.key")
         return specs
 
     def _step_type(self, sid: str, spec: StepSpec) -> StepType | None:
@@ -339,7 +393,12 @@ class _Checker:
                             f"'{path[2]}' (its outputs: {listed})")
             return None
         if ref.root == "matrix":
-            return f"'{ref}': this pipeline has no matrix:"
+            if self.matrix_keys is None:
+                return f"'{ref}': this pipeline has no matrix:"
+            if path and path[0] not in self.matrix_keys:
+                known = ", ".join(sorted(self.matrix_keys))
+                return f"'{ref}' names no matrix key '{path[0]}' (matrix keys: {known})"
+            return None
         if ref.root == "run":
             if len(path) != 1 or path[0] not in ("id", "name"):
                 return f"'{ref}': run has only run.id and run.name"
@@ -347,6 +406,59 @@ class _Checker:
         if len(path) != 1 or not _SECRET_NAME.match(str(path[0])):
             return f"'{ref}': a secret is referenced as secrets.NAME (letters, digits and _)"
         return None
+
+    def _key_references(self, prefix: NodePath, raw: Any,
+                        inputs: Mapping[str, InputSpec]) -> None:
+        """A concurrency key's expressions: only inputs, matrix and run (known before steps run;
+        never secrets, since keys are stored and shown)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("key"), str):
+            return
+        path = (*prefix, *_KEY_PATH)
+        try:
+            template = parse_template(raw["key"])
+        except ExpressionError as exc:
+            self.report(path, f"{_dotted(path)}: {exc}")
+            return
+        for ref in template.references:
+            if ref.root not in _KEY_ROOTS:
+                message: str | None = (f"'{ref}': a concurrency key can use "
+                                       f"{', '.join(_KEY_ROOTS)}, not {ref.root}")
+            else:
+                message = self._reference_problem("", ref, {}, {}, inputs)
+            if message:
+                self.report(path, f"{_dotted(path)}: {message}")
+
+    def _schedule_inputs(self, schedule: ScheduleSpec, inputs: Mapping[str, InputSpec]) -> None:
+        for name, value in schedule.inputs.items():
+            where = ("schedule", "inputs", name)
+            if name not in inputs:
+                known = ", ".join(sorted(inputs)) or "none are declared"
+                self.report(where, f"schedule.inputs: unknown input '{name}' (inputs: {known})",
+                            at_key=True)
+                continue
+            try:
+                coerce_input(inputs[name].type, value)
+            except ValueError as exc:
+                self.report(where, f"schedule.inputs.{name}: {exc} (the input's type is "
+                                   f"{inputs[name].type})")
+        for name, spec in inputs.items():
+            if spec.required and name not in schedule.inputs:
+                self.report(("schedule",), f"schedule: input '{name}' has no default; give it "
+                                           "in schedule.inputs", at_key=True)
+
+    def _slot_until(self, specs: Mapping[str, StepSpec], needs: dict[str, set[str]]) -> None:
+        """`concurrency.until` names a step that comes after (depends on) this one."""
+        for sid, spec in specs.items():
+            until = spec.concurrency.until if spec.concurrency else None
+            if until is None:
+                continue
+            where = ("steps", sid, "concurrency", "until")
+            if until not in specs:
+                self.report(where, f"steps.{sid}.concurrency.until: "
+                            + _unknown_step(until, "until", specs))
+            elif sid not in ancestors(needs, {until}):
+                self.report(where, f"steps.{sid}.concurrency.until: step '{until}' does not "
+                            f"come after '{sid}' (it must depend on {sid}, directly or not)")
 
     def _order(self, needs: dict[str, set[str]]) -> list[str] | None:
         cycle = find_cycle(needs)
@@ -357,6 +469,16 @@ class _Checker:
                         at_key=True)
             return None
         return topological_order(needs)
+
+
+def _part_alone(raw: Any, model: type[MatrixSpec]) -> MatrixSpec | None:
+    """A valid part of a file whose header has problems elsewhere (to keep checking refs)."""
+    if raw is None:
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 def _unknown_step(name: str, where: str, specs: Mapping[str, StepSpec]) -> str:

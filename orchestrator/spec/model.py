@@ -11,14 +11,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.spec.durations import Duration
+from orchestrator.spec.matrix import MatrixSpec
 
 __all__ = [
     "DEFAULT_RETRY",
+    "ConcurrencySpec",
     "Defaults",
     "InputSpec",
     "InputType",
     "PipelineHeader",
     "RetrySpec",
+    "ScheduleSpec",
+    "StepConcurrencySpec",
     "StepSpec",
 ]
 
@@ -69,6 +73,59 @@ class Defaults(_Strict):
     timeout: Duration | None = None
 
 
+class ConcurrencySpec(_Strict):
+    """At most `limit` holders of `key` at once, across every run sharing the state store.
+
+    `key` may hold expressions of `inputs`, `matrix` and `run` (e.g. one key per provider
+    account); runs whose keys render alike share the limit.
+    """
+
+    key: str = Field(min_length=1, max_length=200)
+    limit: int = Field(ge=1, le=100_000)
+
+
+class StepConcurrencySpec(ConcurrencySpec):
+    """A step's slot; with `until`, it is held from this step until step `until` ends.
+
+    A fine-tune job occupies the account's quota from its launch until it finishes, so the
+    launch step takes the slot and gives it back when the wait step is done:
+    `concurrency: {key: together, limit: 4, until: wait}`.
+    """
+
+    until: str | None = None
+
+
+class ScheduleSpec(_Strict):
+    """When the pipeline runs by itself (under `orchestrator scheduler` or `serve`)."""
+
+    cron: str = Field(description="five cron fields, e.g. '0 2 * * *', or @daily, @hourly...")
+    timezone: str = "UTC"
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    overlap: Literal["skip", "queue", "cancel_other", "allow"] = "skip"
+    catch_up: Literal["none", "latest", "all"] = "none"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_cron(cls, data: Any) -> Any:
+        return {"cron": data} if isinstance(data, str) else data
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from orchestrator.schedule.cron import check_cron  # noqa: PLC0415
+
+        check_cron(value)
+        return value.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        from orchestrator.schedule.cron import check_timezone  # noqa: PLC0415
+
+        check_timezone(value)
+        return value
+
+
 class StepSpec(_Strict):
     """One step. `retry` and `timeout` left out inherit `defaults`; `null` switches them off."""
 
@@ -77,6 +134,7 @@ class StepSpec(_Strict):
     needs: list[str] = Field(default_factory=list)
     retry: RetrySpec | None = None
     timeout: Duration | None = None
+    concurrency: StepConcurrencySpec | None = None
     description: str | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -108,4 +166,7 @@ class PipelineHeader(_Strict):
     description: str | None = None
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     defaults: Defaults = Defaults()
+    matrix: MatrixSpec | None = None
+    concurrency: ConcurrencySpec | None = None
+    schedule: ScheduleSpec | None = None
     steps: dict[str, Any] = Field(min_length=1)
