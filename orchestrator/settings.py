@@ -70,6 +70,18 @@ class Settings(BaseSettings):
     max_recoveries: int = Field(
         default=3, ge=0,
         description="crashed executors a run is recovered from before it is parked as stranded")
+    worker_max_runs: int = Field(
+        default=100, ge=1, le=100_000,
+        description="runs one worker (or serve) process executes at once")
+    worker_poll_interval: Duration = Field(
+        default=1.0, gt=0, description="how often an idle worker looks for queued runs")
+    schedule_paths: list[str] = Field(
+        default_factory=lambda: ["pipelines"],
+        description="pipeline files, or folders of them, whose schedules the scheduler fires")
+    schedule_grace: Duration = Field(
+        default=300.0, gt=0,
+        description="a fire time at most this old still fires; older ones are missed and "
+                    "follow the schedule's catch_up")
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="auto: console on a terminal, JSON lines otherwise")
     log_level: Literal["debug", "info", "warning", "error"] = Field(

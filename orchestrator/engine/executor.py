@@ -24,7 +24,7 @@ import enum
 import json
 import random
 import traceback
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -35,6 +35,7 @@ from structlog.typing import FilteringBoundLogger
 
 from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.retry import RetryPolicy
+from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import LeaseLost, PermanentError, StepTimeout, TransientError
 from orchestrator.faults import fault_point
 from orchestrator.log import REDACTOR, get_logger
@@ -166,6 +167,9 @@ class RunExecutor:
         clock: Clock,
         provider: Any = None,
         progress: ProgressSink | None = None,
+        slots: SlotPool | None = None,
+        run_slots: Sequence[tuple[str, int]] = (),
+        interrupted_status: RunStatus = RunStatus.INTERRUPTED,
     ) -> None:
         self._store = store
         self._models = _StoreRegistry(store)
@@ -180,8 +184,21 @@ class RunExecutor:
                 self._successors[need].append(sid)
         self._resolution = Resolution(
             run_id=run.id, run_name=pipeline.name, inputs=run.inputs, secrets=secrets,
-            outputs_of=self._outputs_of,
+            outputs_of=self._outputs_of, matrix=run.matrix,
         )
+        self._slots = slots
+        self._run_slots = list(run_slots)
+        self._interrupted_status = interrupted_status
+        self._held: dict[str, tuple[str, str]] = {}
+        """Slots this executor holds: by owner ('' for the run's own, else the step that
+        declares it) the (key, holder)."""
+        self._slot_steps: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
+        self._release_after: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
+        for sid, step in pipeline.steps.items():
+            if step.concurrency is not None:
+                for member in pipeline.slot_span(sid):
+                    self._slot_steps[member].append(sid)
+                self._release_after[step.concurrency.until or sid].append(sid)
         self._limiter = anyio.CapacityLimiter(max_parallel_steps)
         self._rng = rng
         self._clock = clock
@@ -261,6 +278,9 @@ class RunExecutor:
                 self.lose_lease()
 
     async def _finish(self, status: RunStatus, error: str | None = None) -> RunOutcome:
+        for owner, (key, _) in self._held.items():
+            self._unsaved_events.append(NewEvent("slot_released", owner or None,
+                                                 data={"key": key}))
         self._unsaved_events.append(NewEvent("run_finished", data={
             "status": status.value, "error": error and REDACTOR.text(error)}))
         await self._flush(run=RunUpdate(status, error and REDACTOR.text(error), release=True))
@@ -269,6 +289,109 @@ class RunExecutor:
         log("run finished", status=status.value, **({"error": error} if error else {}))
         failed_step = self._failure[0] if self._failure else None
         return RunOutcome(self._run.id, status, error, failed_step)
+
+    # -- concurrency slots -------------------------------------------------------------------
+
+    def _pipeline_slot(self) -> list[tuple[str, int]]:
+        spec = self._pipeline.concurrency
+        return [] if spec is None else [(self._resolution.key(spec.key), spec.limit)]
+
+    async def _take_run_slot(self, key: str, limit: int) -> None:
+        """Hold one of `key`'s slots for the whole run; while waiting, the run shows it."""
+        if self._slots is None:
+            return
+
+        async def waiting() -> None:
+            self._unsaved_events.append(NewEvent("slot_waiting", data={"key": key,
+                                                                       "limit": limit}))
+            await self._flush(run=RunUpdate(RunStatus.RUNNING, waiting_for=key))
+            self._log.info("waiting for a concurrency slot", key=key, limit=limit)
+
+        waited = await self._slots.acquire(key, limit, holder=self._run.id,
+                                           run_id=self._run.id, on_wait=waiting)
+        self._held[""] = (key, self._run.id)
+        self._unsaved_events.append(NewEvent("slot_acquired", data={"key": key}))
+        if waited:
+            await self._flush(run=RunUpdate(RunStatus.RUNNING))
+        else:
+            self._deferred.set()
+
+    async def _take_step_slots(self, step_id: str) -> None:
+        """Before `step_id` starts: the slots of every span it belongs to, if not held yet."""
+        if self._slots is None:
+            return
+        for owner in self._slot_steps[step_id]:
+            if owner in self._held:
+                continue
+            spec = self._pipeline.steps[owner].concurrency
+            assert spec is not None
+            try:
+                key = self._resolution.key(spec.key)
+            except ExpressionError as exc:
+                msg = f"steps.{owner}.concurrency.key: {exc}"
+                raise PermanentError(msg) from None
+            holder = f"{self._run.id}:{owner}"
+
+            async def waiting(key: str = key, limit: int = spec.limit) -> None:
+                await self._save(step_id, NewEvent("slot_waiting", step_id, data={
+                    "key": key, "limit": limit}), waiting_for=key)
+                self._log.info("waiting for a concurrency slot", step=step_id, key=key,
+                               limit=limit)
+
+            await self._slots.acquire(key, spec.limit, holder=holder, run_id=self._run.id,
+                                      on_wait=waiting)
+            self._held[owner] = (key, holder)
+            await self._save(step_id, NewEvent("slot_acquired", step_id, data={"key": key}),
+                             defer=True, waiting_for=None)
+
+    def _note_released(self, step_id: str) -> list[str]:
+        """The slots to give back once `step_id` succeeded; their events go with its commit."""
+        owners = [o for o in self._release_after[step_id] if o in self._held]
+        for owner in owners:
+            self._unsaved_events.append(NewEvent("slot_released", owner,
+                                                 data={"key": self._held[owner][0]}))
+        return owners
+
+    async def _release(self, owners: list[str]) -> None:
+        assert self._slots is not None
+        for owner in owners:
+            key, holder = self._held.pop(owner)
+            await self._slots.release(key, holder)
+
+    async def _release_all(self) -> None:
+        if self._slots is not None and self._held:
+            with suppress(Exception):  # else they expire with this process's heartbeat
+                await self._release(list(self._held))
+
+    # -- cancellation ------------------------------------------------------------------------
+
+    async def _carry_out_cancel(self) -> RunOutcome:
+        """Undo what the run's steps started remotely (their types' cancel hooks), then end
+        the run `cancelled`. If some remote work could not be cancelled, the run stays
+        cancel-requested (`interrupted`) for the next executor to finish the job."""
+        problems = []
+        for step_id, step in self._pipeline.steps.items():
+            record = self._records[step_id]
+            hook = step.type.cancel
+            if hook is None or (record.attempt == 0 and not record.checkpoint):
+                continue
+            ctx = self._context(step, max(1, record.attempt), self._log.bind(step=step_id))
+            try:
+                with anyio.fail_after(60):
+                    await hook(ctx)
+            except Exception as exc:  # noqa: BLE001  (reported; the run stays cancel-requested)
+                error = ErrorInfo(type(exc).__name__, REDACTOR.text(str(exc)))
+                problems.append(f"step {step_id}: {error}")
+                self._unsaved_events.append(NewEvent("remote_cancel_failed", step_id,
+                                                     data={"error": error.to_json()}))
+            else:
+                self._unsaved_events.append(NewEvent("remote_cancelled", step_id))
+        if problems:
+            return await self._finish(
+                RunStatus.INTERRUPTED, "cancellation incomplete: could not cancel the remote "
+                "work of " + "; ".join(problems) + f" (try again: orchestrator cancel "
+                f"{self._run.id})")
+        return await self._finish(RunStatus.CANCELLED, "cancelled")
 
     # -- the graph ---------------------------------------------------------------------------
 
@@ -287,13 +410,28 @@ class RunExecutor:
         """Run every step not yet succeeded (plus those in `reset`) and commit the run's status.
 
         Cancellation from outside (a signal) leaves the run `interrupted` and re-raises. A lost
-        lease stops everything without writing and raises LeaseLost.
+        lease stops everything without writing and raises LeaseLost. A run whose cancellation
+        was requested is not executed: its cancellation is carried out instead.
         """
+        try:
+            return await self._execute(reset, reload_text)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release_all()
+
+    async def _execute(self, reset: Collection[str], reload_text: str | None) -> RunOutcome:
+        if self._run.cancelling:
+            return await self._carry_out_cancel()
+        try:
+            run_slots = [*self._run_slots, *self._pipeline_slot()]
+        except ExpressionError as exc:
+            return await self._finish(RunStatus.FAILED, f"concurrency.key: {exc}")
         for step_id in reset:
             self._records[step_id] = StepRecord(step_id)
         await self._store.commit(
             self._lease,
-            run=RunUpdate(RunStatus.RUNNING, pipeline_text=reload_text),
+            run=RunUpdate(RunStatus.RUNNING, pipeline_text=reload_text,
+                          clear_cancel=self._run.status is RunStatus.CANCELLED),
             steps=[self._records[s] for s in sorted(reset)],
             events=[NewEvent("run_started", data={
                 "owner": self._lease.owner, "generation": self._lease.generation,
@@ -304,6 +442,8 @@ class RunExecutor:
             with self._scope, _single_errors():
                 async with anyio.create_task_group() as flusher:
                     flusher.start_soon(self._flush_deferred)
+                    for key, limit in run_slots:
+                        await self._take_run_slot(key, limit)
                     async with anyio.create_task_group() as tg:
                         for step_id in self._pipeline.steps:
                             if self._is_ready(step_id):
@@ -311,14 +451,14 @@ class RunExecutor:
                     flusher.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), suppress(LeaseLost):
-                await self._finish(RunStatus.INTERRUPTED, "interrupted")
+                await self._finish(self._interrupted_status, "interrupted")
             raise
         if self._stop is _Stop.LEASE_LOST:
             msg = (f"run {self._run.id}: another process took the run's lease over; this "
                    "process stopped without writing")
             raise LeaseLost(msg)
         if self._stop is _Stop.CANCELLED:
-            return await self._finish(RunStatus.CANCELLED, "cancelled")
+            return await self._carry_out_cancel()
         if self._failure is not None:
             step_id, error = self._failure
             return await self._finish(RunStatus.FAILED, f"step {step_id} failed: {error}")
@@ -380,8 +520,13 @@ class RunExecutor:
     async def _stopped(self, step_id: str) -> None:
         """Record why an in-flight step stopped: a sibling failed, or the run was interrupted."""
         record = self._records[step_id]
-        if self._stop is _Stop.LEASE_LOST or record.status not in (StepStatus.RUNNING,
-                                                                   StepStatus.RETRYING):
+        if self._stop is _Stop.LEASE_LOST:
+            return
+        if record.status not in (StepStatus.RUNNING, StepStatus.RETRYING):
+            if record.waiting_for is not None:  # stopped while waiting for a slot
+                with suppress(LeaseLost):
+                    await self._save(step_id, NewEvent("slot_wait_ended", step_id),
+                                     waiting_for=None)
             return
         if self._stop in (_Stop.STEP_FAILED, _Stop.CANCELLED):
             status, kind = StepStatus.CANCELLED, "step_cancelled"
@@ -415,6 +560,12 @@ class RunExecutor:
         fresh = record.status not in (StepStatus.RUNNING, StepStatus.INTERRUPTED,
                                       StepStatus.RETRYING)
         started_at = self._clock() if fresh or record.started_at is None else record.started_at
+        try:
+            await self._take_step_slots(step_id)
+        except PermanentError as exc:
+            error = ErrorInfo(type(exc).__name__, str(exc))
+            await self._fail(step_id, attempt, error, exc, log=self._log.bind(step=step_id))
+            raise _StepFailed from None
         while True:
             log = self._log.bind(step=step_id, attempt=attempt)
             await self._save(step_id, NewEvent("step_started", step_id, attempt,
@@ -447,11 +598,14 @@ class RunExecutor:
                 raise _StepFailed from None
             fault_point("before_step_commit", step_id)
             finished = self._clock()
+            done_with = self._note_released(step_id)
             await self._save(step_id, NewEvent("step_succeeded", step_id, attempt,
                                                {"outputs": outputs}),
                              status=StepStatus.SUCCEEDED, outputs=outputs, finished_at=finished,
                              config_hash=config_hash)
             fault_point("after_step_commit", step_id)
+            if done_with:
+                await self._release(done_with)
             log.info("step succeeded", duration=format_duration(finished - started_at))
             return
 
@@ -479,16 +633,7 @@ class RunExecutor:
             params = step.type.params.model_validate(raw)
         except ValidationError as exc:
             raise PermanentError(_format_validation(step.id, exc)) from None
-        record = self._records[step.id]
-        ctx = StepContext(
-            run_id=self._run.id, run_name=self._pipeline.name, step_id=step.id, attempt=attempt,
-            pipeline_dir=self._pipeline.base_dir, log=log,
-            last_checkpoint=record.checkpoint,
-            write_checkpoint=lambda data: self._write_checkpoint(step.id, attempt, data),
-            provider=self._provider, models=self._models,
-            report=self._reporter(step.id),
-            cancel_requested=lambda: self._stop is _Stop.CANCELLED,
-        )
+        ctx = self._context(step, attempt, log)
         with anyio.move_on_after(step.timeout) as scope:
             result = await step.type.run(ctx, params)
         if scope.cancelled_caught:
@@ -496,6 +641,17 @@ class RunExecutor:
                   f"{format_duration(step.timeout or 0)}"
             raise StepTimeout(msg)
         return _as_outputs(result), self._resolution.config_hash(step, rendered=raw)
+
+    def _context(self, step: Step, attempt: int, log: FilteringBoundLogger) -> StepContext:
+        return StepContext(
+            run_id=self._run.id, run_name=self._pipeline.name, step_id=step.id, attempt=attempt,
+            pipeline_dir=self._pipeline.base_dir, log=log,
+            last_checkpoint=self._records[step.id].checkpoint,
+            write_checkpoint=lambda data: self._write_checkpoint(step.id, attempt, data),
+            provider=self._provider, models=self._models,
+            report=self._reporter(step.id),
+            cancel_requested=lambda: self._stop is _Stop.CANCELLED,
+        )
 
     def _reporter(self, step_id: str) -> Callable[[Mapping[str, Any]], None]:
         sink = self._progress

@@ -1,9 +1,12 @@
 """The orchestrator of one process: creates runs and executes them under leases.
 
 A process has one owner id (`host:pid:random`) and one heartbeat task that renews every lease
-it holds with a single statement, however many runs it executes. If a renewal finds a run's
-lease gone (another process took it over after this one stalled), that run's executor is
-stopped at once; its writes would be refused anyway (fencing), this just stops the work.
+(and concurrency slot) it holds with a single statement, however many runs it executes. If a
+renewal finds a run's lease gone (another process took it over after this one stalled), that
+run's executor is stopped at once; its writes would be refused anyway (fencing), this just
+stops the work. A second loop asks the store, once a `cancel_poll_interval`, whether anyone
+asked to cancel one of the runs this process executes (`orchestrator cancel` from another
+terminal), and cancels it here.
 """
 
 from __future__ import annotations
@@ -24,17 +27,22 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from orchestrator.engine.executor import ProgressSink, RunExecutor, RunOutcome
 from orchestrator.engine.resolve import Resolution
+from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import ConfigError, RunExists, SecretMissing
-from orchestrator.ids import new_run_id
+from orchestrator.ids import new_batch_id, new_run_id
 from orchestrator.log import REDACTOR, get_logger
 from orchestrator.spec.expressions import ExpressionError
 from orchestrator.spec.loader import Pipeline, load_pipeline, parse_pipeline
 from orchestrator.steps.registry import StepRegistry
 from orchestrator.store.base import (
+    BatchRecord,
     Lease,
+    NewBatch,
+    NewEvent,
     NewRun,
     RunRecord,
     RunStatus,
+    RunUpdate,
     StateStore,
     StepRecord,
     StepStatus,
@@ -50,6 +58,10 @@ class EngineConfig:
     max_parallel_steps: int = 8
     lease_ttl: float = 30.0
     max_recoveries: int = 3
+    slot_poll_interval: float = 1.0
+    """How often waiters ask the store for slots other processes gave back."""
+    cancel_poll_interval: float = 1.0
+    """How often the store is asked for cancel requests of the runs this process executes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +155,11 @@ class Orchestrator:
         self._rng = rng or random.Random()
         self._provider = provider
         self._executing: dict[str, tuple[Lease, RunExecutor]] = {}
+        self._busy = anyio.Event()
+        self._cancel_on_start: set[str] = set()
+        self._batches: dict[str, BatchRecord] = {}
+        self.slots = SlotPool(store, self.owner, ttl=self.config.lease_ttl,
+                              poll_interval=self.config.slot_poll_interval)
         self._tg: TaskGroup | None = None
         self._log = get_logger()
 
@@ -153,13 +170,15 @@ class Orchestrator:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         await self._tg.start(self._heartbeat)
+        await self._tg.start(self.slots.grant_forever)
+        await self._tg.start(self._watch_cancel_requests)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        # The group only holds the heartbeat, which is being cancelled. Closing it as if the
+        # The group only holds background loops, being cancelled. Closing it as if the
         # body ended cleanly keeps the body's own exception (a RunBusy, a ConfigError) from
         # being wrapped in an ExceptionGroup; returning None lets that exception carry on.
         await self._tg.__aexit__(None, None, None)
@@ -192,26 +211,94 @@ class Orchestrator:
                     self._log.error("lost the lease on a run; stopping it", run_id=run_id)
                     executor.lose_lease()
 
+    async def _watch_cancel_requests(self, *, task_status: TaskStatus[None] =
+                                     anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            if not self._executing:
+                await self._busy.wait()
+            await anyio.sleep(self.config.cancel_poll_interval)
+            try:
+                requested = await self.store.cancel_requests(self.owner)
+            except Exception as exc:  # noqa: BLE001  (asked again next time)
+                self._log.warning("could not read cancel requests",
+                                  error=f"{type(exc).__name__}: {exc}")
+                continue
+            for run_id in requested:
+                if self.cancel(run_id):
+                    self._log.warning("cancel requested; cancelling the run", run_id=run_id)
+
     # -- runs --------------------------------------------------------------------------------
 
     async def create_run(self, pipeline: Pipeline, inputs: Mapping[str, Any], *,
-                         hold: bool = False) -> RunRecord:
-        """Store a new pending run of `pipeline` with its (already resolved) input values.
+                         hold: bool = False, status: RunStatus = RunStatus.PENDING,
+                         run_id: str | None = None, schedule_id: str | None = None,
+                         scheduled_for: float | None = None) -> RunRecord:
+        """Store a new run of `pipeline` with its (already resolved) input values.
 
         With `hold`, this process holds the new run's lease (`record.lease`) from the start,
-        to pass to `execute`.
+        to pass to `execute`. `status` QUEUED leaves it to a worker. A given `run_id` (a
+        schedule's) raises RunExists if taken; otherwise a fresh id is drawn.
         """
         for _ in range(5):
             try:
                 return await self.store.create_run(NewRun(
-                    id=new_run_id(), pipeline_name=pipeline.name,
+                    id=run_id or new_run_id(), pipeline_name=pipeline.name,
                     pipeline_path=str(pipeline.path.resolve()), pipeline_text=pipeline.text,
-                    inputs=dict(inputs),
+                    inputs=dict(inputs), status=status, schedule_id=schedule_id,
+                    scheduled_for=scheduled_for,
                 ), owner=self.owner if hold else None, ttl=self.config.lease_ttl)
             except RunExists:
-                continue
+                if run_id is not None:
+                    raise
         msg = "could not draw an unused run id in 5 tries"
         raise RuntimeError(msg)
+
+    async def create_batch(self, pipeline: Pipeline, inputs: Mapping[str, Any], *,
+                           hold: bool = False, status: RunStatus = RunStatus.PENDING,
+                           batch_id: str | None = None, schedule_id: str | None = None,
+                           scheduled_for: float | None = None
+                           ) -> tuple[BatchRecord, list[RunRecord]]:
+        """Store `pipeline`'s matrix as a batch with one run per cell (ids `<batch>.<n>`)."""
+        matrix = pipeline.matrix
+        for _ in range(5):
+            chosen = batch_id or new_batch_id()
+            cells = [NewRun(id=f"{chosen}.{i}", pipeline_name=pipeline.name,
+                            pipeline_path=str(pipeline.path.resolve()),
+                            pipeline_text=pipeline.text, inputs=dict(inputs), status=status,
+                            matrix=cell, schedule_id=schedule_id, scheduled_for=scheduled_for)
+                     for i, cell in enumerate(pipeline.cells())]
+            try:
+                batch, runs = await self.store.create_batch(NewBatch(
+                    id=chosen, pipeline_name=pipeline.name,
+                    pipeline_path=str(pipeline.path.resolve()), pipeline_text=pipeline.text,
+                    inputs=dict(inputs), max_parallel=matrix.max_parallel if matrix else None,
+                    fail_fast=matrix.fail_fast if matrix else False, schedule_id=schedule_id,
+                    scheduled_for=scheduled_for,
+                ), cells, owner=self.owner if hold else None, ttl=self.config.lease_ttl)
+            except RunExists:
+                if batch_id is not None:
+                    raise
+                continue
+            self._batches[batch.id] = batch
+            return batch, runs
+        msg = "could not draw an unused batch id in 5 tries"
+        raise RuntimeError(msg)
+
+    async def _run_slots(self, run: RunRecord, pipeline: Pipeline) -> list[tuple[str, int]]:
+        """Slots the whole run holds besides its pipeline's own `concurrency:`: its batch's
+        `max_parallel`, and its schedule's when overlapping fires queue."""
+        slots = []
+        if run.batch_id is not None:
+            batch = self._batches.get(run.batch_id)
+            if batch is None:
+                batch = self._batches[run.batch_id] = await self.store.get_batch(run.batch_id)
+            if batch.max_parallel is not None:
+                slots.append((f"batch:{batch.id}", batch.max_parallel))
+        schedule = pipeline.schedule
+        if run.schedule_id is not None and schedule is not None and schedule.overlap == "queue":
+            slots.append((f"schedule:{run.schedule_id}", 1))
+        return slots
 
     async def plan_resume(self, run_id: str, *, from_step: str | None = None,
                           reload: bool = False) -> ResumePlan:
@@ -244,7 +331,7 @@ class Orchestrator:
             return record.outputs if record and record.status is StepStatus.SUCCEEDED else None
 
         resolution = Resolution(run_id=run.id, run_name=pipeline.name, inputs=run.inputs,
-                                secrets={}, outputs_of=outputs_of)
+                                secrets={}, outputs_of=outputs_of, matrix=run.matrix)
         changed: set[str] = set()
         for step_id, step in pipeline.steps.items():
             record = records.get(step_id)
@@ -259,11 +346,12 @@ class Orchestrator:
         return changed
 
     async def execute(self, plan: ResumePlan, *, force: bool = False,
-                      lease: Lease | None = None) -> RunOutcome:
+                      lease: Lease | None = None, requeue: bool = False) -> RunOutcome:
         """Execute a run (new or resumed) per `plan`, holding its lease throughout.
 
         `lease` is one this process already holds (from `create_run(hold=True)`); otherwise
-        the lease is acquired here.
+        the lease is acquired here. With `requeue` (a worker's runs), a run interrupted by a
+        signal goes back to the queue instead of ending `interrupted`.
         """
         run = plan.run
         secret_values = read_secrets(plan.pipeline.secret_names)
@@ -280,12 +368,20 @@ class Orchestrator:
             records=plan.records, secrets=secret_values,
             max_parallel_steps=self.config.max_parallel_steps, rng=self._rng,
             clock=self.store.clock, provider=self._provider, progress=self._progress,
+            slots=self.slots, run_slots=await self._run_slots(run, plan.pipeline),
+            interrupted_status=RunStatus.QUEUED if requeue else RunStatus.INTERRUPTED,
         )
         self._executing[run.id] = (lease, executor)
+        self._busy.set()
+        if run.id in self._cancel_on_start:
+            self._cancel_on_start.discard(run.id)
+            executor.cancel()
         try:
             return await executor.execute(reset=plan.reset, reload_text=plan.reload_text)
         finally:
             self._executing.pop(run.id, None)
+            if not self._executing:
+                self._busy = anyio.Event()
             if not executor.released:
                 # If this fails the lease simply expires; the run's outcome matters more.
                 with anyio.CancelScope(shield=True), suppress(Exception):
@@ -298,6 +394,21 @@ class Orchestrator:
             return False
         executing[1].cancel()
         return True
+
+    def cancel_soon(self, run_id: str) -> None:
+        """Cancel a run of this process now, or as soon as its execution starts here."""
+        if not self.cancel(run_id):
+            self._cancel_on_start.add(run_id)
+
+    def executing(self, run_id: str) -> bool:
+        return run_id in self._executing
+
+    async def give_up(self, lease: Lease, error: str) -> None:
+        """End a run this process holds but cannot execute (its pipeline no longer loads, a
+        secret is missing): `failed`, with why, lease released."""
+        await self.store.commit(lease, run=RunUpdate(RunStatus.FAILED, error, release=True),
+                                events=[NewEvent("run_finished", data={"status": "failed",
+                                                                       "error": error})])
 
     async def run(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> RunOutcome:
         """Create a run of `pipeline` and execute it to the end."""

@@ -29,12 +29,13 @@ class Resolution:
         inputs: Mapping[str, Any],
         secrets: Mapping[str, str],
         outputs_of: Callable[[str], Mapping[str, Any] | None],
+        matrix: Mapping[str, Any] | None = None,
     ) -> None:
         self._roots: dict[str, Any] = {
             "inputs": inputs,
             "run": {"id": run_id, "name": run_name},
             "secrets": secrets,
-            "matrix": {},
+            "matrix": matrix or {},
         }
         self._outputs_of = outputs_of
 
@@ -58,6 +59,11 @@ class Resolution:
         """The step's `with:`, every expression replaced by its value. Raises ExpressionError."""
         rendered: dict[str, Any] = render(step.with_, self._resolve)
         return rendered
+
+    def key(self, template: str) -> str:
+        """A concurrency key with its expressions (inputs, matrix, run) filled in."""
+        value = render(template, self._resolve)
+        return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
     def config_hash(self, step: Step, *, rendered: Mapping[str, Any] | None = None) -> str:
         """A digest of what the step would run with (its type and resolved parameters).

@@ -23,6 +23,7 @@ from orchestrator.steps.context import StepContext
 
 __all__ = [
     "PYTHON_PREFIX",
+    "CancelFn",
     "OutputsOf",
     "StepFn",
     "StepRegistry",
@@ -33,6 +34,10 @@ __all__ = [
 
 StepFn = Callable[[StepContext, Any], Awaitable[Mapping[str, Any] | BaseModel | None]]
 """A step's body: gets the context and its validated parameter model, returns its outputs."""
+
+CancelFn = Callable[[StepContext], Awaitable[None]]
+"""Undoes what a step started remotely (cancels its job) when its run is cancelled; gets the
+step's context with the step's last checkpoint. Must be safe to call more than once."""
 
 OutputsOf = Callable[[Mapping[str, Any]], frozenset[str] | None]
 """The output names a step will produce, given its raw `with:`; None when not known in advance."""
@@ -53,6 +58,7 @@ class StepType:
     params: type[BaseModel]
     outputs: OutputsOf = _dynamic
     summary: str = ""
+    cancel: CancelFn | None = None
 
 
 class UnknownStepType(LookupError):
@@ -97,6 +103,7 @@ class StepRegistry:
         *,
         params: type[BaseModel],
         outputs: OutputsOf | frozenset[str] | None = None,
+        cancel: CancelFn | None = None,
     ) -> Callable[[StepFn], StepFn]:
         """Register the decorated async function as step type `name`."""
 
@@ -108,7 +115,7 @@ class StepRegistry:
             else:
                 declared = outputs or _dynamic
             summary = (inspect.getdoc(fn) or "").split("\n", 1)[0]
-            self.register(StepType(name, fn, params, declared, summary))
+            self.register(StepType(name, fn, params, declared, summary, cancel))
             return fn
 
         return decorate

@@ -231,8 +231,30 @@ def _launch_outputs(job: Any, adopted: bool) -> dict[str, Any]:
             "status": job.status, "adopted": adopted}
 
 
+FINISHED_STATUSES = ("completed", *FAILED_STATUSES)
+
+
+async def cancel_launched_job(ctx: StepContext) -> None:
+    """The launch step's side of cancelling a run: cancel the job it created, if it still
+    runs. A launch cut short by a crash left only its suffix: the job is found by it."""
+    client = _client(ctx)
+    saved = ctx.last_checkpoint
+    job_id = saved.get("job_id")
+    if job_id is None and saved.get("suffix"):
+        job_id = next((j.id for j in await client.list_fine_tunes()
+                       if j.suffix == saved["suffix"]), None)
+    if job_id is None:
+        return
+    job = await client.retrieve_fine_tune(str(job_id))
+    if job.status in FINISHED_STATUSES:
+        return
+    job = await client.cancel_fine_tune(str(job_id))
+    ctx.log.warning("cancelled the fine-tuning job", job_id=job_id, status=job.status)
+
+
 @REGISTRY.step("together/launch-fine-tune", params=LaunchParams,
-               outputs=frozenset({"job_id", "model_output_name", "status", "adopted"}))
+               outputs=frozenset({"job_id", "model_output_name", "status", "adopted"}),
+               cancel=cancel_launched_job)
 async def launch_fine_tune(ctx: StepContext, params: LaunchParams) -> dict[str, Any]:
     """Starts a fine-tuning job exactly once per run (see the module docstring)."""
     client = _client(ctx)
@@ -305,49 +327,34 @@ async def _final_losses(client: TogetherClient, job_id: str) -> dict[str, float 
                                   "train_loss", "eval_loss"}))
 async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]:
     """Follows a job to its end: logs each new event once, shows progress, fails with the job's
-    own message; a cancelled run cancels the job."""
+    own message. (Cancelling the run cancels the job through the launch step.)"""
     client = _client(ctx)
     seen = int(ctx.last_checkpoint.get("events_seen", 0))
     interval = params.poll_interval
     started = time.monotonic()
-    try:
-        while True:
-            job = await client.retrieve_fine_tune(params.job_id)
-            events = job.events or await client.fine_tune_events(params.job_id)
-            for event in events[seen:]:
-                ctx.log.info("job event", type=event.type, message=event.message)
-            if len(events) > seen:
-                seen = len(events)
-                await ctx.checkpoint(events_seen=seen)
-            ctx.report({"status": job.status, "elapsed": time.monotonic() - started,
-                        **_progress_of(events)})
-            if job.status == "completed":
-                break
-            if job.status in FAILED_STATUSES:
-                reason = next((e.message for e in reversed(events)
-                               if e.level == "error" or e.type == "job_error"), None)
-                raise PermanentError(f"fine-tuning job {job.id} ended {job.status}"
-                                     + (f": {reason}" if reason else ""))
-            await anyio.sleep(next_poll(interval, job.seconds_remaining,
-                                        params.max_poll_interval, params.poll_interval))
-            interval = min(interval * 1.5, params.max_poll_interval)
-    except anyio.get_cancelled_exc_class():
-        if ctx.cancel_requested:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-                await _cancel_remote(ctx, client, params.job_id)
-        raise
+    while True:
+        job = await client.retrieve_fine_tune(params.job_id)
+        events = job.events or await client.fine_tune_events(params.job_id)
+        for event in events[seen:]:
+            ctx.log.info("job event", type=event.type, message=event.message)
+        if len(events) > seen:
+            seen = len(events)
+            await ctx.checkpoint(events_seen=seen)
+        ctx.report({"status": job.status, "elapsed": time.monotonic() - started,
+                    **_progress_of(events)})
+        if job.status == "completed":
+            break
+        if job.status in FAILED_STATUSES:
+            reason = next((e.message for e in reversed(events)
+                           if e.level == "error" or e.type == "job_error"), None)
+            raise PermanentError(f"fine-tuning job {job.id} ended {job.status}"
+                                 + (f": {reason}" if reason else ""))
+        await anyio.sleep(next_poll(interval, job.seconds_remaining,
+                                    params.max_poll_interval, params.poll_interval))
+        interval = min(interval * 1.5, params.max_poll_interval)
     losses = await _final_losses(client, job.id)
     return {"job_id": job.id, "model_name": job.model_output_name or "",
             "status": job.status, "token_count": job.token_count or 0, **losses}
-
-
-async def _cancel_remote(ctx: StepContext, client: TogetherClient, job_id: str) -> None:
-    try:
-        job = await client.cancel_fine_tune(job_id)
-    except (PermanentError, TransientError) as exc:
-        ctx.log.warning("could not cancel the fine-tuning job", job_id=job_id, error=str(exc))
-    else:
-        ctx.log.warning("cancelled the fine-tuning job", job_id=job_id, status=job.status)
 
 
 # -- together/register-adapter ---------------------------------------------------------------

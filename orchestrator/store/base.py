@@ -23,16 +23,19 @@ from typing import Any, Self
 from orchestrator.errors import StateStoreInvalid
 
 __all__ = [
+    "BatchRecord",
     "Clock",
     "ErrorInfo",
     "EventRecord",
     "Lease",
     "ModelEntry",
+    "NewBatch",
     "NewEvent",
     "NewRun",
     "RunRecord",
     "RunStatus",
     "RunUpdate",
+    "ScheduleEntry",
     "StateStore",
     "StepRecord",
     "StepStatus",
@@ -44,7 +47,8 @@ Clock = Callable[[], float]
 
 
 class RunStatus(enum.StrEnum):
-    PENDING = "pending"          # created, never started
+    PENDING = "pending"          # created, never started; the process that created it runs it
+    QUEUED = "queued"            # created, never started; waiting for a worker to claim it
     RUNNING = "running"          # an executor holds (or held, if it crashed) the lease
     SUCCEEDED = "succeeded"
     FAILED = "failed"            # a step failed for good; resumable
@@ -88,11 +92,21 @@ class ErrorInfo:
 
 @dataclass(frozen=True)
 class NewRun:
+    """A run to store. `status` is PENDING (the creating process executes it) or QUEUED (a
+    worker will); `batch_id`/`cell`/`matrix` place it in a batch, `schedule_id` and
+    `scheduled_for` say which schedule fired it, and when."""
+
     id: str
     pipeline_name: str
     pipeline_path: str
     pipeline_text: str
     inputs: Mapping[str, Any]
+    status: RunStatus = RunStatus.PENDING
+    batch_id: str | None = None
+    cell: int | None = None
+    matrix: Mapping[str, Any] | None = None
+    schedule_id: str | None = None
+    scheduled_for: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,23 @@ class RunRecord:
     lease_generation: int
     lease_expires_at: float | None
     recoveries: int
+    batch_id: str | None = None
+    cell: int | None = None
+    matrix: Mapping[str, Any] | None = None
+    waiting_for: str | None = None
+    """The concurrency key the run waits for before its first step, while it waits."""
+    cancel_requested_at: float | None = None
+    schedule_id: str | None = None
+    scheduled_for: float | None = None
+
+    @property
+    def cancelling(self) -> bool:
+        """Someone asked to cancel the run and it has not ended cancelled yet."""
+        return self.cancel_requested_at is not None and self.status is not RunStatus.CANCELLED
+
+    def lease_live(self, now: float) -> bool:
+        """A process holds the run's lease and it has not expired."""
+        return self.lease_owner is not None and (self.lease_expires_at or 0.0) > now
 
     @property
     def lease(self) -> Lease | None:
@@ -134,6 +165,8 @@ class StepRecord:
     finished_at: float | None = None
     retry_at: float | None = None
     config_hash: str | None = None
+    waiting_for: str | None = None
+    """The concurrency key the step waits for before it starts, while it waits."""
 
 
 @dataclass(frozen=True)
@@ -160,12 +193,65 @@ class RunUpdate:
     """A change of run status; `pipeline_text` replaces the stored text (resume --reload).
 
     `release` gives the lease up in the same transaction (an executor's last write).
+    `waiting_for` is written with every update (None: not waiting). `clear_cancel` withdraws
+    an earlier cancel request (resuming a cancelled run on purpose).
     """
 
     status: RunStatus
     error: str | None = None
     pipeline_text: str | None = None
     release: bool = False
+    waiting_for: str | None = None
+    clear_cancel: bool = False
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    """A matrix expanded into runs; its cells are stored with it, in one transaction."""
+
+    id: str
+    pipeline_name: str
+    pipeline_path: str
+    pipeline_text: str
+    inputs: Mapping[str, Any]
+    max_parallel: int | None = None
+    fail_fast: bool = False
+    schedule_id: str | None = None
+    scheduled_for: float | None = None
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A stored batch; its status is its cells' (see `batch_status`)."""
+
+    id: str
+    pipeline_name: str
+    pipeline_path: str
+    pipeline_text: str
+    inputs: Mapping[str, Any]
+    max_parallel: int | None
+    fail_fast: bool
+    cells: int
+    created_at: float
+    schedule_id: str | None = None
+    scheduled_for: float | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """A schedule as the scheduler knows it: where it comes from and the last time it fired.
+
+    `last_fire` is the newest fire time the scheduler has dealt with (fired, skipped or let go
+    by catch-up); the next tick looks only after it.
+    """
+
+    id: str
+    pipeline_name: str
+    pipeline_path: str
+    cron: str
+    timezone: str
+    last_fire: float | None = None
+    updated_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -251,8 +337,28 @@ class StateStore(ABC):
         """The run; raises RunNotFound."""
 
     @abstractmethod
-    async def list_runs(self, *, limit: int = 50) -> list[RunRecord]:
-        """The most recently created runs, newest first."""
+    async def create_batch(self, batch: NewBatch, cells: Sequence[NewRun], *,
+                           owner: str | None = None, ttl: float = 0.0
+                           ) -> tuple[BatchRecord, list[RunRecord]]:
+        """Store a batch and its cells' runs at once (all or nothing); raises RunExists.
+
+        Each cell's `batch_id` and `cell` are set here. With `owner`, every cell is created
+        with its lease held by `owner` (as in `create_run`).
+        """
+
+    @abstractmethod
+    async def get_batch(self, batch_id: str) -> BatchRecord:
+        """The batch; raises RunNotFound."""
+
+    @abstractmethod
+    async def list_batches(self, *, limit: int = 50) -> list[BatchRecord]:
+        """The most recently created batches, newest first."""
+
+    @abstractmethod
+    async def list_runs(self, *, limit: int | None = 50, batch_id: str | None = None,
+                        schedule_id: str | None = None,
+                        statuses: Collection[RunStatus] | None = None) -> list[RunRecord]:
+        """Runs, newest first (a batch's in cell order), filtered by whatever is given."""
 
     @abstractmethod
     async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
@@ -286,8 +392,66 @@ class StateStore(ABC):
         """
 
     @abstractmethod
+    async def claim_runs(self, owner: str, *, limit: int, ttl: float,
+                         max_recoveries: int) -> list[Lease]:
+        """Take up to `limit` runs that need an executor and have none, oldest first.
+
+        Those are queued runs, runs whose executor crashed (status `running`, lease expired)
+        and runs with a pending cancel request that no one executes. Leases are taken as in
+        `acquire_lease` (a run recovered too often is parked as stranded, not returned).
+        """
+
+    @abstractmethod
     async def renew_leases(self, owner: str, *, ttl: float) -> set[str]:
-        """Extend every lease `owner` holds; returns the ids of the runs it still holds."""
+        """Extend every lease and concurrency slot `owner` holds; returns the ids of the runs
+        it still holds."""
+
+    # -- cancellation ------------------------------------------------------------------------
+
+    @abstractmethod
+    async def request_cancel(self, run_ids: Collection[str]) -> list[RunRecord]:
+        """Ask for the runs to be cancelled (not succeeded or cancelled ones); returns them.
+
+        The request is only a mark: the process executing a run notices it (see
+        `cancel_requests`); for a run no one executes, the next executor carries it out.
+        """
+
+    @abstractmethod
+    async def cancel_requests(self, owner: str) -> set[str]:
+        """Ids of the runs `owner` holds whose cancellation was requested."""
+
+    # -- concurrency slots -------------------------------------------------------------------
+
+    @abstractmethod
+    async def acquire_slots(self, key: str, limit: int, holders: Sequence[tuple[str, str]], *,
+                            owner: str, ttl: float) -> list[str]:
+        """Grant slots of `key` to as many `(holder, run_id)` as `limit` allows, in order.
+
+        Slots are leases: a slot not renewed (`renew_leases`) within `ttl` is free again, so a
+        crashed process cannot keep one. A holder that already has a live slot of `key` keeps
+        it (taking it over from another owner: a run resumed elsewhere). Returns the holders
+        granted, in the order asked.
+        """
+
+    @abstractmethod
+    async def release_slot(self, key: str, holder: str, *, owner: str) -> None:
+        """Give back a slot `owner` holds (fenced: a slot another process took over stays)."""
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    @abstractmethod
+    async def sync_schedule(self, entry: ScheduleEntry) -> ScheduleEntry:
+        """Add or update a schedule's source (cron, zone, file); keeps its `last_fire`."""
+
+    @abstractmethod
+    async def list_schedules(self) -> list[ScheduleEntry]:
+        """Every schedule the scheduler has seen, by id."""
+
+    @abstractmethod
+    async def advance_schedule(self, schedule_id: str, expected: float | None,
+                               last_fire: float) -> bool:
+        """Move `last_fire` from `expected` to `last_fire`; False if another scheduler
+        moved it first (compare-and-set, so two schedulers never both act on one tick)."""
 
     @abstractmethod
     async def release_lease(self, lease: Lease) -> None:

@@ -82,6 +82,58 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """,
         "CREATE INDEX models_by_recorded ON models (recorded_at)",
     ),
+    3: (
+        "ALTER TABLE runs ADD COLUMN batch_id TEXT",
+        "ALTER TABLE runs ADD COLUMN cell INTEGER",
+        "ALTER TABLE runs ADD COLUMN matrix TEXT",
+        "ALTER TABLE runs ADD COLUMN waiting_for TEXT",
+        "ALTER TABLE runs ADD COLUMN cancel_requested_at REAL",
+        "ALTER TABLE runs ADD COLUMN schedule_id TEXT",
+        "ALTER TABLE runs ADD COLUMN scheduled_for REAL",
+        "CREATE INDEX runs_by_batch ON runs (batch_id, cell)",
+        "CREATE INDEX runs_by_status ON runs (status, created_at)",
+        "CREATE INDEX runs_by_schedule ON runs (schedule_id, scheduled_for)",
+        "ALTER TABLE steps ADD COLUMN waiting_for TEXT",
+        """
+        CREATE TABLE batches (
+            id            TEXT PRIMARY KEY,
+            pipeline_name TEXT NOT NULL,
+            pipeline_path TEXT NOT NULL,
+            pipeline_text TEXT NOT NULL,
+            inputs        TEXT NOT NULL,
+            max_parallel  INTEGER,
+            fail_fast     INTEGER NOT NULL,
+            cells         INTEGER NOT NULL,
+            created_at    REAL NOT NULL,
+            schedule_id   TEXT,
+            scheduled_for REAL
+        )
+        """,
+        "CREATE INDEX batches_by_created ON batches (created_at)",
+        """
+        CREATE TABLE slots (
+            key         TEXT NOT NULL,
+            holder      TEXT NOT NULL,
+            run_id      TEXT NOT NULL,
+            owner       TEXT NOT NULL,
+            acquired_at REAL NOT NULL,
+            expires_at  REAL NOT NULL,
+            PRIMARY KEY (key, holder)
+        )
+        """,
+        "CREATE INDEX slots_by_owner ON slots (owner)",
+        """
+        CREATE TABLE schedules (
+            id            TEXT PRIMARY KEY,
+            pipeline_name TEXT NOT NULL,
+            pipeline_path TEXT NOT NULL,
+            cron          TEXT NOT NULL,
+            timezone      TEXT NOT NULL,
+            last_fire     REAL,
+            updated_at    REAL NOT NULL
+        )
+        """,
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -32,16 +32,19 @@ from orchestrator.errors import (
     StateStoreInvalid,
 )
 from orchestrator.store.base import (
+    BatchRecord,
     Clock,
     ErrorInfo,
     EventRecord,
     Lease,
     ModelEntry,
+    NewBatch,
     NewEvent,
     NewRun,
     RunRecord,
     RunStatus,
     RunUpdate,
+    ScheduleEntry,
     StateStore,
     StepRecord,
     StepStatus,
@@ -55,15 +58,21 @@ T = TypeVar("T")
 _SYNCHRONOUS = {"process": "NORMAL", "machine": "FULL", "none": "OFF"}
 _RUN_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, status, created_at, started_at, "
-    "finished_at, error, lease_owner, lease_generation, lease_expires_at, recoveries"
+    "finished_at, error, lease_owner, lease_generation, lease_expires_at, recoveries, "
+    "batch_id, cell, matrix, waiting_for, cancel_requested_at, schedule_id, scheduled_for"
 )
+_BATCH_COLUMNS = (
+    "id, pipeline_name, pipeline_path, pipeline_text, inputs, max_parallel, fail_fast, cells, "
+    "created_at, schedule_id, scheduled_for"
+)
+_SCHEDULE_COLUMNS = "id, pipeline_name, pipeline_path, cron, timezone, last_fire, updated_at"
 _MODEL_COLUMNS = (
     "name, run_id, step_id, pipeline_name, provider, base_model, job_id, training_file, "
     "validation_file, hyperparameters, metrics, tags, recorded_at"
 )
 _STEP_COLUMNS = (
     "step_id, status, attempt, outputs, checkpoint, error, started_at, finished_at, retry_at, "
-    "config_hash"
+    "config_hash, waiting_for"
 )
 
 
@@ -214,36 +223,65 @@ class SQLiteStore(StateStore):
         now = self.clock()
 
         def insert(conn: sqlite3.Connection) -> RunRecord:
-            events = [NewEvent("run_created", data={"pipeline": run.pipeline_name,
-                                                    "path": run.pipeline_path})]
-            if owner is not None:
-                events.append(NewEvent("lease_acquired", data={
-                    "owner": owner, "generation": 1, "previous_owner": None,
-                    "recovered_from_crash": False}))
-            try:
-                conn.execute(
-                    "INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
-                    "status, created_at, lease_owner, lease_generation, lease_expires_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run.id, run.pipeline_name, run.pipeline_path, run.pipeline_text,
-                     _dumps(dict(run.inputs)), RunStatus.PENDING.value, now, owner,
-                     0 if owner is None else 1, None if owner is None else now + ttl),
-                )
-            except sqlite3.IntegrityError:
-                raise RunExists(f"a run with id {run.id} already exists") from None
-            _insert_events(conn, run.id, now, events)
+            _insert_run(conn, run, now, owner, ttl)
             return _get_run(conn, run.id)
 
         return await self._run(insert, write=True)
 
+    async def create_batch(self, batch: NewBatch, cells: Sequence[NewRun], *,
+                           owner: str | None = None, ttl: float = 0.0
+                           ) -> tuple[BatchRecord, list[RunRecord]]:
+        now = self.clock()
+
+        def insert(conn: sqlite3.Connection) -> tuple[BatchRecord, list[RunRecord]]:
+            try:
+                conn.execute(
+                    f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (batch.id, batch.pipeline_name, batch.pipeline_path, batch.pipeline_text,
+                     _dumps(dict(batch.inputs)), batch.max_parallel, int(batch.fail_fast),
+                     len(cells), now, batch.schedule_id, batch.scheduled_for),
+                )
+            except sqlite3.IntegrityError:
+                raise RunExists(f"a batch with id {batch.id} already exists") from None
+            for index, cell in enumerate(cells):
+                _insert_run(conn, dataclasses.replace(cell, batch_id=batch.id, cell=index), now,
+                            owner, ttl)
+            return _get_batch(conn, batch.id), _select_runs(conn, "batch_id = ?", (batch.id,),
+                                                            "cell", None)
+
+        return await self._run(insert, write=True)
+
+    async def get_batch(self, batch_id: str) -> BatchRecord:
+        return await self._run(lambda conn: _get_batch(conn, batch_id), write=False)
+
+    async def list_batches(self, *, limit: int = 50) -> list[BatchRecord]:
+        def select(conn: sqlite3.Connection) -> list[BatchRecord]:
+            rows = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches ORDER BY created_at "
+                                "DESC, id DESC LIMIT ?", (limit,)).fetchall()
+            return [_batch_record(row) for row in rows]
+
+        return await self._run(select, write=False)
+
     async def get_run(self, run_id: str) -> RunRecord:
         return await self._run(lambda conn: _get_run(conn, run_id), write=False)
 
-    async def list_runs(self, *, limit: int = 50) -> list[RunRecord]:
+    async def list_runs(self, *, limit: int | None = 50, batch_id: str | None = None,
+                        schedule_id: str | None = None,
+                        statuses: Collection[RunStatus] | None = None) -> list[RunRecord]:
+        clauses, params = [], []
+        if batch_id is not None:
+            clauses.append("batch_id = ?")
+            params.append(batch_id)
+        if schedule_id is not None:
+            clauses.append("schedule_id = ?")
+            params.append(schedule_id)
+        if statuses is not None:
+            clauses.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += [s.value for s in statuses]
+        order = "cell" if batch_id is not None else "created_at DESC, id DESC"
+
         def select(conn: sqlite3.Connection) -> list[RunRecord]:
-            rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id "
-                                "DESC LIMIT ?", (limit,)).fetchall()
-            return [_run_record(row) for row in rows]
+            return _select_runs(conn, " AND ".join(clauses) or "1", tuple(params), order, limit)
 
         return await self._run(select, write=False)
 
@@ -283,37 +321,42 @@ class SQLiteStore(StateStore):
                 raise RunBusy(f"run {run_id} is being executed by {holder} (its lease runs for "
                               f"another {expires - now:.0f}s); wait for it to finish or stop "
                               "that process")
-            crashed = run.status is RunStatus.RUNNING
-            recoveries = 0 if force else run.recoveries + int(crashed)
-            if recoveries > max_recoveries:
-                conn.execute("UPDATE runs SET status = ?, lease_owner = NULL, lease_expires_at = "
-                             "NULL, recoveries = ?, finished_at = ? WHERE id = ?",
-                             (RunStatus.STRANDED.value, recoveries, now, run_id))
-                _insert_events(conn, run_id, now, [NewEvent("run_stranded", data={
-                    "recoveries": recoveries, "max_recoveries": max_recoveries})])
-                # Returned, not raised, so that the parking above is committed.
-                return RunStranded(
-                    f"run {run_id} was recovered from a crashed executor {recoveries - 1} "
-                    f"times (max_recoveries = {max_recoveries}) and is parked as stranded; see "
-                    f"`orchestrator logs {run_id}`, then `orchestrator resume {run_id} --force`")
-            generation = run.lease_generation + 1
-            conn.execute("UPDATE runs SET lease_owner = ?, lease_generation = ?, "
-                         "lease_expires_at = ?, recoveries = ? WHERE id = ?",
-                         (owner, generation, now + ttl, recoveries, run_id))
-            _insert_events(conn, run_id, now, [NewEvent("lease_acquired", data={
-                "owner": owner, "generation": generation, "previous_owner": holder,
-                "recovered_from_crash": crashed})])
-            return Lease(run_id, owner, generation, now + ttl)
+            return _take_lease(conn, run, owner, now=now, ttl=ttl,
+                               max_recoveries=max_recoveries, force=force)
 
         result = await self._run(acquire, write=True)
         if isinstance(result, RunStranded):
             raise result
         return result
 
+    async def claim_runs(self, owner: str, *, limit: int, ttl: float,
+                         max_recoveries: int) -> list[Lease]:
+        now = self.clock()
+
+        def claim(conn: sqlite3.Connection) -> list[Lease]:
+            free = "(lease_owner IS NULL OR lease_expires_at <= ?)"
+            candidates = _select_runs(
+                conn,
+                f"{free} AND (status = ? OR status = ? OR (cancel_requested_at IS NOT NULL "
+                "AND status NOT IN (?, ?)))",
+                (now, RunStatus.QUEUED.value, RunStatus.RUNNING.value,
+                 RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value),
+                "created_at, id", limit)
+            leases = []
+            for run in candidates:
+                taken = _take_lease(conn, run, owner, now=now, ttl=ttl,
+                                    max_recoveries=max_recoveries, force=False)
+                if isinstance(taken, Lease):
+                    leases.append(taken)
+            return leases
+
+        return await self._run(claim, write=True)
+
     async def renew_leases(self, owner: str, *, ttl: float) -> set[str]:
         expires = self.clock() + ttl
 
         def renew(conn: sqlite3.Connection) -> set[str]:
+            conn.execute("UPDATE slots SET expires_at = ? WHERE owner = ?", (expires, owner))
             rows = conn.execute("UPDATE runs SET lease_expires_at = ? WHERE lease_owner = ? "
                                 "RETURNING id", (expires, owner)).fetchall()
             return {row[0] for row in rows}
@@ -327,6 +370,103 @@ class SQLiteStore(StateStore):
                          (lease.run_id, lease.owner, lease.generation))
 
         await self._run(release, write=True)
+
+    # -- cancellation ------------------------------------------------------------------------
+
+    async def request_cancel(self, run_ids: Collection[str]) -> list[RunRecord]:
+        now = self.clock()
+        ids = list(run_ids)
+
+        def request(conn: sqlite3.Connection) -> list[RunRecord]:
+            marks = ",".join("?" * len(ids))
+            rows = conn.execute(
+                f"UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, ?) "
+                f"WHERE id IN ({marks}) AND status NOT IN (?, ?) RETURNING id",
+                (now, *ids, RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value)).fetchall()
+            marked = [row[0] for row in rows]
+            for run_id in marked:
+                _insert_events(conn, run_id, now, [NewEvent("cancel_requested")])
+            return [_get_run(conn, run_id) for run_id in marked]
+
+        return await self._run(request, write=True) if ids else []
+
+    async def cancel_requests(self, owner: str) -> set[str]:
+        def select(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute("SELECT id FROM runs WHERE lease_owner = ? AND "
+                                "cancel_requested_at IS NOT NULL AND status != ?",
+                                (owner, RunStatus.CANCELLED.value)).fetchall()
+            return {row[0] for row in rows}
+
+        return await self._run(select, write=False)
+
+    # -- concurrency slots -------------------------------------------------------------------
+
+    async def acquire_slots(self, key: str, limit: int, holders: Sequence[tuple[str, str]], *,
+                            owner: str, ttl: float) -> list[str]:
+        now = self.clock()
+
+        def acquire(conn: sqlite3.Connection) -> list[str]:
+            conn.execute("DELETE FROM slots WHERE key = ? AND expires_at <= ?", (key, now))
+            held = {row[0] for row in conn.execute("SELECT holder FROM slots WHERE key = ?",
+                                                   (key,))}
+            granted = []
+            for holder, run_id in holders:
+                if holder in held:
+                    conn.execute("UPDATE slots SET owner = ?, expires_at = ? WHERE key = ? AND "
+                                 "holder = ?", (owner, now + ttl, key, holder))
+                elif len(held) < limit:
+                    conn.execute("INSERT INTO slots (key, holder, run_id, owner, acquired_at, "
+                                 "expires_at) VALUES (?,?,?,?,?,?)",
+                                 (key, holder, run_id, owner, now, now + ttl))
+                    held.add(holder)
+                else:
+                    continue
+                granted.append(holder)
+            return granted
+
+        return await self._run(acquire, write=True) if holders else []
+
+    async def release_slot(self, key: str, holder: str, *, owner: str) -> None:
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM slots WHERE key = ? AND holder = ? AND owner = ?",
+                         (key, holder, owner))
+
+        await self._run(release, write=True)
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def sync_schedule(self, entry: ScheduleEntry) -> ScheduleEntry:
+        now = self.clock()
+
+        def upsert(conn: sqlite3.Connection) -> ScheduleEntry:
+            conn.execute(
+                f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
+                "ON CONFLICT (id) DO UPDATE SET pipeline_name = excluded.pipeline_name, "
+                "pipeline_path = excluded.pipeline_path, cron = excluded.cron, "
+                "timezone = excluded.timezone, updated_at = excluded.updated_at",
+                (entry.id, entry.pipeline_name, entry.pipeline_path, entry.cron,
+                 entry.timezone, entry.last_fire, now))
+            row = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id = ?",
+                               (entry.id,)).fetchone()
+            return ScheduleEntry(*row)
+
+        return await self._run(upsert, write=True)
+
+    async def list_schedules(self) -> list[ScheduleEntry]:
+        def select(conn: sqlite3.Connection) -> list[ScheduleEntry]:
+            rows = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY id")
+            return [ScheduleEntry(*row) for row in rows]
+
+        return await self._run(select, write=False)
+
+    async def advance_schedule(self, schedule_id: str, expected: float | None,
+                               last_fire: float) -> bool:
+        def advance(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("UPDATE schedules SET last_fire = ? WHERE id = ? AND "
+                                  "last_fire IS ?", (last_fire, schedule_id, expected))
+            return cursor.rowcount == 1
+
+        return await self._run(advance, write=True)
 
     # -- the model registry ------------------------------------------------------------------
 
@@ -375,16 +515,17 @@ class SQLiteStore(StateStore):
                                     "AND lease_generation = ?", fence).fetchone()[0]
             else:
                 cursor = conn.execute(
-                    "UPDATE runs SET status = ?, error = ?, "
+                    "UPDATE runs SET status = ?, error = ?, waiting_for = ?, "
                     "pipeline_text = coalesce(?, pipeline_text), "
                     "started_at = CASE WHEN ? THEN coalesce(started_at, ?) ELSE started_at END, "
                     "finished_at = CASE WHEN ? THEN ? ELSE NULL END, "
+                    "cancel_requested_at = CASE WHEN ? THEN NULL ELSE cancel_requested_at END, "
                     "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
                     "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END "
                     "WHERE id = ? AND lease_owner = ? AND lease_generation = ?",
-                    (run.status.value, run.error, run.pipeline_text,
+                    (run.status.value, run.error, run.waiting_for, run.pipeline_text,
                      run.status is RunStatus.RUNNING, now, run.status.finished, now,
-                     run.release, run.release, *fence),
+                     run.clear_cancel, run.release, run.release, *fence),
                 )
                 held = cursor.rowcount
             if held != 1:
@@ -392,12 +533,14 @@ class SQLiteStore(StateStore):
                                 f"{lease.generation}) was taken over; its writes are refused")
             if steps:
                 conn.executemany(
-                    f"INSERT INTO steps (run_id, {_STEP_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    f"INSERT INTO steps (run_id, {_STEP_COLUMNS}) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, "
                     "attempt = excluded.attempt, outputs = excluded.outputs, "
                     "checkpoint = excluded.checkpoint, error = excluded.error, "
                     "started_at = excluded.started_at, finished_at = excluded.finished_at, "
-                    "retry_at = excluded.retry_at, config_hash = excluded.config_hash",
+                    "retry_at = excluded.retry_at, config_hash = excluded.config_hash, "
+                    "waiting_for = excluded.waiting_for",
                     [_step_row(lease.run_id, s) for s in steps],
                 )
             _insert_events(conn, lease.run_id, now, events)
@@ -420,6 +563,86 @@ def _run_record(row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
         inputs=json.loads(row[4]), status=RunStatus(row[5]), created_at=row[6],
         started_at=row[7], finished_at=row[8], error=row[9], lease_owner=row[10],
         lease_generation=row[11], lease_expires_at=row[12], recoveries=row[13],
+        batch_id=row[14], cell=row[15], matrix=None if row[16] is None else json.loads(row[16]),
+        waiting_for=row[17], cancel_requested_at=row[18], schedule_id=row[19],
+        scheduled_for=row[20],
+    )
+
+
+def _select_runs(conn: sqlite3.Connection, where: str, params: tuple[Any, ...], order: str,
+                 limit: int | None) -> list[RunRecord]:
+    rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY {order} "
+                        "LIMIT ?", (*params, -1 if limit is None else limit)).fetchall()
+    return [_run_record(row) for row in rows]
+
+
+def _insert_run(conn: sqlite3.Connection, run: NewRun, now: float, owner: str | None,
+                ttl: float) -> None:
+    events = [NewEvent("run_created", data={"pipeline": run.pipeline_name,
+                                            "path": run.pipeline_path})]
+    if owner is not None:
+        events.append(NewEvent("lease_acquired", data={
+            "owner": owner, "generation": 1, "previous_owner": None,
+            "recovered_from_crash": False}))
+    try:
+        conn.execute(
+            "INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
+            "status, created_at, lease_owner, lease_generation, lease_expires_at, batch_id, "
+            "cell, matrix, schedule_id, scheduled_for) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run.id, run.pipeline_name, run.pipeline_path, run.pipeline_text,
+             _dumps(dict(run.inputs)), run.status.value, now, owner,
+             0 if owner is None else 1, None if owner is None else now + ttl, run.batch_id,
+             run.cell, None if run.matrix is None else _dumps(dict(run.matrix)),
+             run.schedule_id, run.scheduled_for),
+        )
+    except sqlite3.IntegrityError:
+        raise RunExists(f"a run with id {run.id} already exists") from None
+    _insert_events(conn, run.id, now, events)
+
+
+def _take_lease(conn: sqlite3.Connection, run: RunRecord, owner: str, *, now: float,
+                ttl: float, max_recoveries: int, force: bool) -> Lease | RunStranded:
+    """Give `owner` the run's lease (the caller checked that no one else holds it live).
+
+    Returns, rather than raises, RunStranded, so that the parking is committed.
+    """
+    crashed = run.status is RunStatus.RUNNING
+    recoveries = 0 if force else run.recoveries + int(crashed)
+    if recoveries > max_recoveries:
+        conn.execute("UPDATE runs SET status = ?, lease_owner = NULL, lease_expires_at = "
+                     "NULL, recoveries = ?, finished_at = ? WHERE id = ?",
+                     (RunStatus.STRANDED.value, recoveries, now, run.id))
+        _insert_events(conn, run.id, now, [NewEvent("run_stranded", data={
+            "recoveries": recoveries, "max_recoveries": max_recoveries})])
+        return RunStranded(
+            f"run {run.id} was recovered from a crashed executor {recoveries - 1} "
+            f"times (max_recoveries = {max_recoveries}) and is parked as stranded; see "
+            f"`orchestrator logs {run.id}`, then `orchestrator resume {run.id} --force`")
+    generation = run.lease_generation + 1
+    conn.execute("UPDATE runs SET lease_owner = ?, lease_generation = ?, "
+                 "lease_expires_at = ?, recoveries = ? WHERE id = ?",
+                 (owner, generation, now + ttl, recoveries, run.id))
+    _insert_events(conn, run.id, now, [NewEvent("lease_acquired", data={
+        "owner": owner, "generation": generation, "previous_owner": run.lease_owner,
+        "recovered_from_crash": crashed})])
+    return Lease(run.id, owner, generation, now + ttl)
+
+
+def _get_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord:
+    row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?",
+                       (batch_id,)).fetchone()
+    if row is None:
+        raise RunNotFound(f"no batch with id {batch_id!r} (list batches with "
+                          "`orchestrator batches`)")
+    return _batch_record(row)
+
+
+def _batch_record(row: tuple[Any, ...]) -> BatchRecord:
+    return BatchRecord(
+        id=row[0], pipeline_name=row[1], pipeline_path=row[2], pipeline_text=row[3],
+        inputs=json.loads(row[4]), max_parallel=row[5], fail_fast=bool(row[6]), cells=row[7],
+        created_at=row[8], schedule_id=row[9], scheduled_for=row[10],
     )
 
 
@@ -430,6 +653,7 @@ def _step_record(row: tuple[Any, ...]) -> StepRecord:
         checkpoint=json.loads(row[4]),
         error=None if row[5] is None else ErrorInfo.from_json(json.loads(row[5])),
         started_at=row[6], finished_at=row[7], retry_at=row[8], config_hash=row[9],
+        waiting_for=row[10],
     )
 
 
@@ -438,7 +662,7 @@ def _step_row(run_id: str, step: StepRecord) -> tuple[Any, ...]:
         run_id, step.step_id, step.status.value, step.attempt,
         None if step.outputs is None else _dumps(step.outputs), _dumps(step.checkpoint),
         None if step.error is None else _dumps(step.error.to_json()),
-        step.started_at, step.finished_at, step.retry_at, step.config_hash,
+        step.started_at, step.finished_at, step.retry_at, step.config_hash, step.waiting_for,
     )
 
 

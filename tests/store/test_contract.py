@@ -221,3 +221,178 @@ async def test_model_registry(store: StateStore, clock: FakeClock) -> None:
     listed = await store.list_models()
     assert [(m.name, m.run_id) for m in listed] == [("user/m-1", "r-3"), ("user/m-2", "r-2")]
     assert listed[0].metrics == {"train_loss": 0.3}
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+async def test_a_batch_and_its_cells_are_stored_together(store: StateStore,
+                                                         clock: FakeClock) -> None:
+    """Cells get their batch id and index; the batch counts them; listing keeps cell order."""
+    from orchestrator.store.base import NewBatch
+
+    cells = [NewRun(f"r-{i}", "p", "/x/p.yaml", "t", {"n": 1}, matrix={"lr": lr})
+             for i, lr in enumerate([0.1, 0.2, 0.3])]
+    batch, runs = await store.create_batch(
+        NewBatch("b-1", "p", "/x/p.yaml", "t", {"n": 1}, max_parallel=2, fail_fast=True),
+        cells, owner="me", ttl=TTL)
+    assert (batch.cells, batch.max_parallel, batch.fail_fast) == (3, 2, True)
+    assert [(r.batch_id, r.cell, r.matrix) for r in runs] == [
+        ("b-1", 0, {"lr": 0.1}), ("b-1", 1, {"lr": 0.2}), ("b-1", 2, {"lr": 0.3})]
+    assert all(r.lease is not None and r.lease.owner == "me" for r in runs)
+    assert [r.id for r in await store.list_runs(batch_id="b-1")] == ["r-0", "r-1", "r-2"]
+    assert await store.get_batch("b-1") == batch
+    assert [b.id for b in await store.list_batches()] == ["b-1"]
+    with pytest.raises(RunNotFound, match="no batch with id 'b-2'"):
+        await store.get_batch("b-2")
+
+
+async def test_a_batch_with_a_taken_run_id_stores_nothing(store: StateStore) -> None:
+    from orchestrator.store.base import NewBatch
+
+    await store.create_run(new_run("r-1"))
+    with pytest.raises(RunExists):
+        await store.create_batch(NewBatch("b-1", "p", "/p", "t", {}),
+                                 [new_run("r-0"), new_run("r-1")])
+    with pytest.raises(RunNotFound):
+        await store.get_batch("b-1")
+    assert [r.id for r in await store.list_runs()] == ["r-1"]
+
+
+# -- claiming runs ---------------------------------------------------------------------------
+
+async def test_workers_claim_queued_orphaned_and_cancel_requested_runs(
+        store: StateStore, clock: FakeClock) -> None:
+    """Queued runs, crashed runs (lease expired) and unexecuted cancel requests are claimed,
+    oldest first; pending runs (their creator executes them) and live leases are not."""
+    from dataclasses import replace
+
+    queued = replace(new_run("r-queued"), status=RunStatus.QUEUED)
+    await store.create_run(queued)
+    clock.advance(1)
+    await store.create_run(new_run("r-pending"))
+    clock.advance(1)
+    await store.create_run(new_run("r-crashed"))
+    lease = await store.acquire_lease("r-crashed", "old", ttl=TTL, max_recoveries=3)
+    await store.commit(lease, run=RunUpdate(RunStatus.RUNNING))
+    clock.advance(1)
+    await store.create_run(new_run("r-failed"))
+    lease = await store.acquire_lease("r-failed", "old", ttl=TTL, max_recoveries=3)
+    await store.commit(lease, run=RunUpdate(RunStatus.FAILED, "x", release=True))
+    await store.request_cancel(["r-failed"])
+    await store.create_run(new_run("r-live"))
+    live = await store.acquire_lease("r-live", "other", ttl=10 * TTL, max_recoveries=3)
+    await store.commit(live, run=RunUpdate(RunStatus.RUNNING))
+
+    claimed = await store.claim_runs("w", limit=10, ttl=TTL, max_recoveries=3)
+    assert [lease.run_id for lease in claimed] == ["r-queued", "r-failed"]
+    clock.advance(TTL + 1)
+    await store.renew_leases("w", ttl=TTL)  # expired, but no one took them: renewed
+    claimed = await store.claim_runs("w2", limit=10, ttl=TTL, max_recoveries=3)
+    assert [lease.run_id for lease in claimed] == ["r-crashed"]
+    assert (await store.get_run("r-crashed")).recoveries == 1
+
+
+async def test_claiming_takes_the_lease_once(store: StateStore, clock: FakeClock) -> None:
+    from dataclasses import replace
+
+    for i in range(3):
+        await store.create_run(replace(new_run(f"r-{i}"), status=RunStatus.QUEUED))
+        clock.advance(1)
+    first = await store.claim_runs("a", limit=2, ttl=TTL, max_recoveries=3)
+    second = await store.claim_runs("b", limit=2, ttl=TTL, max_recoveries=3)
+    assert [lease.run_id for lease in first] == ["r-0", "r-1"]
+    assert [lease.run_id for lease in second] == ["r-2"]
+    assert await store.claim_runs("c", limit=2, ttl=TTL, max_recoveries=3) == []
+
+
+# -- cancellation ----------------------------------------------------------------------------
+
+async def test_cancel_requests_reach_the_owner(store: StateStore) -> None:
+    await store.create_run(new_run("r-1"))
+    await store.create_run(new_run("r-2"))
+    lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+    await store.commit(lease, run=RunUpdate(RunStatus.RUNNING))
+    assert await store.cancel_requests("me") == set()
+    marked = await store.request_cancel(["r-1", "r-2", "r-9"])
+    assert [(r.id, r.cancelling) for r in marked] == [("r-1", True), ("r-2", True)]
+    assert await store.cancel_requests("me") == {"r-1"}
+    await store.commit(lease, run=RunUpdate(RunStatus.CANCELLED, "cancelled", release=True))
+    assert await store.cancel_requests("me") == set()
+    assert not (await store.get_run("r-1")).cancelling
+    assert await store.request_cancel(["r-1"]) == []  # already cancelled
+    kinds = [e.kind for e in await store.get_events("r-2")]
+    assert kinds == ["run_created", "cancel_requested"]
+
+
+async def test_resuming_a_cancelled_run_can_withdraw_the_request(store: StateStore) -> None:
+    await store.create_run(new_run("r-1"))
+    await store.request_cancel(["r-1"])
+    lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+    await store.commit(lease, run=RunUpdate(RunStatus.RUNNING, clear_cancel=True))
+    assert (await store.get_run("r-1")).cancel_requested_at is None
+
+
+# -- concurrency slots -----------------------------------------------------------------------
+
+async def test_slots_are_granted_up_to_the_limit_in_order(store: StateStore) -> None:
+    granted = await store.acquire_slots("k", 2, [("a", "r-a"), ("b", "r-b"), ("c", "r-c")],
+                                        owner="me", ttl=TTL)
+    assert granted == ["a", "b"]
+    assert await store.acquire_slots("k", 2, [("c", "r-c")], owner="me", ttl=TTL) == []
+    assert await store.acquire_slots("other", 1, [("c", "r-c")], owner="me", ttl=TTL) == ["c"]
+    await store.release_slot("k", "a", owner="someone else")  # not theirs: nothing happens
+    assert await store.acquire_slots("k", 2, [("c", "r-c")], owner="me", ttl=TTL) == []
+    await store.release_slot("k", "a", owner="me")
+    assert await store.acquire_slots("k", 2, [("c", "r-c"), ("d", "r-d")], owner="me",
+                                     ttl=TTL) == ["c"]
+
+
+async def test_a_holder_keeps_its_slot_and_another_owner_can_take_it_over(
+        store: StateStore) -> None:
+    """A run resumed by another process re-acquires its own slot without counting twice."""
+    assert await store.acquire_slots("k", 1, [("a", "r-a")], owner="p1", ttl=TTL) == ["a"]
+    assert await store.acquire_slots("k", 1, [("a", "r-a")], owner="p2", ttl=TTL) == ["a"]
+    assert await store.acquire_slots("k", 1, [("b", "r-b")], owner="p2", ttl=TTL) == []
+
+
+async def test_slots_expire_unless_their_owner_renews(store: StateStore,
+                                                      clock: FakeClock) -> None:
+    await store.acquire_slots("k", 1, [("a", "r-a")], owner="alive", ttl=TTL)
+    await store.acquire_slots("j", 1, [("x", "r-x")], owner="dead", ttl=TTL)
+    clock.advance(TTL - 1)
+    await store.renew_leases("alive", ttl=TTL)
+    clock.advance(2)
+    assert await store.acquire_slots("k", 1, [("b", "r-b")], owner="me", ttl=TTL) == []
+    assert await store.acquire_slots("j", 1, [("y", "r-y")], owner="me", ttl=TTL) == ["y"]
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+async def test_schedules_keep_their_last_fire_and_advance_by_compare_and_set(
+        store: StateStore) -> None:
+    from orchestrator.store.base import ScheduleEntry
+
+    entry = await store.sync_schedule(ScheduleEntry("nightly", "nightly", "/p.yaml", "@daily",
+                                                    "UTC"))
+    assert entry.last_fire is None
+    assert await store.advance_schedule("nightly", None, 100.0)
+    assert not await store.advance_schedule("nightly", None, 200.0)  # someone moved it
+    assert await store.advance_schedule("nightly", 100.0, 200.0)
+    changed = await store.sync_schedule(ScheduleEntry("nightly", "nightly", "/q.yaml",
+                                                      "0 3 * * *", "Europe/Berlin"))
+    assert (changed.last_fire, changed.cron, changed.pipeline_path) == (200.0, "0 3 * * *",
+                                                                        "/q.yaml")
+    assert [s.id for s in await store.list_schedules()] == ["nightly"]
+
+
+async def test_runs_filter_by_schedule_and_status(store: StateStore, clock: FakeClock) -> None:
+    from dataclasses import replace
+
+    await store.create_run(replace(new_run("s-1"), schedule_id="nightly", scheduled_for=1.0,
+                                   status=RunStatus.QUEUED))
+    clock.advance(1)
+    await store.create_run(replace(new_run("s-2"), schedule_id="nightly", scheduled_for=2.0))
+    await store.create_run(new_run("r-1"))
+    found = await store.list_runs(schedule_id="nightly", statuses=[RunStatus.QUEUED])
+    assert [(r.id, r.scheduled_for) for r in found] == [("s-1", 1.0)]
+    assert [r.id for r in await store.list_runs(schedule_id="nightly")] == ["s-2", "s-1"]

@@ -1,0 +1,134 @@
+"""Batches: executing a matrix's cells in one process, resuming them, and summing them up.
+
+A batch is only a row that groups runs; each cell is a run like any other, with its own lease,
+steps and resume. What the batch adds: `max_parallel` (a concurrency key `batch:<id>`, held for
+the whole run, so it holds across workers too) and `fail_fast` (the first failed cell cancels
+the cells still going). Resuming a batch resumes every cell that did not succeed, and leaves
+alone cells that succeeded or that another process is executing right now.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from orchestrator.engine.executor import RunOutcome
+from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
+from orchestrator.store.base import BatchRecord, Lease, RunRecord, RunStatus, StepRecord
+
+__all__ = [
+    "BatchResumePlan",
+    "CellSummary",
+    "batch_status",
+    "execute_cells",
+    "plan_batch_resume",
+    "summarize_cell",
+]
+
+
+def batch_status(runs: Sequence[RunRecord]) -> str:
+    """One word for a batch: what its cells, taken together, are doing."""
+    statuses = {run.status for run in runs}
+    if RunStatus.RUNNING in statuses:
+        return "running"
+    if statuses & {RunStatus.PENDING, RunStatus.QUEUED}:
+        return "queued" if RunStatus.QUEUED in statuses else "pending"
+    if statuses == {RunStatus.SUCCEEDED}:
+        return "succeeded"
+    if statuses & {RunStatus.FAILED, RunStatus.STRANDED}:
+        return "failed"
+    if RunStatus.INTERRUPTED in statuses:
+        return "interrupted"
+    return "cancelled"
+
+
+async def execute_cells(orch: Orchestrator, plans: Sequence[ResumePlan], *, fail_fast: bool,
+                        leases: Mapping[str, Lease] | None = None) -> list[RunOutcome]:
+    """Execute the cells' runs concurrently (their batch slot bounds how many at once).
+
+    With `fail_fast`, the first cell to fail cancels every other cell still executing or
+    waiting to (their remote jobs are cancelled with them). Outcomes are in `plans`' order.
+    """
+    outcomes: dict[str, RunOutcome] = {}
+    held = leases or {}
+
+    async def one(plan: ResumePlan) -> None:
+        outcome = await orch.execute(plan, lease=held.get(plan.run.id))
+        outcomes[plan.run.id] = outcome
+        if fail_fast and outcome.status is RunStatus.FAILED:
+            for other in plans:
+                if other.run.id not in outcomes:
+                    orch.cancel_soon(other.run.id)
+
+    async with anyio.create_task_group() as tg:
+        for plan in plans:
+            tg.start_soon(one, plan, name=f"cell {plan.run.id}")
+    return [outcomes[plan.run.id] for plan in plans]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResumePlan:
+    """What `resume BATCH` does: cells it resumes, cells it keeps, cells busy elsewhere."""
+
+    batch: BatchRecord
+    runs: list[RunRecord]
+    resume: list[ResumePlan]
+    busy: list[RunRecord]
+
+    @property
+    def kept(self) -> list[RunRecord]:
+        return [r for r in self.runs if r.status is RunStatus.SUCCEEDED]
+
+
+async def plan_batch_resume(orch: Orchestrator, batch_id: str) -> BatchResumePlan:
+    batch = await orch.store.get_batch(batch_id)
+    runs = await orch.store.list_runs(batch_id=batch_id, limit=None)
+    now = orch.store.clock()
+    plans, busy = [], []
+    for run in runs:
+        if run.status is RunStatus.SUCCEEDED:
+            continue
+        if run.lease_live(now) and run.lease_owner != orch.owner:
+            busy.append(run)
+            continue
+        plans.append(await orch.plan_resume(run.id))
+    return BatchResumePlan(batch, runs, plans, busy)
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSummary:
+    """A cell's line in `show BATCH`: what it tried and what came of it."""
+
+    run: RunRecord
+    model_name: str | None
+    train_loss: float | None
+    eval_loss: float | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.run.started_at is None:
+            return None
+        end = self.run.finished_at if self.run.status.finished else None
+        return (end or self.run.started_at) - self.run.started_at if end else None
+
+
+def _first_output(steps: Mapping[str, StepRecord], name: str) -> Any:
+    for record in steps.values():
+        if record.outputs and record.outputs.get(name) not in (None, ""):
+            return record.outputs[name]
+    return None
+
+
+def summarize_cell(run: RunRecord, steps: Mapping[str, StepRecord]) -> CellSummary:
+    """The model a cell produced and its final losses, from its steps' outputs (the wait
+    step's `model_name`, `train_loss` and `eval_loss`, whichever step gave them)."""
+    def loss(name: str) -> float | None:
+        value = _first_output(steps, name)
+        return float(value) if isinstance(value, int | float) else None
+
+    model = _first_output(steps, "model_name")
+    return CellSummary(run, str(model) if model is not None else None, loss("train_loss"),
+                       loss("eval_loss"))

@@ -1,0 +1,96 @@
+"""The worker loop: claim runs that need an executor and execute them, many at once.
+
+Claims go through the store (`claim_runs`), so any number of workers on one state database
+never execute a run twice: queued runs (`run --detach`, the scheduler), runs whose executor
+crashed (lease expired), and runs whose cancellation nobody carries out. While it has free
+capacity the worker asks again every `poll_interval`; a run finishing frees capacity at once.
+
+A worker that is stopped (Ctrl-C, SIGTERM) puts the runs it was executing back in the queue,
+their remote jobs left running: the next worker picks them up where they were.
+"""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+from anyio.abc import TaskStatus
+
+from orchestrator.engine.orchestrator import Orchestrator
+from orchestrator.errors import ConfigError, LeaseLost, RunBusy, RunStranded
+from orchestrator.log import get_logger
+from orchestrator.store.base import Lease, RunStatus
+
+__all__ = ["Worker"]
+
+
+class Worker:
+    """Executes claimed runs on `orch` until cancelled."""
+
+    def __init__(self, orch: Orchestrator, *, max_runs: int = 100,
+                 poll_interval: float = 1.0) -> None:
+        self._orch = orch
+        self._max_runs = max_runs
+        self._poll_interval = poll_interval
+        self._active: set[str] = set()
+        self._freed = anyio.Event()
+        self._log = get_logger()
+        self.finished: list[tuple[str, RunStatus]] = []
+        """(run id, status) of every run this worker finished, in order (for tests and stats)."""
+
+    async def run_forever(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                          ) -> None:
+        async with anyio.create_task_group() as tg:
+            task_status.started()
+            while True:
+                await self.claim_once(tg)
+                timeout = self._poll_interval if len(self._active) < self._max_runs \
+                    else math.inf
+                with anyio.move_on_after(timeout):
+                    await self._freed.wait()
+                self._freed = anyio.Event()
+
+    async def claim_once(self, tg: anyio.abc.TaskGroup) -> list[str]:
+        """Claim as many runs as there is room for and start them in `tg`; their ids."""
+        room = self._max_runs - len(self._active)
+        if room <= 0:
+            return []
+        try:
+            leases = await self._orch.store.claim_runs(
+                self._orch.owner, limit=room, ttl=self._orch.config.lease_ttl,
+                max_recoveries=self._orch.config.max_recoveries)
+        except Exception as exc:  # noqa: BLE001  (the store may be busy; try again later)
+            self._log.warning("could not claim runs", error=f"{type(exc).__name__}: {exc}")
+            return []
+        for lease in leases:
+            self._active.add(lease.run_id)
+            tg.start_soon(self._execute, lease, name=f"run {lease.run_id}")
+        return [lease.run_id for lease in leases]
+
+    async def _execute(self, lease: Lease) -> None:
+        log = self._log.bind(run_id=lease.run_id)
+        try:
+            plan = await self._orch.plan_resume(lease.run_id)
+            log.info("executing a claimed run", pipeline=plan.pipeline.name,
+                     status=plan.run.status.value)
+            if plan.nothing_to_do:
+                await self._orch.store.release_lease(lease)
+                return
+            try:
+                outcome = await self._orch.execute(plan, lease=lease, requeue=True)
+            except ConfigError as exc:  # e.g. a secret this worker's environment lacks
+                await self._orch.give_up(lease, str(exc))
+                self.finished.append((lease.run_id, RunStatus.FAILED))
+                return
+            self.finished.append((lease.run_id, outcome.status))
+        except ConfigError as exc:  # the stored pipeline no longer loads here
+            log.error("cannot execute the run", error=str(exc))  # noqa: TRY400  (no trace)
+            await self._orch.give_up(lease, str(exc))
+            self.finished.append((lease.run_id, RunStatus.FAILED))
+        except (LeaseLost, RunBusy, RunStranded) as exc:
+            log.warning("run left to another executor", error=str(exc))
+        except Exception as exc:  # one run's trouble must not stop the worker
+            log.exception("executing the run failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._active.discard(lease.run_id)
+            self._freed.set()
