@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 from anyio.abc import TaskGroup
 
 from orchestrator.engine.executor import RunOutcome
@@ -57,3 +58,37 @@ class Harness:
     async def events(self, run_id: str, kind: str | None = None) -> list[EventRecord]:
         events = await self.store.get_events(run_id)
         return [e for e in events if kind is None or e.kind == kind]
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals that cover one instant (an end at t comes before a start at t)."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+                   key=lambda edge: (edge[0], edge[1]))
+    most = current = 0
+    for _, change in edges:
+        current += change
+        most = max(most, current)
+    return most
+
+
+def intervals(events: list[EventRecord], start: str, end: str,
+              step: str | None = None) -> list[tuple[float, float]]:
+    """[start, end] of each pair of `start`/`end` events (of `step`, if given), in order."""
+    found, opened = [], None
+    for event in events:
+        if step is not None and event.step_id != step:
+            continue
+        if event.kind == start and opened is None:
+            opened = event.ts
+        elif event.kind == end and opened is not None:
+            found.append((opened, event.ts))
+            opened = None
+    return found
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], what: str,
+                     timeout: float = 5.0) -> None:
+    """Poll `check` until it holds (a deadline, never a blind sleep); `what` names it."""
+    with anyio.fail_after(timeout):
+        while not await check():  # noqa: ASYNC110  (the state lives in another process's file)
+            await anyio.sleep(0.02)

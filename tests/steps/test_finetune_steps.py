@@ -235,6 +235,87 @@ async def test_cancelling_the_run_cancels_the_remote_job(setup: Setup) -> None:
                                                                       "cancelled")
 
 
+async def test_a_cancel_request_in_the_store_reaches_the_executing_process(
+        setup: Setup) -> None:
+    """`orchestrator cancel` from another terminal writes a request; the process executing
+    the run notices it within a few seconds and cancels the job."""
+    setup.api.config = dataclasses.replace(setup.api.config, job_duration=60.0)
+    pipeline = setup.pipeline(TRAIN)
+    async with setup.orchestrator() as orch:
+        record = await orch.create_run(pipeline, {}, hold=True)
+        outcome: list[Any] = []
+        async with anyio.create_task_group() as tg:
+
+            async def execute() -> None:
+                outcome.append(await orch.execute(ResumePlan(record, pipeline, {},
+                                                             frozenset(), None),
+                                                  lease=record.lease))
+
+            tg.start_soon(execute)
+            with anyio.fail_after(10):
+                await setup.reported.setdefault("wait", anyio.Event()).wait()
+            asked = anyio.current_time()
+            await setup.store.request_cancel([record.id])
+        assert anyio.current_time() - asked < 3
+    assert outcome[0].status is RunStatus.CANCELLED
+    job_id = ((await setup.steps(record.id))["launch"].outputs or {})["job_id"]
+    assert (await setup.client.retrieve_fine_tune(job_id)).status in ("cancel_requested",
+                                                                      "cancelled")
+    kinds = [e.kind for e in await setup.store.get_events(record.id)]
+    assert "cancel_requested" in kinds and "remote_cancelled" in kinds
+
+
+async def test_a_cancel_landing_while_no_one_executes_is_finished_by_the_next_executor(
+        setup: Setup) -> None:
+    """Interrupted mid-wait (remote job left running), then cancelled: the next executor
+    cancels the job instead of resuming, and the run ends cancelled."""
+    setup.api.config = dataclasses.replace(setup.api.config, job_duration=60.0)
+    pipeline = setup.pipeline(TRAIN)
+    async with setup.orchestrator() as orch, anyio.create_task_group() as tg:
+        record = await orch.create_run(pipeline, {}, hold=True)
+        tg.start_soon(lambda: orch.execute(ResumePlan(record, pipeline, {}, frozenset(), None),
+                                           lease=record.lease))
+        with anyio.fail_after(10):
+            await setup.reported.setdefault("wait", anyio.Event()).wait()
+        tg.cancel_scope.cancel()  # as Ctrl-C with "leave the jobs running"
+    assert (await setup.store.get_run(record.id)).status is RunStatus.INTERRUPTED
+    job_id = ((await setup.steps(record.id))["launch"].outputs or {})["job_id"]
+    assert (await setup.client.retrieve_fine_tune(job_id)).status in ("pending", "queued",
+                                                                      "running")
+
+    await setup.store.request_cancel([record.id])
+    async with setup.orchestrator() as orch:
+        outcome = await orch.resume(record.id)
+    assert outcome.status is RunStatus.CANCELLED
+    assert (await setup.client.retrieve_fine_tune(job_id)).status in ("cancel_requested",
+                                                                      "cancelled")
+    assert len(await setup.client.list_fine_tunes()) == 1
+    assert (await setup.steps(record.id))["wait"].status.value == "interrupted"  # not re-run
+
+
+async def test_cancelling_finds_a_job_whose_launch_died_before_recording_it(
+        setup: Setup) -> None:
+    file, _ = await setup.client.upload_file(setup.tmp_path / "train.jsonl")
+    pipeline = setup.pipeline(f"""
+        name: p
+        steps:
+          launch:
+            uses: together/launch-fine-tune
+            with: {{training_file: {file.id}, model: {BASE}}}
+    """)
+    record = await seed(setup, pipeline, StepRecord("launch", attempt=1, checkpoint={
+        "creating": True, "suffix": "orphan-suffix"}))
+    setup.api.config = dataclasses.replace(setup.api.config, job_duration=60.0)
+    orphan = await setup.client.create_fine_tune({"training_file": file.id, "model": BASE,
+                                                  "suffix": "orphan-suffix"})
+    await setup.store.request_cancel([record.id])
+    async with setup.orchestrator() as orch:
+        outcome = await orch.resume(record.id)
+    assert outcome.status is RunStatus.CANCELLED
+    assert (await setup.client.retrieve_fine_tune(orphan.id)).status in ("cancel_requested",
+                                                                         "cancelled")
+
+
 REGISTER = f"""
 name: adapter
 steps:
