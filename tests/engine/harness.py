@@ -89,6 +89,8 @@ def intervals(events: list[EventRecord], start: str, end: str,
 async def wait_until(check: Callable[[], Awaitable[bool]], what: str,
                      timeout: float = 5.0) -> None:
     """Poll `check` until it holds (a deadline, never a blind sleep); `what` names it."""
-    with anyio.fail_after(timeout):
-        while not await check():  # noqa: ASYNC110  (the state lives in another process's file)
+    with anyio.move_on_after(timeout):
+        while not await check():  # noqa: ASYNC110  (the state lives in the store, not here)
             await anyio.sleep(0.02)
+        return
+    raise AssertionError(f"timed out after {timeout}s waiting until {what}")
