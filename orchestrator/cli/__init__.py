@@ -8,6 +8,7 @@ Exit codes: 0 succeeded, 1 the run failed, 2 bad input, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,10 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
+_MODULES = {"batches": "batches", "cancel": "service", "worker": "service",
+            "scheduler": "service", "serve": "service", "schedules": "service"}
+"""Where a command's handler lives when not in `commands`."""
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -26,7 +31,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _flag_groups() -> dict[str, _Parser]:
+    """Flags several commands share, as argparse parent parsers."""
     state = _Parser(add_help=False)
     state.add_argument("--state-url", metavar="URL",
                        help="state database (default: setting state_url, "
@@ -38,14 +44,43 @@ def _parser() -> argparse.ArgumentParser:
     inputs = _Parser(add_help=False)
     inputs.add_argument("-i", "--input", action="append", default=[], metavar="NAME=VALUE",
                         help="set a pipeline input (repeatable)")
+    provider = _Parser(add_help=False)
+    provider.add_argument("--provider", choices=["local", "together"],
+                          help="where fine-tuning steps send requests (default: setting "
+                               "provider)")
+    interrupt = _Parser(add_help=False)
+    interrupt.add_argument("--on-interrupt", choices=["ask", "cancel", "leave"], default="ask",
+                           help="after Ctrl-C, leave remote jobs running (resumable) or cancel "
+                                "them; ask (the default) asks on a terminal, else leaves")
+    workers = _Parser(add_help=False)
+    workers.add_argument("--max-runs", type=int, metavar="N",
+                         help="runs executed at once (default: setting worker_max_runs)")
+    paths = _Parser(add_help=False)
+    paths.add_argument("paths", nargs="*", metavar="PATH",
+                       help="pipeline files or folders with schedules (default: setting "
+                            "schedule_paths)")
+    return {"state": state, "logging": logging, "inputs": inputs, "provider": provider,
+            "interrupt": interrupt, "workers": workers, "paths": paths}
 
+
+def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="orchestrator",
                      description="Durable, resumable YAML pipelines for fine-tuning models.",
                      epilog="exit codes: 0 succeeded, 1 the run failed, 2 bad input, "
                             "130 interrupted. Settings: config/orchestrator.toml.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
+    flags = _flag_groups()
+    _running_commands(commands, flags)
+    _looking_commands(commands, flags)
+    _service_commands(commands, flags)
+    return parser
 
+
+def _running_commands(commands: argparse._SubParsersAction[_Parser],
+                      g: dict[str, _Parser]) -> None:
+    state, logging, inputs, provider, interrupt = (g["state"], g["logging"], g["inputs"],
+                                                   g["provider"], g["interrupt"])
     p = commands.add_parser("validate", help="check pipeline files; report every problem")
     p.add_argument("files", nargs="+", metavar="FILE")
 
@@ -57,14 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reload", action="store_true",
                    help="for a run: re-read its pipeline file and re-run changed steps")
 
-    p = commands.add_parser("run", parents=[inputs, state, logging], help="run a pipeline")
+    p = commands.add_parser("run", parents=[inputs, state, logging, provider, interrupt],
+                            help="run a pipeline (a matrix: a batch of runs)")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--provider", choices=["local", "together"],
-                   help="where fine-tuning steps send requests (default: setting provider)")
+    p.add_argument("--detach", action="store_true",
+                   help="queue the run for a worker and print its id at once")
 
-    p = commands.add_parser("resume", parents=[state, logging],
-                            help="continue a failed, interrupted or crashed run")
-    p.add_argument("run_id", metavar="RUN")
+    p = commands.add_parser("resume", parents=[state, logging, interrupt],
+                            help="continue a failed, interrupted or crashed run, or every "
+                                 "cell of a batch that did not succeed")
+    p.add_argument("run_id", metavar="RUN|BATCH")
     p.add_argument("--from", dest="from_step", metavar="STEP",
                    help="re-run STEP and everything after it")
     p.add_argument("--reload", action="store_true",
@@ -72,11 +109,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="resume a stranded run (resets its recovery count)")
 
+    p = commands.add_parser("cancel", parents=[state, logging],
+                            help="cancel runs or batches, and the remote jobs they started")
+    p.add_argument("targets", nargs="+", metavar="RUN|BATCH")
+    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for the process executing a run to cancel it")
+
+
+def _looking_commands(commands: argparse._SubParsersAction[_Parser],
+                      g: dict[str, _Parser]) -> None:
+    state = g["state"]
     p = commands.add_parser("runs", parents=[state], help="list recent runs")
     p.add_argument("--limit", type=int, default=20, metavar="N")
 
-    p = commands.add_parser("show", parents=[state], help="a run's steps and their state")
-    p.add_argument("run_id", metavar="RUN")
+    p = commands.add_parser("batches", parents=[state], help="list recent batches")
+    p.add_argument("--limit", type=int, default=20, metavar="N")
+
+    p = commands.add_parser("show", parents=[state],
+                            help="a run's steps and their state, or a batch's cells")
+    p.add_argument("run_id", metavar="RUN|BATCH")
     p.add_argument("--outputs", action="store_true", help="also print each step's outputs")
 
     p = commands.add_parser("logs", parents=[state], help="a run's event log")
@@ -103,7 +154,20 @@ def _parser() -> argparse.ArgumentParser:
                         "local_data_dir)")
     p.add_argument("--allow-remote", action="store_true",
                    help="listen on a non-loopback address (no real security: one shared key)")
-    return parser
+
+
+def _service_commands(commands: argparse._SubParsersAction[_Parser],
+                      g: dict[str, _Parser]) -> None:
+    state, logging, provider, workers, paths = (g["state"], g["logging"], g["provider"],
+                                                g["workers"], g["paths"])
+    commands.add_parser("worker", parents=[state, logging, provider, workers],
+                        help="execute queued runs (run --detach, schedules) until stopped")
+    commands.add_parser("scheduler", parents=[paths, state, logging],
+                        help="fire due schedules into the queue until stopped")
+    commands.add_parser("serve", parents=[paths, state, logging, provider, workers],
+                        help="scheduler and worker in one process")
+    commands.add_parser("schedules", parents=[paths, state],
+                        help="each schedule with its next fire time and last run")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,9 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator.errors import OrchestratorError  # noqa: PLC0415
 
     try:
-        from orchestrator.cli import commands  # noqa: PLC0415
-
-        handler = getattr(commands, f"cmd_{args.command.replace('-', '_')}")
+        module = importlib.import_module(
+            f"orchestrator.cli.{_MODULES.get(args.command, 'commands')}")
+        handler = getattr(module, f"cmd_{args.command.replace('-', '_')}")
         code: int = handler(args)
     except OrchestratorError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -159,40 +160,77 @@ async def _until_signal(work: Awaitable[T]) -> T | None:
 
 
 class _Session:
-    """What a running command knows about its run, for the messages around it."""
+    """What a running command knows about its run (or batch), for the messages around it."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.run_id: str | None = None
+        self.run_ids: list[str] = []
         self.pipeline: Pipeline | None = None
         self.steps: Mapping[str, StepRecord] = {}
 
-    def announce(self, run_id: str, pipeline: Pipeline, verb: str) -> None:
+    def announce(self, run_id: str, pipeline: Pipeline, verb: str, what: str = "run") -> None:
         self.run_id, self.pipeline = run_id, pipeline
-        _err(f"{verb} run {run_id} of {pipeline.name} (provider: {self.settings.provider}, "
+        self.run_ids = self.run_ids or [run_id]
+        _err(f"{verb} {what} {run_id} of {pipeline.name} (provider: {self.settings.provider}, "
              f"state: {self.settings.state_url})")
 
 
-def _execute(settings: Settings,
-             start: Callable[[Orchestrator, _Session], Awaitable[RunOutcome]]) -> int:
-    """Execute a run with logging set up; report its outcome and return the exit code."""
-    from contextlib import ExitStack  # noqa: PLC0415
-
+@contextlib.contextmanager
+def _output(settings: Settings, *, label: Callable[[str, str], str] | None = None
+            ) -> Iterator[ProgressSink | None]:
+    """Log lines set up for this command; on a terminal, live progress below them."""
     from orchestrator.log import configure_logging  # noqa: PLC0415
 
-    session = _Session(settings)
-    live = None
-    with ExitStack() as stack:
-        if sys.stderr.isatty() and settings.log_format != "json":
-            from rich.console import Console  # noqa: PLC0415
+    if sys.stderr.isatty() and settings.log_format != "json":
+        from rich.console import Console  # noqa: PLC0415
 
-            from orchestrator.cli.progress import ConsoleWriter, LiveProgress  # noqa: PLC0415
+        from orchestrator.cli.progress import ConsoleWriter, LiveProgress  # noqa: PLC0415
 
-            live = stack.enter_context(LiveProgress(Console(file=sys.stderr)))
+        with LiveProgress(Console(file=sys.stderr), label=label) as live:
             configure_logging(fmt="console", level=settings.log_level,
                               stream=ConsoleWriter(live.console))  # type: ignore[arg-type]
-        else:
-            configure_logging(fmt=settings.log_format, level=settings.log_level)
+            yield live
+    else:
+        configure_logging(fmt=settings.log_format, level=settings.log_level)
+        yield None
+
+
+def _wants_cancel(on_interrupt: str) -> bool:
+    """Whether to cancel remote jobs after Ctrl-C: the flag, or the person at the terminal."""
+    if on_interrupt != "ask":
+        return on_interrupt == "cancel"
+    if not sys.stdin.isatty():
+        return False
+    try:
+        answer = input("Leave its remote jobs running, to resume later [L], or cancel them "
+                       "and the run [c]? ")
+    except (EOFError, KeyboardInterrupt):
+        return False
+    return answer.strip().lower() in ("c", "cancel")
+
+
+def _after_interrupt(settings: Settings, session: _Session, on_interrupt: str) -> int:
+    if session.run_id is None:
+        _err("interrupted before the run was created")
+        return EXIT_INTERRUPTED
+    _err(f"{session.run_id} interrupted; its state is saved.")
+    if _wants_cancel(on_interrupt):
+        from orchestrator.cli.service import cancel_and_report  # noqa: PLC0415
+
+        cancel_and_report(settings, session.run_ids, wait=30.0)
+        return EXIT_INTERRUPTED
+    _err(f"Remote jobs were left running. Continue with:\n  orchestrator resume "
+         f"{session.run_id}\nor stop them with:\n  orchestrator cancel {session.run_id}")
+    return EXIT_INTERRUPTED
+
+
+def _execute(settings: Settings,
+             start: Callable[[Orchestrator, _Session], Awaitable[RunOutcome]], *,
+             on_interrupt: str = "leave") -> int:
+    """Execute a run with logging set up; report its outcome and return the exit code."""
+    session = _Session(settings)
+    with _output(settings) as live:
 
         async def until_signal(orch: Orchestrator) -> RunOutcome | None:
             outcome = await _until_signal(start(orch, session))
@@ -202,12 +240,7 @@ def _execute(settings: Settings,
 
         outcome = _with_orchestrator(settings, until_signal, provider=True, progress=live)
     if outcome is None:
-        if session.run_id is None:
-            _err("interrupted before the run was created")
-        else:
-            _err(f"run {session.run_id} interrupted; its state is saved. Continue it with:\n"
-                 f"  orchestrator resume {session.run_id}")
-        return EXIT_INTERRUPTED
+        return _after_interrupt(settings, session, on_interrupt)
     assert session.pipeline is not None
     return _report(session.pipeline, session.steps, outcome)
 
@@ -222,7 +255,8 @@ def _report(pipeline: Pipeline, steps: Mapping[str, StepRecord], outcome: RunOut
         return EXIT_OK
     _out(f"run {outcome.run_id} {outcome.status.value}: {outcome.error}")
     _out(f"  see: orchestrator show {outcome.run_id}")
-    _out(f"  fix the cause, then: orchestrator resume {outcome.run_id}")
+    if outcome.status is not RunStatus.CANCELLED:
+        _out(f"  fix the cause, then: orchestrator resume {outcome.run_id}")
     return EXIT_FAILED
 
 
@@ -233,7 +267,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.file)
     inputs = resolve_inputs(pipeline.inputs, parse_assignments(args.input),
                             pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
+    if args.detach:
+        return _detach(settings, pipeline, inputs)
     read_secrets(pipeline.secret_names)  # fail before creating a run that could not start
+    if pipeline.matrix is not None:
+        from orchestrator.cli.batches import run_batch  # noqa: PLC0415
+
+        return run_batch(settings, pipeline, inputs, on_interrupt=args.on_interrupt)
 
     async def run(orch: Orchestrator, session: _Session) -> RunOutcome:
         record = await orch.create_run(pipeline, inputs, hold=True)
@@ -241,13 +281,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         return await orch.execute(ResumePlan(record, pipeline, {}, frozenset(), None),
                                   lease=record.lease)
 
-    return _execute(settings, run)
+    return _execute(settings, run, on_interrupt=args.on_interrupt)
+
+
+def _detach(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any]) -> int:
+    """Queue the run (or batch) for a worker; print its id on stdout and return at once."""
+    from orchestrator.engine.orchestrator import Orchestrator  # noqa: PLC0415
+    from orchestrator.store.base import RunStatus  # noqa: PLC0415
+
+    async def queue(store: StateStore) -> str:
+        orch = Orchestrator(store)
+        if pipeline.matrix is not None:
+            batch, runs = await orch.create_batch(pipeline, inputs, status=RunStatus.QUEUED)
+            _err(f"queued batch {batch.id} of {pipeline.name}: {len(runs)} cells, for a worker "
+                 "(orchestrator worker, or orchestrator serve)")
+            return batch.id
+        run = await orch.create_run(pipeline, inputs, status=RunStatus.QUEUED)
+        _err(f"queued run {run.id} of {pipeline.name} for a worker (orchestrator worker, or "
+             "orchestrator serve)")
+        return run.id
+
+    _out(_with_store(settings, queue))
+    return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.store.base import RunStatus  # noqa: PLC0415
 
     settings = _settings(args)
+    if _is_batch(settings, args.run_id):
+        from orchestrator.cli.batches import resume_batch  # noqa: PLC0415
+
+        return resume_batch(settings, args.run_id, on_interrupt=args.on_interrupt)
 
     async def resume(orch: Orchestrator, session: _Session) -> RunOutcome:
         from orchestrator.engine.executor import RunOutcome  # noqa: PLC0415
@@ -259,13 +324,29 @@ def cmd_resume(args: argparse.Namespace) -> int:
                  "(--from STEP re-runs part of it)")
             return RunOutcome(args.run_id, RunStatus.SUCCEEDED)
         session.announce(args.run_id, plan.pipeline, "resuming")
+        if plan.run.cancelling:
+            _err(f"run {args.run_id} has a cancel request: finishing its cancellation")
         kept = plan.kept()
         if kept:
             _err(f"keeping {len(kept)} succeeded step{'s' * (len(kept) != 1)}: "
                  f"{', '.join(kept)}")
         return await orch.execute(plan, force=args.force)
 
-    return _execute(settings, resume)
+    return _execute(settings, resume, on_interrupt=args.on_interrupt)
+
+
+def _is_batch(settings: Settings, target: str) -> bool:
+    """Whether `target` names a batch (else it is taken for a run id)."""
+    from orchestrator.errors import RunNotFound  # noqa: PLC0415
+
+    async def look(store: StateStore) -> bool:
+        try:
+            await store.get_batch(target)
+        except RunNotFound:
+            return False
+        return True
+
+    return target.startswith("b-") and _with_store(settings, look)
 
 
 # -- looking at runs -------------------------------------------------------------------------
@@ -283,6 +364,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
 
     settings = _settings(args)
+    if _is_batch(settings, args.run_id):
+        from orchestrator.cli.batches import show_batch  # noqa: PLC0415
+
+        return show_batch(settings, args.run_id)
 
     async def load(store: StateStore) -> Any:
         run = await store.get_run(args.run_id)

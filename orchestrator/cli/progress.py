@@ -36,8 +36,10 @@ class LiveProgress:
     """A ProgressSink that draws one live line per reporting step."""
 
     def __init__(self, console: Console, *, get_time: Callable[[], float] | None = None,
-                 auto_refresh: bool = True) -> None:
+                 auto_refresh: bool = True,
+                 label: Callable[[str, str], str] | None = None) -> None:
         self.console = console
+        self._label = label or (lambda _run_id, step_id: step_id)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
@@ -50,7 +52,8 @@ class LiveProgress:
         total = fields.get("total_steps")
         completed = fields.get("step") or 0
         if key not in self._tasks:
-            self._tasks[key] = self.progress.add_task(step_id, total=total, detail=detail,
+            self._tasks[key] = self.progress.add_task(self._label(run_id, step_id),
+                                                      total=total, detail=detail,
                                                       completed=completed)
         else:
             self.progress.update(self._tasks[key], total=total, completed=completed,

@@ -26,9 +26,14 @@ from orchestrator.store.base import (
 
 if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import ResumePlan
+    from orchestrator.schedule.batch import CellSummary
+    from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.spec.loader import Pipeline
+    from orchestrator.store.base import BatchRecord
 
 __all__ = [
+    "batch_detail",
+    "batches_table",
     "event_line",
     "final_outputs",
     "models_table",
@@ -36,11 +41,13 @@ __all__ = [
     "resume_plan",
     "run_detail",
     "runs_table",
+    "schedules_table",
 ]
 
 _STYLE = {
     "succeeded": "green", "failed": "red", "stranded": "red", "cancelled": "yellow",
     "interrupted": "yellow", "retrying": "yellow", "running": "cyan", "pending": "dim",
+    "queued": "dim", "waiting": "magenta",
 }
 
 
@@ -56,6 +63,15 @@ def _when(ts: float | None) -> str:
 
 def _status(value: str) -> Text:
     return Text(value, style=_STYLE.get(value, ""))
+
+
+def _run_status(run: RunRecord) -> Text:
+    """A run's status, with what it waits for, or that its cancellation is pending."""
+    if run.waiting_for:
+        return Text(f"waiting for {run.waiting_for}", style=_STYLE["waiting"])
+    if run.cancelling:
+        return Text(f"{run.status.value} (cancel requested)", style="yellow")
+    return _status(run.status.value)
 
 
 def _span(start: float | None, end: float | None) -> str:
@@ -132,7 +148,7 @@ def runs_table(runs: list[RunRecord]) -> None:
         table.add_column(column)
     for run in runs:
         end = run.finished_at if run.status.finished else None
-        table.add_row(run.id, run.pipeline_name, _status(run.status.value),
+        table.add_row(run.id, run.pipeline_name, _run_status(run),
                       _when(run.started_at or run.created_at), _span(run.started_at, end))
     console.print(table)
 
@@ -142,9 +158,13 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
 
     console = _console()
     end = run.finished_at if run.status.finished else None
-    console.print(Text.assemble(f"run {run.id}  {run.pipeline_name}  ",
-                                _status(run.status.value)))
+    console.print(Text.assemble(f"run {run.id}  {run.pipeline_name}  ", _run_status(run)))
     console.print(f"  pipeline  {run.pipeline_path}")
+    if run.batch_id is not None:
+        cell = ", ".join(f"{k}={_short(v, 40)}" for k, v in (run.matrix or {}).items())
+        console.print(f"  batch     {run.batch_id}, cell {run.cell}: {cell}")
+    if run.schedule_id is not None:
+        console.print(f"  schedule  {run.schedule_id}, fire time {_when(run.scheduled_for)}")
     console.print(f"  created   {_when(run.created_at)}   duration {_span(run.started_at, end)}")
     if run.inputs:
         console.print("  inputs    " + ", ".join(f"{k}={_short(v, 60)}"
@@ -169,7 +189,9 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
         error = note + str(record.error) if record.error else ""
         finished = record.finished_at if record.status in (StepStatus.SUCCEEDED,
                                                            StepStatus.FAILED) else None
-        table.add_row(sid, _status(record.status.value), str(record.attempt or "-"),
+        status = Text(f"waiting for {record.waiting_for}", style=_STYLE["waiting"]) \
+            if record.waiting_for else _status(record.status.value)
+        table.add_row(sid, status, str(record.attempt or "-"),
                       _span(record.started_at, finished), _short(error, 120))
     console.print(table)
     if outputs:
@@ -190,6 +212,84 @@ def final_outputs(pipeline: Pipeline, steps: Mapping[str, StepRecord]) -> None:
         if sid not in needed and record and record.outputs:
             for key, value in record.outputs.items():
                 console.print(f"{sid}.{key}: {_short(value, 200)}", soft_wrap=True)
+
+
+# -- batches and schedules -------------------------------------------------------------------
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def batch_detail(batch: BatchRecord, cells: list[CellSummary]) -> None:
+    """A batch's cells: matrix values, status, model, final losses, duration."""
+    from orchestrator.schedule.batch import batch_status  # noqa: PLC0415
+
+    console = _console()
+    runs = [cell.run for cell in cells]
+    console.print(Text.assemble(f"batch {batch.id}  {batch.pipeline_name}  ",
+                                _status(batch_status(runs))))
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.status.value] = counts.get(run.status.value, 0) + 1
+    bound = f"max_parallel {batch.max_parallel}" if batch.max_parallel else "no max_parallel"
+    console.print(f"  {batch.cells} cells ({', '.join(f'{n} {s}' for s, n in counts.items())})"
+                  f", {bound}{', fail_fast' if batch.fail_fast else ''}")
+    console.print(f"  created   {_when(batch.created_at)}   pipeline {batch.pipeline_path}")
+    table = Table(box=None, pad_edge=False)
+    for column in ("CELL", "MATRIX", "STATUS", "MODEL", "TRAIN LOSS", "EVAL LOSS", "DURATION"):
+        table.add_column(column)
+    for cell in cells:
+        run = cell.run
+        values = " ".join(f"{k}={_short(v, 40)}" for k, v in (run.matrix or {}).items())
+        end = run.finished_at if run.status.finished else None
+        table.add_row(run.id, values or "-", _run_status(run), cell.model_name or "-",
+                      _loss(cell.train_loss), _loss(cell.eval_loss),
+                      _span(run.started_at, end))
+    console.print(table)
+    failed = [c.run for c in cells if c.run.error and c.run.status is not RunStatus.SUCCEEDED]
+    for run in failed[:10]:
+        console.print(Text(f"  {run.id}: {_short(run.error, 160)}", style="red"))
+
+
+def batches_table(rows: list[tuple[BatchRecord, list[RunRecord]]]) -> None:
+    from orchestrator.schedule.batch import batch_status  # noqa: PLC0415
+
+    console = _console()
+    if not rows:
+        console.print("no batches yet (a pipeline with a matrix: runs as one)")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("BATCH", "PIPELINE", "STATUS", "CELLS", "SUCCEEDED", "FAILED", "CREATED"):
+        table.add_column(column)
+    for batch, runs in rows:
+        succeeded = sum(r.status is RunStatus.SUCCEEDED for r in runs)
+        failed = sum(r.status in (RunStatus.FAILED, RunStatus.STRANDED) for r in runs)
+        table.add_row(batch.id, batch.pipeline_name, _status(batch_status(runs)),
+                      str(batch.cells), str(succeeded), str(failed), _when(batch.created_at))
+    console.print(table)
+
+
+def schedules_table(rows: list[tuple[Scheduled, float, RunRecord | None]]) -> None:
+    """Each schedule with its next fire time (in its own zone) and its last run."""
+    from datetime import datetime  # noqa: PLC0415
+
+    console = _console()
+    if not rows:
+        console.print("no pipelines with a schedule: found (see setting schedule_paths)")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("SCHEDULE", "CRON", "TIMEZONE", "OVERLAP", "CATCH-UP", "NEXT FIRE",
+                   "LAST RUN"):
+        table.add_column(column)
+    for scheduled, next_fire, last in rows:
+        spec = scheduled.pipeline.schedule
+        assert spec is not None
+        when = datetime.fromtimestamp(next_fire, scheduled.cron.zone)
+        last_text = Text("-") if last is None else Text.assemble(f"{last.id} ",
+                                                                  _run_status(last))
+        table.add_row(scheduled.id, spec.cron, spec.timezone, spec.overlap, spec.catch_up,
+                      when.strftime("%Y-%m-%d %H:%M %Z"), last_text)
+    console.print(table)
 
 
 # -- the model registry ---------------------------------------------------------------------

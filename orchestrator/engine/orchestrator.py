@@ -354,7 +354,8 @@ class Orchestrator:
         signal goes back to the queue instead of ending `interrupted`.
         """
         run = plan.run
-        secret_values = read_secrets(plan.pipeline.secret_names)
+        # Cancelling needs no secrets (nothing is rendered), so it works from any terminal.
+        secret_values = {} if run.cancelling else read_secrets(plan.pipeline.secret_names)
         REDACTOR.add(secret_values.values())
         if lease is None:
             dead = [run.lease_owner] if run.lease_owner and owner_is_dead(run.lease_owner) \

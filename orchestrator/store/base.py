@@ -137,7 +137,8 @@ class RunRecord:
     @property
     def cancelling(self) -> bool:
         """Someone asked to cancel the run and it has not ended cancelled yet."""
-        return self.cancel_requested_at is not None and self.status is not RunStatus.CANCELLED
+        return self.cancel_requested_at is not None and self.status not in (
+            RunStatus.CANCELLED, RunStatus.SUCCEEDED)
 
     def lease_live(self, now: float) -> bool:
         """A process holds the run's lease and it has not expired."""

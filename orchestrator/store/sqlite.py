@@ -393,8 +393,9 @@ class SQLiteStore(StateStore):
     async def cancel_requests(self, owner: str) -> set[str]:
         def select(conn: sqlite3.Connection) -> set[str]:
             rows = conn.execute("SELECT id FROM runs WHERE lease_owner = ? AND "
-                                "cancel_requested_at IS NOT NULL AND status != ?",
-                                (owner, RunStatus.CANCELLED.value)).fetchall()
+                                "cancel_requested_at IS NOT NULL AND status NOT IN (?, ?)",
+                                (owner, RunStatus.CANCELLED.value,
+                                 RunStatus.SUCCEEDED.value)).fetchall()
             return {row[0] for row in rows}
 
         return await self._run(select, write=False)

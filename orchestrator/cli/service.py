@@ -1,0 +1,158 @@
+"""Long-running and cross-process commands: worker, scheduler, serve, schedules and cancel."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.cli import EXIT_FAILED, EXIT_OK
+from orchestrator.cli.commands import (
+    _err,
+    _out,
+    _output,
+    _settings,
+    _until_signal,
+    _with_orchestrator,
+    _with_store,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.engine.orchestrator import Orchestrator
+    from orchestrator.schedule.scheduler import Scheduled
+    from orchestrator.settings import Settings
+    from orchestrator.store.base import StateStore
+
+__all__ = [
+    "cancel_and_report",
+    "cmd_cancel",
+    "cmd_scheduler",
+    "cmd_schedules",
+    "cmd_serve",
+    "cmd_worker",
+]
+
+
+# -- cancel ----------------------------------------------------------------------------------
+
+def _expand_ids(settings: Settings, targets: Sequence[str]) -> list[str]:
+    """Run ids, with each batch id replaced by its cells' run ids; unknown ids are errors."""
+    from orchestrator.errors import RunNotFound  # noqa: PLC0415
+
+    async def expand(store: StateStore) -> list[str]:
+        ids: list[str] = []
+        for target in targets:
+            try:
+                await store.get_run(target)
+            except RunNotFound:
+                try:
+                    await store.get_batch(target)
+                except RunNotFound:
+                    msg = (f"no run or batch with id {target!r} (see `orchestrator runs` and "
+                           "`orchestrator batches`)")
+                    raise RunNotFound(msg) from None
+                ids += [run.id for run in await store.list_runs(batch_id=target, limit=None)]
+            else:
+                ids.append(target)
+        return list(dict.fromkeys(ids))
+
+    return _with_store(settings, expand)
+
+
+def cancel_and_report(settings: Settings, run_ids: Sequence[str], *, wait: float) -> bool:
+    """Cancel the runs (see `engine.cancellation`), print one line each; True if all ended."""
+    from orchestrator.engine.cancellation import CancelResult, cancel_runs  # noqa: PLC0415
+
+    async def cancel(orch: Orchestrator) -> list[CancelResult]:
+        return await cancel_runs(orch, run_ids, wait=wait)
+
+    results = _with_orchestrator(settings, cancel, provider=True)
+    for result in results:
+        _out(f"{result.run_id}: {result.note}")
+    return all(result.done for result in results)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    run_ids = _expand_ids(settings, args.targets)
+    with _output(settings):
+        done = cancel_and_report(settings, run_ids, wait=args.wait)
+    return EXIT_OK if done else EXIT_FAILED
+
+
+# -- worker, scheduler, serve ----------------------------------------------------------------
+
+def _scheduled(settings: Settings, paths: Sequence[str]) -> list[Scheduled]:
+    from orchestrator.schedule.scheduler import load_scheduled  # noqa: PLC0415
+
+    return load_scheduled(paths or settings.schedule_paths)
+
+
+def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | None) -> int:
+    """Run a worker loop, a scheduler loop, or both, until Ctrl-C or SIGTERM."""
+    import anyio  # noqa: PLC0415
+
+    from orchestrator.schedule.scheduler import Scheduler  # noqa: PLC0415
+    from orchestrator.schedule.worker import Worker  # noqa: PLC0415
+
+    async def serve(orch: Orchestrator) -> None:
+        async with anyio.create_task_group() as tg:
+            parts = []
+            if worker:
+                loop = Worker(orch, max_runs=settings.worker_max_runs,
+                              poll_interval=settings.worker_poll_interval)
+                await tg.start(loop.run_forever)
+                parts.append(f"worker (up to {settings.worker_max_runs} runs at once)")
+            if scheduled is not None:
+                await tg.start(Scheduler(orch, scheduled, grace=settings.schedule_grace)
+                               .run_forever)
+                names = ", ".join(s.id for s in scheduled) or "none found"
+                parts.append(f"scheduler (schedules: {names})")
+            _err(f"{orch.owner}: {' and '.join(parts)} on {settings.state_url} (provider: "
+                 f"{settings.provider}); Ctrl-C stops")
+
+    async def until_signal(orch: Orchestrator) -> Any:
+        return await _until_signal(serve(orch))
+
+    with _output(settings) as live:
+        _with_orchestrator(settings, until_signal, provider=worker, progress=live)
+    _err("stopped" + ("; runs being executed were put back in the queue" if worker else ""))
+    return EXIT_OK  # a service asked to stop has done nothing wrong
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args, **_worker_flags(args))
+    return _serve(settings, worker=True, scheduled=None)
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    return _serve(settings, worker=False, scheduled=_scheduled(settings, args.paths))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, **_worker_flags(args))
+    return _serve(settings, worker=True, scheduled=_scheduled(settings, args.paths))
+
+
+def _worker_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {"worker_max_runs": args.max_runs, "provider": args.provider}
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    from orchestrator.cli import render  # noqa: PLC0415
+    from orchestrator.store.base import RunRecord  # noqa: PLC0415
+
+    settings = _settings(args)
+    scheduled = _scheduled(settings, args.paths)
+
+    async def load(store: StateStore) -> list[tuple[Scheduled, float, RunRecord | None]]:
+        now = store.clock()
+        rows = []
+        for item in scheduled:
+            last = await store.list_runs(schedule_id=item.id, limit=1)
+            rows.append((item, item.cron.next_after(now), last[0] if last else None))
+        return rows
+
+    render.schedules_table(_with_store(settings, load))
+    return EXIT_OK
