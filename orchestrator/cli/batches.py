@@ -7,16 +7,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import EXIT_FAILED, EXIT_OK
-from orchestrator.cli.commands import (
-    _after_interrupt,
-    _err,
-    _out,
-    _output,
-    _Session,
-    _settings,
-    _until_signal,
-    _with_orchestrator,
-    _with_store,
+from orchestrator.cli.session import (
+    Session,
+    after_interrupt,
+    err,
+    out,
+    output,
+    settings_for,
+    until_signal,
+    with_orchestrator,
+    with_store,
 )
 
 if TYPE_CHECKING:
@@ -34,17 +34,17 @@ def _cell_label(run_id: str, step_id: str) -> str:
     return f"#{run_id.rpartition('.')[2]} {step_id}"
 
 
-def _execute_batch(settings: Settings, session: _Session, on_interrupt: str,
+def _execute_batch(settings: Settings, session: Session, on_interrupt: str,
                    go: Any) -> int:
-    with _output(settings, label=_cell_label) as live:
+    with output(settings, label=_cell_label) as live:
 
-        async def until_signal(orch: Orchestrator) -> list[RunOutcome] | None:
-            outcomes: list[RunOutcome] | None = await _until_signal(go(orch))
+        async def interruptible(orch: Orchestrator) -> list[RunOutcome] | None:
+            outcomes: list[RunOutcome] | None = await until_signal(go(orch))
             return outcomes
 
-        outcomes = _with_orchestrator(settings, until_signal, provider=True, progress=live)
+        outcomes = with_orchestrator(settings, interruptible, provider=True, progress=live)
     if outcomes is None:
-        return _after_interrupt(settings, session, on_interrupt)
+        return after_interrupt(settings, session, on_interrupt)
     assert session.run_id is not None
     return _report_batch(settings, session.run_id)
 
@@ -55,14 +55,14 @@ def run_batch(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any],
     from orchestrator.engine.orchestrator import ResumePlan  # noqa: PLC0415
     from orchestrator.schedule.batch import execute_cells  # noqa: PLC0415
 
-    session = _Session(settings)
+    session = Session(settings)
 
     async def go(orch: Orchestrator) -> list[RunOutcome]:
         batch, runs = await orch.create_batch(pipeline, inputs, hold=True)
         session.run_ids = [run.id for run in runs]
         bound = f", at most {batch.max_parallel} at once" if batch.max_parallel else ""
         session.announce(batch.id, pipeline, "starting", what="batch")
-        _err(f"  {len(runs)} cells{bound}{', fail-fast' if batch.fail_fast else ''}")
+        err(f"  {len(runs)} cells{bound}{', fail-fast' if batch.fail_fast else ''}")
         plans = [ResumePlan(run, pipeline, {}, frozenset(), None) for run in runs]
         return await execute_cells(orch, plans, fail_fast=batch.fail_fast,
                                    leases={r.id: r.lease for r in runs if r.lease})
@@ -74,16 +74,16 @@ def resume_batch(settings: Settings, batch_id: str, *, on_interrupt: str) -> int
     """Resume every cell that did not succeed; leave succeeded and busy cells alone."""
     from orchestrator.schedule.batch import execute_cells, plan_batch_resume  # noqa: PLC0415
 
-    session = _Session(settings)
+    session = Session(settings)
 
     async def go(orch: Orchestrator) -> list[RunOutcome]:
         plan = await plan_batch_resume(orch, batch_id)
         session.run_id, session.run_ids = batch_id, [p.run.id for p in plan.resume]
-        _err(f"resuming batch {batch_id} of {plan.batch.pipeline_name} (provider: "
+        err(f"resuming batch {batch_id} of {plan.batch.pipeline_name} (provider: "
              f"{settings.provider}, state: {settings.state_url})")
-        _err(f"  {len(plan.resume)} cells to resume, {len(plan.kept)} succeeded cells kept")
+        err(f"  {len(plan.resume)} cells to resume, {len(plan.kept)} succeeded cells kept")
         for run in plan.busy:
-            _err(f"  {run.id} is being executed by {run.lease_owner}; left alone")
+            err(f"  {run.id} is being executed by {run.lease_owner}; left alone")
         return await execute_cells(orch, plan.resume, fail_fast=plan.batch.fail_fast)
 
     return _execute_batch(settings, session, on_interrupt, go)
@@ -97,7 +97,7 @@ def _load_batch(settings: Settings, batch_id: str) -> Any:
         runs = await store.list_runs(batch_id=batch_id, limit=None)
         return batch, [summarize_cell(run, await store.get_steps(run.id)) for run in runs]
 
-    return _with_store(settings, load)
+    return with_store(settings, load)
 
 
 def _report_batch(settings: Settings, batch_id: str) -> int:
@@ -107,9 +107,9 @@ def _report_batch(settings: Settings, batch_id: str) -> int:
     batch, cells = _load_batch(settings, batch_id)
     render.batch_detail(batch, cells)
     if all(cell.run.status is RunStatus.SUCCEEDED for cell in cells):
-        _out(f"batch {batch_id} succeeded")
+        out(f"batch {batch_id} succeeded")
         return EXIT_OK
-    _out(f"batch {batch_id} did not succeed; fix the cause, then: orchestrator resume "
+    out(f"batch {batch_id} did not succeed; fix the cause, then: orchestrator resume "
          f"{batch_id}")
     return EXIT_FAILED
 
@@ -125,11 +125,11 @@ def show_batch(settings: Settings, batch_id: str) -> int:
 def cmd_batches(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
 
-    settings = _settings(args)
+    settings = settings_for(args)
 
     async def load(store: StateStore) -> Any:
         batches = await store.list_batches(limit=args.limit)
         return [(b, await store.list_runs(batch_id=b.id, limit=None)) for b in batches]
 
-    render.batches_table(_with_store(settings, load))
+    render.batches_table(with_store(settings, load))
     return EXIT_OK

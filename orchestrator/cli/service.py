@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import EXIT_FAILED, EXIT_OK
-from orchestrator.cli.commands import (
-    _err,
-    _out,
-    _output,
-    _settings,
-    _until_signal,
-    _with_orchestrator,
-    _with_store,
+from orchestrator.cli.session import (
+    err,
+    out,
+    output,
+    settings_for,
+    until_signal,
+    with_orchestrator,
+    with_store,
 )
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def _expand_ids(settings: Settings, targets: Sequence[str]) -> list[str]:
                 ids.append(target)
         return list(dict.fromkeys(ids))
 
-    return _with_store(settings, expand)
+    return with_store(settings, expand)
 
 
 def cancel_and_report(settings: Settings, run_ids: Sequence[str], *, wait: float) -> bool:
@@ -66,16 +66,16 @@ def cancel_and_report(settings: Settings, run_ids: Sequence[str], *, wait: float
     async def cancel(orch: Orchestrator) -> list[CancelResult]:
         return await cancel_runs(orch, run_ids, wait=wait)
 
-    results = _with_orchestrator(settings, cancel, provider=True)
+    results = with_orchestrator(settings, cancel, provider=True)
     for result in results:
-        _out(f"{result.run_id}: {result.note}")
+        out(f"{result.run_id}: {result.note}")
     return all(result.done for result in results)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_for(args)
     run_ids = _expand_ids(settings, args.targets)
-    with _output(settings):
+    with output(settings):
         done = cancel_and_report(settings, run_ids, wait=args.wait)
     return EXIT_OK if done else EXIT_FAILED
 
@@ -108,30 +108,30 @@ def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | Non
                                .run_forever)
                 names = ", ".join(s.id for s in scheduled) or "none found"
                 parts.append(f"scheduler (schedules: {names})")
-            _err(f"{orch.owner}: {' and '.join(parts)} on {settings.state_url} (provider: "
+            err(f"{orch.owner}: {' and '.join(parts)} on {settings.state_url} (provider: "
                  f"{settings.provider}); Ctrl-C stops")
 
-    async def until_signal(orch: Orchestrator) -> Any:
-        return await _until_signal(serve(orch))
+    async def interruptible(orch: Orchestrator) -> Any:
+        return await until_signal(serve(orch))
 
-    with _output(settings) as live:
-        _with_orchestrator(settings, until_signal, provider=worker, progress=live)
-    _err("stopped" + ("; runs being executed were put back in the queue" if worker else ""))
+    with output(settings) as live:
+        with_orchestrator(settings, interruptible, provider=worker, progress=live)
+    err("stopped" + ("; runs being executed were put back in the queue" if worker else ""))
     return EXIT_OK  # a service asked to stop has done nothing wrong
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = _settings(args, **_worker_flags(args))
+    settings = settings_for(args, **_worker_flags(args))
     return _serve(settings, worker=True, scheduled=None)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_for(args)
     return _serve(settings, worker=False, scheduled=_scheduled(settings, args.paths))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _settings(args, **_worker_flags(args))
+    settings = settings_for(args, **_worker_flags(args))
     return _serve(settings, worker=True, scheduled=_scheduled(settings, args.paths))
 
 
@@ -143,7 +143,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
     from orchestrator.store.base import RunRecord  # noqa: PLC0415
 
-    settings = _settings(args)
+    settings = settings_for(args)
     scheduled = _scheduled(settings, args.paths)
 
     async def load(store: StateStore) -> list[tuple[Scheduled, float, RunRecord | None]]:
@@ -154,5 +154,5 @@ def cmd_schedules(args: argparse.Namespace) -> int:
             rows.append((item, item.cron.next_after(now), last[0] if last else None))
         return rows
 
-    render.schedules_table(_with_store(settings, load))
+    render.schedules_table(with_store(settings, load))
     return EXIT_OK

@@ -1,0 +1,205 @@
+"""What the running commands share: settings, the store, an orchestrator, output, signals.
+
+Heavy imports happen inside the functions, so that importing this module costs nothing for
+commands that never run a pipeline (`validate`, `--help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from orchestrator.cli import EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    from orchestrator.engine.executor import ProgressSink
+    from orchestrator.engine.orchestrator import Orchestrator
+    from orchestrator.settings import Settings
+    from orchestrator.spec.loader import Pipeline
+    from orchestrator.store.base import StateStore, StepRecord
+
+__all__ = [
+    "Session",
+    "after_interrupt",
+    "err",
+    "is_batch",
+    "open_store",
+    "out",
+    "output",
+    "settings_for",
+    "until_signal",
+    "wants_cancel",
+    "with_orchestrator",
+    "with_store",
+]
+
+T = TypeVar("T")
+
+
+def out(text: str = "") -> None:
+    """Results: what a script piping the command reads."""
+    print(text, flush=True)
+
+
+def err(text: str) -> None:
+    """Messages to the person: progress, hints, errors."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def settings_for(args: argparse.Namespace, **extra: Any) -> Settings:
+    from orchestrator.settings import load_settings  # noqa: PLC0415
+
+    return load_settings(state_url=getattr(args, "state_url", None),
+                         log_format=getattr(args, "log_format", None),
+                         log_level=getattr(args, "log_level", None), **extra)
+
+
+def open_store(settings: Settings) -> StateStore:
+    from orchestrator.store.base import open_store  # noqa: PLC0415
+
+    return open_store(settings.state_url, durability=settings.durability,
+                      busy_timeout=settings.busy_timeout)
+
+
+def with_store(settings: Settings, fn: Callable[[StateStore], Awaitable[T]]) -> T:
+    import anyio  # noqa: PLC0415
+
+    async def main() -> T:
+        async with open_store(settings) as store:
+            return await fn(store)
+
+    return anyio.run(main)
+
+
+def with_orchestrator(settings: Settings, fn: Callable[[Orchestrator], Awaitable[T]], *,
+                       provider: bool = False, progress: ProgressSink | None = None) -> T:
+    """Run `fn` with an orchestrator; `provider` opens the configured provider for its steps."""
+    from contextlib import AsyncExitStack  # noqa: PLC0415
+
+    from orchestrator.engine.orchestrator import EngineConfig, Orchestrator  # noqa: PLC0415
+
+    config = EngineConfig(max_parallel_steps=settings.max_parallel_steps,
+                          lease_ttl=settings.lease_ttl, max_recoveries=settings.max_recoveries)
+
+    async def with_opened(store: StateStore) -> T:
+        async with AsyncExitStack() as stack:
+            client = None
+            if provider:
+                from orchestrator.providers.factory import open_provider  # noqa: PLC0415
+
+                client = await stack.enter_async_context(open_provider(settings))
+            orch = await stack.enter_async_context(Orchestrator(
+                store, config=config, provider=client, progress=progress))
+            return await fn(orch)
+
+    return with_store(settings, with_opened)
+
+
+async def until_signal(work: Awaitable[T]) -> T | None:
+    """`work`'s result, or None if SIGINT or SIGTERM cancelled it (its state is saved)."""
+    import anyio  # noqa: PLC0415
+
+    result: list[T] = []
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    err("interrupted: stopping and saving the run's state ...")
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        try:
+            result.append(await work)
+        except Exception as exc:  # noqa: BLE001  (re-raised below, outside the task group)
+            error = exc
+        tg.cancel_scope.cancel()
+    if error is not None:
+        raise error  # unwrapped: a task group would have put it in an ExceptionGroup
+    return result[0] if result else None
+
+
+class Session:
+    """What a running command knows about its run (or batch), for the messages around it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.run_id: str | None = None
+        self.run_ids: list[str] = []
+        self.pipeline: Pipeline | None = None
+        self.steps: Mapping[str, StepRecord] = {}
+
+    def announce(self, run_id: str, pipeline: Pipeline, verb: str, what: str = "run") -> None:
+        self.run_id, self.pipeline = run_id, pipeline
+        self.run_ids = self.run_ids or [run_id]
+        err(f"{verb} {what} {run_id} of {pipeline.name} (provider: {self.settings.provider}, "
+             f"state: {self.settings.state_url})")
+
+
+@contextlib.contextmanager
+def output(settings: Settings, *, label: Callable[[str, str], str] | None = None
+            ) -> Iterator[ProgressSink | None]:
+    """Log lines set up for this command; on a terminal, live progress below them."""
+    from orchestrator.log import configure_logging  # noqa: PLC0415
+
+    if sys.stderr.isatty() and settings.log_format != "json":
+        from rich.console import Console  # noqa: PLC0415
+
+        from orchestrator.cli.progress import ConsoleWriter, LiveProgress  # noqa: PLC0415
+
+        with LiveProgress(Console(file=sys.stderr), label=label) as live:
+            configure_logging(fmt="console", level=settings.log_level,
+                              stream=ConsoleWriter(live.console))  # type: ignore[arg-type]
+            yield live
+    else:
+        configure_logging(fmt=settings.log_format, level=settings.log_level)
+        yield None
+
+
+def wants_cancel(on_interrupt: str) -> bool:
+    """Whether to cancel remote jobs after Ctrl-C: the flag, or the person at the terminal."""
+    if on_interrupt != "ask":
+        return on_interrupt == "cancel"
+    if not sys.stdin.isatty():
+        return False
+    try:
+        answer = input("Leave its remote jobs running, to resume later [L], or cancel them "
+                       "and the run [c]? ")
+    except (EOFError, KeyboardInterrupt):
+        return False
+    return answer.strip().lower() in ("c", "cancel")
+
+
+def after_interrupt(settings: Settings, session: Session, on_interrupt: str) -> int:
+    if session.run_id is None:
+        err("interrupted before the run was created")
+        return EXIT_INTERRUPTED
+    err(f"{session.run_id} interrupted; its state is saved.")
+    if wants_cancel(on_interrupt):
+        from orchestrator.cli.service import cancel_and_report  # noqa: PLC0415
+
+        cancel_and_report(settings, session.run_ids, wait=30.0)
+        return EXIT_INTERRUPTED
+    err(f"Remote jobs were left running. Continue with:\n  orchestrator resume "
+         f"{session.run_id}\nor stop them with:\n  orchestrator cancel {session.run_id}")
+    return EXIT_INTERRUPTED
+
+
+def is_batch(settings: Settings, target: str) -> bool:
+    """Whether `target` names a batch (else it is taken for a run id)."""
+    from orchestrator.errors import RunNotFound  # noqa: PLC0415
+
+    async def look(store: StateStore) -> bool:
+        try:
+            await store.get_batch(target)
+        except RunNotFound:
+            return False
+        return True
+
+    return target.startswith("b-") and with_store(settings, look)
