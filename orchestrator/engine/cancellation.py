@@ -61,7 +61,7 @@ async def cancel_runs(orch: Orchestrator, run_ids: Collection[str], *,
 async def _cancel_one(orch: Orchestrator, run_id: str, wait: float) -> CancelResult:
     store = orch.store
     run = await store.get_run(run_id)
-    if not (run.lease_live(store.clock()) and run.lease_owner != orch.owner):
+    if not orch.executed_elsewhere(run):
         try:
             outcome = await orch.execute(await orch.plan_resume(run_id))
         except (RunBusy, LeaseLost):

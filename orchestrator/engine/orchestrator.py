@@ -404,6 +404,12 @@ class Orchestrator:
     def executing(self, run_id: str) -> bool:
         return run_id in self._executing
 
+    def executed_elsewhere(self, run: RunRecord) -> bool:
+        """Another live process holds the run's lease (one known to have exited does not)."""
+        owner = run.lease_owner
+        return (owner is not None and owner != self.owner and run.lease_live(self.store.clock())
+                and not owner_is_dead(owner))
+
     async def give_up(self, lease: Lease, error: str) -> None:
         """End a run this process holds but cannot execute (its pipeline no longer loads, a
         secret is missing): `failed`, with why, lease released."""

@@ -86,12 +86,11 @@ class BatchResumePlan:
 async def plan_batch_resume(orch: Orchestrator, batch_id: str) -> BatchResumePlan:
     batch = await orch.store.get_batch(batch_id)
     runs = await orch.store.list_runs(batch_id=batch_id, limit=None)
-    now = orch.store.clock()
     plans, busy = [], []
     for run in runs:
         if run.status is RunStatus.SUCCEEDED:
             continue
-        if run.lease_live(now) and run.lease_owner != orch.owner:
+        if orch.executed_elsewhere(run):
             busy.append(run)
             continue
         plans.append(await orch.plan_resume(run.id))
