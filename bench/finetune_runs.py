@@ -14,8 +14,6 @@ import io
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import anyio
 
+from bench import report_medians, run_child
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
 from orchestrator.localapi.transport import BASE_URL
@@ -79,20 +78,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     if args.child:
         child(args.runs, args.job)
         return []
-    results = []
-    for _ in range(args.repeat):
-        out = subprocess.run([sys.executable, "-m", "bench.finetune_runs", "--child", "--runs",
-                              str(args.runs), "--job", str(args.job)], capture_output=True,
-                             text=True, check=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results = [run_child("bench.finetune_runs", "--runs", str(args.runs), "--job",
+                         str(args.job)) for _ in range(args.repeat)]
     print(f"{args.runs} concurrent lora-finetune runs, jobs planned at {args.job:g}s, local "
           f"provider in-process, median of {args.repeat}")
-    rows = []
-    for key, unit in (("wall", "s"), ("cpu", "s"), ("rss_mib", "MiB")):
-        median = statistics.median(r[key] for r in results)
-        runs = ", ".join(f"{r[key]:.1f}" for r in results)
-        print(f"  {key:<8} {median:8.1f} {unit:<4} (target <= {TARGETS[key]:g}; runs: {runs})")
-        rows.append((f"{args.runs} fine-tune runs: {key} {unit}", median))
+    rows = report_medians(f"{args.runs} fine-tune runs", results,
+                          (("wall", "s"), ("cpu", "s"), ("rss_mib", "MiB")), TARGETS)
     spread = statistics.median(r["launch_spread"] for r in results)
     print(f"  (all {args.runs} jobs were created within {spread:.1f}s of the first; "
           "2 files uploaded in all)")

@@ -40,23 +40,21 @@ def descendants(deps: Deps, roots: Iterable[str]) -> set[str]:
     for step, needs in deps.items():
         for need in needs:
             dependents.setdefault(need, []).append(step)
-    seen: set[str] = set()
-    stack = list(roots)
-    while stack:
-        step = stack.pop()
-        if step not in seen:
-            seen.add(step)
-            stack.extend(dependents.get(step, ()))
-    return seen
+    return _reach(dependents, roots)
 
 
 def ancestors(deps: Deps, roots: Iterable[str]) -> set[str]:
     """`roots` and every step one of them depends on, directly or not."""
+    return _reach(deps, roots)
+
+
+def _reach(edges: Deps, roots: Iterable[str]) -> set[str]:
+    """Every step reachable from `roots` along `edges` (the roots included)."""
     seen: set[str] = set()
     stack = list(roots)
     while stack:
         step = stack.pop()
         if step not in seen:
             seen.add(step)
-            stack.extend(deps.get(step, ()))
+            stack.extend(edges.get(step, ()))
     return seen

@@ -4,26 +4,18 @@ and resuming a batch touches only the cells that did not succeed."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from orchestrator.engine.orchestrator import ResumePlan
 from orchestrator.schedule.batch import batch_status, execute_cells, plan_batch_resume
-from orchestrator.store.base import RunStatus, StateStore, open_store
+from orchestrator.store.base import RunStatus
 from tests.engine.harness import Harness, intervals, max_overlap
 
 
 @pytest.fixture
-async def live_store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    async with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
-        yield store
-
-
-@pytest.fixture
-def h(tmp_path: Path, live_store: StateStore) -> Harness:
-    return Harness(tmp_path, live_store, slot_poll_interval=0.05)
+def h(live_harness: Harness) -> Harness:
+    return live_harness
 
 
 async def run_batch(h: Harness, text: str) -> tuple[str, list[RunStatus]]:

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import pytest
 
 from orchestrator.engine.orchestrator import ResumePlan
 from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.store.base import RunStatus, StateStore, open_store
+from orchestrator.store.base import RunStatus
 from tests.engine.harness import Harness, intervals, max_overlap, wait_until
 
 
 @pytest.fixture
-async def live_store(tmp_path: Path) -> AsyncIterator[StateStore]:
-    """A store on the real clock: these tests read the event log's timestamps."""
-    async with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
-        yield store
-
-
-@pytest.fixture
-def h(tmp_path: Path, live_store: StateStore) -> Harness:
-    return Harness(tmp_path, live_store, slot_poll_interval=0.05)
+def h(live_harness: Harness) -> Harness:
+    return live_harness
 
 
 async def run_all(h: Harness, text: str, count: int) -> list[str]:

@@ -171,19 +171,24 @@ async def seed(setup: Setup, pipeline: Pipeline, step: StepRecord) -> RunRecord:
     return record
 
 
-async def test_launch_adopts_the_job_its_crashed_attempt_created(setup: Setup) -> None:
-    """If the process died after the create reached the server, re-entry finds the job by its
-    token instead of creating a second one."""
-    from orchestrator.steps.together import run_token
-
+async def launch_only(setup: Setup) -> tuple[Any, Pipeline]:
+    """An uploaded training file and a pipeline that only launches a job on it."""
     file, _ = await setup.client.upload_file(setup.tmp_path / "train.jsonl")
-    pipeline = setup.pipeline(f"""
+    return file, setup.pipeline(f"""
         name: p
         steps:
           launch:
             uses: together/launch-fine-tune
             with: {{training_file: {file.id}, model: {BASE}}}
     """)
+
+
+async def test_launch_adopts_the_job_its_crashed_attempt_created(setup: Setup) -> None:
+    """If the process died after the create reached the server, re-entry finds the job by its
+    token instead of creating a second one."""
+    from orchestrator.steps.together import run_token
+
+    file, pipeline = await launch_only(setup)
     record = await seed(setup, pipeline, StepRecord("launch", checkpoint={"creating": True}))
     orphan = await setup.client.create_fine_tune({"training_file": file.id, "model": BASE,
                                                   "suffix": run_token(f"{record.id}:launch")})
@@ -295,14 +300,7 @@ async def test_a_cancel_landing_while_no_one_executes_is_finished_by_the_next_ex
 
 async def test_cancelling_finds_a_job_whose_launch_died_before_recording_it(
         setup: Setup) -> None:
-    file, _ = await setup.client.upload_file(setup.tmp_path / "train.jsonl")
-    pipeline = setup.pipeline(f"""
-        name: p
-        steps:
-          launch:
-            uses: together/launch-fine-tune
-            with: {{training_file: {file.id}, model: {BASE}}}
-    """)
+    file, pipeline = await launch_only(setup)
     record = await seed(setup, pipeline, StepRecord("launch", attempt=1, checkpoint={
         "creating": True, "suffix": "orphan-suffix"}))
     setup.api.config = dataclasses.replace(setup.api.config, job_duration=60.0)
