@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -171,3 +172,45 @@ async def test_broken_and_clashing_files_are_reported_not_skipped(tmp_path: Path
     text = str(caught.value)
     assert "two scheduled pipelines are named 'a'" in text
     assert "c.yml:2:11: schedule: cron '0 0 0 * *' is not a valid cron expression" in text
+
+
+async def test_overlap_queue_runs_the_fires_one_after_another(
+        tmp_path: Path, store: StateStore, clock: FakeClock) -> None:
+    """Three fires queue while none runs; a worker then executes them strictly one at a time
+    (the schedule's own concurrency key, limit 1): each run takes its slot only after the run
+    before gave it back, in the event log's order."""
+    from orchestrator.engine.orchestrator import EngineConfig
+    from orchestrator.schedule.worker import Worker
+    from tests.engine.harness import wait_until
+
+    path = write(tmp_path / "q.yaml", """
+        name: q
+        schedule: {cron: '@hourly', overlap: queue}
+        steps:
+          work: {uses: core/sleep, with: {duration: 100ms}}
+    """)
+    clock.now = 1_800_000_000.0 - 1_800_000_000.0 % HOUR + 1
+    scheduler = await scheduler_for(Orchestrator(store), path)
+    for _ in range(3):
+        clock.advance(HOUR)
+        assert [f.action for f in await scheduler.tick()] == ["fired"]
+    config = EngineConfig(slot_poll_interval=0.05)
+    async with Orchestrator(store, config=config) as orch, anyio.create_task_group() as tg:
+        worker = Worker(orch, poll_interval=0.05)
+        await tg.start(worker.run_forever)
+
+        async def all_done() -> bool:
+            return len(worker.finished) == 3
+
+        await wait_until(all_done, "the worker finished the three runs", timeout=10)
+        tg.cancel_scope.cancel()
+    assert {status for _, status in worker.finished} == {RunStatus.SUCCEEDED}
+    spans, waited = [], 0
+    for run in await store.list_runs(schedule_id="q", limit=None):
+        events = await store.get_events(run.id)
+        seqs = {e.kind: e.seq for e in events if e.step_id is None}
+        spans.append((seqs["slot_acquired"], seqs["slot_released"]))
+        waited += "slot_waiting" in seqs
+    spans.sort()
+    assert all(earlier[1] < later[0] for earlier, later in itertools.pairwise(spans))
+    assert waited >= 1
