@@ -2,6 +2,7 @@
 
 Each benchmark can also run alone (each takes --help): `python -m bench.engine_overhead`,
 `python -m bench.waiting`, `python -m bench.localapi_status`, `python -m bench.finetune_runs`,
+`python -m bench.sweep` (about 5 minutes: ten waves of 30 s jobs), `python -m bench.serve_idle`,
 `python -m bench.startup`.
 Figures are medians of several runs; the machines these run on are shared, so run twice
 before believing a change.
@@ -9,12 +10,21 @@ before believing a change.
 
 from __future__ import annotations
 
-from bench import engine_overhead, finetune_runs, localapi_status, startup, waiting
+from bench import (
+    engine_overhead,
+    finetune_runs,
+    localapi_status,
+    serve_idle,
+    startup,
+    sweep,
+    waiting,
+)
 
 
 def main() -> None:
     rows = []
-    for module in (engine_overhead, waiting, localapi_status, finetune_runs, startup):
+    for module in (engine_overhead, waiting, localapi_status, finetune_runs, sweep, serve_idle,
+                   startup):
         rows += module.main([])
         print()
     print("summary")

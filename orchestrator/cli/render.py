@@ -93,6 +93,20 @@ def pipeline_plan(pipeline: Pipeline, inputs: Mapping[str, Any]) -> None:
     console.print(f"pipeline {pipeline.name} ({pipeline.path}), {len(pipeline.steps)} steps")
     for name, value in inputs.items():
         console.print(f"  input {name} = {_short(value)}")
+    if pipeline.matrix is not None:
+        cells = pipeline.cells()
+        axes = " x ".join(f"{k} ({len(v)})" for k, v in pipeline.matrix.axes.items())
+        bound = pipeline.matrix.max_parallel
+        console.print(f"  matrix: {len(cells)} cells, one run each ({axes or 'include only'})"
+                      + (f", at most {bound} at once" if bound else "")
+                      + (", fail-fast" if pipeline.matrix.fail_fast else ""))
+    if pipeline.concurrency is not None:
+        console.print(f"  concurrency: at most {pipeline.concurrency.limit} runs per key "
+                      f"{pipeline.concurrency.key!r}")
+    if pipeline.schedule is not None:
+        spec = pipeline.schedule
+        console.print(f"  schedule: {spec.cron} ({spec.timezone}), overlap {spec.overlap}, "
+                      f"catch_up {spec.catch_up}")
 
     def fill(ref: Reference) -> Any:
         if ref.root == "inputs" and ref.path and ref.path[0] in inputs:

@@ -554,7 +554,8 @@ class SQLiteStore(StateStore):
 def _get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord:
     row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
-        raise RunNotFound(f"no run with id {run_id!r} (list runs with `orchestrator runs`)")
+        raise RunNotFound(f"no run with id {run_id!r} (list runs with `orchestrator runs`, "
+                          "batches with `orchestrator batches`)")
     return _run_record(row)
 
 

@@ -249,3 +249,21 @@ def test_ctrl_c_can_leave_the_job_running_or_cancel_it(tmp_path: Path) -> None:
     statuses = sorted(str(j["status"]) for j in local_jobs(tmp_path))
     assert statuses[0] in ("cancel_requested", "cancelled")
     assert statuses[1] in ("pending", "queued", "running")
+
+
+def test_plan_schedules_and_bad_ids(cli: CLI, tmp_path: Path) -> None:
+    plan = cli("plan", str(SWEEP), check_code=0).stdout
+    assert "matrix: 12 cells, one run each (base_model (3) x learning_rate (4))" in plan
+    listed = cli("schedules", str(REPO / "pipelines"), check_code=0).stdout
+    assert re.search(r"nightly-retrain\s+0 2 \* \* \*\s+Europe/Berlin\s+skip\s+latest\s+"
+                     r"\d{4}-\d\d-\d\d 02:00 CES?T\s+-", listed), listed
+    unknown = cli("cancel", "nope", check_code=2)
+    assert "no run or batch with id 'nope'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    shown = cli("show", "b-nope", check_code=2)
+    assert "batches with `orchestrator batches`" in shown.stderr
+    write(tmp_path / "sched" / "bad.yaml", "name: bad\nschedule: {cron: '0 2 * *'}\n"
+                                           "steps: {a: {uses: core/echo}}\n")
+    broken = cli("scheduler", "sched", check_code=2)
+    assert broken.stderr.startswith("sched/bad.yaml:2:18: schedule.cron: cron '0 2 * *' must "
+                                    "have five fields"), broken.stderr
