@@ -80,7 +80,7 @@ def resume_batch(settings: Settings, batch_id: str, *, on_interrupt: str) -> int
         plan = await plan_batch_resume(orch, batch_id)
         session.run_id, session.run_ids = batch_id, [p.run.id for p in plan.resume]
         err(f"resuming batch {batch_id} of {plan.batch.pipeline_name} (provider: "
-             f"{settings.provider}, state: {settings.state_url})")
+            f"{settings.provider}, state: {settings.state_url})")
         err(f"  {len(plan.resume)} cells to resume, {len(plan.kept)} succeeded cells kept")
         for run in plan.busy:
             err(f"  {run.id} is being executed by {run.lease_owner}; left alone")
@@ -110,7 +110,7 @@ def _report_batch(settings: Settings, batch_id: str) -> int:
         out(f"batch {batch_id} succeeded")
         return EXIT_OK
     out(f"batch {batch_id} did not succeed; fix the cause, then: orchestrator resume "
-         f"{batch_id}")
+        f"{batch_id}")
     return EXIT_FAILED
 
 

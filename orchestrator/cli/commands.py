@@ -151,11 +151,11 @@ def _detach(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any]) -
         if pipeline.matrix is not None:
             batch, runs = await orch.create_batch(pipeline, inputs, status=RunStatus.QUEUED)
             err(f"queued batch {batch.id} of {pipeline.name}: {len(runs)} cells, for a worker "
-                 "(orchestrator worker, or orchestrator serve)")
+                "(orchestrator worker, or orchestrator serve)")
             return batch.id
         run = await orch.create_run(pipeline, inputs, status=RunStatus.QUEUED)
         err(f"queued run {run.id} of {pipeline.name} for a worker (orchestrator worker, or "
-             "orchestrator serve)")
+            "orchestrator serve)")
         return run.id
 
     out(with_store(settings, queue))
@@ -178,7 +178,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         session.run_id, session.pipeline = args.run_id, plan.pipeline
         if plan.nothing_to_do:
             err(f"run {args.run_id} already succeeded; nothing to resume "
-                 "(--from STEP re-runs part of it)")
+                "(--from STEP re-runs part of it)")
             return RunOutcome(args.run_id, RunStatus.SUCCEEDED)
         session.announce(args.run_id, plan.pipeline, "resuming")
         if plan.run.cancelling:
@@ -186,7 +186,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         kept = plan.kept()
         if kept:
             err(f"keeping {len(kept)} succeeded step{'s' * (len(kept) != 1)}: "
-                 f"{', '.join(kept)}")
+                f"{', '.join(kept)}")
         return await orch.execute(plan, force=args.force)
 
     return _execute(settings, resume, on_interrupt=args.on_interrupt)

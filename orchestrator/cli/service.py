@@ -109,7 +109,7 @@ def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | Non
                 names = ", ".join(s.id for s in scheduled) or "none found"
                 parts.append(f"scheduler (schedules: {names})")
             err(f"{orch.owner}: {' and '.join(parts)} on {settings.state_url} (provider: "
-                 f"{settings.provider}); Ctrl-C stops")
+                f"{settings.provider}); Ctrl-C stops")
 
     async def interruptible(orch: Orchestrator) -> Any:
         return await until_signal(serve(orch))

@@ -76,7 +76,7 @@ def with_store(settings: Settings, fn: Callable[[StateStore], Awaitable[T]]) -> 
 
 
 def with_orchestrator(settings: Settings, fn: Callable[[Orchestrator], Awaitable[T]], *,
-                       provider: bool = False, progress: ProgressSink | None = None) -> T:
+                      provider: bool = False, progress: ProgressSink | None = None) -> T:
     """Run `fn` with an orchestrator; `provider` opens the configured provider for its steps."""
     from contextlib import AsyncExitStack  # noqa: PLC0415
 
@@ -139,12 +139,12 @@ class Session:
         self.run_id, self.pipeline = run_id, pipeline
         self.run_ids = self.run_ids or [run_id]
         err(f"{verb} {what} {run_id} of {pipeline.name} (provider: {self.settings.provider}, "
-             f"state: {self.settings.state_url})")
+            f"state: {self.settings.state_url})")
 
 
 @contextlib.contextmanager
 def output(settings: Settings, *, label: Callable[[str, str], str] | None = None
-            ) -> Iterator[ProgressSink | None]:
+           ) -> Iterator[ProgressSink | None]:
     """Log lines set up for this command; on a terminal, live progress below them."""
     from orchestrator.log import configure_logging  # noqa: PLC0415
 
@@ -187,7 +187,7 @@ def after_interrupt(settings: Settings, session: Session, on_interrupt: str) -> 
         cancel_and_report(settings, session.run_ids, wait=30.0)
         return EXIT_INTERRUPTED
     err(f"Remote jobs were left running. Continue with:\n  orchestrator resume "
-         f"{session.run_id}\nor stop them with:\n  orchestrator cancel {session.run_id}")
+        f"{session.run_id}\nor stop them with:\n  orchestrator cancel {session.run_id}")
     return EXIT_INTERRUPTED
 
 

@@ -1,9 +1,16 @@
 """Executes one run's step graph, while this process holds the run's lease.
 
-Layers, one concern each: `execute` (the graph: start steps as their dependencies succeed, stop
-on a failure) -> `_run_step` (a concurrency slot, going on down a chain) -> `_run_one` (what a
-step's failure or cancellation means for the run) -> `_execute_with_retries` (attempts,
-backoff, re-entry after a crash) -> `_attempt` (parameters, timeout, the step's own code).
+Layers, one concern each: `execute` (the graph: the run's own concurrency slots, then start
+steps as their dependencies succeed, stop on a failure) -> `_run_step` (a place among the run's
+parallel steps, going on down a chain) -> `_run_one` (what a step's failure or cancellation
+means for the run) -> `_execute_with_retries` (the step's concurrency slots, attempts, backoff,
+re-entry after a crash) -> `_attempt` (parameters, timeout, the step's own code).
+
+Slots (`concurrency:` keys, a batch's `max_parallel`) are granted by the store through the
+process's `SlotPool`; their `slot_acquired` / `slot_released` events are committed inside the
+time the slot is held, so the event log never shows more holders than the limit. A cancelled
+run ends with `_carry_out_cancel`: the step types' cancel hooks undo what the run started
+remotely (its fine-tune jobs), then the run is `cancelled`.
 
 Every state change is committed before anything that depends on it happens: a step's outputs
 before its dependents start, a checkpoint before `ctx.checkpoint()` returns, a failed attempt
