@@ -108,10 +108,11 @@ class CellSummary:
 
     @property
     def duration(self) -> float | None:
-        if self.run.started_at is None:
+        """Seconds from start to end; None until the cell has finished."""
+        run = self.run
+        if run.started_at is None or run.finished_at is None or not run.status.finished:
             return None
-        end = self.run.finished_at if self.run.status.finished else None
-        return (end or self.run.started_at) - self.run.started_at if end else None
+        return run.finished_at - run.started_at
 
 
 def _first_output(steps: Mapping[str, StepRecord], name: str) -> Any:
