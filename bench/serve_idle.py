@@ -2,9 +2,11 @@
 
 Starts `orchestrator serve pipelines/` (a worker and a scheduler with the shipped schedules) on
 a fresh state database, lets it settle, then reads the CPU time the process spends over a
-window from /proc: the share of one core an idle service takes.
+window from /proc: the share of one core an idle service takes. `--history N` first fills the
+database with N finished runs, as a service that has been up for months has: its worker asks
+for claimable runs every second, and that question must not grow with the history.
 
-    python -m bench.serve_idle [--seconds 30] [--repeat 3]
+    python -m bench.serve_idle [--seconds 30] [--repeat 3] [--history 50000]
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import anyio
+
+from orchestrator.store.base import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 1.0  # percent of one core
@@ -30,8 +37,29 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def measure(seconds: float) -> float:
+def seed_history(state: Path, runs: int) -> None:
+    """`runs` finished runs in a fresh state database (written directly: seeding through the
+    store would take longer than the measurement)."""
+    async def create() -> None:
+        async with open_store(f"sqlite:///{state}"):
+            pass
+
+    anyio.run(create)
+    conn = sqlite3.connect(state)
+    with conn:
+        conn.executemany(
+            "INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, status, "
+            "created_at, finished_at, lease_generation) VALUES (?, 'hello', '/hello.yaml', ?, "
+            "'{}', ?, ?, ?, 1)",
+            [(f"r-old-{i}", "x" * 1000, "succeeded" if i % 10 else "failed", i, i + 60.0)
+             for i in range(runs)])
+    conn.close()
+
+
+def measure(seconds: float, history: int = 0) -> float:
     with tempfile.TemporaryDirectory() as tmp:
+        if history:
+            seed_history(Path(tmp) / "state.db", history)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
         env["ORCH_STATE_URL"] = f"sqlite:///{tmp}/state.db"
         env["ORCH_LOCAL_DATA_DIR"] = f"{tmp}/local-api"
@@ -60,11 +88,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--history", type=int, default=50_000, metavar="RUNS",
+                        help="finished runs in the state database (default 50000; 0: empty)")
     args = parser.parse_args(argv)
-    shares = [measure(args.seconds) for _ in range(args.repeat)]
+    shares = [measure(args.seconds, args.history) for _ in range(args.repeat)]
     median = statistics.median(shares)
     runs = ", ".join(f"{s:.2f}" for s in shares)
-    print(f"orchestrator serve, idle for {args.seconds:g}s, median of {args.repeat}")
+    print(f"orchestrator serve, idle for {args.seconds:g}s with {args.history:,} finished runs "
+          f"in its state, median of {args.repeat}")
     print(f"  CPU {median:6.2f} % of one core (target < {TARGET:g}; runs: {runs})")
     return [("serve idle: % of one core", median)]
 

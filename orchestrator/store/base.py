@@ -23,6 +23,7 @@ from typing import Any, Self
 from orchestrator.errors import StateStoreInvalid
 
 __all__ = [
+    "CANCEL_RETRY_AFTER",
     "BatchRecord",
     "Clock",
     "ErrorInfo",
@@ -44,6 +45,11 @@ __all__ = [
 
 Clock = Callable[[], float]
 """Wall-clock seconds since the epoch; injected so tests can move time."""
+
+CANCEL_RETRY_AFTER = 60.0
+"""Seconds before workers try again to cancel a run whose cancellation could not be finished
+(its provider unreachable, or refusing this worker's key): often enough to finish it soon after
+the provider is back, rarely enough not to hammer it."""
 
 
 class RunStatus(enum.StrEnum):
@@ -398,8 +404,9 @@ class StateStore(ABC):
         """Take up to `limit` runs that need an executor and have none, oldest first.
 
         Those are queued runs, runs whose executor crashed (status `running`, lease expired)
-        and runs with a pending cancel request that no one executes. Leases are taken as in
-        `acquire_lease` (a run recovered too often is parked as stranded, not returned).
+        and runs with a pending cancel request that no one executes (one whose cancellation
+        already failed once it ended: again `CANCEL_RETRY_AFTER` after that). Leases are taken
+        as in `acquire_lease` (a run recovered too often is parked as stranded, not returned).
         """
 
     @abstractmethod

@@ -7,9 +7,15 @@ as ours, so a foreign database is refused instead of being written into.
 
 from __future__ import annotations
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "NEEDS_EXECUTOR", "SCHEMA_VERSION"]
 
 APPLICATION_ID = 0x4F524348  # "ORCH"
+
+NEEDS_EXECUTOR = ("(status IN ('queued', 'running') OR (cancel_requested_at IS NOT NULL AND "
+                  "status NOT IN ('cancelled', 'succeeded')))")
+"""Runs a worker may have to execute: queued, maybe crashed, or with a cancellation to carry
+out. Part of migration 4 (never edit it); a query uses the partial index only if its WHERE
+repeats this text exactly, with literals (SQLite cannot match bound parameters)."""
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -133,6 +139,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             updated_at    REAL NOT NULL
         )
         """,
+    ),
+    4: (
+        # What a worker's claim looks for, every poll: a handful of rows among a history of
+        # finished runs. Without it a claim scans them all (43 ms at 50,000 runs).
+        f"CREATE INDEX runs_needing_executor ON runs (created_at, id) WHERE {NEEDS_EXECUTOR}",
     ),
 }
 

@@ -32,6 +32,7 @@ from orchestrator.errors import (
     StateStoreInvalid,
 )
 from orchestrator.store.base import (
+    CANCEL_RETRY_AFTER,
     BatchRecord,
     Clock,
     ErrorInfo,
@@ -49,7 +50,12 @@ from orchestrator.store.base import (
     StepRecord,
     StepStatus,
 )
-from orchestrator.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from orchestrator.store.schema import (
+    APPLICATION_ID,
+    MIGRATIONS,
+    NEEDS_EXECUTOR,
+    SCHEMA_VERSION,
+)
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -61,6 +67,13 @@ _RUN_COLUMNS = (
     "finished_at, error, lease_owner, lease_generation, lease_expires_at, recoveries, "
     "batch_id, cell, matrix, waiting_for, cancel_requested_at, schedule_id, scheduled_for"
 )
+CLAIMABLE = (
+    f"{NEEDS_EXECUTOR} AND (lease_owner IS NULL OR lease_expires_at <= ?) AND "
+    "(finished_at IS NULL OR finished_at <= cancel_requested_at OR finished_at <= ?)"
+)
+"""What `claim_runs` takes (parameters: now, now - CANCEL_RETRY_AFTER): runs needing an
+executor with none live; one that ended with its cancel request pending (its provider could not
+be reached) only a while after, so workers do not hammer the provider at every poll."""
 _BATCH_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, max_parallel, fail_fast, cells, "
     "created_at, schedule_id, scheduled_for"
@@ -334,14 +347,8 @@ class SQLiteStore(StateStore):
         now = self.clock()
 
         def claim(conn: sqlite3.Connection) -> list[Lease]:
-            free = "(lease_owner IS NULL OR lease_expires_at <= ?)"
-            candidates = _select_runs(
-                conn,
-                f"{free} AND (status = ? OR status = ? OR (cancel_requested_at IS NOT NULL "
-                "AND status NOT IN (?, ?)))",
-                (now, RunStatus.QUEUED.value, RunStatus.RUNNING.value,
-                 RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value),
-                "created_at, id", limit)
+            candidates = _select_runs(conn, CLAIMABLE, (now, now - CANCEL_RETRY_AFTER),
+                                      "created_at, id", limit)
             leases = []
             for run in candidates:
                 taken = _take_lease(conn, run, owner, now=now, ttl=ttl,

@@ -292,6 +292,25 @@ async def test_workers_claim_queued_orphaned_and_cancel_requested_runs(
     assert (await store.get_run("r-crashed")).recoveries == 1
 
 
+async def test_a_failed_cancellation_is_claimed_again_only_after_a_pause(
+        store: StateStore, clock: FakeClock) -> None:
+    """A run that ended with its cancel request pending (the provider unreachable) is not
+    claimed at every poll, which would hammer the provider, but once a CANCEL_RETRY_AFTER."""
+    from orchestrator.store.base import CANCEL_RETRY_AFTER
+
+    await store.create_run(new_run("r-1"))
+    await store.request_cancel(["r-1"])
+    [lease] = await store.claim_runs("w", limit=1, ttl=TTL, max_recoveries=3)
+    clock.advance(1)
+    await store.commit(lease, run=RunUpdate(RunStatus.INTERRUPTED, "cancellation incomplete",
+                                            release=True))
+    clock.advance(CANCEL_RETRY_AFTER - 1)
+    assert await store.claim_runs("w", limit=1, ttl=TTL, max_recoveries=3) == []
+    clock.advance(1)
+    assert [x.run_id for x in await store.claim_runs("w", limit=1, ttl=TTL,
+                                                    max_recoveries=3)] == ["r-1"]
+
+
 async def test_claiming_takes_the_lease_once(store: StateStore, clock: FakeClock) -> None:
     from dataclasses import replace
 
