@@ -1,15 +1,24 @@
 """Benchmarks; `python -m bench` runs them all. Shared here: a fresh child process per
-measurement, and the lines that report medians against targets."""
+measurement (both ends: `run_child` starts it, `report_child` is what it runs), and the lines
+that report medians against targets."""
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["report_medians", "run_child"]
+import anyio
+
+from orchestrator.log import configure_logging
+
+__all__ = ["report_child", "report_medians", "run_child"]
 
 
 def run_child(module: str, *args: str) -> dict[str, float]:
@@ -19,6 +28,17 @@ def run_child(module: str, *args: str) -> dict[str, float]:
                          text=True, check=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def report_child(scenario: Callable[..., Awaitable[Mapping[str, float]]], *args: Any,
+                 log_level: str = "info") -> None:
+    """In the child: run `scenario(*args, workdir)` in a fresh temporary folder, its logs
+    written (at `log_level`, so their cost counts) but thrown away, and print its figures as
+    the JSON line `run_child` reads."""
+    configure_logging(fmt="json", level=log_level, stream=io.StringIO())
+    with tempfile.TemporaryDirectory() as tmp:
+        result = anyio.run(scenario, *args, Path(tmp))
+    print(json.dumps(result))
 
 
 def report_medians(label: str, results: Sequence[Mapping[str, float]],

@@ -10,22 +10,18 @@ test. Reports wall time, CPU time and peak RSS of a fresh child process.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import resource
 import statistics
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 import anyio
 
-from bench import report_medians, run_child
+from bench import report_child, report_medians, run_child
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
 from orchestrator.localapi.transport import BASE_URL
-from orchestrator.log import configure_logging
 from orchestrator.providers.together.client import TogetherClient
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.loader import load_pipeline
@@ -62,12 +58,6 @@ async def scenario(runs: int, job_seconds: float, folder: Path) -> dict[str, flo
     return {"wall": wall, "cpu": cpu, "rss_mib": peak, "launch_spread": created[-1] - created[0]}
 
 
-def child(runs: int, job_seconds: float) -> None:
-    configure_logging(fmt="json", level="info", stream=io.StringIO())
-    with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(anyio.run(scenario, runs, job_seconds, Path(tmp))))
-
-
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=500)
@@ -76,7 +66,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.runs, args.job)
+        report_child(scenario, args.runs, args.job)
         return []
     results = [run_child("bench.finetune_runs", "--runs", str(args.runs), "--job",
                          str(args.job)) for _ in range(args.repeat)]

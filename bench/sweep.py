@@ -12,23 +12,18 @@ from the event log (launch slot held) and from the local API (jobs unfinished at
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import resource
 import shutil
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-import anyio
-
-from bench import report_medians, run_child
+from bench import report_child, report_medians, run_child
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
 from orchestrator.localapi.transport import BASE_URL
-from orchestrator.log import configure_logging
 from orchestrator.providers.together.client import TogetherClient
 from orchestrator.schedule.batch import execute_cells
 from orchestrator.spec.inputs import resolve_inputs
@@ -101,12 +96,6 @@ async def scenario(cells: int, limit: int, job_seconds: float, folder: Path
             "batch_cells": batch.cells}
 
 
-def child(cells: int, limit: int, job_seconds: float) -> None:
-    configure_logging(fmt="json", level="warning", stream=io.StringIO())
-    with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(anyio.run(scenario, cells, limit, job_seconds, Path(tmp))))
-
-
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=1000)
@@ -116,7 +105,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.cells, args.limit, args.job)
+        report_child(scenario, args.cells, args.limit, args.job, log_level="warning")
         return []
     results = [run_child("bench.sweep", "--cells", str(args.cells), "--limit",
                          str(args.limit), "--job", str(args.job)) for _ in range(args.repeat)]

@@ -10,20 +10,15 @@ the waiting costs nothing. Each scenario runs in a fresh process, which reports 
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import resource
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import anyio
 
+from bench import report_child, run_child
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
-from orchestrator.log import configure_logging
 from orchestrator.spec.loader import load_pipeline
 from orchestrator.store.base import RunStatus, open_store
 
@@ -61,13 +56,6 @@ async def scenario(runs: int, nap: float, folder: Path) -> dict[str, float]:
     return {"wall": wall, "cpu": cpu, "rss_mib": peak_kib / 1024}
 
 
-def child(runs: int, nap: float) -> None:
-    configure_logging(fmt="json", level="info", stream=io.StringIO())
-    with tempfile.TemporaryDirectory() as tmp:
-        result = anyio.run(scenario, runs, nap, Path(tmp))
-    print(json.dumps(result))
-
-
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -75,17 +63,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(int(args.child[0]), args.child[1])
+        report_child(scenario, int(args.child[0]), args.child[1])
         return []
     rows = []
     print(f"waiting: concurrent echo -> sleep -> echo runs in one process, median of "
           f"{args.repeat}")
     for runs, nap, target in SCENARIOS:
-        results = []
-        for _ in range(args.repeat):
-            out = subprocess.run([sys.executable, "-m", "bench.waiting", "--child", str(runs),
-                                  str(nap)], capture_output=True, text=True, check=True)
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        results = [run_child("bench.waiting", str(runs), str(nap)) for _ in range(args.repeat)]
         wall = statistics.median(r["wall"] for r in results)
         cpu = statistics.median(r["cpu"] for r in results)
         rss = max(r["rss_mib"] for r in results)
