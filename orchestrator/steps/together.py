@@ -33,7 +33,7 @@ from orchestrator.steps.core import REGISTRY
 
 if TYPE_CHECKING:
     from orchestrator.providers.together.client import TogetherClient
-    from orchestrator.providers.together.types import FineTuneEvent
+    from orchestrator.providers.together.types import FineTuneEvent, FineTuneJob
 
 __all__ = ["run_token"]
 
@@ -226,6 +226,11 @@ async def create_request(client: TogetherClient, params: LaunchParams,
     return {k: v for k, v in request.items() if v is not None}
 
 
+async def _job_with_suffix(client: TogetherClient, suffix: str) -> FineTuneJob | None:
+    """The job a launch created, known by the run-scoped token in its suffix."""
+    return next((j for j in await client.list_fine_tunes() if j.suffix == suffix), None)
+
+
 def _launch_outputs(job: Any, adopted: bool) -> dict[str, Any]:
     return {"job_id": job.id, "model_output_name": job.model_output_name or "",
             "status": job.status, "adopted": adopted}
@@ -241,8 +246,8 @@ async def cancel_launched_job(ctx: StepContext) -> None:
     saved = ctx.last_checkpoint
     job_id = saved.get("job_id")
     if job_id is None and saved.get("suffix"):
-        job_id = next((j.id for j in await client.list_fine_tunes()
-                       if j.suffix == saved["suffix"]), None)
+        found = await _job_with_suffix(client, str(saved["suffix"]))
+        job_id = found.id if found is not None else None
     if job_id is None:
         return
     job = await client.retrieve_fine_tune(str(job_id))
@@ -265,7 +270,7 @@ async def launch_fine_tune(ctx: StepContext, params: LaunchParams) -> dict[str, 
     suffix = f"{params.suffix}-{token}" if params.suffix else token
     if saved.get("creating"):
         # An earlier attempt may have created the job and died before recording it.
-        found = next((j for j in await client.list_fine_tunes() if j.suffix == suffix), None)
+        found = await _job_with_suffix(client, suffix)
         if found is not None:
             ctx.log.info("adopting the job an earlier attempt created", job_id=found.id)
             await ctx.checkpoint(job_id=found.id)
@@ -370,8 +375,7 @@ class RegisterParams(_Params):
     max_poll_interval: Duration = Field(default=30.0, gt=0)
 
 
-async def _adopt_import(ctx: StepContext, client: TogetherClient, name: str,
-                        token: str) -> str | None:
+async def _adopt_import(client: TogetherClient, name: str, token: str) -> str | None:
     """The job of an import of `name` this run started, if there is one."""
     for job in await client.list_jobs():
         model = str(job.args.get("modelName", ""))
@@ -401,7 +405,7 @@ async def register_adapter(ctx: StepContext, params: RegisterParams) -> dict[str
             created = await client.upload_model({k: v for k, v in request.items()
                                                  if v is not None})
         except ModelNameTaken:
-            job_id = await _adopt_import(ctx, client, params.model_name, token)
+            job_id = await _adopt_import(client, params.model_name, token)
             if job_id is None:
                 msg = (f"a model named {params.model_name!r} already exists and was not created "
                        "by this run; choose another model_name")
