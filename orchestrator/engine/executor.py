@@ -285,9 +285,7 @@ class RunExecutor:
                 self.lose_lease()
 
     async def _finish(self, status: RunStatus, error: str | None = None) -> RunOutcome:
-        for owner, (key, _) in self._held.items():
-            self._unsaved_events.append(NewEvent("slot_released", owner or None,
-                                                 data={"key": key}))
+        self._unsaved_events += [self._slot_released(owner) for owner in self._held]
         self._unsaved_events.append(NewEvent("run_finished", data={
             "status": status.value, "error": error and REDACTOR.text(error)}))
         await self._flush(run=RunUpdate(status, error and REDACTOR.text(error), release=True))
@@ -354,10 +352,12 @@ class RunExecutor:
     def _note_released(self, step_id: str) -> list[str]:
         """The slots to give back once `step_id` succeeded; their events go with its commit."""
         owners = [o for o in self._release_after[step_id] if o in self._held]
-        for owner in owners:
-            self._unsaved_events.append(NewEvent("slot_released", owner,
-                                                 data={"key": self._held[owner][0]}))
+        self._unsaved_events += [self._slot_released(owner) for owner in owners]
         return owners
+
+    def _slot_released(self, owner: str) -> NewEvent:
+        """The event of giving back the slot `owner` holds ('' : the run's own)."""
+        return NewEvent("slot_released", owner or None, data={"key": self._held[owner][0]})
 
     async def _release(self, owners: list[str]) -> None:
         assert self._slots is not None
