@@ -40,7 +40,7 @@ async def one_run(folder: Path, steps: int, durability: str) -> float:
     async with open_store(url, durability=durability) as store, \
             Orchestrator(store, config=EngineConfig(max_parallel_steps=8)) as orch:
         record = await orch.create_run(pipeline, {})
-        plan = ResumePlan(record, pipeline, {}, frozenset(), None)
+        plan = ResumePlan.fresh(record, pipeline)
         started = time.perf_counter()
         outcome = await orch.execute(plan)
         elapsed = time.perf_counter() - started

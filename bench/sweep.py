@@ -79,7 +79,7 @@ async def scenario(cells: int, limit: int, job_seconds: float, folder: Path
             Orchestrator(store, config=EngineConfig(), provider=client) as orch:
         cpu, started = time.process_time(), time.perf_counter()
         batch, runs = await orch.create_batch(pipeline, inputs, hold=True)
-        plans = [ResumePlan(run, pipeline, {}, frozenset(), None) for run in runs]
+        plans = [ResumePlan.fresh(run, pipeline) for run in runs]
         outcomes = await execute_cells(orch, plans, fail_fast=False,
                                        leases={r.id: r.lease for r in runs if r.lease})
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -63,7 +63,7 @@ def run_batch(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any],
         bound = f", at most {batch.max_parallel} at once" if batch.max_parallel else ""
         session.announce(batch.id, pipeline, "starting", what="batch")
         err(f"  {len(runs)} cells{bound}{', fail-fast' if batch.fail_fast else ''}")
-        plans = [ResumePlan(run, pipeline, {}, frozenset(), None) for run in runs]
+        plans = [ResumePlan.fresh(run, pipeline) for run in runs]
         return await execute_cells(orch, plans, fail_fast=batch.fail_fast,
                                    leases={r.id: r.lease for r in runs if r.lease})
 

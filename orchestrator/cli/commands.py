@@ -135,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def run(orch: Orchestrator, session: Session) -> RunOutcome:
         record = await orch.create_run(pipeline, inputs, hold=True)
         session.announce(record.id, pipeline, "starting")
-        return await orch.execute(ResumePlan(record, pipeline, {}, frozenset(), None),
+        return await orch.execute(ResumePlan.fresh(record, pipeline),
                                   lease=record.lease)
 
     return _execute(settings, run, on_interrupt=args.on_interrupt)

@@ -189,10 +189,7 @@ class RunExecutor:
         for sid, step in pipeline.steps.items():
             for need in step.needs:
                 self._successors[need].append(sid)
-        self._resolution = Resolution(
-            run_id=run.id, run_name=pipeline.name, inputs=run.inputs, secrets=secrets,
-            outputs_of=self._outputs_of, matrix=run.matrix,
-        )
+        self._resolution = Resolution.of_run(run, pipeline, self._records, secrets)
         self._slots = slots
         self._run_slots = list(run_slots)
         self._interrupted_status = interrupted_status
@@ -223,10 +220,6 @@ class RunExecutor:
         self._unsaved_steps: dict[str, StepRecord] = {}
         self._unsaved_events: list[NewEvent] = []
         self._deferred = anyio.Event()
-
-    def _outputs_of(self, step_id: str) -> Mapping[str, Any] | None:
-        record = self._records.get(step_id)
-        return record.outputs if record and record.status is StepStatus.SUCCEEDED else None
 
     # -- persistence -------------------------------------------------------------------------
 

@@ -74,6 +74,11 @@ class ResumePlan:
     reset: frozenset[str]
     reload_text: str | None
 
+    @classmethod
+    def fresh(cls, run: RunRecord, pipeline: Pipeline) -> ResumePlan:
+        """The plan of a run just created: every step runs."""
+        return cls(run, pipeline, {}, frozenset(), None)
+
     def will_run(self) -> list[str]:
         return [sid for sid in self.pipeline.steps
                 if sid in self.reset or self._status(sid) is not StepStatus.SUCCEEDED]
@@ -325,13 +330,7 @@ class Orchestrator:
     def _changed_steps(self, run: RunRecord, pipeline: Pipeline,
                        records: Mapping[str, StepRecord], reset: set[str]) -> set[str]:
         """Succeeded steps whose resolved configuration differs now, and their dependents."""
-
-        def outputs_of(step_id: str) -> Mapping[str, Any] | None:
-            record = records.get(step_id)
-            return record.outputs if record and record.status is StepStatus.SUCCEEDED else None
-
-        resolution = Resolution(run_id=run.id, run_name=pipeline.name, inputs=run.inputs,
-                                secrets={}, outputs_of=outputs_of, matrix=run.matrix)
+        resolution = Resolution.of_run(run, pipeline, records, secrets={})
         changed: set[str] = set()
         for step_id, step in pipeline.steps.items():
             record = records.get(step_id)
@@ -401,9 +400,6 @@ class Orchestrator:
         if not self.cancel(run_id):
             self._cancel_on_start.add(run_id)
 
-    def executing(self, run_id: str) -> bool:
-        return run_id in self._executing
-
     def executed_elsewhere(self, run: RunRecord) -> bool:
         """Another live process holds the run's lease (one known to have exited does not)."""
         owner = run.lease_owner
@@ -420,7 +416,7 @@ class Orchestrator:
     async def run(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> RunOutcome:
         """Create a run of `pipeline` and execute it to the end."""
         record = await self.create_run(pipeline, inputs, hold=True)
-        return await self.execute(ResumePlan(record, pipeline, {}, frozenset(), None),
+        return await self.execute(ResumePlan.fresh(record, pipeline),
                                   lease=record.lease)
 
     async def resume(self, run_id: str, *, from_step: str | None = None, reload: bool = False,

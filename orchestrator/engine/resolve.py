@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestrator.spec.expressions import ExpressionError, Reference, lookup, render
-from orchestrator.spec.loader import Step
+from orchestrator.spec.loader import Pipeline, Step
+from orchestrator.store.base import RunRecord, StepRecord, StepStatus
 
 __all__ = ["Resolution"]
 
@@ -38,6 +39,19 @@ class Resolution:
             "matrix": matrix or {},
         }
         self._outputs_of = outputs_of
+
+    @classmethod
+    def of_run(cls, run: RunRecord, pipeline: Pipeline, records: Mapping[str, StepRecord],
+               secrets: Mapping[str, str]) -> Resolution:
+        """The resolution of `run`: upstream outputs are those of its succeeded steps in
+        `records`, read at each lookup (so an executor's records, updated as steps finish)."""
+
+        def outputs_of(step_id: str) -> Mapping[str, Any] | None:
+            record = records.get(step_id)
+            return record.outputs if record and record.status is StepStatus.SUCCEEDED else None
+
+        return cls(run_id=run.id, run_name=pipeline.name, inputs=run.inputs, secrets=secrets,
+                   outputs_of=outputs_of, matrix=run.matrix)
 
     def _resolve(self, ref: Reference) -> Any:
         if ref.root == "steps":

@@ -45,7 +45,7 @@ class Harness:
     async def start(self, orch: Orchestrator, tg: TaskGroup, pipeline: Pipeline) -> RunRecord:
         """Create a run of `pipeline` and execute it in the background of `tg`."""
         record = await orch.create_run(pipeline, {})
-        tg.start_soon(orch.execute, ResumePlan(record, pipeline, {}, frozenset(), None))
+        tg.start_soon(orch.execute, ResumePlan.fresh(record, pipeline))
         return record
 
     async def resume(self, run_id: str, **options: Any) -> RunOutcome:

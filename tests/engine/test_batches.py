@@ -22,7 +22,7 @@ async def run_batch(h: Harness, text: str) -> tuple[str, list[RunStatus]]:
     pipeline = h.pipeline(text)
     async with h.orchestrator() as orch:
         batch, runs = await orch.create_batch(pipeline, {}, hold=True)
-        plans = [ResumePlan(r, pipeline, {}, frozenset(), None) for r in runs]
+        plans = [ResumePlan.fresh(r, pipeline) for r in runs]
         outcomes = await execute_cells(orch, plans, fail_fast=batch.fail_fast,
                                        leases={r.id: r.lease for r in runs if r.lease})
     return batch.id, [o.status for o in outcomes]

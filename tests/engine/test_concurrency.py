@@ -28,7 +28,7 @@ async def run_all(h: Harness, text: str, count: int) -> list[str]:
             record = await orch.create_run(pipeline, inputs, hold=True)
             ids.append(record.id)
             tg.start_soon(lambda r=record: orch.execute(
-                ResumePlan(r, pipeline, {}, frozenset(), None), lease=r.lease))
+                ResumePlan.fresh(r, pipeline), lease=r.lease))
     return ids
 
 
@@ -116,7 +116,7 @@ async def test_waiting_shows_in_the_store_and_goes_away(h: Harness) -> None:
             record = await orch.create_run(p, {}, hold=True)
             records.append(record)
             tg.start_soon(lambda r=record, p=p: orch.execute(
-                ResumePlan(r, p, {}, frozenset(), None), lease=r.lease))
+                ResumePlan.fresh(r, p), lease=r.lease))
         async def both_wait() -> bool:
             runs = [await h.store.get_run(r.id) for r in records[:2]]
             steps = [(await h.store.get_steps(r.id)).get("s") for r in records[2:]]
@@ -145,7 +145,7 @@ async def test_cancelling_a_waiting_run_gives_nothing_away(h: Harness) -> None:
         second = await orch.create_run(pipeline, {}, hold=True)
         for record in (first, second):
             tg.start_soon(lambda r=record: orch.execute(
-                ResumePlan(r, pipeline, {}, frozenset(), None), lease=r.lease))
+                ResumePlan.fresh(r, pipeline), lease=r.lease))
         async def second_waits() -> bool:
             step = (await h.store.get_steps(second.id)).get("s")
             return step is not None and step.waiting_for == "k"

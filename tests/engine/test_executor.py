@@ -350,7 +350,7 @@ async def test_lost_lease_stops_the_executor_without_writing(tmp_path: Path,
 
             async def execute() -> None:
                 try:
-                    await orch.execute(ResumePlan(record, pipeline, {}, frozenset(), None))
+                    await orch.execute(ResumePlan.fresh(record, pipeline))
                 except LeaseLost as exc:
                     outcome.append(exc)
                 stopped.set()

@@ -225,8 +225,7 @@ async def test_cancelling_the_run_cancels_the_remote_job(setup: Setup) -> None:
             outcome: list[Any] = []
 
             async def execute() -> None:
-                outcome.append(await orch.execute(ResumePlan(record, pipeline, {},
-                                                             frozenset(), None)))
+                outcome.append(await orch.execute(ResumePlan.fresh(record, pipeline)))
 
             tg.start_soon(execute)
             with anyio.fail_after(10):
@@ -252,8 +251,7 @@ async def test_a_cancel_request_in_the_store_reaches_the_executing_process(
         async with anyio.create_task_group() as tg:
 
             async def execute() -> None:
-                outcome.append(await orch.execute(ResumePlan(record, pipeline, {},
-                                                             frozenset(), None),
+                outcome.append(await orch.execute(ResumePlan.fresh(record, pipeline),
                                                   lease=record.lease))
 
             tg.start_soon(execute)
@@ -278,7 +276,7 @@ async def test_a_cancel_landing_while_no_one_executes_is_finished_by_the_next_ex
     pipeline = setup.pipeline(TRAIN)
     async with setup.orchestrator() as orch, anyio.create_task_group() as tg:
         record = await orch.create_run(pipeline, {}, hold=True)
-        tg.start_soon(lambda: orch.execute(ResumePlan(record, pipeline, {}, frozenset(), None),
+        tg.start_soon(lambda: orch.execute(ResumePlan.fresh(record, pipeline),
                                            lease=record.lease))
         with anyio.fail_after(10):
             await setup.reported.setdefault("wait", anyio.Event()).wait()
