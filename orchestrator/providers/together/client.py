@@ -17,10 +17,11 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import anyio
 import httpx
+from pydantic import BaseModel
 
 from orchestrator.errors import ProviderUnavailable, TransientError
 from orchestrator.log import get_logger
@@ -37,6 +38,8 @@ from orchestrator.providers.together.types import (
 )
 
 __all__ = ["DEFAULT_BASE_URL", "TogetherClient", "file_sha256"]
+
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
 MAX_WAIT_IN_CLIENT = 10.0
@@ -155,6 +158,14 @@ class TogetherClient:
     async def _json(self, method: str, path: str, *, idempotent: bool, **options: Any) -> Any:
         return (await self._request(method, path, idempotent=idempotent, **options)).json()
 
+    async def _get(self, path: str, model: type[M]) -> M:
+        return model.model_validate(await self._json("GET", path, idempotent=True))
+
+    async def _list(self, path: str, model: type[M]) -> list[M]:
+        """A list endpoint's items (Together wraps them as `{"data": [...]}`)."""
+        body = await self._json("GET", path, idempotent=True)
+        return [model.model_validate(item) for item in body.get("data", [])]
+
     # -- files -------------------------------------------------------------------------------
 
     async def upload_file(self, path: Path, *, purpose: str = "fine-tune",
@@ -197,12 +208,10 @@ class TogetherClient:
         return FileObject.model_validate(body)
 
     async def list_files(self) -> list[FileObject]:
-        body = await self._json("GET", "/files", idempotent=True)
-        return [FileObject.model_validate(item) for item in body.get("data", [])]
+        return await self._list("/files", FileObject)
 
     async def retrieve_file(self, file_id: str) -> FileObject:
-        return FileObject.model_validate(await self._json("GET", f"/files/{file_id}",
-                                                          idempotent=True))
+        return await self._get(f"/files/{file_id}", FileObject)
 
     async def delete_file(self, file_id: str) -> None:
         await self._request("DELETE", f"/files/{file_id}", idempotent=True)
@@ -217,24 +226,20 @@ class TogetherClient:
         return FineTuneJob.model_validate(body)
 
     async def retrieve_fine_tune(self, job_id: str) -> FineTuneJob:
-        return FineTuneJob.model_validate(await self._json("GET", f"/fine-tunes/{job_id}",
-                                                           idempotent=True))
+        return await self._get(f"/fine-tunes/{job_id}", FineTuneJob)
 
     async def list_fine_tunes(self) -> list[FineTuneJob]:
-        body = await self._json("GET", "/fine-tunes", idempotent=True)
-        return [FineTuneJob.model_validate(item) for item in body.get("data", [])]
+        return await self._list("/fine-tunes", FineTuneJob)
 
     async def cancel_fine_tune(self, job_id: str) -> FineTuneJob:
         body = await self._json("POST", f"/fine-tunes/{job_id}/cancel", idempotent=True)
         return FineTuneJob.model_validate(body)
 
     async def fine_tune_events(self, job_id: str) -> list[FineTuneEvent]:
-        body = await self._json("GET", f"/fine-tunes/{job_id}/events", idempotent=True)
-        return [FineTuneEvent.model_validate(item) for item in body.get("data", [])]
+        return await self._list(f"/fine-tunes/{job_id}/events", FineTuneEvent)
 
     async def fine_tune_checkpoints(self, job_id: str) -> list[Checkpoint]:
-        body = await self._json("GET", f"/fine-tunes/{job_id}/checkpoints", idempotent=True)
-        return [Checkpoint.model_validate(item) for item in body.get("data", [])]
+        return await self._list(f"/fine-tunes/{job_id}/checkpoints", Checkpoint)
 
     async def model_limits(self, model: str) -> dict[str, Any]:
         """`GET /fine-tunes/models/limits`: what a base model allows (epochs, LoRA ranks...)."""
@@ -261,12 +266,10 @@ class TogetherClient:
         return models
 
     async def retrieve_job(self, job_id: str) -> UploadJob:
-        return UploadJob.model_validate(await self._json("GET", f"/jobs/{job_id}",
-                                                         idempotent=True))
+        return await self._get(f"/jobs/{job_id}", UploadJob)
 
     async def list_jobs(self) -> list[UploadJob]:
-        body = await self._json("GET", "/jobs", idempotent=True)
-        return [UploadJob.model_validate(item) for item in body.get("data", [])]
+        return await self._list("/jobs", UploadJob)
 
     # -- inference ---------------------------------------------------------------------------
 
