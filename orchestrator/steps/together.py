@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["run_token"]
 
-FAILED_STATUSES = ("error", "user_error", "cancelled")
 _STEP = re.compile(r"\bstep (\d+)(?:/(\d+))?")
 _LOSS = re.compile(r"\btrain loss ([0-9.]+)")
 
@@ -236,9 +235,6 @@ def _launch_outputs(job: Any, adopted: bool) -> dict[str, Any]:
             "status": job.status, "adopted": adopted}
 
 
-FINISHED_STATUSES = ("completed", *FAILED_STATUSES)
-
-
 async def cancel_launched_job(ctx: StepContext) -> None:
     """The launch step's side of cancelling a run: cancel the job it created, if it still
     runs. A launch cut short by a crash left only its suffix: the job is found by it."""
@@ -251,7 +247,7 @@ async def cancel_launched_job(ctx: StepContext) -> None:
     if job_id is None:
         return
     job = await client.retrieve_fine_tune(str(job_id))
-    if job.status in FINISHED_STATUSES:
+    if job.finished:
         return
     job = await client.cancel_fine_tune(str(job_id))
     ctx.log.warning("cancelled the fine-tuning job", job_id=job_id, status=job.status)
@@ -349,7 +345,7 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
                     **_progress_of(events)})
         if job.status == "completed":
             break
-        if job.status in FAILED_STATUSES:
+        if job.failed:
             reason = next((e.message for e in reversed(events)
                            if e.level == "error" or e.type == "job_error"), None)
             raise PermanentError(f"fine-tuning job {job.id} ended {job.status}"

@@ -12,7 +12,6 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 __all__ = [
     "TERMINAL_JOB_STATUSES",
-    "ChatResult",
     "Checkpoint",
     "Completion",
     "FileObject",
@@ -69,6 +68,11 @@ class FineTuneJob(_Response):
         return self.status in TERMINAL_JOB_STATUSES
 
     @property
+    def failed(self) -> bool:
+        """Ended without a model: an error, the user's data, or a cancel."""
+        return self.finished and self.status != "completed"
+
+    @property
     def seconds_remaining(self) -> float | None:
         """The API's estimate of the time to the job's next state, when it gives one."""
         progress = self.progress or {}
@@ -116,5 +120,3 @@ class Completion(_Response):
     model: str = ""
     usage: Usage = Field(default_factory=Usage)
 
-
-ChatResult = Completion
