@@ -23,6 +23,9 @@ from pydantic_settings import (
 from orchestrator.errors import SettingsInvalid
 from orchestrator.spec.durations import Duration
 
+LocalJobOutcome = Literal["completed", "error", "user_error"]
+"""How a simulated fine-tuning job of the local API ends."""
+
 __all__ = ["CONFIG_ENV", "DEFAULT_CONFIG", "ENV_PREFIX", "Settings", "load_settings"]
 
 ENV_PREFIX = "ORCH_"
@@ -97,7 +100,7 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="how long a simulated fine-tuning job takes")
     local_upload_duration: Duration = Field(
         default=3.0, gt=0, description="how long a simulated model or adapter import takes")
-    local_job_outcome: Literal["completed", "error", "user_error"] = Field(
+    local_job_outcome: LocalJobOutcome = Field(
         default="completed", description="how every simulated job ends (for tests)")
     local_faults: str = Field(
         default="", description="shares of requests answered with a fault, e.g. "

@@ -16,9 +16,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from orchestrator.providers.together.types import TERMINAL_JOB_STATUSES
+
 __all__ = ["ConsoleWriter", "LiveProgress", "describe"]
 
-FINISHED = frozenset({"completed", "cancelled", "error", "user_error", "Complete", "Failed"})
+FINISHED = TERMINAL_JOB_STATUSES | {"Complete", "Failed"}
+"""Reported statuses after which a line stops: a fine-tune job's, or a model import's."""
 
 
 def describe(fields: Mapping[str, Any]) -> str:

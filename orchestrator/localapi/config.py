@@ -5,14 +5,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+
+from orchestrator.settings import LocalJobOutcome
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
-__all__ = ["FAULT_KINDS", "LocalAPIConfig", "Outcome", "parse_faults"]
+__all__ = ["FAULT_KINDS", "LocalAPIConfig", "parse_faults"]
 
-Outcome = Literal["completed", "error", "user_error"]
 FAULT_KINDS = ("429", "500", "503", "drop")
 """429 and 503 carry Retry-After; 500 is a bare server error; `drop` handles the request, then
 drops the connection before the response arrives (the client cannot know it succeeded)."""
@@ -51,7 +52,7 @@ class LocalAPIConfig:
     api_key: str = "local-key"
     job_duration: float = 10.0
     upload_duration: float = 3.0
-    job_outcome: Outcome = "completed"
+    job_outcome: LocalJobOutcome = "completed"
     faults: Mapping[str, float] = dataclasses.field(default_factory=dict)
     latency: float = 0.0
     retry_after: float = 1.0

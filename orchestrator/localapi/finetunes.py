@@ -18,7 +18,7 @@ import re
 import tarfile
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import anyio.to_thread
@@ -33,6 +33,7 @@ from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.timeline import TERMINAL, Event, JobPlan, JobView, view
 from orchestrator.providers.together.datacheck import examples
+from orchestrator.settings import LocalJobOutcome
 from orchestrator.spec.durations import parse_duration
 
 __all__ = ["ROUTES", "iso"]
@@ -171,7 +172,7 @@ def _job_plan_override(request: Request) -> dict[str, Any]:
             plan["duration"] = parse_duration(plan["duration"])
         except ValueError as exc:
             raise bad_request(f"X-Local-Job: {exc}") from None
-    if plan.get("outcome", "completed") not in ("completed", "error", "user_error"):
+    if plan.get("outcome", "completed") not in get_args(LocalJobOutcome):
         raise bad_request("X-Local-Job outcome must be completed, error or user_error")
     return plan
 
