@@ -31,8 +31,9 @@ from orchestrator.localapi.app import LocalAPI, api_of
 from orchestrator.localapi.catalogue import BaseModel
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.responses import JSONResponse
-from orchestrator.localapi.timeline import TERMINAL, Event, JobPlan, JobView, view
+from orchestrator.localapi.timeline import Event, JobPlan, JobView, view
 from orchestrator.providers.together.datacheck import examples
+from orchestrator.providers.together.types import TERMINAL_JOB_STATUSES
 from orchestrator.settings import LocalJobOutcome
 from orchestrator.spec.durations import parse_duration
 
@@ -398,7 +399,7 @@ async def cancel(request: Request) -> Response:
     api = api_of(request)
     row = _job(request)
     status = job_view(api, row).status
-    if status in TERMINAL:
+    if status in TERMINAL_JOB_STATUSES:
         raise bad_request(f"job {row['id']} is already {status}; it cannot be cancelled")
     api.state.cancel_finetune(row["id"], api.clock())
     return JSONResponse(job_json(api, _stored(api, row["id"]), full=False))
@@ -408,7 +409,7 @@ async def delete(request: Request) -> Response:
     api = api_of(request)
     row = _job(request)
     status = job_view(api, row).status
-    if status not in TERMINAL:
+    if status not in TERMINAL_JOB_STATUSES:
         raise bad_request(f"job {row['id']} is {status}; cancel it before deleting it")
     api.state.delete_finetune(row["id"])
     return JSONResponse({"message": f"fine-tuning job {row['id']} deleted"})

@@ -19,12 +19,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CANCEL_DELAY", "TERMINAL", "Event", "JobPlan", "JobView", "view"]
+from orchestrator.providers.together.types import TERMINAL_JOB_STATUSES
+
+__all__ = ["CANCEL_DELAY", "Event", "JobPlan", "JobView", "view"]
 
 PHASES = (("pending", 0.0), ("queued", 0.04), ("running", 0.10), ("compressing", 0.85),
           ("uploading", 0.92))
 TRAIN_START, TRAIN_END = 0.15, 0.85
-TERMINAL = frozenset({"completed", "cancelled", "error", "user_error"})
 CANCEL_DELAY = 1.0
 """Seconds (at most; a tenth of the job for short ones) from cancel_requested to cancelled."""
 
@@ -220,7 +221,7 @@ def view(plan: JobPlan, *, model: str, output_name: str, created_at: float,
         checkpoints.append((plan.total_steps, plan.duration, "Final"))
     started = created_at + 0.10 * plan.duration if elapsed >= 0.10 * plan.duration else None
     updated = created_at + (visible[-1].offset if visible else 0.0)
-    remaining = 0 if status in TERMINAL else math.ceil(plan.duration - elapsed)
+    remaining = 0 if status in TERMINAL_JOB_STATUSES else math.ceil(plan.duration - elapsed)
     return JobView(
         status=status,
         events=visible,
