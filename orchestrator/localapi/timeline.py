@@ -114,17 +114,19 @@ def _step_offset(plan: JobPlan, step: int) -> float:
     return TRAIN_START * plan.duration + span * step / max(1, plan.total_steps)
 
 
+def _spread(total: int, count: int) -> list[int]:
+    """`count` steps spread evenly over `total`, the last at the end (none for count 0)."""
+    return sorted({max(1, round(total * i / count)) for i in range(1, count + 1)})
+
+
 @functools.lru_cache(maxsize=4096)
 def _checkpoint_steps(plan: JobPlan) -> list[int]:
-    count = max(1, min(plan.n_checkpoints, plan.total_steps))
-    return sorted({max(1, round(plan.total_steps * i / count)) for i in range(1, count + 1)})
+    return _spread(plan.total_steps, max(1, min(plan.n_checkpoints, plan.total_steps)))
 
 
 @functools.lru_cache(maxsize=4096)
 def _eval_steps(plan: JobPlan) -> list[int]:
-    count = min(plan.n_evals, plan.total_steps)
-    return sorted({max(1, round(plan.total_steps * i / count)) for i in range(1, count + 1)}) \
-        if count else []
+    return _spread(plan.total_steps, min(plan.n_evals, plan.total_steps))
 
 
 @functools.lru_cache(maxsize=4096)
