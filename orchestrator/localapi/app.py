@@ -13,6 +13,7 @@ for tests: `X-Local-Fault: 429|500|503|drop|none`, `X-Local-Latency: 200ms`.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import secrets
@@ -29,12 +30,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from orchestrator.localapi.config import FAULT_KINDS, LocalAPIConfig
-from orchestrator.localapi.errors import APIError, error_response
+from orchestrator.localapi.errors import APIError, bad_request, error_response
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import LocalState
 from orchestrator.spec.durations import parse_duration
 
-__all__ = ["ConnectionDropped", "LocalAPI", "api_of"]
+__all__ = ["ConnectionDropped", "LocalAPI", "api_of", "json_body"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -84,6 +85,17 @@ def api_of(request: Request) -> LocalAPI:
     """The LocalAPI serving this request (handlers are plain functions of the request)."""
     api: LocalAPI = request.app.state.api
     return api
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object; a 400 in Together's words for anything else."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise bad_request("the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    return body
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

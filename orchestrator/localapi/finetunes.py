@@ -17,7 +17,6 @@ import math
 import re
 import tarfile
 import uuid
-from datetime import UTC, datetime
 from typing import Any, get_args
 
 import anyio
@@ -27,38 +26,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.localapi import catalogue
-from orchestrator.localapi.app import LocalAPI, api_of
+from orchestrator.localapi.app import LocalAPI, api_of, json_body
 from orchestrator.localapi.catalogue import BaseModel
 from orchestrator.localapi.errors import APIError, bad_request, not_found
-from orchestrator.localapi.responses import JSONResponse
+from orchestrator.localapi.responses import JSONResponse, iso
 from orchestrator.localapi.timeline import Event, JobPlan, JobView, view
 from orchestrator.providers.together.datacheck import examples
 from orchestrator.providers.together.types import TERMINAL_JOB_STATUSES
 from orchestrator.settings import LocalJobOutcome
 from orchestrator.spec.durations import parse_duration
 
-__all__ = ["ROUTES", "iso"]
+__all__ = ["ROUTES"]
 
 SECRET_FIELDS = ("wandb_key", "wandb_api_key", "hf_api_token")
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
 PRICE_PER_TOKEN = 0.48 / 1_000_000
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
-
-
-async def json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise bad_request("the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object")
-    return body
 
 
 # -- checking a create request ---------------------------------------------------------------

@@ -22,9 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from orchestrator.localapi.app import LocalAPI, api_of
+from orchestrator.localapi.app import LocalAPI, api_of, json_body
 from orchestrator.localapi.errors import APIError, bad_request
-from orchestrator.localapi.finetunes import json_body
 from orchestrator.localapi.models import ServedModel, resolve
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import normalise_prompt
