@@ -400,7 +400,7 @@ async def delete(request: Request) -> Response:
 async def events(request: Request) -> Response:
     api = api_of(request)
     row = _job(request)
-    plan = JobPlan.from_json(row["plan"])
+    plan = _fixed(api, row).plan
     return JSONResponse({"object": "list", "data": [event_json(row, e, plan)
                                                     for e in job_view(api, row).events]})
 
