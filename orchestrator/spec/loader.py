@@ -45,6 +45,7 @@ _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_PATH = ("concurrency", "key")
 """The one place outside a step's `with:` that may hold expressions (of inputs, matrix, run)."""
 _KEY_ROOTS = ("inputs", "matrix", "run")
+_NOT_EVALUATED = "expressions are only evaluated inside a step's with: and in concurrency.key"
 _KNOWN_KEYS = sorted(
     {f.alias or name for m in (PipelineHeader, StepSpec, InputSpec, RetrySpec, Defaults,
                                StepConcurrencySpec, ScheduleSpec, MatrixSpec)
@@ -263,8 +264,7 @@ class _Checker:
             self.report_validation(exc, (), data, skip=skip)
         for path, _ in find_templates({k: v for k, v in data.items() if k != "steps"}):
             if path != _KEY_PATH:
-                self.report(path, "expressions are only evaluated inside a step's with: "
-                                  "and in concurrency.key")
+                self.report(path, _NOT_EVALUATED)
         inputs = data.get("inputs")
         if isinstance(inputs, dict):
             for name, spec in inputs.items():
@@ -320,8 +320,7 @@ class _Checker:
             outside_with = {k: v for k, v in raw.items() if k != "with"}
             for path, _ in find_templates(outside_with, ("steps", sid)):
                 if path != ("steps", sid, *_KEY_PATH):
-                    self.report(path, "expressions are only evaluated inside a step's with: "
-                                      "and in concurrency.key")
+                    self.report(path, _NOT_EVALUATED)
         return specs
 
     def _step_type(self, sid: str, spec: StepSpec) -> StepType | None:
