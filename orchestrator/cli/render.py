@@ -65,13 +65,29 @@ def _status(value: str) -> Text:
     return Text(value, style=_STYLE.get(value, ""))
 
 
+def _table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
+def _waiting(key: str) -> Text:
+    return Text(f"waiting for {key}", style=_STYLE["waiting"])
+
+
 def _run_status(run: RunRecord) -> Text:
     """A run's status, with what it waits for, or that its cancellation is pending."""
     if run.waiting_for:
-        return Text(f"waiting for {run.waiting_for}", style=_STYLE["waiting"])
+        return _waiting(run.waiting_for)
     if run.cancelling:
         return Text(f"{run.status.value} (cancel requested)", style="yellow")
     return _status(run.status.value)
+
+
+def _run_span(run: RunRecord) -> str:
+    """How long a run took, or has been going."""
+    return _span(run.started_at, run.finished_at if run.status.finished else None)
 
 
 def _span(start: float | None, end: float | None) -> str:
@@ -115,9 +131,7 @@ def pipeline_plan(pipeline: Pipeline, inputs: Mapping[str, Any]) -> None:
             return f"<run.{ref.path[0] if ref.path else ''}>"
         return "${{ " + ref.text + " }}"
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("STEP", "USES", "NEEDS", "RETRY", "TIMEOUT", "WITH"):
-        table.add_column(column)
+    table = _table("STEP", "USES", "NEEDS", "RETRY", "TIMEOUT", "WITH")
     for sid, step in pipeline.steps.items():
         retry = f"{step.retry.max_attempts}x" if step.retry else "off"
         timeout = format_duration(step.timeout) if step.timeout else "-"
@@ -133,9 +147,7 @@ def resume_plan(plan: ResumePlan) -> None:
     run = plan.run
     console.print(f"resuming run {run.id} ({run.pipeline_name}, {run.status.value}) would:")
     will_run = set(plan.will_run())
-    table = Table(box=None, pad_edge=False)
-    for column in ("STEP", "NOW", "ACTION"):
-        table.add_column(column)
+    table = _table("STEP", "NOW", "ACTION")
     for sid in plan.pipeline.steps:
         record = plan.records.get(sid)
         status = record.status.value if record else "pending"
@@ -157,13 +169,10 @@ def runs_table(runs: list[RunRecord]) -> None:
     if not runs:
         console.print("no runs yet (start one with: orchestrator run FILE)")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("RUN", "PIPELINE", "STATUS", "STARTED", "DURATION"):
-        table.add_column(column)
+    table = _table("RUN", "PIPELINE", "STATUS", "STARTED", "DURATION")
     for run in runs:
-        end = run.finished_at if run.status.finished else None
         table.add_row(run.id, run.pipeline_name, _run_status(run),
-                      _when(run.started_at or run.created_at), _span(run.started_at, end))
+                      _when(run.started_at or run.created_at), _run_span(run))
     console.print(table)
 
 
@@ -171,7 +180,6 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
     from orchestrator.spec.loader import parse_pipeline  # noqa: PLC0415
 
     console = _console()
-    end = run.finished_at if run.status.finished else None
     console.print(Text.assemble(f"run {run.id}  {run.pipeline_name}  ", _run_status(run)))
     console.print(f"  pipeline  {run.pipeline_path}")
     if run.batch_id is not None:
@@ -179,7 +187,7 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
         console.print(f"  batch     {run.batch_id}, cell {run.cell}: {cell}")
     if run.schedule_id is not None:
         console.print(f"  schedule  {run.schedule_id}, fire time {_when(run.scheduled_for)}")
-    console.print(f"  created   {_when(run.created_at)}   duration {_span(run.started_at, end)}")
+    console.print(f"  created   {_when(run.created_at)}   duration {_run_span(run)}")
     if run.inputs:
         console.print("  inputs    " + ", ".join(f"{k}={_short(v, 60)}"
                                                  for k, v in run.inputs.items()))
@@ -191,9 +199,7 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
         order = list(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)).steps)
     except Exception:  # noqa: BLE001  (show what is stored even if the text no longer loads)
         order = list(steps)
-    table = Table(box=None, pad_edge=False)
-    for column in ("STEP", "STATUS", "ATTEMPTS", "DURATION", "ERROR"):
-        table.add_column(column)
+    table = _table("STEP", "STATUS", "ATTEMPTS", "DURATION", "ERROR")
     for sid in order + [s for s in steps if s not in order]:
         record = steps.get(sid) or StepRecord(sid)
         if record.status is StepStatus.RETRYING and record.retry_at:
@@ -203,8 +209,8 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
         error = note + str(record.error) if record.error else ""
         finished = record.finished_at if record.status in (StepStatus.SUCCEEDED,
                                                            StepStatus.FAILED) else None
-        status = Text(f"waiting for {record.waiting_for}", style=_STYLE["waiting"]) \
-            if record.waiting_for else _status(record.status.value)
+        status = _waiting(record.waiting_for) if record.waiting_for \
+            else _status(record.status.value)
         table.add_row(sid, status, str(record.attempt or "-"),
                       _span(record.started_at, finished), _short(error, 120))
     console.print(table)
@@ -249,16 +255,13 @@ def batch_detail(batch: BatchRecord, cells: list[CellSummary]) -> None:
     console.print(f"  {batch.cells} cells ({', '.join(f'{n} {s}' for s, n in counts.items())})"
                   f", {bound}{', fail_fast' if batch.fail_fast else ''}")
     console.print(f"  created   {_when(batch.created_at)}   pipeline {batch.pipeline_path}")
-    table = Table(box=None, pad_edge=False)
-    for column in ("CELL", "MATRIX", "STATUS", "MODEL", "TRAIN LOSS", "EVAL LOSS", "DURATION"):
-        table.add_column(column)
+    table = _table("CELL", "MATRIX", "STATUS", "MODEL", "TRAIN LOSS", "EVAL LOSS", "DURATION")
     for cell in cells:
         run = cell.run
         values = " ".join(f"{k}={_short(v, 40)}" for k, v in (run.matrix or {}).items())
-        end = run.finished_at if run.status.finished else None
         table.add_row(run.id, values or "-", _run_status(run), cell.model_name or "-",
                       _loss(cell.train_loss), _loss(cell.eval_loss),
-                      _span(run.started_at, end))
+                      _run_span(run))
     console.print(table)
     failed = [c.run for c in cells if c.run.error and c.run.status is not RunStatus.SUCCEEDED]
     for run in failed[:10]:
@@ -272,9 +275,7 @@ def batches_table(rows: list[tuple[BatchRecord, list[RunRecord]]]) -> None:
     if not rows:
         console.print("no batches yet (a pipeline with a matrix: runs as one)")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("BATCH", "PIPELINE", "STATUS", "CELLS", "SUCCEEDED", "FAILED", "CREATED"):
-        table.add_column(column)
+    table = _table("BATCH", "PIPELINE", "STATUS", "CELLS", "SUCCEEDED", "FAILED", "CREATED")
     for batch, runs in rows:
         succeeded = sum(r.status is RunStatus.SUCCEEDED for r in runs)
         failed = sum(r.status in (RunStatus.FAILED, RunStatus.STRANDED) for r in runs)
@@ -291,10 +292,7 @@ def schedules_table(rows: list[tuple[Scheduled, float, RunRecord | None]]) -> No
     if not rows:
         console.print("no pipelines with a schedule: found (see setting schedule_paths)")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("SCHEDULE", "CRON", "TIMEZONE", "OVERLAP", "CATCH-UP", "NEXT FIRE",
-                   "LAST RUN"):
-        table.add_column(column)
+    table = _table("SCHEDULE", "CRON", "TIMEZONE", "OVERLAP", "CATCH-UP", "NEXT FIRE", "LAST RUN")
     for scheduled, next_fire, last in rows:
         spec = scheduled.pipeline.schedule
         assert spec is not None
@@ -314,18 +312,12 @@ def models_table(models: list[ModelEntry]) -> None:
         console.print("no models recorded yet (a pipeline's registry/record-model step adds "
                       "them)")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("MODEL", "BASE", "RUN", "JOB", "TRAIN LOSS", "EVAL LOSS", "RECORDED"):
-        table.add_column(column)
+    table = _table("MODEL", "BASE", "RUN", "JOB", "TRAIN LOSS", "EVAL LOSS", "RECORDED")
     for model in models:
-        metrics = model.metrics
-
-        def loss(key: str, metrics: Mapping[str, Any] = metrics) -> str:
-            value = metrics.get(key)
-            return f"{value:.4f}" if isinstance(value, int | float) else "-"
-
+        losses = [value if isinstance(value := model.metrics.get(key), int | float) else None
+                  for key in ("train_loss", "eval_loss")]
         table.add_row(model.name, model.base_model or "-", model.run_id, model.job_id or "-",
-                      loss("train_loss"), loss("eval_loss"), _when(model.recorded_at))
+                      *map(_loss, losses), _when(model.recorded_at))
     console.print(table)
 
 

@@ -106,14 +106,6 @@ class CellSummary:
     train_loss: float | None
     eval_loss: float | None
 
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to end; None until the cell has finished."""
-        run = self.run
-        if run.started_at is None or run.finished_at is None or not run.status.finished:
-            return None
-        return run.finished_at - run.started_at
-
 
 def _first_output(steps: Mapping[str, StepRecord], name: str) -> Any:
     for record in steps.values():
