@@ -7,7 +7,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 RUN_ID = re.compile(r"run (r-\d{6}-\d{6}-[0-9a-z]{6})")
 
@@ -35,14 +39,20 @@ def state(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
+def wait_for(check: Callable[[], T], what: str, timeout: float = 30, every: float = 0.05) -> T:
+    """Poll `check` until it returns something true, and return that (a deadline, never a
+    blind sleep); `what` names the condition in the failure."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(every)
+    return value
+
+
 def wait_for_state(tmp_path: Path, sql: str, what: str,
                    timeout: float = 30) -> list[tuple[object, ...]]:
-    """Poll the state file until `sql` returns rows (with a deadline, never a blind sleep)."""
-    deadline = time.monotonic() + timeout
-    while not (rows := state(tmp_path, sql)):
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-    return rows
+    """Poll the state file until `sql` returns rows."""
+    return wait_for(lambda: state(tmp_path, sql), what, timeout)
 
 
 def start_run(tmp_path: Path, pipeline: str) -> subprocess.Popen[str]:

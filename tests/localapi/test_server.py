@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from tests.cli.helpers import wait_for
 from tests.conftest import CLI
 from tests.localapi.conftest import BASE, INSTRUCTIONS
 
@@ -43,29 +43,20 @@ def serving(tmp_path: Path, port: int, **settings: str) -> Iterator[str]:
          "--data-dir", str(tmp_path / "api-data")],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     root = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert process.poll() is None, process.communicate()[0]
+        try:
+            return httpx.get(root + "/", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                if httpx.get(root + "/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server never answered"
-            time.sleep(0.05)
+        wait_for(answers, "the server answers")
         yield root + "/v1"
     finally:
         process.terminate()
         process.communicate(timeout=10)
-
-
-def wait_for(check: Any, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.1)
-    return value
 
 
 def test_non_loopback_hosts_are_refused(cli: CLI) -> None:
