@@ -158,9 +158,10 @@ class SQLiteStore(StateStore):
             why = f"cannot be used: {text}"
         return StateStoreInvalid(f"state database {self.path} {why}")
 
-    def _prepare(self, conn: sqlite3.Connection) -> None:
+    def _check_ours(self, conn: sqlite3.Connection) -> int:
+        """The file's schema version; raises if the file is foreign or from a newer version."""
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if app_id != APPLICATION_ID and (app_id != 0 or tables or version):
             msg = (f"state database {self.path} belongs to another application (not an "
@@ -170,11 +171,22 @@ class SQLiteStore(StateStore):
             msg = (f"state database {self.path} was written by a newer orchestrator (schema "
                    f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade orchestrator")
             raise StateStoreInvalid(msg)
+        return version
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        # Checked once before anything is written (a foreign file is never switched to WAL),
+        # and again under the write lock: several processes opening a new database at once
+        # all see version 0 at first, and only the first to take the lock migrates it.
+        self._check_ours(conn)
         if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
             msg = f"state database {self.path}: cannot switch it to WAL mode"
             raise StateStoreInvalid(msg)
         conn.execute("BEGIN IMMEDIATE")  # also proves the file is writable
         try:
+            version = self._check_ours(conn)
+            if version == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[target]:
                     conn.execute(statement)
