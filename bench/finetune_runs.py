@@ -22,6 +22,7 @@ from bench import report_child, report_medians, run_child
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
 from orchestrator.localapi.transport import BASE_URL
+from orchestrator.providers.pool import Providers
 from orchestrator.providers.together.client import TogetherClient
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.loader import load_pipeline
@@ -39,7 +40,7 @@ async def scenario(runs: int, job_seconds: float, folder: Path) -> dict[str, flo
                             transport=LocalTransport(LocalAPI(config)))
     statuses: list[RunStatus] = []
     async with open_store(f"sqlite:///{folder / 'state.db'}") as store, client, \
-            Orchestrator(store, config=EngineConfig(), provider=client) as orch:
+            Orchestrator(store, config=EngineConfig(), providers=Providers.serving(client)) as orch:
 
         async def one() -> None:
             statuses.append((await orch.run(pipeline, inputs)).status)

@@ -24,6 +24,7 @@ from bench import report_child, report_medians, run_child
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
 from orchestrator.localapi.transport import BASE_URL
+from orchestrator.providers.pool import Providers
 from orchestrator.providers.together.client import TogetherClient
 from orchestrator.schedule.batch import execute_cells
 from orchestrator.spec.inputs import resolve_inputs
@@ -76,7 +77,7 @@ async def scenario(cells: int, limit: int, job_seconds: float, folder: Path
     client = TogetherClient(api_key=config.api_key, base_url=BASE_URL,
                             transport=LocalTransport(LocalAPI(config)))
     async with open_store(f"sqlite:///{folder / 'state.db'}") as store, client, \
-            Orchestrator(store, config=EngineConfig(), provider=client) as orch:
+            Orchestrator(store, config=EngineConfig(), providers=Providers.serving(client)) as orch:
         cpu, started = time.process_time(), time.perf_counter()
         batch, runs = await orch.create_batch(pipeline, inputs, hold=True)
         plans = [ResumePlan.fresh(run, pipeline) for run in runs]

@@ -46,8 +46,8 @@ def _flag_groups() -> dict[str, _Parser]:
                         help="set a pipeline input (repeatable)")
     provider = _Parser(add_help=False)
     provider.add_argument("--provider", choices=["local", "together"],
-                          help="where fine-tuning steps send requests (default: setting "
-                               "provider)")
+                          help="where new runs' fine-tuning steps send requests (default: "
+                               "setting provider); a run keeps its provider for good")
     interrupt = _Parser(add_help=False)
     interrupt.add_argument("--on-interrupt", choices=["ask", "cancel", "leave"], default="ask",
                            help="after Ctrl-C, leave remote jobs running (resumable) or cancel "
@@ -98,7 +98,7 @@ def _running_commands(commands: argparse._SubParsersAction[_Parser],
     p.add_argument("--detach", action="store_true",
                    help="queue the run for a worker and print its id at once")
 
-    p = commands.add_parser("resume", parents=[state, logging, interrupt],
+    p = commands.add_parser("resume", parents=[state, logging, interrupt, provider],
                             help="continue a failed, interrupted or crashed run, or every "
                                  "cell of a batch that did not succeed")
     p.add_argument("run_id", metavar="RUN|BATCH")
@@ -108,6 +108,9 @@ def _running_commands(commands: argparse._SubParsersAction[_Parser],
                    help="re-read the pipeline file; re-run steps whose configuration changed")
     p.add_argument("--force", action="store_true",
                    help="resume a stranded run (resets its recovery count)")
+    p.add_argument("--move-provider", action="store_true",
+                   help="with --provider: bind the run to that provider from now on (it "
+                        "keeps the one it was created with otherwise)")
 
     p = commands.add_parser("cancel", parents=[state, logging],
                             help="cancel runs or batches, and the remote jobs they started")
@@ -160,9 +163,10 @@ def _service_commands(commands: argparse._SubParsersAction[_Parser],
                       g: dict[str, _Parser]) -> None:
     state, logging, provider, workers, paths = (g["state"], g["logging"], g["provider"],
                                                 g["workers"], g["paths"])
-    commands.add_parser("worker", parents=[state, logging, provider, workers],
-                        help="execute queued runs (run --detach, schedules) until stopped")
-    commands.add_parser("scheduler", parents=[paths, state, logging],
+    commands.add_parser("worker", parents=[state, logging, workers],
+                        help="execute queued runs (run --detach, schedules) until stopped; "
+                             "each on the provider it was created with")
+    commands.add_parser("scheduler", parents=[paths, state, logging, provider],
                         help="fire due schedules into the queue until stopped")
     commands.add_parser("serve", parents=[paths, state, logging, provider, workers],
                         help="scheduler and worker in one process")

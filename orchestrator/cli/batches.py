@@ -22,6 +22,7 @@ from orchestrator.cli.session import (
 if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator
+    from orchestrator.providers.pool import ProviderRef
     from orchestrator.settings import Settings
     from orchestrator.spec.loader import Pipeline
     from orchestrator.store.base import StateStore
@@ -42,7 +43,7 @@ def _execute_batch(settings: Settings, session: Session, on_interrupt: str,
             outcomes: list[RunOutcome] | None = await until_signal(go(orch))
             return outcomes
 
-        outcomes = with_orchestrator(settings, interruptible, provider=True, progress=live)
+        outcomes = with_orchestrator(settings, interruptible, progress=live)
     if outcomes is None:
         return after_interrupt(settings, session, on_interrupt)
     assert session.run_id is not None
@@ -61,7 +62,8 @@ def run_batch(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any],
         batch, runs = await orch.create_batch(pipeline, inputs, hold=True)
         session.run_ids = [run.id for run in runs]
         bound = f", at most {batch.max_parallel} at once" if batch.max_parallel else ""
-        session.announce(batch.id, pipeline, "starting", what="batch")
+        session.announce(batch.id, pipeline, "starting", what="batch",
+                         provider=orch.providers and orch.providers.default)
         err(f"  {len(runs)} cells{bound}{', fail-fast' if batch.fail_fast else ''}")
         plans = [ResumePlan.fresh(run, pipeline) for run in runs]
         return await execute_cells(orch, plans, fail_fast=batch.fail_fast,
@@ -70,17 +72,29 @@ def run_batch(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any],
     return _execute_batch(settings, session, on_interrupt, go)
 
 
-def resume_batch(settings: Settings, batch_id: str, *, on_interrupt: str) -> int:
-    """Resume every cell that did not succeed; leave succeeded and busy cells alone."""
+def resume_batch(settings: Settings, batch_id: str, *, on_interrupt: str,
+                 from_step: str | None = None, provider: ProviderRef | None = None,
+                 move: bool = False) -> int:
+    """Resume every cell that did not succeed; leave succeeded and busy cells alone.
+
+    `from_step` re-runs that step and everything after it in every cell resumed; `provider`
+    and `move` work as for one run (see `Orchestrator.plan_resume`).
+    """
     from orchestrator.schedule.batch import execute_cells, plan_batch_resume  # noqa: PLC0415
 
     session = Session(settings)
 
     async def go(orch: Orchestrator) -> list[RunOutcome]:
-        plan = await plan_batch_resume(orch, batch_id)
+        plan = await plan_batch_resume(orch, batch_id, from_step=from_step, provider=provider,
+                                       move=move)
+        for cell in plan.resume:
+            orch.check_provider(cell.provider)
         session.run_id, session.run_ids = batch_id, [p.run.id for p in plan.resume]
+        providers = sorted({str(p.provider) for p in plan.resume}) or ["none"]
         err(f"resuming batch {batch_id} of {plan.batch.pipeline_name} (provider: "
-            f"{settings.provider}, state: {settings.state_url})")
+            f"{', '.join(providers)}, state: {settings.state_url})")
+        if from_step is not None:
+            err(f"  re-running {from_step} and everything after it in every cell resumed")
         err(f"  {len(plan.resume)} cells to resume, {len(plan.kept)} succeeded cells kept")
         for run in plan.busy:
             err(f"  {run.id} is being executed by {run.lease_owner}; left alone")

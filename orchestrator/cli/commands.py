@@ -27,6 +27,7 @@ from orchestrator.spec.loader import Pipeline, load_pipeline
 if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
+    from orchestrator.providers.pool import ProviderRef
     from orchestrator.settings import Settings
     from orchestrator.store.base import StateStore, StepRecord
 
@@ -41,6 +42,7 @@ __all__ = [
     "cmd_runs",
     "cmd_show",
     "cmd_validate",
+    "resume_target",
 ]
 
 # -- validate and plan (no settings, no store: they must start fast) -------------------------
@@ -95,7 +97,7 @@ def _execute(settings: Settings,
                 session.steps = await orch.store.get_steps(outcome.run_id)
             return outcome
 
-        outcome = with_orchestrator(settings, interruptible, provider=True, progress=live)
+        outcome = with_orchestrator(settings, interruptible, progress=live)
     if outcome is None:
         return after_interrupt(settings, session, on_interrupt)
     assert session.pipeline is not None
@@ -127,6 +129,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach:
         return _detach(settings, pipeline, inputs)
     read_secrets(pipeline.secret_names)  # fail before creating a run that could not start
+    from orchestrator.providers.pool import Providers, provider_ref  # noqa: PLC0415
+
+    Providers.from_settings(settings).check(provider_ref(settings))  # and without its key
     if pipeline.matrix is not None:
         from orchestrator.cli.batches import run_batch  # noqa: PLC0415
 
@@ -134,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def run(orch: Orchestrator, session: Session) -> RunOutcome:
         record = await orch.create_run(pipeline, inputs, hold=True)
-        session.announce(record.id, pipeline, "starting")
+        session.announce(record.id, pipeline, "starting", provider=orch.provider_of(record))
         return await orch.execute(ResumePlan.fresh(record, pipeline),
                                   lease=record.lease)
 
@@ -144,18 +149,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _detach(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any]) -> int:
     """Queue the run (or batch) for a worker; print its id on stdout and return at once."""
     from orchestrator.engine.orchestrator import Orchestrator  # noqa: PLC0415
+    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
     from orchestrator.store.base import RunStatus  # noqa: PLC0415
+
+    # Bound to the provider chosen here; the worker that executes it needs that provider's key.
+    ref = provider_ref(settings)
 
     async def queue(store: StateStore) -> str:
         orch = Orchestrator(store)
         if pipeline.matrix is not None:
-            batch, runs = await orch.create_batch(pipeline, inputs, status=RunStatus.QUEUED)
-            err(f"queued batch {batch.id} of {pipeline.name}: {len(runs)} cells, for a worker "
-                "(orchestrator worker, or orchestrator serve)")
+            batch, runs = await orch.create_batch(pipeline, inputs, status=RunStatus.QUEUED,
+                                                  provider=ref)
+            err(f"queued batch {batch.id} of {pipeline.name}: {len(runs)} cells on provider "
+                f"{ref}, for a worker (orchestrator worker, or orchestrator serve)")
             return batch.id
-        run = await orch.create_run(pipeline, inputs, status=RunStatus.QUEUED)
-        err(f"queued run {run.id} of {pipeline.name} for a worker (orchestrator worker, or "
-            "orchestrator serve)")
+        run = await orch.create_run(pipeline, inputs, status=RunStatus.QUEUED, provider=ref)
+        err(f"queued run {run.id} of {pipeline.name} on provider {ref}, for a worker "
+            "(orchestrator worker, or orchestrator serve)")
         return run.id
 
     out(with_store(settings, queue))
@@ -166,21 +176,28 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.store.base import RunStatus  # noqa: PLC0415
 
     settings = settings_for(args)
+    target = resume_target(settings, args)
     if is_batch(settings, args.run_id):
         from orchestrator.cli.batches import resume_batch  # noqa: PLC0415
 
-        return resume_batch(settings, args.run_id, on_interrupt=args.on_interrupt)
+        return resume_batch(settings, args.run_id, on_interrupt=args.on_interrupt,
+                            from_step=args.from_step, provider=target,
+                            move=args.move_provider)
 
     async def resume(orch: Orchestrator, session: Session) -> RunOutcome:
         from orchestrator.engine.executor import RunOutcome  # noqa: PLC0415
 
-        plan = await orch.plan_resume(args.run_id, from_step=args.from_step, reload=args.reload)
+        plan = await orch.plan_resume(args.run_id, from_step=args.from_step, reload=args.reload,
+                                      provider=target, move=args.move_provider)
         session.run_id, session.pipeline = args.run_id, plan.pipeline
         if plan.nothing_to_do:
             err(f"run {args.run_id} already succeeded; nothing to resume "
                 "(--from STEP re-runs part of it)")
             return RunOutcome(args.run_id, RunStatus.SUCCEEDED)
-        session.announce(args.run_id, plan.pipeline, "resuming")
+        orch.check_provider(plan.provider)
+        session.announce(args.run_id, plan.pipeline, "resuming", provider=plan.provider)
+        if plan.moved_from is not None:
+            err(f"moving run {args.run_id} from provider {plan.moved_from} to {plan.provider}")
         if plan.run.cancelling:
             err(f"run {args.run_id} has a cancel request: finishing its cancellation")
         kept = plan.kept()
@@ -190,6 +207,20 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return await orch.execute(plan, force=args.force)
 
     return _execute(settings, resume, on_interrupt=args.on_interrupt)
+
+
+def resume_target(settings: Settings, args: argparse.Namespace) -> ProviderRef | None:
+    """The provider `resume --provider P` asks for (None: the run's own)."""
+    if args.move_provider and not args.provider:
+        from orchestrator.errors import ConfigError  # noqa: PLC0415
+
+        msg = "--move-provider needs --provider local|together: where the run moves to"
+        raise ConfigError(msg)
+    if not args.provider:
+        return None
+    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+
+    return provider_ref(settings, args.provider)
 
 
 # -- looking at runs -------------------------------------------------------------------------

@@ -182,6 +182,9 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
     console = _console()
     console.print(Text.assemble(f"run {run.id}  {run.pipeline_name}  ", _run_status(run)))
     console.print(f"  pipeline  {run.pipeline_path}")
+    provider = (f"{run.provider} ({run.provider_url})" if run.provider
+                else "not recorded (stored before runs kept theirs): the executing process's")
+    console.print(f"  provider  {provider}")
     if run.batch_id is not None:
         cell = ", ".join(f"{k}={_short(v, 40)}" for k, v in (run.matrix or {}).items())
         console.print(f"  batch     {run.batch_id}, cell {run.cell}: {cell}")

@@ -66,7 +66,7 @@ def cancel_and_report(settings: Settings, run_ids: Sequence[str], *, wait: float
     async def cancel(orch: Orchestrator) -> list[CancelResult]:
         return await cancel_runs(orch, run_ids, wait=wait)
 
-    results = with_orchestrator(settings, cancel, provider=True)
+    results = with_orchestrator(settings, cancel)
     for result in results:
         out(f"{result.run_id}: {result.note}")
     return all(result.done for result in results)
@@ -108,35 +108,33 @@ def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | Non
                                .run_forever)
                 names = ", ".join(s.id for s in scheduled) or "none found"
                 parts.append(f"scheduler (schedules: {names})")
-            err(f"{orch.owner}: {' and '.join(parts)} on {settings.state_url} (provider: "
-                f"{settings.provider}); Ctrl-C stops")
+            bound = "; runs execute on the provider each was created with" if worker else ""
+            err(f"{orch.owner}: {' and '.join(parts)} on {settings.state_url} (new runs' "
+                f"provider: {orch.providers.default if orch.providers else 'none'}{bound}); "
+                "Ctrl-C stops")
 
     async def interruptible(orch: Orchestrator) -> Any:
         return await until_signal(serve(orch))
 
     with output(settings) as live:
-        with_orchestrator(settings, interruptible, provider=worker, progress=live)
+        with_orchestrator(settings, interruptible, progress=live)
     err("stopped" + ("; runs being executed were put back in the queue" if worker else ""))
     return EXIT_OK  # a service asked to stop has done nothing wrong
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = settings_for(args, **_worker_flags(args))
+    settings = settings_for(args, worker_max_runs=args.max_runs)
     return _serve(settings, worker=True, scheduled=None)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    settings = settings_for(args)
+    settings = settings_for(args, provider=args.provider)
     return _serve(settings, worker=False, scheduled=_scheduled(settings, args.paths))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = settings_for(args, **_worker_flags(args))
+    settings = settings_for(args, worker_max_runs=args.max_runs, provider=args.provider)
     return _serve(settings, worker=True, scheduled=_scheduled(settings, args.paths))
-
-
-def _worker_flags(args: argparse.Namespace) -> dict[str, Any]:
-    return {"worker_max_runs": args.max_runs, "provider": args.provider}
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:

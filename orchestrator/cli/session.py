@@ -76,24 +76,18 @@ def with_store(settings: Settings, fn: Callable[[StateStore], Awaitable[T]]) -> 
 
 
 def with_orchestrator(settings: Settings, fn: Callable[[Orchestrator], Awaitable[T]], *,
-                      provider: bool = False, progress: ProgressSink | None = None) -> T:
-    """Run `fn` with an orchestrator; `provider` opens the configured provider for its steps."""
-    from contextlib import AsyncExitStack  # noqa: PLC0415
-
+                      progress: ProgressSink | None = None) -> T:
+    """Run `fn` with an orchestrator. Provider clients open when a run first needs one: each
+    run's own provider (see `providers.pool`), new runs the `provider` setting."""
     from orchestrator.engine.orchestrator import EngineConfig, Orchestrator  # noqa: PLC0415
+    from orchestrator.providers.pool import Providers  # noqa: PLC0415
 
     config = EngineConfig(max_parallel_steps=settings.max_parallel_steps,
                           lease_ttl=settings.lease_ttl, max_recoveries=settings.max_recoveries)
 
     async def with_opened(store: StateStore) -> T:
-        async with AsyncExitStack() as stack:
-            client = None
-            if provider:
-                from orchestrator.providers.factory import open_provider  # noqa: PLC0415
-
-                client = await stack.enter_async_context(open_provider(settings))
-            orch = await stack.enter_async_context(Orchestrator(
-                store, config=config, provider=client, progress=progress))
+        async with Providers.from_settings(settings) as providers, Orchestrator(
+                store, config=config, providers=providers, progress=progress) as orch:
             return await fn(orch)
 
     return with_store(settings, with_opened)
@@ -135,10 +129,13 @@ class Session:
         self.pipeline: Pipeline | None = None
         self.steps: Mapping[str, StepRecord] = {}
 
-    def announce(self, run_id: str, pipeline: Pipeline, verb: str, what: str = "run") -> None:
+    def announce(self, run_id: str, pipeline: Pipeline, verb: str, what: str = "run", *,
+                 provider: object = None) -> None:
+        """Say which run starts, on which provider (the run's own) and state database."""
         self.run_id, self.pipeline = run_id, pipeline
         self.run_ids = self.run_ids or [run_id]
-        err(f"{verb} {what} {run_id} of {pipeline.name} (provider: {self.settings.provider}, "
+        where = provider or "none"
+        err(f"{verb} {what} {run_id} of {pipeline.name} (provider: {where}, "
             f"state: {self.settings.state_url})")
 
 

@@ -41,6 +41,9 @@ async def cancel_runs(orch: Orchestrator, run_ids: Collection[str], *,
     """Request and carry out (or see carried out) the cancellation of `run_ids`."""
     store = orch.store
     before = {run_id: await store.get_run(run_id) for run_id in run_ids}
+    for run in before.values():  # runs this process may have to cancel itself
+        if not orch.executed_elsewhere(run) and run.status is not RunStatus.SUCCEEDED:
+            orch.check_provider(orch.provider_of(run))  # a missing key: nothing written
     marked = {run.id for run in await store.request_cancel(list(run_ids))}
     results: dict[str, CancelResult] = {}
     for run_id, run in before.items():

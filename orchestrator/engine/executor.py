@@ -46,6 +46,7 @@ from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import LeaseLost, PermanentError, StepTimeout, TransientError
 from orchestrator.faults import fault_point
 from orchestrator.log import REDACTOR, get_logger
+from orchestrator.providers.pool import ProviderRef
 from orchestrator.spec.durations import format_duration
 from orchestrator.spec.expressions import ExpressionError
 from orchestrator.spec.loader import Pipeline, Step
@@ -177,6 +178,8 @@ class RunExecutor:
         slots: SlotPool | None = None,
         run_slots: Sequence[tuple[str, int]] = (),
         interrupted_status: RunStatus = RunStatus.INTERRUPTED,
+        moved_from: ProviderRef | None = None,
+        moved_to: ProviderRef | None = None,
     ) -> None:
         self._store = store
         self._models = _StoreRegistry(store)
@@ -193,6 +196,7 @@ class RunExecutor:
         self._slots = slots
         self._run_slots = list(run_slots)
         self._interrupted_status = interrupted_status
+        self._move = (moved_from, moved_to) if moved_from and moved_to else None
         self._held: dict[str, tuple[str, str]] = {}
         """Slots this executor holds: by owner ('' for the run's own, else the step that
         declares it) the (key, holder)."""
@@ -428,14 +432,24 @@ class RunExecutor:
             return await self._finish(RunStatus.FAILED, f"concurrency.key: {exc}")
         for step_id in reset:
             self._records[step_id] = StepRecord(step_id)
+        events = [NewEvent("run_started", data={
+            "owner": self._lease.owner, "generation": self._lease.generation,
+            "reset": sorted(reset), "reloaded": reload_text is not None})]
+        moved_to = None
+        if self._move is not None:
+            before, moved_to = self._move
+            events.insert(0, NewEvent("provider_moved", data={
+                "from": before.name, "from_url": before.url,
+                "to": moved_to.name, "to_url": moved_to.url}))
+            self._log.warning("run moved to another provider", previous=str(before),
+                              provider=str(moved_to))
         await self._store.commit(
             self._lease,
             run=RunUpdate(RunStatus.RUNNING, pipeline_text=reload_text,
-                          clear_cancel=self._run.status is RunStatus.CANCELLED),
+                          clear_cancel=self._run.status is RunStatus.CANCELLED,
+                          provider=(moved_to.name, moved_to.url) if moved_to else None),
             steps=[self._records[s] for s in sorted(reset)],
-            events=[NewEvent("run_started", data={
-                "owner": self._lease.owner, "generation": self._lease.generation,
-                "reset": sorted(reset), "reloaded": reload_text is not None})],
+            events=events,
         )
         self._log.info("run started", pipeline=self._pipeline.name, owner=self._lease.owner)
         try:

@@ -31,6 +31,7 @@ from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import ConfigError, RunExists, SecretMissing
 from orchestrator.ids import new_batch_id, new_run_id
 from orchestrator.log import REDACTOR, get_logger
+from orchestrator.providers.pool import ProviderRef, Providers
 from orchestrator.spec.expressions import ExpressionError
 from orchestrator.spec.loader import Pipeline, load_pipeline, parse_pipeline
 from orchestrator.steps.registry import StepRegistry
@@ -48,7 +49,14 @@ from orchestrator.store.base import (
     StepStatus,
 )
 
-__all__ = ["EngineConfig", "Orchestrator", "ResumePlan", "owner_is_dead", "read_secrets"]
+__all__ = [
+    "EngineConfig",
+    "Orchestrator",
+    "ResumePlan",
+    "bound_provider",
+    "owner_is_dead",
+    "read_secrets",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +81,15 @@ class ResumePlan:
     records: Mapping[str, StepRecord]
     reset: frozenset[str]
     reload_text: str | None
+    provider: ProviderRef | None = None
+    """The provider the run executes against: the one it is bound to, or where it moves."""
+    moved_from: ProviderRef | None = None
+    """Set when the run moves to `provider` (resume --move-provider): where it was bound."""
 
     @classmethod
     def fresh(cls, run: RunRecord, pipeline: Pipeline) -> ResumePlan:
         """The plan of a run just created: every step runs."""
-        return cls(run, pipeline, {}, frozenset(), None)
+        return cls(run, pipeline, {}, frozenset(), None, bound_provider(run))
 
     def will_run(self) -> list[str]:
         return [sid for sid in self.pipeline.steps
@@ -118,6 +130,13 @@ def read_secrets(names: Collection[str], environ: Mapping[str, str] | None = Non
     return {n: env[n] for n in names}
 
 
+def bound_provider(run: RunRecord) -> ProviderRef | None:
+    """The provider `run` is bound to; None for a run stored before runs were bound."""
+    if run.provider is None or run.provider_url is None:
+        return None
+    return ProviderRef(run.provider, run.provider_url)
+
+
 def owner_is_dead(owner: str) -> bool:
     """True if `owner` was a process on this host that no longer exists."""
     host, _, rest = owner.partition(":")
@@ -148,7 +167,7 @@ class Orchestrator:
         *,
         config: EngineConfig | None = None,
         rng: random.Random | None = None,
-        provider: Any = None,
+        providers: Providers | None = None,
         registry: StepRegistry | None = None,
         progress: ProgressSink | None = None,
     ) -> None:
@@ -158,7 +177,7 @@ class Orchestrator:
         self.config = config or EngineConfig()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._rng = rng or random.Random()
-        self._provider = provider
+        self.providers = providers
         self._executing: dict[str, tuple[Lease, RunExecutor]] = {}
         self._busy = anyio.Event()
         self._cancel_on_start: set[str] = set()
@@ -238,20 +257,26 @@ class Orchestrator:
     async def create_run(self, pipeline: Pipeline, inputs: Mapping[str, Any], *,
                          hold: bool = False, status: RunStatus = RunStatus.PENDING,
                          run_id: str | None = None, schedule_id: str | None = None,
-                         scheduled_for: float | None = None) -> RunRecord:
+                         scheduled_for: float | None = None,
+                         provider: ProviderRef | None = None) -> RunRecord:
         """Store a new run of `pipeline` with its (already resolved) input values.
 
         With `hold`, this process holds the new run's lease (`record.lease`) from the start,
         to pass to `execute`. `status` QUEUED leaves it to a worker. A given `run_id` (a
-        schedule's) raises RunExists if taken; otherwise a fresh id is drawn.
+        schedule's) raises RunExists if taken; otherwise a fresh id is drawn. The run is
+        bound to `provider`, by default this process's (see `providers.pool`).
         """
+        ref = self._new_runs_provider(provider)
+        if hold and ref is not None and self.providers is not None:
+            self.providers.check(ref)  # this process executes it: it must be able to
         for _ in range(5):
             try:
                 return await self.store.create_run(NewRun(
                     id=run_id or new_run_id(), pipeline_name=pipeline.name,
                     pipeline_path=str(pipeline.path.resolve()), pipeline_text=pipeline.text,
                     inputs=dict(inputs), status=status, schedule_id=schedule_id,
-                    scheduled_for=scheduled_for,
+                    scheduled_for=scheduled_for, provider=ref.name if ref else None,
+                    provider_url=ref.url if ref else None,
                 ), owner=self.owner if hold else None, ttl=self.config.lease_ttl)
             except RunExists:
                 if run_id is not None:
@@ -262,16 +287,23 @@ class Orchestrator:
     async def create_batch(self, pipeline: Pipeline, inputs: Mapping[str, Any], *,
                            hold: bool = False, status: RunStatus = RunStatus.PENDING,
                            batch_id: str | None = None, schedule_id: str | None = None,
-                           scheduled_for: float | None = None
+                           scheduled_for: float | None = None,
+                           provider: ProviderRef | None = None
                            ) -> tuple[BatchRecord, list[RunRecord]]:
-        """Store `pipeline`'s matrix as a batch with one run per cell (ids `<batch>.<n>`)."""
+        """Store `pipeline`'s matrix as a batch with one run per cell (ids `<batch>.<n>`),
+        each bound to `provider` (by default this process's)."""
         matrix = pipeline.matrix
+        ref = self._new_runs_provider(provider)
+        if hold and ref is not None and self.providers is not None:
+            self.providers.check(ref)
         for _ in range(5):
             chosen = batch_id or new_batch_id()
             cells = [NewRun(id=f"{chosen}.{i}", pipeline_name=pipeline.name,
                             pipeline_path=str(pipeline.path.resolve()),
                             pipeline_text=pipeline.text, inputs=dict(inputs), status=status,
-                            matrix=cell, schedule_id=schedule_id, scheduled_for=scheduled_for)
+                            matrix=cell, schedule_id=schedule_id, scheduled_for=scheduled_for,
+                            provider=ref.name if ref else None,
+                            provider_url=ref.url if ref else None)
                      for i, cell in enumerate(pipeline.cells())]
             try:
                 batch, runs = await self.store.create_batch(NewBatch(
@@ -290,6 +322,19 @@ class Orchestrator:
         msg = "could not draw an unused batch id in 5 tries"
         raise RuntimeError(msg)
 
+    def _new_runs_provider(self, given: ProviderRef | None) -> ProviderRef | None:
+        return given or (self.providers.default if self.providers is not None else None)
+
+    def provider_of(self, run: RunRecord) -> ProviderRef | None:
+        """The provider `run` executes against: its own, else (an old run) this process's."""
+        return bound_provider(run) or self._new_runs_provider(None)
+
+    def check_provider(self, ref: ProviderRef | None) -> None:
+        """Raise SettingsInvalid if this process lacks what `ref` needs (its key): called
+        before anything about a run is written or announced."""
+        if ref is not None and self.providers is not None:
+            self.providers.check(ref)
+
     async def _run_slots(self, run: RunRecord, pipeline: Pipeline) -> list[tuple[str, int]]:
         """Slots the whole run holds besides its pipeline's own `concurrency:`: its batch's
         `max_parallel`, and its schedule's when overlapping fires queue."""
@@ -306,9 +351,25 @@ class Orchestrator:
         return slots
 
     async def plan_resume(self, run_id: str, *, from_step: str | None = None,
-                          reload: bool = False) -> ResumePlan:
-        """Which steps a resume keeps and which it runs again (nothing is executed)."""
+                          reload: bool = False, provider: ProviderRef | None = None,
+                          move: bool = False) -> ResumePlan:
+        """Which steps a resume keeps and which it runs again (nothing is executed).
+
+        `provider` names the provider the caller wants the run executed against: the run's
+        own, or, with `move`, another one it is then bound to. Raises ConfigError for another
+        provider without `move`.
+        """
         run = await self.store.get_run(run_id)
+        bound = self.provider_of(run)
+        moved_from = None
+        if provider is not None and provider != bound:
+            if not move:
+                msg = (f"run {run_id} is bound to provider {bound}, not {provider}; add "
+                       "--move-provider to move it there (jobs it started stay where they "
+                       "are), or leave --provider out")
+                raise ConfigError(msg)
+            moved_from = bound
+        target = provider if moved_from is not None else bound
         records = await self.store.get_steps(run_id)
         if reload:
             pipeline = load_pipeline(run.pipeline_path, registry=self.registry)
@@ -325,7 +386,7 @@ class Orchestrator:
         if reload:
             reset |= self._changed_steps(run, pipeline, records, reset)
         return ResumePlan(run, pipeline, records, frozenset(reset),
-                          pipeline.text if reload else None)
+                          pipeline.text if reload else None, target, moved_from)
 
     def _changed_steps(self, run: RunRecord, pipeline: Pipeline,
                        records: Mapping[str, StepRecord], reset: set[str]) -> set[str]:
@@ -356,6 +417,11 @@ class Orchestrator:
         # Cancelling needs no secrets (nothing is rendered), so it works from any terminal.
         secret_values = {} if run.cancelling else read_secrets(plan.pipeline.secret_names)
         REDACTOR.add(secret_values.values())
+        # The provider's client before the lease: a missing key leaves the run untouched.
+        ref = plan.provider or self.provider_of(run)
+        client = None
+        if ref is not None and self.providers is not None:
+            client = await self.providers.client(ref)
         if lease is None:
             dead = [run.lease_owner] if run.lease_owner and owner_is_dead(run.lease_owner) \
                 else []
@@ -367,7 +433,8 @@ class Orchestrator:
             store=self.store, lease=lease, run=run, pipeline=plan.pipeline,
             records=plan.records, secrets=secret_values,
             max_parallel_steps=self.config.max_parallel_steps, rng=self._rng,
-            clock=self.store.clock, provider=self._provider, progress=self._progress,
+            clock=self.store.clock, provider=client, progress=self._progress,
+            moved_from=plan.moved_from, moved_to=ref if plan.moved_from else None,
             slots=self.slots, run_slots=await self._run_slots(run, plan.pipeline),
             interrupted_status=RunStatus.QUEUED if requeue else RunStatus.INTERRUPTED,
         )

@@ -17,6 +17,7 @@ import anyio
 
 from orchestrator.engine.executor import RunOutcome
 from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
+from orchestrator.providers.pool import ProviderRef
 from orchestrator.store.base import BatchRecord, Lease, RunRecord, RunStatus, StepRecord
 
 __all__ = [
@@ -83,7 +84,11 @@ class BatchResumePlan:
         return [r for r in self.runs if r.status is RunStatus.SUCCEEDED]
 
 
-async def plan_batch_resume(orch: Orchestrator, batch_id: str) -> BatchResumePlan:
+async def plan_batch_resume(orch: Orchestrator, batch_id: str, *,
+                            from_step: str | None = None, provider: ProviderRef | None = None,
+                            move: bool = False) -> BatchResumePlan:
+    """Plan every cell that did not succeed, as `Orchestrator.plan_resume` would; succeeded
+    cells are kept, even with `from_step` (their jobs are paid for and done)."""
     batch = await orch.store.get_batch(batch_id)
     runs = await orch.store.list_runs(batch_id=batch_id, limit=None)
     plans, busy = [], []
@@ -93,7 +98,8 @@ async def plan_batch_resume(orch: Orchestrator, batch_id: str) -> BatchResumePla
         if orch.executed_elsewhere(run):
             busy.append(run)
             continue
-        plans.append(await orch.plan_resume(run.id))
+        plans.append(await orch.plan_resume(run.id, from_step=from_step, provider=provider,
+                                            move=move))
     return BatchResumePlan(batch, runs, plans, busy)
 
 

@@ -113,6 +113,10 @@ class NewRun:
     matrix: Mapping[str, Any] | None = None
     schedule_id: str | None = None
     scheduled_for: float | None = None
+    provider: str | None = None
+    """The provider the run is bound to (`local`, `together`); None: none recorded."""
+    provider_url: str | None = None
+    """Where that provider is: a base URL, or the local API's data folder."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ class RunRecord:
     cancel_requested_at: float | None = None
     schedule_id: str | None = None
     scheduled_for: float | None = None
+    provider: str | None = None
+    provider_url: str | None = None
 
     @property
     def cancelling(self) -> bool:
@@ -201,7 +207,8 @@ class RunUpdate:
 
     `release` gives the lease up in the same transaction (an executor's last write).
     `waiting_for` is written with every update (None: not waiting). `clear_cancel` withdraws
-    an earlier cancel request (resuming a cancelled run on purpose).
+    an earlier cancel request (resuming a cancelled run on purpose). `provider` (name, url)
+    binds the run to another provider (resume --move-provider).
     """
 
     status: RunStatus
@@ -210,6 +217,7 @@ class RunUpdate:
     release: bool = False
     waiting_for: str | None = None
     clear_cancel: bool = False
+    provider: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

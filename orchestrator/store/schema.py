@@ -145,6 +145,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # finished runs. Without it a claim scans them all (43 ms at 50,000 runs).
         f"CREATE INDEX runs_needing_executor ON runs (created_at, id) WHERE {NEEDS_EXECUTOR}",
     ),
+    5: (
+        # The provider a run is bound to (kind and base URL or local data folder; never a
+        # key). NULL for runs stored before: they keep following the executing process's.
+        "ALTER TABLE runs ADD COLUMN provider TEXT",
+        "ALTER TABLE runs ADD COLUMN provider_url TEXT",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -65,7 +65,8 @@ _SYNCHRONOUS = {"process": "NORMAL", "machine": "FULL", "none": "OFF"}
 _RUN_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, status, created_at, started_at, "
     "finished_at, error, lease_owner, lease_generation, lease_expires_at, recoveries, "
-    "batch_id, cell, matrix, waiting_for, cancel_requested_at, schedule_id, scheduled_for"
+    "batch_id, cell, matrix, waiting_for, cancel_requested_at, schedule_id, scheduled_for, "
+    "provider, provider_url"
 )
 CLAIMABLE = (
     f"{NEEDS_EXECUTOR} AND (lease_owner IS NULL OR lease_expires_at <= ?) AND "
@@ -541,11 +542,13 @@ class SQLiteStore(StateStore):
                     "finished_at = CASE WHEN ? THEN ? ELSE NULL END, "
                     "cancel_requested_at = CASE WHEN ? THEN NULL ELSE cancel_requested_at END, "
                     "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
-                    "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END "
+                    "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END, "
+                    "provider = coalesce(?, provider), provider_url = coalesce(?, provider_url) "
                     "WHERE id = ? AND lease_owner = ? AND lease_generation = ?",
                     (run.status.value, run.error, run.waiting_for, run.pipeline_text,
                      run.status is RunStatus.RUNNING, now, run.status.finished, now,
-                     run.clear_cancel, run.release, run.release, *fence),
+                     run.clear_cancel, run.release, run.release,
+                     *(run.provider or (None, None)), *fence),
                 )
                 held = cursor.rowcount
             if held != 1:
@@ -586,7 +589,7 @@ def _run_record(row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
         lease_generation=row[11], lease_expires_at=row[12], recoveries=row[13],
         batch_id=row[14], cell=row[15], matrix=None if row[16] is None else json.loads(row[16]),
         waiting_for=row[17], cancel_requested_at=row[18], schedule_id=row[19],
-        scheduled_for=row[20],
+        scheduled_for=row[20], provider=row[21], provider_url=row[22],
     )
 
 
@@ -600,7 +603,9 @@ def _select_runs(conn: sqlite3.Connection, where: str, params: tuple[Any, ...], 
 def _insert_run(conn: sqlite3.Connection, run: NewRun, now: float, owner: str | None,
                 ttl: float) -> None:
     events = [NewEvent("run_created", data={"pipeline": run.pipeline_name,
-                                            "path": run.pipeline_path})]
+                                            "path": run.pipeline_path,
+                                            "provider": run.provider,
+                                            "provider_url": run.provider_url})]
     if owner is not None:
         events.append(NewEvent("lease_acquired", data={
             "owner": owner, "generation": 1, "previous_owner": None,
@@ -609,13 +614,13 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: float, owner: str | 
         conn.execute(
             "INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
             "status, created_at, lease_owner, lease_generation, lease_expires_at, batch_id, "
-            "cell, matrix, schedule_id, scheduled_for) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "cell, matrix, schedule_id, scheduled_for, provider, provider_url) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.id, run.pipeline_name, run.pipeline_path, run.pipeline_text,
              _dumps(dict(run.inputs)), run.status.value, now, owner,
              0 if owner is None else 1, None if owner is None else now + ttl, run.batch_id,
              run.cell, None if run.matrix is None else _dumps(dict(run.matrix)),
-             run.schedule_id, run.scheduled_for),
+             run.schedule_id, run.scheduled_for, run.provider, run.provider_url),
         )
     except sqlite3.IntegrityError:
         raise RunExists(f"a run with id {run.id} already exists") from None

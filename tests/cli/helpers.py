@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import subprocess
@@ -53,6 +54,17 @@ def wait_for_state(tmp_path: Path, sql: str, what: str,
                    timeout: float = 30) -> list[tuple[object, ...]]:
     """Poll the state file until `sql` returns rows."""
     return wait_for(lambda: state(tmp_path, sql), what, timeout)
+
+
+def popen(tmp_path: Path, *args: str, env: dict[str, str] | None = None
+          ) -> subprocess.Popen[str]:
+    """`orchestrator ARGS...` in the background, in the test's directory, without the
+    environment's ORCH_* settings (plus `env`)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    full.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path,
+                            env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def start_run(tmp_path: Path, pipeline: str) -> subprocess.Popen[str]:

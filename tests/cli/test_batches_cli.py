@@ -3,18 +3,15 @@ processes on one state file, against the local API."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from tests.cli.helpers import state, wait_for_state
+from tests.cli.helpers import popen, state, wait_for_state
 from tests.cli.test_finetune_pipelines import FAST, LORA, local_count
 from tests.conftest import CLI, REPO, write
 from tests.engine.harness import max_overlap
@@ -45,15 +42,6 @@ def sweep_with_gate(tmp_path: Path) -> Path:
             return {"passed": True}
     """)
     return write(tmp_path / "sweep.yaml", text)
-
-
-def popen(tmp_path: Path, *args: str, env: dict[str, str] | None = None
-          ) -> subprocess.Popen[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    full.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path,
-                            env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
 
 
 def launches_per_run(tmp_path: Path) -> dict[str, int]:

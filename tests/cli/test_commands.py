@@ -45,11 +45,12 @@ def test_validate_ok_and_bad(cli: CLI, tmp_path: Path) -> None:
     no_traceback(bad)
 
 
-def test_run_hello_then_runs_show_logs(cli: CLI) -> None:
+def test_run_hello_then_runs_show_logs(cli: CLI, tmp_path: Path) -> None:
     """The demo pipeline succeeds; runs, show and logs describe it."""
     result = cli("run", str(HELLO), check_code=0)
     run_id = run_id_from(result.stderr)
-    assert "(provider: local, state: sqlite:///.orchestrator/state.db)" in result.stderr
+    data = tmp_path.resolve() / ".orchestrator" / "local-api"
+    assert f"(provider: local ({data}), state: sqlite:///.orchestrator/state.db)" in result.stderr
     assert "report.text: Hello, world! (after 2 failures)" in result.stdout
     assert result.stdout.strip().endswith(f"run {run_id} succeeded")
 

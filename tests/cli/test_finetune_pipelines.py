@@ -5,12 +5,9 @@ Jobs are planned to take a second, so each run takes a few.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -138,10 +135,9 @@ def test_no_secret_reaches_the_state_logs_or_output(cli: CLI, tmp_path: Path) ->
         assert secret.encode() not in file.read_bytes(), file
 
 
-def test_provider_together_without_a_key_is_bad_input(cli: CLI) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "TOGETHER_API_KEY"}
-    result = subprocess.run([sys.executable, "-m", "orchestrator", "run", LORA, "--provider",
-                             "together"], capture_output=True, text=True, env=env,
-                            cwd=Path(LORA).parent, check=False)
-    assert result.returncode == 2
-    assert "provider 'together' needs an API key: export TOGETHER_API_KEY" in result.stderr
+def test_provider_together_without_a_key_is_bad_input(cli: CLI, tmp_path: Path) -> None:
+    """Refused before anything is stored: not even a state database is created."""
+    result = cli("run", LORA, "--provider", "together", check_code=2)
+    assert result.stderr == ("error: provider together (https://api.together.xyz/v1) needs an "
+                             "API key: export TOGETHER_API_KEY=... (or put it in .env)\n")
+    assert not (tmp_path / ".orchestrator").exists()

@@ -14,6 +14,7 @@ import pytest
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
 from orchestrator.localapi.transport import BASE_URL
+from orchestrator.providers.pool import Providers
 from orchestrator.providers.together.client import TogetherClient
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.loader import Pipeline, load_pipeline
@@ -40,8 +41,8 @@ class Setup:
         self.reported.setdefault(step, anyio.Event()).set()
 
     def orchestrator(self) -> Orchestrator:
-        return Orchestrator(self.store, config=EngineConfig(), provider=self.client,
-                            progress=self._on_progress)
+        return Orchestrator(self.store, config=EngineConfig(),
+                            providers=Providers.serving(self.client), progress=self._on_progress)
 
     def pipeline(self, text: str, name: str = "p.yaml") -> Pipeline:
         return load_pipeline(write(self.tmp_path / name, text))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from orchestrator.errors import LeaseLost, RunBusy, RunExists, RunNotFound, RunStranded
@@ -32,6 +34,20 @@ async def test_create_and_read_a_run(store: StateStore, clock: FakeClock) -> Non
         RunStatus.PENDING, {"n": 3}, "name: p\n")
     assert created.created_at == clock.now
     assert [e.kind for e in await store.get_events("r-1")] == ["run_created"]
+
+
+async def test_a_run_keeps_its_provider_until_an_executor_moves_it(store: StateStore) -> None:
+    """The provider a run was created with is stored with it; only a fenced commit that names
+    another one changes it, and other updates leave it alone."""
+    await store.create_run(dataclasses.replace(new_run(), provider="together",
+                                               provider_url="http://127.0.0.1:1/v1"))
+    lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+    await store.commit(lease, run=RunUpdate(RunStatus.RUNNING))
+    run = await store.get_run("r-1")
+    assert (run.provider, run.provider_url) == ("together", "http://127.0.0.1:1/v1")
+    await store.commit(lease, run=RunUpdate(RunStatus.RUNNING, provider=("local", "/data")))
+    run = await store.get_run("r-1")
+    assert (run.provider, run.provider_url) == ("local", "/data")
 
 
 async def test_duplicate_and_unknown_ids(store: StateStore) -> None:

@@ -1,0 +1,148 @@
+"""Which provider a run talks to, and the clients a process opens for them.
+
+A run is bound to the provider it was created with: its kind (`local` or `together`) and where
+it is (Together's base URL; for the in-process local API, its data folder), never a key. Resume,
+workers, `cancel` and scheduled fires all execute a run against that provider, whatever the
+process's own `provider` setting says, so a run launched on Together is never followed on the
+simulator (nor the other way round). The key comes from the executing process's environment.
+
+`Providers` opens one client per provider a process needs, on first use, and closes them all
+when it closes: a worker executing runs of both kinds holds two clients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+import anyio
+
+from orchestrator.errors import SettingsInvalid
+from orchestrator.log import REDACTOR
+from orchestrator.providers.together.client import TogetherClient
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from orchestrator.settings import Settings
+
+__all__ = ["KEY_VARIABLE", "Opener", "ProviderRef", "Providers", "provider_ref"]
+
+KEY_VARIABLE = "TOGETHER_API_KEY"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProviderRef:
+    """A provider a run is bound to: its kind and where it is (never a key)."""
+
+    name: str
+    """`local` (the local API in-process) or `together` (Together's HTTP API, or anything that
+    speaks it, such as `orchestrator local-api`)."""
+    url: str
+    """Together's base URL, or the local API's data folder (absolute)."""
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.url})"
+
+
+def provider_ref(settings: Settings, name: str | None = None) -> ProviderRef:
+    """The provider `name` (default: the `provider` setting) as these settings place it."""
+    chosen = name or settings.provider
+    if chosen == "local":
+        return ProviderRef("local", str(Path(settings.local_data_dir).expanduser().resolve()))
+    return ProviderRef("together", settings.together_base_url.rstrip("/"))
+
+
+Opener = Callable[[ProviderRef], AbstractAsyncContextManager[TogetherClient]]
+"""Opens a client for a provider (closed when the context ends)."""
+
+
+class Providers:
+    """The clients of one process, one per provider, opened on first use.
+
+    Use as `async with Providers.from_settings(settings) as providers:`.
+    """
+
+    def __init__(self, default: ProviderRef | None, opener: Opener,
+                 check: Callable[[ProviderRef], None] | None = None) -> None:
+        self.default = default
+        """The provider new runs of this process are bound to (None: no provider)."""
+        self._opener = opener
+        self._check = check
+        self._clients: dict[ProviderRef, TogetherClient] = {}
+        self._lock = anyio.Lock()
+        self._stack = AsyncExitStack()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Providers:
+        """Clients as `settings` configure them; new runs get the `provider` setting."""
+
+        def check(ref: ProviderRef) -> None:
+            if ref.name == "together":
+                key = settings.together_api_key
+                if key is None or not key.get_secret_value():
+                    msg = (f"provider together ({ref.url}) needs an API key: export "
+                           f"{KEY_VARIABLE}=... (or put it in .env)")
+                    raise SettingsInvalid(msg)
+
+        @asynccontextmanager
+        async def opener(ref: ProviderRef) -> AsyncIterator[TogetherClient]:
+            check(ref)
+            async with _client_for(settings, ref) as client:
+                yield client
+
+        return cls(provider_ref(settings), opener, check)
+
+    @classmethod
+    def serving(cls, client: TogetherClient, ref: ProviderRef | None = None) -> Providers:
+        """Every provider answered by one client the caller opened (tests, benchmarks)."""
+
+        @asynccontextmanager
+        async def opener(_: ProviderRef) -> AsyncIterator[TogetherClient]:
+            yield client
+
+        return cls(ref or ProviderRef("together", client.base_url), opener)
+
+    def check(self, ref: ProviderRef) -> None:
+        """Raise SettingsInvalid (naming the variable) if this process cannot use `ref`."""
+        if self._check is not None:
+            self._check(ref)
+
+    async def client(self, ref: ProviderRef) -> TogetherClient:
+        """The client for `ref`, opened now if it is the first use."""
+        async with self._lock:
+            client = self._clients.get(ref)
+            if client is None:
+                client = await self._stack.enter_async_context(self._opener(ref))
+                self._clients[ref] = client
+            return client
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._clients.clear()
+        await self._stack.aclose()
+
+
+def _client_for(settings: Settings, ref: ProviderRef) -> TogetherClient:
+    """A client for `ref`: the local API in this process (no port), or Together's HTTP API."""
+    timeout = settings.request_timeout
+    if ref.name == "local":
+        from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport  # noqa: PLC0415
+        from orchestrator.localapi.transport import BASE_URL  # noqa: PLC0415
+
+        config = dataclasses.replace(LocalAPIConfig.from_settings(settings),
+                                     data_dir=Path(ref.url))
+        REDACTOR.add([config.api_key])
+        return TogetherClient(api_key=config.api_key, base_url=BASE_URL,
+                              transport=LocalTransport(LocalAPI(config)), timeout=timeout)
+    key = settings.together_api_key
+    assert key is not None  # checked by the opener
+    REDACTOR.add([key.get_secret_value()])
+    return TogetherClient(api_key=key.get_secret_value(), base_url=ref.url, timeout=timeout)
