@@ -3,11 +3,14 @@
 Every line carries `run_id`, `step` and `attempt` (null outside a step), bound through
 contextvars by the engine. `Redactor` replaces the value of every secret the run resolved with
 `***` in every log line, event and stored error, so a secret that leaks into a message is still
-never written anywhere.
+never written anywhere. The command line also wraps stdout and stderr in a `RedactingStream`,
+the last line of defence for text that reaches the terminal by another path (a failure summary,
+a table, a live progress line, a traceback).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
@@ -17,6 +20,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 __all__ = [
     "REDACTOR",
+    "RedactingStream",
     "Redactor",
     "add_run_fields",
     "compact_run_fields",
@@ -33,10 +37,17 @@ class Redactor:
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
+        self._ordered: tuple[str, ...] = ()
+        """The secrets longest first, so a secret containing another is masked whole."""
 
     def add(self, values: Iterable[str]) -> None:
         # Very short values would mask innocent text everywhere and are not worth hiding.
-        self._secrets.update(v for v in values if len(v) >= 4)
+        for value in values:
+            if len(value) >= 4:
+                self._secrets.add(value)
+                # As it appears inside JSON text (quotes, backslashes, non-ASCII escaped).
+                self._secrets.add(json.dumps(value)[1:-1])
+        self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
 
     @property
     def active(self) -> bool:
@@ -45,9 +56,10 @@ class Redactor:
 
     def clear(self) -> None:
         self._secrets.clear()
+        self._ordered = ()
 
     def text(self, value: str) -> str:
-        for secret in self._secrets:
+        for secret in self._ordered:
             if secret in value:
                 value = value.replace(secret, MASK)
         return value
@@ -73,6 +85,25 @@ class Redactor:
 
 REDACTOR = Redactor()
 """The process's one redactor: the engine adds each run's secrets to it."""
+
+
+class RedactingStream:
+    """A text stream that masks the process's known secrets in everything written to it.
+
+    Writes are masked one call at a time: print, rich and structlog each write a whole line or
+    render per call, so a secret is not split between two writes.
+    """
+
+    def __init__(self, stream: TextIO, redactor: Redactor = REDACTOR) -> None:
+        self._stream = stream
+        self._redactor = redactor
+
+    def write(self, text: str) -> int:
+        self._stream.write(self._redactor.text(text) if self._redactor.active else text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding...
+        return getattr(self._stream, name)
 
 
 def add_run_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -105,6 +136,8 @@ def configure_logging(*, fmt: str = "auto", level: str = "info",
         REDACTOR,
     ]
     if use_json:
+        # Tracebacks become text before the redactor sees the line.
+        processors.insert(-1, structlog.processors.format_exc_info)
         processors += [structlog.processors.TimeStamper(fmt="iso", utc=True),
                        structlog.processors.JSONRenderer()]
     else:

@@ -95,6 +95,10 @@ class _StoreRegistry:
         self._store = store
 
     async def record(self, entry: ModelEntry) -> ModelEntry:
+        if REDACTOR.active:  # a secret passed as a tag or metric is not kept either
+            entry = dataclasses.replace(
+                entry, hyperparameters=REDACTOR.value(entry.hyperparameters),
+                metrics=REDACTOR.value(entry.metrics), tags=REDACTOR.value(entry.tags))
         return await self._store.record_model(entry)
 
 
@@ -282,10 +286,11 @@ class RunExecutor:
                 self.lose_lease()
 
     async def _finish(self, status: RunStatus, error: str | None = None) -> RunOutcome:
+        error = error and REDACTOR.text(error)  # as stored, as printed: secrets masked
         self._unsaved_events += [self._slot_released(owner) for owner in self._held]
         self._unsaved_events.append(NewEvent("run_finished", data={
-            "status": status.value, "error": error and REDACTOR.text(error)}))
-        await self._flush(run=RunUpdate(status, error and REDACTOR.text(error), release=True))
+            "status": status.value, "error": error}))
+        await self._flush(run=RunUpdate(status, error, release=True))
         self.released = True
         log = self._log.error if status is RunStatus.FAILED else self._log.info
         log("run finished", status=status.value, **({"error": error} if error else {}))

@@ -476,6 +476,7 @@ class Orchestrator:
     async def give_up(self, lease: Lease, error: str) -> None:
         """End a run this process holds but cannot execute (its pipeline no longer loads, a
         secret is missing): `failed`, with why, lease released."""
+        error = REDACTOR.text(error)
         await self.store.commit(lease, run=RunUpdate(RunStatus.FAILED, error, release=True),
                                 events=[NewEvent("run_finished", data={"status": "failed",
                                                                        "error": error})])
