@@ -100,6 +100,9 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="how long a simulated fine-tuning job takes")
     local_upload_duration: Duration = Field(
         default=3.0, gt=0, description="how long a simulated model or adapter import takes")
+    local_upload_url_ttl: Duration = Field(
+        default=3600.0, gt=0, description="how long a file upload's URL stays valid; until "
+                                          "then its bytes count as on their way (409)")
     local_job_outcome: LocalJobOutcome = Field(
         default="completed", description="how every simulated job ends (for tests)")
     local_faults: str = Field(

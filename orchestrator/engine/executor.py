@@ -28,10 +28,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import json
 import random
 import traceback
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -670,7 +671,22 @@ class RunExecutor:
             provider=self._provider, models=self._models,
             report=self._reporter(step.id),
             cancel_requested=lambda: self._stop is _Stop.CANCELLED,
+            **({"exclusive": functools.partial(self._exclusive, step.id)}
+               if self._slots is not None else {}),
         )
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, step_id: str, name: str) -> AsyncIterator[None]:
+        """A lock held through the store: a concurrency slot of `lock:<name>` with limit 1,
+        renewed by the heartbeat, so a crashed holder lets the next one in after lease_ttl."""
+        assert self._slots is not None
+        key, holder = f"lock:{name}", f"{self._run.id}:{step_id}"
+        await self._slots.acquire(key, 1, holder=holder, run_id=self._run.id)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True), suppress(Exception):
+                await self._slots.release(key, holder)
 
     def _reporter(self, step_id: str) -> Callable[[Mapping[str, Any]], None]:
         sink = self._progress

@@ -52,6 +52,8 @@ class LocalAPIConfig:
     api_key: str = "local-key"
     job_duration: float = 10.0
     upload_duration: float = 3.0
+    upload_url_ttl: float = 3600.0
+    """How long an announced upload's URL is valid; until then, its bytes count as on their way."""
     job_outcome: LocalJobOutcome = "completed"
     faults: Mapping[str, float] = dataclasses.field(default_factory=dict)
     latency: float = 0.0
@@ -66,6 +68,7 @@ class LocalAPIConfig:
             api_key=settings.local_api_key.get_secret_value(),
             job_duration=settings.local_job_duration,
             upload_duration=settings.local_upload_duration,
+            upload_url_ttl=settings.local_upload_url_ttl,
             job_outcome=settings.local_job_outcome,
             faults=parse_faults(settings.local_faults),
             latency=settings.local_latency,

@@ -2,10 +2,13 @@
 
 The SDK flow: `POST /v1/files` with the file's name, purpose, type and SHA-256 (no bytes)
 answers 302 with `Location` (where to PUT the bytes) and `X-Together-File-Id`, or 409 with the
-existing `file_id` when identical bytes are already there; the client PUTs the bytes to
-`Location` (no API key: the URL carries a token); `POST /v1/files/{id}/preprocess` checks the
-data and returns the file. A fine-tune file that fails the check is kept, with
-`processing_status: INVALID_FORMAT` and a `validation_report` naming every problem's line.
+existing `file_id` when identical bytes are already there *or on their way* (announced by
+another client less than `upload_url_ttl` ago; such a file shows `processing_status: PENDING`
+and 0 bytes until they arrive); the client PUTs the bytes to `Location` (no API key: the URL
+carries a token, valid for `upload_url_ttl`); `POST /v1/files/{id}/preprocess` checks the data
+and returns the file. An announcement whose bytes never came is forgotten after that time.
+A fine-tune file that fails the check is kept, with `processing_status: INVALID_FORMAT` and a
+`validation_report` naming every problem's line.
 """
 
 from __future__ import annotations
@@ -91,10 +94,17 @@ def _purpose(given: str | None) -> str:
     return purpose
 
 
+def _stale(api: LocalAPI, row: dict[str, Any]) -> bool:
+    """An announced file whose bytes did not start arriving within `upload_url_ttl`."""
+    return bool(row["state"] == "awaiting_upload"
+                and row["created_at"] <= api.clock() - api.config.upload_url_ttl)
+
+
 def _stored(api: LocalAPI, file_id: str) -> dict[str, Any]:
-    """The file's row; 404 if it does not exist (or was deleted meanwhile)."""
+    """The file's row; 404 if it does not exist (or was deleted meanwhile, or announced and
+    abandoned)."""
     row = api.state.file(file_id)
-    if row is None:
+    if row is None or _stale(api, row):
         raise not_found(f"no file with id {file_id}", "id")
     return row
 
@@ -129,16 +139,16 @@ async def start_upload(request: Request) -> Response:
         raise bad_request("file_name is required", "file_name")
     purpose = _purpose(purpose_given)
     file_type = _file_type(name, type_given)
-    if checksum is not None:
-        existing = api.state.file_with_checksum(checksum, purpose)
-        if existing is not None:
-            raise APIError(409, f"a file with these bytes already exists: {existing['id']}",
-                           type_="file_already_exists", extra={"file_id": existing["id"]})
     file_id = f"file-{uuid.uuid4()}"
     token = secrets.token_urlsafe(24)
-    api.state.add_file({"id": file_id, "created_at": api.clock(), "filename": name,
-                        "purpose": purpose, "file_type": file_type, "checksum": checksum,
-                        "state": "awaiting_upload", "upload_token": token})
+    now = api.clock()
+    existing = api.state.announce_file(
+        {"id": file_id, "created_at": now, "filename": name, "purpose": purpose,
+         "file_type": file_type, "checksum": checksum, "state": "awaiting_upload",
+         "upload_token": token}, fresh_after=now - api.config.upload_url_ttl)
+    if existing is not None:
+        raise APIError(409, f"a file with these bytes already exists: {existing['id']}",
+                       type_="file_already_exists", extra={"file_id": existing["id"]})
     location = f"{str(request.base_url).rstrip('/')}/uploads/{file_id}?token={token}"
     return Response(status_code=302, headers={"Location": location,
                                               "X-Together-File-Id": file_id})
@@ -150,7 +160,8 @@ async def receive_bytes(request: Request) -> Response:
     file_id = request.path_params["file_id"]
     row = api.state.file(file_id)
     if row is None or not secrets.compare_digest(row["upload_token"] or "",
-                                                 request.query_params.get("token", "")):
+                                                 request.query_params.get("token", "")) \
+            or _stale(api, row):
         raise APIError(403, "invalid or expired upload URL", type_="forbidden")
     digest = hashlib.sha256()
     size = 0
@@ -210,6 +221,7 @@ async def upload_multipart(request: Request) -> Response:
 # -- reading and deleting --------------------------------------------------------------------
 
 def _existing(request: Request) -> dict[str, Any]:
+    """A file with its bytes; 404 for one still awaiting them."""
     file_id = request.path_params["file_id"]
     row = _stored(api_of(request), file_id)
     if row["state"] == "awaiting_upload":
@@ -223,11 +235,12 @@ async def list_files(request: Request) -> Response:
 
 
 async def retrieve(request: Request) -> Response:
-    return JSONResponse(file_json(_existing(request)))
+    """A file, also one whose bytes are on their way (the 409 of an announce points at it)."""
+    return JSONResponse(file_json(_stored(api_of(request), request.path_params["file_id"])))
 
 
 async def delete(request: Request) -> Response:
-    row = _existing(request)
+    row = _stored(api_of(request), request.path_params["file_id"])
     api_of(request).state.delete_file(row["id"])
     return JSONResponse({"id": row["id"], "object": "file", "deleted": True})
 

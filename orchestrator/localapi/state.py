@@ -89,6 +89,30 @@ class LocalState:
         marks = ", ".join("?" * len(row))
         self._db.execute(f"INSERT INTO files ({columns}) VALUES ({marks})", tuple(row.values()))
 
+    def announce_file(self, row: Mapping[str, Any], *, fresh_after: float
+                      ) -> dict[str, Any] | None:
+        """Store `row` (a file awaiting its bytes) unless a file with the same checksum and
+        purpose is there or on its way (announced after `fresh_after`); that file if so.
+
+        One transaction, so processes announcing the same bytes at once get one file.
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            existing = None
+            if row.get("checksum"):
+                existing = self._one(
+                    "SELECT * FROM files WHERE checksum = ? AND purpose = ? AND (state IN "
+                    "('uploaded', 'processed') OR created_at > ?) ORDER BY state = "
+                    "'awaiting_upload', created_at LIMIT 1",
+                    (row["checksum"], row["purpose"], fresh_after))
+            if existing is None:
+                self.add_file(row)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return existing
+
     def update_file(self, file_id: str, **changes: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in changes)
         self._db.execute(f"UPDATE files SET {sets} WHERE id = ?", (*changes.values(), file_id))
@@ -99,12 +123,6 @@ class LocalState:
     def files(self) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM files WHERE state IN ('uploaded', 'processed') "
                          "ORDER BY created_at")
-
-    def file_with_checksum(self, checksum: str, purpose: str) -> dict[str, Any] | None:
-        """An uploaded file with these exact bytes (sha256) and purpose, if there is one."""
-        return self._one("SELECT * FROM files WHERE checksum = ? AND purpose = ? AND state IN "
-                         "('uploaded', 'processed') ORDER BY created_at LIMIT 1",
-                         (checksum, purpose))
 
     def delete_file(self, file_id: str) -> None:
         self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))

@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from orchestrator.store.base import ModelEntry
 
-__all__ = ["CheckpointWriter", "ModelRegistry", "ProgressReporter", "StepContext"]
+__all__ = ["CheckpointWriter", "Exclusive", "ModelRegistry", "ProgressReporter", "StepContext"]
 
 CheckpointWriter = Callable[[dict[str, Any]], Awaitable[None]]
 """Persists a step's whole checkpoint dict before returning (the engine's side of `checkpoint`)."""
 
 ProgressReporter = Callable[[Mapping[str, Any]], None]
 """Takes a step's live progress (status, step, total_steps, loss...); shown on a terminal."""
+
+Exclusive = Callable[[str], AbstractAsyncContextManager[None]]
+"""Holds a named lock for the block: one holder at a time across every process that shares
+the state store (the engine's), or within this process (the default)."""
+
+_LOCAL_LOCKS: dict[str, anyio.Lock] = {}
+
+
+@asynccontextmanager
+async def _process_lock(name: str) -> AsyncIterator[None]:
+    async with _LOCAL_LOCKS.setdefault(name, anyio.Lock()):
+        yield
 
 
 class ModelRegistry(Protocol):
@@ -50,6 +65,7 @@ class StepContext:
         "_cancel_requested",
         "_write_checkpoint",
         "attempt",
+        "exclusive",
         "idempotency_key",
         "last_checkpoint",
         "log",
@@ -77,6 +93,7 @@ class StepContext:
         models: ModelRegistry | None = None,
         report: ProgressReporter = _no_progress,
         cancel_requested: Callable[[], bool] = _never,
+        exclusive: Exclusive = _process_lock,
     ) -> None:
         self.run_id = run_id
         self.run_name = run_name
@@ -91,6 +108,9 @@ class StepContext:
         self.models = models
         self.report = report
         self._cancel_requested = cancel_requested
+        self.exclusive = exclusive
+        """`async with ctx.exclusive(name):` one holder of `name` at a time, across processes
+        sharing the state store: e.g. one upload of the same bytes, the others then reuse it."""
 
     @property
     def cancel_requested(self) -> bool:

@@ -33,7 +33,7 @@ from orchestrator.steps.core import REGISTRY
 
 if TYPE_CHECKING:
     from orchestrator.providers.together.client import TogetherClient
-    from orchestrator.providers.together.types import FineTuneEvent, FineTuneJob
+    from orchestrator.providers.together.types import FileObject, FineTuneEvent, FineTuneJob
 
 __all__ = ["run_token"]
 
@@ -71,10 +71,6 @@ class _Params(BaseModel):
 
 # -- together/upload-file --------------------------------------------------------------------
 
-_UPLOADS: dict[tuple[str, str, str], anyio.Lock] = {}
-"""One lock per (provider, purpose, content hash): uploads of identical bytes in one process."""
-
-
 class UploadParams(_Params):
     path: str = Field(description="the dataset (relative to the pipeline file)")
     purpose: Literal["fine-tune", "eval"] = "fine-tune"
@@ -100,18 +96,11 @@ async def upload_file(ctx: StepContext, params: UploadParams) -> dict[str, Any]:
     sha = await anyio.to_thread.run_sync(file_sha256, path)
     size = (await anyio.Path(path).stat()).st_size
     name = f"{path.stem}-{sha[:12]}{path.suffix}"
-    # Runs of this process uploading the same bytes at once wait for the first, then reuse it.
-    async with _UPLOADS.setdefault((client.base_url, params.purpose, sha), anyio.Lock()):
-        existing = next((f for f in await client.list_files() if f.filename == name
-                         and f.bytes == size and f.purpose == params.purpose), None)
-        if existing is not None:
-            file, reused = existing, True
-        else:
-            file, reused = await client.upload_file(path, purpose=params.purpose, name=name,
-                                                    checksum=sha)
-        if not file.processed:
-            # A reused file whose upload was cut short (a crash before preprocess): finish it.
-            file = await client.preprocess_file(file.id)
+    # Runs uploading the same bytes at once, in any process sharing the state store, take
+    # turns: the first uploads, the others find its file and reuse it.
+    async with ctx.exclusive(f"upload:{client.base_url}:{params.purpose}:{sha}"):
+        file, reused = await _upload_once(ctx, client, path, purpose=params.purpose, name=name,
+                                          sha=sha, size=size)
     fault_point("after_remote_create", ctx.step_id)
     if file.processing_status == "INVALID_FORMAT":
         report_text = (file.validation_report or {}).get("error") or "invalid dataset"
@@ -119,6 +108,54 @@ async def upload_file(ctx: StepContext, params: UploadParams) -> dict[str, Any]:
     ctx.log.info("file ready", file_id=file.id, reused=reused, bytes=size)
     return {"file_id": file.id, "filename": name, "bytes": size,
             "lines": lines or file.line_count, "sha256": sha, "reused": reused}
+
+
+async def _upload_once(ctx: StepContext, client: TogetherClient, path: Any, *, purpose: str,
+                       name: str, sha: str, size: int) -> tuple[FileObject, bool]:
+    """The provider's file with these bytes, processed: found, or uploaded now.
+
+    Bytes another client is still sending (the provider answers 409 with a file that has no
+    bytes yet) are waited for, not sent again; if that upload is abandoned (the file
+    disappears), they are uploaded here after all.
+    """
+    while True:
+        existing = next((f for f in await client.list_files() if f.filename == name
+                         and f.bytes == size and f.purpose == purpose), None)
+        if existing is not None:
+            file, reused = existing, True
+        else:
+            file, reused = await client.upload_file(path, purpose=purpose, name=name,
+                                                    checksum=sha)
+        if file.processed:
+            return file, reused
+        if file.bytes:
+            # A reused file whose upload was cut short (a crash before preprocess): finish it.
+            return await client.preprocess_file(file.id), reused
+        arrived = await _bytes_arriving(ctx, client, file.id)
+        if arrived is not None:
+            return arrived, True
+
+
+async def _bytes_arriving(ctx: StepContext, client: TogetherClient,
+                          file_id: str) -> FileObject | None:
+    """Wait for another client's upload of `file_id` to finish: the processed file, or None if
+    the provider forgot it (its upload URL expired unused)."""
+    from orchestrator.providers.together.errors import NotFound  # noqa: PLC0415
+
+    ctx.log.info("the same bytes are being uploaded by someone else; waiting for them",
+                 file_id=file_id)
+    delay = 0.2
+    while True:
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+        try:
+            file = await client.retrieve_file(file_id)
+        except NotFound:
+            return None
+        if file.processed:
+            return file
+        if file.bytes:
+            return await client.preprocess_file(file.id)
 
 
 # -- together/launch-fine-tune ---------------------------------------------------------------

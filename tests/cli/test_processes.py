@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from tests.cli.helpers import state, wait_for
+from tests.cli.helpers import popen, state, wait_for
+from tests.conftest import REPO, write
+from tests.localapi.test_server import KEY, free_port, serving
 
 OPEN_AT_ONCE = textwrap.dedent("""
     import sys, time
@@ -43,3 +46,51 @@ def test_processes_opening_a_new_state_database_at_once_all_succeed(tmp_path: Pa
     results = [p.communicate(timeout=60) for p in processes]
     assert [p.returncode for p in processes] == [0] * 6, [err for _, err in results]
     assert state(tmp_path, "PRAGMA user_version") != [(0,)]
+
+
+UPLOADS = """
+name: uploads
+steps:
+  train: {uses: together/upload-file, with: {path: DATA/train.jsonl}}
+  validation: {uses: together/upload-file, with: {path: DATA/validation.jsonl}}
+"""
+
+
+def stored_files(data_dir: Path) -> int:
+    """Files with bytes in a local API's data folder (announced-only ones not counted)."""
+    conn = sqlite3.connect(data_dir / "local-api.db")
+    try:
+        return int(conn.execute("SELECT count(*) FROM files WHERE state IN ('uploaded', "
+                                "'processed')").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_processes_sharing_a_state_database_upload_identical_bytes_once(tmp_path: Path
+                                                                        ) -> None:
+    """Six runs started at once on a fresh state database and a fresh local API upload the
+    training and validation files once each: the others wait for them and reuse them."""
+    write(tmp_path / "uploads.yaml", UPLOADS.replace("DATA", str(REPO / "pipelines" / "data")))
+    processes = [popen(tmp_path, "run", "uploads.yaml") for _ in range(6)]
+    results = [p.communicate(timeout=60) for p in processes]
+    assert [p.returncode for p in processes] == [0] * 6, [err for _, err in results]
+    assert stored_files(tmp_path / ".orchestrator" / "local-api") == 2
+    reused = state(tmp_path, "SELECT count(*) FROM steps WHERE json_extract(outputs, "
+                             "'$.reused')")
+    assert reused == [(10,)]
+
+
+def test_processes_on_separate_state_databases_upload_identical_bytes_once(
+        tmp_path: Path) -> None:
+    """Six runs with a state database each, against one `orchestrator local-api` as provider
+    together: the API answers bytes already on their way with that file (409), as Together
+    does, so there are two files in all."""
+    write(tmp_path / "uploads.yaml", UPLOADS.replace("DATA", str(REPO / "pipelines" / "data")))
+    with serving(tmp_path, free_port()) as base:
+        env = {"TOGETHER_API_KEY": KEY, "TOGETHER_BASE_URL": base}
+        processes = [popen(tmp_path, "run", "uploads.yaml", "--provider", "together",
+                           "--state-url", f"sqlite:///state-{i}.db", env=env)
+                     for i in range(6)]
+        results = [p.communicate(timeout=60) for p in processes]
+    assert [p.returncode for p in processes] == [0] * 6, [err for _, err in results]
+    assert stored_files(tmp_path / "api-data") == 2

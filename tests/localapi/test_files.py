@@ -8,6 +8,7 @@ import json
 import httpx
 
 from orchestrator.localapi import LocalAPI
+from tests.conftest import FakeClock
 from tests.localapi.conftest import INSTRUCTIONS, upload
 
 
@@ -19,7 +20,10 @@ async def test_redirect_upload_flow(client: httpx.AsyncClient) -> None:
     file_id = start.headers["x-together-file-id"]
     assert file_id.startswith("file-")
     assert start.headers["location"].startswith("http://local-api/uploads/" + file_id + "?token=")
-    assert (await client.get(f"/files/{file_id}")).status_code == 404  # no bytes yet
+    waiting = (await client.get(f"/files/{file_id}")).json()  # announced, no bytes yet
+    assert (waiting["Processed"], waiting["bytes"], waiting["processing_status"]) == (
+        False, 0, "PENDING")
+    assert (await client.get(f"/files/{file_id}/content")).status_code == 404
     put = await client.put(start.headers["location"], content=INSTRUCTIONS,
                            headers={"Authorization": ""})
     assert put.status_code == 200
@@ -43,6 +47,24 @@ async def test_identical_bytes_are_not_stored_twice(client: httpx.AsyncClient) -
     assert again.json()["file_id"] == first["id"]
     assert again.json()["error"]["type"] == "file_already_exists"
     assert [f["id"] for f in (await client.get("/files")).json()["data"]] == [first["id"]]
+
+
+async def test_bytes_on_their_way_are_not_announced_twice(client: httpx.AsyncClient,
+                                                          clock: FakeClock) -> None:
+    """Announcing bytes another client announced and is still sending answers 409 with that
+    file; once its upload URL expires unused, the announcement is forgotten."""
+    form = {"purpose": "fine-tune", "file_name": "t.jsonl",
+            "checksum": hashlib.sha256(INSTRUCTIONS).hexdigest()}
+    first = await client.post("/files", data=form)
+    file_id = first.headers["x-together-file-id"]
+    again = await client.post("/files", data=form)
+    assert (again.status_code, again.json()["file_id"]) == (409, file_id)
+    clock.advance(3600)
+    assert (await client.get(f"/files/{file_id}")).status_code == 404
+    assert (await client.put(first.headers["location"], content=INSTRUCTIONS)).status_code == 403
+    fresh = await client.post("/files", data=form)
+    assert fresh.status_code == 302
+    assert fresh.headers["x-together-file-id"] != file_id
 
 
 async def test_put_is_checked(client: httpx.AsyncClient) -> None:
