@@ -76,8 +76,22 @@ def _waiting(key: str) -> Text:
     return Text(f"waiting for {key}", style=_STYLE["waiting"])
 
 
+def _executor_gone(run: RunRecord) -> bool:
+    """The run says `running` but no live process executes it: its process exited (on this
+    machine) or its lease expired. `resume` or a worker continues it."""
+    from orchestrator.engine.orchestrator import owner_is_dead  # noqa: PLC0415
+
+    if run.status is not RunStatus.RUNNING:
+        return False
+    owner = run.lease_owner
+    return owner is None or not run.lease_live(time.time()) or owner_is_dead(owner)
+
+
 def _run_status(run: RunRecord) -> Text:
-    """A run's status, with what it waits for, or that its cancellation is pending."""
+    """A run's status, with what it waits for, that its cancellation is pending, or that its
+    executor is gone."""
+    if _executor_gone(run):
+        return Text(f"{run.status.value} (executor gone)", style="red")
     if run.waiting_for:
         return _waiting(run.waiting_for)
     if run.cancelling:
@@ -196,7 +210,11 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
                                                  for k, v in run.inputs.items()))
     if run.error:
         console.print(Text(f"  error     {run.error}", style="red"))
-    if run.status is RunStatus.RUNNING and run.lease_owner:
+    if _executor_gone(run):
+        console.print(Text(f"  executor  {run.lease_owner or 'none'} is gone; continue with: "
+                           f"orchestrator resume {run.id} (or a worker takes it over)",
+                           style="red"))
+    elif run.status is RunStatus.RUNNING and run.lease_owner:
         console.print(f"  executing on {run.lease_owner}")
     try:
         order = list(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)).steps)

@@ -2,7 +2,8 @@
 
 Claims go through the store (`claim_runs`), so any number of workers on one state database
 never execute a run twice: queued runs (`run --detach`, the scheduler), runs whose executor
-crashed (lease expired), and runs whose cancellation nobody carries out. While it has free
+crashed (at once when it ran on this machine and its process is gone, else once its lease
+expired), and runs whose cancellation nobody carries out. While it has free
 capacity the worker asks again every `poll_interval`; a run finishing frees capacity at once.
 
 A worker that is stopped (Ctrl-C, SIGTERM) puts the runs it was executing back in the queue,
@@ -16,7 +17,7 @@ import math
 import anyio
 from anyio.abc import TaskStatus
 
-from orchestrator.engine.orchestrator import Orchestrator
+from orchestrator.engine.orchestrator import Orchestrator, owner_is_dead
 from orchestrator.errors import ConfigError, LeaseLost, RunBusy, RunStranded
 from orchestrator.log import get_logger
 from orchestrator.store.base import Lease, RunStatus
@@ -56,9 +57,13 @@ class Worker:
         if room <= 0:
             return []
         try:
+            # An executor on this machine whose process is gone is known dead at once: its
+            # runs are taken over now, not when its lease expires.
+            dead = [owner for owner in await self._orch.store.lease_owners()
+                    if owner != self._orch.owner and owner_is_dead(owner)]
             leases = await self._orch.store.claim_runs(
                 self._orch.owner, limit=room, ttl=self._orch.config.lease_ttl,
-                max_recoveries=self._orch.config.max_recoveries)
+                max_recoveries=self._orch.config.max_recoveries, dead_owners=dead)
         except Exception as exc:  # noqa: BLE001  (the store may be busy; try again later)
             self._log.warning("could not claim runs", error=f"{type(exc).__name__}: {exc}")
             return []

@@ -407,15 +407,20 @@ class StateStore(ABC):
         """
 
     @abstractmethod
-    async def claim_runs(self, owner: str, *, limit: int, ttl: float,
-                         max_recoveries: int) -> list[Lease]:
+    async def claim_runs(self, owner: str, *, limit: int, ttl: float, max_recoveries: int,
+                         dead_owners: Collection[str] = ()) -> list[Lease]:
         """Take up to `limit` runs that need an executor and have none, oldest first.
 
-        Those are queued runs, runs whose executor crashed (status `running`, lease expired)
-        and runs with a pending cancel request that no one executes (one whose cancellation
-        already failed once it ended: again `CANCEL_RETRY_AFTER` after that). Leases are taken
-        as in `acquire_lease` (a run recovered too often is parked as stranded, not returned).
+        Those are queued runs, runs whose executor crashed (status `running`, lease expired,
+        or held by an owner in `dead_owners`, known to have exited) and runs with a pending
+        cancel request that no one executes (one whose cancellation already failed once it
+        ended: again `CANCEL_RETRY_AFTER` after that). Leases are taken as in `acquire_lease`
+        (a run recovered too often is parked as stranded, not returned).
         """
+
+    @abstractmethod
+    async def lease_owners(self) -> set[str]:
+        """The owners holding live leases right now (to find those whose process exited)."""
 
     @abstractmethod
     async def renew_leases(self, owner: str, *, ttl: float) -> set[str]:

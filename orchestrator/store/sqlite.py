@@ -355,13 +355,20 @@ class SQLiteStore(StateStore):
             raise result
         return result
 
-    async def claim_runs(self, owner: str, *, limit: int, ttl: float,
-                         max_recoveries: int) -> list[Lease]:
+    async def claim_runs(self, owner: str, *, limit: int, ttl: float, max_recoveries: int,
+                         dead_owners: Collection[str] = ()) -> list[Lease]:
         now = self.clock()
+        dead = list(dead_owners)
+        where = CLAIMABLE
+        params: tuple[Any, ...] = (now, now - CANCEL_RETRY_AFTER)
+        if dead:
+            where = CLAIMABLE.replace(
+                "lease_expires_at <= ?",
+                f"lease_expires_at <= ? OR lease_owner IN ({','.join('?' * len(dead))})")
+            params = (now, *dead, now - CANCEL_RETRY_AFTER)
 
         def claim(conn: sqlite3.Connection) -> list[Lease]:
-            candidates = _select_runs(conn, CLAIMABLE, (now, now - CANCEL_RETRY_AFTER),
-                                      "created_at, id", limit)
+            candidates = _select_runs(conn, where, params, "created_at, id", limit)
             leases = []
             for run in candidates:
                 taken = _take_lease(conn, run, owner, now=now, ttl=ttl,
@@ -371,6 +378,16 @@ class SQLiteStore(StateStore):
             return leases
 
         return await self._run(claim, write=True)
+
+    async def lease_owners(self) -> set[str]:
+        now = self.clock()
+
+        def select(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute("SELECT DISTINCT lease_owner FROM runs WHERE lease_owner IS NOT "
+                                "NULL AND lease_expires_at > ?", (now,)).fetchall()
+            return {row[0] for row in rows}
+
+        return await self._run(select, write=False)
 
     async def renew_leases(self, owner: str, *, ttl: float) -> set[str]:
         expires = self.clock() + ttl

@@ -7,10 +7,11 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
-from tests.cli.helpers import popen, state, wait_for
-from tests.conftest import REPO, write
+from tests.cli.helpers import end_sleeps_now, popen, state, wait_for, wait_for_state
+from tests.conftest import CLI, REPO, write
 from tests.localapi.test_server import KEY, free_port, serving
 
 OPEN_AT_ONCE = textwrap.dedent("""
@@ -94,3 +95,35 @@ def test_processes_on_separate_state_databases_upload_identical_bytes_once(
         results = [p.communicate(timeout=60) for p in processes]
     assert [p.returncode for p in processes] == [0] * 6, [err for _, err in results]
     assert stored_files(tmp_path / "api-data") == 2
+
+
+def test_a_worker_takes_over_at_once_a_run_whose_process_died_here(cli: CLI,
+                                                                  tmp_path: Path) -> None:
+    """SIGKILLed mid-run with a lease of two minutes, the run shows its executor gone, and a
+    worker on the same machine resumes it at once instead of waiting out the lease."""
+    write(tmp_path / "p.yaml", """
+        name: p
+        steps:
+          nap: {uses: core/sleep, with: {duration: 10m}}
+          after: {uses: core/echo, with: {n: 1}, needs: [nap]}
+    """)
+    env = {"ORCH_LEASE_TTL": "120s"}
+    running = popen(tmp_path, "run", "p.yaml", env=env)
+    run_id = str(wait_for_state(tmp_path, "SELECT run_id FROM steps WHERE step_id = 'nap' AND "
+                                          "checkpoint != '{}'", "the nap started")[0][0])
+    running.kill()
+    running.communicate()
+    assert f"{run_id} p running (executor gone)" in " ".join(
+        cli("runs", check_code=0).stdout.split("\n")[1].split())
+    assert "is gone; continue with: orchestrator resume" in cli("show", run_id).stdout
+    end_sleeps_now(tmp_path)
+    started = time.monotonic()
+    worker = popen(tmp_path, "worker", env=env)
+    try:
+        wait_for_state(tmp_path, f"SELECT 1 FROM runs WHERE id = '{run_id}' AND status = "
+                                 "'succeeded'", "the worker finished the run", timeout=60)
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)
+    assert time.monotonic() - started < 30, "the worker waited for the lease to expire"
+    assert state(tmp_path, f"SELECT recoveries FROM runs WHERE id = '{run_id}'") == [(1,)]

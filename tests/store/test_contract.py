@@ -327,6 +327,23 @@ async def test_a_failed_cancellation_is_claimed_again_only_after_a_pause(
                                                     max_recoveries=3)] == ["r-1"]
 
 
+async def test_runs_of_an_owner_known_dead_are_claimed_before_their_lease_expires(
+        store: StateStore) -> None:
+    """Live leases name their owners; a claim given one of them as dead takes its runs at
+    once (recovered from a crash), and leaves other owners' live runs alone."""
+    for run_id, owner in (("r-dead", "host:1:aa"), ("r-alive", "host:2:bb")):
+        await store.create_run(new_run(run_id))
+        lease = await store.acquire_lease(run_id, owner, ttl=TTL, max_recoveries=3)
+        await store.commit(lease, run=RunUpdate(RunStatus.RUNNING))
+    assert await store.lease_owners() == {"host:1:aa", "host:2:bb"}
+    assert await store.claim_runs("w", limit=5, ttl=TTL, max_recoveries=3) == []
+    claimed = await store.claim_runs("w", limit=5, ttl=TTL, max_recoveries=3,
+                                     dead_owners=["host:1:aa"])
+    assert [lease.run_id for lease in claimed] == ["r-dead"]
+    assert (await store.get_run("r-dead")).recoveries == 1
+    assert await store.lease_owners() == {"w", "host:2:bb"}
+
+
 async def test_claiming_takes_the_lease_once(store: StateStore, clock: FakeClock) -> None:
     from dataclasses import replace
 
