@@ -223,11 +223,16 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
     table = _table("STEP", "STATUS", "ATTEMPTS", "DURATION", "ERROR")
     for sid in order + [s for s in steps if s not in order]:
         record = steps.get(sid) or StepRecord(sid)
+        unreachable = record.checkpoint.get("unreachable_since")
         if record.status is StepStatus.RETRYING and record.retry_at:
             note = f"retry at {_when(record.retry_at)}: "
+        elif isinstance(unreachable, int | float) and record.status in (
+                StepStatus.RUNNING, StepStatus.INTERRUPTED):
+            note = ("provider unreachable since "
+                    f"{time.strftime('%H:%M', time.localtime(unreachable))}")
         else:
             note = ""
-        error = note + str(record.error) if record.error else ""
+        error = note + str(record.error) if record.error else note
         finished = record.finished_at if record.status in (StepStatus.SUCCEEDED,
                                                            StepStatus.FAILED) else None
         status = _waiting(record.waiting_for) if record.waiting_for \

@@ -323,6 +323,50 @@ class WaitParams(_Params):
     job_id: str
     poll_interval: Duration = Field(default=10.0, gt=0, description="first wait between polls")
     max_poll_interval: Duration = Field(default=60.0, gt=0, description="longest wait")
+    max_outage: Duration = Field(
+        default=3600.0, gt=0, description="how long the provider may be unreachable before "
+                                          "the step fails (the job goes on meanwhile)")
+
+
+class ProviderUnavailableTooLong(PermanentError):
+    """The provider stayed unreachable longer than the step's `max_outage`."""
+
+
+class _Outage:
+    """A provider outage seen while following something remote that exists: no news, not a
+    failure. The first failed poll is checkpointed as `unreachable_since` (so `show` says it,
+    and a resumed step keeps counting from it); past `limit`, the step fails."""
+
+    def __init__(self, ctx: StepContext, limit: float) -> None:
+        self._ctx = ctx
+        self._limit = limit
+        since = ctx.last_checkpoint.get("unreachable_since")
+        self.since: float | None = float(since) if isinstance(since, int | float) else None
+
+    @property
+    def label(self) -> str:
+        return f"provider unreachable since {time.strftime('%H:%M', time.localtime(self.since))}"
+
+    async def failed(self, error: TransientError) -> None:
+        """A poll failed transiently: note when the outage began; fail past the limit."""
+        now = time.time()
+        if self.since is None:
+            self.since = now
+            await self._ctx.checkpoint(unreachable_since=now)
+            self._ctx.log.warning("provider unreachable; the job goes on, polling continues",
+                                  error=str(error))
+        if now - self.since > self._limit:
+            msg = (f"{self.label} ({format_duration(now - self.since)}, more than max_outage "
+                   f"{format_duration(self._limit)}): {error}")
+            raise ProviderUnavailableTooLong(msg) from None
+
+    async def over(self) -> None:
+        """A poll succeeded: the outage, if there was one, is over."""
+        if self.since is not None:
+            self._ctx.log.info("provider reachable again",
+                               after=format_duration(time.time() - self.since))
+            self.since = None
+            await self._ctx.checkpoint(unreachable_since=None)
 
 
 def next_poll(interval: float, remaining: float | None, cap: float, floor: float) -> float:
@@ -370,9 +414,17 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
     seen = int(ctx.last_checkpoint.get("events_seen", 0))
     interval = params.poll_interval
     started = time.monotonic()
+    outage = _Outage(ctx, params.max_outage)
     while True:
-        job = await client.retrieve_fine_tune(params.job_id)
-        events = job.events or await client.fine_tune_events(params.job_id)
+        try:
+            job = await client.retrieve_fine_tune(params.job_id)
+            events = job.events or await client.fine_tune_events(params.job_id)
+        except TransientError as exc:
+            await outage.failed(exc)
+            ctx.report({"status": outage.label, "elapsed": time.monotonic() - started})
+            await anyio.sleep(params.max_poll_interval)
+            continue
+        await outage.over()
         for event in events[seen:]:
             ctx.log.info("job event", type=event.type, message=event.message)
         if len(events) > seen:
@@ -406,6 +458,8 @@ class RegisterParams(_Params):
     hf_token: str | None = Field(default=None, description="use ${{ secrets.HF_TOKEN }}")
     poll_interval: Duration = Field(default=5.0, gt=0)
     max_poll_interval: Duration = Field(default=30.0, gt=0)
+    max_outage: Duration = Field(default=3600.0, gt=0,
+                                 description="how long the provider may be unreachable")
 
 
 async def _adopt_import(client: TogetherClient, name: str, token: str) -> str | None:
@@ -449,8 +503,16 @@ async def register_adapter(ctx: StepContext, params: RegisterParams) -> dict[str
             job_id, model_name, model_id = created.job_id, created.model_name, created.model_id
         await ctx.checkpoint(job_id=job_id, model_name=model_name)
     interval = params.poll_interval
+    outage = _Outage(ctx, params.max_outage)
     while True:
-        job = await client.retrieve_job(str(job_id))
+        try:
+            job = await client.retrieve_job(str(job_id))
+        except TransientError as exc:
+            await outage.failed(exc)
+            ctx.report({"status": outage.label})
+            await anyio.sleep(params.max_poll_interval)
+            continue
+        await outage.over()
         model_name = model_name or job.args.get("modelName")
         ctx.report({"status": job.status})
         if job.status == "Complete":

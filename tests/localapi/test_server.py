@@ -34,26 +34,37 @@ def free_port() -> int:
         return port
 
 
-@contextmanager
-def serving(tmp_path: Path, port: int, **settings: str) -> Iterator[str]:
-    """Run `orchestrator local-api` until the block ends; yields its base URL once it answers."""
+def start_server(tmp_path: Path, port: int, **settings: str) -> subprocess.Popen[str]:
+    """Start `orchestrator local-api` on `port` (data in `tmp_path/api-data`) and return once
+    it answers; its base URL is http://127.0.0.1:PORT/v1."""
     env = {**os.environ, **{f"ORCH_{k.upper()}": v for k, v in settings.items()}}
     process = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "local-api", "--port", str(port),
          "--data-dir", str(tmp_path / "api-data")],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
         assert process.poll() is None, process.communicate()[0]
         try:
-            return httpx.get(root + "/", timeout=1).status_code == 200
+            return httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
 
     try:
         wait_for(answers, "the server answers")
-        yield root + "/v1"
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
+    return process
+
+
+@contextmanager
+def serving(tmp_path: Path, port: int, **settings: str) -> Iterator[str]:
+    """Run `orchestrator local-api` until the block ends; yields its base URL once it answers."""
+    process = start_server(tmp_path, port, **settings)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         process.terminate()
         process.communicate(timeout=10)
