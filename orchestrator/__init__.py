@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
     from orchestrator.errors import (
         ConfigError,
+        JobEnded,
         OrchestratorError,
         PermanentError,
         PipelineInvalid,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConfigError",
     "EngineConfig",
+    "JobEnded",
     "Orchestrator",
     "OrchestratorError",
     "PermanentError",
@@ -60,6 +62,7 @@ __all__ = [
 _HOME = {
     "ConfigError": "orchestrator.errors",
     "EngineConfig": "orchestrator.engine.orchestrator",
+    "JobEnded": "orchestrator.errors",
     "Orchestrator": "orchestrator.engine.orchestrator",
     "OrchestratorError": "orchestrator.errors",
     "PermanentError": "orchestrator.errors",

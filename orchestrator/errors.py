@@ -15,6 +15,7 @@ OrchestratorError
 │   │   ├── ProviderUnavailable
 │   │   └── StepTimeout      an attempt ran longer than the step's `timeout`
 │   └── PermanentError       fails the step at once
+│       └── JobEnded         the remote job a step follows ended without a result
 └── StateError               the state store refuses what the caller asked for
     ├── RunBusy              another live process holds the run's lease (exit code 2)
     ├── RunStranded          recovered from crashes too often; parked (exit code 2)
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 __all__ = [
     "ConfigError",
     "InputsInvalid",
+    "JobEnded",
     "LeaseLost",
     "OrchestratorError",
     "PermanentError",
@@ -141,6 +143,20 @@ class StepTimeout(TransientError):
 
 class PermanentError(StepError):
     """A fault that retrying cannot fix: the step fails at once."""
+
+
+class JobEnded(PermanentError):
+    """The remote job a step follows ended for good (cancelled, or failed): resuming the step
+    alone would follow the same dead job again.
+
+    `param` names the step parameter that holds the job (e.g. `job_id`): the step whose output
+    it came from has to run again, which `resume RUN --from <that step>` does. None means the
+    step created the job itself, so it has to run again from scratch.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class StateError(OrchestratorError):

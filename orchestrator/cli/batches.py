@@ -47,7 +47,7 @@ def _execute_batch(settings: Settings, session: Session, on_interrupt: str,
     if outcomes is None:
         return after_interrupt(settings, session, on_interrupt)
     assert session.run_id is not None
-    return _report_batch(settings, session.run_id)
+    return _report_batch(settings, session.run_id, outcomes)
 
 
 def run_batch(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any], *,
@@ -114,7 +114,7 @@ def _load_batch(settings: Settings, batch_id: str) -> Any:
     return with_store(settings, load)
 
 
-def _report_batch(settings: Settings, batch_id: str) -> int:
+def _report_batch(settings: Settings, batch_id: str, outcomes: list[RunOutcome]) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
     from orchestrator.store.base import RunStatus  # noqa: PLC0415
 
@@ -123,8 +123,20 @@ def _report_batch(settings: Settings, batch_id: str) -> int:
     if all(cell.run.status is RunStatus.SUCCEEDED for cell in cells):
         out(f"batch {batch_id} succeeded")
         return EXIT_OK
+    failed = [o for o in outcomes if o.status is RunStatus.FAILED]
+    points = {o.resume_from for o in failed}
+    if len(points) == 1 and None not in points:
+        # Every failed cell's job has ended: the whole batch restarts them from one step.
+        out(f"batch {batch_id} did not succeed; the jobs its failed cells followed have "
+            f"ended; to start them again: orchestrator resume {batch_id} --from "
+            f"{points.pop()}")
+        return EXIT_FAILED
     out(f"batch {batch_id} did not succeed; fix the cause, then: orchestrator resume "
         f"{batch_id}")
+    for outcome in failed:
+        if outcome.resume_from is not None:
+            out(f"  {outcome.run_id}'s job has ended; to start it again: orchestrator resume "
+                f"{outcome.run_id} --from {outcome.resume_from}")
     return EXIT_FAILED
 
 

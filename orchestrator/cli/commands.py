@@ -114,7 +114,10 @@ def _report(pipeline: Pipeline, steps: Mapping[str, StepRecord], outcome: RunOut
         return EXIT_OK
     out(f"run {outcome.run_id} {outcome.status.value}: {outcome.error}")
     out(f"  see: orchestrator show {outcome.run_id}")
-    if outcome.status is not RunStatus.CANCELLED:
+    if outcome.resume_from is not None:
+        out(f"  the job it followed has ended; to start it again: orchestrator resume "
+            f"{outcome.run_id} --from {outcome.resume_from}")
+    elif outcome.status is not RunStatus.CANCELLED:
         out(f"  fix the cause, then: orchestrator resume {outcome.run_id}")
     return EXIT_FAILED
 

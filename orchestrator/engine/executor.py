@@ -44,12 +44,18 @@ from structlog.typing import FilteringBoundLogger
 from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.retry import RetryPolicy
 from orchestrator.engine.slots import SlotPool
-from orchestrator.errors import LeaseLost, PermanentError, StepTimeout, TransientError
+from orchestrator.errors import (
+    JobEnded,
+    LeaseLost,
+    PermanentError,
+    StepTimeout,
+    TransientError,
+)
 from orchestrator.faults import fault_point
 from orchestrator.log import REDACTOR, get_logger
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.spec.durations import format_duration
-from orchestrator.spec.expressions import ExpressionError
+from orchestrator.spec.expressions import ExpressionError, find_templates, parse_template
 from orchestrator.spec.loader import Pipeline, Step
 from orchestrator.steps.context import StepContext
 from orchestrator.store.base import (
@@ -80,6 +86,9 @@ class RunOutcome:
     status: RunStatus
     error: str | None = None
     failed_step: str | None = None
+    resume_from: str | None = None
+    """For a failure a plain resume cannot fix (the remote job a step follows has ended), the
+    step to resume from: `resume RUN --from <it>`."""
 
 
 class _Stop(enum.Enum):
@@ -223,6 +232,8 @@ class RunExecutor:
         self._started: set[str] = set()
         self._stop = _Stop.NONE
         self._failure: tuple[str, ErrorInfo] | None = None
+        self._resume_from: dict[str, str] = {}
+        """For each failed step whose remote job ended, where a resume has to start."""
         self._scope = anyio.CancelScope()
         self.released = False
         """True once the executor gave its lease up with its last write."""
@@ -296,7 +307,8 @@ class RunExecutor:
         log = self._log.error if status is RunStatus.FAILED else self._log.info
         log("run finished", status=status.value, **({"error": error} if error else {}))
         failed_step = self._failure[0] if self._failure else None
-        return RunOutcome(self._run.id, status, error, failed_step)
+        return RunOutcome(self._run.id, status, error, failed_step,
+                          self._resume_from.get(failed_step or ""))
 
     # -- concurrency slots -------------------------------------------------------------------
 
@@ -635,11 +647,24 @@ class RunExecutor:
         data: dict[str, Any] = {"error": error.to_json()}
         if note:
             data["note"] = note
+        if isinstance(exc, JobEnded):
+            data["resume_from"] = self._resume_from[step_id] = self._resume_point(step_id, exc)
         if not expected:
             data["traceback"] = "".join(traceback.format_exception(exc))
         await self._save(step_id, NewEvent("step_failed", step_id, attempt, data),
                          status=StepStatus.FAILED, error=error, finished_at=self._clock())
         log.error("step failed", error=str(error), **({"note": note} if note else {}))
+
+    def _resume_point(self, step_id: str, exc: JobEnded) -> str:
+        """The step that made the job `step_id` followed (the one its `exc.param` parameter
+        reads an output of), or `step_id` itself if it made the job."""
+        if exc.param is not None:
+            value = self._pipeline.steps[step_id].with_.get(exc.param)
+            for _, text in find_templates(value):
+                for ref in parse_template(text).references:
+                    if ref.root == "steps" and ref.path:
+                        return str(ref.path[0])
+        return step_id
 
     async def _attempt(self, step: Step, attempt: int,
                        log: FilteringBoundLogger) -> tuple[dict[str, Any], str]:

@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.errors import PermanentError, ProviderUnavailable, TransientError
+from orchestrator.errors import JobEnded, PermanentError, ProviderUnavailable, TransientError
 from orchestrator.faults import fault_point
 from orchestrator.providers.together.datacheck import DataReport, check_file
 from orchestrator.spec.durations import Duration, format_duration
@@ -437,8 +437,8 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
         if job.failed:
             reason = next((e.message for e in reversed(events)
                            if e.level == "error" or e.type == "job_error"), None)
-            raise PermanentError(f"fine-tuning job {job.id} ended {job.status}"
-                                 + (f": {reason}" if reason else ""))
+            raise JobEnded(f"fine-tuning job {job.id} ended {job.status}"
+                           + (f": {reason}" if reason else ""), param="job_id")
         await anyio.sleep(next_poll(interval, job.seconds_remaining,
                                     params.max_poll_interval, params.poll_interval))
         interval = min(interval * 1.5, params.max_poll_interval)
@@ -519,8 +519,8 @@ async def register_adapter(ctx: StepContext, params: RegisterParams) -> dict[str
             break
         if job.status == "Failed":
             last = job.status_updates[-1].get("message") if job.status_updates else None
-            raise PermanentError(f"importing {params.model_name} failed"
-                                 + (f": {last}" if last else ""))
+            raise JobEnded(f"importing {params.model_name} failed"
+                           + (f": {last}" if last else ""))
         await anyio.sleep(interval)
         interval = min(interval * 1.5, params.max_poll_interval)
     return {"model_name": model_name or params.model_name, "job_id": job_id,

@@ -227,16 +227,48 @@ def test_ctrl_c_can_leave_the_job_running_or_cancel_it(tmp_path: Path) -> None:
                       "AND run_id NOT IN (SELECT id FROM runs WHERE status != 'running')",
             f"the job is waited for ({choice})", timeout=30)[0][0])
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, err
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == (130 if choice == "leave" else 1), err
         status = state(tmp_path, f"SELECT status FROM runs WHERE id = '{run_id}'")[0][0]
-        results[choice] = (status, err)
+        results[choice] = (status, err, out.splitlines()[-1:] == [f"run {run_id} cancelled"])
     assert results["leave"][0] == "interrupted"
     assert "Remote jobs were left running" in results["leave"][1]
     assert results["cancel"][0] == "cancelled"
+    assert results["cancel"][2], "the cancelled run's own message ends the output"
     statuses = sorted(str(j["status"]) for j in local_jobs(tmp_path))
     assert statuses[0] in ("cancel_requested", "cancelled")
     assert statuses[1] in ("pending", "queued", "running")
+
+
+def test_resume_batch_from_a_step_reruns_it_in_every_resumed_cell(cli: CLI,
+                                                                   tmp_path: Path) -> None:
+    """`resume BATCH --from STEP` re-runs STEP and what follows in each cell that failed;
+    the succeeded cell is kept as it is."""
+    write(tmp_path / "gates.py", """
+        async def check(ctx, cell: int) -> dict:
+            if (ctx.pipeline_dir / f"fail-{cell}").exists():
+                raise RuntimeError("gate closed")
+            return {"cell": cell}
+    """)
+    write(tmp_path / "m.yaml", """
+        name: m
+        matrix: {i: [1, 2, 3]}
+        steps:
+          first: {uses: core/echo, with: {i: "${{ matrix.i }}"}}
+          gate: {uses: python:gates:check, with: {cell: "${{ matrix.i }}"}, needs: [first],
+                 retry: null}
+    """)
+    (tmp_path / "fail-2").touch()
+    (tmp_path / "fail-3").touch()
+    failed = cli("run", "m.yaml", check_code=1)
+    batch_id = failed.stderr.split("starting batch ", 1)[1].split()[0]
+    (tmp_path / "fail-2").unlink()
+    (tmp_path / "fail-3").unlink()
+    resumed = cli("resume", batch_id, "--from", "first", check_code=0)
+    assert "re-running first and everything after it in every cell resumed" in resumed.stderr
+    firsts = dict(state(tmp_path, "SELECT run_id, count(*) FROM events WHERE kind = "
+                                  "'step_succeeded' AND step_id = 'first' GROUP BY run_id"))
+    assert firsts == {f"{batch_id}.0": 1, f"{batch_id}.1": 2, f"{batch_id}.2": 2}
 
 
 def test_plan_schedules_and_bad_ids(cli: CLI, tmp_path: Path) -> None:

@@ -232,6 +232,7 @@ def test_signal_interrupts_and_resume_finishes(cli: CLI, tmp_path: Path,
     assert proc.returncode == 130, err
     run_id = run_id_from(err)
     assert f"orchestrator resume {run_id}" in err
+    assert "remote" not in err.lower(), "a run that launched no remote job talks of them"
     assert "Traceback" not in err
     assert state(tmp_path, f"SELECT status, lease_owner FROM runs WHERE id = '{run_id}'") == [
         ("interrupted", None)]

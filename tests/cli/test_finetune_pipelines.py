@@ -68,11 +68,20 @@ def test_unknown_base_model_is_refused_and_not_retried(cli: CLI) -> None:
     assert re.search(r"launch\s+failed\s+1\s", show)  # a 4xx is not retried
 
 
-def test_a_failed_job_fails_the_run_with_its_message(cli: CLI) -> None:
+def test_a_failed_job_fails_the_run_and_the_hint_starts_it_again(cli: CLI,
+                                                                 tmp_path: Path) -> None:
+    """The run fails with the job's own message; the hint printed resumes from the launch (a
+    plain resume would follow the dead job again), and doing what it says succeeds."""
     result = cli("run", LORA, *FAST_POLL, env={**FAST, "ORCH_LOCAL_JOB_OUTCOME": "error"},
                  check_code=1)
-    assert re.search(r"step wait failed: PermanentError: fine-tuning job ft-\S+ ended error: "
+    assert re.search(r"step wait failed: JobEnded: fine-tuning job ft-\S+ ended error: "
                      r"Training failed \(error\)", result.stdout)
+    run_id = run_id_from(result.stderr)
+    hint = f"to start it again: orchestrator resume {run_id} --from launch"
+    assert hint in result.stdout
+    assert "fix the cause" not in result.stdout
+    cli("resume", run_id, "--from", "launch", env=FAST, check_code=0)
+    assert local_count(tmp_path, "finetunes") == 2
 
 
 def test_a_failing_smoke_test_fails_the_run(cli: CLI, tmp_path: Path) -> None:
