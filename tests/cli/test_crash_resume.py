@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -119,3 +120,60 @@ def test_killed_from_outside_mid_sleep_resumes_the_remaining_time(cli: CLI,
     kinds = state(tmp_path, f"SELECT kind, step_id FROM events WHERE run_id = '{run_id}' "
                             "AND kind = 'step_succeeded'")
     assert Counter(step for _, step in kinds) == {"before": 1, "nap": 1, "after": 1}
+
+
+def test_lora_killed_at_random_moments_against_a_real_http_provider(tmp_path: Path) -> None:
+    """Runs of the LoRA pipeline on provider together (`orchestrator local-api` over loopback)
+    are SIGKILLed at random moments, over and over, and resumed until each succeeds: the
+    provider holds one job per run and two files in all, the registry one model per run."""
+    import random
+    import sqlite3
+
+    from tests.cli.helpers import popen
+    from tests.cli.test_finetune_pipelines import FAST_POLL, LORA
+    from tests.localapi.test_server import KEY, free_port, serving
+
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    runs: list[str] = []
+    kills = 0
+    deadline = time.monotonic() + 60
+    with serving(tmp_path, free_port(), local_job_duration="1s",
+                 local_upload_url_ttl="2s") as base:
+        env = {"TOGETHER_API_KEY": KEY, "TOGETHER_BASE_URL": base,
+               "ORCH_MAX_RECOVERIES": "1000"}
+        while len(runs) < 3:
+            assert time.monotonic() < deadline, f"seed {seed}: not done in a minute"
+            known = set(runs)
+            current = next(iter({str(r[0]) for r in state(tmp_path, "SELECT id FROM runs")}
+                                - known), None)
+            args = ("resume", current) if current else (
+                "run", LORA, "--provider", "together", *FAST_POLL)
+            process = popen(tmp_path, *args, env=env)
+            try:
+                process.wait(timeout=rng.uniform(0.35, 0.9) if kills < 10 * (len(runs) + 1)
+                             else 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                kills += 1
+            _, err = process.communicate()
+            if process.returncode == 0:
+                assert current or "starting run" in err, err
+                runs.append(current or run_id_from(err))
+            else:
+                assert process.returncode == -signal.SIGKILL, f"seed {seed}: {err}"
+    assert kills >= 12, f"seed {seed}: only {kills} kills"
+    print(f"seed {seed}: {kills} kills")
+
+    conn = sqlite3.connect(tmp_path / "api-data" / "local-api.db")
+    try:
+        files = conn.execute("SELECT count(*) FROM files WHERE state = 'processed'").fetchone()
+        jobs = dict(conn.execute("SELECT json_extract(request, '$.suffix'), count(*) FROM "
+                                 "finetunes GROUP BY 1").fetchall())
+    finally:
+        conn.close()
+    assert files == (2,), f"seed {seed}"
+    assert len(jobs) == 3 and set(jobs.values()) == {1}, f"seed {seed}: {jobs}"
+    models = state(tmp_path, "SELECT run_id, count(*) FROM models GROUP BY run_id")
+    assert sorted(models) == sorted((run_id, 1) for run_id in runs), f"seed {seed}"
+    assert state(tmp_path, "SELECT DISTINCT status FROM runs") == [("succeeded",)]
