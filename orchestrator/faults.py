@@ -22,6 +22,7 @@ POINTS = (
     "before_step_commit",   # the step body returned; its outputs are not committed yet
     "after_step_commit",    # the step's outputs are committed; no later step has started
     "after_remote_create",  # a step's create reached the provider; nothing is committed yet
+    "after_upload_announced",  # a file upload was announced (and checkpointed); no bytes sent
 )
 
 

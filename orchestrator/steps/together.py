@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -118,6 +119,12 @@ async def _upload_once(ctx: StepContext, client: TogetherClient, path: Any, *, p
     bytes yet) are waited for, not sent again; if that upload is abandoned (the file
     disappears), they are uploaded here after all.
     """
+    await _drop_own_abandoned_upload(ctx, client)
+
+    async def announced(file_id: str) -> None:
+        await ctx.checkpoint(announced=file_id)
+        fault_point("after_upload_announced", ctx.step_id)
+
     while True:
         existing = next((f for f in await client.list_files() if f.filename == name
                          and f.bytes == size and f.purpose == purpose), None)
@@ -125,7 +132,7 @@ async def _upload_once(ctx: StepContext, client: TogetherClient, path: Any, *, p
             file, reused = existing, True
         else:
             file, reused = await client.upload_file(path, purpose=purpose, name=name,
-                                                    checksum=sha)
+                                                    checksum=sha, on_announced=announced)
         if file.processed:
             return file, reused
         if file.bytes:
@@ -134,6 +141,27 @@ async def _upload_once(ctx: StepContext, client: TogetherClient, path: Any, *, p
         arrived = await _bytes_arriving(ctx, client, file.id)
         if arrived is not None:
             return arrived, True
+
+
+async def _drop_own_abandoned_upload(ctx: StepContext, client: TogetherClient) -> None:
+    """An earlier attempt that died between announcing its file and sending the bytes left
+    the file waiting for them; the provider would answer the next announce with it (409),
+    and nobody would ever send them. Such a file of our own is deleted first."""
+    from orchestrator.providers.together.errors import NotFound  # noqa: PLC0415
+
+    file_id = ctx.last_checkpoint.get("announced")
+    if not file_id:
+        return
+    try:
+        file = await client.retrieve_file(str(file_id))
+    except NotFound:
+        file = None
+    if file is not None and not file.bytes and not file.processed:
+        ctx.log.info("deleting the file an interrupted upload left without its bytes",
+                     file_id=file_id)
+        with suppress(PermanentError):  # a provider that keeps it: it expires by itself
+            await client.delete_file(str(file_id))
+    await ctx.checkpoint(announced=None)
 
 
 async def _bytes_arriving(ctx: StepContext, client: TogetherClient,

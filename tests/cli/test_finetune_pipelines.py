@@ -93,19 +93,22 @@ def test_a_failing_smoke_test_fails_the_run(cli: CLI, tmp_path: Path) -> None:
     assert "the answer does not contain 'Berlin' (answer: ' Paris')" in result.stdout
 
 
-@pytest.mark.parametrize(("pipeline", "step", "table", "expected"), [
-    pytest.param(LORA, "upload", "files", 2, id="upload"),
-    pytest.param(LORA, "launch", "finetunes", 1, id="launch"),
-    pytest.param(ADAPTER, "register", "imports", 1, id="register"),
+@pytest.mark.parametrize(("pipeline", "fault", "table", "expected"), [
+    pytest.param(LORA, "after_remote_create:upload", "files", 2, id="upload"),
+    pytest.param(LORA, "after_upload_announced:upload", "files", 2, id="upload-announced"),
+    pytest.param(LORA, "after_remote_create:launch", "finetunes", 1, id="launch"),
+    pytest.param(ADAPTER, "after_remote_create:register", "imports", 1, id="register"),
 ])
 def test_killed_right_after_the_remote_create(cli: CLI, tmp_path: Path, *, pipeline: str,
-                                              step: str, table: str, expected: int) -> None:
-    """SIGKILL between the remote create and the local commit, then resume: the provider holds
-    exactly one of what the step creates (two files: training and validation data)."""
+                                              fault: str, table: str, expected: int) -> None:
+    """SIGKILL between the remote create and the local commit (or between announcing a file
+    and sending its bytes), then resume: the provider holds exactly one of what the step
+    creates (two files: training and validation data)."""
     crashed = cli("run", pipeline, *(FAST_POLL if pipeline == LORA else ()),
-                  env={**FAST, "ORCH_FAULTS": f"after_remote_create:{step}"})
+                  env={**FAST, "ORCH_FAULTS": fault})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    assert local_count(tmp_path, table) >= 1  # the create did reach the provider
+    if fault.startswith("after_remote_create"):
+        assert local_count(tmp_path, table) >= 1  # the create did reach the provider
     cli("resume", run_id_from(crashed.stderr), env=FAST, check_code=0)
     assert local_count(tmp_path, table) == expected
 

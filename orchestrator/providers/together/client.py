@@ -169,13 +169,15 @@ class TogetherClient:
     # -- files -------------------------------------------------------------------------------
 
     async def upload_file(self, path: Path, *, purpose: str = "fine-tune",
-                          name: str | None = None,
-                          checksum: str | None = None) -> tuple[FileObject, bool]:
+                          name: str | None = None, checksum: str | None = None,
+                          on_announced: Callable[[str], Awaitable[None]] | None = None
+                          ) -> tuple[FileObject, bool]:
         """Upload with the SDKs' flow: announce (302), PUT the bytes, preprocess.
 
         With `checksum` (SHA-256 hex), a server that already holds these bytes answers 409 with
         the existing file, which is returned instead. Returns the file and whether it was such
-        an existing one.
+        an existing one. `on_announced` gets the new file's id before its bytes are sent (to
+        record it, so that an upload cut short can be recognised as one's own).
         """
         file_name = name or path.name
         file_type = path.suffix.lstrip(".").lower() or "jsonl"
@@ -191,6 +193,8 @@ class TogetherClient:
         if not location or not file_id:
             msg = "the provider's upload answer lacks Location or X-Together-File-Id"
             raise ProviderUnavailable(msg)
+        if on_announced is not None:
+            await on_announced(file_id)
         size = (await anyio.Path(path).stat()).st_size
         try:
             put = await self._http.put(location, content=_file_chunks(path),
