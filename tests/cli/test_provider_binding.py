@@ -86,6 +86,10 @@ def test_a_worker_and_cancel_use_the_runs_provider(cli: CLI, tmp_path: Path) -> 
                       f"'running' AND run_id != '{queued}'", "the job is waited for")[0][0])
         running.kill()
         running.communicate()
+        before = events(tmp_path, run_id)
+        keyless = cli("cancel", run_id, check_code=2)
+        assert "needs an API key: export TOGETHER_API_KEY" in keyless.stderr
+        assert events(tmp_path, run_id) == before, "a refused cancel wrote to the run"
         cancelled = cli("cancel", run_id, env={"TOGETHER_API_KEY": KEY}, check_code=0)
         assert f"{run_id}: cancelled" in cancelled.stdout
         assert [cancelled_at is not None for _, cancelled_at in server_jobs(tmp_path)] == \

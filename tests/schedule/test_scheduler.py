@@ -214,3 +214,21 @@ async def test_overlap_queue_runs_the_fires_one_after_another(
     spans.sort()
     assert all(earlier[1] < later[0] for earlier, later in itertools.pairwise(spans))
     assert waited >= 1
+
+
+async def test_fired_runs_are_bound_to_the_schedulers_provider(tmp_path: Path, store: StateStore,
+                                                               clock: FakeClock) -> None:
+    """A scheduled run keeps the provider of the scheduler that fired it: the worker that
+    executes it, whatever its own setting, uses that one."""
+    from orchestrator.providers.pool import ProviderRef, Providers
+
+    def unused(_: ProviderRef) -> object:
+        raise AssertionError("firing a schedule opens no provider client")
+
+    ref = ProviderRef("together", "http://127.0.0.1:9/v1")
+    path = pipeline_file(tmp_path, "{cron: '0 * * * *', overlap: allow}")
+    scheduler = await scheduler_for(Orchestrator(store, providers=Providers(ref, unused)),
+                                    path)
+    await tick_through(scheduler, clock, 2 * HOUR)
+    runs = await store.list_runs(schedule_id="nightly", limit=None)
+    assert runs and {(r.provider, r.provider_url) for r in runs} == {(ref.name, ref.url)}
