@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from orchestrator.log import REDACTOR
+from orchestrator.redact import REDACTOR
 from orchestrator.store.base import StateStore, open_store
 
 REPO = Path(__file__).resolve().parent.parent

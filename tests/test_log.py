@@ -8,13 +8,12 @@ import json
 import structlog
 
 from orchestrator.log import (
-    REDACTOR,
-    Redactor,
     add_run_fields,
     compact_run_fields,
     configure_logging,
     get_logger,
 )
+from orchestrator.redact import REDACTOR, Redactor
 
 
 def test_add_run_fields_makes_them_present() -> None:
@@ -52,3 +51,17 @@ def test_json_lines_carry_bound_context_and_are_redacted() -> None:
     assert len(lines) == 1
     assert {k: lines[0][k] for k in ("run_id", "step", "attempt", "key", "level")} == {
         "run_id": "r-1", "step": "s", "attempt": 3, "key": "***", "level": "info"}
+
+
+def test_redacting_stream_masks_raw_and_json_escaped_secrets() -> None:
+    """Text written through the stream loses every known secret, also as JSON writes it
+    (escaped quotes and non-ASCII); the longer of two overlapping secrets is masked whole."""
+    from orchestrator.redact import RedactingStream
+
+    redactor = Redactor()
+    redactor.add(['pa"ss-ü-word', "pa\"ss"])
+    target = io.StringIO()
+    stream = RedactingStream(target, redactor)  # type: ignore[arg-type]
+    stream.write('raw pa"ss-ü-word, json ' + json.dumps({"k": 'pa"ss-ü-word'}) + "\n")
+    assert target.getvalue() == 'raw ***, json {"k": "***"}\n'
+    assert stream.getvalue() == target.getvalue()  # everything else is the wrapped stream's

@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (also used as the console script's)."""
     args = _parser().parse_args(argv)
     from orchestrator.errors import OrchestratorError  # noqa: PLC0415
-    from orchestrator.log import RedactingStream  # noqa: PLC0415
+    from orchestrator.redact import RedactingStream  # noqa: PLC0415
 
     # Whatever path text takes to the terminal, a secret this process knows is masked on it.
     if not isinstance(sys.stdout, RedactingStream):

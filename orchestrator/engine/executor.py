@@ -52,8 +52,9 @@ from orchestrator.errors import (
     TransientError,
 )
 from orchestrator.faults import fault_point
-from orchestrator.log import REDACTOR, get_logger
+from orchestrator.log import get_logger
 from orchestrator.providers.pool import ProviderRef
+from orchestrator.redact import REDACTOR
 from orchestrator.spec.durations import format_duration
 from orchestrator.spec.expressions import ExpressionError, find_templates, parse_template
 from orchestrator.spec.loader import Pipeline, Step

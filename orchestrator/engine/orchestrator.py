@@ -30,8 +30,9 @@ from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import ConfigError, RunExists, SecretMissing
 from orchestrator.ids import new_batch_id, new_run_id
-from orchestrator.log import REDACTOR, get_logger
+from orchestrator.log import get_logger
 from orchestrator.providers.pool import ProviderRef, Providers
+from orchestrator.redact import REDACTOR
 from orchestrator.spec.expressions import ExpressionError
 from orchestrator.spec.loader import Pipeline, load_pipeline, parse_pipeline
 from orchestrator.steps.registry import StepRegistry

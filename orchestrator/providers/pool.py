@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Self
 import anyio
 
 from orchestrator.errors import SettingsInvalid
-from orchestrator.log import REDACTOR
 from orchestrator.providers.together.client import TogetherClient
+from orchestrator.redact import REDACTOR
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
