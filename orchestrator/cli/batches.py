@@ -63,7 +63,7 @@ def run_batch(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any],
         session.run_ids = [run.id for run in runs]
         bound = f", at most {batch.max_parallel} at once" if batch.max_parallel else ""
         session.announce(batch.id, pipeline, "starting", what="batch",
-                         provider=orch.providers and orch.providers.default)
+                         provider=orch.provider_of(runs[0]) if runs else None)
         err(f"  {len(runs)} cells{bound}{', fail-fast' if batch.fail_fast else ''}")
         plans = [ResumePlan.fresh(run, pipeline) for run in runs]
         return await execute_cells(orch, plans, fail_fast=batch.fail_fast,

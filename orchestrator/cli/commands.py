@@ -42,7 +42,6 @@ __all__ = [
     "cmd_runs",
     "cmd_show",
     "cmd_validate",
-    "resume_target",
 ]
 
 # -- validate and plan (no settings, no store: they must start fast) -------------------------
@@ -134,7 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     read_secrets(pipeline.secret_names)  # fail before creating a run that could not start
     from orchestrator.providers.pool import Providers, provider_ref  # noqa: PLC0415
 
-    Providers.from_settings(settings).check(provider_ref(settings))  # and without its key
+    # Nor one whose provider this process cannot use (no key): before a state file is made.
+    Providers.from_settings(settings).check(provider_ref(settings))
     if pipeline.matrix is not None:
         from orchestrator.cli.batches import run_batch  # noqa: PLC0415
 
@@ -179,7 +179,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.store.base import RunStatus  # noqa: PLC0415
 
     settings = settings_for(args)
-    target = resume_target(settings, args)
+    target = _resume_target(settings, args)
     if is_batch(settings, args.run_id):
         from orchestrator.cli.batches import resume_batch  # noqa: PLC0415
 
@@ -212,7 +212,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _execute(settings, resume, on_interrupt=args.on_interrupt)
 
 
-def resume_target(settings: Settings, args: argparse.Namespace) -> ProviderRef | None:
+def _resume_target(settings: Settings, args: argparse.Namespace) -> ProviderRef | None:
     """The provider `resume --provider P` asks for (None: the run's own)."""
     if args.move_provider and not args.provider:
         from orchestrator.errors import ConfigError  # noqa: PLC0415

@@ -18,6 +18,7 @@ from orchestrator.cli import EXIT_FAILED, EXIT_INTERRUPTED
 if TYPE_CHECKING:
     from orchestrator.engine.executor import ProgressSink
     from orchestrator.engine.orchestrator import Orchestrator
+    from orchestrator.providers.pool import ProviderRef
     from orchestrator.settings import Settings
     from orchestrator.spec.loader import Pipeline
     from orchestrator.store.base import StateStore, StepRecord
@@ -131,7 +132,7 @@ class Session:
         self.steps: Mapping[str, StepRecord] = {}
 
     def announce(self, run_id: str, pipeline: Pipeline, verb: str, what: str = "run", *,
-                 provider: object = None) -> None:
+                 provider: ProviderRef | None = None) -> None:
         """Say which run starts, on which provider (the run's own) and state database."""
         self.run_id, self.pipeline = run_id, pipeline
         self.run_ids = self.run_ids or [run_id]

@@ -268,8 +268,8 @@ class Orchestrator:
         bound to `provider`, by default this process's (see `providers.pool`).
         """
         ref = self._new_runs_provider(provider)
-        if hold and ref is not None and self.providers is not None:
-            self.providers.check(ref)  # this process executes it: it must be able to
+        if hold:  # this process executes it: it must be able to
+            self.check_provider(ref)
         for _ in range(5):
             try:
                 return await self.store.create_run(NewRun(
@@ -295,8 +295,8 @@ class Orchestrator:
         each bound to `provider` (by default this process's)."""
         matrix = pipeline.matrix
         ref = self._new_runs_provider(provider)
-        if hold and ref is not None and self.providers is not None:
-            self.providers.check(ref)
+        if hold:
+            self.check_provider(ref)
         for _ in range(5):
             chosen = batch_id or new_batch_id()
             cells = [NewRun(id=f"{chosen}.{i}", pipeline_name=pipeline.name,
