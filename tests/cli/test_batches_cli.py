@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from tests.cli.helpers import popen, state, wait_for_state
+from tests.cli.helpers import popen, state, wait_for, wait_for_state
 from tests.cli.test_finetune_pipelines import FAST, LORA, local_count
 from tests.conftest import CLI, REPO, write
 from tests.engine.harness import max_overlap
@@ -130,12 +130,17 @@ def test_ten_runs_limit_two_across_two_worker_processes(cli: CLI, tmp_path: Path
     # Five runs each, so that both hold runs waiting for the one limit, through the store.
     workers = [popen(tmp_path, "worker", "--max-runs", "5", env=fast) for _ in range(2)]
     try:
-        # The last runs wait a few seconds: long enough to catch one waiting in `show`.
-        waiting = str(wait_for_state(tmp_path, "SELECT id FROM runs WHERE waiting_for = 'gpu' "
-                                               "ORDER BY created_at DESC, id DESC", "a run waits",
-                                     timeout=30)[0][0])
-        assert re.search(rf"run {waiting}  limited  waiting for gpu",
-                         cli("show", waiting, check_code=0).stdout)
+        # The last runs wait a few seconds: long enough to catch one waiting in `show` (a run
+        # seen waiting may get its slot before `show` looks: then another is looked at).
+
+        def shown_waiting() -> bool:
+            rows = state(tmp_path, "SELECT id FROM runs WHERE waiting_for = 'gpu' ORDER BY "
+                                   "created_at DESC, id DESC")
+            return bool(rows) and re.search(
+                rf"run {rows[0][0]}  limited  waiting for gpu",
+                cli("show", str(rows[0][0]), check_code=0).stdout) is not None
+
+        wait_for(shown_waiting, "show says a run waits for gpu")
         wait_for_state(tmp_path, "SELECT 1 WHERE (SELECT count(*) FROM runs WHERE status = "
                                  "'succeeded') = 10", "all ten runs succeeded", timeout=60)
     finally:
