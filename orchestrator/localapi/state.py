@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator.sqlite_wal import switch_to_wal
+
 __all__ = ["LocalState", "normalise_prompt"]
 
 _SCHEMA = (
@@ -59,14 +61,14 @@ class LocalState:
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(data_dir / "local-api.db", isolation_level=None,
                                    check_same_thread=False, timeout=5.0)
-        self._db.row_factory = _row
         # A job's row never changes after creation except cancelled_at, so the decoded row is
         # kept and only cancelled_at is read again (GET /fine-tunes/{id} is the hot path).
         self._jobs: dict[str, dict[str, Any]] = {}
-        self._db.execute("PRAGMA journal_mode=WAL")
+        switch_to_wal(self._db, timeout=5.0)
         self._db.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             self._db.execute(statement)
+        self._db.row_factory = _row
 
     def close(self) -> None:
         self._db.close()

@@ -31,6 +31,7 @@ from orchestrator.errors import (
     RunStranded,
     StateStoreInvalid,
 )
+from orchestrator.sqlite_wal import switch_to_wal
 from orchestrator.store.base import (
     CANCEL_RETRY_AFTER,
     BatchRecord,
@@ -161,9 +162,12 @@ class SQLiteStore(StateStore):
 
     def _check_ours(self, conn: sqlite3.Connection) -> int:
         """The file's schema version; raises if the file is foreign or from a newer version."""
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # One statement, so one snapshot: read apart, another process's migration could
+        # commit in between and make a half-read new database look like someone else's.
+        app_id, version, tables = conn.execute(
+            "SELECT (SELECT application_id FROM pragma_application_id), "
+            "(SELECT user_version FROM pragma_user_version), "
+            "(SELECT count(*) FROM sqlite_master)").fetchone()
         if app_id != APPLICATION_ID and (app_id != 0 or tables or version):
             msg = (f"state database {self.path} belongs to another application (not an "
                    "orchestrator state database); it was left untouched")
@@ -172,14 +176,14 @@ class SQLiteStore(StateStore):
             msg = (f"state database {self.path} was written by a newer orchestrator (schema "
                    f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade orchestrator")
             raise StateStoreInvalid(msg)
-        return version
+        return int(version)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         # Checked once before anything is written (a foreign file is never switched to WAL),
         # and again under the write lock: several processes opening a new database at once
         # all see version 0 at first, and only the first to take the lock migrates it.
         self._check_ours(conn)
-        if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+        if switch_to_wal(conn, timeout=self._busy_timeout) != "wal":
             msg = f"state database {self.path}: cannot switch it to WAL mode"
             raise StateStoreInvalid(msg)
         conn.execute("BEGIN IMMEDIATE")  # also proves the file is writable

@@ -10,43 +10,61 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cli.helpers import end_sleeps_now, popen, state, wait_for, wait_for_state
 from tests.conftest import CLI, REPO, write
 from tests.localapi.test_server import KEY, free_port, serving
 
+ROUNDS = 10
 OPEN_AT_ONCE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import anyio
+    from orchestrator.localapi.state import LocalState
     from orchestrator.store.base import open_store
 
-    ready, go = Path(sys.argv[1]), Path(sys.argv[2])
+    ready, go, what, rounds = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     ready.touch()
     while not go.exists():
         time.sleep(0.001)
 
-    async def main() -> None:
-        async with open_store("sqlite:///.orchestrator/state.db") as store:
+    async def main(url: str) -> None:
+        async with open_store(url) as store:
             await store.list_runs()
 
-    anyio.run(main)
+    for round in range(rounds):
+        if what == "state":
+            anyio.run(main, f"sqlite:///{round}/state.db")
+        else:
+            LocalState(Path(f"{round}/local-api")).files()
 """)
 
 
-def test_processes_opening_a_new_state_database_at_once_all_succeed(tmp_path: Path) -> None:
-    """Six processes, imports done, open a database none of them finds at the same instant:
-    the first to take the write lock creates the schema, the others find it there."""
+@pytest.mark.parametrize(("what", "database"), [("state", "state.db"),
+                                                ("local-api", "local-api/local-api.db")])
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path: Path, what: str,
+                                                              database: str) -> None:
+    """Six processes, imports done, open databases none of them finds, together, ten times:
+    the first to take the write lock creates the schema, the others find it there (the switch
+    to WAL, which SQLite can refuse at once when two ask together, is retried)."""
     go = tmp_path / "go"
     processes = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(tmp_path / f"r{i}"),
-                                   str(go)], cwd=tmp_path, env=dict(os.environ),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   str(go), what, str(ROUNDS)], cwd=tmp_path,
+                                  env=dict(os.environ), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
                  for i in range(6)]
     wait_for(lambda: all((tmp_path / f"r{i}").exists() for i in range(6)),
              "every process is ready")
     go.touch()
     results = [p.communicate(timeout=60) for p in processes]
     assert [p.returncode for p in processes] == [0] * 6, [err for _, err in results]
-    assert state(tmp_path, "PRAGMA user_version") != [(0,)]
+    for round in range(ROUNDS):
+        conn = sqlite3.connect(tmp_path / str(round) / database)
+        try:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        finally:
+            conn.close()
 
 
 UPLOADS = """
