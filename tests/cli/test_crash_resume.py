@@ -124,8 +124,9 @@ def test_killed_from_outside_mid_sleep_resumes_the_remaining_time(cli: CLI,
 
 def test_lora_killed_at_random_moments_against_a_real_http_provider(tmp_path: Path) -> None:
     """Runs of the LoRA pipeline on provider together (`orchestrator local-api` over loopback)
-    are SIGKILLed at random moments, over and over, and resumed until each succeeds: the
-    provider holds one job per run and two files in all, the registry one model per run."""
+    are SIGKILLed at random moments, over and over, and resumed until each succeeds (new runs
+    start until at least three have succeeded and a dozen kills landed): the provider holds
+    one job per run and two files in all, the registry one model per run."""
     import random
     import sqlite3
 
@@ -142,11 +143,13 @@ def test_lora_killed_at_random_moments_against_a_real_http_provider(tmp_path: Pa
                  local_upload_url_ttl="2s") as base:
         env = {"TOGETHER_API_KEY": KEY, "TOGETHER_BASE_URL": base,
                "ORCH_MAX_RECOVERIES": "1000"}
-        while len(runs) < 3:
+        while True:
             assert time.monotonic() < deadline, f"seed {seed}: not done in a minute"
             known = set(runs)
             current = next(iter({str(r[0]) for r in state(tmp_path, "SELECT id FROM runs")}
                                 - known), None)
+            if current is None and len(runs) >= 3 and kills >= 12:
+                break
             args = ("resume", current) if current else (
                 "run", LORA, "--provider", "together", *FAST_POLL)
             process = popen(tmp_path, *args, env=env)
@@ -162,7 +165,6 @@ def test_lora_killed_at_random_moments_against_a_real_http_provider(tmp_path: Pa
                 runs.append(current or run_id_from(err))
             else:
                 assert process.returncode == -signal.SIGKILL, f"seed {seed}: {err}"
-    assert kills >= 12, f"seed {seed}: only {kills} kills"
     print(f"seed {seed}: {kills} kills")
 
     conn = sqlite3.connect(tmp_path / "api-data" / "local-api.db")
@@ -173,7 +175,7 @@ def test_lora_killed_at_random_moments_against_a_real_http_provider(tmp_path: Pa
     finally:
         conn.close()
     assert files == (2,), f"seed {seed}"
-    assert len(jobs) == 3 and set(jobs.values()) == {1}, f"seed {seed}: {jobs}"
+    assert len(jobs) == len(runs) and set(jobs.values()) == {1}, f"seed {seed}: {jobs}"
     models = state(tmp_path, "SELECT run_id, count(*) FROM models GROUP BY run_id")
     assert sorted(models) == sorted((run_id, 1) for run_id in runs), f"seed {seed}"
     assert state(tmp_path, "SELECT DISTINCT status FROM runs") == [("succeeded",)]
