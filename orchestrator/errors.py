@@ -54,7 +54,17 @@ __all__ = [
     "StepError",
     "StepTimeout",
     "TransientError",
+    "shorten",
 ]
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """`text` as a message quotes it: whole up to `limit` characters, else its start and a
+    count, so a hostile value (a megabyte of expression, a 5,000-digit number) never turns a
+    one-line error into a page."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
 
 
 class OrchestratorError(Exception):

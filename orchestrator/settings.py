@@ -22,11 +22,51 @@ from pydantic_settings import (
 
 from orchestrator.errors import SettingsInvalid
 from orchestrator.spec.durations import Duration
+from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG",
+    "ENV_PREFIX",
+    "FAULT_KINDS",
+    "LocalJobOutcome",
+    "Settings",
+    "load_settings",
+    "parse_faults",
+]
 
 LocalJobOutcome = Literal["completed", "error", "user_error"]
 """How a simulated fine-tuning job of the local API ends."""
 
-__all__ = ["CONFIG_ENV", "DEFAULT_CONFIG", "ENV_PREFIX", "Settings", "load_settings"]
+FAULT_KINDS = ("429", "500", "503", "drop")
+"""429 and 503 carry Retry-After; 500 is a bare server error; `drop` handles the request, then
+drops the connection before the response arrives (the client cannot know it succeeded)."""
+
+
+def parse_faults(text: str) -> dict[str, float]:
+    """`"429=0.05,500=0.02,drop=0.01"` to shares per fault kind; raises ValueError."""
+    shares: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, sep, share = item.partition("=")
+        kind = kind.strip()
+        if not sep or kind not in FAULT_KINDS:
+            msg = (f"bad fault {item!r}: use kind=share with kinds {', '.join(FAULT_KINDS)}, "
+                   "e.g. 429=0.05,drop=0.01")
+            raise ValueError(msg)
+        try:
+            value = float(share)
+        except ValueError:
+            msg = f"bad fault share {share!r} for {kind}: use a number between 0 and 1"
+            raise ValueError(msg) from None
+        if not 0 <= value <= 1:
+            msg = f"fault share for {kind} must be between 0 and 1, not {value}"
+            raise ValueError(msg)
+        shares[kind] = value
+    if sum(shares.values()) > 1:
+        msg = f"fault shares add up to {sum(shares.values()):g}; at most 1"
+        raise ValueError(msg)
+    return shares
+
 
 ENV_PREFIX = "ORCH_"
 CONFIG_ENV = "ORCH_CONFIG"
@@ -90,6 +130,23 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="the least severe log lines shown")
 
+    # -- bounds on what people hand the orchestrator ------------------------------------------
+    max_pipeline_bytes: int = Field(
+        default=DEFAULT_LIMITS.max_bytes, ge=1024, le=2**30,
+        description="the largest pipeline file read")
+    max_yaml_nodes: int = Field(
+        default=DEFAULT_LIMITS.max_nodes, ge=100, le=10**8,
+        description="how many nodes (keys, values, items; aliases expanded) a pipeline may hold")
+    max_yaml_depth: int = Field(
+        default=DEFAULT_LIMITS.max_depth, ge=4, le=200,
+        description="how deeply a pipeline file's mappings and lists may nest")
+    max_yaml_alias_nodes: int = Field(
+        default=DEFAULT_LIMITS.max_alias_nodes, ge=0, le=10**8,
+        description="how many nodes YAML aliases (*name) may add to a pipeline, in all")
+    max_matrix_cells: int = Field(
+        default=DEFAULT_LIMITS.max_cells, ge=1, le=10**6,
+        description="how many runs one matrix may make")
+
     # -- the local Together-compatible API (provider "local", and `orchestrator local-api`) ---
     local_api_key: SecretStr = Field(
         default=SecretStr("local-key"), description="the key the local API expects")
@@ -114,11 +171,17 @@ class Settings(BaseSettings):
     local_fault_seed: int | None = Field(
         default=None, description="seed for which requests get a fault (repeatable tests)")
 
+    @property
+    def pipeline_limits(self) -> PipelineLimits:
+        """The bounds every load of a pipeline file observes."""
+        return PipelineLimits(max_bytes=self.max_pipeline_bytes, max_nodes=self.max_yaml_nodes,
+                              max_depth=self.max_yaml_depth,
+                              max_alias_nodes=self.max_yaml_alias_nodes,
+                              max_cells=self.max_matrix_cells)
+
     @field_validator("local_faults")
     @classmethod
     def _fault_shares(cls, value: str) -> str:
-        from orchestrator.localapi.config import parse_faults  # noqa: PLC0415
-
         parse_faults(value)
         return value
 

@@ -44,13 +44,14 @@ __all__ = [
     "cmd_validate",
 ]
 
-# -- validate and plan (no settings, no store: they must start fast) -------------------------
+# -- validate and plan (no store, no provider: they must start fast) -------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
     code = EXIT_OK
+    limits = settings_for(args).pipeline_limits
     for file in args.files:
         try:
-            pipeline = load_pipeline(file)
+            pipeline = load_pipeline(file, limits=limits)
         except PipelineInvalid as exc:
             err(str(exc))
             code = EXIT_BAD_INPUT
@@ -63,8 +64,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
 
+    settings = settings_for(args)
     if Path(args.target).is_file() or args.target.endswith((".yaml", ".yml")):
-        pipeline = load_pipeline(args.target)
+        pipeline = load_pipeline(args.target, limits=settings.pipeline_limits)
         inputs = resolve_inputs(pipeline.inputs, parse_assignments(args.input),
                                 pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
         render.pipeline_plan(pipeline, inputs)
@@ -72,7 +74,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.input:
         err("error: -i applies to a pipeline file; a run keeps the inputs it started with")
         return EXIT_BAD_INPUT
-    settings = settings_for(args)
 
     async def plan(orch: Orchestrator) -> ResumePlan:
         return await orch.plan_resume(args.target, from_step=args.from_step, reload=args.reload)
@@ -125,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.engine.orchestrator import ResumePlan, read_secrets  # noqa: PLC0415
 
     settings = settings_for(args, provider=args.provider)
-    pipeline = load_pipeline(args.file)
+    pipeline = load_pipeline(args.file, limits=settings.pipeline_limits)
     inputs = resolve_inputs(pipeline.inputs, parse_assignments(args.input),
                             pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
     if args.detach:

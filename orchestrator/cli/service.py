@@ -85,7 +85,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def _scheduled(settings: Settings, paths: Sequence[str]) -> list[Scheduled]:
     from orchestrator.schedule.scheduler import load_scheduled  # noqa: PLC0415
 
-    return load_scheduled(paths or settings.schedule_paths)
+    return load_scheduled(paths or settings.schedule_paths, limits=settings.pipeline_limits)
 
 
 def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | None) -> int:

@@ -85,7 +85,8 @@ def with_orchestrator(settings: Settings, fn: Callable[[Orchestrator], Awaitable
     from orchestrator.providers.pool import Providers  # noqa: PLC0415
 
     config = EngineConfig(max_parallel_steps=settings.max_parallel_steps,
-                          lease_ttl=settings.lease_ttl, max_recoveries=settings.max_recoveries)
+                          lease_ttl=settings.lease_ttl, max_recoveries=settings.max_recoveries,
+                          pipeline_limits=settings.pipeline_limits)
 
     async def with_opened(store: StateStore) -> T:
         async with Providers.from_settings(settings) as providers, Orchestrator(

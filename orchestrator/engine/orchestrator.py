@@ -34,6 +34,7 @@ from orchestrator.log import get_logger
 from orchestrator.providers.pool import ProviderRef, Providers
 from orchestrator.redact import REDACTOR
 from orchestrator.spec.expressions import ExpressionError
+from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.loader import Pipeline, load_pipeline, parse_pipeline
 from orchestrator.steps.registry import StepRegistry
 from orchestrator.store.base import (
@@ -71,6 +72,8 @@ class EngineConfig:
     """How often waiters ask the store for slots other processes gave back."""
     cancel_poll_interval: float = 1.0
     """How often the store is asked for cancel requests of the runs this process executes."""
+    pipeline_limits: PipelineLimits = DEFAULT_LIMITS
+    """The bounds of a pipeline file re-read for `resume --reload`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,10 +376,12 @@ class Orchestrator:
         target = provider if moved_from is not None else bound
         records = await self.store.get_steps(run_id)
         if reload:
-            pipeline = load_pipeline(run.pipeline_path, registry=self.registry)
+            pipeline = load_pipeline(run.pipeline_path, registry=self.registry,
+                                     limits=self.config.pipeline_limits)
         else:
             pipeline = parse_pipeline(run.pipeline_text, Path(run.pipeline_path),
-                                      registry=self.registry)
+                                      registry=self.registry,
+                                      limits=self.config.pipeline_limits)
         reset: set[str] = set()
         if from_step is not None:
             if from_step not in pipeline.steps:

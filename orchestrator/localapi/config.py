@@ -7,41 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.settings import LocalJobOutcome
+from orchestrator.settings import FAULT_KINDS, LocalJobOutcome, parse_faults
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
 __all__ = ["FAULT_KINDS", "LocalAPIConfig", "parse_faults"]
-
-FAULT_KINDS = ("429", "500", "503", "drop")
-"""429 and 503 carry Retry-After; 500 is a bare server error; `drop` handles the request, then
-drops the connection before the response arrives (the client cannot know it succeeded)."""
-
-
-def parse_faults(text: str) -> dict[str, float]:
-    """`"429=0.05,500=0.02,drop=0.01"` to shares per fault kind; raises ValueError."""
-    shares: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        kind, sep, share = item.partition("=")
-        kind = kind.strip()
-        if not sep or kind not in FAULT_KINDS:
-            msg = (f"bad fault {item!r}: use kind=share with kinds {', '.join(FAULT_KINDS)}, "
-                   "e.g. 429=0.05,drop=0.01")
-            raise ValueError(msg)
-        try:
-            value = float(share)
-        except ValueError:
-            msg = f"bad fault share {share!r} for {kind}: use a number between 0 and 1"
-            raise ValueError(msg) from None
-        if not 0 <= value <= 1:
-            msg = f"fault share for {kind} must be between 0 and 1, not {value}"
-            raise ValueError(msg)
-        shares[kind] = value
-    if sum(shares.values()) > 1:
-        msg = f"fault shares add up to {sum(shares.values()):g}; at most 1"
-        raise ValueError(msg)
-    return shares
 
 
 @dataclasses.dataclass(frozen=True)

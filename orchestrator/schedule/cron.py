@@ -26,8 +26,9 @@ def check_timezone(name: str) -> ZoneInfo:
     """The zone called `name` (an IANA name like Europe/Berlin); raises ValueError."""
     try:
         return _zone(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        msg = f"unknown time zone {name!r} (use an IANA name like UTC or Europe/Berlin)"
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, like "Europe"
+        shown = repr(name) if len(name) <= 64 else f"{name[:60]!r}..."
+        msg = f"unknown time zone {shown} (use an IANA name like UTC or Europe/Berlin)"
         raise ValueError(msg) from None
 
 

@@ -32,6 +32,7 @@ from orchestrator.ids import scheduled_id
 from orchestrator.log import get_logger
 from orchestrator.schedule.cron import CronSchedule
 from orchestrator.spec.inputs import resolve_inputs
+from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.loader import Pipeline, load_pipeline
 from orchestrator.store.base import RunRecord, RunStatus, ScheduleEntry
 
@@ -80,7 +81,8 @@ def _pipeline_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def load_scheduled(paths: Iterable[str | Path]) -> list[Scheduled]:
+def load_scheduled(paths: Iterable[str | Path], *,
+                   limits: PipelineLimits = DEFAULT_LIMITS) -> list[Scheduled]:
     """The pipelines with a `schedule:` among `paths` (files, or folders of *.yaml).
 
     Every file must load: a broken one is reported (all of them, file:line:col) rather than
@@ -90,7 +92,7 @@ def load_scheduled(paths: Iterable[str | Path]) -> list[Scheduled]:
     found: dict[str, Scheduled] = {}
     for file in _pipeline_files(paths):
         try:
-            pipeline = load_pipeline(file)
+            pipeline = load_pipeline(file, limits=limits)
         except PipelineInvalid as exc:
             problems.append(str(exc))
             continue

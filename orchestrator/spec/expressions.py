@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from orchestrator.errors import shorten
+
 __all__ = [
     "ROOTS",
     "ExpressionError",
@@ -34,6 +36,8 @@ ROOTS = ("inputs", "steps", "matrix", "run", "secrets")
 
 _OPEN = "${{"
 _CLOSE = "}}"
+_REST_IS_SPACE = re.compile(r"\s*$")
+_MAX_INDEX_DIGITS = 18
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<name>[A-Za-z_][A-Za-z0-9_-]*)
@@ -85,45 +89,51 @@ class Template:
 
 
 def _parse_reference(body: str, offset: int) -> Reference:
+    """One expression's body; linear in its length, whatever it holds."""
     text = body.strip()
     if not text:
         raise ExpressionError("empty expression", offset)
+    shown = shorten(text)
     pos = 0
     names: list[str | int] = []
     expect_name = True
     while pos < len(body):
-        if not body[pos:].strip():
+        if _REST_IS_SPACE.match(body, pos):
             break
         match = _TOKEN.match(body, pos)
         if match is None:
             raise ExpressionError(
-                f"unexpected {body[pos:].strip()[:20]!r} in expression '{text}' (expressions can "
-                "only reference values, like inputs.name or steps.id.outputs.key)",
+                f"unexpected {body[pos:pos + 40].strip()[:20]!r} in expression '{shown}' "
+                "(expressions can only reference values, like inputs.name or "
+                "steps.id.outputs.key)",
                 offset + pos,
             )
         if match.group("name") is not None:
             if not expect_name:
-                raise ExpressionError(f"expected '.' before {match.group('name')!r} in '{text}'",
-                                      offset + pos)
+                raise ExpressionError(f"expected '.' before {shorten(match.group('name'))!r} "
+                                      f"in '{shown}'", offset + pos)
             names.append(match.group("name"))
             expect_name = False
         elif match.group("dot") is not None:
             if expect_name:
-                raise ExpressionError(f"unexpected '.' in '{text}'", offset + pos)
+                raise ExpressionError(f"unexpected '.' in '{shown}'", offset + pos)
             expect_name = True
         elif expect_name:
-            raise ExpressionError(f"unexpected '[' in '{text}'", offset + pos)
+            raise ExpressionError(f"unexpected '[' in '{shown}'", offset + pos)
         elif match.group("index") is not None:
+            if len(match.group("index").lstrip("-")) > _MAX_INDEX_DIGITS:
+                raise ExpressionError(f"index [{shorten(match.group('index'), 20)}] is too "
+                                      f"large in '{shown}'", offset + pos)
             names.append(int(match.group("index")))
         else:
             names.append(match.group("key")[1:-1])
         pos = match.end()
     if expect_name:
-        raise ExpressionError(f"expression '{text}' ends with '.'", offset + len(body))
+        raise ExpressionError(f"expression '{shown}' ends with '.'", offset + len(body))
     root = names[0]
     if root not in ROOTS:
         raise ExpressionError(
-            f"unknown name '{root}' in '{text}' (expressions start with one of: "
+            f"unknown name '{shorten(str(root))}' in '{shown}' (expressions start with one of: "
             f"{', '.join(ROOTS)})",
             offset,
         )
@@ -209,7 +219,7 @@ def lookup(root_value: Any, ref: Reference) -> Any:
         else:
             if not isinstance(current, Mapping) or part not in current:
                 known = ", ".join(sorted(map(str, current))) if isinstance(current, Mapping) else ""
-                hint = f" (it has: {known})" if known else ""
+                hint = f" (it has: {shorten(known, 200)})" if known else ""
                 raise ExpressionError(f"{ref.text}: {walked} has no '{part}'{hint}", ref.offset)
             current = current[part]
             walked = f"{walked}.{part}"

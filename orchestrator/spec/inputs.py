@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import InputsInvalid
+import orjson
+
+from orchestrator.errors import InputsInvalid, shorten
 from orchestrator.spec.durations import parse_duration
 from orchestrator.spec.model import InputSpec, InputType
 
 __all__ = ["coerce_input", "parse_assignments", "resolve_inputs"]
 
+_MAX_DIGITS = 100
+"""A longer `-i` integer is a mistake (and Python refuses to parse 4,300 digits or more)."""
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -30,7 +34,7 @@ def coerce_input(kind: InputType, value: Any) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str):
+        if isinstance(value, str) and len(value) <= _MAX_DIGITS:
             try:
                 return int(value.strip().replace("_", ""))
             except ValueError:
@@ -40,9 +44,12 @@ def coerce_input(kind: InputType, value: Any) -> Any:
             return value
         if isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+            else:
+                if math.isfinite(number):
+                    return number
     elif kind == "duration":
         return parse_duration(value)
     elif kind == "boolean":
@@ -53,13 +60,13 @@ def coerce_input(kind: InputType, value: Any) -> Any:
     elif kind in ("list", "object"):
         wanted = list if kind == "list" else dict
         if isinstance(value, str):
-            with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(value)
+            with contextlib.suppress(orjson.JSONDecodeError):  # also: nested over 1,024 deep
+                value = orjson.loads(value)
         if isinstance(value, wanted):
             return value
     expected = {"list": "a JSON list", "object": "a JSON object", "boolean": "true or false",
                 "integer": "an integer", "number": "a number"}.get(kind, "a string")
-    msg = f"expected {expected}, got {value!r}"
+    msg = f"expected {expected}, got {shorten(repr(value))}"
     raise ValueError(msg)
 
 
@@ -69,7 +76,7 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            msg = f"bad input '{pair}': use -i name=value"
+            msg = f"bad input '{shorten(pair)}': use -i name=value"
             raise InputsInvalid(msg)
         values[name.strip()] = value
     return values
@@ -90,7 +97,7 @@ def resolve_inputs(
     unknown = sorted(set(given) - set(specs))
     if unknown:
         known = ", ".join(sorted(specs)) or "none"
-        msg = f"unknown input '{unknown[0]}' (this pipeline's inputs: {known})"
+        msg = f"unknown input '{shorten(unknown[0])}' (this pipeline's inputs: {known})"
         raise InputsInvalid(msg)
     values: dict[str, Any] = {}
     for name, spec in specs.items():

@@ -19,10 +19,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator.errors import PipelineInvalid, Problem
+from orchestrator.inputfiles import UnreadableFile, read_regular
 from orchestrator.spec.expressions import ExpressionError, Reference, find_templates, parse_template
 from orchestrator.spec.graph import ancestors, descendants, find_cycle, topological_order
 from orchestrator.spec.inputs import coerce_input
-from orchestrator.spec.matrix import MatrixSpec, expand_matrix
+from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
+from orchestrator.spec.matrix import MatrixSpec, combinations, expand_matrix
 from orchestrator.spec.model import (
     DEFAULT_RETRY,
     ID_PATTERN,
@@ -130,27 +132,28 @@ class Pipeline:
                          for ref in step.references() if ref.root == "secrets" and ref.path)
 
 
-def load_pipeline(path: str | Path, *, registry: StepRegistry | None = None) -> Pipeline:
+def load_pipeline(path: str | Path, *, registry: StepRegistry | None = None,
+                  limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
     """Read and validate a pipeline file; raises PipelineInvalid listing every problem."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PipelineInvalid(str(path), [Problem(1, 1, "no such file")]) from None
-    except IsADirectoryError:
-        raise PipelineInvalid(str(path), [Problem(1, 1, "is a directory, not a file")]) from None
+        data = read_regular(file, max_bytes=limits.max_bytes, setting="max_pipeline_bytes")
+        text = data.decode("utf-8")
+    except UnreadableFile as exc:
+        raise PipelineInvalid(str(path), [Problem(1, 1, str(exc))]) from None
     except UnicodeDecodeError as exc:
-        raise PipelineInvalid(str(path), [Problem(1, 1, f"not UTF-8 text ({exc.reason})")]) \
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise PipelineInvalid(str(path), [Problem(line, col, f"not UTF-8 text (byte "
+                                                             f"0x{data[exc.start]:02x})")]) \
             from None
-    except OSError as exc:
-        raise PipelineInvalid(str(path), [Problem(1, 1, f"cannot read: {exc.strerror}")]) \
-            from None
-    return parse_pipeline(text, file, registry=registry)
+    return parse_pipeline(text, file, registry=registry, limits=limits)
 
 
-def parse_pipeline(text: str, path: Path, *, registry: StepRegistry | None = None) -> Pipeline:
+def parse_pipeline(text: str, path: Path, *, registry: StepRegistry | None = None,
+                   limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
     """Validate pipeline `text` as if read from `path` (resumed runs use their stored text)."""
-    checker = _Checker(path, registry or builtin_registry())
+    checker = _Checker(path, registry or builtin_registry(), limits)
     pipeline = checker.check(text)
     if checker.problems or pipeline is None:
         raise PipelineInvalid(str(path), checker.problems)
@@ -160,8 +163,9 @@ def parse_pipeline(text: str, path: Path, *, registry: StepRegistry | None = Non
 class _Checker:
     """Collects problems while building a Pipeline; see the module docstring for the order."""
 
-    def __init__(self, path: Path, registry: StepRegistry) -> None:
+    def __init__(self, path: Path, registry: StepRegistry, limits: PipelineLimits) -> None:
         self.path = path
+        self.limits = limits
         self.base_dir = path.resolve().parent
         self.registry = registry
         self.problems: list[Problem] = []
@@ -200,7 +204,7 @@ class _Checker:
     # -- the passes --------------------------------------------------------------------------
 
     def check(self, text: str) -> Pipeline | None:
-        doc = parse_yaml(text)
+        doc = parse_yaml(text, self.limits)
         self.source = doc.source
         self.problems.extend(doc.problems)
         data = doc.data
@@ -221,6 +225,8 @@ class _Checker:
         defaults = header.defaults if header else Defaults()
         matrix = header.matrix if header else _part_alone(data.get("matrix"), MatrixSpec)
         self.matrix_keys = matrix.keys if matrix is not None else None
+        if matrix is not None:
+            self._matrix_size(matrix)
         self._key_references((), data.get("concurrency"), inputs)
         if header is not None and header.schedule is not None:
             self._schedule_inputs(header.schedule, inputs)
@@ -426,6 +432,21 @@ class _Checker:
                 message = self._reference_problem("", ref, {}, {}, inputs)
             if message:
                 self.report(path, f"{_dotted(path)}: {message}")
+
+    def _matrix_size(self, matrix: MatrixSpec) -> None:
+        """At most `max_cells` cells; counted without expanding a matrix far beyond that."""
+        limit = self.limits.max_cells
+        bound = combinations(matrix)
+        if bound <= limit:
+            return
+        if bound > 10 * limit:
+            self.report(("matrix",), f"matrix: its axes make {bound:,} cells before exclude; "
+                        f"at most {limit:,} (setting max_matrix_cells)", at_key=True)
+            return
+        count = len(expand_matrix(matrix))
+        if count > limit:
+            self.report(("matrix",), f"matrix: {count:,} cells; at most {limit:,} (setting "
+                        "max_matrix_cells)", at_key=True)
 
     def _schedule_inputs(self, schedule: ScheduleSpec, inputs: Mapping[str, InputSpec]) -> None:
         for name, value in schedule.inputs.items():

@@ -14,7 +14,8 @@ Expansion follows the rules users know from GitHub Actions, so nothing here surp
 the cells are the product of the axes in the order written; `exclude` removes every cell that
 matches all the keys of one of its entries; then each `include` entry is merged into every
 cell it matches without changing any of that cell's axis values (adding keys), and becomes a
-cell of its own when it matches none.
+cell of its own when it matches none. How many cells a batch may have is the loader's bound
+(`PipelineLimits.max_cells`), checked before anything is expanded when it can be.
 """
 
 from __future__ import annotations
@@ -22,15 +23,12 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["MAX_CELLS", "RESERVED", "MatrixSpec", "expand_matrix"]
-
-MAX_CELLS = 10_000
-"""More cells than this is almost certainly a mistake (and a large bill)."""
+__all__ = ["RESERVED", "MatrixSpec", "combinations", "expand_matrix"]
 
 RESERVED = frozenset({"include", "exclude", "max_parallel", "fail_fast"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -45,7 +43,7 @@ class MatrixSpec(BaseModel):
 
     include: list[dict[str, Any]] = Field(default_factory=list)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
-    max_parallel: int | None = Field(default=None, ge=1, le=MAX_CELLS)
+    max_parallel: int | None = Field(default=None, ge=1)
     fail_fast: bool = False
 
     @property
@@ -94,36 +92,56 @@ class MatrixSpec(BaseModel):
                 if not _NAME.match(str(key)) or key in RESERVED:
                     msg = f"include entry {entry}: '{key}' cannot be a matrix key"
                     raise ValueError(msg)
-        size = 1
-        for values in self.axes.values():
-            size *= len(values)
-        if size + len(self.include) > MAX_CELLS:
-            msg = f"the matrix has {size + len(self.include)} cells; at most {MAX_CELLS}"
-            raise ValueError(msg)
         return self
 
 
-def _matches(cell: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
-    return all(key in cell and cell[key] == value for key, value in entry.items())
+def _frozen(value: Any) -> Hashable:
+    """A hashable stand-in for `value`, equal to another's exactly when the values are `==`:
+    cells and entries are matched through sets instead of each against each."""
+    if isinstance(value, dict):
+        return ("map", frozenset((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("list", tuple(_frozen(v) for v in value))
+    scalar: Hashable = value  # YAML scalars: str, int, float, bool, None
+    return scalar
 
 
 def expand_matrix(spec: MatrixSpec) -> list[Cell]:
-    """The batch's cells, in a stable order (see the module docstring for the rules)."""
-    axes = spec.axes
+    """The batch's cells, in a stable order (see the module docstring for the rules).
+
+    Matching costs one set lookup per cell for each distinct set of keys that `exclude` and
+    `include` entries use, not one comparison per cell and entry: 10,000 cells and 5,000
+    excludes expand in milliseconds.
+    """
+    names = list(spec.axes)
+    position = {name: i for i, name in enumerate(names)}
+    excluded: dict[tuple[int, ...], set[tuple[Hashable, ...]]] = {}
+    for entry in spec.exclude:  # exclude keys are axes (checked by MatrixSpec)
+        at = tuple(position[k] for k in sorted(entry))
+        excluded.setdefault(at, set()).add(tuple(_frozen(entry[names[i]]) for i in at))
     cells: list[Cell] = []
-    if axes:
-        cells = [dict(zip(axes, combo, strict=True))
-                 for combo in itertools.product(*axes.values())]
-        cells = [c for c in cells if not any(_matches(c, e) for e in spec.exclude)]
-    originals = [dict(c) for c in cells]  # axis values as expanded, never overwritten
+    originals: list[tuple[Hashable, ...]] = []  # axis values as expanded, never overwritten
+    if names:
+        axes = [[(value, _frozen(value)) for value in values] for values in spec.axes.values()]
+        for combo in itertools.product(*axes):
+            frozen = tuple(f for _, f in combo)
+            if any(tuple(frozen[i] for i in at) in values for at, values in excluded.items()):
+                continue
+            cells.append(dict(zip(names, (value for value, _ in combo), strict=True)))
+            originals.append(frozen)
+    by_keys: dict[tuple[int, ...], dict[tuple[Hashable, ...], list[int]]] = {}
     added: list[Cell] = []
     for entry in spec.include:
-        merged = False
-        for cell, original in zip(cells, originals, strict=True):
-            if all(original.get(k, v) == v for k, v in entry.items() if k in original):
-                cell.update(entry)
-                merged = True
-        if not merged:
+        at = tuple(position[k] for k in sorted(entry) if k in position)
+        table = by_keys.get(at)
+        if table is None:  # cells by their values at these axes, built once per key set
+            table = by_keys[at] = {}
+            for n, frozen in enumerate(originals):
+                table.setdefault(tuple(frozen[i] for i in at), []).append(n)
+        matched = table.get(tuple(_frozen(entry[names[i]]) for i in at), [])
+        for n in matched:
+            cells[n].update(entry)
+        if not matched:
             added.append(dict(entry))
     seen: set[str] = set()
     unique: list[Cell] = []
@@ -133,3 +151,12 @@ def expand_matrix(spec: MatrixSpec) -> list[Cell]:
             seen.add(key)
             unique.append(cell)
     return unique
+
+
+def combinations(spec: MatrixSpec) -> int:
+    """How many cells the axes make before `exclude`, plus the `include` entries: a bound on
+    the batch's size that costs nothing to compute, however large."""
+    size = 1
+    for values in spec.axes.values():
+        size *= len(values)
+    return (size if spec.axes else 0) + len(spec.include)

@@ -2,20 +2,31 @@
 
 Pipeline errors must name a line and column, so the loader records the position of every node
 by its path from the root (`("steps", "launch", "with", "model")`). The safe loader is used with
-two changes a pipeline author would ask for: duplicate keys are reported instead of silently
-keeping the last one, and scalars follow YAML 1.2's core schema, so `no`, `on` and `1:30` stay
-strings rather than turning into `False`, `True` and `90`.
+changes a pipeline author would ask for: duplicate keys are reported instead of silently keeping
+the last one; scalars follow YAML 1.2's core schema, so `no`, `on` and `1:30` stay strings
+rather than turning into `False`, `True` and `90`, `1e-4` is a number and `2024-01-01` a string;
+and a document beyond `PipelineLimits` (nesting, alias expansion) is refused with the position
+where it crossed the bound, before it costs more memory than its own text.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 from orchestrator.errors import Problem
+from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 
 __all__ = ["NodePath", "Position", "SourceMap", "YamlDocument", "parse_yaml"]
 
@@ -59,24 +70,167 @@ class YamlDocument:
     problems: list[Problem]
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema scalars (see module docstring)."""
+_CORE = "tag:yaml.org,2002:"
+_INT = r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+"
+_FLOAT = (r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+          r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
+_PLAIN = re.compile(
+    r"(?P<null>~|null|Null|NULL|)|(?P<bool>true|True|TRUE|false|False|FALSE)"
+    rf"|(?P<int>{_INT})|(?P<float>{_FLOAT})|(?P<merge><<)")
+"""The tags a plain (unquoted, untagged) scalar resolves to: YAML 1.2's core schema and the
+merge key, nothing else: no yes/no/on/off booleans, no sexagesimal 1:30, no implicit dates
+(JSON cannot hold them). Anything else is a string."""
+_TAGS = {name: f"{_CORE}{name}" for name in ("null", "bool", "int", "float", "merge", "str")}
+_TYPED_FIRST = frozenset("~nNtTfF-+.0123456789<")
+"""What a plain scalar that is not a string can start with; most are strings at a glance."""
 
 
-# Replace YAML 1.1's bool and int resolvers (yes/no/on/off, sexagesimal 1:30) with 1.2 core ones.
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:bool",
-                                                               "tag:yaml.org,2002:int")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+class _Refused(yaml.MarkedYAMLError):
+    """A document beyond one of the loader's bounds; its message needs no "YAML:" prefix."""
+
+
+def _refused(message: str, mark: Any) -> _Refused:
+    return _Refused(None, None, message, mark)
+
+
+class _PythonEvents(Reader, Scanner, Parser):
+    """PyYAML's own scanner and parser, for a PyYAML built without libyaml."""
+
+    def __init__(self, text: str) -> None:
+        Reader.__init__(self, text)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+
+
+try:  # libyaml scans and parses ~20x faster than Python, with the same events and marks
+    from yaml._yaml import CParser as _Events
+except ImportError:  # pragma: no cover
+    _Events = _PythonEvents  # type: ignore[misc, assignment]
+
+
+class _Loader(Composer, _Events, SafeConstructor, Resolver):
+    """YAML events (libyaml's when it is there) composed here, with YAML 1.2 core-schema
+    scalars, within the bounds of `PipelineLimits`.
+
+    The bounds are checked while the document is composed, before anything is built from it:
+    the nodes in all, nesting at each collection's start, and at each alias the size of what
+    it expands to (counted over the node graph, each node once), so a bomb is refused having
+    cost no more than its own text. A `*ref` inside the collection it names would make a
+    cycle: refused too.
+    """
+
+    def __init__(self, text: str, limits: PipelineLimits) -> None:
+        _Events.__init__(self, text)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self._limits = limits
+        self._depth = 0
+        self._nodes = 0
+        self._aliased = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event: Any = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if node is None or node.end_mark is None:  # still being composed: a cycle
+                raise _refused(f"alias *{event.anchor} is inside the node it names (a cycle)",
+                               event.start_mark)
+            size = self._size(node)
+            self._aliased += size
+            if self._aliased > self._limits.max_alias_nodes:
+                raise _refused(f"alias expands to more than {self._limits.max_alias_nodes:,} "
+                               "nodes (setting max_yaml_alias_nodes)", event.start_mark)
+            self._count(size, event)
+            return node
+        self._count(1, event)
+        if type(event) is yaml.ScalarEvent and event.anchor is None:
+            return self._scalar(event)  # most nodes: composed without the general path
+        if not isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > self._limits.max_depth:
+            raise _refused(f"nested more than {self._limits.max_depth} levels deep "
+                           "(setting max_yaml_depth)", event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _scalar(self, event: Any) -> yaml.ScalarNode:
+        self.get_event()
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.ScalarNode, event.value, event.implicit)
+        return yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark,
+                               style=event.style)
+
+    def resolve(self, kind: type[yaml.Node], value: str | None,
+                implicit: tuple[bool, bool]) -> str:
+        """The tag of an untagged node (see `_PLAIN`); one regular expression per scalar."""
+        if kind is yaml.ScalarNode and implicit[0]:
+            text = value or ""
+            match = _PLAIN.fullmatch(text) if not text or text[0] in _TYPED_FIRST else None
+            return _TAGS[match.lastgroup or "str"] if match else _TAGS["str"]
+        return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
+
+    def _count(self, nodes: int, event: Any) -> None:
+        self._nodes += nodes
+        if self._nodes > self._limits.max_nodes:
+            raise _refused(f"more than {self._limits.max_nodes:,} nodes (setting "
+                           "max_yaml_nodes)", event.start_mark)
+
+    def _size(self, node: yaml.Node) -> int:
+        """How many nodes `node` stands for once every alias inside it is expanded."""
+        known = self._sizes.get(id(node))
+        if known is not None:
+            return known
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            size += sum(self._size(item) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size += sum(self._size(k) + self._size(v) for k, v in node.value)
+        self._sizes[id(node)] = size
+        return size
+
+    def construct_core_int(self, node: yaml.ScalarNode) -> int:
+        """YAML 1.2 integers: decimal (`012` is twelve), `0o` octal, `0x` hex."""
+        text = str(self.construct_scalar(node))
+        if not re.fullmatch(_INT, text):
+            raise _refused(f"{text!r} is not an integer", node.start_mark)
+        if len(text) > sys.get_int_max_str_digits():
+            raise _refused(f"an integer of {len(text):,} digits; at most "
+                           f"{sys.get_int_max_str_digits():,}", node.start_mark)
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text)
+
+    def construct_core_float(self, node: yaml.ScalarNode) -> float:
+        """YAML 1.2 floats (`1e-4` too); only finite ones, since values end up in JSON."""
+        text = str(self.construct_scalar(node))
+        if not re.fullmatch(_FLOAT, text):
+            raise _refused(f"{text!r} is not a number", node.start_mark)
+        if text.lstrip("+-").lower() in (".inf", ".nan") or not math.isfinite(
+                value := float(text)):
+            raise _refused(f"{text} is not a finite number (JSON cannot hold it); "
+                           "quote it to mean the text", node.start_mark)
+        return value
+
+    def construct_unsupported(self, node: yaml.Node) -> Any:
+        raise _refused(f"the tag {node.tag.replace(_CORE, '!!')} is not supported "
+                       "(only !!str, !!int, !!float, !!bool, !!null, !!seq and !!map)",
+                       node.start_mark)
+
+
+# Constructors for the core schema only: no binary, sets, ordered maps or dates.
+_Loader.yaml_constructors = {
+    **{tag: fn for tag, fn in SafeConstructor.yaml_constructors.items()
+       if tag in {f"{_CORE}{name}" for name in ("null", "bool", "str", "seq", "map")}},
+    f"{_CORE}int": _Loader.construct_core_int,
+    f"{_CORE}float": _Loader.construct_core_float,
+    None: _Loader.construct_unsupported,
 }
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-    list("-+0123456789"),
-)
 
 
 def _pos(mark: yaml.Mark) -> Position:
@@ -94,8 +248,12 @@ class _Builder:
     def build(self, node: yaml.Node, path: NodePath) -> Any:
         self.source.values[path] = _pos(node.start_mark)
         if isinstance(node, yaml.MappingNode):
+            if node.tag != f"{_CORE}map":  # !!set, !!omap and other collections
+                self._loader.construct_unsupported(node)
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
+            if node.tag != f"{_CORE}seq":
+                self._loader.construct_unsupported(node)
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         return self._loader.construct_object(node, deep=True)
 
@@ -135,12 +293,13 @@ def _tab_problems(text: str) -> list[Problem]:
     return problems
 
 
-def parse_yaml(text: str) -> YamlDocument:
-    """Parse one YAML document. Syntax errors come back as problems, never as exceptions."""
+def parse_yaml(text: str, limits: PipelineLimits = DEFAULT_LIMITS) -> YamlDocument:
+    """Parse one YAML document. Syntax errors, and a document beyond `limits`, come back as
+    problems, never as exceptions."""
     tabs = _tab_problems(text)
     if tabs:
         return YamlDocument(None, SourceMap(), tabs)
-    loader = _Loader(text)
+    loader = _Loader(text, limits)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -152,8 +311,11 @@ def parse_yaml(text: str) -> YamlDocument:
         at = _pos(mark) if mark is not None else Position(1, 1)
         message = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.problem:
-            message = f"{exc.problem} ({exc.context})"
-        return YamlDocument(None, SourceMap(), [Problem(at.line, at.col, f"YAML: {message}")])
+            message = (f"{exc.context}, {exc.problem}" if exc.problem.startswith("but ")
+                       else f"{exc.problem} ({exc.context})")
+        if not isinstance(exc, _Refused):
+            message = f"YAML: {message}"
+        return YamlDocument(None, SourceMap(), [Problem(at.line, at.col, message)])
     except yaml.YAMLError as exc:
         return YamlDocument(None, SourceMap(), [Problem(1, 1, f"YAML: {exc}")])
     finally:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.schedule.cron import CronSchedule
 from orchestrator.spec.loader import load_pipeline
@@ -58,6 +63,63 @@ def test_excluded_cells_do_not_come_back_through_an_include_that_matches_nothing
 ) -> None:
     found = cells(model=["a", "b"], exclude=[{"model": "a"}], include=[{"model": "a"}])
     assert found == [{"model": "b"}, {"model": "a"}]
+
+
+def _expanded_by_the_rules(spec: MatrixSpec) -> list[dict[str, object]]:
+    """The rules of the module docstring, followed literally: each cell against each entry."""
+    axes = spec.axes
+    expanded = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(
+        *axes.values())] if axes else []
+    expanded = [c for c in expanded if not any(
+        all(k in c and c[k] == v for k, v in e.items()) for e in spec.exclude)]
+    originals = [dict(c) for c in expanded]
+    added = []
+    for entry in spec.include:
+        hits = [c for c, o in zip(expanded, originals, strict=True)
+                if all(o.get(k, v) == v for k, v in entry.items() if k in o)]
+        for cell in hits:
+            cell.update(entry)
+        if not hits:
+            added.append(dict(entry))
+    unique: dict[str, dict[str, object]] = {}
+    for cell in expanded + added:
+        unique.setdefault(json.dumps(cell, sort_keys=True, default=str), cell)
+    return list(unique.values())
+
+
+_VALUES = st.one_of(st.integers(0, 3), st.sampled_from(["a", "b"]), st.booleans(),
+                    st.sampled_from([1.0, 2.0]), st.lists(st.integers(0, 1), max_size=2))
+_KEYS = st.sampled_from(["x", "y", "z", "extra"])
+
+
+@given(axes=st.dictionaries(st.sampled_from(["x", "y", "z"]),
+                            st.lists(_VALUES, min_size=1, max_size=4), min_size=1),
+       exclude=st.lists(st.dictionaries(_KEYS, _VALUES, max_size=3), max_size=4),
+       include=st.lists(st.dictionaries(_KEYS, _VALUES, max_size=3), max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_expansion_matches_the_rules_for_any_matrix(axes: dict[str, list[object]],
+                                                    exclude: list[dict[str, object]],
+                                                    include: list[dict[str, object]]) -> None:
+    """Matching through sets gives the cells, in the order, that comparing each cell with
+    each entry gives (values of mixed types included: 1 == 1.0 == True)."""
+    exclude = [{k: v for k, v in e.items() if k in axes} for e in exclude]
+    spec = MatrixSpec.model_validate({**axes, "exclude": exclude, "include": include})
+    assert expand_matrix(spec) == _expanded_by_the_rules(spec)
+
+
+def test_ten_thousand_cells_with_five_thousand_excludes_expand_in_well_under_a_second(
+) -> None:
+    """Not cells x entries: 100 x 100 cells and 5,000 excludes (106 s before)."""
+    spec = MatrixSpec.model_validate({
+        "a": list(range(100)), "b": list(range(100)),
+        "exclude": [{"a": a, "b": b} for a in range(100) for b in range(100)
+                    if (a + b) % 2 == 0],
+        "include": [{"a": i, "note": "kept"} for i in range(0, 100, 3)]})
+    started = time.perf_counter()
+    found = expand_matrix(spec)
+    assert time.perf_counter() - started < 1.0
+    assert len(found) == 5_000
+    assert sum(1 for cell in found if cell.get("note") == "kept") == 34 * 50
 
 
 # -- matrix validation -----------------------------------------------------------------------

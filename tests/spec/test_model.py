@@ -66,6 +66,25 @@ def test_yaml_12_scalars(tmp_path: Path) -> None:
                                          "yes_bool": True, "hex": 31}
 
 
+def test_yaml_12_numbers_and_dates(tmp_path: Path) -> None:
+    """`1e-4` is a float (YAML 1.1 wanted a dot), `012` is twelve, `0o17` octal, `1_000` and
+    `2024-01-01` are strings (JSON holds no dates), `null`, `~` and nothing are null."""
+    pipeline = load_pipeline(write(tmp_path / "p.yaml", """
+        name: p
+        steps:
+          a:
+            uses: core/echo
+            with: {lr: 1e-4, big: 1.5E+3, half: .5, neg: -2, zero_led: 012, octal: 0o17,
+                   underscored: 1_000, day: 2024-01-01, none: null, tilde: ~, empty: ,
+                   quoted: "1e-4", tagged: !!str 12, as_float: !!float 3}
+    """))
+    assert pipeline.steps["a"].with_ == {
+        "lr": 0.0001, "big": 1500.0, "half": 0.5, "neg": -2, "zero_led": 12, "octal": 15,
+        "underscored": "1_000", "day": "2024-01-01", "none": None, "tilde": None,
+        "empty": None, "quoted": "1e-4", "tagged": "12", "as_float": 3.0}
+    assert isinstance(pipeline.steps["a"].with_["lr"], float)
+
+
 @pytest.mark.parametrize(("text", "seconds"), [
     ("500ms", 0.5), ("30s", 30), ("2m", 120), ("1h30m", 5400), ("1d", 86400), (12, 12),
     ("1.5s", 1.5), ("45", 45),
