@@ -13,6 +13,7 @@ checked by the same test suite (`tests/store/test_contract.py`).
 from __future__ import annotations
 
 import enum
+import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "open_store",
+    "text_hash",
 ]
 
 Clock = Callable[[], float]
@@ -94,6 +96,12 @@ class ErrorInfo:
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}"
+
+
+def text_hash(text: str) -> str:
+    """The key a pipeline text is stored under: once, however many runs and batches share it
+    (the cells of a batch, the fires of a schedule), and read back shared, not copied."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

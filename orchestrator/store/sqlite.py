@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +52,7 @@ from orchestrator.store.base import (
     StateStore,
     StepRecord,
     StepStatus,
+    text_hash,
 )
 from orchestrator.store.schema import (
     APPLICATION_ID,
@@ -67,7 +70,7 @@ _RUN_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, status, created_at, started_at, "
     "finished_at, error, lease_owner, lease_generation, lease_expires_at, recoveries, "
     "batch_id, cell, matrix, waiting_for, cancel_requested_at, schedule_id, scheduled_for, "
-    "provider, provider_url"
+    "provider, provider_url, pipeline_hash"
 )
 CLAIMABLE = (
     f"{NEEDS_EXECUTOR} AND (lease_owner IS NULL OR lease_expires_at <= ?) AND "
@@ -78,7 +81,7 @@ executor with none live; one that ended with its cancel request pending (its pro
 be reached) only a while after, so workers do not hammer the provider at every poll."""
 _BATCH_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, max_parallel, fail_fast, cells, "
-    "created_at, schedule_id, scheduled_for"
+    "created_at, schedule_id, scheduled_for, pipeline_hash"
 )
 _SCHEDULE_COLUMNS = "id, pipeline_name, pipeline_path, cron, timezone, last_fire, updated_at"
 _MODEL_COLUMNS = (
@@ -253,7 +256,8 @@ class SQLiteStore(StateStore):
         now = self.clock()
 
         def insert(conn: sqlite3.Connection) -> RunRecord:
-            _insert_run(conn, run, now, owner, ttl)
+            _insert_run(conn, run, now, owner, ttl,
+                        text_key=_store_text(conn, run.pipeline_text))
             return _get_run(conn, run.id)
 
         return await self._run(insert, write=True)
@@ -264,18 +268,23 @@ class SQLiteStore(StateStore):
         now = self.clock()
 
         def insert(conn: sqlite3.Connection) -> tuple[BatchRecord, list[RunRecord]]:
+            stored = {batch.pipeline_text: _store_text(conn, batch.pipeline_text)}
             try:
                 conn.execute(
-                    f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (batch.id, batch.pipeline_name, batch.pipeline_path, batch.pipeline_text,
+                    f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (batch.id, batch.pipeline_name, batch.pipeline_path, "",
                      _dumps(dict(batch.inputs)), batch.max_parallel, int(batch.fail_fast),
-                     len(cells), now, batch.schedule_id, batch.scheduled_for),
+                     len(cells), now, batch.schedule_id, batch.scheduled_for,
+                     stored[batch.pipeline_text]),
                 )
             except sqlite3.IntegrityError:
                 raise RunExists(f"a batch with id {batch.id} already exists") from None
             for index, cell in enumerate(cells):
+                text = cell.pipeline_text
+                if text not in stored:  # cells share their batch's text (one dict lookup)
+                    stored[text] = _store_text(conn, text)
                 _insert_run(conn, dataclasses.replace(cell, batch_id=batch.id, cell=index), now,
-                            owner, ttl)
+                            owner, ttl, text_key=stored[text])
             return _get_batch(conn, batch.id), _select_runs(conn, "batch_id = ?", (batch.id,),
                                                             "cell", None)
 
@@ -288,7 +297,8 @@ class SQLiteStore(StateStore):
         def select(conn: sqlite3.Connection) -> list[BatchRecord]:
             rows = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches ORDER BY created_at "
                                 "DESC, id DESC LIMIT ?", (limit,)).fetchall()
-            return [_batch_record(row) for row in rows]
+            texts = _texts(conn, (row[11] for row in rows))
+            return [_batch_record(row, texts) for row in rows]
 
         return await self._run(select, write=False)
 
@@ -558,7 +568,7 @@ class SQLiteStore(StateStore):
             else:
                 cursor = conn.execute(
                     "UPDATE runs SET status = ?, error = ?, waiting_for = ?, "
-                    "pipeline_text = coalesce(?, pipeline_text), "
+                    "pipeline_hash = coalesce(?, pipeline_hash), "
                     "started_at = CASE WHEN ? THEN coalesce(started_at, ?) ELSE started_at END, "
                     "finished_at = CASE WHEN ? THEN ? ELSE NULL END, "
                     "cancel_requested_at = CASE WHEN ? THEN NULL ELSE cancel_requested_at END, "
@@ -566,7 +576,8 @@ class SQLiteStore(StateStore):
                     "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END, "
                     "provider = coalesce(?, provider), provider_url = coalesce(?, provider_url) "
                     "WHERE id = ? AND lease_owner = ? AND lease_generation = ?",
-                    (run.status.value, run.error, run.waiting_for, run.pipeline_text,
+                    (run.status.value, run.error, run.waiting_for,
+                     None if run.pipeline_text is None else _store_text(conn, run.pipeline_text),
                      run.status is RunStatus.RUNNING, now, run.status.finished, now,
                      run.clear_cancel, run.release, run.release,
                      *(run.provider or (None, None)), *fence),
@@ -599,12 +610,13 @@ def _get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord:
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r} (list runs with `orchestrator runs`, "
                           "batches with `orchestrator batches`)")
-    return _run_record(row)
+    return _run_record(row, _texts(conn, [row[23]]))
 
 
-def _run_record(row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
+def _run_record(row: tuple[Any, ...], texts: Mapping[str, str]) -> RunRecord:
     return RunRecord(
-        id=row[0], pipeline_name=row[1], pipeline_path=row[2], pipeline_text=row[3],
+        id=row[0], pipeline_name=row[1], pipeline_path=row[2],
+        pipeline_text=row[3] if row[23] is None else texts[row[23]],
         inputs=json.loads(row[4]), status=RunStatus(row[5]), created_at=row[6],
         started_at=row[7], finished_at=row[8], error=row[9], lease_owner=row[10],
         lease_generation=row[11], lease_expires_at=row[12], recoveries=row[13],
@@ -618,11 +630,46 @@ def _select_runs(conn: sqlite3.Connection, where: str, params: tuple[Any, ...], 
                  limit: int | None) -> list[RunRecord]:
     rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY {order} "
                         "LIMIT ?", (*params, -1 if limit is None else limit)).fetchall()
-    return [_run_record(row) for row in rows]
+    texts = _texts(conn, (row[23] for row in rows))
+    return [_run_record(row, texts) for row in rows]
+
+
+_RECENT_TEXTS: OrderedDict[str, str] = OrderedDict()
+"""Pipeline texts by hash, most recently used last. A hash names one text for good, in any
+store, so records of every run sharing a text share one string instead of a copy each."""
+_RECENT_TEXTS_KEPT = 64
+_RECENT_TEXTS_LOCK = threading.Lock()
+
+
+def _texts(conn: sqlite3.Connection, hashes: Iterable[str | None]) -> dict[str, str]:
+    """The texts stored under `hashes` (None: a row from before texts were shared)."""
+    wanted = {h for h in hashes if h is not None}
+    with _RECENT_TEXTS_LOCK:  # statements run on the event loop or in a worker thread
+        found = {h: _RECENT_TEXTS[h] for h in wanted if h in _RECENT_TEXTS}
+    missing = sorted(wanted - found.keys())
+    for start in range(0, len(missing), 500):
+        chunk = missing[start:start + 500]
+        found.update(conn.execute(
+            "SELECT hash, text FROM pipeline_texts WHERE hash IN "
+            f"({','.join('?' * len(chunk))})", chunk).fetchall())
+    with _RECENT_TEXTS_LOCK:
+        for key, text in found.items():
+            _RECENT_TEXTS[key] = text
+            _RECENT_TEXTS.move_to_end(key)
+        while len(_RECENT_TEXTS) > _RECENT_TEXTS_KEPT:
+            _RECENT_TEXTS.popitem(last=False)
+    return found
+
+
+def _store_text(conn: sqlite3.Connection, text: str) -> str:
+    """Store `text` once (a no-op when it is there) and return its hash."""
+    key = text_hash(text)
+    conn.execute("INSERT OR IGNORE INTO pipeline_texts (hash, text) VALUES (?, ?)", (key, text))
+    return key
 
 
 def _insert_run(conn: sqlite3.Connection, run: NewRun, now: float, owner: str | None,
-                ttl: float) -> None:
+                ttl: float, *, text_key: str) -> None:
     events = [NewEvent("run_created", data={"pipeline": run.pipeline_name,
                                             "path": run.pipeline_path,
                                             "provider": run.provider,
@@ -635,13 +682,13 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: float, owner: str | 
         conn.execute(
             "INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
             "status, created_at, lease_owner, lease_generation, lease_expires_at, batch_id, "
-            "cell, matrix, schedule_id, scheduled_for, provider, provider_url) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run.id, run.pipeline_name, run.pipeline_path, run.pipeline_text,
+            "cell, matrix, schedule_id, scheduled_for, provider, provider_url, pipeline_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run.id, run.pipeline_name, run.pipeline_path, "",
              _dumps(dict(run.inputs)), run.status.value, now, owner,
              0 if owner is None else 1, None if owner is None else now + ttl, run.batch_id,
              run.cell, None if run.matrix is None else _dumps(dict(run.matrix)),
-             run.schedule_id, run.scheduled_for, run.provider, run.provider_url),
+             run.schedule_id, run.scheduled_for, run.provider, run.provider_url, text_key),
         )
     except sqlite3.IntegrityError:
         raise RunExists(f"a run with id {run.id} already exists") from None
@@ -682,12 +729,13 @@ def _get_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord:
     if row is None:
         raise RunNotFound(f"no batch with id {batch_id!r} (list batches with "
                           "`orchestrator batches`)")
-    return _batch_record(row)
+    return _batch_record(row, _texts(conn, [row[11]]))
 
 
-def _batch_record(row: tuple[Any, ...]) -> BatchRecord:
+def _batch_record(row: tuple[Any, ...], texts: Mapping[str, str]) -> BatchRecord:
     return BatchRecord(
-        id=row[0], pipeline_name=row[1], pipeline_path=row[2], pipeline_text=row[3],
+        id=row[0], pipeline_name=row[1], pipeline_path=row[2],
+        pipeline_text=row[3] if row[11] is None else texts[row[11]],
         inputs=json.loads(row[4]), max_parallel=row[5], fail_fast=bool(row[6]), cells=row[7],
         created_at=row[8], schedule_id=row[9], scheduled_for=row[10],
     )

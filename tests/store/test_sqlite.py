@@ -110,11 +110,38 @@ async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     async with open_store(f"sqlite:///{path}") as store:
-        assert (await store.get_run("r-1")).pipeline_name == "p"
+        old = await store.get_run("r-1")
+        assert (old.pipeline_name, old.pipeline_text) == ("p", "t")  # its text stays inline
         assert await store.list_models() == []
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
+
+
+async def test_a_batchs_pipeline_text_is_stored_once(tmp_path: Path) -> None:
+    """2,000 cells of a 10 KB pipeline store its text once (20 MB inline before), and every
+    record read back shares one string; a resumed run's new text is stored beside it."""
+    from orchestrator.store.base import NewBatch, RunStatus, RunUpdate
+
+    path = tmp_path / "state.db"
+    text = "name: wide\n" + "# padding\n" * 1000
+    async with open_store(f"sqlite:///{path}") as store:
+        batch, runs = await store.create_batch(
+            NewBatch("b-1", "wide", "/wide.yaml", text, {}),
+            [NewRun(f"b-1.{i}", "wide", "/wide.yaml", text, {}) for i in range(2000)])
+        again = await store.list_runs(batch_id="b-1", limit=None)
+        assert batch.pipeline_text == text and (await store.get_batch("b-1")).pipeline_text == text
+        assert {r.pipeline_text for r in runs + again} == {text}
+        assert len({id(r.pipeline_text) for r in again}) == 1
+        lease = await store.acquire_lease("b-1.0", "me", ttl=30, max_recoveries=3)
+        await store.commit(lease, run=RunUpdate(RunStatus.RUNNING, pipeline_text=text + "#\n"))
+        assert (await store.get_run("b-1.0")).pipeline_text == text + "#\n"
+        assert (await store.get_run("b-1.1")).pipeline_text == text
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM pipeline_texts").fetchone() == (2,)
+    assert conn.execute("SELECT max(length(pipeline_text)) FROM runs").fetchone() == (0,)
+    conn.close()
+    assert path.stat().st_size < 2 * 2**20
 
 
 async def test_claims_read_only_runs_that_need_an_executor(tmp_path: Path) -> None:
