@@ -1,6 +1,7 @@
 """Benchmarks; `python -m bench` runs them all. Shared here: a fresh child process per
-measurement (both ends: `run_child` starts it, `report_child` is what it runs), and the lines
-that report medians against targets."""
+measurement (both ends: `run_child` starts it, `report_child` is what it runs), what one
+command costs (`measure_process`: its own CPU time and peak memory), and the lines that report
+medians against targets."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import anyio
 
 from orchestrator.log import configure_logging
 
-__all__ = ["report_child", "report_medians", "run_child"]
+__all__ = ["ProcessCost", "measure_process", "report_child", "report_medians", "run_child"]
 
 
 def run_child(module: str, *args: str) -> dict[str, float]:
@@ -53,3 +55,40 @@ def report_medians(label: str, results: Sequence[Mapping[str, float]],
         print(f"  {key:<8} {median:8.1f} {unit:<4} ({target}runs: {runs})")
         rows.append((f"{label}: {key} {unit}", median))
     return rows
+
+
+@dataclass(frozen=True)
+class ProcessCost:
+    """What one process did and cost: exit code, wall and CPU seconds, peak memory."""
+
+    code: int
+    wall: float
+    cpu: float
+    peak_mib: float
+    stdout: str
+    stderr: str
+
+
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+started = time.perf_counter()
+process = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(process.pid, 0)
+with open(sys.argv[1], "w") as out:
+    json.dump([os.waitstatus_to_exitcode(status), time.perf_counter() - started,
+               usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024], out)
+"""
+"""Starts the measured process from a small one: a child's peak memory counts that of the
+process it was forked from, so a big parent (a test runner) would stand in its figure."""
+
+
+def measure_process(command: Sequence[str], *, cwd: Path | None = None,
+                    timeout: float | None = None) -> ProcessCost:
+    """Run `command` to its end and measure that one process (os.wait4 reports its own
+    usage, not that of other children)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as report:
+        result = subprocess.run([sys.executable, "-c", _LAUNCHER, report.name, *command],
+                                cwd=cwd, capture_output=True, text=True, check=False,
+                                timeout=timeout)
+        code, wall, cpu, peak = json.loads(Path(report.name).read_text())
+    return ProcessCost(code, wall, cpu, peak, result.stdout, result.stderr)

@@ -3,7 +3,7 @@
 Each benchmark can also run alone (each takes --help): `python -m bench.engine_overhead`,
 `python -m bench.waiting`, `python -m bench.localapi_status`, `python -m bench.finetune_runs`,
 `python -m bench.sweep` (about 5 minutes: ten waves of 30 s jobs), `python -m bench.serve_idle`,
-`python -m bench.startup`.
+`python -m bench.startup`, `python -m bench.hostile`.
 Figures are medians of several runs; the machines these run on are shared, so run twice
 before believing a change.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 from bench import (
     engine_overhead,
     finetune_runs,
+    hostile,
     localapi_status,
     serve_idle,
     startup,
@@ -24,7 +25,7 @@ from bench import (
 def main() -> None:
     rows = []
     for module in (engine_overhead, waiting, localapi_status, finetune_runs, sweep, serve_idle,
-                   startup):
+                   startup, hostile):
         rows += module.main([])
         print()
     print("summary")

@@ -12,11 +12,13 @@ import dataclasses
 import functools
 import hashlib
 import io
+import itertools
 import json
 import math
 import re
 import tarfile
 import uuid
+from pathlib import Path
 from typing import Any, get_args
 
 import anyio
@@ -41,6 +43,8 @@ __all__ = ["ROUTES"]
 SECRET_FIELDS = ("wandb_key", "wandb_api_key", "hf_api_token")
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
 PRICE_PER_TOKEN = 0.48 / 1_000_000
+MAX_LEARNT = 100_000
+"""Examples a simulated fine-tuned model answers from; the rest of a larger file is not kept."""
 
 
 # -- checking a create request ---------------------------------------------------------------
@@ -242,12 +246,18 @@ async def create(request: Request) -> Response:
         "wandb_configured": bool(wandb), "trainingfile_numlines": train["line_count"],
         "trainingfile_size": train["bytes"],
     }
-    data = await anyio.Path(api.state.file_path(train["id"])).read_bytes()
-    pairs = await anyio.to_thread.run_sync(lambda: list(examples(data)))
+    pairs = await anyio.to_thread.run_sync(_learnt, api.state.file_path(train["id"]))
     row = {"id": job_id, "created_at": api.clock(), "model": base.id,
            "output_name": output_name, "request": request_record, "plan": plan.to_json()}
     api.state.add_finetune(row, pairs)
     return JSONResponse(job_json(api, _stored(api, job_id), full=False))
+
+
+def _learnt(path: Path) -> list[tuple[str, str]]:
+    """What a simulated model learns from its training file: its first MAX_LEARNT examples,
+    read a line at a time."""
+    with path.open("rb") as lines:
+        return list(itertools.islice(examples(lines), MAX_LEARNT))
 
 
 # -- rendering a job -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.errors import JobEnded, PermanentError, ProviderUnavailable, TransientError
 from orchestrator.faults import fault_point
+from orchestrator.inputfiles import UnreadableFile, open_regular
 from orchestrator.providers.together.datacheck import DataReport, check_file
 from orchestrator.spec.durations import Duration, format_duration
 from orchestrator.steps.context import StepContext
@@ -84,17 +85,21 @@ async def upload_file(ctx: StepContext, params: UploadParams) -> dict[str, Any]:
     """Checks a dataset, then uploads it once: identical bytes already there are reused."""
     client = _client(ctx)
     path = ctx.resolve_path(params.path)
-    if not await anyio.Path(path).is_file():
-        raise PermanentError(f"no such file: {path}")
+    try:  # a FIFO or a device would block the reads below, or never end
+        open_regular(path).close()
+    except UnreadableFile as exc:
+        raise PermanentError(f"{path}: {exc}") from None
     lines = 0
+    sha = None
     if params.check and params.purpose == "fine-tune":
-        report = await anyio.to_thread.run_sync(check_file, path)
+        report = await anyio.to_thread.run_sync(check_file, path)  # streamed, hashed too
         if not report.ok:
             raise PermanentError(_report_problems(path, report))
-        lines = report.lines
-    from orchestrator.providers.together.client import file_sha256  # noqa: PLC0415
+        lines, sha = report.lines, report.sha256
+    if sha is None:
+        from orchestrator.providers.together.client import file_sha256  # noqa: PLC0415
 
-    sha = await anyio.to_thread.run_sync(file_sha256, path)
+        sha = await anyio.to_thread.run_sync(file_sha256, path)
     size = (await anyio.Path(path).stat()).st_size
     name = f"{path.stem}-{sha[:12]}{path.suffix}"
     # Runs uploading the same bytes at once, in any process sharing the state store, take

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from bench import ProcessCost, measure_process
+
 T = TypeVar("T")
 
 RUN_ID = re.compile(r"run (r-\d{6}-\d{6}-[0-9a-z]{6})")
@@ -83,3 +85,8 @@ def end_sleeps_now(tmp_path: Path) -> None:
                          "WHERE json_extract(checkpoint, '$.until') IS NOT NULL")
     finally:
         conn.close()
+
+
+def measured(*args: str, cwd: Path | None = None) -> ProcessCost:
+    """`orchestrator ARGS...` run to its end: its exit code, output, CPU time and peak memory."""
+    return measure_process([sys.executable, "-m", "orchestrator", *args], cwd=cwd, timeout=120)

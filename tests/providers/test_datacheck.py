@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.providers.together.datacheck import check_bytes, check_file, examples
 
@@ -45,7 +47,7 @@ def test_valid_formats(data: bytes, fmt: str) -> None:
 
 @pytest.mark.parametrize(("data", "expected"), [
     pytest.param(b"", "the file is empty", id="empty"),
-    pytest.param(b"\xff\xfe{}\n", "the file is not UTF-8 text", id="not-utf8"),
+    pytest.param(b"\xff\xfe{}\n", "line 1: not UTF-8 text: byte 0xff at column 1", id="not-utf8"),
     pytest.param(lines({"text": "a"}) + b"\n" + lines({"text": "b"}),
                  "line 2: blank line", id="blank-line"),
     pytest.param(b'{"text": "a"\n', "line 1: not valid JSON", id="bad-json"),
@@ -112,5 +114,91 @@ def test_examples_a_model_learns() -> None:
                  {"messages": [USER, BOT, {"role": "user", "content": "q2"},
                                {"role": "assistant", "content": "a2"}]},
                  {"text": "one two three four"})
-    assert list(examples(data)) == [("Q1", "A1"), ("q", "a"), ("q2", "a2"),
+    assert list(examples(data.splitlines())) == [("Q1", "A1"), ("q", "a"), ("q2", "a2"),
                                     ("one two", " three four")]
+
+
+# -- hostile files: every one a problem of a line, never an exception ------------------------
+
+@pytest.mark.parametrize(("data", "expected"), [
+    pytest.param(b"[" * 200_000 + b"\n", "line 1: not valid JSON (depth limit exceeded",
+                 id="200000-nested-arrays"),
+    pytest.param(b'{"text": ' + b"9" * 10_000 + b"}\n", "line 1: not valid JSON (number is "
+                 "infinity when parsed as double", id="10000-digit-number"),
+    pytest.param(lines({"text": "fine"}) + '{"text": "café"}\n'.encode("latin-1")
+                 + b'{"text": "\xff"}\n', "line 2: not UTF-8 text: byte 0xe9 at column 14 "
+                 "(the whole file must be UTF-8)", id="latin-1-line"),
+    pytest.param(lines("just a string"), "line 1: a line must be a JSON object, not string",
+                 id="string-line"),
+])
+def test_hostile_lines_are_problems_of_their_line(data: bytes, expected: str) -> None:
+    found = problems(data)
+    assert any(p.startswith(expected) for p in found), found
+    assert sum("UTF-8" in p for p in found) <= 1  # the first bad byte, not every one
+
+
+def test_a_line_longer_than_the_bound_is_skipped_unheld() -> None:
+    """A line over max_line_bytes is one problem; the lines after it are still checked and
+    the file's hash still covers every byte."""
+    import hashlib
+    import io
+
+    from orchestrator.providers.together.datacheck import check_stream
+
+    data = lines({"text": "a"}) + b'{"text": "' + b"x" * 5000 + b'"}\n' + b"nope\n"
+    report = check_stream(io.BytesIO(data), size=len(data), max_line_bytes=1024)
+    assert [str(p) for p in report.problems] == [
+        "line 2: the line is longer than 1 KiB", "line 3: not valid JSON (invalid literal, "
+        "expected 'null' at column 1)"]
+    data = lines({"text": "a"}, {"text": "b"})
+    assert check_stream(io.BytesIO(data), size=len(data)).sha256 == \
+        hashlib.sha256(data).hexdigest()
+
+
+def test_things_that_are_not_regular_files_are_refused_unread(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    for path, kind in (("/dev/zero", "a character device"), (fifo, "a FIFO"),
+                       (tmp_path, "a directory")):
+        assert [str(p) for p in check_file(path).problems] == [f"is {kind}, not a regular file"]
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                     | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.sampled_from(["text", "messages", "prompt",
+                                                        "completion", "role", "content",
+                                                        "type", "weight", "input", "x"]),
+                                       inner, max_size=4), max_leaves=20)
+
+
+@given(st.one_of(st.binary(max_size=300),
+                 st.lists(_JSON, max_size=5).map(
+                     lambda objs: b"".join(json.dumps(o).encode() + b"\n" for o in objs))))
+@settings(max_examples=400, deadline=None)
+def test_any_bytes_give_a_report_never_an_exception(data: bytes) -> None:
+    """Whatever a file holds, the check returns a report, with a line for each problem of a
+    line, in bounded time."""
+    report = check_bytes(data)
+    assert report.ok == (not report.problems)
+    assert all(p.line is None or 1 <= p.line <= max(1, data.count(b"\n") + 1)
+               for p in report.problems)
+    list(examples(data.splitlines()))
+
+
+def test_checking_streams_in_bounded_memory(tmp_path: Path) -> None:
+    """`check-data` of a 40 MB file stays far below the file's size in memory (it held the
+    bytes, then the text, then a list of lines: 3.6x the file before)."""
+    from tests.cli.helpers import measured
+
+    path = tmp_path / "big.jsonl"
+    line = json.dumps({"prompt": "What is the capital of France? " * 3,
+                       "completion": "Paris. " * 20}).encode() + b"\n"
+    with path.open("wb") as out:
+        out.write(line * (40 * 2**20 // len(line)))
+    baseline = measured("check-data", str(tmp_path / "none.jsonl"))
+    cost = measured("check-data", str(path))
+    assert cost.code == 0 and "ok (" in cost.stdout, cost
+    assert cost.peak_mib - baseline.peak_mib < 20, (cost, baseline)

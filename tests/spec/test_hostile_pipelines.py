@@ -4,8 +4,6 @@ time and memory, never with a traceback (the corpus lives in tests/hostile/pipel
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from orchestrator.errors import PipelineInvalid
 from orchestrator.spec.limits import PipelineLimits
 from orchestrator.spec.loader import load_pipeline
+from tests.cli.helpers import measured
 from tests.conftest import CLI, REPO
 
 CORPUS = REPO / "tests" / "hostile" / "pipelines"
@@ -110,25 +109,11 @@ def test_the_cli_reads_the_bounds_from_its_settings(cli: CLI, tmp_path: Path) ->
     cli("validate", "sweep.yaml", check_code=0)
 
 
-def _refusal_cost(path: Path) -> tuple[float, float, str]:
-    """CPU seconds and peak MiB of `orchestrator validate PATH` in its own process, and what it
-    printed (os.wait4 reports that one child's own usage)."""
-    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "validate", str(path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    with process.stderr:
-        err = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    assert process.returncode == 2, err
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, err
-
-
 def test_an_alias_bomb_is_refused_in_under_a_second_and_200_mib() -> None:
     """The 380-byte bomb expands to 9**9 nodes if built: refused having built nothing."""
-    cpu, peak, err = _refusal_cost(CORPUS / "alias-bomb.yaml")
-    assert "alias expands to more than 100,000 nodes" in err
-    assert cpu < 1.0 and peak < 200, (cpu, peak)
+    cost = measured("validate", str(CORPUS / "alias-bomb.yaml"))
+    assert cost.code == 2 and "alias expands to more than 100,000 nodes" in cost.stderr
+    assert cost.cpu < 1.0 and cost.peak_mib < 200, cost
 
 
 def test_a_file_of_millions_of_nodes_is_refused_within_bounds(tmp_path: Path) -> None:
@@ -137,6 +122,6 @@ def test_a_file_of_millions_of_nodes_is_refused_within_bounds(tmp_path: Path) ->
     path = tmp_path / "flat.yaml"
     path.write_text("name: flat\nsteps:\n  s: {uses: core/echo, with: {x: [" +
                     "1," * (4 * 2**20 - 64) + "1]}}\n")
-    cpu, peak, err = _refusal_cost(path)
-    assert "more than 200,000 nodes (setting max_yaml_nodes)" in err
-    assert cpu < 2.0 and peak < 200, (cpu, peak)
+    cost = measured("validate", str(path))
+    assert cost.code == 2 and "more than 200,000 nodes (setting max_yaml_nodes)" in cost.stderr
+    assert cost.cpu < 2.0 and cost.peak_mib < 200, cost

@@ -12,16 +12,25 @@ line in the same one of four formats:
                      "non_preferred_output": [...]}
 
 Unlike the SDK's check, which stops at the first problem, this one reports every problem it
-finds (up to a cap), each with its 1-based line number.
+finds (up to a cap), each with its 1-based line number. It streams: a file is read once, a line
+at a time (memory bounded by the longest line, not the file), hashed on the way, and any line
+at all (200,000 nested arrays, a 10,000-digit number, bytes that are not UTF-8) is a problem of
+that line, never an exception.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+import hashlib
+import io
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import orjson
+
+from orchestrator.inputfiles import UnreadableFile, format_size, open_regular
 
 __all__ = [
     "FORMATS",
@@ -30,11 +39,14 @@ __all__ = [
     "DataReport",
     "check_bytes",
     "check_file",
+    "check_stream",
     "examples",
 ]
 
 MIN_SAMPLES = 1
 MAX_FILE_BYTES = int(50.1 * 2**30)
+MAX_LINE_BYTES = 160 * 2**20
+"""Ten 10 MiB images in base64 and their text; a longer line is a problem, never held whole."""
 MAX_IMAGE_BYTES = 10 * 2**20
 MAX_IMAGES = 10
 ROLES = ("system", "user", "assistant")
@@ -73,6 +85,8 @@ class DataReport:
     problems: list[DataProblem] = field(default_factory=list)
     truncated: bool = False
     """True when checking stopped at the problem cap; there may be more."""
+    sha256: str | None = None
+    """The file's SHA-256 (hex), from the same read, when it was read to the end."""
 
     @property
     def ok(self) -> bool:
@@ -231,23 +245,20 @@ def _a(word: str) -> str:
     return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # a final newline does not start another line
-    yield from enumerate(lines, start=1)
-
-
-def check_bytes(data: bytes, *, purpose: str = "fine-tune", file_type: str = "jsonl",
-                max_problems: int = 100) -> DataReport:
-    """Check a dataset's bytes as `purpose` would need them."""
-    report = DataReport(bytes=len(data))
+def check_stream(stream: BinaryIO, *, size: int, purpose: str = "fine-tune",
+                 file_type: str = "jsonl", max_problems: int = 100,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> DataReport:
+    """Check a dataset read from `stream` (`size` bytes) line by line: memory is bounded by
+    the longest line (at most MAX_LINE_BYTES), not the file, and the file's SHA-256 comes out
+    of the same single read."""
+    report = DataReport(bytes=size)
     checker = _Checker(report, max_problems)
+    digest = hashlib.sha256()
     try:
-        if not data:
+        if size == 0:
             checker.add(None, "the file is empty")
-        elif len(data) > MAX_FILE_BYTES:
-            checker.add(None, f"the file is {len(data) / 2**30:.1f} GiB; at most 50.1 GiB")
+        elif size > MAX_FILE_BYTES:
+            checker.add(None, f"the file is {size / 2**30:.1f} GiB; at most 50.1 GiB")
         elif file_type == "csv":
             if purpose != "eval":
                 checker.add(None, f"CSV files are not supported for {purpose}; use JSONL")
@@ -256,32 +267,70 @@ def check_bytes(data: bytes, *, purpose: str = "fine-tune", file_type: str = "js
         elif file_type != "jsonl":
             checker.add(None, f"unknown file type {file_type!r}; use .jsonl")
         else:
-            _check_jsonl(data, purpose, checker)
+            _check_jsonl(_lines(stream, checker, digest, max_line_bytes), purpose, checker)
+        while chunk := stream.read(2**20):  # what a check needs not read is still hashed
+            digest.update(chunk)
     except _Enough:
-        pass
+        return report
+    report.sha256 = digest.hexdigest()
     return report
 
 
-def _check_jsonl(data: bytes, purpose: str, checker: _Checker) -> None:
+def check_bytes(data: bytes, *, purpose: str = "fine-tune", file_type: str = "jsonl",
+                max_problems: int = 100) -> DataReport:
+    """Check a dataset's bytes as `purpose` would need them."""
+    return check_stream(io.BytesIO(data), size=len(data), purpose=purpose, file_type=file_type,
+                        max_problems=max_problems)
+
+
+def _lines(stream: BinaryIO, checker: _Checker, digest: Any,
+           max_line_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """(number, bytes) of each line; one longer than `max_line_bytes` is a problem, skipped
+    without being held (its bytes still hashed)."""
+    number = 0
+    while raw := stream.readline(max_line_bytes + 1):
+        digest.update(raw)
+        number += 1
+        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+            _skip_rest_of_line(stream, digest)
+            checker.report.lines = number
+            checker.add(number, f"the line is longer than {format_size(max_line_bytes)}")
+            continue
+        yield number, raw
+
+
+def _skip_rest_of_line(stream: BinaryIO, digest: Any) -> None:
+    while rest := stream.readline(2**20):
+        digest.update(rest)
+        if rest.endswith(b"\n"):
+            return
+
+
+def _check_jsonl(lines: Iterable[tuple[int, bytes]], purpose: str, checker: _Checker) -> None:
     report = checker.report
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        checker.add(None, f"the file is not UTF-8 text (byte {exc.start}: {exc.reason})")
-        return
     first_format: tuple[str, int] | None = None
-    for number, raw in _lines(text):
+    bad_text_seen = False
+    for number, raw in lines:
         report.lines = number
         if not raw.strip():
             checker.add(number, "blank line; every line must hold one JSON object")
             continue
         try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
+            obj = orjson.loads(raw)  # C, bounded: nesting over 1,024 deep is an error
+        except orjson.JSONDecodeError as exc:
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                if not bad_text_seen:  # the first bad byte of the file, once
+                    bad_text_seen = True
+                    column = len(raw[:bad.start].decode("utf-8")) + 1
+                    checker.add(number, f"not UTF-8 text: byte 0x{raw[bad.start]:02x} at column "
+                                        f"{column} (the whole file must be UTF-8)")
+                continue
             checker.add(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
             continue
         if not isinstance(obj, dict):
-            checker.add(number, f"a line must be a JSON object, not {type(obj).__name__}")
+            checker.add(number, f"a line must be a JSON object, not {_json_kind(obj)}")
             continue
         fmt = checker.sample(obj, number, purpose)
         if fmt is None:
@@ -297,42 +346,47 @@ def _check_jsonl(data: bytes, purpose: str, checker: _Checker) -> None:
         checker.add(None, f"at least {MIN_SAMPLES} sample is needed")
 
 
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
 def check_file(path: str | Path, *, purpose: str = "fine-tune",
                max_problems: int = 100) -> DataReport:
-    """Check a dataset file; the type comes from its extension."""
+    """Check a dataset file, streamed; the type comes from its extension. Anything but a
+    regular file (a folder, a FIFO, /dev/zero) is refused unread."""
     file = Path(path)
     suffix = file.suffix.lower().lstrip(".")
     try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        return DataReport(problems=[DataProblem(None, f"no such file: {file}")])
-    except IsADirectoryError:
-        return DataReport(problems=[DataProblem(None, f"{file} is a directory")])
-    except OSError as exc:
-        return DataReport(problems=[DataProblem(None, f"cannot read {file}: {exc.strerror}")])
-    return check_bytes(data, purpose=purpose, file_type=suffix or "jsonl",
-                       max_problems=max_problems)
+        stream = open_regular(file)
+    except UnreadableFile as exc:
+        return DataReport(problems=[DataProblem(None, str(exc))])
+    with stream:
+        return check_stream(stream, size=os.fstat(stream.fileno()).st_size,
+                            purpose=purpose, file_type=suffix or "jsonl",
+                            max_problems=max_problems)
 
 
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return "".join(text for part in content if isinstance(part, dict)
+                       and isinstance(text := part.get("text"), str))
     return ""
 
 
-def examples(data: bytes) -> Iterator[tuple[str, str]]:
-    """(prompt, answer) pairs a dataset teaches, for a simulated model to answer from.
+def examples(lines: Iterable[bytes]) -> Iterator[tuple[str, str]]:
+    """(prompt, answer) pairs a dataset's lines teach, for a simulated model to answer from.
 
     Instruction samples give prompt -> completion; conversations give each user turn -> the
     assistant reply after it; preference samples give their last input turn -> the preferred
     reply; a text sample gives its first half -> the rest. Invalid lines are skipped.
     """
-    for raw in data.decode("utf-8", errors="replace").splitlines():
+    for raw in lines:
         try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             continue
         if not isinstance(obj, dict):
             continue

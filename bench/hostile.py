@@ -1,0 +1,95 @@
+"""Hostile input costs a bounded amount: what refusing it, or streaming through it, takes.
+
+Each case runs `orchestrator` as its own process and reads that process's wall time, CPU time
+and peak memory (os.wait4):
+
+- `check-data` of a 1 GiB training file (conversations of five messages, ~320 bytes a line,
+  3.4 million lines): streamed, so memory is bounded by the longest line, not the file;
+- `validate` of a 380-byte YAML alias bomb (9**9 nodes if expanded), of 8 MiB of `1,1,1,...`
+  (4 million nodes), and of a value nested 100 deep: each refused in one line.
+
+    python -m bench.hostile [--repeat 3] [--gigabytes 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import ProcessCost, measure_process, report_medians
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO / "tests" / "hostile" / "pipelines"
+DATA_TARGETS = {"wall": 60.0, "peak": 256.0}
+REFUSAL_TARGETS = {"wall": 1.0, "peak": 200.0}
+
+
+def write_training_file(path: Path, size: int) -> int:
+    """About `size` bytes of valid instruction samples; returns the number of lines."""
+    lines = [json.dumps({"messages": [
+        {"role": "system", "content": "You answer arithmetic questions briefly."},
+        {"role": "user", "content": f"What is {i} squared?"},
+        {"role": "assistant", "content": f"{i * i}: the number times itself."},
+        {"role": "user", "content": f"And {i} plus {i}?"},
+        {"role": "assistant", "content": f"{2 * i}.", "weight": 1},
+    ]}).encode() + b"\n" for i in range(1000)]
+    block = b"".join(lines)
+    count = 0
+    with path.open("wb") as out:
+        while count * len(block) < size:
+            out.write(block)
+            count += 1
+    return count * len(lines)
+
+
+def write_flat_file(path: Path) -> None:
+    path.write_text("name: flat\nsteps:\n  s: {uses: core/echo, with: {x: [" +
+                    "1," * (4 * 2**20 - 64) + "1]}}\n")
+
+
+def orchestrator(*args: str) -> ProcessCost:
+    return measure_process([sys.executable, "-m", "orchestrator", *args], cwd=REPO)
+
+
+def figures(cost: ProcessCost, expected_code: int) -> dict[str, float]:
+    if cost.code != expected_code:
+        msg = f"exit code {cost.code}, expected {expected_code}: {cost.stderr.strip()[:300]}"
+        raise SystemExit(msg)
+    return {"wall": cost.wall, "cpu": cost.cpu, "peak": cost.peak_mib}
+
+
+FIELDS = (("wall", "s"), ("cpu", "s"), ("peak", "MiB"))
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--gigabytes", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    rows: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "train.jsonl"
+        lines = write_training_file(data, int(args.gigabytes * 2**30))
+        label = f"check-data of {data.stat().st_size / 2**30:.2f} GiB ({lines:,} lines)"
+        print(label)
+        rows += report_medians(label, [figures(orchestrator("check-data", str(data)), 0)
+                                       for _ in range(args.repeat)], FIELDS, DATA_TARGETS)
+        data.unlink()
+        flat = Path(tmp) / "flat.yaml"
+        write_flat_file(flat)
+        for name, path in (("alias bomb (380 bytes)", CORPUS / "alias-bomb.yaml"),
+                           ("8 MiB of 4 million nodes", flat),
+                           ("nested 100 deep", CORPUS / "deep-flow.yaml")):
+            label = f"validate refuses {name}"
+            print(label)
+            rows += report_medians(label, [figures(orchestrator("validate", str(path)), 2)
+                                           for _ in range(args.repeat)], FIELDS,
+                                   REFUSAL_TARGETS)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
