@@ -14,7 +14,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["UnreadableFile", "format_size", "open_regular", "read_regular"]
+__all__ = ["NotUTF8", "UnreadableFile", "format_size", "open_regular", "read_regular",
+           "utf8_text"]
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -56,14 +57,34 @@ def open_regular(path: str | Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def read_regular(path: str | Path, *, max_bytes: int, setting: str) -> bytes:
+def read_regular(path: str | Path, *, max_bytes: int, setting: str | None = None) -> bytes:
     """The bytes of the regular file `path`, refused (UnreadableFile) above `max_bytes`,
-    naming the `setting` that raises the bound."""
+    naming the `setting` that raises the bound, if one does."""
     with open_regular(path) as file:
         size = os.fstat(file.fileno()).st_size
         data = file.read(max_bytes + 1) if size <= max_bytes else b""
         if size > max_bytes or len(data) > max_bytes:
+            bound = f"; setting {setting}" if setting else ""
             msg = (f"is larger than {format_size(max_bytes)} ({format_size(max(size, len(data)))}"
-                   f"; setting {setting})")
+                   f"{bound})")
             raise UnreadableFile(msg)
         return data
+
+
+class NotUTF8(UnreadableFile):
+    """A file's bytes are not UTF-8 text: where the first bad byte is (1-based)."""
+
+    def __init__(self, line: int, col: int, byte: int) -> None:
+        super().__init__(f"not UTF-8 text: byte 0x{byte:02x} at line {line}, column {col}")
+        self.line, self.col, self.byte = line, col, byte
+
+
+def utf8_text(data: bytes) -> str:
+    """`data` as text; NotUTF8 naming the line and column of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        col = len(data[start:exc.start].decode("utf-8", errors="replace")) + 1
+        raise NotUTF8(line, col, data[exc.start]) from None

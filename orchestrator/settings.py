@@ -7,11 +7,14 @@ current directory, then the TOML config file (`config/orchestrator.toml`, or `OR
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
+import orjson
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -20,7 +23,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from orchestrator.errors import SettingsInvalid
+from orchestrator.errors import SettingsInvalid, shorten
+from orchestrator.inputfiles import UnreadableFile, read_regular, utf8_text
 from orchestrator.spec.durations import Duration
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 
@@ -210,6 +214,92 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
+MAX_FILE_BYTES = 2**20
+"""The largest config file or .env read (they hold a few dozen lines)."""
+DOTENV = Path(".env")
+
+
+def _text_of(path: Path, what: str) -> str | None:
+    """A settings file's text, or None when there is none; one line when it cannot be read,
+    is not a regular file, is too large or is not UTF-8."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        return utf8_text(read_regular(path, max_bytes=MAX_FILE_BYTES))
+    except UnreadableFile as exc:
+        msg = f"{what}: {exc}"
+        raise SettingsInvalid(msg) from None
+
+
+def _known_keys() -> dict[str, str]:
+    """Each name a setting may be given by in the config file (in lower case: keys are not
+    case-sensitive), to the setting's name."""
+    keys = {}
+    for name, field in Settings.model_fields.items():
+        keys[name] = name
+        if isinstance(field.validation_alias, AliasChoices):
+            keys.update({str(alias).lower(): name for alias in field.validation_alias.choices})
+    return keys
+
+
+def _check_config_file(path: Path) -> None:
+    """The config file, if there is one: TOML whose every key is a setting (a misspelt one
+    would be silently ignored otherwise)."""
+    text = _text_of(path, str(path))
+    if text is None:
+        if os.environ.get(CONFIG_ENV):
+            msg = f"{CONFIG_ENV}={path}: no such file"
+            raise SettingsInvalid(msg)
+        return
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{path}: not valid TOML: {exc}"
+        raise SettingsInvalid(msg) from None
+    except RecursionError:
+        msg = f"{path}: not valid TOML: values nested too deeply"
+        raise SettingsInvalid(msg) from None
+    known = _known_keys()
+    problems = []
+    for key in data:
+        if key.lower() in known:
+            continue
+        found = re.search(rf"^\s*\[*\s*[\"']?{re.escape(key)}[\"']?\s*[=.\]]", text,
+                          re.MULTILINE)
+        line = f":{text.count(chr(10), 0, found.start()) + 1}" if found else ""
+        close = difflib.get_close_matches(key.lower(), list(known), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        problems.append(f"{path}{line}: unknown setting '{shorten(key)}'{hint}")
+    if problems:
+        raise SettingsInvalid("\n".join(problems))
+
+
+def _check_structured_values(given: dict[str, Any]) -> None:
+    """List settings come from the environment and .env as JSON: parsed here first (orjson,
+    bounded nesting) so a bad one is a line naming it, not pydantic-settings' traceback."""
+    dotenv: dict[str, str | None] | None = None
+    for name, field in Settings.model_fields.items():
+        if name in given or get_origin(field.annotation) not in (list, dict):
+            continue
+        env_name = f"{ENV_PREFIX}{name.upper()}"
+        raw = os.environ.get(env_name)
+        origin = env_name
+        if raw is None and DOTENV.is_file():
+            if dotenv is None:
+                from dotenv import dotenv_values  # noqa: PLC0415
+
+                dotenv = dotenv_values(DOTENV)
+            raw, origin = dotenv.get(env_name), f"{env_name} in .env"
+        if raw is None:
+            continue
+        try:
+            orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            msg = (f"bad setting {name} = {shorten(raw)!r} (from {origin}): not valid JSON "
+                   f"({exc.msg}); a list is written [\"a\", \"b\"]")
+            raise SettingsInvalid(msg) from None
+
+
 def _origin(field: str, flags: dict[str, Any]) -> str:
     """Where a setting's value came from, for the error message."""
     env_name = f"{ENV_PREFIX}{field.upper()}"
@@ -217,9 +307,8 @@ def _origin(field: str, flags: dict[str, Any]) -> str:
         return f"--{field.replace('_', '-')}"
     if env_name in os.environ:
         return env_name
-    if Path(".env").is_file() and any(
-        line.strip().startswith(f"{env_name}=") for line in Path(".env").read_text().splitlines()
-    ):
+    dotenv = _text_of(DOTENV, ".env") or ""
+    if any(line.strip().startswith(f"{env_name}=") for line in dotenv.splitlines()):
         return f"{env_name} in .env"
     return f"{field} in {config_path()}"
 
@@ -230,23 +319,16 @@ def load_settings(**flags: Any) -> Settings:
     Raises SettingsInvalid with one line per bad setting, naming where the value came from.
     """
     given = {k: v for k, v in flags.items() if v is not None}
-    path = config_path()
-    if path.is_file():
-        try:
-            tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            msg = f"{path}: not valid TOML: {exc}"
-            raise SettingsInvalid(msg) from None
-    elif os.environ.get(CONFIG_ENV):
-        msg = f"{CONFIG_ENV}={path}: no such file"
-        raise SettingsInvalid(msg)
+    _check_config_file(config_path())
+    _text_of(DOTENV, ".env")
+    _check_structured_values(given)
     try:
         return Settings(**given)
     except ValidationError as exc:
         lines = []
         for error in exc.errors(include_url=False):
             field = str(error["loc"][0]) if error["loc"] else "?"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            lines.append(f"bad setting {field} = {error.get('input')!r} (from "
+            message = shorten(str(error["msg"]).removeprefix("Value error, "), 300)
+            lines.append(f"bad setting {field} = {shorten(repr(error.get('input')))} (from "
                          f"{_origin(field, given)}): {message[0].lower()}{message[1:]}")
         raise SettingsInvalid("\n".join(lines)) from None

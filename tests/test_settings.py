@@ -81,3 +81,78 @@ def test_config_file_documents_every_setting() -> None:
         if isinstance(value, float) and isinstance(written, str):
             written = parse_duration(written)
         assert written == value, name
+
+
+# -- hostile settings: each one line naming where it came from --------------------------------
+
+def test_a_misspelt_setting_in_the_config_file_is_an_error_with_a_suggestion(
+        tmp_path: Path) -> None:
+    """Unknown keys were silently ignored: `log_fromat` did nothing. Each is named with its
+    line and the setting it most resembles."""
+    write(tmp_path / "config" / "orchestrator.toml",
+          'provider = "local"\nlog_fromat = "json"\n[extras]\nx = 1\n')
+    with pytest.raises(SettingsInvalid) as caught:
+        load_settings()
+    assert str(caught.value).splitlines() == [
+        "config/orchestrator.toml:2: unknown setting 'log_fromat' (did you mean 'log_format'?)",
+        "config/orchestrator.toml:3: unknown setting 'extras'"]
+    write(tmp_path / "config" / "orchestrator.toml", 'TOGETHER_BASE_ULR = "http://x/v1"\n')
+    with pytest.raises(SettingsInvalid, match="unknown setting 'TOGETHER_BASE_ULR' "
+                                              r"\(did you mean 'together_base_url'\?\)"):
+        load_settings()
+    write(tmp_path / "config" / "orchestrator.toml", 'TOGETHER_BASE_URL = "http://x/v1"\n')
+    assert load_settings().together_base_url == "http://x/v1"  # keys are not case-sensitive
+
+
+@pytest.mark.parametrize(("name", "data", "expected"), [
+    pytest.param("config/orchestrator.toml", b'provider = "loc\xe9al"\n',
+                 "config/orchestrator.toml: not UTF-8 text: byte 0xe9 at line 1, column 16",
+                 id="config-not-utf8"),
+    pytest.param(".env", b"ORCH_PROVIDER=local\nNOTE=caf\xe9\n",
+                 ".env: not UTF-8 text: byte 0xe9 at line 2, column 9", id="dotenv-not-utf8"),
+    pytest.param("config/orchestrator.toml", b"a = " + b"[" * 3000 + b"]" * 3000 + b"\n",
+                 "config/orchestrator.toml: not valid TOML: values nested too deeply",
+                 id="config-nested-3000-deep"),
+])
+def test_settings_files_that_cannot_be_read_are_one_line(tmp_path: Path, name: str,
+                                                         data: bytes, expected: str) -> None:
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(SettingsInvalid) as caught:
+        load_settings()
+    assert str(caught.value) == expected
+
+
+def test_a_config_file_that_is_not_a_file_is_refused_unread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.toml")
+    for path, kind in (("/dev/zero", "a character device"), ("pipe.toml", "a FIFO")):
+        monkeypatch.setenv("ORCH_CONFIG", path)
+        with pytest.raises(SettingsInvalid) as caught:
+            load_settings()
+        assert str(caught.value) == f"{path}: is {kind}, not a regular file"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    pytest.param('["a",', "bad setting schedule_paths = '[\"a\",' (from ORCH_SCHEDULE_PATHS): "
+                 "not valid JSON (unexpected end of data); a list is written [\"a\", \"b\"]",
+                 id="truncated-json"),
+    pytest.param("[" * 5000, f"bad setting schedule_paths = '{'[' * 60}... (5,000 characters)' "
+                 "(from ORCH_SCHEDULE_PATHS): not valid JSON (depth limit exceeded); a list is "
+                 "written [\"a\", \"b\"]", id="nested-5000-deep"),
+])
+def test_environment_values_that_do_not_parse_are_one_line(
+        monkeypatch: pytest.MonkeyPatch, value: str, expected: str) -> None:
+    monkeypatch.setenv("ORCH_SCHEDULE_PATHS", value)
+    with pytest.raises(SettingsInvalid) as caught:
+        load_settings()
+    assert str(caught.value) == expected
+
+
+def test_a_huge_value_is_quoted_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_MAX_PARALLEL_STEPS", "9" * 5000)
+    with pytest.raises(SettingsInvalid) as caught:
+        load_settings()
+    assert len(str(caught.value)) < 300 and "(5,002 characters)" in str(caught.value)

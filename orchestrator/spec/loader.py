@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator.errors import PipelineInvalid, Problem
-from orchestrator.inputfiles import UnreadableFile, read_regular
+from orchestrator.inputfiles import NotUTF8, UnreadableFile, read_regular, utf8_text
 from orchestrator.spec.expressions import ExpressionError, Reference, find_templates, parse_template
 from orchestrator.spec.graph import ancestors, descendants, find_cycle, topological_order
 from orchestrator.spec.inputs import coerce_input
@@ -137,16 +137,13 @@ def load_pipeline(path: str | Path, *, registry: StepRegistry | None = None,
     """Read and validate a pipeline file; raises PipelineInvalid listing every problem."""
     file = Path(path)
     try:
-        data = read_regular(file, max_bytes=limits.max_bytes, setting="max_pipeline_bytes")
-        text = data.decode("utf-8")
+        text = utf8_text(read_regular(file, max_bytes=limits.max_bytes,
+                                      setting="max_pipeline_bytes"))
+    except NotUTF8 as exc:
+        problem = Problem(exc.line, exc.col, f"not UTF-8 text (byte 0x{exc.byte:02x})")
+        raise PipelineInvalid(str(path), [problem]) from None
     except UnreadableFile as exc:
         raise PipelineInvalid(str(path), [Problem(1, 1, str(exc))]) from None
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise PipelineInvalid(str(path), [Problem(line, col, f"not UTF-8 text (byte "
-                                                             f"0x{data[exc.start]:02x})")]) \
-            from None
     return parse_pipeline(text, file, registry=registry, limits=limits)
 
 

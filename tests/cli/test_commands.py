@@ -160,6 +160,17 @@ def test_bad_setting_from_environment(cli: CLI) -> None:
         "should be a valid integer, unable to parse string as an integer")
 
 
+def test_a_misspelt_setting_stops_every_command_in_one_line(cli: CLI, tmp_path: Path) -> None:
+    """`log_fromat` in the config file was silently ignored; now `validate`, `run` and
+    `runs` refuse it, exit code 2, one line, no traceback."""
+    write(tmp_path / "config" / "orchestrator.toml", 'log_fromat = "json"\n')
+    write(tmp_path / "p.yaml", "name: p\nsteps:\n  s: {uses: core/echo, with: {x: 1}}\n")
+    for args in (("validate", "p.yaml"), ("run", "p.yaml"), ("runs",)):
+        result = cli(*args, check_code=2)
+        assert result.stderr == ("config/orchestrator.toml:1: unknown setting 'log_fromat' "
+                                 "(did you mean 'log_format'?)\n")
+
+
 def _foreign_db(path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE invoices (id INTEGER)")
