@@ -6,18 +6,25 @@ and peak memory (os.wait4):
 - `check-data` of a 1 GiB training file (conversations of five messages, ~320 bytes a line,
   3.4 million lines): streamed, so memory is bounded by the longest line, not the file;
 - `validate` of a 380-byte YAML alias bomb (9**9 nodes if expanded), of 8 MiB of `1,1,1,...`
-  (4 million nodes), and of a value nested 100 deep: each refused in one line.
+  (4 million nodes), and of a value nested 100 deep: each refused in one line;
+- `orchestrator local-api` taking a 300 MiB upload, by the SDKs' PUT and by the spec's
+  multipart POST: the server's peak memory (VmHWM) stays far below the file's size.
 
-    python -m bench.hostile [--repeat 3] [--gigabytes 1]
+    python -m bench.hostile [--repeat 3] [--gigabytes 1] [--upload-mib 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import httpx
 
 from bench import ProcessCost, measure_process, report_medians
 
@@ -62,12 +69,65 @@ def figures(cost: ProcessCost, expected_code: int) -> dict[str, float]:
 
 
 FIELDS = (("wall", "s"), ("cpu", "s"), ("peak", "MiB"))
+UPLOAD_TARGETS = {"peak": 200.0}
+
+
+def _peak_mib(pid: int) -> float:
+    """The high-water mark of a running process's resident memory."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError
+
+
+def upload_peaks(folder: Path, size_mib: int) -> dict[str, float]:
+    """Serve a fresh local API, upload `size_mib` MiB both ways; its peak memory after each."""
+    data = folder / "upload.jsonl"
+    write_training_file(data, size_mib * 2**20)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "orchestrator", "local-api", "--port",
+                               str(port), "--data-dir", str(folder / "api")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, headers={"Authorization": "Bearer local-key"},
+                          timeout=300) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.get("/")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            idle = _peak_mib(server.pid)
+            start = client.post("/v1/files", data={"purpose": "fine-tune",
+                                                   "file_name": "a.jsonl"})
+            with data.open("rb") as body:
+                assert client.put(start.headers["location"], content=body).status_code == 200
+            assert client.post(f"/v1/files/{start.headers['x-together-file-id']}/preprocess"
+                               ).status_code == 200
+            put = _peak_mib(server.pid)
+            with data.open("rb") as body:
+                answer = client.post("/v1/files/upload", files={"file": ("b.jsonl", body)},
+                                     data={"purpose": "fine-tune", "file_name": "b.jsonl"})
+            assert answer.status_code == 200, answer.text
+            multipart = _peak_mib(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        data.unlink()
+    return {"idle": idle, "put": put, "multipart": multipart}
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--gigabytes", type=float, default=1.0)
+    parser.add_argument("--upload-mib", type=int, default=300)
     args = parser.parse_args(argv)
     rows: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,6 +148,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
             rows += report_medians(label, [figures(orchestrator("validate", str(path)), 2)
                                            for _ in range(args.repeat)], FIELDS,
                                    REFUSAL_TARGETS)
+        label = f"local-api peak memory taking a {args.upload_mib} MiB upload"
+        print(label)
+        peaks = [upload_peaks(Path(tmp), args.upload_mib) for _ in range(args.repeat)]
+        rows += report_medians(label, peaks, (("idle", "MiB"), ("put", "MiB"),
+                                              ("multipart", "MiB")),
+                               {"put": UPLOAD_TARGETS["peak"],
+                                "multipart": UPLOAD_TARGETS["peak"]})
     return rows
 
 

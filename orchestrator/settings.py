@@ -174,6 +174,15 @@ class Settings(BaseSettings):
         default=1.0, description="Retry-After the local API sends with 429 and 503")
     local_fault_seed: int | None = Field(
         default=None, description="seed for which requests get a fault (repeatable tests)")
+    local_max_request_bytes: int = Field(
+        default=32 * 2**20, ge=1024, le=2**31,
+        description="the largest request body the local API reads, file uploads aside (413)")
+    local_max_upload_bytes: int = Field(
+        default=5 * 2**30, ge=1024, le=51 * 2**30,
+        description="the largest file the local API takes in one upload (413)")
+    local_request_timeout: Duration = Field(
+        default=30.0, gt=0, description="how long a client may take to send a request's "
+                                        "headers or body, or pause an upload (408)")
 
     @property
     def pipeline_limits(self) -> PipelineLimits:
@@ -182,6 +191,14 @@ class Settings(BaseSettings):
                               max_depth=self.max_yaml_depth,
                               max_alias_nodes=self.max_yaml_alias_nodes,
                               max_cells=self.max_matrix_cells)
+
+    @field_validator("local_api_key")
+    @classmethod
+    def _some_key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            msg = "must not be empty: clients authenticate with it (the default is local-key)"
+            raise ValueError(msg)
+        return value
 
     @field_validator("local_faults")
     @classmethod
@@ -214,6 +231,9 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
+_SECRET_FIELDS = frozenset(name for name, field in Settings.model_fields.items()
+                           if "SecretStr" in str(field.annotation))
+"""Settings whose values never appear in a message, not even a bad one."""
 MAX_FILE_BYTES = 2**20
 """The largest config file or .env read (they hold a few dozen lines)."""
 DOTENV = Path(".env")
@@ -329,6 +349,7 @@ def load_settings(**flags: Any) -> Settings:
         for error in exc.errors(include_url=False):
             field = str(error["loc"][0]) if error["loc"] else "?"
             message = shorten(str(error["msg"]).removeprefix("Value error, "), 300)
-            lines.append(f"bad setting {field} = {shorten(repr(error.get('input')))} (from "
-                         f"{_origin(field, given)}): {message[0].lower()}{message[1:]}")
+            shown = "'***'" if field in _SECRET_FIELDS else shorten(repr(error.get("input")))
+            lines.append(f"bad setting {field} = {shown} (from {_origin(field, given)}): "
+                         f"{message[0].lower()}{message[1:]}")
         raise SettingsInvalid("\n".join(lines)) from None

@@ -13,22 +13,26 @@ for tests: `X-Local-Fault: 429|500|503|drop|none`, `X-Local-Latency: 200ms`.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import secrets
+import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 
+from orchestrator.errors import ConfigError
+from orchestrator.inputfiles import format_size
 from orchestrator.localapi.config import FAULT_KINDS, LocalAPIConfig
 from orchestrator.localapi.errors import APIError, bad_request, error_response
 from orchestrator.localapi.responses import JSONResponse
@@ -75,6 +79,21 @@ class LocalAPI:
                     self._state = LocalState(self.config.data_dir)
         return self._state
 
+    def check_state(self) -> None:
+        """Open the on-disk state now and prove it writable: ConfigError, in one line, for a
+        data folder that cannot hold it (instead of a 500 for every request later)."""
+        where = self.config.data_dir
+        try:
+            state = self.state
+            with tempfile.TemporaryFile(dir=state.files_dir):
+                pass
+            state.check_writable()
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            msg = f"the local API's data folder {where} cannot be used: {reason}"
+            raise ConfigError(msg) from None
+
     def close(self) -> None:
         if self._state is not None:
             self._state.close()
@@ -88,11 +107,13 @@ def api_of(request: Request) -> LocalAPI:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object; a 400 in Together's words for anything else."""
+    """The request's JSON object; a 400 in Together's words for anything else (orjson: a
+    5,000-digit number or 100,000 levels of nesting are bad JSON, not a server error)."""
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise bad_request("the request body must be a JSON object") from None
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the request body must be a JSON object ({exc.msg} at line "
+                          f"{exc.lineno}, column {exc.colno})") from None
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
     return body
@@ -109,9 +130,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return error_response(404, f"no such endpoint: {request.method} {request.url.path}",
                               type_="not_found")
     if exc.status_code == 405:
+        allowed = _allowed_methods(request)
         return error_response(405, f"method {request.method} is not allowed on "
-                                   f"{request.url.path}", type_="method_not_allowed")
+                                   f"{request.url.path} (allowed: {', '.join(allowed)})",
+                              type_="method_not_allowed", headers={"Allow": ", ".join(allowed)})
     return error_response(exc.status_code, str(exc.detail))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (routes of one path are split by method,
+    and the one Starlette refused with knows only its own)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "OPTIONS"})
+        if match is not Match.NONE and isinstance(route, Route) and route.methods:
+            methods |= route.methods
+    return sorted(methods)
 
 
 async def root(request: Request) -> Response:
@@ -157,6 +191,52 @@ def _routes() -> list[BaseRoute]:
 
 # -- the gate --------------------------------------------------------------------------------
 
+UPLOAD_PATHS = ("/uploads/", "/v1/files/upload")
+"""Where file bytes arrive: bounded by `max_upload_bytes`, every other body by
+`max_request_bytes`."""
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"the request body is larger than {format_size(limit)}",
+                    type_="request_too_large", headers={"Connection": "close"})
+
+
+class _BoundedBody:
+    """An ASGI `receive` that bounds the request body: in size (413), in how long it may
+    pause (408), and, unless it is a file upload, in how long it may take in all (408). Once
+    the body is in, it passes through untouched (a streamed response listens on it for the
+    client's disconnect, which may take any time)."""
+
+    def __init__(self, receive: Receive, *, limit: int, pause: float,
+                 whole: float | None) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._pause = pause
+        self._deadline = None if whole is None else anyio.current_time() + whole
+        self._received = 0
+        self._done = False
+
+    async def __call__(self) -> Message:
+        if self._done:
+            return await self._receive()
+        wait = self._pause
+        if self._deadline is not None:
+            wait = min(wait, self._deadline - anyio.current_time())
+        with anyio.move_on_after(max(wait, 0.0)) as waited:
+            message = await self._receive()
+        if waited.cancelled_caught:
+            raise APIError(408, f"the request took longer than {self._pause:g}s to arrive",
+                           type_="request_timeout", headers={"Connection": "close"})
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            if self._received > self._limit:
+                raise _too_large(self._limit)
+            self._done = not message.get("more_body", False)
+        else:
+            self._done = True
+        return message
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -189,10 +269,19 @@ class Gate:
         if path.startswith("/v1/v1/"):
             scope = {**scope, "path": path[3:], "raw_path": scope.get("raw_path", b"")[3:]}
             path = scope["path"]
+        config = self.api.config
+        upload = path.startswith(UPLOAD_PATHS)
+        limit = config.max_upload_bytes if upload else config.max_request_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or len(declared) > 18
+                                     or int(declared) > limit):
+            await _too_large(limit).response()(scope, receive, send)
+            return
+        receive = _BoundedBody(receive, limit=limit, pause=config.request_timeout,
+                               whole=None if upload else config.request_timeout)
         if not path.startswith(("/v1/", "/v0/", "/v3/", "/uploads/")):
             await self.app(scope, receive, send)
             return
-        config = self.api.config
         latency = _header(scope, b"x-local-latency")
         forced = _header(scope, b"x-local-fault")
         problem = None

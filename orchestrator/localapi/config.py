@@ -31,6 +31,13 @@ class LocalAPIConfig:
     retry_after: float = 1.0
     fault_seed: int | None = None
     namespace: str = "local-user"
+    max_request_bytes: int = 32 * 2**20
+    """The largest body of a request that is not a file upload (413 above)."""
+    max_upload_bytes: int = 5 * 2**30
+    """The largest file uploaded in one request, as Together's single-request limit."""
+    request_timeout: float = 30.0
+    """How long a client may take to send a request's headers, or a body that is not a file
+    upload, and how long a file upload may pause (408, and the connection is closed)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalAPIConfig:
@@ -45,4 +52,7 @@ class LocalAPIConfig:
             latency=settings.local_latency,
             retry_after=settings.local_retry_after,
             fault_seed=settings.local_fault_seed,
+            max_request_bytes=settings.local_max_request_bytes,
+            max_upload_bytes=settings.local_max_upload_bytes,
+            request_timeout=settings.local_request_timeout,
         )

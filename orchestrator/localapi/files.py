@@ -17,19 +17,22 @@ import hashlib
 import json
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from orchestrator.localapi.app import LocalAPI, api_of
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.responses import JSONResponse
-from orchestrator.providers.together.datacheck import DataReport, check_bytes
+from orchestrator.providers.together.datacheck import DataReport, check_file
 
 __all__ = ["ROUTES", "file_json"]
 
@@ -109,28 +112,63 @@ def _stored(api: LocalAPI, file_id: str) -> dict[str, Any]:
     return row
 
 
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as data:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: data.read(1 << 20), b""))
+
+
 async def _process(api: LocalAPI, file_id: str) -> dict[str, Any]:
-    """Check the stored bytes (fine-tune files) and mark the file processed."""
+    """Check the stored bytes (fine-tune files; streamed from disk) and mark the file
+    processed."""
     row = _stored(api, file_id)
-    data = await anyio.Path(api.state.file_path(file_id)).read_bytes()
+    path = api.state.file_path(file_id)
     if row["purpose"] == "fine-tune":
         report = await anyio.to_thread.run_sync(
-            lambda: check_bytes(data, purpose="fine-tune", file_type=row["file_type"]))
+            lambda: check_file(path, purpose="fine-tune", file_type=row["file_type"]))
         status = "COMPLETED" if report.ok else "INVALID_FORMAT"
         api.state.update_file(file_id, state="processed", processing_status=status,
                               report=json.dumps(_report_json(file_id, report)),
                               line_count=report.lines)
     else:
         api.state.update_file(file_id, state="processed", processing_status="COMPLETED",
-                              line_count=data.count(b"\n"))
+                              line_count=await anyio.to_thread.run_sync(_count_lines, path))
     return file_json(_stored(api, file_id))
+
+
+async def _store(chunks: AsyncIterator[bytes], path: Path, *,
+                 expected: str | None = None) -> tuple[int, str]:
+    """Write `chunks` to `path` as they arrive (never all in memory), hashing on the way; the
+    file appears only when complete and, if `expected` is given, matching that SHA-256.
+    Returns its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    partial = anyio.Path(path.with_suffix(".part"))
+    try:
+        async with await anyio.open_file(partial, "wb") as out:
+            async for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                await out.write(chunk)
+        actual = digest.hexdigest()
+        if expected and expected != actual:
+            msg = f"the uploaded bytes do not match the declared checksum ({actual[:12]}...)"
+            raise bad_request(msg, "checksum")
+        await partial.rename(path)
+    finally:
+        await partial.unlink(missing_ok=True)  # a body cut short, too large or wrong
+    return size, actual
 
 
 # -- the SDK flow ----------------------------------------------------------------------------
 
+def _form(request: Request) -> AbstractAsyncContextManager[FormData]:
+    """The request's form, bounded: one file, a few fields, each field small."""
+    return request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
+
+
 async def start_upload(request: Request) -> Response:
     api = api_of(request)
-    async with request.form() as form:
+    async with _form(request) as form:
         name = _form_value(form, "file_name")
         purpose_given = _form_value(form, "purpose")
         type_given = _form_value(form, "file_type")
@@ -163,20 +201,8 @@ async def receive_bytes(request: Request) -> Response:
                                                  request.query_params.get("token", "")) \
             or _stale(api, row):
         raise APIError(403, "invalid or expired upload URL", type_="forbidden")
-    digest = hashlib.sha256()
-    size = 0
-    partial = api.state.file_path(file_id).with_suffix(".part")
-    async with await anyio.open_file(partial, "wb") as out:
-        async for chunk in request.stream():
-            digest.update(chunk)
-            size += len(chunk)
-            await out.write(chunk)
-    actual = digest.hexdigest()
-    if row["checksum"] and row["checksum"] != actual:
-        await anyio.Path(partial).unlink(missing_ok=True)
-        msg = f"the uploaded bytes do not match the declared checksum ({actual[:12]}...)"
-        raise bad_request(msg, "checksum")
-    await anyio.Path(partial).rename(api.state.file_path(file_id))
+    size, actual = await _store(request.stream(), api.state.file_path(file_id),
+                                expected=row["checksum"])
     if row["state"] == "awaiting_upload":
         api.state.update_file(file_id, state="uploaded", bytes=size, checksum=actual)
     return Response(status_code=200, headers={"ETag": f'"{actual}"'})
@@ -197,24 +223,25 @@ async def preprocess(request: Request) -> Response:
 
 async def upload_multipart(request: Request) -> Response:
     api = api_of(request)
-    async with request.form() as form:
+    file_id = f"file-{uuid.uuid4()}"
+    async with _form(request) as form:  # the file part is spooled to disk by the parser
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise bad_request("file is required (multipart/form-data)", "file")
         name = _form_value(form, "file_name") or upload.filename or ""
-        purpose_given = _form_value(form, "purpose")
-        type_given = _form_value(form, "file_type")
-        data = await upload.read()
-    if not name:
-        raise bad_request("file_name is required", "file_name")
-    purpose = _purpose(purpose_given)
-    file_type = _file_type(name, type_given)
-    file_id = f"file-{uuid.uuid4()}"
-    await anyio.Path(api.state.file_path(file_id)).write_bytes(data)
+        purpose = _purpose(_form_value(form, "purpose"))
+        if not name:
+            raise bad_request("file_name is required", "file_name")
+        file_type = _file_type(name, _form_value(form, "file_type"))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await upload.read(1 << 20):
+                yield chunk
+
+        size, checksum = await _store(chunks(), api.state.file_path(file_id))
     api.state.add_file({"id": file_id, "created_at": api.clock(), "filename": name,
-                        "purpose": purpose, "file_type": file_type,
-                        "checksum": hashlib.sha256(data).hexdigest(), "state": "uploaded",
-                        "bytes": len(data)})
+                        "purpose": purpose, "file_type": file_type, "checksum": checksum,
+                        "state": "uploaded", "bytes": size})
     return JSONResponse(await _process(api, file_id))
 
 
@@ -246,10 +273,10 @@ async def delete(request: Request) -> Response:
 
 
 async def content(request: Request) -> Response:
+    """The file's bytes, streamed from disk."""
     row = _existing(request)
-    data = await anyio.Path(api_of(request).state.file_path(row["id"])).read_bytes()
     media = "application/octet-stream" if row["file_type"] == "parquet" else "text/plain"
-    return Response(data, media_type=media)
+    return FileResponse(api_of(request).state.file_path(row["id"]), media_type=media)
 
 
 ROUTES = [

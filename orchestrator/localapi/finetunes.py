@@ -23,6 +23,7 @@ from typing import Any, get_args
 
 import anyio
 import anyio.to_thread
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -48,6 +49,57 @@ MAX_LEARNT = 100_000
 
 
 # -- checking a create request ---------------------------------------------------------------
+
+SDK_ARGUMENTS = {
+    "lora": "training_type.type ('Lora' or 'Full')", "lora_r": "training_type.lora_r",
+    "lora_alpha": "training_type.lora_alpha", "lora_dropout": "training_type.lora_dropout",
+    "lora_trainable_modules": "training_type.lora_trainable_modules",
+    "dpo_beta": "training_method.dpo_beta", "rpo_alpha": "training_method.rpo_alpha",
+    "simpo_gamma": "training_method.simpo_gamma",
+    "dpo_normalize_logratios_by_length": "training_method.dpo_normalize_logratios_by_length",
+    "dpo_reference_free": "training_method.dpo_reference_free",
+    "lr_scheduler_type": "lr_scheduler.lr_scheduler_type",
+    "min_lr_ratio": "lr_scheduler.lr_scheduler_args.min_lr_ratio",
+    "scheduler_num_cycles": "lr_scheduler.lr_scheduler_args.num_cycles",
+    "train_vision": "multimodal_params.train_vision",
+}
+"""Arguments of the SDKs' `fine_tuning.create` that are not fields of the request: the SDKs
+fold them into objects (reference 3.2). Sent as they are, they would silently do nothing."""
+STRING_FIELDS = ("training_file", "validation_file", "model", "from_checkpoint", "suffix",
+                 "wandb_api_key", "wandb_key", "wandb_base_url", "wandb_project_name",
+                 "wandb_name", "wandb_entity", "from_hf_model", "hf_model_revision",
+                 "hf_api_token", "hf_output_repo_name")
+
+
+def _plain_fields(body: dict[str, Any]) -> None:
+    """Fields that are not objects have the type the spec gives them; SDK arguments that are
+    not fields are named, with where they belong."""
+    for name, where in SDK_ARGUMENTS.items():
+        if name in body:
+            raise bad_request(f"{name} is an argument of Together's SDK, not a field of the "
+                              f"request: it goes in {where}", name)
+    for name in STRING_FIELDS:
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise bad_request(f"{name} must be a string", name)
+    for name in ("packing",):
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise bad_request(f"{name} must be true or false", name)
+
+
+def _object(body: dict[str, Any], name: str, default: dict[str, Any]) -> dict[str, Any]:
+    given = body.get(name)
+    if given is None:
+        return default
+    if not isinstance(given, dict):
+        raise bad_request(f"{name} must be an object", name)
+    return given
+
+
+def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise bad_request(f"{name} must be true or false", name)
+    return value
 
 def _number(body: dict[str, Any], name: str, default: float, low: float, high: float, *,
             integer: bool = False, low_open: bool = False, high_open: bool = False) -> Any:
@@ -86,8 +138,8 @@ def _dataset(api: LocalAPI, file_id: Any, field: str) -> dict[str, Any]:
 
 def _training_type(body: dict[str, Any], base: BaseModel,
                    limits: dict[str, Any]) -> dict[str, Any]:
-    given = body.get("training_type") or {"type": "Lora"}
-    if not isinstance(given, dict) or given.get("type") not in ("Lora", "Full"):
+    given = _object(body, "training_type", {"type": "Lora"})
+    if given.get("type") not in ("Lora", "Full"):
         raise bad_request("training_type.type must be 'Lora' or 'Full'", "training_type")
     if given["type"] == "Full":
         if not base.supports_full:
@@ -107,34 +159,45 @@ def _training_type(body: dict[str, Any], base: BaseModel,
     return lora
 
 
+_DPO_ONLY = ("dpo_beta", "rpo_alpha", "simpo_gamma", "dpo_normalize_logratios_by_length",
+             "dpo_reference_free")
+
+
 def _training_method(body: dict[str, Any], dataset_format: str | None) -> dict[str, Any]:
-    given = body.get("training_method") or {"method": "sft"}
-    if not isinstance(given, dict) or given.get("method") not in ("sft", "dpo"):
+    given = _object(body, "training_method", {"method": "sft"})
+    if given.get("method") not in ("sft", "dpo"):
         raise bad_request("training_method.method must be 'sft' or 'dpo'", "training_method")
     if given["method"] == "dpo":
         if dataset_format != "PREFERENCE":
             raise bad_request("DPO needs a preference dataset (input, preferred_output, "
                               "non_preferred_output)", "training_method")
-        return {"method": "dpo", **{k: given.get(k, d) for k, d in (
-            ("dpo_beta", 0.1), ("rpo_alpha", 0.0), ("dpo_normalize_logratios_by_length", False),
-            ("dpo_reference_free", False), ("simpo_gamma", 0.0))}}
+        if "train_on_inputs" in given or body.get("train_on_inputs") is not None:
+            raise bad_request("train_on_inputs applies to SFT, not DPO", "train_on_inputs")
+        return {"method": "dpo",
+                "dpo_beta": _number(given, "dpo_beta", 0.1, 0.0, 1e6, low_open=True),
+                "rpo_alpha": _number(given, "rpo_alpha", 0.0, 0.0, 1e6),
+                "simpo_gamma": _number(given, "simpo_gamma", 0.0, 0.0, 1e6),
+                "dpo_normalize_logratios_by_length": _flag(
+                    given, "dpo_normalize_logratios_by_length", False),
+                "dpo_reference_free": _flag(given, "dpo_reference_free", False)}
     if dataset_format == "PREFERENCE":
         raise bad_request("a preference dataset needs training_method.method 'dpo'",
                           "training_method")
+    for name in _DPO_ONLY:
+        if name in given:
+            raise bad_request(f"{name} applies to DPO, not SFT", name)
     inputs = given.get("train_on_inputs", body.get("train_on_inputs", "auto"))
-    if inputs not in (True, False, "auto"):
+    if not (isinstance(inputs, bool) or inputs == "auto"):
         raise bad_request("train_on_inputs must be true, false or 'auto'", "train_on_inputs")
     return {"method": "sft", "train_on_inputs": inputs}
 
 
 def _lr_scheduler(body: dict[str, Any]) -> dict[str, Any]:
-    given = body.get("lr_scheduler") or {}
-    if not isinstance(given, dict):
-        raise bad_request("lr_scheduler must be an object", "lr_scheduler")
+    given = _object(body, "lr_scheduler", {})
     kind = given.get("lr_scheduler_type", "cosine")
     if kind not in ("linear", "cosine"):
         raise bad_request("lr_scheduler_type must be 'linear' or 'cosine'", "lr_scheduler")
-    args = given.get("lr_scheduler_args") or {}
+    args = _object(given, "lr_scheduler_args", {})
     ratio = _number(args, "min_lr_ratio", 0.0, 0.0, 1.0)
     scheduler_args: dict[str, Any] = {"min_lr_ratio": ratio}
     if kind == "cosine":
@@ -148,8 +211,8 @@ def _job_plan_override(request: Request) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        plan = json.loads(raw)
-    except ValueError:
+        plan = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         plan = None
     if not isinstance(plan, dict):
         raise bad_request("X-Local-Job must be a JSON object like {\"duration\": \"2s\", "
@@ -161,6 +224,10 @@ def _job_plan_override(request: Request) -> dict[str, Any]:
             raise bad_request(f"X-Local-Job: {exc}") from None
     if plan.get("outcome", "completed") not in get_args(LocalJobOutcome):
         raise bad_request("X-Local-Job outcome must be completed, error or user_error")
+    fail_at = plan.get("fail_at", 0.5)
+    if isinstance(fail_at, bool) or not isinstance(fail_at, int | float) or \
+            not 0 <= fail_at <= 1:
+        raise bad_request("X-Local-Job fail_at must be a number from 0 to 1")
     return plan
 
 
@@ -184,10 +251,30 @@ def _resolve_model(api: LocalAPI, body: dict[str, Any]) -> tuple[BaseModel, str 
     return base, checkpoint
 
 
+def _sequence_and_seed(body: dict[str, Any], limits: dict[str, Any],
+                       method: str) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+    if body.get("max_seq_length") is not None:
+        checked["max_seq_length"] = _number(body, "max_seq_length", 0,
+                                            limits["min_max_seq_length"],
+                                            limits[f"max_seq_length_{method}"], integer=True)
+    if body.get("random_seed") is not None:
+        checked["random_seed"] = _number(body, "random_seed", 0, 0, 2**32 - 1, integer=True)
+    return checked
+
+
+def _multimodal(body: dict[str, Any], base: BaseModel) -> None:
+    params = _object(body, "multimodal_params", {})
+    if _flag(params, "train_vision", False) and not base.limits()["supports_vision"]:
+        raise bad_request(f"{base.id} does not support vision; train_vision must be false",
+                          "multimodal_params")
+
+
 async def create(request: Request) -> Response:
     api = api_of(request)
     body = await json_body(request)
     override = _job_plan_override(request)
+    _plain_fields(body)
     base, checkpoint = _resolve_model(api, body)
     limits = base.limits()
     train = _dataset(api, body.get("training_file"), "training_file")
@@ -220,6 +307,8 @@ async def create(request: Request) -> Response:
         raise bad_request("suffix must be 1-40 letters, digits, '.', '_' or '-'", "suffix")
     method = _training_method(body, train_report.get("dataset_format"))
     scheduler = _lr_scheduler(body)
+    params.update(_sequence_and_seed(body, limits, method["method"]))
+    _multimodal(body, base)
 
     job_id = f"ft-{uuid.uuid4()}"
     name = base.id.split("/")[-1]
@@ -442,7 +531,10 @@ async def download(request: Request) -> Response:
                           "ft_id")
     data = _archive(row, request.query_params.get("checkpoint") or "merged")
     ranged = request.headers.get("range", "")
-    match = re.fullmatch(r"bytes=(\d+)-(\d*)", ranged)
+    match = re.fullmatch(r"bytes=(\d{1,18})-(\d{0,18})", ranged)
+    if ranged and not match:
+        raise APIError(416, "requested range not satisfiable (use bytes=START-[END])",
+                       type_="invalid_range")
     if match:
         start = int(match.group(1))
         end = min(len(data) - 1, int(match.group(2)) if match.group(2) else len(data) - 1)

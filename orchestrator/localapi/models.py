@@ -8,13 +8,13 @@ per account: a second import under one name is refused with "Model name already 
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -110,6 +110,8 @@ async def upload(request: Request) -> Response:
     if model_type not in ("model", "adapter"):
         raise bad_request("model_type must be 'model' or 'adapter'", "model_type")
     base = body.get("base_model")
+    if base is not None and not isinstance(base, str):
+        raise bad_request("base_model must be a string", "base_model")
     if model_type == "adapter" and not (base or body.get("lora_model")):
         raise bad_request("an adapter needs base_model (the serverless model it adapts)",
                           "base_model")
@@ -122,10 +124,10 @@ async def upload(request: Request) -> Response:
     plan: dict[str, Any] = {"duration": api.config.upload_duration, "outcome": "completed"}
     if override:
         try:
-            given = json.loads(override)
+            given = orjson.loads(override)
             plan["duration"] = parse_duration(given.get("duration", plan["duration"]))
             plan["outcome"] = given.get("outcome", "completed")
-        except (ValueError, TypeError, AttributeError):
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
             raise bad_request("X-Local-Job must be a JSON object like {\"duration\": "
                               "\"2s\"}") from None
     record = {k: v for k, v in body.items() if k != "hf_token"}

@@ -1,9 +1,22 @@
-"""`orchestrator local-api`: the local API as an HTTP server on loopback (uvicorn)."""
+"""`orchestrator local-api`: the local API as an HTTP server on loopback (uvicorn).
+
+Everything that can stop it from serving is found before it says it serves, each as one line:
+an empty key, a port outside 1-65535 or already taken, a data folder it cannot write. Once it
+serves, a client that opens a connection and sends its request's headers slowly, or never,
+is disconnected after `request_timeout` (uvicorn alone would wait for ever: slowloris); bodies
+are bounded by the app's gate.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import os
+import socket
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from orchestrator.errors import ConfigError
 from orchestrator.localapi.app import ConnectionDropped, LocalAPI
@@ -28,20 +41,104 @@ class _QuietDrops(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
 
 
-def serve(config: LocalAPIConfig, *, host: str, port: int, allow_remote: bool = False) -> None:
-    """Serve until interrupted. Refuses a non-loopback address unless `allow_remote`."""
+_TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+              b"connection: close\r\ncontent-length: 88\r\n\r\n"
+              b'{"error": {"message": "the request headers took too long to arrive", '
+              b'"type": "timeout"}}')
+
+
+class _TimelyH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's headers: from the
+    moment the connection opens, or the previous response ends, until a request has come."""
+
+    header_timeout = 30.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._deadline: asyncio.TimerHandle | None = None
+        self._watch()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _watch(self) -> None:
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and self._deadline is None:
+            self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
+        elif not waiting and self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing() and (self.cycle is None
+                                                or self.cycle.response_complete):
+            self.transport.write(_TIMED_OUT)
+            self.transport.close()
+
+
+def _check(config: LocalAPIConfig, host: str, port: int, allow_remote: bool) -> LocalAPI:
+    """The API, with its state opened: each reason it could not serve is a ConfigError."""
     if not is_loopback(host) and not allow_remote:
         msg = (f"--host {host} is not a loopback address; the local API has no real security "
                "(one shared key, simulated data). Add --allow-remote to serve it anyway")
         raise ConfigError(msg)
+    if not 1 <= port <= 65535:
+        msg = f"--port {port}: a port is a number from 1 to 65535"
+        raise ConfigError(msg)
+    if not config.api_key.strip():
+        msg = "local_api_key is empty: clients could not authenticate (the default is local-key)"
+        raise ConfigError(msg)
+    api = LocalAPI(config)
+    try:
+        api.check_state()
+    except BaseException:
+        api.close()
+        raise
+    return api
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
+                                    else socket.AF_INET, reuse_port=False)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        msg = f"cannot listen on {host}:{port}: {reason}"
+        raise ConfigError(msg) from None
+
+
+def serve(config: LocalAPIConfig, *, host: str, port: int, allow_remote: bool = False) -> None:
+    """Serve until interrupted; raises ConfigError, before serving, for anything that would
+    keep it from serving (see the module docstring)."""
+    api = _check(config, host, port, allow_remote)
+    try:
+        sock = _listen(host, port)
+    except BaseException:
+        api.close()
+        raise
     import uvicorn  # noqa: PLC0415  (only this command needs it)
 
     logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
-    api = LocalAPI(config)
+    protocol: Any = type("TimelyH11", (_TimelyH11,), {"header_timeout": config.request_timeout})
     print(f"local Together-compatible API (training is SIMULATED) on http://{host}:{port}/v1\n"
           f"  data: {config.data_dir}\n  key: the setting local_api_key "
           "(export TOGETHER_API_KEY with it for the Together SDK or CLI)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(api.app, log_level="warning", access_log=False,
+                                           http=protocol, timeout_keep_alive=5))
     try:
-        uvicorn.run(api.app, host=host, port=port, log_level="warning", access_log=False)
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         api.close()
+

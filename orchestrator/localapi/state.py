@@ -70,6 +70,12 @@ class LocalState:
             self._db.execute(statement)
         self._db.row_factory = _row
 
+    def check_writable(self) -> None:
+        """Raise sqlite3.Error unless the database takes a write (a read-only file would
+        open, and fail only at the first upload)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("ROLLBACK")
+
     def close(self) -> None:
         self._db.close()
 

@@ -13,6 +13,7 @@ when it closes: a worker executing runs of both kinds holds two clients.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -82,6 +83,12 @@ class Providers:
         """Clients as `settings` configure them; new runs get the `provider` setting."""
 
         def check(ref: ProviderRef) -> None:
+            if ref.name == "local":
+                problem = _unusable_folder(Path(ref.url))
+                if problem is not None:
+                    msg = (f"the local API's data folder {ref.url} cannot be used: {problem} "
+                           "(setting local_data_dir)")
+                    raise SettingsInvalid(msg)
             if ref.name == "together":
                 key = settings.together_api_key
                 if key is None or not key.get_secret_value():
@@ -128,6 +135,19 @@ class Providers:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         self._clients.clear()
         await self._stack.aclose()
+
+
+def _unusable_folder(path: Path) -> str | None:
+    """Why the local API could not keep its state under `path`, found without creating
+    anything (a run that never calls the provider leaves no folder behind); None if it can."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def _client_for(settings: Settings, ref: ProviderRef) -> TogetherClient:

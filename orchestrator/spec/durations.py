@@ -15,26 +15,42 @@ _WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$")
 HINT = "use a number of seconds or a number with a unit: 500ms, 30s, 5m, 2h, 1d, 1h30m"
 
 
+MAX_SECONDS = 10 * 365 * 86400.0
+"""Ten years: longer is a mistake, and an infinite or astronomic wait breaks timers."""
+
+
+def _bounded(seconds: float, value: object) -> float:
+    if not seconds <= MAX_SECONDS:  # also NaN
+        raise ValueError(f"bad duration {_shown(value)}: at most ten years")
+    return seconds
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"
+
+
 def parse_duration(value: object) -> float:
     """Seconds from a number or a duration string; raises ValueError with a hint otherwise."""
     if isinstance(value, bool):  # pydantic turns ValueError (not TypeError) into a field error
         raise ValueError(f"bad duration {value!r}: {HINT}")  # noqa: TRY004
     if isinstance(value, int | float):
         if value < 0:
-            raise ValueError(f"bad duration {value!r}: must not be negative")
-        return float(value)
+            raise ValueError(f"bad duration {_shown(value)}: must not be negative")
+        return _bounded(float(min(value, MAX_SECONDS + 1)), value)
     if isinstance(value, str):
         text = value.strip()
         if _WHOLE.match(text):
-            return sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text))
+            return _bounded(sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text)),
+                            value)
         try:
             seconds = float(text)
         except ValueError:
             pass
         else:
             if seconds >= 0:
-                return seconds
-    raise ValueError(f"bad duration {value!r}: {HINT}")
+                return _bounded(seconds, value)
+    raise ValueError(f"bad duration {_shown(value)}: {HINT}")
 
 
 def format_duration(seconds: float) -> str:

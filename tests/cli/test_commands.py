@@ -171,6 +171,18 @@ def test_a_misspelt_setting_stops_every_command_in_one_line(cli: CLI, tmp_path: 
                                  "(did you mean 'log_format'?)\n")
 
 
+def test_an_unusable_local_data_folder_is_one_line_before_the_run(cli: CLI,
+                                                                     tmp_path: Path) -> None:
+    """The in-process local API answered 500 to every request of the run instead."""
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    write(tmp_path / "p.yaml", "name: p\nsteps:\n  s: {uses: core/echo, with: {x: 1}}\n")
+    result = cli("run", "p.yaml", env={"ORCH_LOCAL_DATA_DIR": "blocker/api"}, check_code=2)
+    assert result.stderr == (f"error: the local API's data folder {tmp_path}/blocker/api cannot "
+                             f"be used: {tmp_path}/blocker is not a folder (setting "
+                             "local_data_dir)\n")
+    assert not (tmp_path / ".orchestrator").exists()
+
+
 def _foreign_db(path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE invoices (id INTEGER)")

@@ -166,3 +166,73 @@ def test_official_cli(tmp_path: Path, together_env: dict[str, str]) -> None:
             wait_for(lambda: http.get(f"/fine-tunes/{job_id}").json()["status"] == "completed",
                      "the CLI's job completed")
         assert job_id in together("fine-tuning", "retrieve", job_id)
+
+
+# -- refusing to start, and bounded requests over a real socket -----------------------------
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    pytest.param(["--port", "99999"], {}, "error: --port 99999: a port is a number from 1 to "
+                 "65535", id="port-out-of-range"),
+    pytest.param(["--port", "0"], {}, "error: --port 0: a port is a number from 1 to 65535",
+                 id="port-zero"),
+    pytest.param([], {"ORCH_LOCAL_API_KEY": " "}, "error: bad setting local_api_key = '***' "
+                 "(from ORCH_LOCAL_API_KEY): must not be empty: clients authenticate with it "
+                 "(the default is local-key)", id="empty-key"),
+    pytest.param(["--data-dir", "blocker/api"], {}, "error: the local API's data folder "
+                 "blocker/api cannot be used: Not a directory", id="data-dir-under-a-file"),
+])
+def test_it_refuses_to_start_in_one_line(cli: CLI, tmp_path: Path, args: list[str],
+                                         env: dict[str, str], expected: str) -> None:
+    """Each of these used to start (and answer 500 to everything) or print a traceback."""
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    result = cli("local-api", *args, env=env, check_code=2, timeout=20)
+    assert result.stderr.strip() == expected
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_port_in_use_is_one_line(cli: CLI) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("local-api", "--port", str(port), check_code=2, timeout=20)
+    assert result.stderr.strip() == (f"error: cannot listen on 127.0.0.1:{port}: Address "
+                                     "already in use")
+
+
+def test_slow_headers_are_cut_off_and_hostile_requests_leave_the_connection_usable(
+        tmp_path: Path) -> None:
+    """A client that sends half its headers is answered 408 and disconnected after
+    local_request_timeout; absurd values get a 4xx on a connection that keeps serving."""
+    port = free_port()
+    with serving(tmp_path, port, local_request_timeout="1s") as base:
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET /v1/files HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        slow.settimeout(10)
+        started = time.monotonic()
+        answer = slow.recv(200)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert slow.recv(200) == b""  # closed
+        assert time.monotonic() - started < 5
+        slow.close()
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"},
+                          timeout=10) as client:
+            hostile = [
+                client.post("/fine-tunes", content=b'{"n_epochs": ' + b"1" * 5000 + b"}",
+                            headers={"Content-Type": "application/json"}),
+                client.post("/fine-tunes", content=b"[" * 100_000 + b"]" * 100_000,
+                            headers={"Content-Type": "application/json"}),
+                client.get("/finetune/download", params={"ft_id": "ft-x"},
+                           headers={"Range": "bytes=" + "9" * 5000 + "-"}),
+                client.delete("/files"),
+            ]
+            assert [r.status_code for r in hostile] == [400, 400, 404, 405]
+            assert client.get("/files").status_code == 200
+            assert client.get("/files").status_code == 200
+        partial = socket.create_connection(("127.0.0.1", port))
+        partial.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                        + KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{\"model\":")  # and no more of the body
+        partial.settimeout(10)
+        assert partial.recv(200).startswith(b"HTTP/1.1 408")
+        partial.close()

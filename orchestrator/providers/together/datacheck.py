@@ -351,12 +351,12 @@ def _json_kind(value: Any) -> str:
             type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def check_file(path: str | Path, *, purpose: str = "fine-tune",
-               max_problems: int = 100) -> DataReport:
-    """Check a dataset file, streamed; the type comes from its extension. Anything but a
-    regular file (a folder, a FIFO, /dev/zero) is refused unread."""
+def check_file(path: str | Path, *, purpose: str = "fine-tune", max_problems: int = 100,
+               file_type: str | None = None) -> DataReport:
+    """Check a dataset file, streamed; its type is `file_type`, or else its extension's.
+    Anything but a regular file (a folder, a FIFO, /dev/zero) is refused unread."""
     file = Path(path)
-    suffix = file.suffix.lower().lstrip(".")
+    suffix = file_type or file.suffix.lower().lstrip(".")
     try:
         stream = open_regular(file)
     except UnreadableFile as exc:
