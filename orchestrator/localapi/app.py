@@ -191,6 +191,8 @@ def _routes() -> list[BaseRoute]:
 
 # -- the gate --------------------------------------------------------------------------------
 
+MAX_TEST_LATENCY = 60.0
+"""A request may ask to be slowed down this much at most (X-Local-Latency)."""
 UPLOAD_PATHS = ("/uploads/", "/v1/files/upload")
 """Where file bytes arrive: bounded by `max_upload_bytes`, every other body by
 `max_request_bytes`."""
@@ -291,6 +293,9 @@ class Gate:
             delay = parse_duration(latency) if latency else config.latency
         except ValueError as exc:
             problem = str(exc)
+        else:
+            if latency and delay > MAX_TEST_LATENCY:
+                problem = f"X-Local-Latency is at most {MAX_TEST_LATENCY:g}s"
         if problem is not None:
             await error_response(400, f"bad test header: {problem}")(scope, receive, send)
             return

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from orchestrator.errors import PermanentError, TransientError
 from orchestrator.spec.durations import Duration
@@ -62,7 +62,8 @@ class FailParams(BaseModel):
                                         "omitted: fail every time"
     )
     message: str = "planned failure (core/fail)"
-    transient: bool = Field(default=True, description="false: fail permanently, no retries")
+    transient: StrictBool = Field(default=True,
+                                  description="false: fail permanently, no retries")
 
 
 @REGISTRY.step("core/fail", params=FailParams, outputs=frozenset({"failures"}))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from orchestrator.errors import JobEnded, PermanentError, ProviderUnavailable, TransientError
 from orchestrator.faults import fault_point
@@ -76,7 +76,7 @@ class _Params(BaseModel):
 class UploadParams(_Params):
     path: str = Field(description="the dataset (relative to the pipeline file)")
     purpose: Literal["fine-tune", "eval"] = "fine-tune"
-    check: bool = Field(default=True, description="check the data before uploading")
+    check: StrictBool = Field(default=True, description="check the data before uploading")
 
 
 @REGISTRY.step("together/upload-file", params=UploadParams,
@@ -212,19 +212,19 @@ class LaunchParams(_Params):
     max_grad_norm: float = Field(default=1.0, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     suffix: str | None = Field(default=None, max_length=29, pattern=r"^[A-Za-z0-9._-]+$")
-    lora: bool = True
+    lora: StrictBool = True
     lora_r: int | None = Field(default=None, ge=1)
     lora_alpha: int | None = Field(default=None, ge=1)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     lora_trainable_modules: str = "all-linear"
     training_method: Literal["sft", "dpo"] = "sft"
-    train_on_inputs: bool | Literal["auto"] = "auto"
-    dpo_beta: float | None = None
-    rpo_alpha: float | None = None
-    simpo_gamma: float | None = None
-    dpo_normalize_logratios_by_length: bool | None = None
-    packing: bool | None = None
-    max_seq_length: int | None = None
+    train_on_inputs: StrictBool | Literal["auto"] = "auto"
+    dpo_beta: float | None = Field(default=None, gt=0)
+    rpo_alpha: float | None = Field(default=None, ge=0)
+    simpo_gamma: float | None = Field(default=None, ge=0)
+    dpo_normalize_logratios_by_length: StrictBool | None = None
+    packing: StrictBool | None = None
+    max_seq_length: int | None = Field(default=None, ge=1)
     random_seed: int | None = None
     wandb_api_key: str | None = Field(default=None, description="use ${{ secrets.NAME }}")
     wandb_base_url: str | None = None
@@ -242,6 +242,15 @@ class LaunchParams(_Params):
             raise ValueError(msg)
         if self.n_evals and not self.validation_file:
             msg = "n_evals > 0 needs a validation_file"
+            raise ValueError(msg)
+        dpo_only = [name for name in ("dpo_beta", "rpo_alpha", "simpo_gamma",
+                                      "dpo_normalize_logratios_by_length")
+                    if getattr(self, name) is not None]
+        if self.training_method == "sft" and dpo_only:
+            msg = f"{dpo_only[0]} applies to training_method dpo, not sft"
+            raise ValueError(msg)
+        if self.training_method == "dpo" and self.train_on_inputs != "auto":
+            msg = "train_on_inputs applies to training_method sft, not dpo"
             raise ValueError(msg)
         return self
 
@@ -565,7 +574,7 @@ async def register_adapter(ctx: StepContext, params: RegisterParams) -> dict[str
 class Expectations(_Params):
     contains: str | list[str] | None = None
     regex: str | None = None
-    not_empty: bool = True
+    not_empty: StrictBool = True
     max_latency: Duration | None = None
 
 

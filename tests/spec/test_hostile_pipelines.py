@@ -33,6 +33,7 @@ EXPECTED = {
     "huge-integer.yaml": "3:34: an integer of 5,000 digits; at most 4,300",
     "infinite.yaml": "3:34: 1e400 is not a finite number (JSON cannot hold it); quote it to "
                      "mean the text",
+    "launch-lora-yes.yaml": "5:54: steps.launch.with.lora: input should be a valid boolean",
     "matrix-axes.yaml": "2:1: matrix: its axes make 10,000,000,000 cells before exclude; at "
                         "most 10,000 (setting max_matrix_cells)",
     "matrix-cells.yaml": "2:1: matrix: 12,000 cells; at most 10,000 (setting max_matrix_cells)",

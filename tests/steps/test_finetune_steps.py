@@ -411,3 +411,23 @@ async def test_a_half_finished_upload_is_finished_not_repeated(setup: Setup) -> 
     assert outputs["file_id"] == start.headers["x-together-file-id"]
     file = await setup.client.retrieve_file(outputs["file_id"])
     assert (file.processed, file.processing_status) == (True, "COMPLETED")
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    pytest.param({"lora": "yes"}, "lora\n  Input should be a valid boolean", id="lora-yes"),
+    pytest.param({"lora_dropout": -3}, "greater than or equal to 0", id="dropout-negative"),
+    pytest.param({"dpo_beta": 0.2}, "dpo_beta applies to training_method dpo, not sft",
+                 id="dpo-beta-with-sft"),
+    pytest.param({"training_method": "dpo", "train_on_inputs": True},
+                 "train_on_inputs applies to training_method sft, not dpo", id="inputs-dpo"),
+    pytest.param({"packing": 1}, "packing\n  Input should be a valid boolean", id="packing-1"),
+])
+def test_launch_parameters_are_checked_as_the_sdk_checks_them(fields: dict[str, Any],
+                                                              message: str) -> None:
+    """What Together's SDK refuses before sending, the step refuses at validate."""
+    from pydantic import ValidationError
+
+    from orchestrator.steps.together import LaunchParams
+
+    with pytest.raises(ValidationError, match=message):
+        LaunchParams.model_validate({"training_file": "file-1", "model": "base", **fields})
