@@ -14,11 +14,13 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 from orchestrator.redact import REDACTOR
+from orchestrator.terminal import printable
 
 __all__ = [
     "add_run_fields",
     "compact_run_fields",
     "configure_logging",
+    "escape_controls",
     "get_logger",
 ]
 
@@ -43,6 +45,15 @@ def compact_run_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> Even
     return event_dict
 
 
+def escape_controls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Console only: string values with control characters escaped, so a value a step or a
+    provider sent cannot drive the terminal (JSON lines escape them already)."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = printable(value, lines=key == "exception")
+    return event_dict
+
+
 def configure_logging(*, fmt: str = "auto", level: str = "info",
                       stream: TextIO | None = None) -> None:
     """Set structlog up for this process; `fmt` is auto, console or json."""
@@ -63,6 +74,7 @@ def configure_logging(*, fmt: str = "auto", level: str = "info",
         processors += [
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
             compact_run_fields,
+            escape_controls,
             structlog.dev.ConsoleRenderer(colors=out.isatty(), pad_event=40,
                                           exception_formatter=structlog.dev.plain_traceback),
         ]

@@ -2,7 +2,8 @@
 
 This module imports only argparse: each command imports what it needs when it runs, so
 `orchestrator --help` and `orchestrator validate` start fast (see README, "Performance").
-Exit codes: 0 succeeded, 1 the run failed, 2 bad input, 130 interrupted.
+Exit codes: 0 succeeded, 1 the run failed, 2 bad input, 130 interrupted, 141 the reader of
+the output went away (`| head`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_BROKEN_PIPE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK",
+           "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 _MODULES = {"batches": "batches", "cancel": "service", "worker": "service",
             "scheduler": "service", "serve": "service", "schedules": "service"}
@@ -191,13 +194,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = getattr(module, f"cmd_{args.command.replace('-', '_')}")
         code: int = handler(args)
     except OrchestratorError as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
+        from orchestrator.terminal import printable  # noqa: PLC0415
+
+        for raw in str(exc).splitlines() or [type(exc).__name__]:
+            line = printable(raw)
             print(line if ":" in line.split(" ", 1)[0] else f"error: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BaseException as exc:
+        if not _reader_gone(exc):
+            raise
+        return _quietly_after_broken_pipe()
     return code
+
+
+def _reader_gone(exc: BaseException) -> bool:
+    """The command's output was piped into something that stopped reading (`| head`)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_reader_gone(inner) for inner in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
+def _quietly_after_broken_pipe() -> int:
+    """End without a traceback, and without Python's own complaint when it flushes stdout at
+    exit: stdout goes to /dev/null. The exit code is a shell's for SIGPIPE (128 + 13)."""
+    import os  # noqa: PLC0415
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def run() -> None:

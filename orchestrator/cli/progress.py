@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.text import Text
 
 from orchestrator.providers.together.types import TERMINAL_JOB_STATUSES
+from orchestrator.terminal import printable
 
 __all__ = ["ConsoleWriter", "LiveProgress", "describe"]
 
@@ -26,7 +27,7 @@ FINISHED = TERMINAL_JOB_STATUSES | {"Complete", "Failed"}
 
 def describe(fields: Mapping[str, Any]) -> str:
     """`running  step 12/30  loss 1.2345` from what a step reported."""
-    parts = [str(fields.get("status", ""))]
+    parts = [printable(str(fields.get("status", "")))]
     if fields.get("step") is not None:
         total = fields.get("total_steps")
         parts.append(f"step {fields['step']}" + (f"/{total}" if total else ""))
@@ -55,7 +56,7 @@ class LiveProgress:
         total = fields.get("total_steps")
         completed = fields.get("step") or 0
         if key not in self._tasks:
-            self._tasks[key] = self.progress.add_task(self._label(run_id, step_id),
+            self._tasks[key] = self.progress.add_task(printable(self._label(run_id, step_id)),
                                                       total=total, detail=detail,
                                                       completed=completed)
         else:

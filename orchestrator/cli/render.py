@@ -23,6 +23,7 @@ from orchestrator.store.base import (
     StepRecord,
     StepStatus,
 )
+from orchestrator.terminal import printable
 
 if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import ResumePlan
@@ -51,10 +52,30 @@ _STYLE = {
 }
 
 
+class _SafeConsole(Console):
+    """A console that shows stored text as text: control characters escaped in every string
+    it renders (table cells too), and no rich markup, so `[link=...]` in a step's output is
+    printed, not obeyed."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(printable(text), **kwargs)
+
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`| head`): the command line ends quietly, as for a print."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def _console() -> Console:
     # Piped output is not wrapped at 80 columns: it is read by people and by grep alike.
-    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 1000,
-                   highlight=False, soft_wrap=not sys.stdout.isatty())
+    return _SafeConsole(file=sys.stdout, width=None if sys.stdout.isatty() else 1000,
+                        highlight=False, markup=False, emoji=False,
+                        soft_wrap=not sys.stdout.isatty())
+
+
+def _text(content: str, style: str = "") -> Text:
+    """Styled text from stored values, control characters escaped."""
+    return Text(printable(content), style=style)
 
 
 def _when(ts: float | None) -> str:
@@ -62,7 +83,7 @@ def _when(ts: float | None) -> str:
 
 
 def _status(value: str) -> Text:
-    return Text(value, style=_STYLE.get(value, ""))
+    return _text(value, _STYLE.get(value, ""))
 
 
 def _table(*columns: str) -> Table:
@@ -73,7 +94,7 @@ def _table(*columns: str) -> Table:
 
 
 def _waiting(key: str) -> Text:
-    return Text(f"waiting for {key}", style=_STYLE["waiting"])
+    return _text(f"waiting for {key}", _STYLE["waiting"])
 
 
 def _executor_gone(run: RunRecord) -> bool:
@@ -111,7 +132,7 @@ def _span(start: float | None, end: float | None) -> str:
 
 
 def _short(value: Any, limit: int = 100) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    text = printable(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -209,11 +230,10 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
         console.print("  inputs    " + ", ".join(f"{k}={_short(v, 60)}"
                                                  for k, v in run.inputs.items()))
     if run.error:
-        console.print(Text(f"  error     {run.error}", style="red"))
+        console.print(_text(f"  error     {run.error}", "red"))
     if _executor_gone(run):
-        console.print(Text(f"  executor  {run.lease_owner or 'none'} is gone; continue with: "
-                           f"orchestrator resume {run.id} (or a worker takes it over)",
-                           style="red"))
+        console.print(_text(f"  executor  {run.lease_owner or 'none'} is gone; continue with: "
+                            f"orchestrator resume {run.id} (or a worker takes it over)", "red"))
     elif run.status is RunStatus.RUNNING and run.lease_owner:
         console.print(f"  executing on {run.lease_owner}")
     try:
@@ -291,7 +311,7 @@ def batch_detail(batch: BatchRecord, cells: list[CellSummary]) -> None:
     console.print(table)
     failed = [c.run for c in cells if c.run.error and c.run.status is not RunStatus.SUCCEEDED]
     for run in failed[:10]:
-        console.print(Text(f"  {run.id}: {_short(run.error, 160)}", style="red"))
+        console.print(_text(f"  {run.id}: {_short(run.error, 160)}", "red"))
 
 
 def batches_table(rows: list[tuple[BatchRecord, list[RunRecord]]]) -> None:
@@ -361,6 +381,8 @@ def event_line(event: EventRecord, *, as_json: bool) -> None:
     details = dict(event.data)
     trace = details.pop("traceback", None)
     text = " ".join(f"{k}={_short(v, 160)}" for k, v in details.items())
-    print(f"{_when(event.ts)}  {where:<20} {event.kind:<18} {text}".rstrip(), flush=True)
+    print(printable(f"{_when(event.ts)}  {where:<20} {event.kind:<18} {text}".rstrip()),
+          flush=True)
     if trace:
-        print("    " + str(trace).rstrip().replace("\n", "\n    "), flush=True)
+        print("    " + printable(str(trace), lines=True).rstrip().replace("\n", "\n    "),
+              flush=True)

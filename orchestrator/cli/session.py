@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from orchestrator.cli import EXIT_FAILED, EXIT_INTERRUPTED
+from orchestrator.terminal import printable
 
 if TYPE_CHECKING:
     from orchestrator.engine.executor import ProgressSink
@@ -43,13 +44,14 @@ T = TypeVar("T")
 
 
 def out(text: str = "") -> None:
-    """Results: what a script piping the command reads."""
-    print(text, flush=True)
+    """Results: what a script piping the command reads (control characters escaped: the text
+    may hold a step's error or output)."""
+    print(printable(text, lines=True), flush=True)
 
 
 def err(text: str) -> None:
-    """Messages to the person: progress, hints, errors."""
-    print(text, file=sys.stderr, flush=True)
+    """Messages to the person: progress, hints, errors (control characters escaped)."""
+    print(printable(text, lines=True), file=sys.stderr, flush=True)
 
 
 def settings_for(args: argparse.Namespace, **extra: Any) -> Settings:
