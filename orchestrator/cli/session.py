@@ -191,8 +191,9 @@ def started_remote_work(settings: Settings, run_ids: Sequence[str]) -> bool:
         for run_id in run_ids:
             run = await store.get_run(run_id)
             if run.pipeline_text not in parsed:
-                parsed[run.pipeline_text] = parse_pipeline(run.pipeline_text,
-                                                           Path(run.pipeline_path))
+                parsed[run.pipeline_text] = parse_pipeline(
+                    run.pipeline_text, Path(run.pipeline_path),
+                    limits=settings.pipeline_limits)
             steps = parsed[run.pipeline_text].steps
             for step_id, record in (await store.get_steps(run_id)).items():
                 if step_id in steps and steps[step_id].type.cancel and record.checkpoint:

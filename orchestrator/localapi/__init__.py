@@ -46,8 +46,15 @@ Fine-tunes   POST|GET /v1/fine-tunes, GET|DELETE /v1/fine-tunes/{id},
 Models       GET /v1/models, POST /v1/models (also /v0/models), GET /v1/jobs, GET /v1/jobs/{id}
 Inference    POST /v1/completions, POST /v1/chat/completions (stream: true for SSE)
 
-Testing aids (headers): X-Local-Fault: 429|500|503|drop|none, X-Local-Latency: 200ms,
+Bounds: a request body up to local_max_request_bytes, a file upload up to
+local_max_upload_bytes (else 413); headers, and a body that is not an upload, within
+local_request_timeout, and no upload pausing longer (else 408 and the connection closes).
+SDK arguments that are not request fields (lora, lora_r, dpo_beta, ...) are refused, with
+where they go (training_type.lora_r, training_method.dpo_beta, ...).
+
+Testing aids (headers): X-Local-Fault: 429|500|503|drop|none, X-Local-Latency: 200ms (<= 60s),
 X-Local-Job: {"duration": "2s", "outcome": "error"|"user_error", "fail_at": 0.5} on create.
 Settings: local_faults ("429=0.05,500=0.02,503=0.02,drop=0.01"), local_latency,
-local_retry_after, local_fault_seed, local_job_outcome, local_upload_duration.
+local_retry_after, local_fault_seed, local_job_outcome, local_upload_duration,
+local_max_request_bytes, local_max_upload_bytes, local_request_timeout.
 """

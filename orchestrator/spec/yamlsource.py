@@ -5,8 +5,8 @@ by its path from the root (`("steps", "launch", "with", "model")`). The safe loa
 changes a pipeline author would ask for: duplicate keys are reported instead of silently keeping
 the last one; scalars follow YAML 1.2's core schema, so `no`, `on` and `1:30` stay strings
 rather than turning into `False`, `True` and `90`, `1e-4` is a number and `2024-01-01` a string;
-and a document beyond `PipelineLimits` (nesting, alias expansion) is refused with the position
-where it crossed the bound, before it costs more memory than its own text.
+and a document beyond `PipelineLimits` (nodes, nesting, alias expansion) is refused where it
+crossed the bound, before it costs more memory than the bound allows.
 """
 
 from __future__ import annotations

@@ -4,13 +4,16 @@ time and memory, never with a traceback (the corpus lives in tests/hostile/pipel
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.errors import PipelineInvalid
 from orchestrator.spec.limits import PipelineLimits
-from orchestrator.spec.loader import load_pipeline
+from orchestrator.spec.loader import load_pipeline, parse_pipeline
 from tests.cli.helpers import measured
 from tests.conftest import CLI, REPO
 
@@ -126,3 +129,67 @@ def test_a_file_of_millions_of_nodes_is_refused_within_bounds(tmp_path: Path) ->
     cost = measured("validate", str(path))
     assert cost.code == 2 and "more than 200,000 nodes (setting max_yaml_nodes)" in cost.stderr
     assert cost.cpu < 2.0 and cost.peak_mib < 200, cost
+
+
+# -- any text at all: only the documented errors, quickly ------------------------------------
+
+_YAML_CHARS = st.sampled_from([*"abc:{}[],-&*!|>'\"#%@?~ \n\t.0123456789<=\\",
+                               "steps:", "name: p\n", "  ", "${{", "}}", "uses: core/echo",
+                               "&a", "*a", "<<", "!!str", "!!int", "!!binary", "1e5", "0x",
+                               "\u001b", "\u00e9", "---", "..."])
+
+
+@given(st.lists(_YAML_CHARS, max_size=80).map("".join))
+@settings(max_examples=500, deadline=None)
+def test_any_text_is_a_pipeline_or_problems_never_an_exception(text: str) -> None:
+    """Whatever the file holds, loading gives a Pipeline or PipelineInvalid with positions,
+    in well under a second."""
+    started = time.perf_counter()
+    try:
+        parse_pipeline(text, Path("any.yaml"))
+    except PipelineInvalid as exc:
+        assert exc.problems and all(p.line >= 1 and p.col >= 1 for p in exc.problems)
+    assert time.perf_counter() - started < 1.0
+
+
+_NESTED = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                       lambda inner: st.lists(inner, max_size=4)
+                       | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+                       max_leaves=30)
+
+
+@given(_NESTED, st.integers(1, 6))
+@settings(max_examples=200, deadline=None)
+def test_anchors_and_aliases_are_expanded_within_bounds(value: object, copies: int) -> None:
+    """A document that names a value once and refers to it many times (nested too) loads to
+    the same data as one that spells it out, or is refused at the alias that crossed the
+    bound; never more memory than the bound allows."""
+    import yaml
+
+    spelled = yaml.safe_dump({"name": "p", "x": [value] * copies, "y": [[value] * copies]})
+    aliased = yaml.dump({"name": "p", "x": [value] * copies, "y": [[value] * copies]},
+                        Dumper=yaml.SafeDumper)  # the dumper writes anchors for shared objects
+    from orchestrator.spec.yamlsource import parse_yaml
+
+    small = PipelineLimits(max_alias_nodes=50)
+    plain, shared = parse_yaml(spelled), parse_yaml(aliased, small)
+    if shared.problems:
+        assert [p.message for p in shared.problems] == [
+            "alias expands to more than 50 nodes (setting max_yaml_alias_nodes)"]
+    else:
+        assert shared.data == plain.data
+
+
+@given(st.lists(st.sampled_from(["${{", "}}", "inputs", "steps", ".", "[", "]", "'", '"',
+                                 "0", "-", "x", " ", "outputs", "secrets", "9" * 30]),
+                max_size=40).map("".join))
+@settings(max_examples=500, deadline=None)
+def test_any_expression_text_parses_or_is_an_expression_error(text: str) -> None:
+    from orchestrator.spec.expressions import ExpressionError, parse_template
+
+    try:
+        template = parse_template(text)
+    except ExpressionError as exc:
+        assert len(str(exc)) < 400
+    else:
+        assert all(ref.root for ref in template.references)
