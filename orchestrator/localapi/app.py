@@ -205,16 +205,18 @@ def _too_large(limit: int) -> APIError:
 
 class _BoundedBody:
     """An ASGI `receive` that bounds the request body: in size (413), in how long it may
-    pause (408), and, unless it is a file upload, in how long it may take in all (408). Once
-    the body is in, it passes through untouched (a streamed response listens on it for the
-    client's disconnect, which may take any time)."""
+    pause (408), and, unless it is a file upload, in how long it may take in all from its
+    first read (408; injected latency comes before). Once the body is in, it passes through
+    untouched (a streamed response listens on it for the client's disconnect, which may take
+    any time)."""
 
     def __init__(self, receive: Receive, *, limit: int, pause: float,
                  whole: float | None) -> None:
         self._receive = receive
         self._limit = limit
         self._pause = pause
-        self._deadline = None if whole is None else anyio.current_time() + whole
+        self._whole = whole
+        self._deadline: float | None = None
         self._received = 0
         self._done = False
 
@@ -222,7 +224,9 @@ class _BoundedBody:
         if self._done:
             return await self._receive()
         wait = self._pause
-        if self._deadline is not None:
+        if self._whole is not None:
+            if self._deadline is None:
+                self._deadline = anyio.current_time() + self._whole
             wait = min(wait, self._deadline - anyio.current_time())
         with anyio.move_on_after(max(wait, 0.0)) as waited:
             message = await self._receive()
