@@ -28,13 +28,14 @@ class UnreadableFile(Exception):
 
 def format_size(size: int) -> str:
     """`8388608` as `8 MiB`: sizes in messages, the way people set them."""
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "bytes" or value.is_integer() else \
-                f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError  # pragma: no cover
+    if size < 1024:
+        return f"{size} bytes"
+    value, unit = size / 1024, "KiB"
+    for larger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{value:.0f} {unit}" if value.is_integer() else f"{value:.1f} {unit}"
 
 
 def open_regular(path: str | Path) -> BinaryIO:

@@ -381,8 +381,7 @@ def event_line(event: EventRecord, *, as_json: bool) -> None:
     details = dict(event.data)
     trace = details.pop("traceback", None)
     text = " ".join(f"{k}={_short(v, 160)}" for k, v in details.items())
-    print(printable(f"{_when(event.ts)}  {where:<20} {event.kind:<18} {text}".rstrip()),
-          flush=True)
+    print(f"{_when(event.ts)}  {where:<20} {event.kind:<18} {text}".rstrip(), flush=True)
     if trace:
         print("    " + printable(str(trace), lines=True).rstrip().replace("\n", "\n    "),
               flush=True)

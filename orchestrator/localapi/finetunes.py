@@ -81,9 +81,8 @@ def _plain_fields(body: dict[str, Any]) -> None:
     for name in STRING_FIELDS:
         if body.get(name) is not None and not isinstance(body[name], str):
             raise bad_request(f"{name} must be a string", name)
-    for name in ("packing",):
-        if body.get(name) is not None and not isinstance(body[name], bool):
-            raise bad_request(f"{name} must be true or false", name)
+    if body.get("packing") is not None:
+        _flag(body, "packing", True)
 
 
 def _object(body: dict[str, Any], name: str, default: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from orchestrator.errors import shorten
+
 __all__ = ["CronSchedule", "check_cron", "check_timezone"]
 
 _ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
@@ -27,8 +29,8 @@ def check_timezone(name: str) -> ZoneInfo:
     try:
         return _zone(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, like "Europe"
-        shown = repr(name) if len(name) <= 64 else f"{name[:60]!r}..."
-        msg = f"unknown time zone {shown} (use an IANA name like UTC or Europe/Berlin)"
+        msg = (f"unknown time zone {shorten(repr(name))} (use an IANA name like UTC or "
+               "Europe/Berlin)")
         raise ValueError(msg) from None
 
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator
 
+from orchestrator.errors import shorten
+
 __all__ = ["Duration", "format_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -26,8 +28,7 @@ def _bounded(seconds: float, value: object) -> float:
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"
+    return shorten(repr(value), 40)
 
 
 def parse_duration(value: object) -> float:

@@ -211,8 +211,9 @@ class _Loader(Composer, _Events, SafeConstructor, Resolver):
         text = str(self.construct_scalar(node))
         if not re.fullmatch(_FLOAT, text):
             raise _refused(f"{text!r} is not a number", node.start_mark)
-        if text.lstrip("+-").lower() in (".inf", ".nan") or not math.isfinite(
-                value := float(text)):
+        special = text.lstrip("+-").lower() in (".inf", ".nan")  # float() reads neither
+        value = math.inf if special else float(text)
+        if not math.isfinite(value):
             raise _refused(f"{text} is not a finite number (JSON cannot hold it); "
                            "quote it to mean the text", node.start_mark)
         return value
