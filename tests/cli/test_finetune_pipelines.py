@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import run_id_from
-from tests.conftest import CLI, REPO
-from tests.localapi.test_server import free_port, serving
+from tests.cli.helpers import run_id_from, state
+from tests.conftest import CLI, REPO, write
+from tests.localapi.test_server import KEY, free_port, serving
 
 LORA = str(REPO / "pipelines" / "lora-finetune.yaml")
 ADAPTER = str(REPO / "pipelines" / "custom-adapter.yaml")
@@ -153,3 +153,25 @@ def test_provider_together_without_a_key_is_bad_input(cli: CLI, tmp_path: Path) 
     assert result.stderr == ("error: provider together (https://api.together.xyz/v1) needs an "
                              "API key: export TOGETHER_API_KEY=... (or put it in .env)\n")
     assert not (tmp_path / ".orchestrator").exists()
+
+
+def test_an_upload_beyond_the_servers_limit_fails_once_with_its_message(cli: CLI,
+                                                                         tmp_path: Path) -> None:
+    """Provider together against `orchestrator local-api` with a 2 KiB upload limit: the
+    upload step's PUT gets 413, the run fails at once (a 4xx is permanent, not retried) with
+    the server's words, and no file is left on the server."""
+    write(tmp_path / "up.yaml", """
+        name: up
+        steps:
+          upload: {uses: together/upload-file, with: {path: train.jsonl}}
+    """)
+    line = b'{"prompt": "Q: What is 2 + 2?", "completion": " 4"}\n'
+    (tmp_path / "train.jsonl").write_bytes(line * 100)
+    with serving(tmp_path, free_port(), local_max_upload_bytes="2048") as base:
+        run = cli("run", "up.yaml", "--provider", "together",
+                  env={"TOGETHER_API_KEY": KEY, "TOGETHER_BASE_URL": base}, check_code=1)
+    assert "the request body is larger than 2 KiB" in run.stdout, run.stdout + run.stderr
+    run_id = run_id_from(run.stderr)
+    attempts = state(tmp_path, f"SELECT attempt FROM steps WHERE run_id = '{run_id}'")
+    assert attempts == [(1,)]
+    assert not list((tmp_path / "api-data" / "files").glob("*.jsonl*"))
