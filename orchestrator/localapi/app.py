@@ -204,16 +204,19 @@ def _too_large(limit: int) -> APIError:
 
 
 class _BoundedBody:
-    """An ASGI `receive` that bounds the request body: in size (413), in how long it may
-    pause (408), and, unless it is a file upload, in how long it may take in all from its
-    first read (408; injected latency comes before). Once the body is in, it passes through
-    untouched (a streamed response listens on it for the client's disconnect, which may take
-    any time)."""
+    """An ASGI `receive` that bounds the request body: in size (413: at the first read when
+    the declared Content-Length is too large, before a byte is read; else as it arrives), in
+    how long it may pause (408), and, unless it is a file upload, in how long it may take in
+    all from its first read (408; injected latency comes before). The refusal is raised in
+    the handler that reads, so a handler can undo what the request started (an upload's
+    announcement). Once the body is in, it passes through untouched (a streamed response
+    listens on it for the client's disconnect, which may take any time)."""
 
-    def __init__(self, receive: Receive, *, limit: int, pause: float,
+    def __init__(self, receive: Receive, *, limit: int, declared: str | None, pause: float,
                  whole: float | None) -> None:
         self._receive = receive
         self._limit = limit
+        self._declared = declared
         self._pause = pause
         self._whole = whole
         self._deadline: float | None = None
@@ -223,6 +226,10 @@ class _BoundedBody:
     async def __call__(self) -> Message:
         if self._done:
             return await self._receive()
+        declared, self._declared = self._declared, None
+        if declared is not None and (not declared.isdigit() or len(declared) > 18
+                                     or int(declared) > self._limit):
+            raise _too_large(self._limit)
         wait = self._pause
         if self._whole is not None:
             if self._deadline is None:
@@ -277,14 +284,10 @@ class Gate:
             path = scope["path"]
         config = self.api.config
         upload = path.startswith(UPLOAD_PATHS)
-        limit = config.max_upload_bytes if upload else config.max_request_bytes
-        declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or len(declared) > 18
-                                     or int(declared) > limit):
-            await _too_large(limit).response()(scope, receive, send)
-            return
-        receive = _BoundedBody(receive, limit=limit, pause=config.request_timeout,
-                               whole=None if upload else config.request_timeout)
+        receive = _BoundedBody(
+            receive, limit=config.max_upload_bytes if upload else config.max_request_bytes,
+            declared=_header(scope, b"content-length"), pause=config.request_timeout,
+            whole=None if upload else config.request_timeout)
         if not path.startswith(("/v1/", "/v0/", "/v3/", "/uploads/")):
             await self.app(scope, receive, send)
             return

@@ -201,8 +201,16 @@ async def receive_bytes(request: Request) -> Response:
                                                  request.query_params.get("token", "")) \
             or _stale(api, row):
         raise APIError(403, "invalid or expired upload URL", type_="forbidden")
-    size, actual = await _store(request.stream(), api.state.file_path(file_id),
-                                expected=row["checksum"])
+    try:
+        size, actual = await _store(request.stream(), api.state.file_path(file_id),
+                                    expected=row["checksum"])
+    except BaseException:
+        if row["state"] == "awaiting_upload":
+            # Refused, cut short or wrong: the announcement is forgotten, so the same bytes
+            # announced again get a new upload URL, and a client waiting for these bytes
+            # (409 "on their way") finds the file gone and uploads them itself.
+            api.state.delete_file(file_id)
+        raise
     if row["state"] == "awaiting_upload":
         api.state.update_file(file_id, state="uploaded", bytes=size, checksum=actual)
     return Response(status_code=200, headers={"ETag": f'"{actual}"'})

@@ -155,11 +155,13 @@ def test_provider_together_without_a_key_is_bad_input(cli: CLI, tmp_path: Path) 
     assert not (tmp_path / ".orchestrator").exists()
 
 
-def test_an_upload_beyond_the_servers_limit_fails_once_with_its_message(cli: CLI,
-                                                                         tmp_path: Path) -> None:
+def test_an_upload_beyond_the_servers_limit_fails_with_its_message(cli: CLI,
+                                                                   tmp_path: Path) -> None:
     """Provider together against `orchestrator local-api` with a 2 KiB upload limit: the
-    upload step's PUT gets 413, the run fails at once (a 4xx is permanent, not retried) with
-    the server's words, and no file is left on the server."""
+    upload step's PUT gets 413 and the run fails with the server's words, leaving no file.
+    A second run of the same bytes fails the same way at once: the refused upload's
+    announcement is forgotten (it answered 409 "on their way" for an hour before, and the
+    second run waited for bytes that would never come)."""
     write(tmp_path / "up.yaml", """
         name: up
         steps:
@@ -167,11 +169,15 @@ def test_an_upload_beyond_the_servers_limit_fails_once_with_its_message(cli: CLI
     """)
     line = b'{"prompt": "Q: What is 2 + 2?", "completion": " 4"}\n'
     (tmp_path / "train.jsonl").write_bytes(line * 100)
+    env = {"TOGETHER_API_KEY": KEY}
     with serving(tmp_path, free_port(), local_max_upload_bytes="2048") as base:
-        run = cli("run", "up.yaml", "--provider", "together",
-                  env={"TOGETHER_API_KEY": KEY, "TOGETHER_BASE_URL": base}, check_code=1)
-    assert "the request body is larger than 2 KiB" in run.stdout, run.stdout + run.stderr
-    run_id = run_id_from(run.stderr)
-    attempts = state(tmp_path, f"SELECT attempt FROM steps WHERE run_id = '{run_id}'")
-    assert attempts == [(1,)]
-    assert not list((tmp_path / "api-data" / "files").glob("*.jsonl*"))
+        env["TOGETHER_BASE_URL"] = base
+        runs = [cli("run", "up.yaml", "--provider", "together", env=env, check_code=1,
+                    timeout=45) for _ in range(2)]
+    for run in runs:
+        assert "the request body is larger than 2 KiB" in run.stdout, run.stdout + run.stderr
+        # A 4xx is not retried; a write the server's early answer cut off may be, once.
+        attempts = state(tmp_path, "SELECT attempt FROM steps WHERE run_id = "
+                                   f"'{run_id_from(run.stderr)}'")
+        assert attempts in ([(1,)], [(2,)]), attempts
+    assert not list((tmp_path / "api-data" / "files").iterdir())

@@ -68,7 +68,8 @@ async def test_bytes_on_their_way_are_not_announced_twice(client: httpx.AsyncCli
 
 
 async def test_put_is_checked(client: httpx.AsyncClient) -> None:
-    """A wrong token is refused; bytes that do not match the declared checksum are refused."""
+    """A wrong token is refused; bytes that do not match the declared checksum are refused,
+    and the announcement is forgotten (the same bytes announced again get a new URL)."""
     start = await client.post("/files", data={
         "purpose": "fine-tune", "file_name": "t.jsonl", "checksum": "0" * 64})
     location = start.headers["location"]
@@ -77,6 +78,15 @@ async def test_put_is_checked(client: httpx.AsyncClient) -> None:
     mismatch = await client.put(location, content=INSTRUCTIONS)
     assert mismatch.status_code == 400
     assert "do not match the declared checksum" in mismatch.json()["error"]["message"]
+    preprocess = await client.post(f"/files/{start.headers['x-together-file-id']}/preprocess")
+    assert preprocess.status_code == 404
+    again = await client.post("/files", data={
+        "purpose": "fine-tune", "file_name": "t.jsonl", "checksum": "0" * 64})
+    assert again.status_code == 302
+
+
+async def test_preprocess_before_the_bytes_is_refused(client: httpx.AsyncClient) -> None:
+    start = await client.post("/files", data={"purpose": "fine-tune", "file_name": "t.jsonl"})
     preprocess = await client.post(f"/files/{start.headers['x-together-file-id']}/preprocess")
     assert preprocess.status_code == 400
     assert "has no bytes yet" in preprocess.json()["error"]["message"]
