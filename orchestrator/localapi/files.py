@@ -6,7 +6,8 @@ existing `file_id` when identical bytes are already there *or on their way* (ann
 another client less than `upload_url_ttl` ago; such a file shows `processing_status: PENDING`
 and 0 bytes until they arrive); the client PUTs the bytes to `Location` (no API key: the URL
 carries a token, valid for `upload_url_ttl`); `POST /v1/files/{id}/preprocess` checks the data
-and returns the file. An announcement whose bytes never came is forgotten after that time.
+and returns the file. An announcement whose bytes never came is forgotten after that time, one
+whose PUT was refused or cut short at once.
 A fine-tune file that fails the check is kept, with `processing_status: INVALID_FORMAT` and a
 `validation_report` naming every problem's line.
 """
