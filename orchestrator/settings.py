@@ -23,9 +23,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from orchestrator.durations import Duration
 from orchestrator.errors import SettingsInvalid, shorten
 from orchestrator.inputfiles import UnreadableFile, read_regular, utf8_text
-from orchestrator.spec.durations import Duration
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 
 __all__ = [

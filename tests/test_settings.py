@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from orchestrator.durations import parse_duration
 from orchestrator.errors import SettingsInvalid
 from orchestrator.settings import Settings, load_settings
-from orchestrator.spec.durations import parse_duration
 from tests.conftest import REPO, write
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.spec.durations import format_duration
+from orchestrator.durations import format_duration
 from orchestrator.spec.expressions import Reference, lookup, render
 from orchestrator.store.base import (
     EventRecord,

@@ -41,6 +41,7 @@ from anyio.abc import TaskGroup
 from pydantic import BaseModel, ValidationError
 from structlog.typing import FilteringBoundLogger
 
+from orchestrator.durations import format_duration
 from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.retry import RetryPolicy
 from orchestrator.engine.slots import SlotPool
@@ -55,7 +56,6 @@ from orchestrator.faults import fault_point
 from orchestrator.log import get_logger
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.redact import REDACTOR
-from orchestrator.spec.durations import format_duration
 from orchestrator.spec.expressions import ExpressionError, find_templates, parse_template
 from orchestrator.spec.loader import Pipeline, Step
 from orchestrator.steps.context import StepContext

@@ -31,13 +31,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
+from orchestrator.durations import parse_duration
 from orchestrator.errors import ConfigError
 from orchestrator.inputfiles import format_size
 from orchestrator.localapi.config import FAULT_KINDS, LocalAPIConfig
 from orchestrator.localapi.errors import APIError, bad_request, error_response
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import LocalState
-from orchestrator.spec.durations import parse_duration
 
 __all__ = ["ConnectionDropped", "LocalAPI", "api_of", "json_body"]
 

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from orchestrator.durations import parse_duration
 from orchestrator.localapi import catalogue
 from orchestrator.localapi.app import LocalAPI, api_of, json_body
 from orchestrator.localapi.catalogue import BaseModel
@@ -37,7 +38,6 @@ from orchestrator.localapi.timeline import Event, JobPlan, JobView, view
 from orchestrator.providers.together.datacheck import examples
 from orchestrator.providers.together.types import TERMINAL_JOB_STATUSES
 from orchestrator.settings import LocalJobOutcome
-from orchestrator.spec.durations import parse_duration
 
 __all__ = ["ROUTES"]
 

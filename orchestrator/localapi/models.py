@@ -19,13 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from orchestrator.durations import parse_duration
 from orchestrator.localapi import catalogue
 from orchestrator.localapi.app import LocalAPI, api_of, json_body
 from orchestrator.localapi.errors import bad_request, not_found
 from orchestrator.localapi.finetunes import job_view
 from orchestrator.localapi.responses import JSONResponse, iso
 from orchestrator.localapi.timeline import SIMULATED
-from orchestrator.spec.durations import parse_duration
 
 __all__ = ["ROUTES", "ServedModel", "resolve"]
 

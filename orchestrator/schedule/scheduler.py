@@ -26,11 +26,11 @@ from typing import Literal
 import anyio
 from anyio.abc import TaskStatus
 
+from orchestrator.cron import CronSchedule
 from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import ConfigError, PipelineInvalid, RunExists
 from orchestrator.ids import scheduled_id
 from orchestrator.log import get_logger
-from orchestrator.schedule.cron import CronSchedule
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.loader import Pipeline, load_pipeline

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
+from orchestrator.durations import parse_duration
 from orchestrator.errors import InputsInvalid, shorten
-from orchestrator.spec.durations import parse_duration
 from orchestrator.spec.model import InputSpec, InputType
 
 __all__ = ["coerce_input", "parse_assignments", "resolve_inputs"]

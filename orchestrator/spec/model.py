@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from orchestrator.spec.durations import Duration
+from orchestrator.cron import check_cron, check_timezone
+from orchestrator.durations import Duration
 from orchestrator.spec.matrix import MatrixSpec
 
 __all__ = [
@@ -112,16 +113,12 @@ class ScheduleSpec(_Strict):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from orchestrator.schedule.cron import check_cron  # noqa: PLC0415
-
         check_cron(value)
         return value.strip()
 
     @field_validator("timezone")
     @classmethod
     def _valid_zone(cls, value: str) -> str:
-        from orchestrator.schedule.cron import check_timezone  # noqa: PLC0415
-
         check_timezone(value)
         return value
 

@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from orchestrator.durations import Duration
 from orchestrator.errors import PermanentError, TransientError
-from orchestrator.spec.durations import Duration
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.registry import StepRegistry
 

@@ -25,11 +25,11 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from orchestrator.durations import Duration, format_duration
 from orchestrator.errors import JobEnded, PermanentError, ProviderUnavailable, TransientError
 from orchestrator.faults import fault_point
 from orchestrator.inputfiles import UnreadableFile, open_regular
 from orchestrator.providers.together.datacheck import DataReport, check_file
-from orchestrator.spec.durations import Duration, format_duration
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.core import REGISTRY
 

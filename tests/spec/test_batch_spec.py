@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.schedule.cron import CronSchedule
+from orchestrator.cron import CronSchedule
 from orchestrator.spec.loader import load_pipeline
 from orchestrator.spec.matrix import MatrixSpec, expand_matrix
 from tests.conftest import write
