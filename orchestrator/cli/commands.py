@@ -302,7 +302,7 @@ def cmd_local_api(args: argparse.Namespace) -> int:
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    from orchestrator.providers.together.datacheck import check_file  # noqa: PLC0415
+    from orchestrator.protocol.datacheck import check_file  # noqa: PLC0415
 
     code = EXIT_OK
     for file in args.files:

@@ -33,7 +33,7 @@ from starlette.routing import Route
 from orchestrator.localapi.app import LocalAPI, api_of
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.responses import JSONResponse
-from orchestrator.providers.together.datacheck import DataReport, check_file
+from orchestrator.protocol.datacheck import DataReport, check_file
 
 __all__ = ["ROUTES", "file_json"]
 

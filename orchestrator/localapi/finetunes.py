@@ -35,8 +35,9 @@ from orchestrator.localapi.catalogue import BaseModel
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.responses import JSONResponse, iso
 from orchestrator.localapi.timeline import Event, JobPlan, JobView, view
-from orchestrator.providers.together.datacheck import examples
-from orchestrator.providers.together.types import TERMINAL_JOB_STATUSES
+from orchestrator.protocol.datacheck import examples
+from orchestrator.protocol.finetune import DPO_PARAMETERS
+from orchestrator.protocol.types import TERMINAL_JOB_STATUSES
 from orchestrator.settings import LocalJobOutcome
 
 __all__ = ["ROUTES"]
@@ -158,10 +159,6 @@ def _training_type(body: dict[str, Any], base: BaseModel,
     return lora
 
 
-_DPO_ONLY = ("dpo_beta", "rpo_alpha", "simpo_gamma", "dpo_normalize_logratios_by_length",
-             "dpo_reference_free")
-
-
 def _training_method(body: dict[str, Any], dataset_format: str | None) -> dict[str, Any]:
     given = _object(body, "training_method", {"method": "sft"})
     if given.get("method") not in ("sft", "dpo"):
@@ -182,7 +179,7 @@ def _training_method(body: dict[str, Any], dataset_format: str | None) -> dict[s
     if dataset_format == "PREFERENCE":
         raise bad_request("a preference dataset needs training_method.method 'dpo'",
                           "training_method")
-    for name in _DPO_ONLY:
+    for name in DPO_PARAMETERS:
         if name in given:
             raise bad_request(f"{name} applies to DPO, not SFT", name)
     inputs = given.get("train_on_inputs", body.get("train_on_inputs", "auto"))

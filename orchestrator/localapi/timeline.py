@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.providers.together.types import TERMINAL_JOB_STATUSES
+from orchestrator.protocol.types import TERMINAL_JOB_STATUSES
 
 __all__ = ["CANCEL_DELAY", "Event", "JobPlan", "JobView", "view"]
 

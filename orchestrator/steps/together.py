@@ -29,13 +29,14 @@ from orchestrator.durations import Duration, format_duration
 from orchestrator.errors import JobEnded, PermanentError, ProviderUnavailable, TransientError
 from orchestrator.faults import fault_point
 from orchestrator.inputfiles import UnreadableFile, open_regular
-from orchestrator.providers.together.datacheck import DataReport, check_file
+from orchestrator.protocol.datacheck import DataReport, check_file
+from orchestrator.protocol.finetune import DPO_PARAMETERS
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.core import REGISTRY
 
 if TYPE_CHECKING:
+    from orchestrator.protocol.types import FileObject, FineTuneEvent, FineTuneJob
     from orchestrator.providers.together.client import TogetherClient
-    from orchestrator.providers.together.types import FileObject, FineTuneEvent, FineTuneJob
 
 __all__ = ["run_token"]
 
@@ -223,6 +224,7 @@ class LaunchParams(_Params):
     rpo_alpha: float | None = Field(default=None, ge=0)
     simpo_gamma: float | None = Field(default=None, ge=0)
     dpo_normalize_logratios_by_length: StrictBool | None = None
+    dpo_reference_free: StrictBool | None = None
     packing: StrictBool | None = None
     max_seq_length: int | None = Field(default=None, ge=1)
     random_seed: int | None = None
@@ -243,9 +245,7 @@ class LaunchParams(_Params):
         if self.n_evals and not self.validation_file:
             msg = "n_evals > 0 needs a validation_file"
             raise ValueError(msg)
-        dpo_only = [name for name in ("dpo_beta", "rpo_alpha", "simpo_gamma",
-                                      "dpo_normalize_logratios_by_length")
-                    if getattr(self, name) is not None]
+        dpo_only = [name for name in DPO_PARAMETERS if getattr(self, name) is not None]
         if self.training_method == "sft" and dpo_only:
             msg = f"{dpo_only[0]} applies to training_method dpo, not sft"
             raise ValueError(msg)
@@ -272,8 +272,7 @@ async def _training_type(client: TogetherClient, params: LaunchParams) -> dict[s
 def _training_method(params: LaunchParams) -> dict[str, Any]:
     if params.training_method == "sft":
         return {"method": "sft", "train_on_inputs": params.train_on_inputs}
-    extra = {k: getattr(params, k) for k in ("dpo_beta", "rpo_alpha", "simpo_gamma",
-                                             "dpo_normalize_logratios_by_length")}
+    extra = {k: getattr(params, k) for k in DPO_PARAMETERS}
     return {"method": "dpo", **{k: v for k, v in extra.items() if v is not None}}
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.providers.together.datacheck import check_bytes, check_file, examples
+from orchestrator.protocol.datacheck import check_bytes, check_file, examples
 
 
 def lines(*objects: Any) -> bytes:
@@ -143,7 +143,7 @@ def test_a_line_longer_than_the_bound_is_skipped_unheld() -> None:
     import hashlib
     import io
 
-    from orchestrator.providers.together.datacheck import check_stream
+    from orchestrator.protocol.datacheck import check_stream
 
     data = lines({"text": "a"}) + b'{"text": "' + b"x" * 5000 + b'"}\n' + b"nope\n"
     report = check_stream(io.BytesIO(data), size=len(data), max_line_bytes=1024)

@@ -1,1 +1,2 @@
-"""The Together AI provider: its training-data rules (and, next, its HTTP client)."""
+"""The Together AI provider: its HTTP client and error mapping (the protocol it speaks is in
+`orchestrator.protocol`, shared with the local API)."""

@@ -25,8 +25,7 @@ from pydantic import BaseModel
 
 from orchestrator.errors import ProviderUnavailable, TransientError
 from orchestrator.log import get_logger
-from orchestrator.providers.together.errors import error_from_response, error_from_transport
-from orchestrator.providers.together.types import (
+from orchestrator.protocol.types import (
     Checkpoint,
     Completion,
     FileObject,
@@ -36,6 +35,7 @@ from orchestrator.providers.together.types import (
     UploadJob,
     Usage,
 )
+from orchestrator.providers.together.errors import error_from_response, error_from_transport
 
 __all__ = ["DEFAULT_BASE_URL", "TogetherClient", "file_sha256"]
 
