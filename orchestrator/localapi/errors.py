@@ -7,7 +7,7 @@ from typing import Any
 
 from orchestrator.localapi.responses import JSONResponse
 
-__all__ = ["APIError", "bad_request", "error_response", "not_found"]
+__all__ = ["APIError", "ConnectionDropped", "bad_request", "error_response", "not_found"]
 
 
 class APIError(Exception):
@@ -42,3 +42,7 @@ def bad_request(message: str, param: str | None = None) -> APIError:
 
 def not_found(message: str, param: str | None = None) -> APIError:
     return APIError(404, message, type_="not_found", param=param)
+
+
+class ConnectionDropped(Exception):
+    """Raised by the gate to drop a connection after the request was handled (fault injection)."""

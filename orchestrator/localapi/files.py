@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -30,10 +30,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from orchestrator.localapi.app import LocalAPI, api_of
 from orchestrator.localapi.errors import APIError, bad_request, not_found
+from orchestrator.localapi.handlers import api_of
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.protocol.datacheck import DataReport, check_file
+
+if TYPE_CHECKING:
+    from orchestrator.localapi.app import LocalAPI
 
 __all__ = ["ROUTES", "file_json"]
 

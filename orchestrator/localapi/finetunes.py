@@ -19,7 +19,7 @@ import re
 import tarfile
 import uuid
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import anyio
 import anyio.to_thread
@@ -30,15 +30,18 @@ from starlette.routing import Route
 
 from orchestrator.durations import parse_duration
 from orchestrator.localapi import catalogue
-from orchestrator.localapi.app import LocalAPI, api_of, json_body
 from orchestrator.localapi.catalogue import BaseModel
 from orchestrator.localapi.errors import APIError, bad_request, not_found
+from orchestrator.localapi.handlers import api_of, json_body
 from orchestrator.localapi.responses import JSONResponse, iso
 from orchestrator.localapi.timeline import Event, JobPlan, JobView, view
 from orchestrator.protocol.datacheck import examples
 from orchestrator.protocol.finetune import DPO_PARAMETERS
 from orchestrator.protocol.types import TERMINAL_JOB_STATUSES
 from orchestrator.settings import LocalJobOutcome
+
+if TYPE_CHECKING:
+    from orchestrator.localapi.app import LocalAPI
 
 __all__ = ["ROUTES"]
 

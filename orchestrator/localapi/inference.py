@@ -16,17 +16,20 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from orchestrator.localapi.app import LocalAPI, api_of, json_body
 from orchestrator.localapi.errors import APIError, bad_request
+from orchestrator.localapi.handlers import api_of, json_body
 from orchestrator.localapi.models import ServedModel, resolve
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import normalise_prompt
+
+if TYPE_CHECKING:
+    from orchestrator.localapi.app import LocalAPI
 
 __all__ = ["ROUTES", "answer"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
 import orjson
@@ -21,11 +21,14 @@ from starlette.routing import Route
 
 from orchestrator.durations import parse_duration
 from orchestrator.localapi import catalogue
-from orchestrator.localapi.app import LocalAPI, api_of, json_body
 from orchestrator.localapi.errors import bad_request, not_found
 from orchestrator.localapi.finetunes import job_view
+from orchestrator.localapi.handlers import api_of, json_body
 from orchestrator.localapi.responses import JSONResponse, iso
 from orchestrator.localapi.timeline import SIMULATED
+
+if TYPE_CHECKING:
+    from orchestrator.localapi.app import LocalAPI
 
 __all__ = ["ROUTES", "ServedModel", "resolve"]
 

@@ -19,8 +19,9 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from orchestrator.errors import ConfigError
-from orchestrator.localapi.app import ConnectionDropped, LocalAPI
+from orchestrator.localapi.app import LocalAPI
 from orchestrator.localapi.config import LocalAPIConfig
+from orchestrator.localapi.errors import ConnectionDropped
 
 __all__ = ["is_loopback", "serve"]
 

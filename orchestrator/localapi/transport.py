@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from orchestrator.localapi.app import ConnectionDropped, LocalAPI
+from orchestrator.localapi.app import LocalAPI
 from orchestrator.localapi.config import LocalAPIConfig
+from orchestrator.localapi.errors import ConnectionDropped
 
 __all__ = ["BASE_URL", "LocalTransport", "local_client"]
 
