@@ -26,7 +26,8 @@ from orchestrator.providers.pool import Providers
 from orchestrator.providers.together.client import TogetherClient
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.loader import load_pipeline
-from orchestrator.store.base import RunStatus, open_store
+from orchestrator.store.base import RunStatus
+from orchestrator.store.opening import open_store
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "lora-finetune.yaml"
 TARGETS = {"wall": 90.0, "cpu": 60.0, "rss_mib": 1024.0}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import anyio
 
-from orchestrator.store.base import open_store
+from orchestrator.store.opening import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 1.0  # percent of one core

@@ -29,7 +29,8 @@ from orchestrator.providers.together.client import TogetherClient
 from orchestrator.schedule.batch import execute_cells
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.loader import load_pipeline
-from orchestrator.store.base import RunStatus, StateStore, open_store
+from orchestrator.store.base import RunStatus, StateStore
+from orchestrator.store.opening import open_store
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 MODELS = ("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "Qwen/Qwen2.5-7B-Instruct",

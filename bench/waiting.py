@@ -20,7 +20,8 @@ import anyio
 from bench import report_child, run_child
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
 from orchestrator.spec.loader import load_pipeline
-from orchestrator.store.base import RunStatus, open_store
+from orchestrator.store.base import RunStatus
+from orchestrator.store.opening import open_store
 
 PIPELINE = """
 name: waiting

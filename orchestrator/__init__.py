@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from orchestrator.settings import Settings, load_settings
     from orchestrator.spec.loader import Pipeline, load_pipeline
     from orchestrator.steps.context import StepContext
-    from orchestrator.store.base import RunStatus, StateStore, StepStatus, open_store
+    from orchestrator.store.base import RunStatus, StateStore, StepStatus
+    from orchestrator.store.opening import open_store
 
 __all__ = [
     "ConfigError",
@@ -81,7 +82,7 @@ _HOME = {
     "TransientError": "orchestrator.errors",
     "load_pipeline": "orchestrator.spec.loader",
     "load_settings": "orchestrator.settings",
-    "open_store": "orchestrator.store.base",
+    "open_store": "orchestrator.store.opening",
 }
 
 

@@ -13,7 +13,8 @@ import pytest
 import structlog
 
 from orchestrator.redact import REDACTOR
-from orchestrator.store.base import StateStore, open_store
+from orchestrator.store.base import StateStore
+from orchestrator.store.opening import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -63,7 +63,7 @@ def settings_for(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def open_store(settings: Settings) -> StateStore:
-    from orchestrator.store.base import open_store  # noqa: PLC0415
+    from orchestrator.store.opening import open_store  # noqa: PLC0415
 
     return open_store(settings.state_url, durability=settings.durability,
                       busy_timeout=settings.busy_timeout)

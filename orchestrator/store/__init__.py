@@ -12,8 +12,8 @@ from orchestrator.store.base import (
     StateStore,
     StepRecord,
     StepStatus,
-    open_store,
 )
+from orchestrator.store.opening import open_store
 
 __all__ = [
     "ErrorInfo",

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-from orchestrator.errors import StateStoreInvalid
-
 __all__ = [
     "CANCEL_RETRY_AFTER",
     "BatchRecord",
@@ -41,7 +39,6 @@ __all__ = [
     "StateStore",
     "StepRecord",
     "StepStatus",
-    "open_store",
     "text_hash",
 ]
 
@@ -511,18 +508,3 @@ class StateStore(ABC):
 
         Raises LeaseLost, writing nothing, if `lease` no longer holds the run.
         """
-
-
-def open_store(url: str, *, durability: str = "process", busy_timeout: float = 10.0,
-               clock: Clock = time.time) -> StateStore:
-    """The store for `url` (`sqlite:///path`); drivers are imported only when used."""
-    scheme = url.partition(":")[0]
-    if scheme == "sqlite":
-        from orchestrator.store.sqlite import SQLiteStore  # noqa: PLC0415
-
-        return SQLiteStore(url, durability=durability, busy_timeout=busy_timeout, clock=clock)
-    if scheme in ("postgres", "postgresql"):
-        msg = f"state_url {url!r}: PostgreSQL support is not built yet; use sqlite:///path"
-        raise StateStoreInvalid(msg)
-    msg = f"state_url {url!r}: unknown kind of store (expected sqlite:///path/to/state.db)"
-    raise StateStoreInvalid(msg)

@@ -22,7 +22,7 @@ OPEN_AT_ONCE = textwrap.dedent("""
     from pathlib import Path
     import anyio
     from orchestrator.localapi.state import LocalState
-    from orchestrator.store.base import open_store
+    from orchestrator.store.opening import open_store
 
     ready, go, what, rounds = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     ready.touch()

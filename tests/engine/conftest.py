@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.store.base import StateStore, open_store
+from orchestrator.store.base import StateStore
+from orchestrator.store.opening import open_store
 from tests.engine.harness import Harness
 
 

@@ -186,7 +186,7 @@ async def test_clean_stop_is_not_a_recovery(store: StateStore, clock: FakeClock)
 
 async def test_using_a_closed_store_is_an_error(store_url: str) -> None:
     """Lifecycle misuse fails with a message saying what is wrong."""
-    from orchestrator.store.base import open_store
+    from orchestrator.store.opening import open_store
 
     store = open_store(store_url)
     with pytest.raises(RuntimeError, match="the state store is unopened"):

@@ -11,7 +11,8 @@ import anyio.lowlevel
 import pytest
 
 from orchestrator.errors import StateStoreInvalid
-from orchestrator.store.base import NewRun, open_store
+from orchestrator.store.base import NewRun
+from orchestrator.store.opening import open_store
 from orchestrator.store.schema import APPLICATION_ID, SCHEMA_VERSION
 
 
