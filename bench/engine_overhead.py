@@ -20,7 +20,7 @@ import anyio
 
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
 from orchestrator.log import configure_logging
-from orchestrator.spec.loader import load_pipeline
+from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import RunStatus
 from orchestrator.store.opening import open_store
 

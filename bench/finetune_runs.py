@@ -25,7 +25,7 @@ from orchestrator.localapi.transport import BASE_URL
 from orchestrator.providers.pool import Providers
 from orchestrator.providers.together.client import TogetherClient
 from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.spec.loader import load_pipeline
+from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import RunStatus
 from orchestrator.store.opening import open_store
 

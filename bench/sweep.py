@@ -28,7 +28,7 @@ from orchestrator.providers.pool import Providers
 from orchestrator.providers.together.client import TogetherClient
 from orchestrator.schedule.batch import execute_cells
 from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.spec.loader import load_pipeline
+from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import RunStatus, StateStore
 from orchestrator.store.opening import open_store
 

@@ -19,7 +19,7 @@ import anyio
 
 from bench import report_child, run_child
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
-from orchestrator.spec.loader import load_pipeline
+from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import RunStatus
 from orchestrator.store.opening import open_store
 

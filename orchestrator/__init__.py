@@ -30,7 +30,8 @@ if TYPE_CHECKING:
         TransientError,
     )
     from orchestrator.settings import Settings, load_settings
-    from orchestrator.spec.loader import Pipeline, load_pipeline
+    from orchestrator.spec.loader import Pipeline
+    from orchestrator.steps.builtin import load_pipeline
     from orchestrator.steps.context import StepContext
     from orchestrator.store.base import RunStatus, StateStore, StepStatus
     from orchestrator.store.opening import open_store
@@ -80,7 +81,7 @@ _HOME = {
     "StepStatus": "orchestrator.store.base",
     "StepTimeout": "orchestrator.errors",
     "TransientError": "orchestrator.errors",
-    "load_pipeline": "orchestrator.spec.loader",
+    "load_pipeline": "orchestrator.steps.builtin",
     "load_settings": "orchestrator.settings",
     "open_store": "orchestrator.store.opening",
 }

@@ -38,7 +38,7 @@ def test_validating_core_steps_does_not_import_the_provider() -> None:
     """Step families load on first use: a core-only pipeline never imports the Together steps."""
     from tests.conftest import REPO
 
-    code = ("import sys; from orchestrator.spec.loader import load_pipeline; "
+    code = ("import sys; from orchestrator.steps.builtin import load_pipeline; "
             f"load_pipeline({str(REPO / 'pipelines' / 'hello.yaml')!r}); "
             "print(sorted(m for m in ('orchestrator.steps.together', 'httpx', 'anyio.to_thread') "
             "if m in sys.modules))")

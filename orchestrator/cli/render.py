@@ -212,7 +212,7 @@ def runs_table(runs: list[RunRecord]) -> None:
 
 
 def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool) -> None:
-    from orchestrator.spec.loader import parse_pipeline  # noqa: PLC0415
+    from orchestrator.steps.builtin import parse_pipeline  # noqa: PLC0415
 
     console = _console()
     console.print(Text.assemble(f"run {run.id}  {run.pipeline_name}  ", _run_status(run)))

@@ -184,7 +184,7 @@ def started_remote_work(settings: Settings, run_ids: Sequence[str]) -> bool:
     such as a fine-tune launch) far enough to have saved a checkpoint."""
     from pathlib import Path  # noqa: PLC0415
 
-    from orchestrator.spec.loader import parse_pipeline  # noqa: PLC0415
+    from orchestrator.steps.builtin import parse_pipeline  # noqa: PLC0415
 
     async def look(store: StateStore) -> bool:
         parsed: dict[str, Pipeline] = {}

@@ -37,8 +37,8 @@ from orchestrator.spec.model import (
     StepConcurrencySpec,
     StepSpec,
 )
+from orchestrator.spec.steptypes import StepCatalogue, StepKind, UnknownStepType
 from orchestrator.spec.yamlsource import NodePath, SourceMap, parse_yaml
-from orchestrator.steps.registry import StepRegistry, StepType, UnknownStepType, builtin_registry
 
 __all__ = ["Pipeline", "Step", "load_pipeline", "parse_pipeline"]
 
@@ -61,7 +61,7 @@ class Step:
 
     id: str
     spec: StepSpec
-    type: StepType
+    type: StepKind
     needs: frozenset[str]
     retry: RetrySpec | None
     timeout: float | None
@@ -132,7 +132,7 @@ class Pipeline:
                          for ref in step.references() if ref.root == "secrets" and ref.path)
 
 
-def load_pipeline(path: str | Path, *, registry: StepRegistry | None = None,
+def load_pipeline(path: str | Path, *, registry: StepCatalogue,
                   limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
     """Read and validate a pipeline file; raises PipelineInvalid listing every problem."""
     file = Path(path)
@@ -147,10 +147,10 @@ def load_pipeline(path: str | Path, *, registry: StepRegistry | None = None,
     return parse_pipeline(text, file, registry=registry, limits=limits)
 
 
-def parse_pipeline(text: str, path: Path, *, registry: StepRegistry | None = None,
+def parse_pipeline(text: str, path: Path, *, registry: StepCatalogue,
                    limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
     """Validate pipeline `text` as if read from `path` (resumed runs use their stored text)."""
-    checker = _Checker(path, registry or builtin_registry(), limits)
+    checker = _Checker(path, registry, limits)
     pipeline = checker.check(text)
     if checker.problems or pipeline is None:
         raise PipelineInvalid(str(path), checker.problems)
@@ -160,7 +160,7 @@ def parse_pipeline(text: str, path: Path, *, registry: StepRegistry | None = Non
 class _Checker:
     """Collects problems while building a Pipeline; see the module docstring for the order."""
 
-    def __init__(self, path: Path, registry: StepRegistry, limits: PipelineLimits) -> None:
+    def __init__(self, path: Path, registry: StepCatalogue, limits: PipelineLimits) -> None:
         self.path = path
         self.limits = limits
         self.base_dir = path.resolve().parent
@@ -326,14 +326,14 @@ class _Checker:
                     self.report(path, _NOT_EVALUATED)
         return specs
 
-    def _step_type(self, sid: str, spec: StepSpec) -> StepType | None:
+    def _step_type(self, sid: str, spec: StepSpec) -> StepKind | None:
         try:
             return self.registry.resolve(spec.uses, self.base_dir)
         except UnknownStepType as exc:
             self.report(("steps", sid, "uses"), f"steps.{sid}.uses: {exc}")
             return None
 
-    def _literal_params(self, sid: str, spec: StepSpec, step_type: StepType) -> None:
+    def _literal_params(self, sid: str, spec: StepSpec, step_type: StepKind) -> None:
         """Check the parameters known now; ones holding expressions are checked at run time."""
         expression_paths = {path for path, _ in find_templates(spec.with_)}
         try:
@@ -343,7 +343,7 @@ class _Checker:
                                    skip=expression_paths)
 
     def _needs(self, sid: str, spec: StepSpec, specs: Mapping[str, StepSpec],
-               types: Mapping[str, StepType], inputs: Mapping[str, InputSpec]) -> set[str]:
+               types: Mapping[str, StepKind], inputs: Mapping[str, InputSpec]) -> set[str]:
         """Explicit `needs` plus every step this one's expressions reference."""
         needs: set[str] = set()
         for i, need in enumerate(spec.needs):
@@ -367,7 +367,7 @@ class _Checker:
         return needs
 
     def _reference_problem(self, sid: str, ref: Reference, specs: Mapping[str, StepSpec],
-                           types: Mapping[str, StepType],
+                           types: Mapping[str, StepKind],
                            inputs: Mapping[str, InputSpec]) -> str | None:
         path = ref.path
         if ref.root == "inputs":

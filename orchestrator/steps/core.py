@@ -14,11 +14,9 @@ from orchestrator.errors import PermanentError, TransientError
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.registry import StepRegistry
 
-__all__ = ["REGISTRY"]
+__all__ = ["TYPES"]
 
-REGISTRY = StepRegistry()
-REGISTRY.add_family("together", "orchestrator.steps.together")
-REGISTRY.add_family("registry", "orchestrator.steps.models")
+TYPES = StepRegistry()
 
 
 class EchoParams(BaseModel):
@@ -31,7 +29,7 @@ def _echo_outputs(with_: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(with_)
 
 
-@REGISTRY.step("core/echo", params=EchoParams, outputs=_echo_outputs)
+@TYPES.step("core/echo", params=EchoParams, outputs=_echo_outputs)
 async def echo(ctx: StepContext, params: EchoParams) -> dict[str, Any]:
     """Outputs its parameters unchanged."""
     return dict(params.model_extra or {})
@@ -43,7 +41,7 @@ class SleepParams(BaseModel):
     duration: Duration = Field(description="how long to sleep: 500ms, 30s, 5m ...")
 
 
-@REGISTRY.step("core/sleep", params=SleepParams, outputs=frozenset({"slept"}))
+@TYPES.step("core/sleep", params=SleepParams, outputs=frozenset({"slept"}))
 async def sleep(ctx: StepContext, params: SleepParams) -> dict[str, Any]:
     """Sleeps for `duration`; a resumed sleep only waits for what was left (a durable timer)."""
     until = ctx.last_checkpoint.get("until")
@@ -66,7 +64,7 @@ class FailParams(BaseModel):
                                   description="false: fail permanently, no retries")
 
 
-@REGISTRY.step("core/fail", params=FailParams, outputs=frozenset({"failures"}))
+@TYPES.step("core/fail", params=FailParams, outputs=frozenset({"failures"}))
 async def fail(ctx: StepContext, params: FailParams) -> dict[str, Any]:
     """Fails `times` attempts, then succeeds; the count survives resumes in its checkpoint."""
     failures = int(ctx.last_checkpoint.get("failures", 0))

@@ -8,10 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import PermanentError
 from orchestrator.steps.context import StepContext
-from orchestrator.steps.core import REGISTRY
+from orchestrator.steps.registry import StepRegistry
 from orchestrator.store.base import ModelEntry
 
-__all__: list[str] = []
+__all__ = ["TYPES"]
+
+TYPES = StepRegistry()
 
 
 class RecordParams(BaseModel):
@@ -28,7 +30,7 @@ class RecordParams(BaseModel):
     tags: dict[str, Any] = Field(default_factory=dict)
 
 
-@REGISTRY.step("registry/record-model", params=RecordParams,
+@TYPES.step("registry/record-model", params=RecordParams,
                outputs=frozenset({"model", "recorded_at"}))
 async def record_model(ctx: StepContext, params: RecordParams) -> dict[str, Any]:
     """Records a model and where it came from (run, base model, data, job, metrics)."""

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from orchestrator.spec.steptypes import UnknownStepType
 from orchestrator.steps.context import StepContext
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "StepRegistry",
     "StepType",
     "UnknownStepType",
-    "builtin_registry",
 ]
 
 StepFn = Callable[[StepContext, Any], Awaitable[Mapping[str, Any] | BaseModel | None]]
@@ -61,16 +61,14 @@ class StepType:
     cancel: CancelFn | None = None
 
 
-class UnknownStepType(LookupError):
-    """`uses:` names nothing that can be run; the message says why and what exists."""
-
-
 class StepRegistry:
     """Built-in step types by name; rejects a second registration under the same name.
 
-    A *family* of types (`together/...`) can be registered lazily: its module is imported the
-    first time a pipeline asks for one of its types, so `validate` of a pipeline made of
-    `core/*` steps never pays for the Together steps' imports.
+    A *family* of types (`together/...`) can be registered lazily: its module, which holds
+    them in a registry of its own called `TYPES`, is imported the first time a pipeline asks
+    for one of its types, so `validate` of a pipeline made of `core/*` steps never pays for
+    the Together steps' imports. (The module is named by a string: the family knows nothing
+    of the registry that gathers it.)
     """
 
     def __init__(self) -> None:
@@ -84,7 +82,9 @@ class StepRegistry:
     def _load(self, prefix: str) -> None:
         module = self._families.pop(prefix, None)
         if module is not None:
-            importlib.import_module(module)
+            family: StepRegistry = importlib.import_module(module).TYPES
+            for step_type in family.types():
+                self.register(step_type)
 
     def _load_all(self) -> None:
         for prefix in list(self._families):
@@ -127,6 +127,11 @@ class StepRegistry:
         clone._types.update(self._types)
         return clone
 
+    def types(self) -> list[StepType]:
+        """Every type registered, families loaded."""
+        self._load_all()
+        return list(self._types.values())
+
     def names(self) -> list[str]:
         self._load_all()
         return sorted(self._types)
@@ -145,13 +150,6 @@ class StepRegistry:
             msg = (f"unknown step type '{uses}' ({hint}built-in types: {', '.join(self.names())};"
                    " or python:module:function)")
             raise UnknownStepType(msg) from None
-
-
-def builtin_registry() -> StepRegistry:
-    """The registry with every built-in step type loaded."""
-    from orchestrator.steps import core  # noqa: PLC0415  (built-ins load on first use)
-
-    return core.REGISTRY
 
 
 # --- python:module:function -----------------------------------------------------------------

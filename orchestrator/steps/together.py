@@ -32,13 +32,15 @@ from orchestrator.inputfiles import UnreadableFile, open_regular
 from orchestrator.protocol.datacheck import DataReport, check_file
 from orchestrator.protocol.finetune import DPO_PARAMETERS
 from orchestrator.steps.context import StepContext
-from orchestrator.steps.core import REGISTRY
+from orchestrator.steps.registry import StepRegistry
 
 if TYPE_CHECKING:
     from orchestrator.protocol.types import FileObject, FineTuneEvent, FineTuneJob
     from orchestrator.providers.together.client import TogetherClient
 
-__all__ = ["run_token"]
+__all__ = ["TYPES", "run_token"]
+
+TYPES = StepRegistry()
 
 _STEP = re.compile(r"\bstep (\d+)(?:/(\d+))?")
 _LOSS = re.compile(r"\btrain loss ([0-9.]+)")
@@ -80,7 +82,7 @@ class UploadParams(_Params):
     check: StrictBool = Field(default=True, description="check the data before uploading")
 
 
-@REGISTRY.step("together/upload-file", params=UploadParams,
+@TYPES.step("together/upload-file", params=UploadParams,
                outputs=frozenset({"file_id", "filename", "bytes", "lines", "sha256", "reused"}))
 async def upload_file(ctx: StepContext, params: UploadParams) -> dict[str, Any]:
     """Checks a dataset, then uploads it once: identical bytes already there are reused."""
@@ -331,7 +333,7 @@ async def cancel_launched_job(ctx: StepContext) -> None:
     ctx.log.warning("cancelled the fine-tuning job", job_id=job_id, status=job.status)
 
 
-@REGISTRY.step("together/launch-fine-tune", params=LaunchParams,
+@TYPES.step("together/launch-fine-tune", params=LaunchParams,
                outputs=frozenset({"job_id", "model_output_name", "status", "adopted"}),
                cancel=cancel_launched_job)
 async def launch_fine_tune(ctx: StepContext, params: LaunchParams) -> dict[str, Any]:
@@ -445,7 +447,7 @@ async def _final_losses(client: TogetherClient, job_id: str) -> dict[str, float 
             "eval_loss": evals[-1] if evals else None}
 
 
-@REGISTRY.step("together/wait-fine-tune", params=WaitParams,
+@TYPES.step("together/wait-fine-tune", params=WaitParams,
                outputs=frozenset({"job_id", "model_name", "status", "token_count",
                                   "train_loss", "eval_loss"}))
 async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]:
@@ -513,7 +515,7 @@ async def _adopt_import(client: TogetherClient, name: str, token: str) -> str | 
     return None
 
 
-@REGISTRY.step("together/register-adapter", params=RegisterParams,
+@TYPES.step("together/register-adapter", params=RegisterParams,
                outputs=frozenset({"model_name", "job_id", "model_id"}))
 async def register_adapter(ctx: StepContext, params: RegisterParams) -> dict[str, Any]:
     """Imports an adapter (or model) from Hugging Face or S3, once, and waits until it is ready."""
@@ -622,7 +624,7 @@ async def _ask(client: TogetherClient, params: SmokeParams) -> tuple[Any, float]
     return answer, time.monotonic() - started
 
 
-@REGISTRY.step("together/smoke-test", params=SmokeParams,
+@TYPES.step("together/smoke-test", params=SmokeParams,
                outputs=frozenset({"text", "latency", "usage", "model"}))
 async def smoke_test(ctx: StepContext, params: SmokeParams) -> dict[str, Any]:
     """Asks the model one question and checks the answer; a slow first answer (a cold model)

@@ -13,8 +13,9 @@ from anyio.abc import TaskGroup
 from orchestrator.engine.executor import RunOutcome
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
 from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.spec.loader import Pipeline, load_pipeline
-from orchestrator.steps.registry import StepRegistry, builtin_registry
+from orchestrator.spec.loader import Pipeline
+from orchestrator.steps.builtin import builtin_registry, load_pipeline
+from orchestrator.steps.registry import StepRegistry
 from orchestrator.store.base import EventRecord, RunRecord, StateStore, StepRecord
 from tests.conftest import write
 

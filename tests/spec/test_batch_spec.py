@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.cron import CronSchedule
-from orchestrator.spec.loader import load_pipeline
 from orchestrator.spec.matrix import MatrixSpec, expand_matrix
+from orchestrator.steps.builtin import load_pipeline
 from tests.conftest import write
 from tests.spec.test_validation import only, problems_of
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from orchestrator.errors import PipelineInvalid
 from orchestrator.spec.limits import PipelineLimits
-from orchestrator.spec.loader import load_pipeline, parse_pipeline
+from orchestrator.steps.builtin import load_pipeline, parse_pipeline
 from tests.cli.helpers import measured
 from tests.conftest import CLI, REPO
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.durations import format_duration, parse_duration
-from orchestrator.spec.loader import load_pipeline
+from orchestrator.steps.builtin import load_pipeline
 from tests.conftest import write
 
 

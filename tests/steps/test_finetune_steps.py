@@ -17,7 +17,8 @@ from orchestrator.localapi.transport import BASE_URL
 from orchestrator.providers.pool import Providers
 from orchestrator.providers.together.client import TogetherClient
 from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.spec.loader import Pipeline, load_pipeline
+from orchestrator.spec.loader import Pipeline
+from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import Lease, RunRecord, RunStatus, RunUpdate, StateStore, StepRecord
 from tests.conftest import REPO, write
 from tests.localapi.conftest import BASE, INSTRUCTIONS

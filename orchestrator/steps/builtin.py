@@ -1,0 +1,41 @@
+"""The built-in step types (`core/*`, `together/*`, `registry/*`), and pipelines loaded with
+them: what a pipeline file may `uses:` out of the box.
+
+Each family loads when a pipeline first names one of its types (see `StepRegistry`), so
+`validate` of a `core/*` pipeline never imports the Together client.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
+from orchestrator.spec.loader import Pipeline
+from orchestrator.spec.loader import load_pipeline as _load
+from orchestrator.spec.loader import parse_pipeline as _parse
+from orchestrator.steps.registry import StepRegistry
+
+__all__ = ["BUILTIN", "builtin_registry", "load_pipeline", "parse_pipeline"]
+
+BUILTIN = StepRegistry()
+BUILTIN.add_family("core", "orchestrator.steps.core")
+BUILTIN.add_family("together", "orchestrator.steps.together")
+BUILTIN.add_family("registry", "orchestrator.steps.models")
+
+
+def builtin_registry() -> StepRegistry:
+    """The registry of the built-in types (extend a `.copy()` of it, never it)."""
+    return BUILTIN
+
+
+def load_pipeline(path: str | Path, *, registry: StepRegistry | None = None,
+                  limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
+    """Read and validate a pipeline file whose steps use `registry`'s types (by default the
+    built-ins); raises PipelineInvalid listing every problem."""
+    return _load(path, registry=registry or BUILTIN, limits=limits)
+
+
+def parse_pipeline(text: str, path: Path, *, registry: StepRegistry | None = None,
+                   limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
+    """Validate pipeline `text` as if read from `path` (a resumed run's stored text)."""
+    return _parse(text, path, registry=registry or BUILTIN, limits=limits)
