@@ -9,13 +9,21 @@ open descriptor, so nothing can be swapped in between the check and the read.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["NotUTF8", "UnreadableFile", "format_size", "open_regular", "read_regular",
-           "utf8_text"]
+__all__ = [
+    "NotUTF8",
+    "UnreadableFile",
+    "file_sha256",
+    "format_size",
+    "open_regular",
+    "read_regular",
+    "utf8_text",
+]
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -89,3 +97,12 @@ def utf8_text(data: bytes) -> str:
         start = data.rfind(b"\n", 0, exc.start) + 1
         col = len(data[start:exc.start].decode("utf-8", errors="replace")) + 1
         raise NotUTF8(line, col, data[exc.start]) from None
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (memory stays flat)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

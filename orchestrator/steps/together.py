@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from orchestrator.durations import Duration, format_duration
 from orchestrator.errors import JobEnded, PermanentError, ProviderUnavailable, TransientError
 from orchestrator.faults import fault_point
-from orchestrator.inputfiles import UnreadableFile, open_regular
+from orchestrator.inputfiles import UnreadableFile, file_sha256, open_regular
 from orchestrator.protocol.datacheck import DataReport, check_file
 from orchestrator.protocol.finetune import DPO_PARAMETERS
 from orchestrator.steps.context import StepContext
@@ -100,7 +100,6 @@ async def upload_file(ctx: StepContext, params: UploadParams) -> dict[str, Any]:
             raise PermanentError(_report_problems(path, report))
         lines, sha = report.lines, report.sha256
     if sha is None:
-        from orchestrator.providers.together.client import file_sha256  # noqa: PLC0415
 
         sha = await anyio.to_thread.run_sync(file_sha256, path)
     size = (await anyio.Path(path).stat()).st_size

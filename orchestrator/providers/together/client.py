@@ -12,7 +12,6 @@ to the step as RateLimited, for its durable retry policy.
 from __future__ import annotations
 
 import enum
-import hashlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -37,7 +36,7 @@ from orchestrator.protocol.types import (
 )
 from orchestrator.providers.together.errors import error_from_response, error_from_transport
 
-__all__ = ["DEFAULT_BASE_URL", "TogetherClient", "file_sha256"]
+__all__ = ["DEFAULT_BASE_URL", "TogetherClient"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,14 +49,6 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPENED = "opened"
     CLOSED = "closed"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
