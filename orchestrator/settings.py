@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     max_recoveries: int = Field(
         default=3, ge=0,
         description="crashed executors a run is recovered from before it is parked as stranded")
+    slot_poll_interval: Duration = Field(
+        default=1.0, gt=0, le=3600,
+        description="how often a run waiting for a concurrency slot asks the state database "
+                    "for slots other processes gave back")
+    cancel_poll_interval: Duration = Field(
+        default=1.0, gt=0, le=3600,
+        description="how often an executing process asks the state database whether one of "
+                    "its runs was asked to cancel")
     worker_max_runs: int = Field(
         default=100, ge=1, le=100_000,
         description="runs one worker (or serve) process executes at once")

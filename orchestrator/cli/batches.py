@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import EXIT_FAILED, EXIT_OK
+from orchestrator.cli.interrupts import after_interrupt
 from orchestrator.cli.session import (
     Session,
-    after_interrupt,
     err,
     out,
     output,

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from orchestrator.cli.interrupts import after_interrupt
 from orchestrator.cli.session import (
     Session,
-    after_interrupt,
     err,
     is_batch,
     out,
@@ -133,10 +133,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach:
         return _detach(settings, pipeline, inputs)
     read_secrets(pipeline.secret_names)  # fail before creating a run that could not start
-    from orchestrator.providers.pool import Providers, provider_ref  # noqa: PLC0415
+    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+    from orchestrator.runtime import providers_for  # noqa: PLC0415
 
     # Nor one whose provider this process cannot use (no key): before a state file is made.
-    Providers.from_settings(settings).check(provider_ref(settings))
+    providers_for(settings).check(provider_ref(settings))
     if pipeline.matrix is not None:
         from orchestrator.cli.batches import run_batch  # noqa: PLC0415
 
@@ -153,15 +154,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _detach(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any]) -> int:
     """Queue the run (or batch) for a worker; print its id on stdout and return at once."""
-    from orchestrator.engine.orchestrator import Orchestrator  # noqa: PLC0415
     from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
     from orchestrator.store.base import RunStatus  # noqa: PLC0415
 
     # Bound to the provider chosen here; the worker that executes it needs that provider's key.
     ref = provider_ref(settings)
 
-    async def queue(store: StateStore) -> str:
-        orch = Orchestrator(store)
+    async def queue(orch: Orchestrator) -> str:
         if pipeline.matrix is not None:
             batch, runs = await orch.create_batch(pipeline, inputs, status=RunStatus.QUEUED,
                                                   provider=ref)
@@ -173,7 +172,7 @@ def _detach(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any]) -
             "(orchestrator worker, or orchestrator serve)")
         return run.id
 
-    out(with_store(settings, queue))
+    out(with_orchestrator(settings, queue))
     return EXIT_OK
 
 

@@ -14,11 +14,13 @@ from orchestrator.cli.session import (
     settings_for,
     until_signal,
     with_orchestrator,
+    with_runtime,
     with_store,
 )
 
 if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import Orchestrator
+    from orchestrator.runtime import Runtime
     from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.settings import Settings
     from orchestrator.store.base import StateStore
@@ -35,38 +37,37 @@ __all__ = [
 
 # -- cancel ----------------------------------------------------------------------------------
 
-def _expand_ids(settings: Settings, targets: Sequence[str]) -> list[str]:
+async def _expand_ids(store: StateStore, targets: Sequence[str]) -> list[str]:
     """Run ids, with each batch id replaced by its cells' run ids; unknown ids are errors."""
     from orchestrator.errors import RunNotFound  # noqa: PLC0415
 
-    async def expand(store: StateStore) -> list[str]:
-        ids: list[str] = []
-        for target in targets:
+    ids: list[str] = []
+    for target in targets:
+        try:
+            await store.get_run(target)
+        except RunNotFound:
             try:
-                await store.get_run(target)
+                await store.get_batch(target)
             except RunNotFound:
-                try:
-                    await store.get_batch(target)
-                except RunNotFound:
-                    msg = (f"no run or batch with id {target!r} (see `orchestrator runs` and "
-                           "`orchestrator batches`)")
-                    raise RunNotFound(msg) from None
-                ids += [run.id for run in await store.list_runs(batch_id=target, limit=None)]
-            else:
-                ids.append(target)
-        return list(dict.fromkeys(ids))
-
-    return with_store(settings, expand)
+                msg = (f"no run or batch with id {target!r} (see `orchestrator runs` and "
+                       "`orchestrator batches`)")
+                raise RunNotFound(msg) from None
+            ids += [run.id for run in await store.list_runs(batch_id=target, limit=None)]
+        else:
+            ids.append(target)
+    return list(dict.fromkeys(ids))
 
 
-def cancel_and_report(settings: Settings, run_ids: Sequence[str], *, wait: float) -> bool:
-    """Cancel the runs (see `engine.cancellation`), print one line each; True if all ended."""
+def cancel_and_report(settings: Settings, targets: Sequence[str], *, wait: float) -> bool:
+    """Cancel the runs and batches named (see `engine.cancellation`), in one runtime: one
+    store connection, one client per provider; print one line per run; True if all ended."""
     from orchestrator.engine.cancellation import CancelResult, cancel_runs  # noqa: PLC0415
 
-    async def cancel(orch: Orchestrator) -> list[CancelResult]:
-        return await cancel_runs(orch, run_ids, wait=wait)
+    async def cancel(rt: Runtime) -> list[CancelResult]:
+        run_ids = await _expand_ids(rt.store, targets)
+        return await cancel_runs(rt.orchestrator, run_ids, wait=wait)
 
-    results = with_orchestrator(settings, cancel)
+    results = with_runtime(settings, cancel)
     for result in results:
         out(f"{result.run_id}: {result.note}")
     return all(result.done for result in results)
@@ -74,9 +75,8 @@ def cancel_and_report(settings: Settings, run_ids: Sequence[str], *, wait: float
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     settings = settings_for(args)
-    run_ids = _expand_ids(settings, args.targets)
     with output(settings):
-        done = cancel_and_report(settings, run_ids, wait=args.wait)
+        done = cancel_and_report(settings, args.targets, wait=args.wait)
     return EXIT_OK if done else EXIT_FAILED
 
 

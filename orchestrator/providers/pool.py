@@ -7,7 +7,10 @@ process's own `provider` setting says, so a run launched on Together is never fo
 simulator (nor the other way round). The key comes from the executing process's environment.
 
 `Providers` opens one client per provider a process needs, on first use, and closes them all
-when it closes: a worker executing runs of both kinds holds two clients.
+when it closes: a worker executing runs of both kinds holds two clients. Both are Together
+clients: `local` is the Together provider reached through an in-process transport to the
+local API, which the composition root (`orchestrator.runtime`) hands in as a `LocalEndpoint`
+factory; this package never imports the local API.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import anyio
+import httpx
 
 from orchestrator.errors import SettingsInvalid
 from orchestrator.providers.together.client import TogetherClient
@@ -31,7 +35,8 @@ if TYPE_CHECKING:
 
     from orchestrator.settings import Settings
 
-__all__ = ["KEY_VARIABLE", "Opener", "ProviderRef", "Providers", "provider_ref"]
+__all__ = ["KEY_VARIABLE", "LocalEndpoint", "LocalEndpoints", "Opener", "ProviderRef", "Providers",
+           "provider_ref"]
 
 KEY_VARIABLE = "TOGETHER_API_KEY"
 
@@ -62,6 +67,20 @@ Opener = Callable[[ProviderRef], AbstractAsyncContextManager[TogetherClient]]
 """Opens a client for a provider (closed when the context ends)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalEndpoint:
+    """How a Together client reaches a local API in this process: no port, no key from the
+    environment."""
+
+    transport: httpx.AsyncBaseTransport
+    base_url: str
+    api_key: str
+
+
+LocalEndpoints = Callable[[Path], LocalEndpoint]
+"""A local API serving the data folder given (a run bound to `local` names its folder)."""
+
+
 class Providers:
     """The clients of one process, one per provider, opened on first use.
 
@@ -79,11 +98,17 @@ class Providers:
         self._stack = AsyncExitStack()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Providers:
-        """Clients as `settings` configure them; new runs get the `provider` setting."""
+    def from_settings(cls, settings: Settings, *,
+                      local: LocalEndpoints | None = None) -> Providers:
+        """Clients as `settings` configure them; new runs get the `provider` setting. Runs
+        bound to `local` reach the local API through `local` (without it, they cannot run
+        in this process)."""
 
         def check(ref: ProviderRef) -> None:
             if ref.name == "local":
+                if local is None:
+                    msg = f"provider local ({ref.url}) is not available in this process"
+                    raise SettingsInvalid(msg)
                 problem = _unusable_folder(Path(ref.url))
                 if problem is not None:
                     msg = (f"the local API's data folder {ref.url} cannot be used: {problem} "
@@ -99,7 +124,7 @@ class Providers:
         @asynccontextmanager
         async def opener(ref: ProviderRef) -> AsyncIterator[TogetherClient]:
             check(ref)
-            async with _client_for(settings, ref) as client:
+            async with _client_for(settings, ref, local) as client:
                 yield client
 
         return cls(provider_ref(settings), opener, check)
@@ -150,18 +175,16 @@ def _unusable_folder(path: Path) -> str | None:
     return None
 
 
-def _client_for(settings: Settings, ref: ProviderRef) -> TogetherClient:
-    """A client for `ref`: the local API in this process (no port), or Together's HTTP API."""
+def _client_for(settings: Settings, ref: ProviderRef,
+                local: LocalEndpoints | None) -> TogetherClient:
+    """A Together client for `ref`: through the local API in this process, or over HTTP."""
     timeout = settings.request_timeout
     if ref.name == "local":
-        from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport  # noqa: PLC0415
-        from orchestrator.localapi.transport import BASE_URL  # noqa: PLC0415
-
-        config = dataclasses.replace(LocalAPIConfig.from_settings(settings),
-                                     data_dir=Path(ref.url))
-        REDACTOR.add([config.api_key])
-        return TogetherClient(api_key=config.api_key, base_url=BASE_URL,
-                              transport=LocalTransport(LocalAPI(config)), timeout=timeout)
+        assert local is not None  # checked by the opener
+        endpoint = local(Path(ref.url))
+        REDACTOR.add([endpoint.api_key])
+        return TogetherClient(api_key=endpoint.api_key, base_url=endpoint.base_url,
+                              transport=endpoint.transport, timeout=timeout)
     key = settings.together_api_key
     assert key is not None  # checked by the opener
     REDACTOR.add([key.get_secret_value()])

@@ -1,0 +1,68 @@
+"""The composition root: what `open_runtime` builds, and what it leaves unloaded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.runtime import open_runtime
+from orchestrator.settings import load_settings
+from orchestrator.steps.builtin import load_pipeline
+from orchestrator.store.base import RunStatus
+from tests.conftest import write
+
+
+async def test_every_engine_setting_reaches_the_engine(tmp_path: Path) -> None:
+    settings = load_settings(state_url=f"sqlite:///{tmp_path / 'state.db'}",
+                             slot_poll_interval="50ms", cancel_poll_interval="2s",
+                             lease_ttl="45s", max_recoveries=5, max_parallel_steps=3,
+                             max_yaml_depth=20)
+    async with open_runtime(settings) as rt:
+        config = rt.orchestrator.config
+        assert (config.slot_poll_interval, config.cancel_poll_interval, config.lease_ttl,
+                config.max_recoveries, config.max_parallel_steps) == (0.05, 2.0, 45.0, 5, 3)
+        assert config.pipeline_limits.max_depth == 20
+        assert rt.orchestrator.slots._poll_interval == 0.05
+
+
+async def test_a_runtime_runs_a_pipeline_on_the_local_provider(tmp_path: Path) -> None:
+    """Store, providers and orchestrator wired once: a run made here is read back there."""
+    settings = load_settings(state_url=f"sqlite:///{tmp_path / 'state.db'}",
+                             local_data_dir=str(tmp_path / "local"))
+    pipeline = load_pipeline(write(tmp_path / "p.yaml", """
+        name: p
+        steps:
+          hello: {uses: core/echo, with: {greeting: hi}}
+    """))
+    async with open_runtime(settings) as rt:
+        outcome = await rt.orchestrator.run(pipeline, {})
+        assert rt.providers is not None
+        assert rt.providers.default is not None
+        assert rt.providers.default.name == "local"
+    async with open_runtime(settings, engine=False) as rt:
+        assert (await rt.store.get_run(outcome.run_id)).status is RunStatus.SUCCEEDED
+        with pytest.raises(RuntimeError, match="without an engine"):
+            _ = rt.orchestrator
+
+
+def test_a_store_only_runtime_loads_neither_engine_nor_http_nor_local_api(
+        tmp_path: Path) -> None:
+    """What read-only commands open: the store, and nothing that slows their start."""
+    code = (
+        "import sys, anyio\n"
+        "from orchestrator.runtime import open_runtime\n"
+        "from orchestrator.settings import load_settings\n"
+        f"settings = load_settings(state_url='sqlite:///{tmp_path / 'state.db'}')\n"
+        "async def main():\n"
+        "    async with open_runtime(settings, engine=False) as rt:\n"
+        "        await rt.store.list_runs(limit=1)\n"
+        "anyio.run(main)\n"
+        "print(sorted(m for m in ('orchestrator.engine', 'orchestrator.localapi', 'httpx', "
+        "'starlette', 'orchestrator.providers') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
