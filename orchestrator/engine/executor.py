@@ -58,7 +58,7 @@ from orchestrator.providers.pool import ProviderRef
 from orchestrator.redact import REDACTOR
 from orchestrator.spec.expressions import ExpressionError, find_templates, parse_template
 from orchestrator.spec.loader import Pipeline, Step
-from orchestrator.steps.context import StepContext
+from orchestrator.steps.context import NO_CLIENTS, Clients, StepContext
 from orchestrator.store.base import (
     Clock,
     ErrorInfo,
@@ -188,7 +188,7 @@ class RunExecutor:
         max_parallel_steps: int,
         rng: random.Random,
         clock: Clock,
-        provider: Any = None,
+        clients: Clients = NO_CLIENTS,
         progress: ProgressSink | None = None,
         slots: SlotPool | None = None,
         run_slots: Sequence[tuple[str, int]] = (),
@@ -225,7 +225,7 @@ class RunExecutor:
         self._limiter = anyio.CapacityLimiter(max_parallel_steps)
         self._rng = rng
         self._clock = clock
-        self._provider = provider
+        self._clients = clients
         # Bound explicitly (not through contextvars, which copy the whole context on every
         # bind): every line, and every line a step logs through ctx.log, names run, step
         # and attempt.
@@ -694,7 +694,7 @@ class RunExecutor:
             pipeline_dir=self._pipeline.base_dir, log=log,
             last_checkpoint=self._records[step.id].checkpoint,
             write_checkpoint=lambda data: self._write_checkpoint(step.id, attempt, data),
-            provider=self._provider, models=self._models,
+            clients=self._clients, models=self._models,
             report=self._reporter(step.id),
             cancel_requested=lambda: self._stop is _Stop.CANCELLED,
             **({"exclusive": functools.partial(self._exclusive, step.id)}

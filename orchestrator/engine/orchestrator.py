@@ -37,6 +37,7 @@ from orchestrator.spec.expressions import ExpressionError
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.loader import Pipeline
 from orchestrator.steps.builtin import load_pipeline, parse_pipeline
+from orchestrator.steps.context import NO_CLIENTS, Clients
 from orchestrator.steps.registry import StepRegistry
 from orchestrator.store.base import (
     BatchRecord,
@@ -426,9 +427,9 @@ class Orchestrator:
         REDACTOR.add(secret_values.values())
         # The provider's client before the lease: a missing key leaves the run untouched.
         ref = plan.provider or self.provider_of(run)
-        client = None
+        clients = NO_CLIENTS
         if ref is not None and self.providers is not None:
-            client = await self.providers.client(ref)
+            clients = Clients(await self.providers.client(ref), provider=str(ref))
         if lease is None:
             dead = [run.lease_owner] if run.lease_owner and owner_is_dead(run.lease_owner) \
                 else []
@@ -440,7 +441,7 @@ class Orchestrator:
             store=self.store, lease=lease, run=run, pipeline=plan.pipeline,
             records=plan.records, secrets=secret_values,
             max_parallel_steps=self.config.max_parallel_steps, rng=self._rng,
-            clock=self.store.clock, provider=client, progress=self._progress,
+            clock=self.store.clock, clients=clients, progress=self._progress,
             moved_from=plan.moved_from, moved_to=ref if plan.moved_from else None,
             slots=self.slots, run_slots=await self._run_slots(run, plan.pipeline),
             interrupted_status=RunStatus.QUEUED if requeue else RunStatus.INTERRUPTED,

@@ -6,16 +6,21 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
+
+from orchestrator.errors import PermanentError
 
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
     from orchestrator.store.base import ModelEntry
 
-__all__ = ["CheckpointWriter", "Exclusive", "ModelRegistry", "ProgressReporter", "StepContext"]
+__all__ = ["NO_CLIENTS", "CheckpointWriter", "Clients", "Exclusive", "ModelRegistry",
+           "ProgressReporter", "StepContext"]
+
+C = TypeVar("C")
 
 CheckpointWriter = Callable[[dict[str, Any]], Awaitable[None]]
 """Persists a step's whole checkpoint dict before returning (the engine's side of `checkpoint`)."""
@@ -34,6 +39,35 @@ _LOCAL_LOCKS: dict[str, anyio.Lock] = {}
 async def _process_lock(name: str) -> AsyncIterator[None]:
     async with _LOCAL_LOCKS.setdefault(name, anyio.Lock()):
         yield
+
+
+class Clients:
+    """The clients a run's provider offers its steps, found by their type.
+
+    A step asks for the client it speaks (`ctx.client(TogetherClient)`), so a provider of
+    another kind, or none, is a clear refusal instead of an attribute error half-way through.
+    """
+
+    __slots__ = ("_clients", "provider")
+
+    def __init__(self, *clients: object, provider: str | None = None) -> None:
+        self._clients = clients
+        self.provider = provider
+        """The provider the clients belong to, for messages (never a key)."""
+
+    def get(self, kind: type[C]) -> C:
+        """The client of type `kind`; PermanentError if this run's provider has none."""
+        for client in self._clients:
+            if isinstance(client, kind):
+                return client
+        where = (f"the run's provider {self.provider} offers none" if self.provider
+                 else "the run has no provider")
+        msg = (f"this step needs a {kind.__name__}, but {where} (setting provider: local or "
+               "together)")
+        raise PermanentError(msg)
+
+
+NO_CLIENTS = Clients()
 
 
 class ModelRegistry(Protocol):
@@ -65,13 +99,13 @@ class StepContext:
         "_cancel_requested",
         "_write_checkpoint",
         "attempt",
+        "clients",
         "exclusive",
         "idempotency_key",
         "last_checkpoint",
         "log",
         "models",
         "pipeline_dir",
-        "provider",
         "report",
         "run_id",
         "run_name",
@@ -89,7 +123,7 @@ class StepContext:
         log: FilteringBoundLogger,
         last_checkpoint: Mapping[str, Any],
         write_checkpoint: CheckpointWriter,
-        provider: Any = None,
+        clients: Clients = NO_CLIENTS,
         models: ModelRegistry | None = None,
         report: ProgressReporter = _no_progress,
         cancel_requested: Callable[[], bool] = _never,
@@ -102,7 +136,7 @@ class StepContext:
         self.idempotency_key = f"{run_id}:{step_id}"
         self.pipeline_dir = pipeline_dir
         self.log = log
-        self.provider = provider
+        self.clients = clients
         self.last_checkpoint: dict[str, Any] = dict(last_checkpoint)
         self._write_checkpoint = write_checkpoint
         self.models = models
@@ -111,6 +145,11 @@ class StepContext:
         self.exclusive = exclusive
         """`async with ctx.exclusive(name):` one holder of `name` at a time, across processes
         sharing the state store: e.g. one upload of the same bytes, the others then reuse it."""
+
+    def client(self, kind: type[C]) -> C:
+        """The client of type `kind` that this run's provider offers (e.g. TogetherClient);
+        PermanentError, saying which provider the run has, if it offers none."""
+        return self.clients.get(kind)
 
     @property
     def cancel_requested(self) -> bool:

@@ -47,11 +47,9 @@ _LOSS = re.compile(r"\btrain loss ([0-9.]+)")
 
 
 def _client(ctx: StepContext) -> TogetherClient:
-    if ctx.provider is None:
-        msg = "no provider is configured for this run (setting provider: local or together)"
-        raise PermanentError(msg)
-    client: TogetherClient = ctx.provider
-    return client
+    from orchestrator.providers.together.client import TogetherClient  # noqa: PLC0415
+
+    return ctx.client(TogetherClient)
 
 
 def run_token(idempotency_key: str) -> str:

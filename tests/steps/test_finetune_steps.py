@@ -435,3 +435,23 @@ def test_launch_parameters_are_checked_as_the_sdk_checks_them(fields: dict[str, 
 
     with pytest.raises(ValidationError, match=message):
         LaunchParams.model_validate({"training_file": "file-1", "model": "base", **fields})
+
+
+async def test_a_together_step_asks_for_its_client_and_says_when_there_is_none(
+        tmp_path: Path, store: StateStore) -> None:
+    """The step context is a typed lookup: a run without a provider fails the step at once,
+    in one line saying what is missing (not an AttributeError on None)."""
+    (tmp_path / "train.jsonl").write_bytes(INSTRUCTIONS)
+    pipeline = load_pipeline(write(tmp_path / "p.yaml", """
+        name: p
+        steps:
+          upload: {uses: together/upload-file, with: {path: train.jsonl}}
+    """))
+    async with Orchestrator(store, config=EngineConfig()) as orch:
+        outcome = await orch.run(pipeline, {})
+    step = (await store.get_steps(outcome.run_id))["upload"]
+    assert outcome.status is RunStatus.FAILED
+    assert step.attempt == 1
+    assert step.error is not None
+    assert step.error.message == ("this step needs a TogetherClient, but the run has no "
+                                  "provider (setting provider: local or together)")
