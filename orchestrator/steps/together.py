@@ -31,6 +31,7 @@ from orchestrator.faults import fault_point
 from orchestrator.inputfiles import UnreadableFile, file_sha256, open_regular
 from orchestrator.protocol.datacheck import DataReport, check_file
 from orchestrator.protocol.finetune import DPO_PARAMETERS
+from orchestrator.providers.together.requests import fine_tune_request
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.registry import StepRegistry
 
@@ -254,54 +255,6 @@ class LaunchParams(_Params):
         return self
 
 
-async def _training_type(client: TogetherClient, params: LaunchParams) -> dict[str, Any]:
-    if not params.lora:
-        return {"type": "Full"}
-    rank = params.lora_r
-    if rank is None:  # as the SDKs do: the model's default (or largest) LoRA rank
-        limits = await client.model_limits(params.model or
-                                           str(params.from_checkpoint).split(":")[0])
-        lora = limits.get("lora_training") or {}
-        rank = int(lora.get("default_rank") or lora.get("max_rank") or 8)
-    return {"type": "Lora", "lora_r": rank, "lora_alpha": params.lora_alpha or 2 * rank,
-            "lora_dropout": params.lora_dropout,
-            "lora_trainable_modules": params.lora_trainable_modules}
-
-
-def _training_method(params: LaunchParams) -> dict[str, Any]:
-    if params.training_method == "sft":
-        return {"method": "sft", "train_on_inputs": params.train_on_inputs}
-    extra = {k: getattr(params, k) for k in DPO_PARAMETERS}
-    return {"method": "dpo", **{k: v for k, v in extra.items() if v is not None}}
-
-
-async def create_request(client: TogetherClient, params: LaunchParams,
-                         suffix: str) -> dict[str, Any]:
-    """Together's create request for these parameters (nulls left out, as the SDKs do)."""
-    args: dict[str, Any] = {"min_lr_ratio": params.min_lr_ratio}
-    if params.lr_scheduler == "cosine":
-        args["num_cycles"] = params.scheduler_num_cycles
-    request = {
-        "training_file": params.training_file, "model": params.model,
-        "from_checkpoint": params.from_checkpoint,
-        "validation_file": params.validation_file, "n_epochs": params.n_epochs,
-        "n_checkpoints": params.n_checkpoints, "n_evals": params.n_evals,
-        "batch_size": params.batch_size, "learning_rate": params.learning_rate,
-        "lr_scheduler": {"lr_scheduler_type": params.lr_scheduler, "lr_scheduler_args": args},
-        "warmup_ratio": params.warmup_ratio, "max_grad_norm": params.max_grad_norm,
-        "weight_decay": params.weight_decay, "suffix": suffix,
-        "training_type": await _training_type(client, params),
-        "training_method": _training_method(params),
-        "packing": params.packing, "max_seq_length": params.max_seq_length,
-        "random_seed": params.random_seed, "wandb_api_key": params.wandb_api_key,
-        "wandb_base_url": params.wandb_base_url,
-        "wandb_project_name": params.wandb_project_name, "wandb_name": params.wandb_name,
-        "from_hf_model": params.from_hf_model, "hf_model_revision": params.hf_model_revision,
-        "hf_api_token": params.hf_api_token, "hf_output_repo_name": params.hf_output_repo_name,
-    }
-    return {k: v for k, v in request.items() if v is not None}
-
-
 async def _job_with_suffix(client: TogetherClient, suffix: str) -> FineTuneJob | None:
     """The job a launch created, known by the run-scoped token in its suffix."""
     return next((j for j in await client.list_fine_tunes() if j.suffix == suffix), None)
@@ -348,7 +301,7 @@ async def launch_fine_tune(ctx: StepContext, params: LaunchParams) -> dict[str, 
             ctx.log.info("adopting the job an earlier attempt created", job_id=found.id)
             await ctx.checkpoint(job_id=found.id)
             return _launch_outputs(found, True)
-    request = await create_request(client, params, suffix)
+    request = await fine_tune_request(client, params.model_dump(), suffix=suffix)
     await ctx.checkpoint(creating=True, suffix=suffix)
     job = await client.create_fine_tune(request)
     fault_point("after_remote_create", ctx.step_id)
