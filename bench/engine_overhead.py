@@ -18,11 +18,12 @@ from pathlib import Path
 
 import anyio
 
-from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
+from orchestrator.engine.orchestrator import ResumePlan
 from orchestrator.log import configure_logging
+from orchestrator.runtime import open_runtime
+from orchestrator.settings import load_settings
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import RunStatus
-from orchestrator.store.opening import open_store
 
 
 def chain_pipeline(steps: int) -> str:
@@ -37,9 +38,10 @@ async def one_run(folder: Path, steps: int, durability: str) -> float:
     path = folder / "chain.yaml"
     path.write_text(chain_pipeline(steps))
     pipeline = load_pipeline(path)
-    url = f"sqlite:///{folder / f'state-{time.monotonic_ns()}.db'}"
-    async with open_store(url, durability=durability) as store, \
-            Orchestrator(store, config=EngineConfig(max_parallel_steps=8)) as orch:
+    settings = load_settings(state_url=f"sqlite:///{folder / f'state-{time.monotonic_ns()}.db'}",
+                             durability=durability, max_parallel_steps=8)
+    async with open_runtime(settings) as rt:
+        orch = rt.orchestrator
         record = await orch.create_run(pipeline, {})
         plan = ResumePlan.fresh(record, pipeline)
         started = time.perf_counter()

@@ -19,15 +19,11 @@ from pathlib import Path
 import anyio
 
 from bench import report_child, report_medians, run_child
-from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
-from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
-from orchestrator.localapi.transport import BASE_URL
-from orchestrator.providers.pool import Providers
-from orchestrator.providers.together.client import TogetherClient
+from orchestrator.runtime import open_runtime
+from orchestrator.settings import load_settings
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import RunStatus
-from orchestrator.store.opening import open_store
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "lora-finetune.yaml"
 TARGETS = {"wall": 90.0, "cpu": 60.0, "rss_mib": 1024.0}
@@ -36,12 +32,14 @@ TARGETS = {"wall": 90.0, "cpu": 60.0, "rss_mib": 1024.0}
 async def scenario(runs: int, job_seconds: float, folder: Path) -> dict[str, float]:
     pipeline = load_pipeline(PIPELINE)
     inputs = resolve_inputs(pipeline.inputs, {}, pipeline_dir=pipeline.base_dir, cwd=folder)
-    config = LocalAPIConfig(data_dir=folder / "local-api", job_duration=job_seconds)
-    client = TogetherClient(api_key=config.api_key, base_url=BASE_URL,
-                            transport=LocalTransport(LocalAPI(config)))
+    settings = load_settings(state_url=f"sqlite:///{folder / 'state.db'}", provider="local",
+                             local_data_dir=str(folder / "local-api"),
+                             local_job_duration=job_seconds)
     statuses: list[RunStatus] = []
-    async with open_store(f"sqlite:///{folder / 'state.db'}") as store, client, \
-            Orchestrator(store, config=EngineConfig(), providers=Providers.serving(client)) as orch:
+    async with open_runtime(settings) as rt:
+        orch = rt.orchestrator
+        assert rt.providers is not None and rt.providers.default is not None
+        client = await rt.providers.client(rt.providers.default)
 
         async def one() -> None:
             statuses.append((await orch.run(pipeline, inputs)).status)

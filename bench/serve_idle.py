@@ -24,7 +24,8 @@ from pathlib import Path
 
 import anyio
 
-from orchestrator.store.opening import open_store
+from orchestrator.runtime import open_runtime
+from orchestrator.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = 1.0  # percent of one core
@@ -41,7 +42,7 @@ def seed_history(state: Path, runs: int) -> None:
     """`runs` finished runs in a fresh state database (written directly: seeding through the
     store would take longer than the measurement)."""
     async def create() -> None:
-        async with open_store(f"sqlite:///{state}"):
+        async with open_runtime(load_settings(state_url=f"sqlite:///{state}"), engine=False):
             pass
 
     anyio.run(create)

@@ -21,16 +21,13 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import report_child, report_medians, run_child
-from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
-from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
-from orchestrator.localapi.transport import BASE_URL
-from orchestrator.providers.pool import Providers
-from orchestrator.providers.together.client import TogetherClient
+from orchestrator.engine.orchestrator import ResumePlan
+from orchestrator.runtime import open_runtime
 from orchestrator.schedule.batch import execute_cells
+from orchestrator.settings import load_settings
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import RunStatus, StateStore
-from orchestrator.store.opening import open_store
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 MODELS = ("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "Qwen/Qwen2.5-7B-Instruct",
@@ -74,11 +71,13 @@ async def scenario(cells: int, limit: int, job_seconds: float, folder: Path
     (folder / "sweep.yaml").write_text(widened(cells, limit))
     pipeline = load_pipeline(folder / "sweep.yaml")
     inputs = resolve_inputs(pipeline.inputs, {}, pipeline_dir=folder, cwd=folder)
-    config = LocalAPIConfig(data_dir=folder / "local-api", job_duration=job_seconds)
-    client = TogetherClient(api_key=config.api_key, base_url=BASE_URL,
-                            transport=LocalTransport(LocalAPI(config)))
-    async with open_store(f"sqlite:///{folder / 'state.db'}") as store, client, \
-            Orchestrator(store, config=EngineConfig(), providers=Providers.serving(client)) as orch:
+    settings = load_settings(state_url=f"sqlite:///{folder / 'state.db'}", provider="local",
+                             local_data_dir=str(folder / "local-api"),
+                             local_job_duration=job_seconds)
+    async with open_runtime(settings) as rt:
+        orch, store = rt.orchestrator, rt.store
+        assert rt.providers is not None and rt.providers.default is not None
+        client = await rt.providers.client(rt.providers.default)
         cpu, started = time.process_time(), time.perf_counter()
         batch, runs = await orch.create_batch(pipeline, inputs, hold=True)
         plans = [ResumePlan.fresh(run, pipeline) for run in runs]

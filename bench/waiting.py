@@ -18,10 +18,10 @@ from pathlib import Path
 import anyio
 
 from bench import report_child, run_child
-from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
+from orchestrator.runtime import open_runtime
+from orchestrator.settings import load_settings
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import RunStatus
-from orchestrator.store.opening import open_store
 
 PIPELINE = """
 name: waiting
@@ -40,8 +40,9 @@ async def scenario(runs: int, nap: float, folder: Path) -> dict[str, float]:
     (folder / "waiting.yaml").write_text(PIPELINE)
     pipeline = load_pipeline(folder / "waiting.yaml")
     statuses: list[RunStatus] = []
-    async with open_store(f"sqlite:///{folder / 'state.db'}") as store, \
-            Orchestrator(store, config=EngineConfig()) as orch:
+    settings = load_settings(state_url=f"sqlite:///{folder / 'state.db'}")
+    async with open_runtime(settings) as rt:
+        orch = rt.orchestrator
 
         async def one() -> None:
             outcome = await orch.run(pipeline, {"nap": nap})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import structlog
 from orchestrator.redact import REDACTOR
 from orchestrator.store.base import StateStore
 from orchestrator.store.opening import open_store
+from orchestrator.testing import FakeClock, write_text
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,19 +31,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     yield
     structlog.reset_defaults()
     REDACTOR.clear()
-
-
-class FakeClock:
-    """Wall-clock time that only moves when a test says so."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -64,11 +51,8 @@ async def store(store_url: str, clock: FakeClock) -> AsyncIterator[StateStore]:
         yield opened
 
 
-def write(path: Path, text: str) -> Path:
-    """Write dedented `text` to `path` (creating folders) and return the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
+write = write_text
+"""Write dedented text to a path (creating folders); returns the path."""
 
 
 CLI = Callable[..., subprocess.CompletedProcess[str]]

@@ -29,7 +29,9 @@ LAYERS: list[set[str]] = [
     {"engine"},
     {"schedule"},
     # the composition root: settings -> store -> providers -> orchestrator
-    {"runtime", "testing"},
+    {"runtime"},
+    # helpers for tests of pipelines and step types (this project's and its users')
+    {"testing"},
     {"cli"},
     # the public names, and `python -m orchestrator`
     {"__init__", "__main__"},

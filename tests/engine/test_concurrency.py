@@ -21,7 +21,7 @@ def h(live_harness: Harness) -> Harness:
 async def run_all(h: Harness, text: str, count: int) -> list[str]:
     """Start `count` runs of `text` at once in one orchestrator; their ids once all ended."""
     pipeline = h.pipeline(text)
-    inputs = resolve_inputs(pipeline.inputs, {}, pipeline_dir=h.tmp_path, cwd=h.tmp_path)
+    inputs = resolve_inputs(pipeline.inputs, {}, pipeline_dir=h.folder, cwd=h.folder)
     ids = []
     async with h.orchestrator() as orch, anyio.create_task_group() as tg:
         for _ in range(count):

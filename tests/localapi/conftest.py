@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, local_client
-from tests.conftest import FakeClock
+from orchestrator.testing import FakeClock
 
 BASE = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 INSTRUCTIONS = (

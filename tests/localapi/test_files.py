@@ -8,7 +8,7 @@ import json
 import httpx
 
 from orchestrator.localapi import LocalAPI
-from tests.conftest import FakeClock
+from orchestrator.testing import FakeClock
 from tests.localapi.conftest import INSTRUCTIONS, upload
 
 

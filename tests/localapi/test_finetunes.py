@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from orchestrator.localapi import LocalAPI
-from tests.conftest import FakeClock
+from orchestrator.testing import FakeClock
 from tests.localapi.conftest import BASE, create_job, upload
 
 

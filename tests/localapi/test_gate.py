@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, local_client, parse_faults
-from tests.conftest import FakeClock
+from orchestrator.testing import FakeClock
 from tests.localapi.conftest import create_job, upload
 
 

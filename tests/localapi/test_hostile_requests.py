@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, local_client
-from tests.conftest import FakeClock
+from orchestrator.testing import FakeClock
 from tests.localapi.conftest import BASE, INSTRUCTIONS
 
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from orchestrator.localapi import LocalAPI
-from tests.conftest import FakeClock
+from orchestrator.testing import FakeClock
 from tests.localapi.conftest import BASE, CHATS, create_job, upload
 
 HF = "https://huggingface.co/acme/my-adapter"

@@ -19,7 +19,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.conftest import REPO, FakeClock
+from orchestrator.testing import FakeClock
+from tests.conftest import REPO
 from tests.localapi.conftest import BASE, create_job, upload
 
 SPEC = REPO.parent / "shared" / "reference" / "together-openapi.yaml"

@@ -17,7 +17,7 @@ from orchestrator.store.base import (
     StepRecord,
     StepStatus,
 )
-from tests.conftest import FakeClock
+from orchestrator.testing import FakeClock
 
 TTL = 30.0
 
