@@ -23,7 +23,7 @@ from orchestrator.log import configure_logging
 from orchestrator.runtime import open_runtime
 from orchestrator.settings import load_settings
 from orchestrator.steps.builtin import load_pipeline
-from orchestrator.store.base import RunStatus
+from orchestrator.store.records import RunStatus
 
 
 def chain_pipeline(steps: int) -> str:

@@ -23,7 +23,7 @@ from orchestrator.runtime import open_runtime
 from orchestrator.settings import load_settings
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.steps.builtin import load_pipeline
-from orchestrator.store.base import RunStatus
+from orchestrator.store.records import RunStatus
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipelines" / "lora-finetune.yaml"
 TARGETS = {"wall": 90.0, "cpu": 60.0, "rss_mib": 1024.0}

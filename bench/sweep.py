@@ -27,7 +27,8 @@ from orchestrator.schedule.batch import execute_cells
 from orchestrator.settings import load_settings
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.steps.builtin import load_pipeline
-from orchestrator.store.base import RunStatus, StateStore
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import RunStatus
 
 PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 MODELS = ("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "Qwen/Qwen2.5-7B-Instruct",

@@ -21,7 +21,7 @@ from bench import report_child, run_child
 from orchestrator.runtime import open_runtime
 from orchestrator.settings import load_settings
 from orchestrator.steps.builtin import load_pipeline
-from orchestrator.store.base import RunStatus
+from orchestrator.store.records import RunStatus
 
 PIPELINE = """
 name: waiting

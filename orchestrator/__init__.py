@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from orchestrator.spec.loader import Pipeline
     from orchestrator.steps.builtin import load_pipeline
     from orchestrator.steps.context import StepContext
-    from orchestrator.store.base import RunStatus, StateStore, StepStatus
+    from orchestrator.store.base import StateStore
     from orchestrator.store.opening import open_store
+    from orchestrator.store.records import RunStatus, StepStatus
 
 __all__ = [
     "ConfigError",
@@ -73,12 +74,12 @@ _HOME = {
     "ProviderUnavailable": "orchestrator.errors",
     "RateLimited": "orchestrator.errors",
     "RunOutcome": "orchestrator.engine.executor",
-    "RunStatus": "orchestrator.store.base",
+    "RunStatus": "orchestrator.store.records",
     "Settings": "orchestrator.settings",
     "StateStore": "orchestrator.store.base",
     "StepContext": "orchestrator.steps.context",
     "StepError": "orchestrator.errors",
-    "StepStatus": "orchestrator.store.base",
+    "StepStatus": "orchestrator.store.records",
     "StepTimeout": "orchestrator.errors",
     "TransientError": "orchestrator.errors",
     "load_pipeline": "orchestrator.steps.builtin",

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from orchestrator.providers.pool import LocalEndpoint, LocalEndpoints, Providers
     from orchestrator.settings import Settings
     from orchestrator.steps.registry import StepRegistry
-    from orchestrator.store.base import Clock, StateStore
+    from orchestrator.store.base import StateStore
+    from orchestrator.store.records import Clock
 
 __all__ = ["Runtime", "engine_config", "local_endpoints", "open_runtime", "providers_for"]
 

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.spec.loader import Pipeline
     from orchestrator.steps.registry import StepRegistry
-    from orchestrator.store.base import EventRecord, RunRecord, StateStore, StepRecord
+    from orchestrator.store.base import StateStore
+    from orchestrator.store.records import EventRecord, RunRecord, StepRecord
 
 __all__ = ["FakeClock", "Harness", "wait_until", "write_text"]
 

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.runtime import open_runtime
 from orchestrator.settings import load_settings
 from orchestrator.steps.builtin import load_pipeline
-from orchestrator.store.base import RunStatus
+from orchestrator.store.records import RunStatus
 from tests.conftest import write
 
 

@@ -116,7 +116,7 @@ def _load_batch(settings: Settings, batch_id: str) -> Any:
 
 def _report_batch(settings: Settings, batch_id: str, outcomes: list[RunOutcome]) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
-    from orchestrator.store.base import RunStatus  # noqa: PLC0415
+    from orchestrator.store.records import RunStatus  # noqa: PLC0415
 
     batch, cells = _load_batch(settings, batch_id)
     render.batch_detail(batch, cells)

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
     from orchestrator.providers.pool import ProviderRef
     from orchestrator.settings import Settings
-    from orchestrator.store.base import StateStore, StepRecord
+    from orchestrator.store.base import StateStore
+    from orchestrator.store.records import StepRecord
 
 __all__ = [
     "cmd_check_data",
@@ -107,7 +108,7 @@ def _execute(settings: Settings,
 
 def _report(pipeline: Pipeline, steps: Mapping[str, StepRecord], outcome: RunOutcome) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
-    from orchestrator.store.base import RunStatus  # noqa: PLC0415
+    from orchestrator.store.records import RunStatus  # noqa: PLC0415
 
     if outcome.status is RunStatus.SUCCEEDED:
         render.final_outputs(pipeline, steps)
@@ -155,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _detach(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any]) -> int:
     """Queue the run (or batch) for a worker; print its id on stdout and return at once."""
     from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
-    from orchestrator.store.base import RunStatus  # noqa: PLC0415
+    from orchestrator.store.records import RunStatus  # noqa: PLC0415
 
     # Bound to the provider chosen here; the worker that executes it needs that provider's key.
     ref = provider_ref(settings)
@@ -177,7 +178,7 @@ def _detach(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any]) -
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from orchestrator.store.base import RunStatus  # noqa: PLC0415
+    from orchestrator.store.records import RunStatus  # noqa: PLC0415
 
     settings = settings_for(args)
     target = _resume_target(settings, args)

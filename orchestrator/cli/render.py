@@ -15,7 +15,7 @@ from rich.text import Text
 
 from orchestrator.durations import format_duration
 from orchestrator.spec.expressions import Reference, lookup, render
-from orchestrator.store.base import (
+from orchestrator.store.records import (
     EventRecord,
     ModelEntry,
     RunRecord,
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from orchestrator.schedule.batch import CellSummary
     from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.spec.loader import Pipeline
-    from orchestrator.store.base import BatchRecord
+    from orchestrator.store.records import BatchRecord
 
 __all__ = [
     "batch_detail",

@@ -139,7 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_schedules(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
-    from orchestrator.store.base import RunRecord  # noqa: PLC0415
+    from orchestrator.store.records import RunRecord  # noqa: PLC0415
 
     settings = settings_for(args)
     scheduled = _scheduled(settings, args.paths)

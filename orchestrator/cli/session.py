@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from orchestrator.runtime import Runtime
     from orchestrator.settings import Settings
     from orchestrator.spec.loader import Pipeline
-    from orchestrator.store.base import StateStore, StepRecord
+    from orchestrator.store.base import StateStore
+    from orchestrator.store.records import StepRecord
 
 __all__ = [
     "Session",

@@ -18,7 +18,7 @@ import anyio
 
 from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import LeaseLost, RunBusy, RunStranded
-from orchestrator.store.base import RunRecord, RunStatus
+from orchestrator.store.records import RunRecord, RunStatus
 
 __all__ = ["CancelResult", "cancel_runs"]
 

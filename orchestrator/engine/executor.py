@@ -59,7 +59,8 @@ from orchestrator.redact import REDACTOR
 from orchestrator.spec.expressions import ExpressionError, find_templates, parse_template
 from orchestrator.spec.loader import Pipeline, Step
 from orchestrator.steps.context import NO_CLIENTS, Clients, StepContext
-from orchestrator.store.base import (
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import (
     Clock,
     ErrorInfo,
     Lease,
@@ -68,7 +69,6 @@ from orchestrator.store.base import (
     RunRecord,
     RunStatus,
     RunUpdate,
-    StateStore,
     StepRecord,
     StepStatus,
 )

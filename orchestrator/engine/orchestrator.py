@@ -39,7 +39,8 @@ from orchestrator.spec.loader import Pipeline
 from orchestrator.steps.builtin import load_pipeline, parse_pipeline
 from orchestrator.steps.context import NO_CLIENTS, Clients
 from orchestrator.steps.registry import StepRegistry
-from orchestrator.store.base import (
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import (
     BatchRecord,
     Lease,
     NewBatch,
@@ -48,7 +49,6 @@ from orchestrator.store.base import (
     RunRecord,
     RunStatus,
     RunUpdate,
-    StateStore,
     StepRecord,
     StepStatus,
 )

@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrator.spec.expressions import ExpressionError, Reference, lookup, render
 from orchestrator.spec.loader import Pipeline, Step
-from orchestrator.store.base import RunRecord, StepRecord, StepStatus
+from orchestrator.store.records import RunRecord, StepRecord, StepStatus
 
 __all__ = ["Resolution"]
 

@@ -18,7 +18,7 @@ import anyio
 from orchestrator.engine.executor import RunOutcome
 from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
 from orchestrator.providers.pool import ProviderRef
-from orchestrator.store.base import BatchRecord, Lease, RunRecord, RunStatus, StepRecord
+from orchestrator.store.records import BatchRecord, Lease, RunRecord, RunStatus, StepRecord
 
 __all__ = [
     "BatchResumePlan",

@@ -35,7 +35,7 @@ from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.loader import Pipeline
 from orchestrator.steps.builtin import load_pipeline
-from orchestrator.store.base import RunRecord, RunStatus, ScheduleEntry
+from orchestrator.store.records import RunRecord, RunStatus, ScheduleEntry
 
 __all__ = ["Fire", "Scheduled", "Scheduler", "load_scheduled"]
 

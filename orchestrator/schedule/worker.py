@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 from orchestrator.engine.orchestrator import Orchestrator, owner_is_dead
 from orchestrator.errors import ConfigError, LeaseLost, RunBusy, RunStranded
 from orchestrator.log import get_logger
-from orchestrator.store.base import Lease, RunStatus
+from orchestrator.store.records import Lease, RunStatus
 
 __all__ = ["Worker"]
 

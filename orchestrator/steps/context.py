@@ -15,7 +15,7 @@ from orchestrator.errors import PermanentError
 if TYPE_CHECKING:
     from structlog.typing import FilteringBoundLogger
 
-    from orchestrator.store.base import ModelEntry
+    from orchestrator.store.records import ModelEntry
 
 __all__ = ["NO_CLIENTS", "CheckpointWriter", "Clients", "Exclusive", "ModelRegistry",
            "ProgressReporter", "StepContext"]

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator.errors import PermanentError
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.registry import StepRegistry
-from orchestrator.store.base import ModelEntry
+from orchestrator.store.records import ModelEntry
 
 __all__ = ["TYPES"]
 

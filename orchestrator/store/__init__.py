@@ -1,6 +1,8 @@
 """Where runs, steps, events and leases are kept: the contract and its implementations."""
 
-from orchestrator.store.base import (
+from orchestrator.store.base import StateStore
+from orchestrator.store.opening import open_store
+from orchestrator.store.records import (
     ErrorInfo,
     EventRecord,
     Lease,
@@ -9,11 +11,9 @@ from orchestrator.store.base import (
     RunRecord,
     RunStatus,
     RunUpdate,
-    StateStore,
     StepRecord,
     StepStatus,
 )
-from orchestrator.store.opening import open_store
 
 __all__ = [
     "ErrorInfo",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from orchestrator.errors import StateStoreInvalid
-from orchestrator.store.base import Clock, StateStore
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import Clock
 from orchestrator.store.sqlite import SQLiteStore
 
 __all__ = ["open_store"]

@@ -34,7 +34,8 @@ from orchestrator.errors import (
     StateStoreInvalid,
 )
 from orchestrator.sqlite_wal import switch_to_wal
-from orchestrator.store.base import (
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import (
     CANCEL_RETRY_AFTER,
     BatchRecord,
     Clock,
@@ -49,7 +50,6 @@ from orchestrator.store.base import (
     RunStatus,
     RunUpdate,
     ScheduleEntry,
-    StateStore,
     StepRecord,
     StepStatus,
     text_hash,

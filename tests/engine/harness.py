@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from orchestrator.store.base import EventRecord
+from orchestrator.store.records import EventRecord
 from orchestrator.testing import Harness, wait_until
 
 __all__ = ["Harness", "intervals", "max_overlap", "wait_until"]

@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.engine.orchestrator import ResumePlan
 from orchestrator.schedule.batch import batch_status, execute_cells, plan_batch_resume
-from orchestrator.store.base import RunStatus
+from orchestrator.store.records import RunStatus
 from tests.engine.harness import Harness, intervals, max_overlap
 
 

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 from orchestrator.errors import PermanentError, RateLimited, TransientError
 from orchestrator.steps.context import StepContext
-from orchestrator.store.base import RunStatus, StateStore, StepStatus
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import RunStatus, StepStatus
 from tests.engine.harness import Harness
 
 

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict
 
 from orchestrator.errors import ConfigError, PermanentError
 from orchestrator.steps.context import StepContext
-from orchestrator.store.base import RunStatus, StateStore, StepStatus
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import RunStatus, StepStatus
 from tests.engine.harness import Harness
 
 CHAIN = """
@@ -146,7 +147,7 @@ async def test_reload_without_changes_reruns_nothing(h: Harness,
 
 async def test_interrupted_retry_waits_out_its_backoff(h: Harness) -> None:
     """A step stopped while waiting to retry keeps its retry time and attempt count."""
-    from orchestrator.store.base import Lease, RunUpdate, StepRecord
+    from orchestrator.store.records import Lease, RunUpdate, StepRecord
 
     outcome = await h.run("name: p\nsteps:\n  s: {uses: core/fail, with: {times: 1}}\n")
     # Forge the state a crash during backoff leaves: attempt 1 failed, retry due now.

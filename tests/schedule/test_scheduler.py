@@ -12,7 +12,8 @@ import pytest
 
 from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.schedule.scheduler import Scheduler, load_scheduled
-from orchestrator.store.base import RunStatus, StateStore
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import RunStatus
 from tests.conftest import FakeClock, write
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -19,7 +19,8 @@ from orchestrator.providers.together.client import TogetherClient
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.loader import Pipeline
 from orchestrator.steps.builtin import load_pipeline
-from orchestrator.store.base import Lease, RunRecord, RunStatus, RunUpdate, StateStore, StepRecord
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import Lease, RunRecord, RunStatus, RunUpdate, StepRecord
 from tests.conftest import REPO, write
 from tests.localapi.conftest import BASE, INSTRUCTIONS
 

@@ -7,13 +7,13 @@ import dataclasses
 import pytest
 
 from orchestrator.errors import LeaseLost, RunBusy, RunExists, RunNotFound, RunStranded
-from orchestrator.store.base import (
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import (
     ErrorInfo,
     NewEvent,
     NewRun,
     RunStatus,
     RunUpdate,
-    StateStore,
     StepRecord,
     StepStatus,
 )
@@ -222,7 +222,7 @@ async def test_final_commit_can_release_the_lease(store: StateStore) -> None:
 
 async def test_model_registry(store: StateStore, clock: FakeClock) -> None:
     """Entries are upserted by name with their lineage, and listed newest first."""
-    from orchestrator.store.base import ModelEntry
+    from orchestrator.store.records import ModelEntry
 
     first = await store.record_model(ModelEntry(
         "user/m-1", "r-1", "register", "lora", provider="local", base_model="base",
@@ -244,7 +244,7 @@ async def test_model_registry(store: StateStore, clock: FakeClock) -> None:
 async def test_a_batch_and_its_cells_are_stored_together(store: StateStore,
                                                          clock: FakeClock) -> None:
     """Cells get their batch id and index; the batch counts them; listing keeps cell order."""
-    from orchestrator.store.base import NewBatch
+    from orchestrator.store.records import NewBatch
 
     cells = [NewRun(f"r-{i}", "p", "/x/p.yaml", "t", {"n": 1}, matrix={"lr": lr})
              for i, lr in enumerate([0.1, 0.2, 0.3])]
@@ -263,7 +263,7 @@ async def test_a_batch_and_its_cells_are_stored_together(store: StateStore,
 
 
 async def test_a_batch_with_a_taken_run_id_stores_nothing(store: StateStore) -> None:
-    from orchestrator.store.base import NewBatch
+    from orchestrator.store.records import NewBatch
 
     await store.create_run(new_run("r-1"))
     with pytest.raises(RunExists):
@@ -312,7 +312,7 @@ async def test_a_failed_cancellation_is_claimed_again_only_after_a_pause(
         store: StateStore, clock: FakeClock) -> None:
     """A run that ended with its cancel request pending (the provider unreachable) is not
     claimed at every poll, which would hammer the provider, but once a CANCEL_RETRY_AFTER."""
-    from orchestrator.store.base import CANCEL_RETRY_AFTER
+    from orchestrator.store.records import CANCEL_RETRY_AFTER
 
     await store.create_run(new_run("r-1"))
     await store.request_cancel(["r-1"])
@@ -422,7 +422,7 @@ async def test_slots_expire_unless_their_owner_renews(store: StateStore,
 
 async def test_schedules_keep_their_last_fire_and_advance_by_compare_and_set(
         store: StateStore) -> None:
-    from orchestrator.store.base import ScheduleEntry
+    from orchestrator.store.records import ScheduleEntry
 
     entry = await store.sync_schedule(ScheduleEntry("nightly", "nightly", "/p.yaml", "@daily",
                                                     "UTC"))

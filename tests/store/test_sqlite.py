@@ -11,8 +11,8 @@ import anyio.lowlevel
 import pytest
 
 from orchestrator.errors import StateStoreInvalid
-from orchestrator.store.base import NewRun
 from orchestrator.store.opening import open_store
+from orchestrator.store.records import NewRun
 from orchestrator.store.schema import APPLICATION_ID, SCHEMA_VERSION
 
 
@@ -122,7 +122,7 @@ async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
 async def test_a_batchs_pipeline_text_is_stored_once(tmp_path: Path) -> None:
     """2,000 cells of a 10 KB pipeline store its text once (20 MB inline before), and every
     record read back shares one string; a resumed run's new text is stored beside it."""
-    from orchestrator.store.base import NewBatch, RunStatus, RunUpdate
+    from orchestrator.store.records import NewBatch, RunStatus, RunUpdate
 
     path = tmp_path / "state.db"
     text = "name: wide\n" + "# padding\n" * 1000
