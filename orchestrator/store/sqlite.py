@@ -27,7 +27,6 @@ import anyio.to_thread
 
 from orchestrator.errors import (
     LeaseLost,
-    RunBusy,
     RunExists,
     RunNotFound,
     RunStranded,
@@ -35,6 +34,7 @@ from orchestrator.errors import (
 )
 from orchestrator.sqlite_wal import switch_to_wal
 from orchestrator.store.base import StateStore
+from orchestrator.store.policy import Stranded, check_lease_free, take_lease
 from orchestrator.store.records import (
     CANCEL_RETRY_AFTER,
     BatchRecord,
@@ -76,9 +76,9 @@ CLAIMABLE = (
     f"{NEEDS_EXECUTOR} AND (lease_owner IS NULL OR lease_expires_at <= ?) AND "
     "(finished_at IS NULL OR finished_at <= cancel_requested_at OR finished_at <= ?)"
 )
-"""What `claim_runs` takes (parameters: now, now - CANCEL_RETRY_AFTER): runs needing an
-executor with none live; one that ended with its cancel request pending (its provider could not
-be reached) only a while after, so workers do not hammer the provider at every poll."""
+"""What `claim_runs` takes (parameters: now, now - CANCEL_RETRY_AFTER): `policy.claimable` in
+SQL, repeating NEEDS_EXECUTOR's text so the partial index serves it (the contract suite checks
+the two agree)."""
 _BATCH_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, max_parallel, fail_fast, cells, "
     "created_at, schedule_id, scheduled_for, pipeline_hash"
@@ -354,13 +354,7 @@ class SQLiteStore(StateStore):
 
         def acquire(conn: sqlite3.Connection) -> Lease | RunStranded:
             run = _get_run(conn, run_id)
-            holder = run.lease_owner
-            expires = run.lease_expires_at or 0.0
-            if holder is not None and holder != owner and expires > now \
-                    and holder not in dead_owners:
-                raise RunBusy(f"run {run_id} is being executed by {holder} (its lease runs for "
-                              f"another {expires - now:.0f}s); wait for it to finish or stop "
-                              "that process")
+            check_lease_free(run, owner, now=now, dead_owners=dead_owners)
             return _take_lease(conn, run, owner, now=now, ttl=ttl,
                                max_recoveries=max_recoveries, force=force)
 
@@ -697,30 +691,22 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: float, owner: str | 
 
 def _take_lease(conn: sqlite3.Connection, run: RunRecord, owner: str, *, now: float,
                 ttl: float, max_recoveries: int, force: bool) -> Lease | RunStranded:
-    """Give `owner` the run's lease (the caller checked that no one else holds it live).
-
-    Returns, rather than raises, RunStranded, so that the parking is committed.
-    """
-    crashed = run.status is RunStatus.RUNNING
-    recoveries = 0 if force else run.recoveries + int(crashed)
-    if recoveries > max_recoveries:
+    """Write what `policy.take_lease` decides: the new lease, or the run parked as stranded
+    (returned, not raised, so that the parking is committed)."""
+    decided = take_lease(run, owner, now=now, ttl=ttl, max_recoveries=max_recoveries,
+                         force=force)
+    if isinstance(decided, Stranded):
         conn.execute("UPDATE runs SET status = ?, lease_owner = NULL, lease_expires_at = "
                      "NULL, recoveries = ?, finished_at = ? WHERE id = ?",
-                     (RunStatus.STRANDED.value, recoveries, now, run.id))
-        _insert_events(conn, run.id, now, [NewEvent("run_stranded", data={
-            "recoveries": recoveries, "max_recoveries": max_recoveries})])
-        return RunStranded(
-            f"run {run.id} was recovered from a crashed executor {recoveries - 1} "
-            f"times (max_recoveries = {max_recoveries}) and is parked as stranded; see "
-            f"`orchestrator logs {run.id}`, then `orchestrator resume {run.id} --force`")
-    generation = run.lease_generation + 1
+                     (RunStatus.STRANDED.value, decided.recoveries, now, run.id))
+        _insert_events(conn, run.id, now, [decided.event])
+        return decided.error
+    lease = decided.lease
     conn.execute("UPDATE runs SET lease_owner = ?, lease_generation = ?, "
                  "lease_expires_at = ?, recoveries = ? WHERE id = ?",
-                 (owner, generation, now + ttl, recoveries, run.id))
-    _insert_events(conn, run.id, now, [NewEvent("lease_acquired", data={
-        "owner": owner, "generation": generation, "previous_owner": run.lease_owner,
-        "recovered_from_crash": crashed})])
-    return Lease(run.id, owner, generation, now + ttl)
+                 (owner, lease.generation, lease.expires_at, decided.recoveries, run.id))
+    _insert_events(conn, run.id, now, [decided.event])
+    return lease
 
 
 def _get_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord:

@@ -448,3 +448,49 @@ async def test_runs_filter_by_schedule_and_status(store: StateStore, clock: Fake
     found = await store.list_runs(schedule_id="nightly", statuses=[RunStatus.QUEUED])
     assert [(r.id, r.scheduled_for) for r in found] == [("s-1", 1.0)]
     assert [r.id for r in await store.list_runs(schedule_id="nightly")] == ["s-2", "s-1"]
+
+
+async def test_the_claim_query_agrees_with_the_policy(store: StateStore,
+                                                       clock: FakeClock) -> None:
+    """Over runs in every state a claim meets (each status, leased or not, live or expired or
+    dead, cancel requested before or after it ended, long ago or just now), a store claims
+    exactly the runs `policy.claimable` names: the rule each backend's SQL implements."""
+    from orchestrator.store.policy import claimable
+    from orchestrator.store.records import CANCEL_RETRY_AFTER
+
+    n = 0
+    for age in ("long ago", "just now"):
+        for status in (RunStatus.QUEUED, RunStatus.PENDING, RunStatus.RUNNING,
+                       RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.SUCCEEDED,
+                       RunStatus.CANCELLED):
+            for holder in (None, "live", "expired", "dead"):
+                for cancel in (None, "before-end", "after-end"):
+                    n += 1
+                    run_id = f"r-{n:03d}"
+                    await store.create_run(dataclasses.replace(
+                        new_run(run_id), status=RunStatus.QUEUED
+                        if status is RunStatus.QUEUED else RunStatus.PENDING))
+                    if cancel == "before-end":
+                        await store.request_cancel([run_id])
+                        clock.advance(1)
+                    if status not in (RunStatus.QUEUED, RunStatus.PENDING):
+                        lease = await store.acquire_lease(run_id, "setup", ttl=TTL,
+                                                          max_recoveries=99)
+                        await store.commit(lease, run=RunUpdate(status, release=True))
+                    if cancel == "after-end":
+                        await store.request_cancel([run_id])
+                    if holder is not None:
+                        owner = {"live": "live", "expired": "gone", "dead": "host:9:dd"}[holder]
+                        ttl = 1.0 if holder == "expired" else 10 * CANCEL_RETRY_AFTER
+                        await store.acquire_lease(run_id, owner, ttl=ttl, max_recoveries=99,
+                                                  force=True)
+        if age == "long ago":
+            clock.advance(2 * CANCEL_RETRY_AFTER)
+    clock.advance(2.0)  # the 1 s leases have expired
+    before = {run.id: run for run in await store.list_runs(limit=None)}
+    expected = {run_id for run_id, run in before.items()
+                if claimable(run, now=clock.now, dead_owners=["host:9:dd"])}
+    claimed = await store.claim_runs("w", limit=1000, ttl=TTL, max_recoveries=99,
+                                     dead_owners=["host:9:dd"])
+    assert {lease.run_id for lease in claimed} == expected
+    assert 10 < len(expected) < len(before) - 10  # both kinds are well represented
