@@ -169,6 +169,14 @@ class JobEnded(PermanentError):
         self.param = param
 
 
+class StoreUnavailable(OrchestratorError):
+    """The state store could not be used in time: another process held the database's write
+    lock past `busy_timeout` (or a database server did not answer). Nothing was written; the
+    same operation can simply be tried again, so this is neither bad input nor a failed run."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, try again
+
+
 class StateError(OrchestratorError):
     """The state store refuses an operation because of the run's current state."""
 

@@ -31,6 +31,7 @@ from orchestrator.errors import (
     RunNotFound,
     RunStranded,
     StateStoreInvalid,
+    StoreUnavailable,
 )
 from orchestrator.sqlite_wal import switch_to_wal
 from orchestrator.store.base import StateStore
@@ -150,8 +151,16 @@ class SQLiteStore(StateStore):
             self._prepare(conn)
             self._threaded = conn
             self._inline = self._connect(0)
+        except sqlite3.OperationalError as exc:
+            raise (self._unavailable() if _is_busy(exc) else self._invalid(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise self._invalid(exc) from None
+
+    def _unavailable(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"state database {self.path} is locked by another process for longer than "
+            f"busy_timeout ({self._busy_timeout:g}s); nothing was written, try again (or raise "
+            "the setting busy_timeout)")
 
     def _invalid(self, exc: sqlite3.Error) -> StateStoreInvalid:
         text = str(exc)
@@ -234,6 +243,8 @@ class SQLiteStore(StateStore):
                 lambda: self._transaction(threaded, fn, write=write),
                 limiter=self._thread_limiter,
             )
+        except sqlite3.OperationalError as exc:
+            raise (self._unavailable() if _is_busy(exc) else self._invalid(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise self._invalid(exc) from None
 

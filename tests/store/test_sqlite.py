@@ -159,3 +159,30 @@ async def test_claims_read_only_runs_that_need_an_executor(tmp_path: Path) -> No
         "LIMIT 5", (1.0, 0.0)).fetchall()
     conn.close()
     assert [row[3] for row in plan] == ["SCAN runs USING INDEX runs_needing_executor"]
+
+
+async def test_a_lock_held_past_busy_timeout_is_unavailable_not_invalid(tmp_path: Path) -> None:
+    """Another process holding the write lock longer than busy_timeout is a temporary
+    trouble: StoreUnavailable (exit 75, try again), with nothing written, when writing and
+    when opening; the store works once the lock is gone."""
+    from orchestrator.errors import StoreUnavailable
+
+    path = tmp_path / "state.db"
+    url = f"sqlite:///{path}"
+    new = NewRun("r-1", "p", "/p.yaml", "name: p\n", {})
+    async with open_store(url, busy_timeout=0.2) as store:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailable, match=r"locked by another process for longer "
+                               r"than busy_timeout \(0.2s\); nothing was written") as caught:
+                await store.create_run(new)
+            assert caught.value.exit_code == 75
+            with pytest.raises(StoreUnavailable, match="locked by another process"):
+                async with open_store(url, busy_timeout=0.2):
+                    pass
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        await store.create_run(new)
+        assert [run.id for run in await store.list_runs()] == ["r-1"]
