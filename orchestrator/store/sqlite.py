@@ -133,6 +133,7 @@ class SQLiteStore(StateStore):
     def _connect(self, timeout: float) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
                                check_same_thread=False)
+        conn.row_factory = sqlite3.Row  # columns read by name, never by position
         conn.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self._durability]}")
         return conn
 
@@ -308,7 +309,7 @@ class SQLiteStore(StateStore):
         def select(conn: sqlite3.Connection) -> list[BatchRecord]:
             rows = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches ORDER BY created_at "
                                 "DESC, id DESC LIMIT ?", (limit,)).fetchall()
-            texts = _texts(conn, (row[11] for row in rows))
+            texts = _texts(conn, (row["pipeline_hash"] for row in rows))
             return [_batch_record(row, texts) for row in rows]
 
         return await self._run(select, write=False)
@@ -340,7 +341,7 @@ class SQLiteStore(StateStore):
         def select(conn: sqlite3.Connection) -> dict[str, StepRecord]:
             rows = conn.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? "
                                 "ORDER BY rowid", (run_id,)).fetchall()
-            return {row[0]: _step_record(row) for row in rows}
+            return {row["step_id"]: _step_record(row) for row in rows}
 
         return await self._run(select, write=False)
 
@@ -352,8 +353,8 @@ class SQLiteStore(StateStore):
                 "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (run_id, after, -1 if limit is None else limit),
             ).fetchall()
-            return [EventRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]))
-                    for r in rows]
+            return [EventRecord(r["seq"], r["run_id"], r["ts"], r["kind"], r["step_id"],
+                                r["attempt"], json.loads(r["data"])) for r in rows]
 
         return await self._run(select, write=False)
 
@@ -548,10 +549,13 @@ class SQLiteStore(StateStore):
             rows = conn.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY recorded_at "
                                 "DESC LIMIT ?", (limit,)).fetchall()
             return [ModelEntry(
-                name=row[0], run_id=row[1], step_id=row[2], pipeline_name=row[3],
-                provider=row[4], base_model=row[5], job_id=row[6], training_file=row[7],
-                validation_file=row[8], hyperparameters=json.loads(row[9]),
-                metrics=json.loads(row[10]), tags=json.loads(row[11]), recorded_at=row[12])
+                name=row["name"], run_id=row["run_id"], step_id=row["step_id"],
+                pipeline_name=row["pipeline_name"], provider=row["provider"],
+                base_model=row["base_model"], job_id=row["job_id"],
+                training_file=row["training_file"], validation_file=row["validation_file"],
+                hyperparameters=json.loads(row["hyperparameters"]),
+                metrics=json.loads(row["metrics"]), tags=json.loads(row["tags"]),
+                recorded_at=row["recorded_at"])
                 for row in rows]
 
         return await self._run(select, write=False)
@@ -615,19 +619,23 @@ def _get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord:
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r} (list runs with `orchestrator runs`, "
                           "batches with `orchestrator batches`)")
-    return _run_record(row, _texts(conn, [row[23]]))
+    return _run_record(row, _texts(conn, [row["pipeline_hash"]]))
 
 
-def _run_record(row: tuple[Any, ...], texts: Mapping[str, str]) -> RunRecord:
+def _run_record(row: sqlite3.Row, texts: Mapping[str, str]) -> RunRecord:
+    key, matrix = row["pipeline_hash"], row["matrix"]
     return RunRecord(
-        id=row[0], pipeline_name=row[1], pipeline_path=row[2],
-        pipeline_text=row[3] if row[23] is None else texts[row[23]],
-        inputs=json.loads(row[4]), status=RunStatus(row[5]), created_at=row[6],
-        started_at=row[7], finished_at=row[8], error=row[9], lease_owner=row[10],
-        lease_generation=row[11], lease_expires_at=row[12], recoveries=row[13],
-        batch_id=row[14], cell=row[15], matrix=None if row[16] is None else json.loads(row[16]),
-        waiting_for=row[17], cancel_requested_at=row[18], schedule_id=row[19],
-        scheduled_for=row[20], provider=row[21], provider_url=row[22],
+        id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
+        pipeline_text=row["pipeline_text"] if key is None else texts[key],
+        inputs=json.loads(row["inputs"]), status=RunStatus(row["status"]),
+        created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], error=row["error"], lease_owner=row["lease_owner"],
+        lease_generation=row["lease_generation"], lease_expires_at=row["lease_expires_at"],
+        recoveries=row["recoveries"], batch_id=row["batch_id"], cell=row["cell"],
+        matrix=None if matrix is None else json.loads(matrix),
+        waiting_for=row["waiting_for"], cancel_requested_at=row["cancel_requested_at"],
+        schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
+        provider=row["provider"], provider_url=row["provider_url"],
     )
 
 
@@ -635,7 +643,7 @@ def _select_runs(conn: sqlite3.Connection, where: str, params: tuple[Any, ...], 
                  limit: int | None) -> list[RunRecord]:
     rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY {order} "
                         "LIMIT ?", (*params, -1 if limit is None else limit)).fetchall()
-    texts = _texts(conn, (row[23] for row in rows))
+    texts = _texts(conn, (row["pipeline_hash"] for row in rows))
     return [_run_record(row, texts) for row in rows]
 
 
@@ -726,26 +734,30 @@ def _get_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord:
     if row is None:
         raise RunNotFound(f"no batch with id {batch_id!r} (list batches with "
                           "`orchestrator batches`)")
-    return _batch_record(row, _texts(conn, [row[11]]))
+    return _batch_record(row, _texts(conn, [row["pipeline_hash"]]))
 
 
-def _batch_record(row: tuple[Any, ...], texts: Mapping[str, str]) -> BatchRecord:
+def _batch_record(row: sqlite3.Row, texts: Mapping[str, str]) -> BatchRecord:
+    key = row["pipeline_hash"]
     return BatchRecord(
-        id=row[0], pipeline_name=row[1], pipeline_path=row[2],
-        pipeline_text=row[3] if row[11] is None else texts[row[11]],
-        inputs=json.loads(row[4]), max_parallel=row[5], fail_fast=bool(row[6]), cells=row[7],
-        created_at=row[8], schedule_id=row[9], scheduled_for=row[10],
+        id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
+        pipeline_text=row["pipeline_text"] if key is None else texts[key],
+        inputs=json.loads(row["inputs"]), max_parallel=row["max_parallel"],
+        fail_fast=bool(row["fail_fast"]), cells=row["cells"], created_at=row["created_at"],
+        schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
     )
 
 
-def _step_record(row: tuple[Any, ...]) -> StepRecord:
+def _step_record(row: sqlite3.Row) -> StepRecord:
+    outputs, error = row["outputs"], row["error"]
     return StepRecord(
-        step_id=row[0], status=StepStatus(row[1]), attempt=row[2],
-        outputs=None if row[3] is None else json.loads(row[3]),
-        checkpoint=json.loads(row[4]),
-        error=None if row[5] is None else ErrorInfo.from_json(json.loads(row[5])),
-        started_at=row[6], finished_at=row[7], retry_at=row[8], config_hash=row[9],
-        waiting_for=row[10],
+        step_id=row["step_id"], status=StepStatus(row["status"]), attempt=row["attempt"],
+        outputs=None if outputs is None else json.loads(outputs),
+        checkpoint=json.loads(row["checkpoint"]),
+        error=None if error is None else ErrorInfo.from_json(json.loads(error)),
+        started_at=row["started_at"], finished_at=row["finished_at"],
+        retry_at=row["retry_at"], config_hash=row["config_hash"],
+        waiting_for=row["waiting_for"],
     )
 
 
