@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         TransientError,
     )
     from orchestrator.settings import Settings, load_settings
-    from orchestrator.spec.loader import Pipeline
+    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.steps.builtin import load_pipeline
     from orchestrator.steps.context import StepContext
     from orchestrator.store.base import StateStore
@@ -69,7 +69,7 @@ _HOME = {
     "Orchestrator": "orchestrator.engine.orchestrator",
     "OrchestratorError": "orchestrator.errors",
     "PermanentError": "orchestrator.errors",
-    "Pipeline": "orchestrator.spec.loader",
+    "Pipeline": "orchestrator.spec.pipeline",
     "PipelineInvalid": "orchestrator.errors",
     "ProviderUnavailable": "orchestrator.errors",
     "RateLimited": "orchestrator.errors",

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
     from orchestrator.engine.executor import RunOutcome
-    from orchestrator.spec.loader import Pipeline
+    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.steps.registry import StepRegistry
     from orchestrator.store.base import StateStore
     from orchestrator.store.records import EventRecord, RunRecord, StepRecord

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import Orchestrator
     from orchestrator.providers.pool import ProviderRef
     from orchestrator.settings import Settings
-    from orchestrator.spec.loader import Pipeline
+    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.base import StateStore
 
 __all__ = ["cmd_batches", "resume_batch", "run_batch", "show_batch"]

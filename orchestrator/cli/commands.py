@@ -22,7 +22,7 @@ from orchestrator.cli.session import (
 )
 from orchestrator.errors import PipelineInvalid
 from orchestrator.spec.inputs import parse_assignments, resolve_inputs
-from orchestrator.spec.loader import Pipeline
+from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from orchestrator.cli.session import Session, err, out, with_store
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
-    from orchestrator.spec.loader import Pipeline
+    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.base import StateStore
 
 __all__ = ["after_interrupt", "started_remote_work", "wants_cancel"]

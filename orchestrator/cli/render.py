@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import ResumePlan
     from orchestrator.schedule.batch import CellSummary
     from orchestrator.schedule.scheduler import Scheduled
-    from orchestrator.spec.loader import Pipeline
+    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.records import BatchRecord
 
 __all__ = [

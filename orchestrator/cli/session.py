@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from orchestrator.providers.pool import ProviderRef
     from orchestrator.runtime import Runtime
     from orchestrator.settings import Settings
-    from orchestrator.spec.loader import Pipeline
+    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.base import StateStore
     from orchestrator.store.records import StepRecord
 

@@ -57,7 +57,7 @@ from orchestrator.log import get_logger
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.redact import REDACTOR
 from orchestrator.spec.expressions import ExpressionError, find_templates, parse_template
-from orchestrator.spec.loader import Pipeline, Step
+from orchestrator.spec.pipeline import Pipeline, Step
 from orchestrator.steps.context import NO_CLIENTS, Clients, StepContext
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import (

@@ -35,7 +35,7 @@ from orchestrator.providers.pool import ProviderRef, Providers
 from orchestrator.redact import REDACTOR
 from orchestrator.spec.expressions import ExpressionError
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
-from orchestrator.spec.loader import Pipeline
+from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline, parse_pipeline
 from orchestrator.steps.context import NO_CLIENTS, Clients
 from orchestrator.steps.registry import StepRegistry

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from orchestrator.spec.expressions import ExpressionError, Reference, lookup, render
-from orchestrator.spec.loader import Pipeline, Step
+from orchestrator.spec.pipeline import Pipeline, Step
 from orchestrator.store.records import RunRecord, StepRecord, StepStatus
 
 __all__ = ["Resolution"]

@@ -33,7 +33,7 @@ from orchestrator.ids import scheduled_id
 from orchestrator.log import get_logger
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
-from orchestrator.spec.loader import Pipeline
+from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.records import RunRecord, RunStatus, ScheduleEntry
 

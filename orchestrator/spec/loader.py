@@ -3,16 +3,17 @@
 Each problem names a line and column. Checking goes on past a bad part wherever the rest can
 still be understood, so one `validate` shows the author everything at once: the shape of each
 part (pydantic), then step types, literal parameters, references and the step graph.
+
+(Over 400 lines: one checker walks the file once, carrying the source positions and the
+problems found so far through every check; the result it builds is `spec.pipeline`.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,13 @@ from pydantic import ValidationError
 from orchestrator.errors import PipelineInvalid, Problem
 from orchestrator.inputfiles import NotUTF8, UnreadableFile, read_regular, utf8_text
 from orchestrator.spec.expressions import ExpressionError, Reference, find_templates, parse_template
-from orchestrator.spec.graph import ancestors, descendants, find_cycle, topological_order
+from orchestrator.spec.graph import ancestors, find_cycle, topological_order
 from orchestrator.spec.inputs import coerce_input
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.matrix import MatrixSpec, combinations, expand_matrix
 from orchestrator.spec.model import (
     DEFAULT_RETRY,
     ID_PATTERN,
-    ConcurrencySpec,
     Defaults,
     InputSpec,
     PipelineHeader,
@@ -37,10 +37,11 @@ from orchestrator.spec.model import (
     StepConcurrencySpec,
     StepSpec,
 )
+from orchestrator.spec.pipeline import Pipeline, Step
 from orchestrator.spec.steptypes import StepCatalogue, StepKind, UnknownStepType
 from orchestrator.spec.yamlsource import NodePath, SourceMap, parse_yaml
 
-__all__ = ["Pipeline", "Step", "load_pipeline", "parse_pipeline"]
+__all__ = ["load_pipeline", "parse_pipeline"]
 
 _ID = re.compile(ID_PATTERN)
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -53,83 +54,6 @@ _KNOWN_KEYS = sorted(
                                StepConcurrencySpec, ScheduleSpec, MatrixSpec)
      for name, f in m.model_fields.items()}
 )
-
-
-@dataclass(frozen=True)
-class Step:
-    """A validated step with everything the engine needs resolved."""
-
-    id: str
-    spec: StepSpec
-    type: StepKind
-    needs: frozenset[str]
-    retry: RetrySpec | None
-    timeout: float | None
-
-    @property
-    def with_(self) -> dict[str, Any]:
-        return self.spec.with_
-
-    @property
-    def concurrency(self) -> StepConcurrencySpec | None:
-        return self.spec.concurrency
-
-    def references(self) -> list[Reference]:
-        return [ref for _, text in find_templates(self.spec.with_)
-                for ref in parse_template(text).references]
-
-    @functools.cached_property
-    def uses_secrets(self) -> bool:
-        return any(ref.root == "secrets" for ref in self.references())
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """A validated pipeline file: its steps in dependency order, and the text it came from."""
-
-    name: str
-    description: str | None
-    path: Path
-    text: str
-    inputs: Mapping[str, InputSpec]
-    steps: Mapping[str, Step]
-    matrix: MatrixSpec | None = None
-    concurrency: ConcurrencySpec | None = None
-    schedule: ScheduleSpec | None = None
-
-    @property
-    def base_dir(self) -> Path:
-        """Relative paths in the file, and `python:` step modules, resolve against this."""
-        return self.path.parent
-
-    def dependencies(self) -> dict[str, frozenset[str]]:
-        return {sid: step.needs for sid, step in self.steps.items()}
-
-    def downstream(self, step_ids: set[str]) -> set[str]:
-        """`step_ids` and every step that depends on any of them."""
-        return descendants(self.dependencies(), step_ids)
-
-    def upstream(self, step_ids: set[str]) -> set[str]:
-        """`step_ids` and every step any of them depends on."""
-        return ancestors(self.dependencies(), step_ids)
-
-    def slot_span(self, step_id: str) -> frozenset[str]:
-        """The steps during which `step_id`'s concurrency slot is held (itself, or itself
-        through its `until` step and everything between)."""
-        spec = self.steps[step_id].concurrency
-        if spec is None or spec.until is None:
-            return frozenset({step_id})
-        return frozenset(self.downstream({step_id}) & self.upstream({spec.until}))
-
-    def cells(self) -> list[dict[str, Any]]:
-        """The matrix's cells; one empty cell for a pipeline without a matrix."""
-        return expand_matrix(self.matrix) if self.matrix is not None else [{}]
-
-    @functools.cached_property
-    def secret_names(self) -> frozenset[str]:
-        """The NAMEs of every `secrets.NAME` the steps use (read from the environment)."""
-        return frozenset(str(ref.path[0]) for step in self.steps.values()
-                         for ref in step.references() if ref.root == "secrets" and ref.path)
 
 
 def load_pipeline(path: str | Path, *, registry: StepCatalogue,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
-from orchestrator.spec.loader import Pipeline
 from orchestrator.spec.loader import load_pipeline as _load
 from orchestrator.spec.loader import parse_pipeline as _parse
+from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.registry import StepRegistry
 
 __all__ = ["BUILTIN", "builtin_registry", "load_pipeline", "parse_pipeline"]

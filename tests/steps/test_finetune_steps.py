@@ -17,7 +17,7 @@ from orchestrator.localapi.transport import BASE_URL
 from orchestrator.providers.pool import Providers
 from orchestrator.providers.together.client import TogetherClient
 from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.spec.loader import Pipeline
+from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import Lease, RunRecord, RunStatus, RunUpdate, StepRecord
