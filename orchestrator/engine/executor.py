@@ -6,21 +6,20 @@ parallel steps, going on down a chain) -> `_run_one` (what a step's failure or c
 means for the run) -> `_execute_with_retries` (the step's concurrency slots, attempts, backoff,
 re-entry after a crash) -> `_attempt` (parameters, timeout, the step's own code).
 
-Slots (`concurrency:` keys, a batch's `max_parallel`) are granted by the store through the
-process's `SlotPool`; their `slot_acquired` / `slot_released` events are committed inside the
-time the slot is held, so the event log never shows more holders than the limit. A cancelled
-run ends with `_carry_out_cancel`: the step types' cancel hooks undo what the run started
-remotely (its fine-tune jobs), then the run is `cancelled`.
+Its writes go through the run's journal (`journal`: queued, masked, fenced), its concurrency
+slots through `runslots`. A cancelled run ends with `_carry_out_cancel`: the step types'
+cancel hooks undo what the run started remotely (its fine-tune jobs), then it is `cancelled`.
 
 Every state change is committed before anything that depends on it happens: a step's outputs
 before its dependents start, a checkpoint before `ctx.checkpoint()` returns, a failed attempt
 (with its retry time) before the backoff sleep. A crash at any point therefore loses at most the
 attempt in progress, which a resume re-enters with its last checkpoint.
 
-One write is deferred: that an attempt *started*. Nothing depends on it (a crash mid-attempt
-re-enters that attempt whether or not its start was recorded), so it rides along with the
-step's next commit, or is flushed within `FLUSH_DELAY` for a step that takes longer, which is
-when `show` needs it. For short steps this halves the commits (bench/engine_overhead.py).
+One write is deferred: that an attempt *started* (see `journal`). Nothing depends on it: a
+crash mid-attempt re-enters that attempt whether or not its start was recorded.
+
+(Over 400 lines: the layers above share the run's stop state and cancel scope; split apart,
+each would need all of it handed in.)
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import functools
 import json
 import random
 import traceback
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -42,8 +41,10 @@ from pydantic import BaseModel, ValidationError
 from structlog.typing import FilteringBoundLogger
 
 from orchestrator.durations import format_duration
+from orchestrator.engine.journal import RunJournal
 from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.retry import RetryPolicy
+from orchestrator.engine.runslots import RunSlots
 from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import (
     JobEnded,
@@ -73,10 +74,7 @@ from orchestrator.store.records import (
     StepStatus,
 )
 
-__all__ = ["FLUSH_DELAY", "ProgressSink", "RunExecutor", "RunOutcome"]
-
-FLUSH_DELAY = 0.05
-"""Seconds within which a deferred write (an attempt's start) reaches the store."""
+__all__ = ["ProgressSink", "RunExecutor", "RunOutcome"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,26 +200,17 @@ class RunExecutor:
         self._lease = lease
         self._run = run
         self._pipeline = pipeline
-        self._records = {sid: records.get(sid) or StepRecord(sid) for sid in pipeline.steps}
+        self._journal = RunJournal(store, lease, {sid: records.get(sid) or StepRecord(sid)
+                                                  for sid in pipeline.steps})
+        self._records = self._journal.records
         self._successors: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
         for sid, step in pipeline.steps.items():
             for need in step.needs:
                 self._successors[need].append(sid)
         self._resolution = Resolution.of_run(run, pipeline, self._records, secrets)
-        self._slots = slots
         self._run_slots = list(run_slots)
         self._interrupted_status = interrupted_status
         self._move = (moved_from, moved_to) if moved_from and moved_to else None
-        self._held: dict[str, tuple[str, str]] = {}
-        """Slots this executor holds: by owner ('' for the run's own, else the step that
-        declares it) the (key, holder)."""
-        self._slot_steps: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
-        self._release_after: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
-        for sid, step in pipeline.steps.items():
-            if step.concurrency is not None:
-                for member in pipeline.slot_span(sid):
-                    self._slot_steps[member].append(sid)
-                self._release_after[step.concurrency.until or sid].append(sid)
         self._limiter = anyio.CapacityLimiter(max_parallel_steps)
         self._rng = rng
         self._clock = clock
@@ -230,6 +219,8 @@ class RunExecutor:
         # bind): every line, and every line a step logs through ctx.log, names run, step
         # and attempt.
         self._log = get_logger().bind(run_id=run.id, step=None, attempt=None)
+        self._slots = RunSlots(slots, run.id, pipeline, resolution=self._resolution,
+                               journal=self._journal, log=self._log)
         self._started: set[str] = set()
         self._stop = _Stop.NONE
         self._failure: tuple[str, ErrorInfo] | None = None
@@ -238,153 +229,25 @@ class RunExecutor:
         self._scope = anyio.CancelScope()
         self.released = False
         """True once the executor gave its lease up with its last write."""
-        self._unsaved_steps: dict[str, StepRecord] = {}
-        self._unsaved_events: list[NewEvent] = []
-        self._deferred = anyio.Event()
 
     # -- persistence -------------------------------------------------------------------------
 
     async def _save(self, step_id: str, event: NewEvent, *, defer: bool = False,
                     **changes: Any) -> StepRecord:
-        """Update the step's record and commit it with `event` (secrets masked at rest).
-
-        With `defer`, return at once and let the write ride along with the next commit (see
-        the module docstring); only for writes nothing depends on.
-        """
-        record = dataclasses.replace(self._records[step_id], **changes)
-        self._records[step_id] = record
-        stored = record
-        if REDACTOR.active:
-            stored = dataclasses.replace(
-                record,
-                outputs=REDACTOR.value(record.outputs),
-                checkpoint=REDACTOR.value(record.checkpoint),
-                error=record.error and ErrorInfo(record.error.type,
-                                                 REDACTOR.text(record.error.message)),
-            )
-            event = dataclasses.replace(event, data=REDACTOR.value(event.data))
-        self._unsaved_steps[step_id] = stored
-        self._unsaved_events.append(event)
-        if defer:
-            self._deferred.set()
-        else:
-            await self._flush()
-        return record
-
-    async def _flush(self, run: RunUpdate | None = None) -> None:
-        """Commit every unsaved write (and `run`) in one fenced transaction."""
-        steps, events = list(self._unsaved_steps.values()), self._unsaved_events
-        self._unsaved_steps, self._unsaved_events = {}, []
-        if run is None and not steps and not events:
-            return
-        try:
-            await self._store.commit(self._lease, run=run, steps=steps, events=events)
-        except BaseException:
-            # Not written (cancelled before the database took it, or refused): keep it for the
-            # next commit, e.g. the run's last one, behind any newer write of the same step.
-            for step in steps:
-                self._unsaved_steps.setdefault(step.step_id, step)
-            self._unsaved_events[:0] = events
-            raise
-
-    async def _flush_deferred(self) -> None:
-        """Write deferred writes that no later commit picked up within FLUSH_DELAY."""
-        while True:
-            await self._deferred.wait()
-            self._deferred = anyio.Event()
-            await anyio.sleep(FLUSH_DELAY)
-            try:
-                await self._flush()
-            except LeaseLost:
-                self.lose_lease()
+        return await self._journal.save(step_id, event, defer=defer, **changes)
 
     async def _finish(self, status: RunStatus, error: str | None = None) -> RunOutcome:
         error = error and REDACTOR.text(error)  # as stored, as printed: secrets masked
-        self._unsaved_events += [self._slot_released(owner) for owner in self._held]
-        self._unsaved_events.append(NewEvent("run_finished", data={
-            "status": status.value, "error": error}))
-        await self._flush(run=RunUpdate(status, error, release=True))
+        self._slots.note_all_released()
+        self._journal.note(NewEvent("run_finished", data={"status": status.value,
+                                                         "error": error}))
+        await self._journal.flush(run=RunUpdate(status, error, release=True))
         self.released = True
         log = self._log.error if status is RunStatus.FAILED else self._log.info
         log("run finished", status=status.value, **({"error": error} if error else {}))
         failed_step = self._failure[0] if self._failure else None
         return RunOutcome(self._run.id, status, error, failed_step,
                           self._resume_from.get(failed_step or ""))
-
-    # -- concurrency slots -------------------------------------------------------------------
-
-    def _pipeline_slot(self) -> list[tuple[str, int]]:
-        spec = self._pipeline.concurrency
-        return [] if spec is None else [(self._resolution.key(spec.key), spec.limit)]
-
-    async def _take_run_slot(self, key: str, limit: int) -> None:
-        """Hold one of `key`'s slots for the whole run; while waiting, the run shows it."""
-        if self._slots is None:
-            return
-
-        async def waiting() -> None:
-            self._unsaved_events.append(NewEvent("slot_waiting", data={"key": key,
-                                                                       "limit": limit}))
-            await self._flush(run=RunUpdate(RunStatus.RUNNING, waiting_for=key))
-            self._log.info("waiting for a concurrency slot", key=key, limit=limit)
-
-        waited = await self._slots.acquire(key, limit, holder=self._run.id,
-                                           run_id=self._run.id, on_wait=waiting)
-        self._held[""] = (key, self._run.id)
-        self._unsaved_events.append(NewEvent("slot_acquired", data={"key": key}))
-        if waited:
-            await self._flush(run=RunUpdate(RunStatus.RUNNING))
-        else:
-            self._deferred.set()
-
-    async def _take_step_slots(self, step_id: str) -> None:
-        """Before `step_id` starts: the slots of every span it belongs to, if not held yet."""
-        if self._slots is None:
-            return
-        for owner in self._slot_steps[step_id]:
-            if owner in self._held:
-                continue
-            spec = self._pipeline.steps[owner].concurrency
-            assert spec is not None
-            try:
-                key = self._resolution.key(spec.key)
-            except ExpressionError as exc:
-                msg = f"steps.{owner}.concurrency.key: {exc}"
-                raise PermanentError(msg) from None
-            holder = f"{self._run.id}:{owner}"
-
-            async def waiting(key: str = key, limit: int = spec.limit) -> None:
-                await self._save(step_id, NewEvent("slot_waiting", step_id, data={
-                    "key": key, "limit": limit}), waiting_for=key)
-                self._log.info("waiting for a concurrency slot", step=step_id, key=key,
-                               limit=limit)
-
-            await self._slots.acquire(key, spec.limit, holder=holder, run_id=self._run.id,
-                                      on_wait=waiting)
-            self._held[owner] = (key, holder)
-            await self._save(step_id, NewEvent("slot_acquired", step_id, data={"key": key}),
-                             defer=True, waiting_for=None)
-
-    def _note_released(self, step_id: str) -> list[str]:
-        """The slots to give back once `step_id` succeeded; their events go with its commit."""
-        owners = [o for o in self._release_after[step_id] if o in self._held]
-        self._unsaved_events += [self._slot_released(owner) for owner in owners]
-        return owners
-
-    def _slot_released(self, owner: str) -> NewEvent:
-        """The event of giving back the slot `owner` holds ('' : the run's own)."""
-        return NewEvent("slot_released", owner or None, data={"key": self._held[owner][0]})
-
-    async def _release(self, owners: list[str]) -> None:
-        assert self._slots is not None
-        for owner in owners:
-            key, holder = self._held.pop(owner)
-            await self._slots.release(key, holder)
-
-    async def _release_all(self) -> None:
-        if self._slots is not None and self._held:
-            with suppress(Exception):  # else they expire with this process's heartbeat
-                await self._release(list(self._held))
 
     # -- cancellation ------------------------------------------------------------------------
 
@@ -405,10 +268,10 @@ class RunExecutor:
             except Exception as exc:  # noqa: BLE001  (reported; the run stays cancel-requested)
                 error = ErrorInfo(type(exc).__name__, REDACTOR.text(str(exc)))
                 problems.append(f"step {step_id}: {error}")
-                self._unsaved_events.append(NewEvent("remote_cancel_failed", step_id,
-                                                     data={"error": error.to_json()}))
+                self._journal.note(NewEvent("remote_cancel_failed", step_id,
+                                            data={"error": error.to_json()}))
             else:
-                self._unsaved_events.append(NewEvent("remote_cancelled", step_id))
+                self._journal.note(NewEvent("remote_cancelled", step_id))
         if problems:
             return await self._finish(
                 RunStatus.INTERRUPTED, "cancellation incomplete: could not cancel the remote "
@@ -440,13 +303,13 @@ class RunExecutor:
             return await self._execute(reset, reload_text)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._release_all()
+                await self._slots.release_all()
 
     async def _execute(self, reset: Collection[str], reload_text: str | None) -> RunOutcome:
         if self._run.cancelling:
             return await self._carry_out_cancel()
         try:
-            run_slots = [*self._run_slots, *self._pipeline_slot()]
+            run_slots = [*self._run_slots, *self._slots.pipeline_slot()]
         except ExpressionError as exc:
             return await self._finish(RunStatus.FAILED, f"concurrency.key: {exc}")
         for step_id in reset:
@@ -474,9 +337,9 @@ class RunExecutor:
         try:
             with self._scope, _single_errors():
                 async with anyio.create_task_group() as flusher:
-                    flusher.start_soon(self._flush_deferred)
+                    flusher.start_soon(self._journal.flush_deferred, self.lose_lease)
                     for key, limit in run_slots:
-                        await self._take_run_slot(key, limit)
+                        await self._slots.take_run_slot(key, limit)
                     async with anyio.create_task_group() as tg:
                         for step_id in self._pipeline.steps:
                             if self._is_ready(step_id):
@@ -594,7 +457,7 @@ class RunExecutor:
                                       StepStatus.RETRYING)
         started_at = self._clock() if fresh or record.started_at is None else record.started_at
         try:
-            await self._take_step_slots(step_id)
+            await self._slots.take_step_slots(step_id)
         except PermanentError as exc:
             error = ErrorInfo(type(exc).__name__, str(exc))
             await self._fail(step_id, attempt, error, exc, log=self._log.bind(step=step_id))
@@ -631,14 +494,14 @@ class RunExecutor:
                 raise _StepFailed from None
             fault_point("before_step_commit", step_id)
             finished = self._clock()
-            done_with = self._note_released(step_id)
+            done_with = self._slots.note_released(step_id)
             await self._save(step_id, NewEvent("step_succeeded", step_id, attempt,
                                                {"outputs": outputs}),
                              status=StepStatus.SUCCEEDED, outputs=outputs, finished_at=finished,
                              config_hash=config_hash)
             fault_point("after_step_commit", step_id)
             if done_with:
-                await self._release(done_with)
+                await self._slots.release(done_with)
             log.info("step succeeded", duration=format_duration(finished - started_at))
             return
 
@@ -697,22 +560,9 @@ class RunExecutor:
             clients=self._clients, models=self._models,
             report=self._reporter(step.id),
             cancel_requested=lambda: self._stop is _Stop.CANCELLED,
-            **({"exclusive": functools.partial(self._exclusive, step.id)}
-               if self._slots is not None else {}),
+            **({"exclusive": functools.partial(self._slots.exclusive, step.id)}
+               if self._slots.pool is not None else {}),
         )
-
-    @contextlib.asynccontextmanager
-    async def _exclusive(self, step_id: str, name: str) -> AsyncIterator[None]:
-        """A lock held through the store: a concurrency slot of `lock:<name>` with limit 1,
-        renewed by the heartbeat, so a crashed holder lets the next one in after lease_ttl."""
-        assert self._slots is not None
-        key, holder = f"lock:{name}", f"{self._run.id}:{step_id}"
-        await self._slots.acquire(key, 1, holder=holder, run_id=self._run.id)
-        try:
-            yield
-        finally:
-            with anyio.CancelScope(shield=True), suppress(Exception):
-                await self._slots.release(key, holder)
 
     def _reporter(self, step_id: str) -> Callable[[Mapping[str, Any]], None]:
         sink = self._progress

@@ -374,7 +374,7 @@ async def test_lost_lease_stops_the_executor_without_writing(tmp_path: Path,
 
 async def test_a_long_step_is_visible_as_running(h: Harness) -> None:
     """An attempt's start is written within FLUSH_DELAY, so `show` sees a long step running."""
-    from orchestrator.engine.executor import FLUSH_DELAY
+    from orchestrator.engine.journal import FLUSH_DELAY
 
     entered, release = anyio.Event(), anyio.Event()
 

@@ -1,0 +1,102 @@
+"""The write-behind journal of one run's executor: every write it makes, masked and fenced.
+
+A step's record changes and the events that explain them are queued here and committed
+together in one transaction fenced on the executor's lease, secrets masked before they reach
+the store. One kind of write may wait (`defer`): that an attempt started. Nothing depends on
+it, so it rides along with the step's next commit, or is flushed within `FLUSH_DELAY` for a
+step that takes longer (which is when `show` needs it); for short steps this halves the
+commits (bench/engine_overhead.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from orchestrator.errors import LeaseLost
+from orchestrator.redact import REDACTOR
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import ErrorInfo, Lease, NewEvent, RunUpdate, StepRecord
+
+__all__ = ["FLUSH_DELAY", "RunJournal"]
+
+FLUSH_DELAY = 0.05
+"""Seconds within which a deferred write (an attempt's start) reaches the store."""
+
+
+class RunJournal:
+    """The step records of one run as this executor knows them, and what is still unsaved."""
+
+    def __init__(self, store: StateStore, lease: Lease, records: dict[str, StepRecord]) -> None:
+        self._store = store
+        self._lease = lease
+        self.records = records
+        """Every step's record as last saved (secrets in the clear: this process's own)."""
+        self._steps: dict[str, StepRecord] = {}
+        self._events: list[NewEvent] = []
+        self._deferred = anyio.Event()
+
+    def note(self, *events: NewEvent) -> None:
+        """Queue `events` for the next commit (masked then, with everything else)."""
+        self._events.extend(dataclasses.replace(e, data=REDACTOR.value(e.data))
+                            if REDACTOR.active else e for e in events)
+
+    def defer(self) -> None:
+        """Ask for the queued writes to be committed within FLUSH_DELAY, not now."""
+        self._deferred.set()
+
+    async def save(self, step_id: str, event: NewEvent, *, defer: bool = False,
+                   **changes: Any) -> StepRecord:
+        """Update the step's record and commit it with `event` (secrets masked at rest).
+
+        With `defer`, return at once and let the write ride along with the next commit; only
+        for writes nothing depends on.
+        """
+        record = dataclasses.replace(self.records[step_id], **changes)
+        self.records[step_id] = record
+        stored = record
+        if REDACTOR.active:
+            stored = dataclasses.replace(
+                record,
+                outputs=REDACTOR.value(record.outputs),
+                checkpoint=REDACTOR.value(record.checkpoint),
+                error=record.error and ErrorInfo(record.error.type,
+                                                 REDACTOR.text(record.error.message)),
+            )
+        self._steps[step_id] = stored
+        self.note(event)
+        if defer:
+            self._deferred.set()
+        else:
+            await self.flush()
+        return record
+
+    async def flush(self, run: RunUpdate | None = None) -> None:
+        """Commit every unsaved write (and `run`) in one fenced transaction."""
+        steps, events = list(self._steps.values()), self._events
+        self._steps, self._events = {}, []
+        if run is None and not steps and not events:
+            return
+        try:
+            await self._store.commit(self._lease, run=run, steps=steps, events=events)
+        except BaseException:
+            # Not written (cancelled before the database took it, or refused): keep it for the
+            # next commit, e.g. the run's last one, behind any newer write of the same step.
+            for step in steps:
+                self._steps.setdefault(step.step_id, step)
+            self._events[:0] = events
+            raise
+
+    async def flush_deferred(self, on_lease_lost: Callable[[], None]) -> None:
+        """Forever: write deferred writes that no later commit picked up within FLUSH_DELAY."""
+        while True:
+            await self._deferred.wait()
+            self._deferred = anyio.Event()
+            await anyio.sleep(FLUSH_DELAY)
+            try:
+                await self.flush()
+            except LeaseLost:
+                on_lease_lost()
