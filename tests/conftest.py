@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -58,9 +59,18 @@ write = write_text
 CLI = Callable[..., subprocess.CompletedProcess[str]]
 
 
+def _checked(args: tuple[str, ...], result: subprocess.CompletedProcess[str],
+             check_code: int | None) -> subprocess.CompletedProcess[str]:
+    if check_code is not None and result.returncode != check_code:
+        pytest.fail(f"orchestrator {' '.join(args)} exited {result.returncode}, expected "
+                    f"{check_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
 @pytest.fixture
-def cli(tmp_path: Path) -> CLI:
-    """Run `orchestrator ARGS...` as a real process in the test's directory."""
+def cli_process(tmp_path: Path) -> CLI:
+    """Run `orchestrator ARGS...` as a real process in the test's directory: for tests where
+    the process is the point (its start-up, what reaches its pipes, signals, kill -9)."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
             check_code: int | None = None) -> subprocess.CompletedProcess[str]:
@@ -70,9 +80,47 @@ def cli(tmp_path: Path) -> CLI:
             [sys.executable, "-m", "orchestrator", *args], cwd=tmp_path, env=full_env,
             capture_output=True, text=True, timeout=timeout, check=False,
         )
-        if check_code is not None and result.returncode != check_code:
-            pytest.fail(f"orchestrator {' '.join(args)} exited {result.returncode}, expected "
-                        f"{check_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
-        return result
+        return _checked(args, result, check_code)
+
+    return run
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CLI:
+    """Run `orchestrator ARGS...` in this process, as the console script would (its exit
+    code, stdout and stderr; nothing else): the same command line, parsed and handled by the
+    same `main`, without the cost of starting Python. Tests where a real process is the
+    point use `cli_process`."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+            check_code: int | None = None) -> subprocess.CompletedProcess[str]:
+        del timeout  # pytest-timeout bounds the test
+        assert "ORCH_FAULTS" not in (env or {}), "a crash point would kill pytest: cli_process"
+        from orchestrator.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        modules, path = set(sys.modules), list(sys.path)
+        saved = sys.stdout, sys.stderr
+        with monkeypatch.context() as patch:
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            sys.stdout, sys.stderr = out, err
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: a bad flag
+                code = exc.code if isinstance(exc.code, int) else 2
+            finally:
+                sys.stdout, sys.stderr = saved
+                structlog.reset_defaults()
+                REDACTOR.clear()
+                # A user's step modules beside a pipeline are imported by name: forget them,
+                # so the next test's module of the same name is its own.
+                sys.path[:] = path
+                for name in set(sys.modules) - modules:
+                    if str(getattr(sys.modules[name], "__file__", "")).startswith(
+                            str(tmp_path)):
+                        del sys.modules[name]
+        return _checked(args, subprocess.CompletedProcess(list(args), code, out.getvalue(),
+                                                          err.getvalue()), check_code)
 
     return run

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +70,51 @@ def popen(tmp_path: Path, *args: str, env: dict[str, str] | None = None
     return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path,
                             env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+
+
+@dataclasses.dataclass
+class Service:
+    """A background `orchestrator worker|scheduler|serve`, and the stderr lines it wrote."""
+
+    proc: subprocess.Popen[str]
+    lines: list[str]
+    reader: threading.Thread
+
+    def stop(self, timeout: float = 30) -> int:
+        """Ctrl-C it, wait for it to end, close its pipes; its exit code."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return code
+
+
+def serving(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 30) -> Service:
+    """`orchestrator worker|scheduler|serve ...` in the background, returned once it says it
+    is serving ("Ctrl-C stops"). Its stderr lines go on being collected (`Service.lines`)."""
+    proc = popen(tmp_path, *args, env=env)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                ready.set()
+        ready.set()  # it ended: the caller finds out below
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    service = Service(proc, lines, reader)
+    if not ready.wait(timeout) or proc.poll() is not None:
+        service.stop()
+        msg = f"orchestrator {' '.join(args)} did not start serving:\n{''.join(lines)}"
+        raise AssertionError(msg)
+    return service
 
 
 def start_run(tmp_path: Path, pipeline: str) -> subprocess.Popen[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from tests.cli.helpers import popen, state, wait_for, wait_for_state
+from tests.cli.helpers import popen, serving, state, wait_for, wait_for_state
 from tests.cli.test_finetune_pipelines import FAST, LORA, local_count
 from tests.conftest import CLI, REPO, write
 from tests.engine.harness import max_overlap
@@ -120,16 +120,17 @@ def test_ten_runs_limit_two_across_two_worker_processes(cli: CLI, tmp_path: Path
     timestamps), the waiting shows in `show`, and every run succeeds."""
     write(tmp_path / "limited.yaml", LIMITED)
     write(tmp_path / "batch.yaml", LIMITED.replace("name: limited", "name: limited\n" + MATRIX))
-    single = cli("run", "--detach", "limited.yaml", check_code=0)
-    assert re.fullmatch(r"r-\d{6}-\d{6}-[0-9a-z]{6}\n", single.stdout)
-    assert "queued run" in single.stderr
-    batch = cli("run", "--detach", "batch.yaml", check_code=0).stdout.strip()
-    assert re.fullmatch(r"b-\d{6}-\d{6}-[0-9a-z]{6}", batch)
-    assert cli("runs", check_code=0).stdout.count("queued") == 10
     fast = {"ORCH_WORKER_POLL_INTERVAL": "100ms"}
-    # Five runs each, so that both hold runs waiting for the one limit, through the store.
-    workers = [popen(tmp_path, "worker", "--max-runs", "5", env=fast) for _ in range(2)]
+    # Both workers are serving before anything is queued: each then claims five runs within
+    # a poll (100 ms), far inside a run's 1 s, so both hold runs waiting for the one limit,
+    # through the store, however long either took to start.
+    workers = [serving(tmp_path, "worker", "--max-runs", "5", env=fast) for _ in range(2)]
     try:
+        single = cli("run", "--detach", "limited.yaml", check_code=0)
+        assert re.fullmatch(r"r-\d{6}-\d{6}-[0-9a-z]{6}\n", single.stdout)
+        assert "queued run" in single.stderr
+        batch = cli("run", "--detach", "batch.yaml", check_code=0).stdout.strip()
+        assert re.fullmatch(r"b-\d{6}-\d{6}-[0-9a-z]{6}", batch)
         # The last runs wait a few seconds: long enough to catch one waiting in `show` (a run
         # seen waiting may get its slot before `show` looks: then another is looked at).
 
@@ -144,10 +145,8 @@ def test_ten_runs_limit_two_across_two_worker_processes(cli: CLI, tmp_path: Path
         wait_for_state(tmp_path, "SELECT 1 WHERE (SELECT count(*) FROM runs WHERE status = "
                                  "'succeeded') = 10", "all ten runs succeeded", timeout=60)
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGINT)
-        outputs = [worker.communicate(timeout=30) for worker in workers]
-    assert all(w.returncode == 0 for w in workers), outputs
+        codes = [worker.stop() for worker in workers]
+    assert codes == [0, 0], [worker.lines for worker in workers]
     rows = state(tmp_path, "SELECT run_id, kind, ts FROM events WHERE kind IN "
                            "('slot_acquired', 'slot_released', 'step_started', "
                            "'step_succeeded') ORDER BY seq")

@@ -45,27 +45,29 @@ def test_validate_ok_and_bad(cli: CLI, tmp_path: Path) -> None:
     no_traceback(bad)
 
 
-def test_run_hello_then_runs_show_logs(cli: CLI, tmp_path: Path) -> None:
-    """The demo pipeline succeeds; runs, show and logs describe it."""
-    result = cli("run", str(HELLO), check_code=0)
+def test_run_hello_then_runs_show_logs(cli_process: CLI, tmp_path: Path) -> None:
+    """The demo pipeline succeeds; runs, show and logs describe it (real processes: the
+    console script's path, as a user types it)."""
+    result = cli_process("run", str(HELLO), check_code=0)
     run_id = run_id_from(result.stderr)
     data = tmp_path.resolve() / ".orchestrator" / "local-api"
     assert f"(provider: local ({data}), state: sqlite:///.orchestrator/state.db)" in result.stderr
     assert "report.text: Hello, world! (after 2 failures)" in result.stdout
     assert result.stdout.strip().endswith(f"run {run_id} succeeded")
 
-    runs = cli("runs", check_code=0).stdout.splitlines()
+    runs = cli_process("runs", check_code=0).stdout.splitlines()
     assert runs[0].split() == ["RUN", "PIPELINE", "STATUS", "STARTED", "DURATION"]
     assert runs[1].split()[:3] == [run_id, "hello", "succeeded"]
 
-    show = cli("show", run_id, "--outputs", check_code=0).stdout
+    show = cli_process("show", run_id, "--outputs", check_code=0).stdout
     rows = {line.split()[0]: line.split() for line in show.splitlines() if line.strip()}
     assert rows["flaky"][1:3] == ["succeeded", "3"]
     assert "  text: Hello, world! (after 2 failures)" in show
 
-    logs = cli("logs", run_id, check_code=0).stdout
+    logs = cli_process("logs", run_id, check_code=0).stdout
     assert re.search(r"flaky#1\s+attempt_failed\s+error=", logs)
-    events = [json.loads(line) for line in cli("logs", run_id, "--json").stdout.splitlines()]
+    events = [json.loads(line)
+              for line in cli_process("logs", run_id, "--json").stdout.splitlines()]
     assert events[0]["kind"] == "run_created" and events[-1]["kind"] == "run_finished"
 
 

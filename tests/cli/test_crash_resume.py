@@ -72,12 +72,13 @@ steps:
     "before_step_commit:twophase",
     "after_step_commit:c",
 ])
-def test_sigkill_then_resume_runs_each_effect_once(cli: CLI, tmp_path: Path, fault: str) -> None:
+def test_sigkill_then_resume_runs_each_effect_once(cli: CLI, cli_process: CLI, tmp_path: Path,
+                                                   fault: str) -> None:
     """Killed at `fault`, the run resumes to success with every side effect exactly once."""
     write(tmp_path / "crashsteps.py", STEPS_MODULE)
     write(tmp_path / "crashy.yaml", PIPELINE)
 
-    crashed = cli("run", "crashy.yaml", env={"ORCH_FAULTS": fault})
+    crashed = cli_process("run", "crashy.yaml", env={"ORCH_FAULTS": fault})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     run_id = run_id_from(crashed.stderr)
     assert state(tmp_path, f"SELECT status FROM runs WHERE id = '{run_id}'") == [("running",)]

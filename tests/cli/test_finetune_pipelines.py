@@ -99,13 +99,14 @@ def test_a_failing_smoke_test_fails_the_run(cli: CLI, tmp_path: Path) -> None:
     pytest.param(LORA, "after_remote_create:launch", "finetunes", 1, id="launch"),
     pytest.param(ADAPTER, "after_remote_create:register", "imports", 1, id="register"),
 ])
-def test_killed_right_after_the_remote_create(cli: CLI, tmp_path: Path, *, pipeline: str,
-                                              fault: str, table: str, expected: int) -> None:
+def test_killed_right_after_the_remote_create(cli: CLI, cli_process: CLI, tmp_path: Path, *,
+                                              pipeline: str, fault: str, table: str,
+                                              expected: int) -> None:
     """SIGKILL between the remote create and the local commit (or between announcing a file
     and sending its bytes), then resume: the provider holds exactly one of what the step
     creates (two files: training and validation data)."""
-    crashed = cli("run", pipeline, *(FAST_POLL if pipeline == LORA else ()),
-                  env={**FAST, "ORCH_FAULTS": fault})
+    crashed = cli_process("run", pipeline, *(FAST_POLL if pipeline == LORA else ()),
+                          env={**FAST, "ORCH_FAULTS": fault})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     if fault.startswith("after_remote_create"):
         assert local_count(tmp_path, table) >= 1  # the create did reach the provider

@@ -30,13 +30,14 @@ def events(tmp_path: Path, run_id: str) -> list[tuple[object, ...]]:
     return state(tmp_path, f"SELECT seq, kind FROM events WHERE run_id = '{run_id}'")
 
 
-def test_resume_follows_the_run_on_its_provider(cli: CLI, tmp_path: Path) -> None:
+def test_resume_follows_the_run_on_its_provider(cli: CLI, cli_process: CLI,
+                                                tmp_path: Path) -> None:
     """Killed after launching on `together`, the run is refused on another provider and
     without its key (untouched both times), then resumed on `together` by a plain resume."""
     with serving(tmp_path, free_port(), local_job_duration="1s") as base:
         env = {"TOGETHER_API_KEY": KEY, "TOGETHER_BASE_URL": base}
-        crashed = cli("run", LORA, "--provider", "together", *FAST_POLL,
-                      env={**env, "ORCH_FAULTS": "after_remote_create:launch"})
+        crashed = cli_process("run", LORA, "--provider", "together", *FAST_POLL,
+                              env={**env, "ORCH_FAULTS": "after_remote_create:launch"})
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr
         run_id = run_id_from(crashed.stderr)
         before = events(tmp_path, run_id)

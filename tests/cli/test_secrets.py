@@ -147,7 +147,8 @@ def in_terminal(tmp_path: Path, *args: str, env: dict[str, str]) -> tuple[int, s
     return code, b"".join(chunks).decode(errors="replace")
 
 
-def test_a_canary_secret_reaches_no_terminal_and_no_file(cli: CLI, tmp_path: Path) -> None:
+def test_a_canary_secret_reaches_no_terminal_and_no_file(cli_process: CLI,
+                                                         tmp_path: Path) -> None:
     """Through every command that prints or stores (run and resume failure summaries, the
     live line, show, logs, runs, batches, a worker's log, cancel, the registry), in JSON and
     console formats, the secret appears in no output, no state file (WAL included) and no file
@@ -166,7 +167,7 @@ def test_a_canary_secret_reaches_no_terminal_and_no_file(cli: CLI, tmp_path: Pat
     seen: list[str] = []
 
     def run(*args: str, code: int) -> str:
-        result = cli(*args, env=env, check_code=code)
+        result = cli_process(*args, env=env, check_code=code)
         seen.extend([result.stdout, result.stderr])
         return result.stdout + result.stderr
 
@@ -185,7 +186,8 @@ def test_a_canary_secret_reaches_no_terminal_and_no_file(cli: CLI, tmp_path: Pat
     run("cancel", run_id, code=0)
     run("run", "remote.yaml", code=0)
     run("models", code=0)
-    detached = cli("run", "canary.yaml", "--detach", "-i", "fail=false", env=env, check_code=0)
+    detached = cli_process("run", "canary.yaml", "--detach", "-i", "fail=false", env=env,
+                           check_code=0)
     seen.append(detached.stderr)
     queued = detached.stdout.strip()
     worker = popen(tmp_path, "serve", "quiet", "--log-format", "console", env=env)
