@@ -23,7 +23,8 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 _MODULES = {"batches": "batches", "cancel": "service", "worker": "service",
-            "scheduler": "service", "serve": "service", "schedules": "service"}
+            "scheduler": "service", "serve": "service", "schedules": "service",
+            "runs": "reading", "show": "reading", "logs": "reading", "models": "reading"}
 """Where a command's handler lives when not in `commands`."""
 
 

@@ -18,7 +18,6 @@ from orchestrator.cli.session import (
     settings_for,
     until_signal,
     with_orchestrator,
-    with_store,
 )
 from orchestrator.errors import PipelineInvalid
 from orchestrator.spec.inputs import parse_assignments, resolve_inputs
@@ -30,19 +29,14 @@ if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
     from orchestrator.providers.pool import ProviderRef
     from orchestrator.settings import Settings
-    from orchestrator.store.base import StateStore
     from orchestrator.store.records import StepRecord
 
 __all__ = [
     "cmd_check_data",
     "cmd_local_api",
-    "cmd_logs",
-    "cmd_models",
     "cmd_plan",
     "cmd_resume",
     "cmd_run",
-    "cmd_runs",
-    "cmd_show",
     "cmd_validate",
 ]
 
@@ -228,64 +222,6 @@ def _resume_target(settings: Settings, args: argparse.Namespace) -> ProviderRef 
     return provider_ref(settings, args.provider)
 
 
-# -- looking at runs -------------------------------------------------------------------------
-
-def cmd_runs(args: argparse.Namespace) -> int:
-    from orchestrator.cli import render  # noqa: PLC0415
-
-    settings = settings_for(args)
-    runs = with_store(settings, lambda store: store.list_runs(limit=args.limit))
-    render.runs_table(runs)
-    return EXIT_OK
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from orchestrator.cli import render  # noqa: PLC0415
-
-    settings = settings_for(args)
-    if is_batch(settings, args.run_id):
-        from orchestrator.cli.batches import show_batch  # noqa: PLC0415
-
-        return show_batch(settings, args.run_id)
-
-    async def load(store: StateStore) -> Any:
-        run = await store.get_run(args.run_id)
-        return run, await store.get_steps(args.run_id)
-
-    run, steps = with_store(settings, load)
-    render.run_detail(run, steps, outputs=args.outputs)
-    return EXIT_OK
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    import anyio  # noqa: PLC0415
-
-    from orchestrator.cli import render  # noqa: PLC0415
-
-    settings = settings_for(args)
-
-    async def follow(store: StateStore) -> None:
-        await store.get_run(args.run_id)  # unknown ids fail here, before anything prints
-        after = 0
-        while True:
-            events = await store.get_events(args.run_id, after=after)
-            for event in events:
-                render.event_line(event, as_json=args.json)
-                after = event.seq
-            if not args.follow:
-                return
-            run = await store.get_run(args.run_id)
-            if run.status.finished and run.lease_owner is None and not events:
-                return
-            await anyio.sleep(0.5)
-
-    async def interruptible(store: StateStore) -> None:
-        await until_signal(follow(store))
-
-    with_store(settings, interruptible)
-    return EXIT_OK
-
-
 def cmd_local_api(args: argparse.Namespace) -> int:
     import dataclasses  # noqa: PLC0415
 
@@ -318,11 +254,3 @@ def cmd_check_data(args: argparse.Namespace) -> int:
         if report.truncated:
             err(f"{file}: stopped after {len(report.problems)} problems")
     return code
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from orchestrator.cli import render  # noqa: PLC0415
-
-    settings = settings_for(args)
-    render.models_table(with_store(settings, lambda store: store.list_models(limit=args.limit)))
-    return EXIT_OK

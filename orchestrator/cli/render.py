@@ -100,7 +100,7 @@ def _waiting(key: str) -> Text:
 def _executor_gone(run: RunRecord) -> bool:
     """The run says `running` but no live process executes it: its process exited (on this
     machine) or its lease expired. `resume` or a worker continues it."""
-    from orchestrator.engine.orchestrator import owner_is_dead  # noqa: PLC0415
+    from orchestrator.owners import owner_is_dead  # noqa: PLC0415
 
     if run.status is not RunStatus.RUNNING:
         return False

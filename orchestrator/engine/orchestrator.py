@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import secrets
-import socket
 from collections.abc import Collection, Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -31,6 +29,7 @@ from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import ConfigError, RunExists, SecretMissing
 from orchestrator.ids import new_batch_id, new_run_id
 from orchestrator.log import get_logger
+from orchestrator.owners import new_owner_id, owner_is_dead
 from orchestrator.providers.pool import ProviderRef, Providers
 from orchestrator.redact import REDACTOR
 from orchestrator.spec.expressions import ExpressionError
@@ -58,7 +57,6 @@ __all__ = [
     "Orchestrator",
     "ResumePlan",
     "bound_provider",
-    "owner_is_dead",
     "read_secrets",
 ]
 
@@ -143,24 +141,6 @@ def bound_provider(run: RunRecord) -> ProviderRef | None:
     return ProviderRef(run.provider, run.provider_url)
 
 
-def owner_is_dead(owner: str) -> bool:
-    """True if `owner` was a process on this host that no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 class Orchestrator:
     """Creates and executes runs for this process. Use as `async with Orchestrator(...)`.
 
@@ -181,7 +161,7 @@ class Orchestrator:
         self.registry = registry
         self._progress = progress
         self.config = config or EngineConfig()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.owner = new_owner_id()
         self._rng = rng or random.Random()
         self.providers = providers
         self._executing: dict[str, tuple[Lease, RunExecutor]] = {}

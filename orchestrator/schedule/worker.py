@@ -17,9 +17,10 @@ import math
 import anyio
 from anyio.abc import TaskStatus
 
-from orchestrator.engine.orchestrator import Orchestrator, owner_is_dead
+from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import ConfigError, LeaseLost, RunBusy, RunStranded
 from orchestrator.log import get_logger
+from orchestrator.owners import owner_is_dead
 from orchestrator.store.records import Lease, RunStatus
 
 __all__ = ["Worker"]

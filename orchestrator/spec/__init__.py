@@ -1,6 +1,5 @@
-"""Pipeline files: the model, YAML loading with file:line errors, expressions and the step graph."""
+"""Pipeline files: the model, YAML loading with file:line errors, expressions and the step graph.
 
-from orchestrator.spec.loader import load_pipeline, parse_pipeline
-from orchestrator.spec.pipeline import Pipeline, Step
-
-__all__ = ["Pipeline", "Step", "load_pipeline", "parse_pipeline"]
+Import from the modules (`spec.pipeline`, `spec.loader`, ...): this package re-exports nothing,
+so that a command needing one small part (the inputs of `-i`) does not load the whole loader.
+"""
