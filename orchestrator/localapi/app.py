@@ -27,6 +27,7 @@ from orchestrator.localapi.config import LocalAPIConfig
 from orchestrator.localapi.errors import APIError, error_response
 from orchestrator.localapi.gate import Gate
 from orchestrator.localapi.handlers import api_of
+from orchestrator.localapi.jobviews import JobViews
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import LocalState
 
@@ -83,6 +84,8 @@ class LocalAPI:
         self.rng = rng or random.Random(config.fault_seed)
         self._state: LocalState | None = None
         self._lock = threading.Lock()
+        self.jobs = JobViews(self)
+        """Fine-tuning jobs as they read now (what never changes about each is kept)."""
         starlette = Starlette(routes=_routes(), exception_handlers={
             APIError: _api_error, HTTPException: _http_error})
         starlette.state.api = self

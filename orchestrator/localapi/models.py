@@ -22,7 +22,6 @@ from starlette.routing import Route
 from orchestrator.durations import parse_duration
 from orchestrator.localapi import catalogue
 from orchestrator.localapi.errors import bad_request, not_found
-from orchestrator.localapi.finetunes import job_view
 from orchestrator.localapi.handlers import api_of, json_body
 from orchestrator.localapi.responses import JSONResponse, iso
 from orchestrator.localapi.timeline import SIMULATED
@@ -170,7 +169,7 @@ async def list_models(request: Request) -> Response:
     api = api_of(request)
     models = [m.info() for m in catalogue.BASE_MODELS]
     for row in api.state.finetunes():
-        if job_view(api, row).status == "completed":
+        if api.jobs.view(row).status == "completed":
             base = catalogue.find(row["model"])
             models.append(_info(row["output_name"], row["created_at"], api.config.namespace,
                                 base.context_length if base else 8192))
@@ -187,7 +186,7 @@ def resolve(api: LocalAPI, name: str) -> ServedModel | None:
         return ServedModel(name, name, None)
     row = api.state.finetune_by_output(name)
     if row is not None:
-        return ServedModel(name, row["model"], name) if job_view(api, row).status == \
+        return ServedModel(name, row["model"], name) if api.jobs.view(row).status == \
             "completed" else None
     imported = api.state.imported_by_name(name)
     if imported is None or _import_status(api, imported)[0] != "Complete":
