@@ -18,7 +18,7 @@ from pathlib import Path
 
 import anyio
 
-from orchestrator.engine.orchestrator import ResumePlan
+from orchestrator.engine.plan import ResumePlan
 from orchestrator.log import configure_logging
 from orchestrator.runtime import open_runtime
 from orchestrator.settings import load_settings

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import report_child, report_medians, run_child
-from orchestrator.engine.orchestrator import ResumePlan
+from orchestrator.engine.plan import ResumePlan
 from orchestrator.runtime import open_runtime
 from orchestrator.schedule.batch import execute_cells
 from orchestrator.settings import load_settings

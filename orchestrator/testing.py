@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
+from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
+from orchestrator.engine.plan import ResumePlan
 from orchestrator.providers.pool import Providers
 from orchestrator.runtime import Runtime, open_runtime
 from orchestrator.settings import Settings

@@ -53,7 +53,7 @@ def _execute_batch(settings: Settings, session: Session, on_interrupt: str,
 def run_batch(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any], *,
               on_interrupt: str) -> int:
     """`orchestrator run` of a pipeline with a matrix: every cell, in this process."""
-    from orchestrator.engine.orchestrator import ResumePlan  # noqa: PLC0415
+    from orchestrator.engine.plan import ResumePlan  # noqa: PLC0415
     from orchestrator.schedule.batch import execute_cells  # noqa: PLC0415
 
     session = Session(settings)

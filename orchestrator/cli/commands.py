@@ -26,7 +26,8 @@ from orchestrator.steps.builtin import load_pipeline
 
 if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
-    from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
+    from orchestrator.engine.orchestrator import Orchestrator
+    from orchestrator.engine.plan import ResumePlan
     from orchestrator.providers.pool import ProviderRef
     from orchestrator.settings import Settings
     from orchestrator.store.records import StepRecord
@@ -119,7 +120,7 @@ def _report(pipeline: Pipeline, steps: Mapping[str, StepRecord], outcome: RunOut
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.engine.orchestrator import ResumePlan, read_secrets  # noqa: PLC0415
+    from orchestrator.engine.plan import ResumePlan, read_secrets  # noqa: PLC0415
 
     settings = settings_for(args, provider=args.provider)
     pipeline = load_pipeline(args.file, limits=settings.pipeline_limits)

@@ -26,7 +26,7 @@ from orchestrator.store.records import (
 from orchestrator.terminal import printable
 
 if TYPE_CHECKING:
-    from orchestrator.engine.orchestrator import ResumePlan
+    from orchestrator.engine.plan import ResumePlan
     from orchestrator.schedule.batch import CellSummary
     from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.spec.pipeline import Pipeline

@@ -1,7 +1,8 @@
 """Executing runs: the orchestrator, the per-run executor and the retry policy."""
 
 from orchestrator.engine.executor import RunExecutor, RunOutcome
-from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
+from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
+from orchestrator.engine.plan import ResumePlan
 from orchestrator.engine.retry import RetryPolicy
 
 __all__ = ["EngineConfig", "Orchestrator", "ResumePlan", "RetryPolicy", "RunExecutor", "RunOutcome"]

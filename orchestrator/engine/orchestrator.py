@@ -12,9 +12,8 @@ terminal), and cancels it here.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
@@ -24,9 +23,10 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from orchestrator.engine.executor import ProgressSink, RunExecutor, RunOutcome
+from orchestrator.engine.plan import ResumePlan, bound_provider, read_secrets
 from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.slots import SlotPool
-from orchestrator.errors import ConfigError, RunExists, SecretMissing
+from orchestrator.errors import ConfigError, RunExists
 from orchestrator.ids import new_batch_id, new_run_id
 from orchestrator.log import get_logger
 from orchestrator.owners import new_owner_id, owner_is_dead
@@ -52,13 +52,7 @@ from orchestrator.store.records import (
     StepStatus,
 )
 
-__all__ = [
-    "EngineConfig",
-    "Orchestrator",
-    "ResumePlan",
-    "bound_provider",
-    "read_secrets",
-]
+__all__ = ["EngineConfig", "Orchestrator"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,71 +68,6 @@ class EngineConfig:
     """How often the store is asked for cancel requests of the runs this process executes."""
     pipeline_limits: PipelineLimits = DEFAULT_LIMITS
     """The bounds of a pipeline file re-read for `resume --reload`."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ResumePlan:
-    """What resuming a run will do: steps kept with their outputs, and steps that run."""
-
-    run: RunRecord
-    pipeline: Pipeline
-    records: Mapping[str, StepRecord]
-    reset: frozenset[str]
-    reload_text: str | None
-    provider: ProviderRef | None = None
-    """The provider the run executes against: the one it is bound to, or where it moves."""
-    moved_from: ProviderRef | None = None
-    """Set when the run moves to `provider` (resume --move-provider): where it was bound."""
-
-    @classmethod
-    def fresh(cls, run: RunRecord, pipeline: Pipeline) -> ResumePlan:
-        """The plan of a run just created: every step runs."""
-        return cls(run, pipeline, {}, frozenset(), None, bound_provider(run))
-
-    def will_run(self) -> list[str]:
-        return [sid for sid in self.pipeline.steps
-                if sid in self.reset or self._status(sid) is not StepStatus.SUCCEEDED]
-
-    def kept(self) -> list[str]:
-        will_run = set(self.will_run())
-        return [sid for sid in self.pipeline.steps if sid not in will_run]
-
-    @property
-    def nothing_to_do(self) -> bool:
-        """The run already succeeded and nothing was asked to run again."""
-        return self.run.status is RunStatus.SUCCEEDED and not self.will_run()
-
-    def _status(self, step_id: str) -> StepStatus:
-        record = self.records.get(step_id)
-        return record.status if record else StepStatus.PENDING
-
-
-def read_secrets(names: Collection[str], environ: Mapping[str, str] | None = None) -> dict[str,
-                                                                                          str]:
-    """The values of `names` from the environment (or `.env`); raises SecretMissing."""
-    if not names:
-        return {}
-    env = dict(os.environ if environ is None else environ)
-    missing = [n for n in sorted(names) if n not in env]
-    if missing and Path(".env").is_file():
-        from dotenv import dotenv_values  # noqa: PLC0415  (only when a secret is not exported)
-
-        env.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
-        missing = [n for n in missing if n not in env]
-    if missing:
-        listed = ", ".join(missing)
-        msg = (f"the pipeline uses secrets.{missing[0]} but {listed} "
-               f"{'is' if len(missing) == 1 else 'are'} not set; export {missing[0]}=... "
-               "or put it in .env")
-        raise SecretMissing(msg)
-    return {n: env[n] for n in names}
-
-
-def bound_provider(run: RunRecord) -> ProviderRef | None:
-    """The provider `run` is bound to; None for a run stored before runs were bound."""
-    if run.provider is None or run.provider_url is None:
-        return None
-    return ProviderRef(run.provider, run.provider_url)
 
 
 class Orchestrator:

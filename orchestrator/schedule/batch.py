@@ -16,7 +16,8 @@ from typing import Any
 import anyio
 
 from orchestrator.engine.executor import RunOutcome
-from orchestrator.engine.orchestrator import Orchestrator, ResumePlan
+from orchestrator.engine.orchestrator import Orchestrator
+from orchestrator.engine.plan import ResumePlan
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.store.records import BatchRecord, Lease, RunRecord, RunStatus, StepRecord
 

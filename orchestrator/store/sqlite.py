@@ -9,6 +9,9 @@ second connection that waits for the lock. See `bench/engine_overhead.py`.
 
 Durability: `process` (synchronous=NORMAL) survives a killed process, `machine` (FULL) also an
 OS crash or power cut, `none` (OFF) survives nothing and exists for benchmarks.
+
+(Over 400 lines: the whole contract's SQL for one dialect, every method a transaction on the
+same two connections; the decisions are in `policy`, the records in `records`.)
 """
 
 from __future__ import annotations

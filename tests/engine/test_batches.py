@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestrator.engine.orchestrator import ResumePlan
+from orchestrator.engine.plan import ResumePlan
 from orchestrator.schedule.batch import batch_status, execute_cells, plan_batch_resume
 from orchestrator.store.records import RunStatus
 from tests.engine.harness import Harness, intervals, max_overlap

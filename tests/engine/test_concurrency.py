@@ -7,7 +7,7 @@ import time
 import anyio
 import pytest
 
-from orchestrator.engine.orchestrator import ResumePlan
+from orchestrator.engine.plan import ResumePlan
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.store.records import RunStatus
 from tests.engine.harness import Harness, intervals, max_overlap, wait_until

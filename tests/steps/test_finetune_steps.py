@@ -11,7 +11,8 @@ from typing import Any
 import anyio
 import pytest
 
-from orchestrator.engine.orchestrator import EngineConfig, Orchestrator, ResumePlan
+from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
+from orchestrator.engine.plan import ResumePlan
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
 from orchestrator.localapi.transport import BASE_URL
 from orchestrator.providers.pool import Providers

@@ -1,0 +1,81 @@
+"""What executing a run will do, decided before anything runs: the steps kept with their
+outputs and the steps that run (`ResumePlan`), the provider it runs against, its secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+from orchestrator.errors import SecretMissing
+from orchestrator.providers.pool import ProviderRef
+from orchestrator.spec.pipeline import Pipeline
+from orchestrator.store.records import RunRecord, RunStatus, StepRecord, StepStatus
+
+__all__ = ["ResumePlan", "bound_provider", "read_secrets"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePlan:
+    """What resuming a run will do: steps kept with their outputs, and steps that run."""
+
+    run: RunRecord
+    pipeline: Pipeline
+    records: Mapping[str, StepRecord]
+    reset: frozenset[str]
+    reload_text: str | None
+    provider: ProviderRef | None = None
+    """The provider the run executes against: the one it is bound to, or where it moves."""
+    moved_from: ProviderRef | None = None
+    """Set when the run moves to `provider` (resume --move-provider): where it was bound."""
+
+    @classmethod
+    def fresh(cls, run: RunRecord, pipeline: Pipeline) -> ResumePlan:
+        """The plan of a run just created: every step runs."""
+        return cls(run, pipeline, {}, frozenset(), None, bound_provider(run))
+
+    def will_run(self) -> list[str]:
+        return [sid for sid in self.pipeline.steps
+                if sid in self.reset or self._status(sid) is not StepStatus.SUCCEEDED]
+
+    def kept(self) -> list[str]:
+        will_run = set(self.will_run())
+        return [sid for sid in self.pipeline.steps if sid not in will_run]
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """The run already succeeded and nothing was asked to run again."""
+        return self.run.status is RunStatus.SUCCEEDED and not self.will_run()
+
+    def _status(self, step_id: str) -> StepStatus:
+        record = self.records.get(step_id)
+        return record.status if record else StepStatus.PENDING
+
+
+def read_secrets(names: Collection[str], environ: Mapping[str, str] | None = None) -> dict[str,
+                                                                                          str]:
+    """The values of `names` from the environment (or `.env`); raises SecretMissing."""
+    if not names:
+        return {}
+    env = dict(os.environ if environ is None else environ)
+    missing = [n for n in sorted(names) if n not in env]
+    if missing and Path(".env").is_file():
+        from dotenv import dotenv_values  # noqa: PLC0415  (only when a secret is not exported)
+
+        env.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+        missing = [n for n in missing if n not in env]
+    if missing:
+        listed = ", ".join(missing)
+        msg = (f"the pipeline uses secrets.{missing[0]} but {listed} "
+               f"{'is' if len(missing) == 1 else 'are'} not set; export {missing[0]}=... "
+               "or put it in .env")
+        raise SecretMissing(msg)
+    return {n: env[n] for n in names}
+
+
+def bound_provider(run: RunRecord) -> ProviderRef | None:
+    """The provider `run` is bound to; None for a run stored before runs were bound."""
+    if run.provider is None or run.provider_url is None:
+        return None
+    return ProviderRef(run.provider, run.provider_url)
