@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from tests.cli.helpers import popen, serving, state, wait_for, wait_for_state
 from tests.cli.test_finetune_pipelines import FAST, LORA, local_count
@@ -50,6 +51,7 @@ def launches_per_run(tmp_path: Path) -> dict[str, int]:
     return {str(r[0]): int(str(r[1])) for r in rows}
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_and_failing_resumes_to_green_without_relaunching(
         cli: CLI, tmp_path: Path) -> None:
     """3x4 sweep: SIGKILL mid-flight, resume with 3 cells failing their gate, resume again:
@@ -115,6 +117,7 @@ steps:
 MATRIX = "matrix: {i: [1, 2, 3, 4, 5, 6, 7, 8, 9]}\n"
 
 
+@pytest.mark.slow
 def test_ten_runs_limit_two_across_two_worker_processes(cli: CLI, tmp_path: Path) -> None:
     """10 detached runs, two workers on one state file: never more than 2 at once (event-log
     timestamps), the waiting shows in `show`, and every run succeeds."""

@@ -123,6 +123,7 @@ def test_killed_from_outside_mid_sleep_resumes_the_remaining_time(cli: CLI,
     assert Counter(step for _, step in kinds) == {"before": 1, "nap": 1, "after": 1}
 
 
+@pytest.mark.slow
 def test_lora_killed_at_random_moments_against_a_real_http_provider(tmp_path: Path) -> None:
     """Runs of the LoRA pipeline on provider together (`orchestrator local-api` over loopback)
     are SIGKILLed at random moments, over and over, and resumed until each succeeds (new runs

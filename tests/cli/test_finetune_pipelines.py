@@ -68,6 +68,7 @@ def test_unknown_base_model_is_refused_and_not_retried(cli: CLI) -> None:
     assert re.search(r"launch\s+failed\s+1\s", show)  # a 4xx is not retried
 
 
+@pytest.mark.slow
 def test_a_failed_job_fails_the_run_and_the_hint_starts_it_again(cli: CLI,
                                                                  tmp_path: Path) -> None:
     """The run fails with the job's own message; the hint printed resumes from the launch (a
@@ -99,6 +100,7 @@ def test_a_failing_smoke_test_fails_the_run(cli: CLI, tmp_path: Path) -> None:
     pytest.param(LORA, "after_remote_create:launch", "finetunes", 1, id="launch"),
     pytest.param(ADAPTER, "after_remote_create:register", "imports", 1, id="register"),
 ])
+@pytest.mark.slow
 def test_killed_right_after_the_remote_create(cli: CLI, cli_process: CLI, tmp_path: Path, *,
                                               pipeline: str, fault: str, table: str,
                                               expected: int) -> None:
@@ -114,6 +116,7 @@ def test_killed_right_after_the_remote_create(cli: CLI, cli_process: CLI, tmp_pa
     assert local_count(tmp_path, table) == expected
 
 
+@pytest.mark.slow
 def test_both_pipelines_survive_a_fifth_of_requests_failing(cli: CLI, tmp_path: Path) -> None:
     """With 20% of requests answered 429/500/503 or dropped after being handled, both pipelines
     succeed and nothing is created twice."""
@@ -130,6 +133,7 @@ def test_both_pipelines_survive_a_fifth_of_requests_failing(cli: CLI, tmp_path: 
             local_count(tmp_path, "imports")) == (2, 1, 1)
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_the_state_logs_or_output(cli: CLI, tmp_path: Path) -> None:
     """Against a loopback server with provider together: the API key appears nowhere."""
     secret = "tg-live-9f8e7d6c5b4a3f2e1d0c"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.cli.helpers import popen, wait_for, wait_for_state
 from tests.conftest import CLI, REPO, write
 from tests.localapi.test_server import KEY, free_port, start_server
@@ -32,6 +34,7 @@ def pipeline(tmp_path: Path) -> Path:
                  .replace("BASE", BASE))
 
 
+@pytest.mark.slow
 def test_a_wait_rides_out_the_provider_going_away_and_coming_back(cli: CLI,
                                                                  tmp_path: Path) -> None:
     """The server dies while its job is followed: the wait step says since when the provider
@@ -65,6 +68,7 @@ def test_a_wait_rides_out_the_provider_going_away_and_coming_back(cli: CLI,
         [["wait", "succeeded", "1"]]
 
 
+@pytest.mark.slow
 def test_an_outage_longer_than_max_outage_fails_the_wait(cli: CLI, tmp_path: Path) -> None:
     """With the provider gone for longer than `max_outage`, the step fails saying so."""
     pipeline(tmp_path)

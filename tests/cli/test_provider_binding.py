@@ -11,6 +11,8 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.cli.helpers import popen, run_id_from, state, wait_for_state
 from tests.cli.test_finetune_pipelines import FAST_POLL, LORA
 from tests.conftest import CLI
@@ -61,6 +63,7 @@ def test_resume_follows_the_run_on_its_provider(cli: CLI, cli_process: CLI,
     assert f"  provider  together ({base})" in shown
 
 
+@pytest.mark.slow
 def test_a_worker_and_cancel_use_the_runs_provider(cli: CLI, tmp_path: Path) -> None:
     """A run queued on `together` is executed there by a worker configured for nothing; a
     run killed mid-wait is cancelled there, its job with it."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.cli.helpers import run_id_from
 from tests.conftest import CLI, write
 
@@ -147,6 +149,7 @@ def in_terminal(tmp_path: Path, *args: str, env: dict[str, str]) -> tuple[int, s
     return code, b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_a_canary_secret_reaches_no_terminal_and_no_file(cli_process: CLI,
                                                          tmp_path: Path) -> None:
     """Through every command that prints or stores (run and resume failure summaries, the

@@ -105,6 +105,7 @@ def together_env(tmp_path: Path) -> dict[str, str]:
             "XDG_CACHE_HOME": str(tmp_path / ".cache")}
 
 
+@pytest.mark.slow
 def test_official_sdk_end_to_end(tmp_path: Path, together_env: dict[str, str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Together's Python SDK uploads, trains with LoRA, follows the job, imports an adapter and
@@ -143,6 +144,7 @@ def test_official_sdk_end_to_end(tmp_path: Path, together_env: dict[str, str],
         assert streamed == " 4"
 
 
+@pytest.mark.slow
 def test_official_cli(tmp_path: Path, together_env: dict[str, str]) -> None:
     """Together's CLI uploads a file and starts a LoRA job against the local API."""
     (tmp_path / "train.jsonl").write_bytes(INSTRUCTIONS)
