@@ -60,7 +60,6 @@ async def upload_file(ctx: StepContext, params: UploadParams) -> dict[str, Any]:
             raise PermanentError(_report_problems(path, report))
         lines, sha = report.lines, report.sha256
     if sha is None:
-
         sha = await anyio.to_thread.run_sync(file_sha256, path)
     size = (await anyio.Path(path).stat()).st_size
     name = f"{path.stem}-{sha[:12]}{path.suffix}"
