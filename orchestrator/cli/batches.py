@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.base import StateStore
 
-__all__ = ["cmd_batches", "resume_batch", "run_batch", "show_batch"]
+__all__ = ["cmd_batches", "load_batch", "resume_batch", "run_batch"]
 
 
 def _cell_label(run_id: str, step_id: str) -> str:
@@ -103,15 +103,17 @@ def resume_batch(settings: Settings, batch_id: str, *, on_interrupt: str,
     return _execute_batch(settings, session, on_interrupt, go)
 
 
-def _load_batch(settings: Settings, batch_id: str) -> Any:
+async def load_batch(store: StateStore, batch_id: str) -> Any:
+    """The batch and a summary of each of its cells; RunNotFound for an unknown id."""
     from orchestrator.schedule.batch import summarize_cell  # noqa: PLC0415
 
-    async def load(store: StateStore) -> Any:
-        batch = await store.get_batch(batch_id)
-        runs = await store.list_runs(batch_id=batch_id, limit=None)
-        return batch, [summarize_cell(run, await store.get_steps(run.id)) for run in runs]
+    batch = await store.get_batch(batch_id)
+    runs = await store.list_runs(batch_id=batch_id, limit=None)
+    return batch, [summarize_cell(run, await store.get_steps(run.id)) for run in runs]
 
-    return with_store(settings, load)
+
+def _load_batch(settings: Settings, batch_id: str) -> Any:
+    return with_store(settings, lambda store: load_batch(store, batch_id))
 
 
 def _report_batch(settings: Settings, batch_id: str, outcomes: list[RunOutcome]) -> int:
@@ -138,14 +140,6 @@ def _report_batch(settings: Settings, batch_id: str, outcomes: list[RunOutcome])
             out(f"  {outcome.run_id}'s job has ended; to start it again: orchestrator resume "
                 f"{outcome.run_id} --from {outcome.resume_from}")
     return EXIT_FAILED
-
-
-def show_batch(settings: Settings, batch_id: str) -> int:
-    from orchestrator.cli import render  # noqa: PLC0415
-
-    batch, cells = _load_batch(settings, batch_id)
-    render.batch_detail(batch, cells)
-    return EXIT_OK
 
 
 def cmd_batches(args: argparse.Namespace) -> int:

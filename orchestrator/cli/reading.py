@@ -7,10 +7,11 @@ provider client or local API is imported, so they start in the time Python and t
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import EXIT_OK
-from orchestrator.cli.session import is_batch, settings_for, until_signal, with_store
+from orchestrator.cli.session import settings_for, until_signal, with_store
 
 if TYPE_CHECKING:
     from orchestrator.store.base import StateStore
@@ -29,19 +30,26 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
+    from orchestrator.errors import RunNotFound  # noqa: PLC0415
 
     settings = settings_for(args)
-    if is_batch(settings, args.run_id):
-        from orchestrator.cli.batches import show_batch  # noqa: PLC0415
+    target = args.run_id
 
-        return show_batch(settings, args.run_id)
+    async def load(store: StateStore) -> tuple[str, Any]:
+        """A batch (its id starts with b-) with its cells, else a run with its steps: one
+        store connection either way."""
+        if target.startswith("b-"):
+            from orchestrator.cli.batches import load_batch  # noqa: PLC0415
 
-    async def load(store: StateStore) -> Any:
-        run = await store.get_run(args.run_id)
-        return run, await store.get_steps(args.run_id)
+            with contextlib.suppress(RunNotFound):
+                return "batch", await load_batch(store, target)
+        return "run", (await store.get_run(target), await store.get_steps(target))
 
-    run, steps = with_store(settings, load)
-    render.run_detail(run, steps, outputs=args.outputs)
+    kind, (record, rows) = with_store(settings, load)
+    if kind == "batch":
+        render.batch_detail(record, rows)
+    else:
+        render.run_detail(record, rows, outputs=args.outputs)
     return EXIT_OK
 
 
