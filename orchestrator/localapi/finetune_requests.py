@@ -22,7 +22,7 @@ from orchestrator.localapi import catalogue
 from orchestrator.localapi.catalogue import BaseModel
 from orchestrator.localapi.errors import bad_request
 from orchestrator.localapi.timeline import JobPlan
-from orchestrator.protocol.finetune import DPO_PARAMETERS
+from orchestrator.protocol.finetune import DPO_PARAMETERS, SDK_ARGUMENTS
 from orchestrator.settings import LocalJobOutcome
 
 if TYPE_CHECKING:
@@ -33,21 +33,6 @@ __all__ = ["SECRET_FIELDS", "NewJob", "checked_job", "dataset", "job_plan_overri
 SECRET_FIELDS = ("wandb_key", "wandb_api_key", "hf_api_token")
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
 
-SDK_ARGUMENTS = {
-    "lora": "training_type.type ('Lora' or 'Full')", "lora_r": "training_type.lora_r",
-    "lora_alpha": "training_type.lora_alpha", "lora_dropout": "training_type.lora_dropout",
-    "lora_trainable_modules": "training_type.lora_trainable_modules",
-    "dpo_beta": "training_method.dpo_beta", "rpo_alpha": "training_method.rpo_alpha",
-    "simpo_gamma": "training_method.simpo_gamma",
-    "dpo_normalize_logratios_by_length": "training_method.dpo_normalize_logratios_by_length",
-    "dpo_reference_free": "training_method.dpo_reference_free",
-    "lr_scheduler_type": "lr_scheduler.lr_scheduler_type",
-    "min_lr_ratio": "lr_scheduler.lr_scheduler_args.min_lr_ratio",
-    "scheduler_num_cycles": "lr_scheduler.lr_scheduler_args.num_cycles",
-    "train_vision": "multimodal_params.train_vision",
-}
-"""Arguments of the SDKs' `fine_tuning.create` that are not fields of the request: the SDKs
-fold them into objects (reference 3.2). Sent as they are, they would silently do nothing."""
 STRING_FIELDS = ("training_file", "validation_file", "model", "from_checkpoint", "suffix",
                  "wandb_api_key", "wandb_key", "wandb_base_url", "wandb_project_name",
                  "wandb_name", "wandb_entity", "from_hf_model", "hf_model_revision",
