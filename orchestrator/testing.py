@@ -36,7 +36,7 @@ from orchestrator.steps.builtin import builtin_registry, load_pipeline
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from orchestrator.engine.executor import RunOutcome
+    from orchestrator.engine.executor import ProgressSink, RunOutcome
     from orchestrator.spec.pipeline import Pipeline
     from orchestrator.steps.registry import StepRegistry
     from orchestrator.store.base import StateStore
@@ -80,14 +80,16 @@ class Harness:
     """A registry the test extends, a pipeline file per test, and an orchestrator to run it.
 
     The orchestrator comes from `open_runtime` on the test's open `store` (left open), with
-    no provider unless `providers` is given, and a seeded random source (retry jitter)."""
+    no provider unless `providers` is given (a new one each time an orchestrator opens),
+    live progress to `progress` if given, and a seeded random source (retry jitter)."""
 
-    def __init__(self, folder: Path, store: StateStore, *, providers: Providers | None = None,
-                 settings: Settings | None = None, **config: Any) -> None:
+    def __init__(self, folder: Path, store: StateStore, *,
+                 providers: Callable[[], Providers] | None = None,
+                 progress: ProgressSink | None = None, **config: Any) -> None:
         self.folder = folder
         self.store = store
         self.providers = providers
-        self.settings = settings or Settings(_env_file=None)
+        self.progress = progress
         self.registry: StepRegistry = builtin_registry().copy()
         self.config = EngineConfig(**config)
 
@@ -96,9 +98,12 @@ class Harness:
 
     @asynccontextmanager
     async def runtime(self) -> AsyncIterator[Runtime]:
-        async with open_runtime(self.settings, store=self.store, config=self.config,
-                                providers=self.providers or Providers(None, _no_provider),
-                                registry=self.registry, rng=random.Random(0)) as rt:
+        # Store, providers and engine config are the harness's own: no setting is read.
+        providers = self.providers() if self.providers else Providers(None, _no_provider)
+        async with open_runtime(Settings.model_construct(), store=self.store,
+                                config=self.config, providers=providers,
+                                registry=self.registry, progress=self.progress,
+                                rng=random.Random(0)) as rt:
             yield rt
 
     @asynccontextmanager

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
+from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.engine.plan import ResumePlan
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
 from orchestrator.localapi.transport import BASE_URL
@@ -22,6 +23,7 @@ from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import Lease, RunRecord, RunStatus, RunUpdate, StepRecord
+from orchestrator.testing import Harness
 from tests.conftest import REPO, write
 from tests.localapi.conftest import BASE, INSTRUCTIONS
 
@@ -43,9 +45,11 @@ class Setup:
         self.progress.append((step, dict(fields)))
         self.reported.setdefault(step, anyio.Event()).set()
 
-    def orchestrator(self) -> Orchestrator:
-        return Orchestrator(self.store, config=EngineConfig(),
-                            providers=Providers.serving(self.client), progress=self._on_progress)
+    def orchestrator(self) -> AbstractAsyncContextManager[Orchestrator]:
+        """An orchestrator built as every entry point builds one (`open_runtime`), whose
+        provider is this setup's client."""
+        return Harness(self.tmp_path, self.store, progress=self._on_progress,
+                       providers=lambda: Providers.serving(self.client)).orchestrator()
 
     def pipeline(self, text: str, name: str = "p.yaml") -> Pipeline:
         return load_pipeline(write(self.tmp_path / name, text))
@@ -449,7 +453,7 @@ async def test_a_together_step_asks_for_its_client_and_says_when_there_is_none(
         steps:
           upload: {uses: together/upload-file, with: {path: train.jsonl}}
     """))
-    async with Orchestrator(store, config=EngineConfig()) as orch:
+    async with Harness(tmp_path, store).orchestrator() as orch:
         outcome = await orch.run(pipeline, {})
     step = (await store.get_steps(outcome.run_id))["upload"]
     assert outcome.status is RunStatus.FAILED
