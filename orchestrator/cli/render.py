@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.durations import format_duration
+from orchestrator.owners import owner_is_dead
 from orchestrator.spec.expressions import Reference, lookup, render
 from orchestrator.store.records import (
     EventRecord,
@@ -100,8 +101,6 @@ def _waiting(key: str) -> Text:
 def _executor_gone(run: RunRecord) -> bool:
     """The run says `running` but no live process executes it: its process exited (on this
     machine) or its lease expired. `resume` or a worker continues it."""
-    from orchestrator.owners import owner_is_dead  # noqa: PLC0415
-
     if run.status is not RunStatus.RUNNING:
         return False
     owner = run.lease_owner

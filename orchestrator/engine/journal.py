@@ -40,7 +40,7 @@ class RunJournal:
         self._deferred = anyio.Event()
 
     def note(self, *events: NewEvent) -> None:
-        """Queue `events` for the next commit (masked then, with everything else)."""
+        """Queue `events` for the next commit, secrets masked."""
         self._events.extend(dataclasses.replace(e, data=REDACTOR.value(e.data))
                             if REDACTOR.active else e for e in events)
 

@@ -91,7 +91,7 @@ class Service:
         return code
 
 
-def serving(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+def start_service(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
             timeout: float = 30) -> Service:
     """`orchestrator worker|scheduler|serve ...` in the background, returned once it says it
     is serving ("Ctrl-C stops"). Its stderr lines go on being collected (`Service.lines`)."""

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.cli.helpers import popen, serving, state, wait_for, wait_for_state
+from tests.cli.helpers import popen, start_service, state, wait_for, wait_for_state
 from tests.cli.test_finetune_pipelines import FAST, LORA, local_count
 from tests.conftest import CLI, REPO, write
 from tests.engine.harness import max_overlap
@@ -127,7 +127,7 @@ def test_ten_runs_limit_two_across_two_worker_processes(cli: CLI, tmp_path: Path
     # Both workers are serving before anything is queued: each then claims five runs within
     # a poll (100 ms), far inside a run's 1 s, so both hold runs waiting for the one limit,
     # through the store, however long either took to start.
-    workers = [serving(tmp_path, "worker", "--max-runs", "5", env=fast) for _ in range(2)]
+    workers = [start_service(tmp_path, "worker", "--max-runs", "5", env=fast) for _ in range(2)]
     try:
         single = cli("run", "--detach", "limited.yaml", check_code=0)
         assert re.fullmatch(r"r-\d{6}-\d{6}-[0-9a-z]{6}\n", single.stdout)
