@@ -324,3 +324,33 @@ def test_check_data(cli: CLI, tmp_path: Path) -> None:
 
 def test_models_is_empty_at_first(cli: CLI) -> None:
     assert "no models recorded yet" in cli("models", check_code=0).stdout
+
+
+def test_a_state_database_locked_by_another_process_is_exit_75_and_nothing_written(
+        cli: CLI, tmp_path: Path) -> None:
+    """While a second real process holds the state database's write lock past busy_timeout,
+    `run --detach` says so in one line and exits 75 (try again), writing nothing; once the
+    lock is gone the same command succeeds."""
+    cli("runs", check_code=0)  # the state database exists
+    db = tmp_path / ".orchestrator" / "state.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], "
+         "isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\n"
+         "sys.stdin.read()\n", str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        refused = cli("run", "--detach", str(HELLO), env={"ORCH_BUSY_TIMEOUT": "200ms"})
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert refused.returncode == 75, refused.stderr
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert "is locked by another process for longer than busy_timeout (0.2s); nothing was " \
+           "written" in refused.stderr
+    assert "no runs yet" in cli("runs", check_code=0).stdout
+    queued = cli("run", "--detach", str(HELLO), check_code=0).stdout.strip()
+    assert queued in cli("runs", check_code=0).stdout
