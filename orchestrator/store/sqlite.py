@@ -17,11 +17,8 @@ same two connections; the decisions are in `policy`, the records in `records`.)
 from __future__ import annotations
 
 import dataclasses
-import json
 import sqlite3
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,7 +40,6 @@ from orchestrator.store.records import (
     CANCEL_RETRY_AFTER,
     BatchRecord,
     Clock,
-    ErrorInfo,
     EventRecord,
     Lease,
     ModelEntry,
@@ -55,8 +51,25 @@ from orchestrator.store.records import (
     RunUpdate,
     ScheduleEntry,
     StepRecord,
-    StepStatus,
     text_hash,
+)
+from orchestrator.store.rows import (
+    BATCH_COLUMNS,
+    EVENT_COLUMNS,
+    MODEL_COLUMNS,
+    RUN_COLUMNS,
+    SCHEDULE_COLUMNS,
+    SHARED_TEXTS,
+    STEP_COLUMNS,
+    batch_record,
+    dumps,
+    event_record,
+    model_record,
+    model_row,
+    run_record,
+    schedule_record,
+    step_record,
+    step_row,
 )
 from orchestrator.store.schema import (
     APPLICATION_ID,
@@ -70,12 +83,6 @@ __all__ = ["SQLiteStore", "sqlite_path"]
 T = TypeVar("T")
 
 _SYNCHRONOUS = {"process": "NORMAL", "machine": "FULL", "none": "OFF"}
-_RUN_COLUMNS = (
-    "id, pipeline_name, pipeline_path, pipeline_text, inputs, status, created_at, started_at, "
-    "finished_at, error, lease_owner, lease_generation, lease_expires_at, recoveries, "
-    "batch_id, cell, matrix, waiting_for, cancel_requested_at, schedule_id, scheduled_for, "
-    "provider, provider_url, pipeline_hash"
-)
 CLAIMABLE = (
     f"{NEEDS_EXECUTOR} AND (lease_owner IS NULL OR lease_expires_at <= ?) AND "
     "(finished_at IS NULL OR finished_at <= cancel_requested_at OR finished_at <= ?)"
@@ -83,21 +90,6 @@ CLAIMABLE = (
 """What `claim_runs` takes (parameters: now, now - CANCEL_RETRY_AFTER): `policy.claimable` in
 SQL, repeating NEEDS_EXECUTOR's text so the partial index serves it (the contract suite checks
 the two agree)."""
-_BATCH_COLUMNS = (
-    "id, pipeline_name, pipeline_path, pipeline_text, inputs, max_parallel, fail_fast, cells, "
-    "created_at, schedule_id, scheduled_for, pipeline_hash"
-)
-_SCHEDULE_COLUMNS = "id, pipeline_name, pipeline_path, cron, timezone, last_fire, updated_at"
-_MODEL_COLUMNS = (
-    "name, run_id, step_id, pipeline_name, provider, base_model, job_id, training_file, "
-    "validation_file, hyperparameters, metrics, tags, recorded_at"
-)
-_STEP_COLUMNS = (
-    "step_id, status, attempt, outputs, checkpoint, error, started_at, finished_at, retry_at, "
-    "config_hash, waiting_for"
-)
-
-
 def sqlite_path(url: str) -> Path:
     """`sqlite:///rel/state.db` is relative to the current directory; `sqlite:////abs` is not."""
     prefix = "sqlite:///"
@@ -105,10 +97,6 @@ def sqlite_path(url: str) -> Path:
         msg = f"state_url {url!r}: expected sqlite:///relative/path.db or sqlite:////absolute.db"
         raise StateStoreInvalid(msg)
     return Path(url[len(prefix):]).expanduser()
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -286,9 +274,9 @@ class SQLiteStore(StateStore):
             stored = {batch.pipeline_text: _store_text(conn, batch.pipeline_text)}
             try:
                 conn.execute(
-                    f"INSERT INTO batches ({_BATCH_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO batches ({BATCH_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (batch.id, batch.pipeline_name, batch.pipeline_path, "",
-                     _dumps(dict(batch.inputs)), batch.max_parallel, int(batch.fail_fast),
+                     dumps(dict(batch.inputs)), batch.max_parallel, int(batch.fail_fast),
                      len(cells), now, batch.schedule_id, batch.scheduled_for,
                      stored[batch.pipeline_text]),
                 )
@@ -310,10 +298,10 @@ class SQLiteStore(StateStore):
 
     async def list_batches(self, *, limit: int = 50) -> list[BatchRecord]:
         def select(conn: sqlite3.Connection) -> list[BatchRecord]:
-            rows = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches ORDER BY created_at "
+            rows = conn.execute(f"SELECT {BATCH_COLUMNS} FROM batches ORDER BY created_at "
                                 "DESC, id DESC LIMIT ?", (limit,)).fetchall()
             texts = _texts(conn, (row["pipeline_hash"] for row in rows))
-            return [_batch_record(row, texts) for row in rows]
+            return [batch_record(row, texts) for row in rows]
 
         return await self._run(select, write=False)
 
@@ -342,9 +330,9 @@ class SQLiteStore(StateStore):
 
     async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         def select(conn: sqlite3.Connection) -> dict[str, StepRecord]:
-            rows = conn.execute(f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? "
+            rows = conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? "
                                 "ORDER BY rowid", (run_id,)).fetchall()
-            return {row["step_id"]: _step_record(row) for row in rows}
+            return {row["step_id"]: step_record(row) for row in rows}
 
         return await self._run(select, write=False)
 
@@ -352,12 +340,11 @@ class SQLiteStore(StateStore):
                          limit: int | None = None) -> list[EventRecord]:
         def select(conn: sqlite3.Connection) -> list[EventRecord]:
             rows = conn.execute(
-                "SELECT seq, run_id, ts, kind, step_id, attempt, data FROM events "
+                f"SELECT {EVENT_COLUMNS} FROM events "
                 "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (run_id, after, -1 if limit is None else limit),
             ).fetchall()
-            return [EventRecord(r["seq"], r["run_id"], r["ts"], r["kind"], r["step_id"],
-                                r["attempt"], json.loads(r["data"])) for r in rows]
+            return [event_record(row) for row in rows]
 
         return await self._run(select, write=False)
 
@@ -501,22 +488,22 @@ class SQLiteStore(StateStore):
 
         def upsert(conn: sqlite3.Connection) -> ScheduleEntry:
             conn.execute(
-                f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
+                f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
                 "ON CONFLICT (id) DO UPDATE SET pipeline_name = excluded.pipeline_name, "
                 "pipeline_path = excluded.pipeline_path, cron = excluded.cron, "
                 "timezone = excluded.timezone, updated_at = excluded.updated_at",
                 (entry.id, entry.pipeline_name, entry.pipeline_path, entry.cron,
                  entry.timezone, entry.last_fire, now))
-            row = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id = ?",
+            row = conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ?",
                                (entry.id,)).fetchone()
-            return ScheduleEntry(*row)
+            return schedule_record(row)
 
         return await self._run(upsert, write=True)
 
     async def list_schedules(self) -> list[ScheduleEntry]:
         def select(conn: sqlite3.Connection) -> list[ScheduleEntry]:
-            rows = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY id")
-            return [ScheduleEntry(*row) for row in rows]
+            rows = conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id")
+            return [schedule_record(row) for row in rows]
 
         return await self._run(select, write=False)
 
@@ -536,30 +523,18 @@ class SQLiteStore(StateStore):
 
         def upsert(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT OR REPLACE INTO models ({_MODEL_COLUMNS}) "
+                f"INSERT OR REPLACE INTO models ({MODEL_COLUMNS}) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (stored.name, stored.run_id, stored.step_id, stored.pipeline_name,
-                 stored.provider, stored.base_model, stored.job_id, stored.training_file,
-                 stored.validation_file, _dumps(dict(stored.hyperparameters)),
-                 _dumps(dict(stored.metrics)), _dumps(dict(stored.tags)), stored.recorded_at),
-            )
+                model_row(stored))
 
         await self._run(upsert, write=True)
         return stored
 
     async def list_models(self, *, limit: int = 100) -> list[ModelEntry]:
         def select(conn: sqlite3.Connection) -> list[ModelEntry]:
-            rows = conn.execute(f"SELECT {_MODEL_COLUMNS} FROM models ORDER BY recorded_at "
+            rows = conn.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY recorded_at "
                                 "DESC LIMIT ?", (limit,)).fetchall()
-            return [ModelEntry(
-                name=row["name"], run_id=row["run_id"], step_id=row["step_id"],
-                pipeline_name=row["pipeline_name"], provider=row["provider"],
-                base_model=row["base_model"], job_id=row["job_id"],
-                training_file=row["training_file"], validation_file=row["validation_file"],
-                hyperparameters=json.loads(row["hyperparameters"]),
-                metrics=json.loads(row["metrics"]), tags=json.loads(row["tags"]),
-                recorded_at=row["recorded_at"])
-                for row in rows]
+            return [model_record(row) for row in rows]
 
         return await self._run(select, write=False)
 
@@ -600,7 +575,7 @@ class SQLiteStore(StateStore):
                                 f"{lease.generation}) was taken over; its writes are refused")
             if steps:
                 conn.executemany(
-                    f"INSERT INTO steps (run_id, {_STEP_COLUMNS}) "
+                    f"INSERT INTO steps (run_id, {STEP_COLUMNS}) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, "
                     "attempt = excluded.attempt, outputs = excluded.outputs, "
@@ -608,7 +583,7 @@ class SQLiteStore(StateStore):
                     "started_at = excluded.started_at, finished_at = excluded.finished_at, "
                     "retry_at = excluded.retry_at, config_hash = excluded.config_hash, "
                     "waiting_for = excluded.waiting_for",
-                    [_step_row(lease.run_id, s) for s in steps],
+                    [step_row(lease.run_id, s) for s in steps],
                 )
             _insert_events(conn, lease.run_id, now, events)
 
@@ -618,63 +593,32 @@ class SQLiteStore(StateStore):
 # -- rows <-> records ------------------------------------------------------------------------
 
 def _get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord:
-    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r} (list runs with `orchestrator runs`, "
                           "batches with `orchestrator batches`)")
-    return _run_record(row, _texts(conn, [row["pipeline_hash"]]))
-
-
-def _run_record(row: sqlite3.Row, texts: Mapping[str, str]) -> RunRecord:
-    key, matrix = row["pipeline_hash"], row["matrix"]
-    return RunRecord(
-        id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
-        pipeline_text=row["pipeline_text"] if key is None else texts[key],
-        inputs=json.loads(row["inputs"]), status=RunStatus(row["status"]),
-        created_at=row["created_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"], error=row["error"], lease_owner=row["lease_owner"],
-        lease_generation=row["lease_generation"], lease_expires_at=row["lease_expires_at"],
-        recoveries=row["recoveries"], batch_id=row["batch_id"], cell=row["cell"],
-        matrix=None if matrix is None else json.loads(matrix),
-        waiting_for=row["waiting_for"], cancel_requested_at=row["cancel_requested_at"],
-        schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
-        provider=row["provider"], provider_url=row["provider_url"],
-    )
+    return run_record(row, _texts(conn, [row["pipeline_hash"]]))
 
 
 def _select_runs(conn: sqlite3.Connection, where: str, params: tuple[Any, ...], order: str,
                  limit: int | None) -> list[RunRecord]:
-    rows = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY {order} "
+    rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY {order} "
                         "LIMIT ?", (*params, -1 if limit is None else limit)).fetchall()
     texts = _texts(conn, (row["pipeline_hash"] for row in rows))
-    return [_run_record(row, texts) for row in rows]
-
-
-_RECENT_TEXTS: OrderedDict[str, str] = OrderedDict()
-"""Pipeline texts by hash, most recently used last. A hash names one text for good, in any
-store, so records of every run sharing a text share one string instead of a copy each."""
-_RECENT_TEXTS_KEPT = 64
-_RECENT_TEXTS_LOCK = threading.Lock()
+    return [run_record(row, texts) for row in rows]
 
 
 def _texts(conn: sqlite3.Connection, hashes: Iterable[str | None]) -> dict[str, str]:
     """The texts stored under `hashes` (None: a row from before texts were shared)."""
-    wanted = {h for h in hashes if h is not None}
-    with _RECENT_TEXTS_LOCK:  # statements run on the event loop or in a worker thread
-        found = {h: _RECENT_TEXTS[h] for h in wanted if h in _RECENT_TEXTS}
-    missing = sorted(wanted - found.keys())
+    found, missing = SHARED_TEXTS.lookup(hashes)
+    fetched: dict[str, str] = {}
     for start in range(0, len(missing), 500):
         chunk = missing[start:start + 500]
-        found.update(conn.execute(
+        fetched.update(conn.execute(
             "SELECT hash, text FROM pipeline_texts WHERE hash IN "
             f"({','.join('?' * len(chunk))})", chunk).fetchall())
-    with _RECENT_TEXTS_LOCK:
-        for key, text in found.items():
-            _RECENT_TEXTS[key] = text
-            _RECENT_TEXTS.move_to_end(key)
-        while len(_RECENT_TEXTS) > _RECENT_TEXTS_KEPT:
-            _RECENT_TEXTS.popitem(last=False)
-    return found
+    SHARED_TEXTS.remember(fetched)
+    return found | fetched
 
 
 def _store_text(conn: sqlite3.Connection, text: str) -> str:
@@ -701,9 +645,9 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: float, owner: str | 
             "cell, matrix, schedule_id, scheduled_for, provider, provider_url, pipeline_hash) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.id, run.pipeline_name, run.pipeline_path, "",
-             _dumps(dict(run.inputs)), run.status.value, now, owner,
+             dumps(dict(run.inputs)), run.status.value, now, owner,
              0 if owner is None else 1, None if owner is None else now + ttl, run.batch_id,
-             run.cell, None if run.matrix is None else _dumps(dict(run.matrix)),
+             run.cell, None if run.matrix is None else dumps(dict(run.matrix)),
              run.schedule_id, run.scheduled_for, run.provider, run.provider_url, text_key),
         )
     except sqlite3.IntegrityError:
@@ -732,45 +676,12 @@ def _take_lease(conn: sqlite3.Connection, run: RunRecord, owner: str, *, now: fl
 
 
 def _get_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord:
-    row = conn.execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?",
+    row = conn.execute(f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?",
                        (batch_id,)).fetchone()
     if row is None:
         raise RunNotFound(f"no batch with id {batch_id!r} (list batches with "
                           "`orchestrator batches`)")
-    return _batch_record(row, _texts(conn, [row["pipeline_hash"]]))
-
-
-def _batch_record(row: sqlite3.Row, texts: Mapping[str, str]) -> BatchRecord:
-    key = row["pipeline_hash"]
-    return BatchRecord(
-        id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
-        pipeline_text=row["pipeline_text"] if key is None else texts[key],
-        inputs=json.loads(row["inputs"]), max_parallel=row["max_parallel"],
-        fail_fast=bool(row["fail_fast"]), cells=row["cells"], created_at=row["created_at"],
-        schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
-    )
-
-
-def _step_record(row: sqlite3.Row) -> StepRecord:
-    outputs, error = row["outputs"], row["error"]
-    return StepRecord(
-        step_id=row["step_id"], status=StepStatus(row["status"]), attempt=row["attempt"],
-        outputs=None if outputs is None else json.loads(outputs),
-        checkpoint=json.loads(row["checkpoint"]),
-        error=None if error is None else ErrorInfo.from_json(json.loads(error)),
-        started_at=row["started_at"], finished_at=row["finished_at"],
-        retry_at=row["retry_at"], config_hash=row["config_hash"],
-        waiting_for=row["waiting_for"],
-    )
-
-
-def _step_row(run_id: str, step: StepRecord) -> tuple[Any, ...]:
-    return (
-        run_id, step.step_id, step.status.value, step.attempt,
-        None if step.outputs is None else _dumps(step.outputs), _dumps(step.checkpoint),
-        None if step.error is None else _dumps(step.error.to_json()),
-        step.started_at, step.finished_at, step.retry_at, step.config_hash, step.waiting_for,
-    )
+    return batch_record(row, _texts(conn, [row["pipeline_hash"]]))
 
 
 def _insert_events(conn: sqlite3.Connection, run_id: str, now: float,
@@ -778,5 +689,5 @@ def _insert_events(conn: sqlite3.Connection, run_id: str, now: float,
     if events:
         conn.executemany(
             "INSERT INTO events (run_id, ts, kind, step_id, attempt, data) VALUES (?,?,?,?,?,?)",
-            [(run_id, now, e.kind, e.step_id, e.attempt, _dumps(dict(e.data))) for e in events],
+            [(run_id, now, e.kind, e.step_id, e.attempt, dumps(dict(e.data))) for e in events],
         )

@@ -1,0 +1,178 @@
+"""Rows <-> records, shared by every SQL dialect: the columns, their encoding, shared texts.
+
+Both backends keep the same columns with the same encodings (JSON text, epoch seconds), so a
+row read by name (`sqlite3.Row` or psycopg's `dict_row`) becomes a record through one function,
+and a history copied from one backend to the other is byte for byte the same.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from orchestrator.store.records import (
+    BatchRecord,
+    ErrorInfo,
+    EventRecord,
+    ModelEntry,
+    RunRecord,
+    RunStatus,
+    ScheduleEntry,
+    StepRecord,
+    StepStatus,
+)
+
+__all__ = ["BATCH_COLUMNS", "EVENT_COLUMNS", "MODEL_COLUMNS", "RUN_COLUMNS", "SCHEDULE_COLUMNS",
+           "SHARED_TEXTS", "STEP_COLUMNS", "Row", "SharedTexts", "batch_record", "dumps",
+           "event_record", "model_record", "model_row", "run_record", "schedule_record",
+           "step_record", "step_row"]
+
+RUN_COLUMNS = (
+    "id, pipeline_name, pipeline_path, pipeline_text, inputs, status, created_at, started_at, "
+    "finished_at, error, lease_owner, lease_generation, lease_expires_at, recoveries, "
+    "batch_id, cell, matrix, waiting_for, cancel_requested_at, schedule_id, scheduled_for, "
+    "provider, provider_url, pipeline_hash"
+)
+BATCH_COLUMNS = (
+    "id, pipeline_name, pipeline_path, pipeline_text, inputs, max_parallel, fail_fast, cells, "
+    "created_at, schedule_id, scheduled_for, pipeline_hash"
+)
+SCHEDULE_COLUMNS = "id, pipeline_name, pipeline_path, cron, timezone, last_fire, updated_at"
+MODEL_COLUMNS = (
+    "name, run_id, step_id, pipeline_name, provider, base_model, job_id, training_file, "
+    "validation_file, hyperparameters, metrics, tags, recorded_at"
+)
+STEP_COLUMNS = (
+    "step_id, status, attempt, outputs, checkpoint, error, started_at, finished_at, retry_at, "
+    "config_hash, waiting_for"
+)
+EVENT_COLUMNS = "seq, run_id, ts, kind, step_id, attempt, data"
+
+
+class Row(Protocol):
+    """A row whose columns are read by name: `sqlite3.Row`, or a dict from psycopg."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def dumps(value: Any) -> str:
+    """The one JSON encoding of stored values (compact, keys sorted)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def run_record(row: Row, texts: Mapping[str, str]) -> RunRecord:
+    key, matrix = row["pipeline_hash"], row["matrix"]
+    return RunRecord(
+        id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
+        pipeline_text=row["pipeline_text"] if key is None else texts[key],
+        inputs=json.loads(row["inputs"]), status=RunStatus(row["status"]),
+        created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"], error=row["error"], lease_owner=row["lease_owner"],
+        lease_generation=row["lease_generation"], lease_expires_at=row["lease_expires_at"],
+        recoveries=row["recoveries"], batch_id=row["batch_id"], cell=row["cell"],
+        matrix=None if matrix is None else json.loads(matrix),
+        waiting_for=row["waiting_for"], cancel_requested_at=row["cancel_requested_at"],
+        schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
+        provider=row["provider"], provider_url=row["provider_url"],
+    )
+
+
+def batch_record(row: Row, texts: Mapping[str, str]) -> BatchRecord:
+    key = row["pipeline_hash"]
+    return BatchRecord(
+        id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
+        pipeline_text=row["pipeline_text"] if key is None else texts[key],
+        inputs=json.loads(row["inputs"]), max_parallel=row["max_parallel"],
+        fail_fast=bool(row["fail_fast"]), cells=row["cells"], created_at=row["created_at"],
+        schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
+    )
+
+
+def schedule_record(row: Row) -> ScheduleEntry:
+    return ScheduleEntry(
+        id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
+        cron=row["cron"], timezone=row["timezone"], last_fire=row["last_fire"],
+        updated_at=row["updated_at"])
+
+
+def model_record(row: Row) -> ModelEntry:
+    return ModelEntry(
+        name=row["name"], run_id=row["run_id"], step_id=row["step_id"],
+        pipeline_name=row["pipeline_name"], provider=row["provider"],
+        base_model=row["base_model"], job_id=row["job_id"],
+        training_file=row["training_file"], validation_file=row["validation_file"],
+        hyperparameters=json.loads(row["hyperparameters"]),
+        metrics=json.loads(row["metrics"]), tags=json.loads(row["tags"]),
+        recorded_at=row["recorded_at"])
+
+
+def model_row(entry: ModelEntry) -> tuple[Any, ...]:
+    """`entry` as the values of MODEL_COLUMNS, in order."""
+    return (entry.name, entry.run_id, entry.step_id, entry.pipeline_name, entry.provider,
+            entry.base_model, entry.job_id, entry.training_file, entry.validation_file,
+            dumps(dict(entry.hyperparameters)), dumps(dict(entry.metrics)),
+            dumps(dict(entry.tags)), entry.recorded_at)
+
+
+def step_record(row: Row) -> StepRecord:
+    outputs, error = row["outputs"], row["error"]
+    return StepRecord(
+        step_id=row["step_id"], status=StepStatus(row["status"]), attempt=row["attempt"],
+        outputs=None if outputs is None else json.loads(outputs),
+        checkpoint=json.loads(row["checkpoint"]),
+        error=None if error is None else ErrorInfo.from_json(json.loads(error)),
+        started_at=row["started_at"], finished_at=row["finished_at"],
+        retry_at=row["retry_at"], config_hash=row["config_hash"],
+        waiting_for=row["waiting_for"],
+    )
+
+
+def step_row(run_id: str, step: StepRecord) -> tuple[Any, ...]:
+    """The run id and `step` as the values of STEP_COLUMNS, in order."""
+    return (
+        run_id, step.step_id, step.status.value, step.attempt,
+        None if step.outputs is None else dumps(step.outputs), dumps(step.checkpoint),
+        None if step.error is None else dumps(step.error.to_json()),
+        step.started_at, step.finished_at, step.retry_at, step.config_hash, step.waiting_for,
+    )
+
+
+def event_record(row: Row) -> EventRecord:
+    return EventRecord(row["seq"], row["run_id"], row["ts"], row["kind"], row["step_id"],
+                       row["attempt"], json.loads(row["data"]))
+
+
+class SharedTexts:
+    """Pipeline texts by hash, most recently used last, shared by every store in the process.
+
+    A hash names one text for good, in any store, so the records of every run sharing a text
+    share one string instead of a copy each. Thread-safe: SQLite statements run on the event
+    loop or in a worker thread.
+    """
+
+    def __init__(self, kept: int = 64) -> None:
+        self._recent: OrderedDict[str, str] = OrderedDict()
+        self._kept = kept
+        self._lock = threading.Lock()
+
+    def lookup(self, hashes: Iterable[str | None]) -> tuple[dict[str, str], list[str]]:
+        """The texts of `hashes` kept here, and the hashes to fetch from the store (then
+        `remember` them). None stands for a row from before texts were shared."""
+        wanted = {h for h in hashes if h is not None}
+        with self._lock:
+            found = {h: self._recent[h] for h in wanted if h in self._recent}
+        return found, sorted(wanted - found.keys())
+
+    def remember(self, found: Mapping[str, str]) -> None:
+        with self._lock:
+            for key, text in found.items():
+                self._recent[key] = text
+                self._recent.move_to_end(key)
+            while len(self._recent) > self._kept:
+                self._recent.popitem(last=False)
+
+
+SHARED_TEXTS = SharedTexts()
