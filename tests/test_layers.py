@@ -46,6 +46,8 @@ LAZY_IMPORTS: dict[str, str] = {
     "orchestrator.runtime": "read-only commands open the store alone: the engine, the "
                             "Together client (httpx) and the local API (Starlette) load only "
                             "for a runtime with an engine, the local API only for a local run",
+    "orchestrator.store.opening": "PostgreSQL's driver (an extra, maybe not installed) loads "
+                                  "only for a state_url that names PostgreSQL",
     "orchestrator.steps.together": "validate checks Together steps' parameters without "
                                    "loading httpx: the client's errors load when a step runs",
 }

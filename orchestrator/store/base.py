@@ -8,8 +8,8 @@ running thousands of runs heartbeats with one statement.
 
 The records it reads and writes are in `records`; the decisions every implementation makes
 the same way (who may take a lease, when a run is stranded) in `policy`, so an implementation
-only writes its SQL. Implementations: `sqlite` (embedded default). A PostgreSQL one follows
-the same contract and is checked by the same test suite (`tests/store/test_contract.py`).
+only writes its SQL. Implementations: `sqlite` (embedded default) and `postgres` (a fleet on
+one database), checked by one test suite (`tests/store/test_contract.py`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from __future__ import annotations
 import enum
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from types import TracebackType
 from typing import Self
+
+import anyio
 
 from orchestrator.store.records import (
     BatchRecord,
@@ -51,6 +53,8 @@ class StateStore(ABC):
     def __init__(self, url: str, *, clock: Clock = time.time) -> None:
         self.url = url
         self.clock = clock
+        self.schema_change: tuple[int, int] | None = None
+        """Set on opening: the (from, to) schema versions of a migration it ran, else None."""
         self._state = _State.UNOPENED
 
     async def __aenter__(self) -> Self:
@@ -73,6 +77,15 @@ class StateStore(ABC):
 
     @abstractmethod
     async def _open(self) -> None: ...
+
+    async def watch(self, topic: str, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process announces `topic` (`"work"`: a run needs an
+        executor; `"slots"`: a concurrency slot was given back), until cancelled.
+
+        A store that cannot announce anything never calls it: its readers poll.
+        """
+        del topic, wake
+        await anyio.sleep_forever()
 
     @abstractmethod
     async def _close(self) -> None: ...

@@ -8,18 +8,27 @@ from orchestrator.errors import StateStoreInvalid
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import Clock
 from orchestrator.store.sqlite import SQLiteStore
+from orchestrator.store.urls import shown_url
 
 __all__ = ["open_store"]
 
 
+
 def open_store(url: str, *, durability: str = "process", busy_timeout: float = 10.0,
                clock: Clock = time.time) -> StateStore:
-    """The store for `url` (`sqlite:///path`), not yet opened (`async with` it)."""
+    """The store for `url` (`sqlite:///path`, `postgresql://...`), not yet opened (`async
+    with` it). PostgreSQL's driver loads only here: SQLite users never pay for it."""
     scheme = url.partition(":")[0]
     if scheme == "sqlite":
         return SQLiteStore(url, durability=durability, busy_timeout=busy_timeout, clock=clock)
     if scheme in ("postgres", "postgresql"):
-        msg = f"state_url {url!r}: PostgreSQL support is not built yet; use sqlite:///path"
-        raise StateStoreInvalid(msg)
-    msg = f"state_url {url!r}: unknown kind of store (expected sqlite:///path/to/state.db)"
+        try:
+            from orchestrator.store.postgres import PostgresStore  # noqa: PLC0415  (an extra)
+        except ImportError as exc:
+            msg = (f"state_url names PostgreSQL, but its driver is not installed ({exc}); "
+                   "pip install 'orchestrator[postgres]'")
+            raise StateStoreInvalid(msg) from None
+        return PostgresStore(url, durability=durability, busy_timeout=busy_timeout, clock=clock)
+    msg = (f"state_url {shown_url(url)!r}: unknown kind of store (expected "
+           "sqlite:///path/to/state.db or postgresql://user@host:5432/database)")
     raise StateStoreInvalid(msg)

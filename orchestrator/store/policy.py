@@ -12,11 +12,19 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from orchestrator.errors import RunBusy, RunStranded
-from orchestrator.store.records import CANCEL_RETRY_AFTER, Lease, NewEvent, RunRecord, RunStatus
+from orchestrator.errors import LeaseLost, RunBusy, RunExists, RunNotFound, RunStranded
+from orchestrator.store.records import (
+    CANCEL_RETRY_AFTER,
+    Lease,
+    NewEvent,
+    NewRun,
+    RunRecord,
+    RunStatus,
+)
 
-__all__ = ["LeaseTaken", "Stranded", "check_lease_free", "claimable", "needs_executor",
-           "take_lease"]
+__all__ = ["LeaseTaken", "Stranded", "batch_exists", "check_lease_free", "claimable",
+           "creation_events", "lease_lost", "needs_executor", "no_such_batch", "no_such_run",
+           "run_exists", "take_lease"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +105,41 @@ def claimable(run: RunRecord, *, now: float, dead_owners: Collection[str] = ()) 
     return (finished is None
             or (run.cancel_requested_at is not None and finished <= run.cancel_requested_at)
             or finished <= now - CANCEL_RETRY_AFTER)
+
+
+def creation_events(run: NewRun, owner: str | None) -> list[NewEvent]:
+    """What a new run's log starts with: its creation, and its lease if created leased."""
+    events = [NewEvent("run_created", data={"pipeline": run.pipeline_name,
+                                            "path": run.pipeline_path,
+                                            "provider": run.provider,
+                                            "provider_url": run.provider_url})]
+    if owner is not None:
+        events.append(NewEvent("lease_acquired", data={
+            "owner": owner, "generation": 1, "previous_owner": None,
+            "recovered_from_crash": False}))
+    return events
+
+
+# -- the errors every store raises in the same words -------------------------------------------
+
+def no_such_run(run_id: str) -> RunNotFound:
+    return RunNotFound(f"no run with id {run_id!r} (list runs with `orchestrator runs`, "
+                       "batches with `orchestrator batches`)")
+
+
+def no_such_batch(batch_id: str) -> RunNotFound:
+    return RunNotFound(f"no batch with id {batch_id!r} (list batches with "
+                       "`orchestrator batches`)")
+
+
+def run_exists(run_id: str) -> RunExists:
+    return RunExists(f"a run with id {run_id} already exists")
+
+
+def batch_exists(batch_id: str) -> RunExists:
+    return RunExists(f"a batch with id {batch_id} already exists")
+
+
+def lease_lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(f"run {lease.run_id}: this process's lease (generation "
+                     f"{lease.generation}) was taken over; its writes are refused")

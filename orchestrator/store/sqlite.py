@@ -26,16 +26,23 @@ import anyio
 import anyio.to_thread
 
 from orchestrator.errors import (
-    LeaseLost,
-    RunExists,
-    RunNotFound,
     RunStranded,
     StateStoreInvalid,
     StoreUnavailable,
 )
 from orchestrator.sqlite_wal import switch_to_wal
 from orchestrator.store.base import StateStore
-from orchestrator.store.policy import Stranded, check_lease_free, take_lease
+from orchestrator.store.policy import (
+    Stranded,
+    batch_exists,
+    check_lease_free,
+    creation_events,
+    lease_lost,
+    no_such_batch,
+    no_such_run,
+    run_exists,
+    take_lease,
+)
 from orchestrator.store.records import (
     CANCEL_RETRY_AFTER,
     BatchRecord,
@@ -281,7 +288,7 @@ class SQLiteStore(StateStore):
                      stored[batch.pipeline_text]),
                 )
             except sqlite3.IntegrityError:
-                raise RunExists(f"a batch with id {batch.id} already exists") from None
+                raise batch_exists(batch.id) from None
             for index, cell in enumerate(cells):
                 text = cell.pipeline_text
                 if text not in stored:  # cells share their batch's text (one dict lookup)
@@ -571,8 +578,7 @@ class SQLiteStore(StateStore):
                 )
                 held = cursor.rowcount
             if held != 1:
-                raise LeaseLost(f"run {lease.run_id}: this process's lease (generation "
-                                f"{lease.generation}) was taken over; its writes are refused")
+                raise lease_lost(lease)
             if steps:
                 conn.executemany(
                     f"INSERT INTO steps (run_id, {STEP_COLUMNS}) "
@@ -595,8 +601,7 @@ class SQLiteStore(StateStore):
 def _get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord:
     row = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     if row is None:
-        raise RunNotFound(f"no run with id {run_id!r} (list runs with `orchestrator runs`, "
-                          "batches with `orchestrator batches`)")
+        raise no_such_run(run_id)
     return run_record(row, _texts(conn, [row["pipeline_hash"]]))
 
 
@@ -630,14 +635,7 @@ def _store_text(conn: sqlite3.Connection, text: str) -> str:
 
 def _insert_run(conn: sqlite3.Connection, run: NewRun, now: float, owner: str | None,
                 ttl: float, *, text_key: str) -> None:
-    events = [NewEvent("run_created", data={"pipeline": run.pipeline_name,
-                                            "path": run.pipeline_path,
-                                            "provider": run.provider,
-                                            "provider_url": run.provider_url})]
-    if owner is not None:
-        events.append(NewEvent("lease_acquired", data={
-            "owner": owner, "generation": 1, "previous_owner": None,
-            "recovered_from_crash": False}))
+    events = creation_events(run, owner)
     try:
         conn.execute(
             "INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
@@ -651,7 +649,7 @@ def _insert_run(conn: sqlite3.Connection, run: NewRun, now: float, owner: str | 
              run.schedule_id, run.scheduled_for, run.provider, run.provider_url, text_key),
         )
     except sqlite3.IntegrityError:
-        raise RunExists(f"a run with id {run.id} already exists") from None
+        raise run_exists(run.id) from None
     _insert_events(conn, run.id, now, events)
 
 
@@ -679,8 +677,7 @@ def _get_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord:
     row = conn.execute(f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?",
                        (batch_id,)).fetchone()
     if row is None:
-        raise RunNotFound(f"no batch with id {batch_id!r} (list batches with "
-                          "`orchestrator batches`)")
+        raise no_such_batch(batch_id)
     return batch_record(row, _texts(conn, [row["pipeline_hash"]]))
 
 

@@ -1,0 +1,779 @@
+"""The state store on PostgreSQL: one database shared by a fleet of workers on many machines.
+
+The same contract as SQLite, where SQLite's one writer at a time is replaced by row locks:
+
+- Every write that fences on a lease, or appends to a run's event log, first locks the run's
+  row (`FOR NO KEY UPDATE`, or the UPDATE itself), so a stalled executor cannot write past its
+  successor, and a run's events are numbered in the order they are committed (`logs --follow`
+  reads them by number and never skips one that committed late).
+- Workers claim with `FOR UPDATE SKIP LOCKED`: two workers never wait on each other, and
+  never take the same run.
+- A concurrency key's slots are granted under a transaction-scoped advisory lock of the key,
+  so N workers never exceed its limit.
+- Runs queued and slots given back are announced with NOTIFY (sent at commit); `watch` LISTENs,
+  so an idle fleet starts a queued run at once. Polling stays as the fallback.
+
+Multi-row locks are taken in id order (renewals, cancel requests); a deadlock or serialization
+failure the server still reports is retried. `durability`: `machine` waits for the server's WAL
+flush (`synchronous_commit = on`); `process` does not (`off`): a killed orchestrator loses
+nothing, only a crash of the database server itself can lose the last moments' commits.
+
+The URL is libpq's (`postgresql://user@host:5432/db`), plus `?schema=NAME` to keep the tables
+in a schema of their own (several deployments, or tests, in one database).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import anyio
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from orchestrator.errors import RunStranded, StateStoreInvalid, StoreUnavailable
+from orchestrator.log import get_logger
+from orchestrator.redact import REDACTOR
+from orchestrator.store.base import StateStore
+from orchestrator.store.policy import (
+    Stranded,
+    batch_exists,
+    check_lease_free,
+    claimable,
+    creation_events,
+    lease_lost,
+    no_such_batch,
+    no_such_run,
+    run_exists,
+    take_lease,
+)
+from orchestrator.store.postgres_schema import APPLICATION, MIGRATIONS, SCHEMA_VERSION
+from orchestrator.store.records import (
+    CANCEL_RETRY_AFTER,
+    BatchRecord,
+    Clock,
+    EventRecord,
+    Lease,
+    ModelEntry,
+    NewBatch,
+    NewEvent,
+    NewRun,
+    RunRecord,
+    RunStatus,
+    RunUpdate,
+    ScheduleEntry,
+    StepRecord,
+    text_hash,
+)
+from orchestrator.store.rows import (
+    BATCH_COLUMNS,
+    EVENT_COLUMNS,
+    MODEL_COLUMNS,
+    RUN_COLUMNS,
+    SCHEDULE_COLUMNS,
+    SHARED_TEXTS,
+    STEP_COLUMNS,
+    batch_record,
+    dumps,
+    event_record,
+    model_record,
+    model_row,
+    run_record,
+    schedule_record,
+    step_record,
+    step_row,
+)
+from orchestrator.store.schema import NEEDS_EXECUTOR
+from orchestrator.store.urls import shown_url
+
+__all__ = ["SLOTS", "WORK", "PostgresStore"]
+
+T = TypeVar("T")
+Cursor = psycopg.AsyncCursor[DictRow]
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+_ATTEMPTS = 4
+_POOL_SIZE = 4
+"""Connections per process: an executor's commits are short, and a fleet of many processes
+must stay well inside the server's max_connections (100 by default)."""
+
+CLAIMABLE = (
+    f"{NEEDS_EXECUTOR} AND (lease_owner IS NULL OR lease_expires_at <= %(now)s OR "
+    "lease_owner = ANY(%(dead)s)) AND (finished_at IS NULL OR "
+    "finished_at <= cancel_requested_at OR finished_at <= %(retry_before)s)"
+)
+"""`policy.claimable` in SQL (the contract suite checks they agree), repeating NEEDS_EXECUTOR's
+literals so the partial index serves it."""
+
+_RUN_UPDATE = (
+    "UPDATE runs SET status = %(status)s, error = %(error)s, waiting_for = %(waiting_for)s, "
+    "pipeline_hash = coalesce(%(text_key)s, pipeline_hash), "
+    "started_at = CASE WHEN %(running)s THEN coalesce(started_at, %(now)s) ELSE started_at END, "
+    "finished_at = CASE WHEN %(finished)s THEN %(now)s ELSE NULL END, "
+    "cancel_requested_at = CASE WHEN %(clear_cancel)s THEN NULL ELSE cancel_requested_at END, "
+    "lease_owner = CASE WHEN %(release)s THEN NULL ELSE lease_owner END, "
+    "lease_expires_at = CASE WHEN %(release)s THEN NULL ELSE lease_expires_at END, "
+    "provider = coalesce(%(provider)s, provider), "
+    "provider_url = coalesce(%(provider_url)s, provider_url) "
+    "WHERE id = %(id)s AND lease_owner = %(owner)s AND lease_generation = %(generation)s"
+)
+_STEP_UPSERT = (
+    f"INSERT INTO steps (run_id, {STEP_COLUMNS}) "
+    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+    "ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, "
+    "attempt = excluded.attempt, outputs = excluded.outputs, "
+    "checkpoint = excluded.checkpoint, error = excluded.error, "
+    "started_at = excluded.started_at, finished_at = excluded.finished_at, "
+    "retry_at = excluded.retry_at, config_hash = excluded.config_hash, "
+    "waiting_for = excluded.waiting_for"
+)
+
+WORK = "work"
+"""The topic announced when a run needs an executor (queued, put back, cancel requested)."""
+SLOTS = "slots"
+"""The topic announced when a concurrency slot is given back."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """A libpq message (often several lines, with hints) as one line."""
+    text = " ".join(str(exc).split())
+    return text.removeprefix("connection failed: ") or type(exc).__name__
+
+
+def _conninfo(url: str) -> tuple[str, str | None]:
+    """libpq's connection string for `url`, and the schema named by `?schema=`."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "schema"]
+    rest = [(key, value) for key, value in query if key != "schema"]
+    schema = schemas[-1] if schemas else None
+    if schema is not None:
+        if not _SCHEMA_NAME.fullmatch(schema):
+            msg = (f"state_url {shown_url(url)!r}: schema {schema!r} is not a plain lowercase "
+                   "name (letters, digits, _; at most 63)")
+            raise StateStoreInvalid(msg)
+        rest.append(("options", f"-c search_path={schema}"))
+    scheme = "postgresql"
+    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(rest, quote_via=quote))), schema
+
+
+class PostgresStore(StateStore):
+    """`StateStore` on a PostgreSQL database; see the module docstring."""
+
+    def __init__(self, url: str, *, durability: str = "process", busy_timeout: float = 10.0,
+                 clock: Clock | None = None) -> None:
+        super().__init__(url, **({"clock": clock} if clock else {}))
+        if durability not in ("process", "machine", "none"):
+            msg = f"durability {durability!r}: expected one of process, machine, none"
+            raise StateStoreInvalid(msg)
+        password = urlsplit(url).password
+        if password:
+            REDACTOR.add([password])
+        self.shown = shown_url(url)
+        self._conninfo, self._schema = _conninfo(url)
+        self._synchronous = "on" if durability == "machine" else "off"
+        self._busy_timeout = busy_timeout
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] | None = None
+        self._channel = "orchestrator" if self._schema is None else f"orchestrator.{self._schema}"
+        self._log = get_logger()
+
+    # -- opening, checking and migrating the schema -----------------------------------------
+
+    async def _connect(self) -> psycopg.AsyncConnection[DictRow]:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, row_factory=dict_row,
+                connect_timeout=max(1, round(self._busy_timeout)))
+        except psycopg.Error as exc:
+            msg = f"state database {self.shown}: cannot connect: {_one_line(exc)}"
+            raise StateStoreInvalid(msg) from None
+
+    async def _open(self) -> None:
+        conn = await self._connect()
+        try:
+            async with conn:
+                await self._configure(conn)
+                self.schema_change = await self._migrate(conn)
+        except psycopg.Error as exc:
+            msg = f"state database {self.shown} cannot be used: {_one_line(exc)}"
+            raise StateStoreInvalid(msg) from None
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
+            self._conninfo, min_size=1, max_size=_POOL_SIZE, open=False,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+            configure=self._configure, check=AsyncConnectionPool.check_connection,
+            timeout=self._busy_timeout, name="orchestrator-state")
+        try:
+            await pool.open(wait=True, timeout=self._busy_timeout)
+        except PoolTimeout:
+            await pool.close()
+            msg = f"state database {self.shown}: no connection within {self._busy_timeout:g}s"
+            raise StateStoreInvalid(msg) from None
+        self._pool = pool
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Per connection: how long to wait for a row lock, and what a commit waits for."""
+        await conn.execute(sql.SQL("SET lock_timeout = {}").format(
+            sql.Literal(f"{max(1, round(self._busy_timeout * 1000))}ms")))
+        await conn.execute(sql.SQL("SET synchronous_commit = {}").format(
+            sql.Literal(self._synchronous)))
+
+    async def _version(self, cur: Cursor) -> int:
+        """The schema's version (0: empty); raises if it is someone else's or newer than us."""
+        await cur.execute("SELECT to_regclass('orchestrator_schema') IS NOT NULL AS ours, "
+                          "to_regclass('runs') IS NOT NULL AS taken")
+        found = await cur.fetchone()
+        assert found is not None
+        where = f"state database {self.shown}"
+        if not found["ours"]:
+            if found["taken"]:
+                msg = (f"{where} already has a table 'runs' that is not an orchestrator's; it "
+                       "was left untouched (use another database, or ?schema=NAME)")
+                raise StateStoreInvalid(msg)
+            return 0
+        await cur.execute("SELECT application, version FROM orchestrator_schema")
+        row = await cur.fetchone()
+        if row is None or row["application"] != APPLICATION:
+            msg = f"{where} belongs to another application; it was left untouched"
+            raise StateStoreInvalid(msg)
+        version = int(row["version"])
+        if version > SCHEMA_VERSION:
+            msg = (f"{where} was written by a newer orchestrator (schema {version}; this "
+                   f"version reads up to {SCHEMA_VERSION}); upgrade orchestrator")
+            raise StateStoreInvalid(msg)
+        return version
+
+    async def _migrate(self, conn: psycopg.AsyncConnection[DictRow]) -> tuple[int, int] | None:
+        """Bring the schema to SCHEMA_VERSION, once across a fleet starting together."""
+        async with conn.cursor() as cur:
+            exists = self._schema is None or await self._schema_exists(cur)
+            if exists and await self._version(cur) == SCHEMA_VERSION:
+                return None  # the usual start: nothing to lock, nothing written
+            async with conn.transaction():
+                await cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                                  (f"orchestrator.migrate.{self._schema or ''}",))
+                if self._schema is not None:
+                    await cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                        sql.Identifier(self._schema)))
+                version = await self._version(cur)
+                if version == SCHEMA_VERSION:
+                    return None  # another process migrated it while we waited
+                if version == 0:
+                    await cur.execute("CREATE TABLE orchestrator_schema (application TEXT NOT "
+                                      "NULL, version INTEGER NOT NULL, migrated_at "
+                                      "DOUBLE PRECISION NOT NULL)")
+                    await cur.execute("INSERT INTO orchestrator_schema VALUES (%s, 0, %s)",
+                                      (APPLICATION, self.clock()))
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS[target]:
+                        await cur.execute(statement)
+                await cur.execute("UPDATE orchestrator_schema SET version = %s, migrated_at = %s",
+                                  (SCHEMA_VERSION, self.clock()))
+                return version, SCHEMA_VERSION
+
+    async def _schema_exists(self, cur: Cursor) -> bool:
+        await cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._schema,))
+        return await cur.fetchone() is not None
+
+    async def _close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    # -- running transactions ---------------------------------------------------------------
+
+    async def _tx(self, fn: Callable[[Cursor], Awaitable[T]]) -> T:
+        """Run `fn` in a transaction, again if the server broke a deadlock by aborting it."""
+        self._check_open()
+        assert self._pool is not None
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                async with self._pool.connection() as conn, conn.transaction(), \
+                        conn.cursor() as cur:
+                    return await fn(cur)
+            except _RETRIED:
+                if attempt == _ATTEMPTS:
+                    raise self._unavailable("kept conflicting with other processes") from None
+                await anyio.sleep(0.01 * attempt)
+            except psycopg.errors.LockNotAvailable:
+                raise self._unavailable(
+                    f"a row stayed locked by another process for longer than busy_timeout "
+                    f"({self._busy_timeout:g}s)") from None
+            except PoolTimeout:
+                raise self._unavailable(
+                    f"no connection within busy_timeout ({self._busy_timeout:g}s)") from None
+            except psycopg.OperationalError as exc:
+                raise self._unavailable(_one_line(exc)) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unavailable(self, why: str) -> StoreUnavailable:
+        return StoreUnavailable(f"state database {self.shown}: {why}; nothing was written, "
+                                "try again")
+
+    async def _notify(self, cur: Cursor, topic: str) -> None:
+        """Announce `topic` when the transaction commits (NOTIFY is transactional)."""
+        await cur.execute("SELECT pg_notify(%s, %s)", (self._channel, topic))
+
+    async def watch(self, topic: str, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process announces `topic`, until cancelled.
+
+        Also once after each (re)connection: what was announced while not listening is not
+        lost, only late. The server gone, it tries again every few seconds (the caller's
+        polling carries on meanwhile).
+        """
+        self._check_open()
+        while True:
+            try:
+                conn = await self._connect()
+                async with conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(
+                        sql.Identifier(self._channel)))
+                    wake()
+                    async for note in conn.notifies():
+                        if note.payload == topic:
+                            wake()
+            except (psycopg.Error, StateStoreInvalid) as exc:
+                self._log.warning("not listening for state changes; polling only",
+                                  error=str(exc))
+            await anyio.sleep(5.0)
+
+    # -- reading rows -----------------------------------------------------------------------
+
+    async def _texts(self, cur: Cursor, hashes: Iterable[str | None]) -> dict[str, str]:
+        found, missing = SHARED_TEXTS.lookup(hashes)
+        if not missing:
+            return found
+        await cur.execute("SELECT hash, text FROM pipeline_texts WHERE hash = ANY(%s)",
+                          (missing,))
+        fetched = {row["hash"]: row["text"] for row in await cur.fetchall()}
+        SHARED_TEXTS.remember(fetched)
+        return found | fetched
+
+    async def _runs(self, cur: Cursor, where: str, params: Sequence[Any] | dict[str, Any],
+                    order: str, limit: int | None, *, lock: str = "") -> list[RunRecord]:
+        query = f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY {order} LIMIT "
+        if isinstance(params, dict):
+            query += f"%(limit)s {lock}"
+            params = {**params, "limit": limit}
+        else:
+            query += f"%s {lock}"
+            params = (*params, limit)
+        await cur.execute(query, params)
+        rows = await cur.fetchall()
+        texts = await self._texts(cur, (row["pipeline_hash"] for row in rows))
+        return [run_record(row, texts) for row in rows]
+
+    async def _get_run(self, cur: Cursor, run_id: str, *, lock: str = "") -> RunRecord:
+        found = await self._runs(cur, "id = %s", (run_id,), "id", 1, lock=lock)
+        if not found:
+            raise no_such_run(run_id)
+        return found[0]
+
+    async def _get_batch(self, cur: Cursor, batch_id: str) -> BatchRecord:
+        await cur.execute(f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = %s", (batch_id,))
+        row = await cur.fetchone()
+        if row is None:
+            raise no_such_batch(batch_id)
+        return batch_record(row, await self._texts(cur, [row["pipeline_hash"]]))
+
+    # -- writing rows -----------------------------------------------------------------------
+
+    async def _store_text(self, cur: Cursor, text: str) -> str:
+        key = text_hash(text)
+        await cur.execute("INSERT INTO pipeline_texts (hash, text) VALUES (%s, %s) "
+                          "ON CONFLICT (hash) DO NOTHING", (key, text))
+        return key
+
+    async def _insert_events(self, cur: Cursor, run_id: str, now: float,
+                             events: Sequence[NewEvent]) -> None:
+        if events:
+            await cur.executemany(
+                "INSERT INTO events (run_id, ts, kind, step_id, attempt, data) "
+                "VALUES (%s,%s,%s,%s,%s,%s)",
+                [(run_id, now, e.kind, e.step_id, e.attempt, dumps(dict(e.data)))
+                 for e in events])
+
+    async def _insert_run(self, cur: Cursor, run: NewRun, now: float, owner: str | None,
+                          ttl: float, *, text_key: str) -> None:
+        await cur.execute(
+            "INSERT INTO runs (id, pipeline_name, pipeline_path, inputs, status, created_at, "
+            "lease_owner, lease_generation, lease_expires_at, batch_id, cell, matrix, "
+            "schedule_id, scheduled_for, provider, provider_url, pipeline_hash) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (id) DO NOTHING",
+            (run.id, run.pipeline_name, run.pipeline_path, dumps(dict(run.inputs)),
+             run.status.value, now, owner, 0 if owner is None else 1,
+             None if owner is None else now + ttl, run.batch_id, run.cell,
+             None if run.matrix is None else dumps(dict(run.matrix)), run.schedule_id,
+             run.scheduled_for, run.provider, run.provider_url, text_key))
+        if cur.rowcount != 1:
+            raise run_exists(run.id)
+        await self._insert_events(cur, run.id, now, creation_events(run, owner))
+
+    async def _take_lease(self, cur: Cursor, run: RunRecord, owner: str, *, now: float,
+                          ttl: float, max_recoveries: int, force: bool) -> Lease | RunStranded:
+        """Write what `policy.take_lease` decides (the run's row is locked by the caller)."""
+        decided = take_lease(run, owner, now=now, ttl=ttl, max_recoveries=max_recoveries,
+                             force=force)
+        if isinstance(decided, Stranded):
+            await cur.execute("UPDATE runs SET status = %s, lease_owner = NULL, "
+                              "lease_expires_at = NULL, recoveries = %s, finished_at = %s "
+                              "WHERE id = %s",
+                              (RunStatus.STRANDED.value, decided.recoveries, now, run.id))
+            await self._insert_events(cur, run.id, now, [decided.event])
+            return decided.error
+        lease = decided.lease
+        await cur.execute("UPDATE runs SET lease_owner = %s, lease_generation = %s, "
+                          "lease_expires_at = %s, recoveries = %s WHERE id = %s",
+                          (owner, lease.generation, lease.expires_at, decided.recoveries,
+                           run.id))
+        await self._insert_events(cur, run.id, now, [decided.event])
+        return lease
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def create_run(self, run: NewRun, *, owner: str | None = None,
+                         ttl: float = 0.0) -> RunRecord:
+        now = self.clock()
+
+        async def insert(cur: Cursor) -> RunRecord:
+            await self._insert_run(cur, run, now, owner, ttl,
+                                   text_key=await self._store_text(cur, run.pipeline_text))
+            if run.status is RunStatus.QUEUED and owner is None:
+                await self._notify(cur, WORK)
+            return await self._get_run(cur, run.id)
+
+        return await self._tx(insert)
+
+    async def create_batch(self, batch: NewBatch, cells: Sequence[NewRun], *,
+                           owner: str | None = None, ttl: float = 0.0
+                           ) -> tuple[BatchRecord, list[RunRecord]]:
+        now = self.clock()
+
+        async def insert(cur: Cursor) -> tuple[BatchRecord, list[RunRecord]]:
+            stored = {batch.pipeline_text: await self._store_text(cur, batch.pipeline_text)}
+            await cur.execute(
+                f"INSERT INTO batches ({BATCH_COLUMNS}) "
+                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING",
+                (batch.id, batch.pipeline_name, batch.pipeline_path, "",
+                 dumps(dict(batch.inputs)), batch.max_parallel, batch.fail_fast, len(cells),
+                 now, batch.schedule_id, batch.scheduled_for, stored[batch.pipeline_text]))
+            if cur.rowcount != 1:
+                raise batch_exists(batch.id)
+            for index, cell in enumerate(cells):
+                text = cell.pipeline_text
+                if text not in stored:  # cells share their batch's text (one dict lookup)
+                    stored[text] = await self._store_text(cur, text)
+                await self._insert_run(cur, dataclasses.replace(cell, batch_id=batch.id,
+                                                                cell=index),
+                                       now, owner, ttl, text_key=stored[text])
+            if owner is None and any(c.status is RunStatus.QUEUED for c in cells):
+                await self._notify(cur, WORK)
+            return (await self._get_batch(cur, batch.id),
+                    await self._runs(cur, "batch_id = %s", (batch.id,), "cell", None))
+
+        return await self._tx(insert)
+
+    async def get_batch(self, batch_id: str) -> BatchRecord:
+        return await self._tx(lambda cur: self._get_batch(cur, batch_id))
+
+    async def list_batches(self, *, limit: int = 50) -> list[BatchRecord]:
+        async def select(cur: Cursor) -> list[BatchRecord]:
+            await cur.execute(f"SELECT {BATCH_COLUMNS} FROM batches ORDER BY created_at DESC, "
+                              "id DESC LIMIT %s", (limit,))
+            rows = await cur.fetchall()
+            texts = await self._texts(cur, (row["pipeline_hash"] for row in rows))
+            return [batch_record(row, texts) for row in rows]
+
+        return await self._tx(select)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        return await self._tx(lambda cur: self._get_run(cur, run_id))
+
+    async def list_runs(self, *, limit: int | None = 50, batch_id: str | None = None,
+                        schedule_id: str | None = None,
+                        statuses: Collection[RunStatus] | None = None) -> list[RunRecord]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if batch_id is not None:
+            clauses.append("batch_id = %s")
+            params.append(batch_id)
+        if schedule_id is not None:
+            clauses.append("schedule_id = %s")
+            params.append(schedule_id)
+        if statuses is not None:
+            clauses.append("status = ANY(%s)")
+            params.append([s.value for s in statuses])
+        order = "cell" if batch_id is not None else "created_at DESC, id DESC"
+        return await self._tx(lambda cur: self._runs(cur, " AND ".join(clauses) or "TRUE",
+                                                     params, order, limit))
+
+    async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
+        async def select(cur: Cursor) -> dict[str, StepRecord]:
+            await cur.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = %s "
+                              "ORDER BY position", (run_id,))
+            return {row["step_id"]: step_record(row) for row in await cur.fetchall()}
+
+        return await self._tx(select)
+
+    async def get_events(self, run_id: str, *, after: int = 0,
+                         limit: int | None = None) -> list[EventRecord]:
+        async def select(cur: Cursor) -> list[EventRecord]:
+            await cur.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = %s AND "
+                              "seq > %s ORDER BY seq LIMIT %s", (run_id, after, limit))
+            return [event_record(row) for row in await cur.fetchall()]
+
+        return await self._tx(select)
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def acquire_lease(self, run_id: str, owner: str, *, ttl: float, max_recoveries: int,
+                            dead_owners: Collection[str] = (), force: bool = False) -> Lease:
+        now = self.clock()
+
+        async def acquire(cur: Cursor) -> Lease | RunStranded:
+            run = await self._get_run(cur, run_id, lock="FOR NO KEY UPDATE")
+            check_lease_free(run, owner, now=now, dead_owners=dead_owners)
+            return await self._take_lease(cur, run, owner, now=now, ttl=ttl,
+                                          max_recoveries=max_recoveries, force=force)
+
+        result = await self._tx(acquire)
+        if isinstance(result, RunStranded):
+            raise result
+        return result
+
+    async def claim_runs(self, owner: str, *, limit: int, ttl: float, max_recoveries: int,
+                         dead_owners: Collection[str] = ()) -> list[Lease]:
+        now = self.clock()
+        dead = list(dead_owners)
+        params = {"now": now, "dead": dead, "retry_before": now - CANCEL_RETRY_AFTER}
+
+        async def claim(cur: Cursor) -> list[Lease]:
+            candidates = await self._runs(cur, CLAIMABLE, params, "created_at, id", limit,
+                                          lock="FOR NO KEY UPDATE SKIP LOCKED")
+            leases = []
+            for run in candidates:
+                # Read at the start of the statement; a row another worker changed and
+                # committed meanwhile is re-read when locked, so check it against the rule.
+                if not claimable(run, now=now, dead_owners=dead):
+                    continue
+                taken = await self._take_lease(cur, run, owner, now=now, ttl=ttl,
+                                               max_recoveries=max_recoveries, force=False)
+                if isinstance(taken, Lease):
+                    leases.append(taken)
+            return leases
+
+        return await self._tx(claim)
+
+    async def lease_owners(self) -> set[str]:
+        now = self.clock()
+
+        async def select(cur: Cursor) -> set[str]:
+            await cur.execute("SELECT DISTINCT lease_owner FROM runs WHERE lease_owner IS NOT "
+                              "NULL AND lease_expires_at > %s", (now,))
+            return {row["lease_owner"] for row in await cur.fetchall()}
+
+        return await self._tx(select)
+
+    async def renew_leases(self, owner: str, *, ttl: float) -> set[str]:
+        expires = self.clock() + ttl
+
+        async def renew(cur: Cursor) -> set[str]:
+            await cur.execute("UPDATE slots SET expires_at = %s WHERE owner = %s",
+                              (expires, owner))
+            # Locked in id order, as every statement locking several runs does.
+            await cur.execute(
+                "UPDATE runs SET lease_expires_at = %s WHERE id IN (SELECT id FROM runs "
+                "WHERE lease_owner = %s ORDER BY id FOR NO KEY UPDATE) AND lease_owner = %s "
+                "RETURNING id", (expires, owner, owner))
+            return {row["id"] for row in await cur.fetchall()}
+
+        return await self._tx(renew)
+
+    async def release_lease(self, lease: Lease) -> None:
+        async def release(cur: Cursor) -> None:
+            await cur.execute(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND "
+                "lease_owner = %s AND lease_generation = %s RETURNING status",
+                (lease.run_id, lease.owner, lease.generation))
+            row = await cur.fetchone()
+            if row is not None and row["status"] in (RunStatus.QUEUED, RunStatus.RUNNING):
+                await self._notify(cur, WORK)
+
+        await self._tx(release)
+
+    # -- cancellation ------------------------------------------------------------------------
+
+    async def request_cancel(self, run_ids: Collection[str]) -> list[RunRecord]:
+        now = self.clock()
+        ids = sorted(set(run_ids))
+
+        async def request(cur: Cursor) -> list[RunRecord]:
+            await cur.execute(
+                "UPDATE runs SET cancel_requested_at = coalesce(cancel_requested_at, %s) "
+                "WHERE id IN (SELECT id FROM runs WHERE id = ANY(%s) ORDER BY id "
+                "FOR NO KEY UPDATE) AND status <> ALL(%s) RETURNING id",
+                (now, ids, [RunStatus.SUCCEEDED.value, RunStatus.CANCELLED.value]))
+            marked = sorted(row["id"] for row in await cur.fetchall())
+            for run_id in marked:
+                await self._insert_events(cur, run_id, now, [NewEvent("cancel_requested")])
+            if marked:
+                await self._notify(cur, WORK)
+            found = {r.id: r for r in await self._runs(cur, "id = ANY(%s)", (marked,), "id",
+                                                       None)}
+            order = [run_id for run_id in dict.fromkeys(run_ids) if run_id in found]
+            return [found[run_id] for run_id in order]
+
+        return await self._tx(request) if ids else []
+
+    async def cancel_requests(self, owner: str) -> set[str]:
+        async def select(cur: Cursor) -> set[str]:
+            await cur.execute("SELECT id FROM runs WHERE lease_owner = %s AND "
+                              "cancel_requested_at IS NOT NULL AND status <> ALL(%s)",
+                              (owner, [RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value]))
+            return {row["id"] for row in await cur.fetchall()}
+
+        return await self._tx(select)
+
+    # -- concurrency slots -------------------------------------------------------------------
+
+    async def acquire_slots(self, key: str, limit: int, holders: Sequence[tuple[str, str]], *,
+                            owner: str, ttl: float) -> list[str]:
+        now = self.clock()
+
+        async def acquire(cur: Cursor) -> list[str]:
+            # One granter per key at a time, fleet-wide: the count below stays true until
+            # this transaction commits.
+            await cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                              (f"orchestrator.slot.{self._schema or ''}.{key}",))
+            await cur.execute("DELETE FROM slots WHERE key = %s AND expires_at <= %s",
+                              (key, now))
+            await cur.execute("SELECT holder FROM slots WHERE key = %s", (key,))
+            held = {row["holder"] for row in await cur.fetchall()}
+            granted = []
+            for holder, run_id in holders:
+                if holder in held:
+                    await cur.execute("UPDATE slots SET owner = %s, expires_at = %s WHERE "
+                                      "key = %s AND holder = %s", (owner, now + ttl, key, holder))
+                elif len(held) < limit:
+                    await cur.execute("INSERT INTO slots (key, holder, run_id, owner, "
+                                      "acquired_at, expires_at) VALUES (%s,%s,%s,%s,%s,%s)",
+                                      (key, holder, run_id, owner, now, now + ttl))
+                    held.add(holder)
+                else:
+                    continue
+                granted.append(holder)
+            return granted
+
+        return await self._tx(acquire) if holders else []
+
+    async def release_slot(self, key: str, holder: str, *, owner: str) -> None:
+        async def release(cur: Cursor) -> None:
+            await cur.execute("DELETE FROM slots WHERE key = %s AND holder = %s AND owner = %s",
+                              (key, holder, owner))
+            if cur.rowcount:
+                await self._notify(cur, SLOTS)
+
+        await self._tx(release)
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    async def sync_schedule(self, entry: ScheduleEntry) -> ScheduleEntry:
+        now = self.clock()
+
+        async def upsert(cur: Cursor) -> ScheduleEntry:
+            await cur.execute(
+                f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s) "
+                "ON CONFLICT (id) DO UPDATE SET pipeline_name = excluded.pipeline_name, "
+                "pipeline_path = excluded.pipeline_path, cron = excluded.cron, "
+                "timezone = excluded.timezone, updated_at = excluded.updated_at "
+                f"RETURNING {SCHEDULE_COLUMNS}",
+                (entry.id, entry.pipeline_name, entry.pipeline_path, entry.cron,
+                 entry.timezone, entry.last_fire, now))
+            row = await cur.fetchone()
+            assert row is not None
+            return schedule_record(row)
+
+        return await self._tx(upsert)
+
+    async def list_schedules(self) -> list[ScheduleEntry]:
+        async def select(cur: Cursor) -> list[ScheduleEntry]:
+            await cur.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id")
+            return [schedule_record(row) for row in await cur.fetchall()]
+
+        return await self._tx(select)
+
+    async def advance_schedule(self, schedule_id: str, expected: float | None,
+                               last_fire: float) -> bool:
+        async def advance(cur: Cursor) -> bool:
+            await cur.execute("UPDATE schedules SET last_fire = %s WHERE id = %s AND "
+                              "last_fire IS NOT DISTINCT FROM %s::double precision",
+                              (last_fire, schedule_id, expected))
+            return cur.rowcount == 1
+
+        return await self._tx(advance)
+
+    # -- the model registry ------------------------------------------------------------------
+
+    async def record_model(self, entry: ModelEntry) -> ModelEntry:
+        stored = dataclasses.replace(entry, recorded_at=self.clock())
+        names = [name.strip() for name in MODEL_COLUMNS.split(",")]
+        updates = ", ".join(f"{name} = excluded.{name}" for name in names[1:])
+
+        async def upsert(cur: Cursor) -> None:
+            await cur.execute(
+                f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({','.join(['%s'] * len(names))})"
+                f" ON CONFLICT (name) DO UPDATE SET {updates}",
+                model_row(stored))
+
+        await self._tx(upsert)
+        return stored
+
+    async def list_models(self, *, limit: int = 100) -> list[ModelEntry]:
+        async def select(cur: Cursor) -> list[ModelEntry]:
+            await cur.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY recorded_at DESC "
+                              "LIMIT %s", (limit,))
+            return [model_record(row) for row in await cur.fetchall()]
+
+        return await self._tx(select)
+
+    # -- fenced writes -----------------------------------------------------------------------
+
+    async def commit(self, lease: Lease, *, run: RunUpdate | None = None,
+                     steps: Sequence[StepRecord] = (), events: Sequence[NewEvent] = ()) -> None:
+        now = self.clock()
+
+        async def write(cur: Cursor) -> None:
+            if run is None:
+                # Lock the run's row: its lease cannot move, nor another write of its events
+                # interleave, before this transaction commits.
+                await cur.execute("SELECT 1 FROM runs WHERE id = %s AND lease_owner = %s AND "
+                                  "lease_generation = %s FOR NO KEY UPDATE",
+                                  (lease.run_id, lease.owner, lease.generation))
+            else:
+                provider, provider_url = run.provider or (None, None)
+                text_key = (None if run.pipeline_text is None
+                            else await self._store_text(cur, run.pipeline_text))
+                await cur.execute(_RUN_UPDATE, {
+                    "status": run.status.value, "error": run.error,
+                    "waiting_for": run.waiting_for, "text_key": text_key,
+                    "running": run.status is RunStatus.RUNNING, "now": now,
+                    "finished": run.status.finished, "clear_cancel": run.clear_cancel,
+                    "release": run.release, "provider": provider,
+                    "provider_url": provider_url, "id": lease.run_id, "owner": lease.owner,
+                    "generation": lease.generation})
+            if cur.rowcount != 1:
+                raise lease_lost(lease)
+            if steps:
+                await cur.executemany(_STEP_UPSERT, [step_row(lease.run_id, s) for s in steps])
+            await self._insert_events(cur, lease.run_id, now, events)
+            if run is not None and run.release and run.status is RunStatus.QUEUED:
+                await self._notify(cur, WORK)  # put back in the queue: another worker's now
+
+        await self._tx(write)

@@ -1,0 +1,212 @@
+"""What only the PostgreSQL store has to prove: a schema of its own, migrated once by a fleet
+starting together, refusals in one line, and its guarantees while many stores (each as a
+worker would hold it) race on one database at once."""
+
+from __future__ import annotations
+
+import anyio
+import psycopg
+import pytest
+
+from orchestrator.errors import LeaseLost, StateStoreInvalid
+from orchestrator.redact import REDACTOR
+from orchestrator.store.opening import open_store
+from orchestrator.store.postgres_schema import SCHEMA_VERSION
+from orchestrator.store.records import (
+    NewEvent,
+    NewRun,
+    RunStatus,
+    RunUpdate,
+    StepRecord,
+    StepStatus,
+)
+from orchestrator.testing import wait_until
+from tests.conftest import POSTGRES
+
+TTL = 30.0
+
+
+def queued(run_id: str) -> NewRun:
+    return NewRun(run_id, "p", "/x/p.yaml", "name: p\n", {}, status=RunStatus.QUEUED)
+
+
+def schema_of(url: str) -> str:
+    return url.rpartition("schema=")[2]
+
+
+def sql(url: str, query: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(POSTGRES, autocommit=True, options=f"-c search_path={schema_of(url)}") \
+            as conn:
+        cursor = conn.execute(query)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
+async def test_a_fleet_starting_at_once_migrates_the_schema_once(postgres_url: str) -> None:
+    """Eight processes' stores opening a new schema together: one migrates, from 0 to the
+    current version, under the advisory lock; the others find it done."""
+    changes: list[tuple[int, int] | None] = []
+
+    async def open_one() -> None:
+        async with open_store(postgres_url) as store:
+            changes.append(store.schema_change)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(open_one)
+    assert sorted(changes, key=str) == [(0, SCHEMA_VERSION)] + [None] * 7
+    assert sql(postgres_url, "SELECT application, version FROM orchestrator_schema") == [
+        ("orchestrator", SCHEMA_VERSION)]
+
+
+async def test_a_schema_from_a_newer_version_is_refused_and_left_alone(postgres_url: str
+                                                                        ) -> None:
+    async with open_store(postgres_url):
+        pass
+    sql(postgres_url, "UPDATE orchestrator_schema SET version = 99")
+    with pytest.raises(StateStoreInvalid, match=r"written by a newer orchestrator \(schema 99; "
+                                                 rf"this version reads up to {SCHEMA_VERSION}"):
+        async with open_store(postgres_url):
+            pass
+    assert sql(postgres_url, "SELECT version FROM orchestrator_schema") == [(99,)]
+
+
+async def test_someone_elses_runs_table_is_refused_and_left_alone(postgres_url: str) -> None:
+    schema = schema_of(postgres_url)
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]
+        conn.execute(f"CREATE TABLE {schema}.runs (x int)")  # type: ignore[arg-type]
+    with pytest.raises(StateStoreInvalid, match="already has a table 'runs' that is not an "
+                                                "orchestrator's; it was left untouched"):
+        async with open_store(postgres_url):
+            pass
+    assert sql(postgres_url, "SELECT count(*) FROM pg_tables WHERE schemaname = "
+                             f"'{schema}'") == [(1,)]
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("postgresql://postgres@127.0.0.1:1/test", "cannot connect: connection to server at "
+                                               '"127.0.0.1", port 1 failed: Connection refused'),
+    ("postgresql://nobody@127.0.0.1:5432/test", 'role "nobody" does not exist'),
+    ("postgresql://postgres@127.0.0.1:5432/no_such_db", 'database "no_such_db" does not exist'),
+    ("postgresql://postgres@127.0.0.1:5432/test?schema=Bad-Name", "schema 'Bad-Name' is not a "
+                                                                  "plain lowercase name"),
+])
+async def test_unusable_servers_are_one_line_errors(url: str, expected: str) -> None:
+    with pytest.raises(StateStoreInvalid) as caught:
+        async with open_store(url, busy_timeout=2.0):
+            pass
+    message = str(caught.value)
+    assert expected in message and "\n" not in message
+
+
+async def test_a_password_in_the_url_is_never_shown() -> None:
+    url = "postgresql://postgres:hunter2-secret@127.0.0.1:1/test"
+    with pytest.raises(StateStoreInvalid) as caught:
+        async with open_store(url, busy_timeout=1.0):
+            pass
+    assert "hunter2-secret" not in str(caught.value)
+    assert "postgres:***@127.0.0.1:1/test" in str(caught.value)
+    assert REDACTOR.text("the url had hunter2-secret in it") == "the url had *** in it"
+
+
+async def test_workers_racing_to_claim_never_take_a_run_twice(postgres_url: str) -> None:
+    """Four stores (four workers' connections) claiming 200 queued runs at once, in small
+    bites: every run is claimed exactly once (SKIP LOCKED), none is left."""
+    async with open_store(postgres_url) as setup:
+        for i in range(200):
+            await setup.create_run(queued(f"r-{i:03d}"))
+    claimed: dict[str, list[str]] = {}
+
+    async def worker(name: str) -> None:
+        async with open_store(postgres_url) as store:
+            while leases := await store.claim_runs(name, limit=7, ttl=TTL, max_recoveries=3):
+                claimed.setdefault(name, []).extend(lease.run_id for lease in leases)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(4):
+            tg.start_soon(worker, f"w{n}")
+    every = [run_id for ids in claimed.values() for run_id in ids]
+    assert sorted(every) == [f"r-{i:03d}" for i in range(200)]
+    assert len(claimed) > 1  # they really raced
+
+
+async def test_concurrency_limits_hold_across_stores_granting_at_once(postgres_url: str
+                                                                       ) -> None:
+    """Ten stores asking for a key of limit 3 at the same moment: exactly 3 slots exist."""
+    granted: list[str] = []
+
+    async def ask(n: int) -> None:
+        async with open_store(postgres_url) as store:
+            granted.extend(await store.acquire_slots("gpu", 3, [(f"h{n}", f"r{n}")],
+                                                     owner=f"p{n}", ttl=TTL))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(10):
+            tg.start_soon(ask, n)
+    assert len(granted) == 3
+    assert sql(postgres_url, "SELECT count(*) FROM slots WHERE key = 'gpu'") == [(3,)]
+
+
+async def test_a_stalled_executor_cannot_write_once_another_took_the_run(postgres_url: str
+                                                                          ) -> None:
+    """The old holder's commit waits on nothing and writes nothing once the lease moved."""
+    async with open_store(postgres_url) as old, open_store(postgres_url) as new:
+        await old.create_run(queued("r-1"))
+        stale = await old.acquire_lease("r-1", "old", ttl=TTL, max_recoveries=3)
+        await new.acquire_lease("r-1", "new", ttl=TTL, max_recoveries=3,
+                                dead_owners=["old"])
+        with pytest.raises(LeaseLost):
+            await old.commit(stale, run=RunUpdate(RunStatus.FAILED),
+                             steps=[StepRecord("a", StepStatus.FAILED)])
+        with pytest.raises(LeaseLost):
+            await old.commit(stale, steps=[StepRecord("a", StepStatus.FAILED)])
+        assert await new.get_steps("r-1") == {}
+        assert (await new.get_run("r-1")).lease_owner == "new"
+
+
+async def test_event_numbers_follow_commit_order_for_a_follower(postgres_url: str) -> None:
+    """An executor committing while another process asks to cancel the same run: a reader
+    paging by `seq` (as `logs --follow` does) sees every event, none skipped."""
+    async with open_store(postgres_url) as executor, open_store(postgres_url) as other:
+        await executor.create_run(queued("r-1"))
+        lease = await executor.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+        seen: list[int] = []
+
+        async def follow(done: anyio.Event) -> None:
+            after = 0
+            while not done.is_set() or await other.get_events("r-1", after=after):
+                for event in await other.get_events("r-1", after=after):
+                    seen.append(event.seq)
+                    after = event.seq
+
+        done = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow, done)
+            for i in range(40):
+                await executor.commit(lease, events=[NewEvent("step_progress", data={"i": i})])
+                if i % 4 == 0:
+                    await other.request_cancel(["r-1"])
+            done.set()
+        stored = [event.seq for event in await other.get_events("r-1")]
+        assert seen == stored
+
+
+async def test_a_queued_run_wakes_a_watching_worker(postgres_url: str) -> None:
+    """NOTIFY at commit reaches a LISTENing store in another connection, for its topic."""
+    async with open_store(postgres_url) as worker, open_store(postgres_url) as client:
+        woken: list[str] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.watch, "work", lambda: woken.append("work"))
+            tg.start_soon(worker.watch, "slots", lambda: woken.append("slots"))
+            async def counted(work: int, slots: int) -> bool:
+                return (woken.count("work"), woken.count("slots")) == (work, slots)
+
+            # Each watcher wakes once on connecting (what it may have missed before).
+            await wait_until(lambda: counted(1, 1), what="both watchers listening")
+            await client.create_run(queued("r-1"))
+            await wait_until(lambda: counted(2, 1), what="the queued run announced")
+            await client.acquire_slots("k", 1, [("h", "r")], owner="c", ttl=TTL)
+            await client.release_slot("k", "h", owner="c")
+            await wait_until(lambda: counted(2, 2), what="the free slot announced")
+            assert woken.count("work") == 2
+            tg.cancel_scope.cancel()
