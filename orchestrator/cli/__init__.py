@@ -24,7 +24,8 @@ EXIT_BROKEN_PIPE = 141
 
 _MODULES = {"batches": "batches", "cancel": "service", "worker": "service",
             "scheduler": "service", "serve": "service", "schedules": "service",
-            "runs": "reading", "show": "reading", "logs": "reading", "models": "reading"}
+            "runs": "reading", "show": "reading", "logs": "reading", "models": "reading",
+            "state": "state"}
 """Where a command's handler lives when not in `commands`."""
 
 
@@ -176,6 +177,20 @@ def _service_commands(commands: argparse._SubParsersAction[_Parser],
                         help="scheduler and worker in one process")
     commands.add_parser("schedules", parents=[paths, state],
                         help="each schedule with its next fire time and last run")
+    p = commands.add_parser("state", help="the state database: migrate it, or copy its "
+                                          "history to a file and from a file into another")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                               parser_class=_Parser)
+    actions.add_parser("migrate", parents=[state],
+                       help="bring the database's schema to this version; say what was done")
+    a = actions.add_parser("export", parents=[state],
+                           help="write every run, batch, schedule and model to FILE (JSON "
+                                "lines), from one consistent snapshot")
+    a.add_argument("file", metavar="FILE", help="where to write (- for stdout)")
+    a = actions.add_parser("import", parents=[state],
+                           help="copy an exported history into this database (all or "
+                                "nothing; ids it already holds are refused)")
+    a.add_argument("file", metavar="FILE", help="a file written by `state export`")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from orchestrator.cli.session import (
     with_orchestrator,
     with_store,
 )
+from orchestrator.store.urls import shown_url
 
 if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
@@ -92,7 +93,7 @@ def resume_batch(settings: Settings, batch_id: str, *, on_interrupt: str,
         session.run_id, session.run_ids = batch_id, [p.run.id for p in plan.resume]
         providers = sorted({str(p.provider) for p in plan.resume}) or ["none"]
         err(f"resuming batch {batch_id} of {plan.batch.pipeline_name} (provider: "
-            f"{', '.join(providers)}, state: {settings.state_url})")
+            f"{', '.join(providers)}, state: {shown_url(settings.state_url)})")
         if from_step is not None:
             err(f"  re-running {from_step} and everything after it in every cell resumed")
         err(f"  {len(plan.resume)} cells to resume, {len(plan.kept)} succeeded cells kept")

@@ -17,6 +17,7 @@ from orchestrator.cli.session import (
     with_runtime,
     with_store,
 )
+from orchestrator.store.urls import shown_url
 
 if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import Orchestrator
@@ -109,7 +110,8 @@ def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | Non
                 names = ", ".join(s.id for s in scheduled) or "none found"
                 parts.append(f"scheduler (schedules: {names})")
             bound = "; runs execute on the provider each was created with" if worker else ""
-            err(f"{orch.owner}: {' and '.join(parts)} on {settings.state_url} (new runs' "
+            where = shown_url(settings.state_url)
+            err(f"{orch.owner}: {' and '.join(parts)} on {where} (new runs' "
                 f"provider: {orch.providers.default if orch.providers else 'none'}{bound}); "
                 "Ctrl-C stops")
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from orchestrator.store.urls import shown_url
 from orchestrator.terminal import printable
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class Session:
         self.run_ids = self.run_ids or [run_id]
         where = provider or "none"
         err(f"{verb} {what} {run_id} of {pipeline.name} (provider: {where}, "
-            f"state: {self.settings.state_url})")
+            f"state: {shown_url(self.settings.state_url)})")
 
 
 @contextlib.contextmanager

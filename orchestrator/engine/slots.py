@@ -5,8 +5,9 @@ database, and a slot is a lease renewed by the process's heartbeat, so a crashed
 its slots back by itself. This module only makes *waiting* for a slot cheap: a waiting step
 costs an `anyio.Event`, not a query. Waiters queue per key, first come first served within the
 process; one grant loop asks the store for all of a key's waiters in one statement, at once
-when this process gives a slot of that key back, and every `poll_interval` seconds otherwise
-(for slots given back by other processes). With no one waiting, the loop sleeps on an event.
+when this process gives a slot of that key back or the store announces one given back
+elsewhere (PostgreSQL's NOTIFY), and every `poll_interval` seconds otherwise. With no one
+waiting, the loop sleeps on an event.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from orchestrator.log import get_logger
-from orchestrator.store.base import StateStore
+from orchestrator.store.base import SLOTS, StateStore
 
 __all__ = ["SlotPool"]
 
@@ -86,18 +87,25 @@ class SlotPool:
     async def grant_forever(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                             ) -> None:
         """The grant loop; runs in the orchestrator's task group."""
-        task_status.started()
-        while True:
-            timeout = self._poll_interval if self._waiting else math.inf
-            with anyio.move_on_after(timeout):
-                await self._wake.wait()
-            self._wake = anyio.Event()
-            for key in list(self._waiting):
-                try:
-                    await self._grant(key)
-                except Exception as exc:  # noqa: BLE001  (waiters stay queued; retried)
-                    self._log.warning("could not grant concurrency slots", key=key,
-                                      error=f"{type(exc).__name__}: {exc}")
+        async with anyio.create_task_group() as tg:
+            # A store that announces freed slots (PostgreSQL) serves waiters at once.
+            tg.start_soon(self._store.watch, SLOTS, self._wake_up, name="watch for slots")
+            task_status.started()
+            while True:
+                timeout = self._poll_interval if self._waiting else math.inf
+                with anyio.move_on_after(timeout):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                for key in list(self._waiting):
+                    try:
+                        await self._grant(key)
+                    except Exception as exc:  # noqa: BLE001  (waiters stay queued; retried)
+                        self._log.warning("could not grant concurrency slots", key=key,
+                                          error=f"{type(exc).__name__}: {exc}")
+
+    def _wake_up(self) -> None:
+        if self._waiting:
+            self._wake.set()
 
     async def _grant(self, key: str) -> None:
         queue = self._waiting.get(key, [])

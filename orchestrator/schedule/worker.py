@@ -4,7 +4,8 @@ Claims go through the store (`claim_runs`), so any number of workers on one stat
 never execute a run twice: queued runs (`run --detach`, the scheduler), runs whose executor
 crashed (at once when it ran on this machine and its process is gone, else once its lease
 expired), and runs whose cancellation nobody carries out. While it has free
-capacity the worker asks again every `poll_interval`; a run finishing frees capacity at once.
+capacity the worker asks again every `poll_interval`, and at once when the store announces
+work (PostgreSQL's NOTIFY: a run queued or put back); a run finishing frees capacity at once.
 
 A worker that is stopped (Ctrl-C, SIGTERM) puts the runs it was executing back in the queue,
 their remote jobs left running: the next worker picks them up where they were.
@@ -21,6 +22,7 @@ from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import ConfigError, LeaseLost, RunBusy, RunStranded
 from orchestrator.log import get_logger
 from orchestrator.owners import owner_is_dead
+from orchestrator.store.base import WORK
 from orchestrator.store.records import Lease, RunStatus
 
 __all__ = ["Worker"]
@@ -43,6 +45,8 @@ class Worker:
     async def run_forever(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                           ) -> None:
         async with anyio.create_task_group() as tg:
+            # A store that announces queued runs (PostgreSQL) wakes the loop at once.
+            tg.start_soon(self._orch.store.watch, WORK, self._wake, name="watch for work")
             task_status.started()
             while True:
                 await self.claim_once(tg)
@@ -51,6 +55,9 @@ class Worker:
                 with anyio.move_on_after(timeout):
                     await self._freed.wait()
                 self._freed = anyio.Event()
+
+    def _wake(self) -> None:
+        self._freed.set()
 
     async def claim_once(self, tg: anyio.abc.TaskGroup) -> list[str]:
         """Claim as many runs as there is room for and start them in `tg`; their ids."""

@@ -39,7 +39,12 @@ from orchestrator.store.records import (
     StepRecord,
 )
 
-__all__ = ["StateStore"]
+__all__ = ["SLOTS", "WORK", "StateStore"]
+
+WORK = "work"
+"""The topic announced when a run needs an executor (queued, put back, cancel requested)."""
+SLOTS = "slots"
+"""The topic announced when a concurrency slot is given back."""
 
 class _State(enum.Enum):
     UNOPENED = "unopened"
@@ -79,8 +84,8 @@ class StateStore(ABC):
     async def _open(self) -> None: ...
 
     async def watch(self, topic: str, wake: Callable[[], None]) -> None:
-        """Call `wake` whenever another process announces `topic` (`"work"`: a run needs an
-        executor; `"slots"`: a concurrency slot was given back), until cancelled.
+        """Call `wake` whenever another process announces `topic` (WORK or SLOTS), until
+        cancelled.
 
         A store that cannot announce anything never calls it: its readers poll.
         """

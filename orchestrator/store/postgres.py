@@ -40,7 +40,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from orchestrator.errors import RunStranded, StateStoreInvalid, StoreUnavailable
 from orchestrator.log import get_logger
 from orchestrator.redact import REDACTOR
-from orchestrator.store.base import StateStore
+from orchestrator.store.base import SLOTS, WORK, StateStore
 from orchestrator.store.policy import (
     Stranded,
     batch_exists,
@@ -92,7 +92,7 @@ from orchestrator.store.rows import (
 from orchestrator.store.schema import NEEDS_EXECUTOR
 from orchestrator.store.urls import shown_url
 
-__all__ = ["SLOTS", "WORK", "PostgresStore"]
+__all__ = ["PostgresStore"]
 
 T = TypeVar("T")
 Cursor = psycopg.AsyncCursor[DictRow]
@@ -134,12 +134,6 @@ _STEP_UPSERT = (
     "retry_at = excluded.retry_at, config_hash = excluded.config_hash, "
     "waiting_for = excluded.waiting_for"
 )
-
-WORK = "work"
-"""The topic announced when a run needs an executor (queued, put back, cancel requested)."""
-SLOTS = "slots"
-"""The topic announced when a concurrency slot is given back."""
-
 
 def _one_line(exc: BaseException) -> str:
     """A libpq message (often several lines, with hints) as one line."""

@@ -209,6 +209,7 @@ class SQLiteStore(StateStore):
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
+            self.schema_change = (version, SCHEMA_VERSION)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
