@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/orchestrator run pipelines/lora-finetune.yaml
 
-test: install
+# The suite runs the store's contract and the fleet tests on the machine's PostgreSQL too
+# (127.0.0.1:5432, trust auth, database test): start it when it is down.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
+		pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql)" main start
+
+test: install postgres
 	$(BIN)/ruff check orchestrator tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
