@@ -49,11 +49,23 @@ _KEY_PATH = ("concurrency", "key")
 """The one place outside a step's `with:` that may hold expressions (of inputs, matrix, run)."""
 _KEY_ROOTS = ("inputs", "matrix", "run")
 _NOT_EVALUATED = "expressions are only evaluated inside a step's with: and in concurrency.key"
-_KNOWN_KEYS = sorted(
-    {f.alias or name for m in (PipelineHeader, StepSpec, InputSpec, RetrySpec, Defaults,
-                               StepConcurrencySpec, ScheduleSpec, MatrixSpec)
-     for name, f in m.model_fields.items()}
-)
+_KEY_HOMES: dict[str, str] = {}
+"""Every key a pipeline file may hold, and where (the first place, for a hint)."""
+for _model, _home in ((PipelineHeader, "the top level"), (StepSpec, "a step"),
+                      (InputSpec, "an input"), (RetrySpec, "retry"), (Defaults, "defaults"),
+                      (StepConcurrencySpec, "concurrency"), (ScheduleSpec, "schedule"),
+                      (MatrixSpec, "matrix")):
+    for _name, _field in _model.model_fields.items():
+        _KEY_HOMES.setdefault(_field.alias or _name, _home)
+_KNOWN_KEYS = sorted(_KEY_HOMES)
+
+
+def _unknown_key_hint(key: str) -> str:
+    """A known key in the wrong place says where it goes; a misspelt one, the closest."""
+    if key in _KEY_HOMES:
+        return f" ('{key}' belongs in {_KEY_HOMES[key]})"
+    close = difflib.get_close_matches(key, _KNOWN_KEYS, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def load_pipeline(path: str | Path, *, registry: StepCatalogue,
@@ -109,8 +121,7 @@ class _Checker:
             kind = error["type"]
             if kind == "extra_forbidden":
                 key = str(loc[-1])
-                close = difflib.get_close_matches(key, _KNOWN_KEYS, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                hint = _unknown_key_hint(key)
                 parent = ".".join(map(str, (*prefix, *loc[:-1]))) or "the top level"
                 self.report((*prefix, *loc), f"unknown key '{key}' in {parent}{hint}",
                             at_key=True)

@@ -80,9 +80,10 @@ class Service:
     lines: list[str]
     reader: threading.Thread
 
-    def stop(self, timeout: float = 30) -> int:
-        """Ctrl-C it, wait for it to end, close its pipes; its exit code."""
-        self.proc.send_signal(signal.SIGINT)
+    def stop(self, timeout: float = 30, *, how: signal.Signals = signal.SIGINT) -> int:
+        """Ctrl-C it (or send `how`: SIGKILL), wait for it to end, close its pipes; its exit
+        code."""
+        self.proc.send_signal(how)
         code = self.proc.wait(timeout=timeout)
         self.reader.join(timeout)
         for pipe in (self.proc.stdout, self.proc.stderr):

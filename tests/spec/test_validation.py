@@ -270,6 +270,19 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     assert problem.message == "unknown key 'nedds' in steps.a (did you mean 'needs'?)"
 
 
+def test_a_known_key_in_the_wrong_place_says_where_it_belongs(tmp_path: Path) -> None:
+    """Not "did you mean 'max_parallel'?" for max_parallel itself: it goes under matrix."""
+    problem = only(tmp_path, """
+        name: p
+        matrix: {i: [1, 2]}
+        max_parallel: 2
+        steps:
+          a: {uses: core/echo}
+    """)
+    assert problem.message == ("unknown key 'max_parallel' in the top level ('max_parallel' "
+                               "belongs in matrix)")
+
+
 def test_every_problem_in_one_pass(tmp_path: Path) -> None:
     """Problems in different steps and sections are all reported together, sorted by line."""
     found = problems_of(tmp_path, """

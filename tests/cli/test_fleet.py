@@ -1,0 +1,186 @@
+"""A fleet of real `orchestrator worker` processes on one PostgreSQL database.
+
+The path a team takes once it outgrows one machine: every process points at the same
+`state_url`; fine-tunes go to provider `together`, here `orchestrator local-api` over loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.cli.helpers import Service, start_service, wait_for
+from tests.cli.test_finetune_pipelines import LORA
+from tests.conftest import CLI, REPO, POSTGRES, write
+from tests.engine.harness import max_overlap
+from tests.localapi.test_server import KEY, free_port, serving
+
+
+def pg(url: str, query: str) -> list[tuple[object, ...]]:
+    """Rows from the fleet's state database (the schema the URL names)."""
+    schema = url.rpartition("schema=")[2]
+    with psycopg.connect(POSTGRES, autocommit=True, options=f"-c search_path={schema}") \
+            as conn:
+        try:
+            return conn.execute(query).fetchall()  # type: ignore[arg-type]
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
+def api_rows(tmp_path: Path, query: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(tmp_path / "api-data" / "local-api.db")
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()
+
+
+def succeeded(url: str) -> int:
+    rows = pg(url, "SELECT count(*) FROM runs WHERE status = 'succeeded'")
+    return int(str(rows[0][0])) if rows else 0
+
+
+def slot_spans(url: str, key: str) -> list[tuple[float, float]]:
+    """When each run held a slot of `key`, from the event log: from its first acquisition to
+    its release (a run taken over re-acquires its own slot, which is not a second holder)."""
+    spans, opened = [], {}
+    for run_id, kind, ts, data in pg(url, "SELECT run_id, kind, ts, data FROM events WHERE "
+                                          "kind IN ('slot_acquired', 'slot_released') "
+                                          "ORDER BY ts, seq"):
+        if json.loads(str(data)).get("key") != key:
+            continue
+        if kind == "slot_acquired":
+            opened.setdefault(run_id, float(str(ts)))
+        elif run_id in opened:
+            spans.append((opened.pop(run_id), float(str(ts))))
+    return spans
+
+
+SLEEPY = """
+name: sleepy
+concurrency: {key: gpu, limit: 2}
+steps:
+  work: {uses: core/sleep, with: {duration: 300ms}}
+  after: {uses: core/echo, needs: [work], with: {done: true}}
+"""
+
+
+@pytest.mark.slow
+def test_three_workers_share_the_queue_and_a_key_limit_and_every_view_works(
+        cli: CLI, tmp_path: Path, postgres_url: str) -> None:
+    """Twelve queued runs and a batch of six (max_parallel 2) over three workers: each run
+    executes once, a key of limit 2 never has three holders, the batch's cap holds, and the
+    reading commands show the same things as on SQLite."""
+    env = {"ORCH_STATE_URL": postgres_url, "ORCH_WORKER_POLL_INTERVAL": "5s"}
+    write(tmp_path / "sleepy.yaml", SLEEPY)
+    write(tmp_path / "sweep.yaml", """
+        name: sweep
+        matrix: {i: [1, 2, 3, 4, 5, 6], max_parallel: 2}
+        steps:
+          work: {uses: core/sleep, with: {duration: 300ms}}
+    """)
+    cli("state", "migrate", env=env, check_code=0)
+    # Polling every 5 s: runs start at once only because NOTIFY wakes the workers.
+    workers = [start_service(tmp_path, "worker", env=env) for _ in range(3)]
+    try:
+        for _ in range(12):
+            cli("run", "--detach", "sleepy.yaml", env=env, check_code=0)
+        batch = cli("run", "--detach", "sweep.yaml", env=env, check_code=0).stdout.strip()
+        wait_for(lambda: succeeded(postgres_url) == 18, "all 18 runs succeeded", timeout=60)
+    finally:
+        codes = [worker.stop() for worker in workers]
+    assert codes == [0, 0, 0], [worker.lines for worker in workers]
+    assert max_overlap(slot_spans(postgres_url, "gpu")) == 2
+    starts = pg(postgres_url, "SELECT run_id, data FROM events WHERE kind = 'run_started'")
+    assert len(starts) == 18, "a run was started twice"
+    owners = {json.loads(str(data))["owner"] for _, data in starts}
+    assert len(owners) >= 2, "the queue was shared"
+    cells = [r for r in pg(postgres_url, f"SELECT id FROM runs WHERE batch_id = '{batch}'")]
+    assert len(cells) == 6
+
+    runs = cli("runs", env=env, check_code=0).stdout
+    assert runs.count("succeeded") == 18, runs
+    one = str(pg(postgres_url, "SELECT id FROM runs WHERE pipeline_name = 'sleepy' LIMIT 1")[0][0])
+    shown = cli("show", one, env=env, check_code=0).stdout
+    assert f"run {one}  sleepy  succeeded" in shown
+    logs = cli("logs", one, env=env, check_code=0).stdout
+    assert "slot_acquired" in logs and "status=succeeded" in logs
+    followed = cli("logs", one, "--follow", env=env, check_code=0).stdout
+    assert "status=succeeded" in followed
+    assert batch in cli("batches", env=env, check_code=0).stdout
+    assert "6 succeeded" in cli("show", batch, env=env, check_code=0).stdout
+    cli("models", env=env, check_code=0)
+    cli("schedules", str(tmp_path / "sleepy.yaml"), env=env, check_code=0)
+
+
+@pytest.mark.slow
+def test_chaos_workers_killed_at_random_lose_nothing_and_launch_nothing_twice(
+        cli: CLI, tmp_path: Path, postgres_url: str) -> None:
+    """Three workers on PostgreSQL, 60 queued LoRA runs on provider `together` (the local API
+    over loopback, jobs of 2 s); every second or two a random worker is SIGKILLed and a new
+    one started. Every run succeeds, the API holds one job per run and two files, a run's
+    lease only ever moved away from a killed worker, and the key limit held."""
+    folder = tmp_path / "pipelines"
+    shutil.copytree(REPO / "pipelines" / "data", folder / "data")
+    text = Path(LORA).read_text().replace(
+        "name: lora-finetune\n", "name: lora-finetune\nconcurrency: {key: fleet, limit: 12}\n")
+    write(folder / "lora.yaml", text)
+    runs = 60
+    with serving(tmp_path, free_port(), local_job_duration="2s",
+                 local_upload_duration="200ms") as base:
+        env = {"ORCH_STATE_URL": postgres_url, "TOGETHER_API_KEY": KEY,
+               "TOGETHER_BASE_URL": base, "ORCH_WORKER_POLL_INTERVAL": "200ms",
+               "ORCH_MAX_RECOVERIES": "50", "ORCH_SLOT_POLL_INTERVAL": "200ms"}
+        for _ in range(runs):  # all queued first: everything then happens amid the chaos
+            cli("run", "--detach", str(folder / "lora.yaml"), "--provider", "together",
+                "-i", "poll_interval=200ms", env=env, check_code=0)
+        rng = random.Random(12)
+        workers: list[Service] = [start_service(tmp_path, "worker", env=env)
+                                  for _ in range(3)]
+        killed: set[int] = set()
+        try:
+            deadline = time.monotonic() + 120
+            next_kill = time.monotonic() + 1.0
+            while succeeded(postgres_url) < runs:
+                assert time.monotonic() < deadline, f"{succeeded(postgres_url)}/{runs} done"
+                if time.monotonic() >= next_kill:
+                    victim = workers.pop(rng.randrange(len(workers)))
+                    victim.stop(how=signal.SIGKILL)
+                    killed.add(victim.proc.pid)
+                    workers.append(start_service(tmp_path, "worker", env=env))
+                    next_kill = time.monotonic() + rng.uniform(1.0, 2.0)
+                time.sleep(0.1)  # the cadence of checking; nothing waits on it
+        finally:
+            for worker in workers:
+                worker.stop()
+        jobs = api_rows(tmp_path, "SELECT id FROM finetunes")
+        files = api_rows(tmp_path, "SELECT id FROM files")
+    assert len(killed) >= 4, "the chaos was real"
+    statuses = pg(postgres_url, "SELECT status, count(*) FROM runs GROUP BY status")
+    assert statuses == [("succeeded", runs)]
+    launched = pg(postgres_url, "SELECT outputs FROM steps WHERE step_id = 'launch'")
+    job_ids = sorted(json.loads(str(out))["job_id"] for (out,) in launched)
+    assert sorted(str(job) for (job,) in jobs) == job_ids and len(set(job_ids)) == runs, \
+        "a fine-tune was launched twice (or one was lost)"
+    assert len(files) == 2, files
+    # A run's lease moves only from a worker that was killed to another one.
+    leases = pg(postgres_url, "SELECT run_id, data FROM events WHERE kind = 'lease_acquired' "
+                              "ORDER BY run_id, seq")
+    previous: dict[str, dict[str, object]] = {}
+    for run_id, data in leases:
+        lease = json.loads(str(data))
+        before = previous.get(str(run_id))
+        if before is not None:
+            assert lease["generation"] == int(str(before["generation"])) + 1
+            old_pid = int(str(before["owner"]).split(":")[1])
+            assert old_pid in killed, f"run {run_id} was taken from a live worker"
+        previous[str(run_id)] = lease
+    assert max_overlap(slot_spans(postgres_url, "fleet")) <= 12
