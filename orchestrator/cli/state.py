@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from orchestrator.cli import EXIT_OK
-from orchestrator.cli.session import out, settings_for, with_store
+from orchestrator.cli.session import err, out, settings_for, with_store
+from orchestrator.errors import StateStoreInvalid
 from orchestrator.store.urls import shown_url
 
 if TYPE_CHECKING:
+    from orchestrator.settings import Settings
     from orchestrator.store.base import StateStore
+    from orchestrator.store.transfer import HistoryRow
 
 __all__ = ["cmd_state"]
 
@@ -30,5 +36,63 @@ def cmd_state(args: argparse.Namespace) -> int:
             what = "created" if old == 0 else f"migrated from schema {old}"
             out(f"{where}: {what} (schema {new})")
         return EXIT_OK
-    msg = f"state {args.action}: not built yet"
-    raise NotImplementedError(msg)
+    if args.action == "export":
+        return _export(settings, args.file, where)
+    return _import(settings, args.file, where)
+
+
+def _export(settings: Settings, target: str, where: str) -> int:
+    if target == "-":
+        counts = with_store(settings, lambda store: _export_to(store, sys.stdout.buffer))
+    else:
+        path = Path(target)
+        partial = path.with_name(f".{path.name}.partial")  # never a half-written FILE
+        try:
+            with partial.open("wb") as stream:
+                counts = with_store(settings, lambda store: _export_to(store, stream))
+            partial.replace(path)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            msg = f"{target}: cannot write: {exc.strerror or exc}"
+            raise StateStoreInvalid(msg) from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    err(f"exported {_counted(counts)} from {where}")
+    return EXIT_OK
+
+
+async def _export_to(store: StateStore, stream: IO[bytes]) -> dict[str, int]:
+    from orchestrator.store.transfer import Exporter  # noqa: PLC0415
+
+    exporter = Exporter(stream)
+    await store.export_history(exporter)
+    return exporter.counts
+
+
+def _import(settings: Settings, source: str, where: str) -> int:
+    from orchestrator.store.transfer import HISTORY, read_history  # noqa: PLC0415
+
+    path = Path(source)
+    try:
+        stream = path.open("rb")
+    except OSError as exc:
+        msg = f"{source}: cannot read: {exc.strerror or exc}"
+        raise StateStoreInvalid(msg) from None
+    counts = dict.fromkeys(HISTORY, 0)
+
+    def counted() -> Iterator[HistoryRow]:
+        for item in read_history(path, stream):
+            counts[item[1]] += 1
+            yield item
+
+    with stream:
+        with_store(settings, lambda store: store.import_history(counted(), source=source))
+    err(f"imported {_counted(counts)} into {where}")
+    return EXIT_OK
+
+
+def _counted(counts: dict[str, int]) -> str:
+    shown = [f"{n} {table.replace('_', ' ')}" for table, n in counts.items()
+             if table in ("runs", "batches", "steps", "events", "schedules", "models")]
+    return ", ".join(shown)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import enum
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 
@@ -38,6 +38,7 @@ from orchestrator.store.records import (
     ScheduleEntry,
     StepRecord,
 )
+from orchestrator.store.transfer import HistoryRow
 
 __all__ = ["SLOTS", "WORK", "StateStore"]
 
@@ -246,6 +247,19 @@ class StateStore(ABC):
     @abstractmethod
     async def list_models(self, *, limit: int = 100) -> list[ModelEntry]:
         """The most recently recorded models, newest first."""
+
+    # -- moving a history between databases -------------------------------------------------
+
+    @abstractmethod
+    async def export_history(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
+        """Pass every row of the history tables (`transfer.HISTORY`, in that order) to
+        `emit(table, row)`, from one consistent snapshot."""
+
+    @abstractmethod
+    async def import_history(self, rows: Iterable[HistoryRow], *, source: str) -> None:
+        """Add the rows of an exported history in one transaction: all or nothing. A run,
+        batch, schedule or model already here refuses it (StateStoreInvalid naming `source`
+        and what was there); events get new numbers, in their order."""
 
     # -- fenced writes -----------------------------------------------------------------------
 

@@ -90,6 +90,7 @@ from orchestrator.store.rows import (
     step_row,
 )
 from orchestrator.store.schema import NEEDS_EXECUTOR
+from orchestrator.store.transfer import HISTORY, HistoryRow, row_name
 from orchestrator.store.urls import shown_url
 
 __all__ = ["PostgresStore"]
@@ -736,6 +737,45 @@ class PostgresStore(StateStore):
             return [model_record(row) for row in await cur.fetchall()]
 
         return await self._tx(select)
+
+    # -- moving a history between databases -------------------------------------------------
+
+    async def export_history(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
+        self._check_open()
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            await conn.set_autocommit(False)
+            try:
+                # One snapshot for every table; rows streamed, never all held at once.
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                for table, columns in HISTORY.items():
+                    order = {"events": "seq", "steps": "position"}.get(table, "1")
+                    async with conn.cursor(name=f"export_{table}") as cur:
+                        await cur.execute(f"SELECT {', '.join(columns)} FROM {table} "
+                                          f"ORDER BY {order}")
+                        async for row in cur:
+                            emit(table, dict(row))
+            finally:
+                await conn.rollback()
+                await conn.set_autocommit(True)
+
+    async def import_history(self, rows: Iterable[HistoryRow], *, source: str) -> None:
+        async def insert(cur: Cursor) -> None:
+            for line, table, row in rows:
+                columns = [c for c in HISTORY[table] if not (table == "events" and c == "seq")]
+                conflict = " ON CONFLICT DO NOTHING" if table == "pipeline_texts" else ""
+                try:  # row by row: a refusal names its line (and aborts the transaction)
+                    await cur.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                                      f"({','.join(['%s'] * len(columns))}){conflict}",
+                                      [row[c] for c in columns])
+                except psycopg.errors.UniqueViolation:
+                    msg = f"{source}:{line}: {row_name(table, row)} is already in this database"
+                    raise StateStoreInvalid(f"{msg}; nothing was imported") from None
+                except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+                    msg = f"{source}:{line}: a {table} row cannot be stored ({_one_line(exc)})"
+                    raise StateStoreInvalid(f"{msg}; nothing was imported") from None
+
+        await self._tx(insert)
 
     # -- fenced writes -----------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,6 +84,7 @@ from orchestrator.store.schema import (
     NEEDS_EXECUTOR,
     SCHEMA_VERSION,
 )
+from orchestrator.store.transfer import HISTORY, HistoryRow, row_name
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -546,6 +547,34 @@ class SQLiteStore(StateStore):
 
         return await self._run(select, write=False)
 
+    # -- moving a history between databases -------------------------------------------------
+
+    async def export_history(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
+        def export(conn: sqlite3.Connection) -> None:  # one read transaction: one snapshot
+            for table, columns in HISTORY.items():
+                order = "seq" if table == "events" else "rowid"
+                for row in conn.execute(f"SELECT {', '.join(columns)} FROM {table} "
+                                        f"ORDER BY {order}"):
+                    emit(table, dict(zip(columns, tuple(row), strict=True)))
+
+        await self._run(export, write=False)
+
+    async def import_history(self, rows: Iterable[HistoryRow], *, source: str) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            for line, table, row in rows:
+                columns = [c for c in HISTORY[table] if not (table == "events" and c == "seq")]
+                verb = "INSERT OR IGNORE" if table == "pipeline_texts" else "INSERT"
+                try:
+                    conn.execute(f"{verb} INTO {table} ({', '.join(columns)}) VALUES "
+                                 f"({','.join('?' * len(columns))})",
+                                 [row[c] for c in columns])
+                except sqlite3.IntegrityError as exc:
+                    msg = (f"{source}:{line}: {_refused(table, row, exc)}; nothing was "
+                           "imported")
+                    raise StateStoreInvalid(msg) from None
+
+        await self._run(insert, write=True)
+
     # -- fenced writes -----------------------------------------------------------------------
 
     async def commit(self, lease: Lease, *, run: RunUpdate | None = None,
@@ -595,6 +624,13 @@ class SQLiteStore(StateStore):
             _insert_events(conn, lease.run_id, now, events)
 
         await self._run(write, write=True)
+
+
+def _refused(table: str, row: Mapping[str, Any], exc: sqlite3.IntegrityError) -> str:
+    if "UNIQUE" not in str(exc):
+        return f"a {table} row cannot be stored ({exc})"
+    return f"{row_name(table, row)} is already in this database"
+
 
 
 # -- rows <-> records ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 from tests.cli.helpers import Service, start_service, wait_for
 from tests.cli.test_finetune_pipelines import LORA
-from tests.conftest import CLI, REPO, POSTGRES, write
+from tests.conftest import CLI, POSTGRES, REPO, write
 from tests.engine.harness import max_overlap
 from tests.localapi.test_server import KEY, free_port, serving
 
@@ -103,12 +103,11 @@ def test_three_workers_share_the_queue_and_a_key_limit_and_every_view_works(
     assert len(starts) == 18, "a run was started twice"
     owners = {json.loads(str(data))["owner"] for _, data in starts}
     assert len(owners) >= 2, "the queue was shared"
-    cells = [r for r in pg(postgres_url, f"SELECT id FROM runs WHERE batch_id = '{batch}'")]
-    assert len(cells) == 6
+    assert len(pg(postgres_url, f"SELECT id FROM runs WHERE batch_id = '{batch}'")) == 6
 
     runs = cli("runs", env=env, check_code=0).stdout
     assert runs.count("succeeded") == 18, runs
-    one = str(pg(postgres_url, "SELECT id FROM runs WHERE pipeline_name = 'sleepy' LIMIT 1")[0][0])
+    one = str(pg(postgres_url, "SELECT id FROM runs WHERE pipeline_name = 'sleepy'")[0][0])
     shown = cli("show", one, env=env, check_code=0).stdout
     assert f"run {one}  sleepy  succeeded" in shown
     logs = cli("logs", one, env=env, check_code=0).stdout
