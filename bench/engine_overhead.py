@@ -4,7 +4,9 @@ Every step waits for the one before it (its `with:` references the previous step
 nothing overlaps and the figure is the full cost of one step: resolving its parameters,
 validating them, two commits (started, succeeded) with their events, and the log lines.
 
-    python -m bench.engine_overhead [--steps 1000] [--repeat 5]
+    python -m bench.engine_overhead [--steps 1000] [--repeat 5] [--postgres URL]
+
+On SQLite and on PostgreSQL (the machine's server; target there: <= 1 ms per step).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import anyio
 from orchestrator.engine.plan import ResumePlan
 from orchestrator.log import configure_logging
 from orchestrator.runtime import open_runtime
-from orchestrator.settings import load_settings
+from orchestrator.settings import Settings, load_settings
+from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.records import RunStatus
 
@@ -33,13 +36,27 @@ def chain_pipeline(steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def one_run(folder: Path, steps: int, durability: str) -> float:
-    """Seconds per step for one run of the chain (fresh state database)."""
+async def one_run(folder: Path, steps: int, durability: str, postgres: str | None) -> float:
+    """Seconds per step for one run of the chain (fresh state database: a new SQLite file,
+    or a new schema of `postgres`)."""
     path = folder / "chain.yaml"
     path.write_text(chain_pipeline(steps))
     pipeline = load_pipeline(path)
-    settings = load_settings(state_url=f"sqlite:///{folder / f'state-{time.monotonic_ns()}.db'}",
-                             durability=durability, max_parallel_steps=8)
+    name = f"bench_{time.monotonic_ns()}"
+    url = (f"sqlite:///{folder / f'{name}.db'}" if postgres is None
+           else f"{postgres}?schema={name}")
+    try:
+        return await _timed(pipeline, load_settings(state_url=url, durability=durability,
+                                                    max_parallel_steps=8), steps)
+    finally:
+        if postgres is not None:
+            import psycopg
+
+            async with await psycopg.AsyncConnection.connect(postgres, autocommit=True) as conn:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")  # type: ignore[arg-type]
+
+
+async def _timed(pipeline: Pipeline, settings: Settings, steps: int) -> float:
     async with open_runtime(settings) as rt:
         orch = rt.orchestrator
         record = await orch.create_run(pipeline, {})
@@ -51,24 +68,33 @@ async def one_run(folder: Path, steps: int, durability: str) -> float:
     return elapsed / steps
 
 
-def measure(steps: int, repeat: int, durability: str, logs: str) -> list[float]:
+def measure(steps: int, repeat: int, durability: str, logs: str,
+            postgres: str | None = None) -> list[float]:
     sink = io.StringIO()
     configure_logging(fmt="json", level="info" if logs == "on" else "warning", stream=sink)
     with tempfile.TemporaryDirectory() as tmp:
-        return [anyio.run(one_run, Path(tmp), steps, durability) for _ in range(repeat)]
+        return [anyio.run(one_run, Path(tmp), steps, durability, postgres)
+                for _ in range(repeat)]
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test",
+                        help="a PostgreSQL server to measure too ('' to skip)")
     args = parser.parse_args(argv)
     rows = []
     print(f"engine overhead, chain of {args.steps} core/echo steps, median of {args.repeat} runs")
-    for durability, logs in (("process", "on"), ("process", "off"), ("machine", "on")):
-        per_step = measure(args.steps, args.repeat, durability, logs)
+    cases: list[tuple[str, str, str | None]] = [
+        ("process", "on", None), ("process", "off", None), ("machine", "on", None)]
+    if args.postgres:
+        cases += [("process", "on", args.postgres), ("machine", "on", args.postgres)]
+    for durability, logs, postgres in cases:
+        per_step = measure(args.steps, args.repeat, durability, logs, postgres)
         median_ms = statistics.median(per_step) * 1000
-        label = f"durability={durability}, info logs {logs}"
+        store = "sqlite" if postgres is None else "postgresql"
+        label = f"{store}, durability={durability}, info logs {logs}"
         spread = ", ".join(f"{s * 1000:.3f}" for s in per_step)
         print(f"  {label:<38} {median_ms:.3f} ms/step   (runs: {spread})")
         rows.append((label, median_ms))

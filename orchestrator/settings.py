@@ -101,7 +101,8 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="how long one request to the provider may take")
     state_url: str = Field(
         default="sqlite:///.orchestrator/state.db",
-        description="the state database; sqlite:///relative/path or sqlite:////absolute/path")
+        description="the state database: sqlite:///relative/path, sqlite:////absolute/path, "
+                    "or postgresql://user@host:5432/db[?schema=NAME] (a fleet of workers)")
     durability: Literal["process", "machine", "none"] = Field(
         default="process",
         description="what a committed step survives: process (a killed process), machine "
@@ -218,7 +219,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_scheme(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgres://", "postgresql://")):
-            msg = "expected sqlite:///path/to/state.db"
+            msg = "expected sqlite:///path/to/state.db or postgresql://user@host:5432/db"
             raise ValueError(msg)
         return value
 
