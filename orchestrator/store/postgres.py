@@ -25,6 +25,7 @@ in a schema of their own (several deployments, or tests, in one database).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
@@ -97,6 +98,12 @@ __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
 Cursor = psycopg.AsyncCursor[DictRow]
+
+# The driver's own log lines (e.g. "query cancellation interrupted" when a LISTEN is cancelled
+# at shutdown) would reach the terminal through logging's last-resort handler; what matters
+# reaches us as exceptions, which become our one-line errors.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
+logging.getLogger("psycopg").propagate = False
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
