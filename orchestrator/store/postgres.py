@@ -333,13 +333,16 @@ class PostgresStore(StateStore):
         while True:
             try:
                 conn = await self._connect()
-                async with conn:
+                try:
                     await conn.execute(sql.SQL("LISTEN {}").format(
                         sql.Identifier(self._channel)))
                     wake()
                     async for note in conn.notifies():
                         if note.payload == topic:
                             wake()
+                finally:  # cancelled (the usual end): still closed, not left to the GC
+                    with anyio.CancelScope(shield=True):
+                        await conn.close()
             except (psycopg.Error, StateStoreInvalid) as exc:
                 self._log.warning("not listening for state changes; polling only",
                                   error=str(exc))
