@@ -9,7 +9,7 @@ checks each backend's claim query against `claimable`.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import LeaseLost, RunBusy, RunExists, RunNotFound, RunStranded
@@ -24,7 +24,7 @@ from orchestrator.store.records import (
 
 __all__ = ["LeaseTaken", "Stranded", "batch_exists", "check_lease_free", "claimable",
            "creation_events", "lease_lost", "needs_executor", "no_such_batch", "no_such_run",
-           "run_exists", "take_lease"]
+           "run_exists", "slot_grants", "take_lease"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,25 @@ def claimable(run: RunRecord, *, now: float, dead_owners: Collection[str] = ()) 
     return (finished is None
             or (run.cancel_requested_at is not None and finished <= run.cancel_requested_at)
             or finished <= now - CANCEL_RETRY_AFTER)
+
+
+def slot_grants(held: Collection[str], holders: Sequence[tuple[str, str]],
+                limit: int) -> list[tuple[str, str, bool]]:
+    """Which of `holders` (holder, run id) get a slot of a key whose live slots are `held`,
+    in the order asked, with whether each already held one.
+
+    A holder keeps its own slot (taking it over from another owner: a run resumed elsewhere)
+    without counting twice; the others fill what is left up to `limit`, first come first.
+    """
+    taken = set(held)
+    grants = []
+    for holder, run_id in holders:
+        if holder in taken:
+            grants.append((holder, run_id, True))
+        elif len(taken) < limit:
+            taken.add(holder)
+            grants.append((holder, run_id, False))
+    return grants
 
 
 def creation_events(run: NewRun, owner: str | None) -> list[NewEvent]:

@@ -41,6 +41,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from orchestrator.errors import RunStranded, StateStoreInvalid, StoreUnavailable
 from orchestrator.log import get_logger
 from orchestrator.redact import REDACTOR
+from orchestrator.store import statements
 from orchestrator.store.base import SLOTS, WORK, StateStore
 from orchestrator.store.policy import (
     Stranded,
@@ -52,6 +53,7 @@ from orchestrator.store.policy import (
     no_such_batch,
     no_such_run,
     run_exists,
+    slot_grants,
     take_lease,
 )
 from orchestrator.store.postgres_schema import APPLICATION, MIGRATIONS, SCHEMA_VERSION
@@ -81,7 +83,6 @@ from orchestrator.store.rows import (
     SHARED_TEXTS,
     STEP_COLUMNS,
     batch_record,
-    dumps,
     event_record,
     model_record,
     model_row,
@@ -91,7 +92,15 @@ from orchestrator.store.rows import (
     step_row,
 )
 from orchestrator.store.schema import NEEDS_EXECUTOR
-from orchestrator.store.transfer import HISTORY, HistoryRow, row_name
+from orchestrator.store.statements import (
+    batch_values,
+    event_values,
+    format_style,
+    run_values,
+    schedule_values,
+    update_values,
+)
+from orchestrator.store.transfer import HISTORY, IMPORTS, HistoryRow, row_name
 from orchestrator.store.urls import shown_url
 
 __all__ = ["PostgresStore"]
@@ -113,35 +122,30 @@ _POOL_SIZE = 4
 must stay well inside the server's max_connections (100 by default)."""
 
 CLAIMABLE = (
-    f"{NEEDS_EXECUTOR} AND (lease_owner IS NULL OR lease_expires_at <= %(now)s OR "
-    "lease_owner = ANY(%(dead)s)) AND (finished_at IS NULL OR "
-    "finished_at <= cancel_requested_at OR finished_at <= %(retry_before)s)"
+    f"{NEEDS_EXECUTOR} AND (lease_owner IS NULL OR lease_expires_at <= %s OR "
+    "lease_owner = ANY(%s)) AND (finished_at IS NULL OR "
+    "finished_at <= cancel_requested_at OR finished_at <= %s)"
 )
-"""`policy.claimable` in SQL (the contract suite checks they agree), repeating NEEDS_EXECUTOR's
-literals so the partial index serves it."""
+"""`policy.claimable` in SQL (parameters: now, the dead owners, now - CANCEL_RETRY_AFTER; the
+contract suite checks they agree), repeating NEEDS_EXECUTOR's literals so the partial index
+serves it."""
 
-_RUN_UPDATE = (
-    "UPDATE runs SET status = %(status)s, error = %(error)s, waiting_for = %(waiting_for)s, "
-    "pipeline_hash = coalesce(%(text_key)s, pipeline_hash), "
-    "started_at = CASE WHEN %(running)s THEN coalesce(started_at, %(now)s) ELSE started_at END, "
-    "finished_at = CASE WHEN %(finished)s THEN %(now)s ELSE NULL END, "
-    "cancel_requested_at = CASE WHEN %(clear_cancel)s THEN NULL ELSE cancel_requested_at END, "
-    "lease_owner = CASE WHEN %(release)s THEN NULL ELSE lease_owner END, "
-    "lease_expires_at = CASE WHEN %(release)s THEN NULL ELSE lease_expires_at END, "
-    "provider = coalesce(%(provider)s, provider), "
-    "provider_url = coalesce(%(provider_url)s, provider_url) "
-    "WHERE id = %(id)s AND lease_owner = %(owner)s AND lease_generation = %(generation)s"
-)
-_STEP_UPSERT = (
-    f"INSERT INTO steps (run_id, {STEP_COLUMNS}) "
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-    "ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, "
-    "attempt = excluded.attempt, outputs = excluded.outputs, "
-    "checkpoint = excluded.checkpoint, error = excluded.error, "
-    "started_at = excluded.started_at, finished_at = excluded.finished_at, "
-    "retry_at = excluded.retry_at, config_hash = excluded.config_hash, "
-    "waiting_for = excluded.waiting_for"
-)
+# The shared writes (`statements`), in psycopg's parameter style.
+_INSERT_TEXT = format_style(statements.INSERT_TEXT)
+_INSERT_RUN = format_style(statements.INSERT_RUN)
+_INSERT_BATCH = format_style(statements.INSERT_BATCH)
+_INSERT_EVENT = format_style(statements.INSERT_EVENT)
+_UPSERT_STEP = format_style(statements.UPSERT_STEP)
+_TAKE_LEASE = format_style(statements.TAKE_LEASE)
+_STRAND_RUN = format_style(statements.STRAND_RUN)
+_UPDATE_RUN = format_style(statements.UPDATE_RUN)
+_INSERT_SLOT = format_style(statements.INSERT_SLOT)
+_MOVE_SLOT = format_style(statements.MOVE_SLOT)
+_UPSERT_SCHEDULE = format_style(statements.UPSERT_SCHEDULE)
+_UPSERT_MODEL = format_style(statements.UPSERT_MODEL)
+_IMPORTS = {table: (format_style(statement), columns)
+            for table, (statement, columns) in IMPORTS.items()}
+
 
 def _one_line(exc: BaseException) -> str:
     """A libpq message (often several lines, with hints) as one line."""
@@ -162,8 +166,8 @@ def _conninfo(url: str) -> tuple[str, str | None]:
                    "name (letters, digits, _; at most 63)")
             raise StateStoreInvalid(msg)
         rest.append(("options", f"-c search_path={schema}"))
-    scheme = "postgresql"
-    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(rest, quote_via=quote))), schema
+    query_text = urlencode(rest, quote_via=quote)
+    return urlunsplit(parts._replace(scheme="postgresql", query=query_text)), schema
 
 
 class PostgresStore(StateStore):
@@ -360,16 +364,10 @@ class PostgresStore(StateStore):
         SHARED_TEXTS.remember(fetched)
         return found | fetched
 
-    async def _runs(self, cur: Cursor, where: str, params: Sequence[Any] | dict[str, Any],
-                    order: str, limit: int | None, *, lock: str = "") -> list[RunRecord]:
-        query = f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY {order} LIMIT "
-        if isinstance(params, dict):
-            query += f"%(limit)s {lock}"
-            params = {**params, "limit": limit}
-        else:
-            query += f"%s {lock}"
-            params = (*params, limit)
-        await cur.execute(query, params)
+    async def _runs(self, cur: Cursor, where: str, params: Sequence[Any], order: str,
+                    limit: int | None, *, lock: str = "") -> list[RunRecord]:
+        await cur.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE {where} ORDER BY {order} "
+                          f"LIMIT %s {lock}", (*params, limit))
         rows = await cur.fetchall()
         texts = await self._texts(cur, (row["pipeline_hash"] for row in rows))
         return [run_record(row, texts) for row in rows]
@@ -391,32 +389,17 @@ class PostgresStore(StateStore):
 
     async def _store_text(self, cur: Cursor, text: str) -> str:
         key = text_hash(text)
-        await cur.execute("INSERT INTO pipeline_texts (hash, text) VALUES (%s, %s) "
-                          "ON CONFLICT (hash) DO NOTHING", (key, text))
+        await cur.execute(_INSERT_TEXT, (key, text))
         return key
 
     async def _insert_events(self, cur: Cursor, run_id: str, now: float,
                              events: Sequence[NewEvent]) -> None:
         if events:
-            await cur.executemany(
-                "INSERT INTO events (run_id, ts, kind, step_id, attempt, data) "
-                "VALUES (%s,%s,%s,%s,%s,%s)",
-                [(run_id, now, e.kind, e.step_id, e.attempt, dumps(dict(e.data)))
-                 for e in events])
+            await cur.executemany(_INSERT_EVENT, event_values(run_id, now, events))
 
     async def _insert_run(self, cur: Cursor, run: NewRun, now: float, owner: str | None,
                           ttl: float, *, text_key: str) -> None:
-        await cur.execute(
-            "INSERT INTO runs (id, pipeline_name, pipeline_path, inputs, status, created_at, "
-            "lease_owner, lease_generation, lease_expires_at, batch_id, cell, matrix, "
-            "schedule_id, scheduled_for, provider, provider_url, pipeline_hash) "
-            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-            "ON CONFLICT (id) DO NOTHING",
-            (run.id, run.pipeline_name, run.pipeline_path, dumps(dict(run.inputs)),
-             run.status.value, now, owner, 0 if owner is None else 1,
-             None if owner is None else now + ttl, run.batch_id, run.cell,
-             None if run.matrix is None else dumps(dict(run.matrix)), run.schedule_id,
-             run.scheduled_for, run.provider, run.provider_url, text_key))
+        await cur.execute(_INSERT_RUN, run_values(run, now, owner, ttl, text_key=text_key))
         if cur.rowcount != 1:
             raise run_exists(run.id)
         await self._insert_events(cur, run.id, now, creation_events(run, owner))
@@ -427,17 +410,13 @@ class PostgresStore(StateStore):
         decided = take_lease(run, owner, now=now, ttl=ttl, max_recoveries=max_recoveries,
                              force=force)
         if isinstance(decided, Stranded):
-            await cur.execute("UPDATE runs SET status = %s, lease_owner = NULL, "
-                              "lease_expires_at = NULL, recoveries = %s, finished_at = %s "
-                              "WHERE id = %s",
-                              (RunStatus.STRANDED.value, decided.recoveries, now, run.id))
+            await cur.execute(_STRAND_RUN, (RunStatus.STRANDED.value, decided.recoveries, now,
+                                            run.id))
             await self._insert_events(cur, run.id, now, [decided.event])
             return decided.error
         lease = decided.lease
-        await cur.execute("UPDATE runs SET lease_owner = %s, lease_generation = %s, "
-                          "lease_expires_at = %s, recoveries = %s WHERE id = %s",
-                          (owner, lease.generation, lease.expires_at, decided.recoveries,
-                           run.id))
+        await cur.execute(_TAKE_LEASE, (owner, lease.generation, lease.expires_at,
+                                        decided.recoveries, run.id))
         await self._insert_events(cur, run.id, now, [decided.event])
         return lease
 
@@ -463,12 +442,8 @@ class PostgresStore(StateStore):
 
         async def insert(cur: Cursor) -> tuple[BatchRecord, list[RunRecord]]:
             stored = {batch.pipeline_text: await self._store_text(cur, batch.pipeline_text)}
-            await cur.execute(
-                f"INSERT INTO batches ({BATCH_COLUMNS}) "
-                "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING",
-                (batch.id, batch.pipeline_name, batch.pipeline_path, "",
-                 dumps(dict(batch.inputs)), batch.max_parallel, batch.fail_fast, len(cells),
-                 now, batch.schedule_id, batch.scheduled_for, stored[batch.pipeline_text]))
+            await cur.execute(_INSERT_BATCH, batch_values(
+                batch, len(cells), now, text_key=stored[batch.pipeline_text]))
             if cur.rowcount != 1:
                 raise batch_exists(batch.id)
             for index, cell in enumerate(cells):
@@ -557,7 +532,7 @@ class PostgresStore(StateStore):
                          dead_owners: Collection[str] = ()) -> list[Lease]:
         now = self.clock()
         dead = list(dead_owners)
-        params = {"now": now, "dead": dead, "retry_before": now - CANCEL_RETRY_AFTER}
+        params = (now, dead, now - CANCEL_RETRY_AFTER)
 
         async def claim(cur: Cursor) -> list[Lease]:
             candidates = await self._runs(cur, CLAIMABLE, params, "created_at, id", limit,
@@ -660,21 +635,16 @@ class PostgresStore(StateStore):
             await cur.execute("DELETE FROM slots WHERE key = %s AND expires_at <= %s",
                               (key, now))
             await cur.execute("SELECT holder FROM slots WHERE key = %s", (key,))
-            held = {row["holder"] for row in await cur.fetchall()}
-            granted = []
-            for holder, run_id in holders:
-                if holder in held:
-                    await cur.execute("UPDATE slots SET owner = %s, expires_at = %s WHERE "
-                                      "key = %s AND holder = %s", (owner, now + ttl, key, holder))
-                elif len(held) < limit:
-                    await cur.execute("INSERT INTO slots (key, holder, run_id, owner, "
-                                      "acquired_at, expires_at) VALUES (%s,%s,%s,%s,%s,%s)",
-                                      (key, holder, run_id, owner, now, now + ttl))
-                    held.add(holder)
-                else:
-                    continue
-                granted.append(holder)
-            return granted
+            grants = slot_grants([row["holder"] for row in await cur.fetchall()], holders,
+                                 limit)
+            moved = [(owner, now + ttl, key, holder) for holder, _, kept in grants if kept]
+            added = [(key, holder, run_id, owner, now, now + ttl)
+                     for holder, run_id, kept in grants if not kept]
+            if moved:
+                await cur.executemany(_MOVE_SLOT, moved)
+            if added:
+                await cur.executemany(_INSERT_SLOT, added)
+            return [holder for holder, _, _ in grants]
 
         return await self._tx(acquire) if holders else []
 
@@ -693,14 +663,8 @@ class PostgresStore(StateStore):
         now = self.clock()
 
         async def upsert(cur: Cursor) -> ScheduleEntry:
-            await cur.execute(
-                f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s) "
-                "ON CONFLICT (id) DO UPDATE SET pipeline_name = excluded.pipeline_name, "
-                "pipeline_path = excluded.pipeline_path, cron = excluded.cron, "
-                "timezone = excluded.timezone, updated_at = excluded.updated_at "
-                f"RETURNING {SCHEDULE_COLUMNS}",
-                (entry.id, entry.pipeline_name, entry.pipeline_path, entry.cron,
-                 entry.timezone, entry.last_fire, now))
+            await cur.execute(f"{_UPSERT_SCHEDULE} RETURNING {SCHEDULE_COLUMNS}",
+                              schedule_values(entry, now))
             row = await cur.fetchone()
             assert row is not None
             return schedule_record(row)
@@ -728,14 +692,9 @@ class PostgresStore(StateStore):
 
     async def record_model(self, entry: ModelEntry) -> ModelEntry:
         stored = dataclasses.replace(entry, recorded_at=self.clock())
-        names = [name.strip() for name in MODEL_COLUMNS.split(",")]
-        updates = ", ".join(f"{name} = excluded.{name}" for name in names[1:])
 
         async def upsert(cur: Cursor) -> None:
-            await cur.execute(
-                f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({','.join(['%s'] * len(names))})"
-                f" ON CONFLICT (name) DO UPDATE SET {updates}",
-                model_row(stored))
+            await cur.execute(_UPSERT_MODEL, model_row(stored))
 
         await self._tx(upsert)
         return stored
@@ -772,12 +731,9 @@ class PostgresStore(StateStore):
     async def import_history(self, rows: Iterable[HistoryRow], *, source: str) -> None:
         async def insert(cur: Cursor) -> None:
             for line, table, row in rows:
-                columns = [c for c in HISTORY[table] if not (table == "events" and c == "seq")]
-                conflict = " ON CONFLICT DO NOTHING" if table == "pipeline_texts" else ""
+                statement, columns = _IMPORTS[table]
                 try:  # row by row: a refusal names its line (and aborts the transaction)
-                    await cur.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-                                      f"({','.join(['%s'] * len(columns))}){conflict}",
-                                      [row[c] for c in columns])
+                    await cur.execute(statement, [row[c] for c in columns])
                 except psycopg.errors.UniqueViolation:
                     msg = f"{source}:{line}: {row_name(table, row)} is already in this database"
                     raise StateStoreInvalid(f"{msg}; nothing was imported") from None
@@ -801,21 +757,14 @@ class PostgresStore(StateStore):
                                   "lease_generation = %s FOR NO KEY UPDATE",
                                   (lease.run_id, lease.owner, lease.generation))
             else:
-                provider, provider_url = run.provider or (None, None)
                 text_key = (None if run.pipeline_text is None
                             else await self._store_text(cur, run.pipeline_text))
-                await cur.execute(_RUN_UPDATE, {
-                    "status": run.status.value, "error": run.error,
-                    "waiting_for": run.waiting_for, "text_key": text_key,
-                    "running": run.status is RunStatus.RUNNING, "now": now,
-                    "finished": run.status.finished, "clear_cancel": run.clear_cancel,
-                    "release": run.release, "provider": provider,
-                    "provider_url": provider_url, "id": lease.run_id, "owner": lease.owner,
-                    "generation": lease.generation})
+                await cur.execute(_UPDATE_RUN, update_values(lease, run, now,
+                                                             text_key=text_key))
             if cur.rowcount != 1:
                 raise lease_lost(lease)
             if steps:
-                await cur.executemany(_STEP_UPSERT, [step_row(lease.run_id, s) for s in steps])
+                await cur.executemany(_UPSERT_STEP, [step_row(lease.run_id, s) for s in steps])
             await self._insert_events(cur, lease.run_id, now, events)
             if run is not None and run.release and run.status is RunStatus.QUEUED:
                 await self._notify(cur, WORK)  # put back in the queue: another worker's now

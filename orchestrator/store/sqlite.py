@@ -41,6 +41,7 @@ from orchestrator.store.policy import (
     no_such_batch,
     no_such_run,
     run_exists,
+    slot_grants,
     take_lease,
 )
 from orchestrator.store.records import (
@@ -69,7 +70,6 @@ from orchestrator.store.rows import (
     SHARED_TEXTS,
     STEP_COLUMNS,
     batch_record,
-    dumps,
     event_record,
     model_record,
     model_row,
@@ -84,7 +84,26 @@ from orchestrator.store.schema import (
     NEEDS_EXECUTOR,
     SCHEMA_VERSION,
 )
-from orchestrator.store.transfer import HISTORY, HistoryRow, row_name
+from orchestrator.store.statements import (
+    INSERT_BATCH,
+    INSERT_EVENT,
+    INSERT_RUN,
+    INSERT_SLOT,
+    INSERT_TEXT,
+    MOVE_SLOT,
+    STRAND_RUN,
+    TAKE_LEASE,
+    UPDATE_RUN,
+    UPSERT_MODEL,
+    UPSERT_SCHEDULE,
+    UPSERT_STEP,
+    batch_values,
+    event_values,
+    run_values,
+    schedule_values,
+    update_values,
+)
+from orchestrator.store.transfer import HISTORY, IMPORTS, HistoryRow, row_name
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -281,16 +300,9 @@ class SQLiteStore(StateStore):
 
         def insert(conn: sqlite3.Connection) -> tuple[BatchRecord, list[RunRecord]]:
             stored = {batch.pipeline_text: _store_text(conn, batch.pipeline_text)}
-            try:
-                conn.execute(
-                    f"INSERT INTO batches ({BATCH_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (batch.id, batch.pipeline_name, batch.pipeline_path, "",
-                     dumps(dict(batch.inputs)), batch.max_parallel, int(batch.fail_fast),
-                     len(cells), now, batch.schedule_id, batch.scheduled_for,
-                     stored[batch.pipeline_text]),
-                )
-            except sqlite3.IntegrityError:
-                raise batch_exists(batch.id) from None
+            if conn.execute(INSERT_BATCH, batch_values(
+                    batch, len(cells), now, text_key=stored[batch.pipeline_text])).rowcount != 1:
+                raise batch_exists(batch.id)
             for index, cell in enumerate(cells):
                 text = cell.pipeline_text
                 if text not in stored:  # cells share their batch's text (one dict lookup)
@@ -464,22 +476,14 @@ class SQLiteStore(StateStore):
 
         def acquire(conn: sqlite3.Connection) -> list[str]:
             conn.execute("DELETE FROM slots WHERE key = ? AND expires_at <= ?", (key, now))
-            held = {row[0] for row in conn.execute("SELECT holder FROM slots WHERE key = ?",
-                                                   (key,))}
-            granted = []
-            for holder, run_id in holders:
-                if holder in held:
-                    conn.execute("UPDATE slots SET owner = ?, expires_at = ? WHERE key = ? AND "
-                                 "holder = ?", (owner, now + ttl, key, holder))
-                elif len(held) < limit:
-                    conn.execute("INSERT INTO slots (key, holder, run_id, owner, acquired_at, "
-                                 "expires_at) VALUES (?,?,?,?,?,?)",
-                                 (key, holder, run_id, owner, now, now + ttl))
-                    held.add(holder)
-                else:
-                    continue
-                granted.append(holder)
-            return granted
+            held = [row[0] for row in conn.execute("SELECT holder FROM slots WHERE key = ?",
+                                                   (key,))]
+            grants = slot_grants(held, holders, limit)
+            conn.executemany(MOVE_SLOT, [(owner, now + ttl, key, holder)
+                                         for holder, _, kept in grants if kept])
+            conn.executemany(INSERT_SLOT, [(key, holder, run_id, owner, now, now + ttl)
+                                           for holder, run_id, kept in grants if not kept])
+            return [holder for holder, _, _ in grants]
 
         return await self._run(acquire, write=True) if holders else []
 
@@ -496,13 +500,7 @@ class SQLiteStore(StateStore):
         now = self.clock()
 
         def upsert(conn: sqlite3.Connection) -> ScheduleEntry:
-            conn.execute(
-                f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (?,?,?,?,?,?,?) "
-                "ON CONFLICT (id) DO UPDATE SET pipeline_name = excluded.pipeline_name, "
-                "pipeline_path = excluded.pipeline_path, cron = excluded.cron, "
-                "timezone = excluded.timezone, updated_at = excluded.updated_at",
-                (entry.id, entry.pipeline_name, entry.pipeline_path, entry.cron,
-                 entry.timezone, entry.last_fire, now))
+            conn.execute(UPSERT_SCHEDULE, schedule_values(entry, now))
             row = conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ?",
                                (entry.id,)).fetchone()
             return schedule_record(row)
@@ -531,10 +529,7 @@ class SQLiteStore(StateStore):
         stored = dataclasses.replace(entry, recorded_at=self.clock())
 
         def upsert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f"INSERT OR REPLACE INTO models ({MODEL_COLUMNS}) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                model_row(stored))
+            conn.execute(UPSERT_MODEL, model_row(stored))
 
         await self._run(upsert, write=True)
         return stored
@@ -562,12 +557,9 @@ class SQLiteStore(StateStore):
     async def import_history(self, rows: Iterable[HistoryRow], *, source: str) -> None:
         def insert(conn: sqlite3.Connection) -> None:
             for line, table, row in rows:
-                columns = [c for c in HISTORY[table] if not (table == "events" and c == "seq")]
-                verb = "INSERT OR IGNORE" if table == "pipeline_texts" else "INSERT"
+                statement, columns = IMPORTS[table]
                 try:
-                    conn.execute(f"{verb} INTO {table} ({', '.join(columns)}) VALUES "
-                                 f"({','.join('?' * len(columns))})",
-                                 [row[c] for c in columns])
+                    conn.execute(statement, [row[c] for c in columns])
                 except sqlite3.IntegrityError as exc:
                     msg = (f"{source}:{line}: {_refused(table, row, exc)}; nothing was "
                            "imported")
@@ -590,37 +582,15 @@ class SQLiteStore(StateStore):
                 held = conn.execute("SELECT count(*) FROM runs WHERE id = ? AND lease_owner = ? "
                                     "AND lease_generation = ?", fence).fetchone()[0]
             else:
-                cursor = conn.execute(
-                    "UPDATE runs SET status = ?, error = ?, waiting_for = ?, "
-                    "pipeline_hash = coalesce(?, pipeline_hash), "
-                    "started_at = CASE WHEN ? THEN coalesce(started_at, ?) ELSE started_at END, "
-                    "finished_at = CASE WHEN ? THEN ? ELSE NULL END, "
-                    "cancel_requested_at = CASE WHEN ? THEN NULL ELSE cancel_requested_at END, "
-                    "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
-                    "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END, "
-                    "provider = coalesce(?, provider), provider_url = coalesce(?, provider_url) "
-                    "WHERE id = ? AND lease_owner = ? AND lease_generation = ?",
-                    (run.status.value, run.error, run.waiting_for,
-                     None if run.pipeline_text is None else _store_text(conn, run.pipeline_text),
-                     run.status is RunStatus.RUNNING, now, run.status.finished, now,
-                     run.clear_cancel, run.release, run.release,
-                     *(run.provider or (None, None)), *fence),
-                )
+                text_key = (None if run.pipeline_text is None
+                             else _store_text(conn, run.pipeline_text))
+                cursor = conn.execute(UPDATE_RUN, update_values(lease, run, now,
+                                                                text_key=text_key))
                 held = cursor.rowcount
             if held != 1:
                 raise lease_lost(lease)
             if steps:
-                conn.executemany(
-                    f"INSERT INTO steps (run_id, {STEP_COLUMNS}) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status, "
-                    "attempt = excluded.attempt, outputs = excluded.outputs, "
-                    "checkpoint = excluded.checkpoint, error = excluded.error, "
-                    "started_at = excluded.started_at, finished_at = excluded.finished_at, "
-                    "retry_at = excluded.retry_at, config_hash = excluded.config_hash, "
-                    "waiting_for = excluded.waiting_for",
-                    [step_row(lease.run_id, s) for s in steps],
-                )
+                conn.executemany(UPSERT_STEP, [step_row(lease.run_id, s) for s in steps])
             _insert_events(conn, lease.run_id, now, events)
 
         await self._run(write, write=True)
@@ -666,27 +636,16 @@ def _texts(conn: sqlite3.Connection, hashes: Iterable[str | None]) -> dict[str, 
 def _store_text(conn: sqlite3.Connection, text: str) -> str:
     """Store `text` once (a no-op when it is there) and return its hash."""
     key = text_hash(text)
-    conn.execute("INSERT OR IGNORE INTO pipeline_texts (hash, text) VALUES (?, ?)", (key, text))
+    conn.execute(INSERT_TEXT, (key, text))
     return key
 
 
 def _insert_run(conn: sqlite3.Connection, run: NewRun, now: float, owner: str | None,
                 ttl: float, *, text_key: str) -> None:
     events = creation_events(run, owner)
-    try:
-        conn.execute(
-            "INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
-            "status, created_at, lease_owner, lease_generation, lease_expires_at, batch_id, "
-            "cell, matrix, schedule_id, scheduled_for, provider, provider_url, pipeline_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run.id, run.pipeline_name, run.pipeline_path, "",
-             dumps(dict(run.inputs)), run.status.value, now, owner,
-             0 if owner is None else 1, None if owner is None else now + ttl, run.batch_id,
-             run.cell, None if run.matrix is None else dumps(dict(run.matrix)),
-             run.schedule_id, run.scheduled_for, run.provider, run.provider_url, text_key),
-        )
-    except sqlite3.IntegrityError:
-        raise run_exists(run.id) from None
+    if conn.execute(INSERT_RUN, run_values(run, now, owner, ttl,
+                                           text_key=text_key)).rowcount != 1:
+        raise run_exists(run.id)
     _insert_events(conn, run.id, now, events)
 
 
@@ -697,15 +656,12 @@ def _take_lease(conn: sqlite3.Connection, run: RunRecord, owner: str, *, now: fl
     decided = take_lease(run, owner, now=now, ttl=ttl, max_recoveries=max_recoveries,
                          force=force)
     if isinstance(decided, Stranded):
-        conn.execute("UPDATE runs SET status = ?, lease_owner = NULL, lease_expires_at = "
-                     "NULL, recoveries = ?, finished_at = ? WHERE id = ?",
-                     (RunStatus.STRANDED.value, decided.recoveries, now, run.id))
+        conn.execute(STRAND_RUN, (RunStatus.STRANDED.value, decided.recoveries, now, run.id))
         _insert_events(conn, run.id, now, [decided.event])
         return decided.error
     lease = decided.lease
-    conn.execute("UPDATE runs SET lease_owner = ?, lease_generation = ?, "
-                 "lease_expires_at = ?, recoveries = ? WHERE id = ?",
-                 (owner, lease.generation, lease.expires_at, decided.recoveries, run.id))
+    conn.execute(TAKE_LEASE, (owner, lease.generation, lease.expires_at, decided.recoveries,
+                              run.id))
     _insert_events(conn, run.id, now, [decided.event])
     return lease
 
@@ -721,7 +677,4 @@ def _get_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord:
 def _insert_events(conn: sqlite3.Connection, run_id: str, now: float,
                    events: Sequence[NewEvent]) -> None:
     if events:
-        conn.executemany(
-            "INSERT INTO events (run_id, ts, kind, step_id, attempt, data) VALUES (?,?,?,?,?,?)",
-            [(run_id, now, e.kind, e.step_id, e.attempt, dumps(dict(e.data))) for e in events],
-        )
+        conn.executemany(INSERT_EVENT, event_values(run_id, now, events))

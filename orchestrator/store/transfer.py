@@ -29,8 +29,8 @@ from orchestrator.store.rows import (
     STEP_COLUMNS,
 )
 
-__all__ = ["FORMAT", "HISTORY", "MAX_LINE", "Exporter", "HistoryRow", "read_history",
-           "row_name"]
+__all__ = ["FORMAT", "HISTORY", "IMPORTS", "MAX_LINE", "Exporter", "HistoryRow",
+           "read_history", "row_name"]
 
 FORMAT = "orchestrator-state"
 VERSION = 1
@@ -53,6 +53,17 @@ HISTORY: dict[str, tuple[str, ...]] = {
 }
 """The tables a history holds, in the order they are written and read back, with their
 columns. Slots and leases are not history: they belong to the processes of the old database."""
+
+IMPORTS: dict[str, tuple[str, tuple[str, ...]]] = {}
+"""Per table, the statement that adds an imported row (SQLite's `?` parameters) and the
+columns it takes, in order: every column but an event's number, which the target gives anew;
+a pipeline text already there is the same text (its hash names it)."""
+for _table, _table_columns in HISTORY.items():
+    _taken = tuple(c for c in _table_columns if not (_table == "events" and c == "seq"))
+    IMPORTS[_table] = (f"INSERT INTO {_table} ({', '.join(_taken)}) VALUES "
+                       f"({','.join('?' * len(_taken))})"
+                       + (" ON CONFLICT DO NOTHING" if _table == "pipeline_texts" else ""),
+                       _taken)
 
 HistoryRow = tuple[int, str, dict[str, Any]]
 """(line number, table, row by column name)."""

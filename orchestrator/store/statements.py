@@ -1,0 +1,162 @@
+"""The writes both dialects run word for word, with the values each takes.
+
+Written once with SQLite's `?` parameters; PostgreSQL runs the same text through
+`format_style` (psycopg's `%s`). What differs between the dialects (locking, claiming,
+lists of ids, the schema's compare-and-set) stays in each backend; what they share cannot
+drift apart here: how a run is created, leased, parked, updated by a fenced commit, and how
+its steps, events, slots, schedules and models are written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from orchestrator.store.records import (
+    Lease,
+    NewBatch,
+    NewEvent,
+    NewRun,
+    RunStatus,
+    RunUpdate,
+    ScheduleEntry,
+)
+from orchestrator.store.rows import (
+    BATCH_COLUMNS,
+    MODEL_COLUMNS,
+    SCHEDULE_COLUMNS,
+    STEP_COLUMNS,
+    dumps,
+)
+
+__all__ = [
+    "INSERT_BATCH",
+    "INSERT_EVENT",
+    "INSERT_RUN",
+    "INSERT_SLOT",
+    "INSERT_TEXT",
+    "MOVE_SLOT",
+    "STRAND_RUN",
+    "TAKE_LEASE",
+    "UPDATE_RUN",
+    "UPSERT_MODEL",
+    "UPSERT_SCHEDULE",
+    "UPSERT_STEP",
+    "batch_values",
+    "event_values",
+    "format_style",
+    "run_values",
+    "schedule_values",
+    "update_values",
+]
+
+
+def _marks(columns: str) -> str:
+    return ",".join("?" * len(columns.split(",")))
+
+
+def _updates(columns: str, key: str) -> str:
+    names = [name.strip() for name in columns.split(",")]
+    return ", ".join(f"{name} = excluded.{name}" for name in names if name != key)
+
+
+INSERT_TEXT = "INSERT INTO pipeline_texts (hash, text) VALUES (?, ?) ON CONFLICT DO NOTHING"
+
+INSERT_RUN = (
+    "INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, status, "
+    "created_at, lease_owner, lease_generation, lease_expires_at, batch_id, cell, matrix, "
+    "schedule_id, scheduled_for, provider, provider_url, pipeline_hash) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING"
+)
+"""Nothing written (rowcount 0) when the id is taken: the caller raises RunExists."""
+
+INSERT_BATCH = (f"INSERT INTO batches ({BATCH_COLUMNS}) VALUES ({_marks(BATCH_COLUMNS)}) "
+                "ON CONFLICT (id) DO NOTHING")
+
+INSERT_EVENT = ("INSERT INTO events (run_id, ts, kind, step_id, attempt, data) "
+                "VALUES (?,?,?,?,?,?)")
+
+UPSERT_STEP = (
+    f"INSERT INTO steps (run_id, {STEP_COLUMNS}) VALUES (?,{_marks(STEP_COLUMNS)}) "
+    f"ON CONFLICT (run_id, step_id) DO UPDATE SET {_updates(STEP_COLUMNS, 'step_id')}"
+)
+"""A step's whole row (values: `rows.step_row`); an update keeps the row's first position."""
+
+TAKE_LEASE = ("UPDATE runs SET lease_owner = ?, lease_generation = ?, lease_expires_at = ?, "
+              "recoveries = ? WHERE id = ?")
+
+STRAND_RUN = ("UPDATE runs SET status = ?, lease_owner = NULL, lease_expires_at = NULL, "
+              "recoveries = ?, finished_at = ? WHERE id = ?")
+"""Parked as stranded (values: RunStatus.STRANDED, recoveries, now, id)."""
+
+UPDATE_RUN = (
+    "UPDATE runs SET status = ?, error = ?, waiting_for = ?, "
+    "pipeline_hash = coalesce(?, pipeline_hash), "
+    "started_at = CASE WHEN ? THEN coalesce(started_at, ?) ELSE started_at END, "
+    "finished_at = CASE WHEN ? THEN ? ELSE NULL END, "
+    "cancel_requested_at = CASE WHEN ? THEN NULL ELSE cancel_requested_at END, "
+    "lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END, "
+    "lease_expires_at = CASE WHEN ? THEN NULL ELSE lease_expires_at END, "
+    "provider = coalesce(?, provider), provider_url = coalesce(?, provider_url) "
+    "WHERE id = ? AND lease_owner = ? AND lease_generation = ?"
+)
+"""A fenced commit's run update: written only while the lease still holds (rowcount 1)."""
+
+INSERT_SLOT = ("INSERT INTO slots (key, holder, run_id, owner, acquired_at, expires_at) "
+               "VALUES (?,?,?,?,?,?)")
+
+MOVE_SLOT = "UPDATE slots SET owner = ?, expires_at = ? WHERE key = ? AND holder = ?"
+
+UPSERT_SCHEDULE = (
+    f"INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ({_marks(SCHEDULE_COLUMNS)}) "
+    "ON CONFLICT (id) DO UPDATE SET pipeline_name = excluded.pipeline_name, "
+    "pipeline_path = excluded.pipeline_path, cron = excluded.cron, "
+    "timezone = excluded.timezone, updated_at = excluded.updated_at"
+)
+"""A schedule's source; its `last_fire` is kept (only `advance_schedule` moves it)."""
+
+UPSERT_MODEL = (f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({_marks(MODEL_COLUMNS)}) "
+                f"ON CONFLICT (name) DO UPDATE SET {_updates(MODEL_COLUMNS, 'name')}")
+"""The registry's entry for a name, replaced whole (values: `rows.model_row`)."""
+
+
+def format_style(statement: str) -> str:
+    """`statement` with psycopg's `%s` parameters for SQLite's `?` (none of the statements
+    holds a literal `?` or `%`)."""
+    assert "%" not in statement
+    return statement.replace("?", "%s")
+
+
+def run_values(run: NewRun, now: float, owner: str | None, ttl: float, *,
+               text_key: str) -> tuple[Any, ...]:
+    """INSERT_RUN's values: a new run, leased to `owner` for `ttl` if given (generation 1)."""
+    return (run.id, run.pipeline_name, run.pipeline_path, "", dumps(dict(run.inputs)),
+            run.status.value, now, owner, 0 if owner is None else 1,
+            None if owner is None else now + ttl, run.batch_id, run.cell,
+            None if run.matrix is None else dumps(dict(run.matrix)), run.schedule_id,
+            run.scheduled_for, run.provider, run.provider_url, text_key)
+
+
+def batch_values(batch: NewBatch, cells: int, now: float, *, text_key: str) -> tuple[Any, ...]:
+    return (batch.id, batch.pipeline_name, batch.pipeline_path, "", dumps(dict(batch.inputs)),
+            batch.max_parallel, batch.fail_fast, cells, now, batch.schedule_id,
+            batch.scheduled_for, text_key)
+
+
+def event_values(run_id: str, now: float, events: Sequence[NewEvent]) -> list[tuple[Any, ...]]:
+    return [(run_id, now, e.kind, e.step_id, e.attempt, dumps(dict(e.data))) for e in events]
+
+
+def update_values(lease: Lease, run: RunUpdate, now: float, *,
+                  text_key: str | None) -> tuple[Any, ...]:
+    """UPDATE_RUN's values (`text_key`: the hash of a new pipeline text, stored first)."""
+    return (run.status.value, run.error, run.waiting_for, text_key,
+            run.status is RunStatus.RUNNING, now, run.status.finished, now,
+            run.clear_cancel, run.release, run.release, *(run.provider or (None, None)),
+            lease.run_id, lease.owner, lease.generation)
+
+
+def schedule_values(entry: ScheduleEntry, now: float) -> tuple[Any, ...]:
+    return (entry.id, entry.pipeline_name, entry.pipeline_path, entry.cron, entry.timezone,
+            entry.last_fire, now)
+
