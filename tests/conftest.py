@@ -44,6 +44,17 @@ POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:
 """The machine's PostgreSQL server (`.ci/run` starts it); each test gets a schema of its own."""
 
 
+def pg_rows(url: str, query: str) -> list[tuple[object, ...]]:
+    """Run `query` in the schema a `postgres_url` names, as another client would; its rows
+    (none for a statement that returns none)."""
+    import psycopg
+
+    schema = url.rpartition("schema=")[2]
+    with psycopg.connect(POSTGRES, autocommit=True, options=f"-c search_path={schema}") as conn:
+        cursor = conn.execute(query)
+        return cursor.fetchall() if cursor.description else []
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A state URL naming a fresh schema of the test database, dropped after the test."""

@@ -15,7 +15,7 @@ import pytest
 from tests.cli.helpers import popen, start_service, state, wait_for, wait_for_state
 from tests.cli.test_finetune_pipelines import FAST, LORA, local_count
 from tests.conftest import CLI, REPO, write
-from tests.engine.harness import max_overlap
+from tests.engine.harness import held_spans, max_overlap
 
 SWEEP = REPO / "pipelines" / "sweep.yaml"
 GATE = """
@@ -97,15 +97,9 @@ def test_a_sweep_killed_and_failing_resumes_to_green_without_relaunching(
 
 def job_spans(tmp_path: Path) -> list[tuple[float, float]]:
     """Per run, [the launch slot acquired, released] from the event log."""
-    rows = state(tmp_path, "SELECT run_id, kind, ts FROM events WHERE step_id = 'launch' AND "
-                           "kind IN ('slot_acquired', 'slot_released') ORDER BY seq")
-    spans, opened = [], {}
-    for run_id, kind, ts in rows:
-        if kind == "slot_acquired":
-            opened[run_id] = float(str(ts))
-        elif run_id in opened:
-            spans.append((opened.pop(run_id), float(str(ts))))
-    return spans
+    return held_spans(state(tmp_path, "SELECT run_id, kind, ts FROM events WHERE step_id = "
+                                      "'launch' AND kind IN ('slot_acquired', 'slot_released') "
+                                      "ORDER BY seq"))
 
 
 LIMITED = """

@@ -8,31 +8,22 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import signal
 import sqlite3
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.cli.helpers import Service, start_service, wait_for
 from tests.cli.test_finetune_pipelines import LORA
-from tests.conftest import CLI, POSTGRES, REPO, write
-from tests.engine.harness import max_overlap
+from tests.conftest import CLI, REPO, pg_rows, write
+from tests.engine.harness import held_spans, max_overlap
 from tests.localapi.test_server import KEY, free_port, serving
 
-
-def pg(url: str, query: str) -> list[tuple[object, ...]]:
-    """Rows from the fleet's state database (the schema the URL names)."""
-    schema = url.rpartition("schema=")[2]
-    with psycopg.connect(POSTGRES, autocommit=True, options=f"-c search_path={schema}") \
-            as conn:
-        try:
-            return conn.execute(query).fetchall()  # type: ignore[arg-type]
-        except psycopg.errors.UndefinedTable:
-            return []
+pg = pg_rows
 
 
 def api_rows(tmp_path: Path, query: str) -> list[tuple[object, ...]]:
@@ -49,19 +40,11 @@ def succeeded(url: str) -> int:
 
 
 def slot_spans(url: str, key: str) -> list[tuple[float, float]]:
-    """When each run held a slot of `key`, from the event log: from its first acquisition to
-    its release (a run taken over re-acquires its own slot, which is not a second holder)."""
-    spans, opened = [], {}
-    for run_id, kind, ts, data in pg(url, "SELECT run_id, kind, ts, data FROM events WHERE "
-                                          "kind IN ('slot_acquired', 'slot_released') "
-                                          "ORDER BY ts, seq"):
-        if json.loads(str(data)).get("key") != key:
-            continue
-        if kind == "slot_acquired":
-            opened.setdefault(run_id, float(str(ts)))
-        elif run_id in opened:
-            spans.append((opened.pop(run_id), float(str(ts))))
-    return spans
+    """When each run held a slot of `key`, from the event log."""
+    rows = pg(url, "SELECT run_id, kind, ts, data FROM events WHERE kind IN "
+                   "('slot_acquired', 'slot_released') ORDER BY ts, seq")
+    return held_spans([(run_id, kind, ts) for run_id, kind, ts, data in rows
+                       if json.loads(str(data)).get("key") == key])
 
 
 SLEEPY = """
@@ -116,8 +99,10 @@ def test_three_workers_share_the_queue_and_a_key_limit_and_every_view_works(
     assert "status=succeeded" in followed
     assert batch in cli("batches", env=env, check_code=0).stdout
     assert "6 succeeded" in cli("show", batch, env=env, check_code=0).stdout
-    cli("models", env=env, check_code=0)
-    cli("schedules", str(tmp_path / "sleepy.yaml"), env=env, check_code=0)
+    nightly = write(tmp_path / "nightly.yaml", SLEEPY.replace(
+        "name: sleepy\n", "name: nightly\nschedule: {cron: '0 3 * * *', timezone: UTC}\n"))
+    listed = cli("schedules", str(nightly), env=env, check_code=0).stdout
+    assert re.search(r"nightly\s+0 3 \* \* \*\s+UTC", listed), listed
 
 
 @pytest.mark.slow
@@ -160,6 +145,7 @@ def test_chaos_workers_killed_at_random_lose_nothing_and_launch_nothing_twice(
         finally:
             for worker in workers:
                 worker.stop()
+        models = cli("models", "--limit", "100", env=env, check_code=0).stdout
         jobs = api_rows(tmp_path, "SELECT id FROM finetunes")
         files = api_rows(tmp_path, "SELECT id FROM files")
     assert len(killed) >= 4, "the chaos was real"
@@ -170,6 +156,7 @@ def test_chaos_workers_killed_at_random_lose_nothing_and_launch_nothing_twice(
     assert sorted(str(job) for (job,) in jobs) == job_ids and len(set(job_ids)) == runs, \
         "a fine-tune was launched twice (or one was lost)"
     assert len(files) == 2, files
+    assert len(models.splitlines()) == runs + 1  # a header and each run's model
     # A run's lease moves only from a worker that was killed to another one.
     leases = pg(postgres_url, "SELECT run_id, data FROM events WHERE kind = 'lease_acquired' "
                               "ORDER BY run_id, seq")

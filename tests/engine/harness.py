@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from orchestrator.store.records import EventRecord
 from orchestrator.testing import Harness, wait_until
 
-__all__ = ["Harness", "intervals", "max_overlap", "wait_until"]
+__all__ = ["Harness", "held_spans", "intervals", "max_overlap", "wait_until"]
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
@@ -18,6 +20,20 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
         current += change
         most = max(most, current)
     return most
+
+
+def held_spans(rows: Iterable[tuple[object, object, object]]) -> list[tuple[float, float]]:
+    """When each run held a slot, from (run id, kind, ts) rows of `slot_acquired` and
+    `slot_released` events in time order: from its first acquisition to its release (a run
+    taken over re-acquires its own slot, which is not a second holder)."""
+    spans: list[tuple[float, float]] = []
+    opened: dict[object, float] = {}
+    for run_id, kind, ts in rows:
+        if kind == "slot_acquired":
+            opened.setdefault(run_id, float(str(ts)))
+        elif run_id in opened:
+            spans.append((opened.pop(run_id), float(str(ts))))
+    return spans
 
 
 def intervals(events: list[EventRecord], start: str, end: str,

@@ -21,7 +21,7 @@ from orchestrator.store.records import (
     StepStatus,
 )
 from orchestrator.testing import wait_until
-from tests.conftest import POSTGRES
+from tests.conftest import POSTGRES, pg_rows
 
 TTL = 30.0
 
@@ -34,11 +34,7 @@ def schema_of(url: str) -> str:
     return url.rpartition("schema=")[2]
 
 
-def sql(url: str, query: str) -> list[tuple[object, ...]]:
-    with psycopg.connect(POSTGRES, autocommit=True, options=f"-c search_path={schema_of(url)}") \
-            as conn:
-        cursor = conn.execute(query)  # type: ignore[arg-type]
-        return cursor.fetchall() if cursor.description else []
+sql = pg_rows
 
 
 async def test_a_fleet_starting_at_once_migrates_the_schema_once(postgres_url: str) -> None:
@@ -73,8 +69,8 @@ async def test_a_schema_from_a_newer_version_is_refused_and_left_alone(postgres_
 async def test_someone_elses_runs_table_is_refused_and_left_alone(postgres_url: str) -> None:
     schema = schema_of(postgres_url)
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")  # type: ignore[arg-type]
-        conn.execute(f"CREATE TABLE {schema}.runs (x int)")  # type: ignore[arg-type]
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.runs (x int)")
     with pytest.raises(StateStoreInvalid, match="already has a table 'runs' that is not an "
                                                 "orchestrator's; it was left untouched"):
         async with open_store(postgres_url):
@@ -165,29 +161,43 @@ async def test_a_stalled_executor_cannot_write_once_another_took_the_run(postgre
 
 
 async def test_event_numbers_follow_commit_order_for_a_follower(postgres_url: str) -> None:
-    """An executor committing while another process asks to cancel the same run: a reader
-    paging by `seq` (as `logs --follow` does) sees every event, none skipped."""
-    async with open_store(postgres_url) as executor, open_store(postgres_url) as other:
+    """Three tasks of the executor committing at once (three pooled connections) while
+    another process asks to cancel the same run: a reader paging by `seq`, as `logs --follow`
+    does, sees every event, none skipped (an event numbered before another but committed
+    after it would be)."""
+    async with open_store(postgres_url) as executor, open_store(postgres_url) as other, \
+            open_store(postgres_url) as reader:
         await executor.create_run(queued("r-1"))
         lease = await executor.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
         seen: list[int] = []
+        writing = 4
 
-        async def follow(done: anyio.Event) -> None:
+        async def commits(n: int) -> None:
+            nonlocal writing
+            for i in range(60):
+                await executor.commit(lease, events=[NewEvent("progress", data={"n": n, "i": i})])
+            writing -= 1
+
+        async def cancels() -> None:
+            nonlocal writing
+            for _ in range(60):
+                await other.request_cancel(["r-1"])
+            writing -= 1
+
+        async def follow() -> None:
             after = 0
-            while not done.is_set() or await other.get_events("r-1", after=after):
-                for event in await other.get_events("r-1", after=after):
+            while writing or await reader.get_events("r-1", after=after):
+                for event in await reader.get_events("r-1", after=after):
                     seen.append(event.seq)
                     after = event.seq
 
-        done = anyio.Event()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(follow, done)
-            for i in range(40):
-                await executor.commit(lease, events=[NewEvent("step_progress", data={"i": i})])
-                if i % 4 == 0:
-                    await other.request_cancel(["r-1"])
-            done.set()
-        stored = [event.seq for event in await other.get_events("r-1")]
+            tg.start_soon(follow)
+            for n in range(3):
+                tg.start_soon(commits, n)
+            tg.start_soon(cancels)
+        stored = [event.seq for event in await reader.get_events("r-1")]
+        assert len(stored) > 240
         assert seen == stored
 
 
