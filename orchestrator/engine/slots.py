@@ -88,10 +88,16 @@ class SlotPool:
                             ) -> None:
         """The grant loop; runs in the orchestrator's task group."""
         async with anyio.create_task_group() as tg:
-            # A store that announces freed slots (PostgreSQL) serves waiters at once.
-            tg.start_soon(self._store.watch, SLOTS, self._wake_up, name="watch for slots")
             task_status.started()
+            watching: anyio.CancelScope | None = None
             while True:
+                # A store that announces freed slots (PostgreSQL) serves waiters at once; it
+                # is listened to only while someone waits (a connection of its own).
+                if self._waiting and watching is None:
+                    watching = await tg.start(self._watch_slots)
+                elif not self._waiting and watching is not None:
+                    watching.cancel()
+                    watching = None
                 timeout = self._poll_interval if self._waiting else math.inf
                 with anyio.move_on_after(timeout):
                     await self._wake.wait()
@@ -103,9 +109,13 @@ class SlotPool:
                         self._log.warning("could not grant concurrency slots", key=key,
                                           error=f"{type(exc).__name__}: {exc}")
 
+    async def _watch_slots(self, *, task_status: TaskStatus[anyio.CancelScope]) -> None:
+        with anyio.CancelScope() as scope:
+            task_status.started(scope)
+            await self._store.watch(SLOTS, self._wake_up)
+
     def _wake_up(self) -> None:
-        if self._waiting:
-            self._wake.set()
+        self._wake.set()  # the event of the loop's current wait (it is replaced after each)
 
     async def _grant(self, key: str) -> None:
         queue = self._waiting.get(key, [])

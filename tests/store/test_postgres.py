@@ -220,3 +220,38 @@ async def test_a_queued_run_wakes_a_watching_worker(postgres_url: str) -> None:
             await wait_until(lambda: counted(2, 2), what="the free slot announced")
             assert woken.count("work") == 2
             tg.cancel_scope.cancel()
+
+
+async def test_a_slot_given_back_elsewhere_reaches_a_waiter_without_polling(
+        postgres_url: str) -> None:
+    """A process waiting for a key's slot (polling only every minute) gets it as soon as
+    another process gives it back: the pool listens while it has waiters, and only then."""
+    from orchestrator.engine.slots import SlotPool
+
+    async with open_store(postgres_url) as here, open_store(postgres_url) as there:
+        pool = SlotPool(here, "here", ttl=TTL, poll_interval=60.0)
+        assert await there.acquire_slots("gpu", 1, [("theirs", "r-0")], owner="there",
+                                         ttl=TTL) == ["theirs"]
+        async with anyio.create_task_group() as tg:
+            await tg.start(pool.grant_forever)
+            assert not await _listening(postgres_url), "no waiter, yet a connection listens"
+            got = anyio.Event()
+
+            async def wait_for_slot() -> None:
+                await pool.acquire("gpu", 1, holder="mine", run_id="r-1")
+                got.set()
+
+            tg.start_soon(wait_for_slot)
+            # Given back once the waiter is queued and the pool listens (the pool's first
+            # attempt failed, so it waits; the listener wakes it once on connecting).
+            await wait_until(lambda: _listening(postgres_url), what="the pool listens")
+            await there.release_slot("gpu", "theirs", owner="there")
+            with anyio.fail_after(5):
+                await got.wait()
+            tg.cancel_scope.cancel()
+
+
+async def _listening(url: str) -> bool:
+    channel = f"orchestrator.{url.rpartition('schema=')[2]}"
+    return bool(sql(url, "SELECT 1 FROM pg_stat_activity WHERE query = "
+                         f"'LISTEN \"{channel}\"'"))
