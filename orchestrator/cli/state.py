@@ -93,6 +93,5 @@ def _import(settings: Settings, source: str, where: str) -> int:
 
 
 def _counted(counts: dict[str, int]) -> str:
-    shown = [f"{n} {table.replace('_', ' ')}" for table, n in counts.items()
-             if table in ("runs", "batches", "steps", "events", "schedules", "models")]
-    return ", ".join(shown)
+    """The rows of each table as a person counts them (texts are part of runs)."""
+    return ", ".join(f"{n} {table}" for table, n in counts.items() if table != "pipeline_texts")
