@@ -36,6 +36,7 @@ __all__ = [
     "INSERT_SLOT",
     "INSERT_TEXT",
     "MOVE_SLOT",
+    "STEP_CONFLICT",
     "STRAND_RUN",
     "TAKE_LEASE",
     "UPDATE_RUN",
@@ -76,9 +77,13 @@ INSERT_BATCH = (f"INSERT INTO batches ({BATCH_COLUMNS}) VALUES ({_marks(BATCH_CO
 INSERT_EVENT = ("INSERT INTO events (run_id, ts, kind, step_id, attempt, data) "
                 "VALUES (?,?,?,?,?,?)")
 
+STEP_CONFLICT = (
+    f"ON CONFLICT (run_id, step_id) DO UPDATE SET {_updates(STEP_COLUMNS, 'step_id')}")
+"""A stored step's row is replaced whole, in place (it keeps its first position)."""
+
 UPSERT_STEP = (
     f"INSERT INTO steps (run_id, {STEP_COLUMNS}) VALUES (?,{_marks(STEP_COLUMNS)}) "
-    f"ON CONFLICT (run_id, step_id) DO UPDATE SET {_updates(STEP_COLUMNS, 'step_id')}"
+    f"{STEP_CONFLICT}"
 )
 """A step's whole row (values: `rows.step_row`); an update keeps the row's first position."""
 

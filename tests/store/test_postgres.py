@@ -255,3 +255,29 @@ async def _listening(url: str) -> bool:
     channel = f"orchestrator.{url.rpartition('schema=')[2]}"
     return bool(sql(url, "SELECT 1 FROM pg_stat_activity WHERE query = "
                          f"'LISTEN \"{channel}\"'"))
+
+
+async def test_connections_the_server_dropped_are_replaced_before_use(postgres_url: str
+                                                                      ) -> None:
+    """Every connection of the store's pool terminated by the server (a restart, an admin):
+    the next writes and reads work, on new connections, and nothing is lost."""
+    schema = schema_of(postgres_url)
+    async with open_store(postgres_url) as store:
+        await store.create_run(queued("r-1"))
+        lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+        before = sql(postgres_url, "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                   f"'orchestrator {schema}'")
+        assert before
+        sql(postgres_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                          f"application_name = 'orchestrator {schema}'")
+        await wait_until(lambda: _gone(postgres_url, before), what="the backends ended")
+        await store.commit(lease, events=[NewEvent("after_the_drop")])
+        assert [e.kind for e in await store.get_events("r-1")][-1] == "after_the_drop"
+        after = sql(postgres_url, "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                  f"'orchestrator {schema}'")
+        assert after and not set(after) & set(before)
+
+
+async def _gone(url: str, pids: list[tuple[object, ...]]) -> bool:
+    wanted = ",".join(str(pid) for (pid,) in pids)
+    return not sql(url, f"SELECT 1 FROM pg_stat_activity WHERE pid IN ({wanted})")
