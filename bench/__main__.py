@@ -3,7 +3,8 @@
 Each benchmark can also run alone (each takes --help): `python -m bench.engine_overhead`,
 `python -m bench.waiting`, `python -m bench.localapi_status`, `python -m bench.finetune_runs`,
 `python -m bench.sweep` (about 5 minutes: ten waves of 30 s jobs), `python -m bench.serve_idle`,
-`python -m bench.startup`, `python -m bench.hostile`.
+`python -m bench.startup`, `python -m bench.hostile`, `python -m bench.fleet` (worker processes
+on SQLite and on the machine's PostgreSQL: a few minutes, most of it starting 10,000 runs).
 Figures are medians of several runs; the machines these run on are shared, so run twice
 before believing a change.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from bench import (
     engine_overhead,
     finetune_runs,
+    fleet,
     hostile,
     localapi_status,
     serve_idle,
@@ -25,7 +27,7 @@ from bench import (
 def main() -> None:
     rows = []
     for module in (engine_overhead, waiting, localapi_status, finetune_runs, sweep, serve_idle,
-                   startup, hostile):
+                   startup, hostile, fleet):
         rows += module.main([])
         print()
     print("summary")

@@ -10,6 +10,7 @@ alone cells that succeeded or that another process is executing right now.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import anyio
 from orchestrator.engine.executor import RunOutcome
 from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.engine.plan import ResumePlan
+from orchestrator.engine.rungroup import RunGroup
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.store.records import BatchRecord, Lease, RunRecord, RunStatus, StepRecord
 
@@ -66,8 +68,14 @@ async def execute_cells(orch: Orchestrator, plans: Sequence[ResumePlan], *, fail
                     orch.cancel_soon(other.run.id)
 
     async with anyio.create_task_group() as tg:
+        cells = RunGroup(tg)
         for plan in plans:
-            tg.start_soon(one, plan, name=f"cell {plan.run.id}")
+            cells.start(f"cell {plan.run.id}", functools.partial(one, plan))
+        try:
+            await cells.wait()
+        finally:  # interrupted: every cell stops and saves its state, a few at a time
+            with anyio.CancelScope(shield=True):
+                await cells.stop()
     return [outcomes[plan.run.id] for plan in plans]
 
 

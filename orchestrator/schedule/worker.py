@@ -13,12 +13,15 @@ their remote jobs left running: the next worker picks them up where they were.
 
 from __future__ import annotations
 
+import functools
 import math
+from contextlib import suppress
 
 import anyio
 from anyio.abc import TaskStatus
 
 from orchestrator.engine.orchestrator import Orchestrator
+from orchestrator.engine.rungroup import RunGroup
 from orchestrator.errors import ConfigError, LeaseLost, RunBusy, RunStranded
 from orchestrator.log import get_logger
 from orchestrator.owners import owner_is_dead
@@ -36,7 +39,6 @@ class Worker:
         self._orch = orch
         self._max_runs = max_runs
         self._poll_interval = poll_interval
-        self._active: set[str] = set()
         self._freed = anyio.Event()
         self._log = get_logger()
         self.finished: list[tuple[str, RunStatus]] = []
@@ -45,23 +47,27 @@ class Worker:
     async def run_forever(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                           ) -> None:
         async with anyio.create_task_group() as tg:
+            runs = RunGroup(tg)
             # A store that announces queued runs (PostgreSQL) wakes the loop at once.
             tg.start_soon(self._orch.store.watch, WORK, self._wake, name="watch for work")
             task_status.started()
-            while True:
-                await self.claim_once(tg)
-                timeout = self._poll_interval if len(self._active) < self._max_runs \
-                    else math.inf
-                with anyio.move_on_after(timeout):
-                    await self._freed.wait()
-                self._freed = anyio.Event()
+            try:
+                while True:
+                    await self.claim_once(runs)
+                    timeout = self._poll_interval if len(runs) < self._max_runs else math.inf
+                    with anyio.move_on_after(timeout):
+                        await self._freed.wait()
+                    self._freed = anyio.Event()
+            finally:  # stopped: every run put back in the queue, a few at a time
+                with anyio.CancelScope(shield=True):
+                    await runs.stop()
 
     def _wake(self) -> None:
         self._freed.set()
 
-    async def claim_once(self, tg: anyio.abc.TaskGroup) -> list[str]:
-        """Claim as many runs as there is room for and start them in `tg`; their ids."""
-        room = self._max_runs - len(self._active)
+    async def claim_once(self, runs: RunGroup) -> list[str]:
+        """Claim as many runs as there is room for and start them in `runs`; their ids."""
+        room = self._max_runs - len(runs)
         if room <= 0:
             return []
         try:
@@ -76,8 +82,7 @@ class Worker:
             self._log.warning("could not claim runs", error=f"{type(exc).__name__}: {exc}")
             return []
         for lease in leases:
-            self._active.add(lease.run_id)
-            tg.start_soon(self._execute, lease, name=f"run {lease.run_id}")
+            runs.start(f"run {lease.run_id}", functools.partial(self._execute, lease))
         return [lease.run_id for lease in leases]
 
     async def _execute(self, lease: Lease) -> None:
@@ -104,6 +109,9 @@ class Worker:
             log.warning("run left to another executor", error=str(exc))
         except Exception as exc:  # one run's trouble must not stop the worker
             log.exception("executing the run failed", error=f"{type(exc).__name__}: {exc}")
+            # Give the run back: held, its lease would be renewed by this process's heartbeat
+            # for as long as it lives, and no one would execute it.
+            with anyio.CancelScope(shield=True), suppress(Exception):
+                await self._orch.store.release_lease(lease)
         finally:
-            self._active.discard(lease.run_id)
             self._freed.set()

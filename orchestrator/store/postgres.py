@@ -108,7 +108,7 @@ from orchestrator.store.urls import shown_url
 __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
-_ONE_STATEMENT = contextlib.nullcontext()
+_ONE_STATEMENT = _NO_QUEUE = contextlib.nullcontext()
 """An autocommit connection runs a lone statement in a transaction of its own."""
 Cursor = psycopg.AsyncCursor[DictRow]
 
@@ -122,8 +122,9 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 _ATTEMPTS = 4
 _POOL_SIZE = 4
-"""Connections per process: an executor's commits are short, and a fleet of many processes
-must stay well inside the server's max_connections (100 by default)."""
+"""Connections per process for the work (an executor's commits are short, and a fleet of many
+processes must stay well inside the server's max_connections, 100 by default), plus one kept
+for the lease heartbeat, which must never queue behind them."""
 
 CLAIMABLE = (
     f"{NEEDS_EXECUTOR} AND (lease_owner IS NULL OR lease_expires_at <= %s OR "
@@ -226,6 +227,10 @@ class PostgresStore(StateStore):
         self._synchronous = "on" if durability == "machine" else "off"
         self._busy_timeout = busy_timeout
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] | None = None
+        self._turns: anyio.CapacityLimiter | None = None
+        """Transactions take turns here before they take a connection: a worker starting
+        thousands of runs at once queues them in order for as long as that takes, while the
+        pool's own timeout (busy_timeout) still catches a server that stopped answering."""
         self._channel = "orchestrator" if self._schema is None else f"orchestrator.{self._schema}"
         self._log = get_logger()
 
@@ -250,7 +255,7 @@ class PostgresStore(StateStore):
             msg = f"state database {self.shown} cannot be used: {_one_line(exc)}"
             raise StateStoreInvalid(msg) from None
         pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
-            self._conninfo, min_size=1, max_size=_POOL_SIZE, open=False,
+            self._conninfo, min_size=1, max_size=_POOL_SIZE + 1, open=False,
             kwargs={"row_factory": dict_row, "autocommit": True},
             configure=self._configure, check=_still_connected,
             timeout=self._busy_timeout, name="orchestrator-state")
@@ -261,6 +266,7 @@ class PostgresStore(StateStore):
             msg = f"state database {self.shown}: no connection within {self._busy_timeout:g}s"
             raise StateStoreInvalid(msg) from None
         self._pool = pool
+        self._turns = anyio.CapacityLimiter(_POOL_SIZE)
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Per connection: how long to wait for a row lock, and what a commit waits for."""
@@ -334,14 +340,15 @@ class PostgresStore(StateStore):
     # -- running transactions ---------------------------------------------------------------
 
     async def _tx(self, fn: Callable[[Cursor], Awaitable[T]], *,
-                  transaction: bool = True) -> T:
+                  transaction: bool = True, urgent: bool = False) -> T:
         """Run `fn` in a transaction (or, for one statement, in its own), again if the server
-        broke a deadlock by aborting it."""
+        broke a deadlock by aborting it. `urgent` skips the queue (the lease heartbeat)."""
         self._check_open()
-        assert self._pool is not None
+        assert self._pool is not None and self._turns is not None
+        turn = _NO_QUEUE if urgent else self._turns
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with self._pool.connection() as conn, \
+                async with turn, self._pool.connection() as conn, \
                         (conn.transaction() if transaction else _ONE_STATEMENT), \
                         conn.cursor() as cur:
                     return await fn(cur)
@@ -616,7 +623,7 @@ class PostgresStore(StateStore):
                 "RETURNING id", (expires, owner, owner))
             return {row["id"] for row in await cur.fetchall()}
 
-        return await self._tx(renew)
+        return await self._tx(renew, urgent=True)  # late, it would lose every lease at once
 
     async def release_lease(self, lease: Lease) -> None:
         async def release(cur: Cursor) -> None:
@@ -754,7 +761,8 @@ class PostgresStore(StateStore):
     async def export_history(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
         self._check_open()
         assert self._pool is not None
-        async with self._pool.connection() as conn:
+        assert self._turns is not None
+        async with self._turns, self._pool.connection() as conn:
             await conn.set_autocommit(False)
             try:
                 # One snapshot for every table; rows streamed, never all held at once.

@@ -281,3 +281,28 @@ async def test_connections_the_server_dropped_are_replaced_before_use(postgres_u
 async def _gone(url: str, pids: list[tuple[object, ...]]) -> bool:
     wanted = ",".join(str(pid) for (pid,) in pids)
     return not sql(url, f"SELECT 1 FROM pg_stat_activity WHERE pid IN ({wanted})")
+
+
+async def test_a_burst_of_work_queues_for_its_turn_instead_of_failing(postgres_url: str
+                                                                      ) -> None:
+    """A worker starting thousands of runs at once: 1,500 transactions at the same moment on
+    a store whose busy_timeout is half a second all succeed, in turn (the wait for a
+    connection of one's own process is progress, not a lock someone else holds), and the
+    lease heartbeat is not stuck behind them."""
+    async with open_store(postgres_url, busy_timeout=0.5) as store:
+        created: list[str] = []
+        renewed: list[float] = []
+
+        async def create(n: int) -> None:
+            created.append((await store.create_run(queued(f"r-{n:04d}"))).id)
+
+        async def heartbeat(started: float) -> None:
+            await store.renew_leases("me", ttl=TTL)
+            renewed.append(anyio.current_time() - started)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(1500):
+                tg.start_soon(create, n)
+            tg.start_soon(heartbeat, anyio.current_time())
+        assert len(created) == 1500
+        assert renewed[0] < 0.5, "the heartbeat waited behind the burst"
