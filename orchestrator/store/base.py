@@ -40,12 +40,14 @@ from orchestrator.store.records import (
 )
 from orchestrator.store.transfer import HistoryRow
 
-__all__ = ["SLOTS", "WORK", "StateStore"]
+__all__ = ["CANCEL", "SLOTS", "WORK", "StateStore"]
 
 WORK = "work"
 """The topic announced when a run needs an executor (queued, put back, cancel requested)."""
 SLOTS = "slots"
 """The topic announced when a concurrency slot is given back."""
+CANCEL = "cancel"
+"""The topic announced when a run's cancellation is requested."""
 
 class _State(enum.Enum):
     UNOPENED = "unopened"
@@ -55,6 +57,10 @@ class _State(enum.Enum):
 
 class StateStore(ABC):
     """Runs, steps, the append-only event log and leases. Use as `async with store:`."""
+
+    announces = False
+    """Whether `watch` wakes its callers (else they only poll): a store that announces
+    changes lets them poll rarely."""
 
     def __init__(self, url: str, *, clock: Clock = time.time) -> None:
         self.url = url
@@ -85,8 +91,8 @@ class StateStore(ABC):
     async def _open(self) -> None: ...
 
     async def watch(self, topic: str, wake: Callable[[], None]) -> None:
-        """Call `wake` whenever another process announces `topic` (WORK or SLOTS), until
-        cancelled.
+        """Call `wake` whenever another process announces `topic` (WORK, SLOTS or CANCEL),
+        until cancelled.
 
         A store that cannot announce anything never calls it: its readers poll.
         """

@@ -44,7 +44,7 @@ from orchestrator.errors import RunStranded, StateStoreInvalid, StoreUnavailable
 from orchestrator.log import get_logger
 from orchestrator.redact import REDACTOR
 from orchestrator.store import statements
-from orchestrator.store.base import SLOTS, WORK, StateStore
+from orchestrator.store.base import CANCEL, SLOTS, WORK, StateStore
 from orchestrator.store.policy import (
     Stranded,
     batch_exists,
@@ -213,6 +213,8 @@ async def _still_connected(conn: psycopg.AsyncConnection[Any]) -> None:
 class PostgresStore(StateStore):
     """`StateStore` on a PostgreSQL database; see the module docstring."""
 
+    announces = True
+
     def __init__(self, url: str, *, durability: str = "process", busy_timeout: float = 10.0,
                  clock: Clock | None = None) -> None:
         super().__init__(url, **({"clock": clock} if clock else {}))
@@ -232,6 +234,10 @@ class PostgresStore(StateStore):
         thousands of runs at once queues them in order for as long as that takes, while the
         pool's own timeout (busy_timeout) still catches a server that stopped answering."""
         self._channel = "orchestrator" if self._schema is None else f"orchestrator.{self._schema}"
+        self._wakes: dict[str, list[Callable[[], None]]] = {}
+        """What to call when a topic is announced, by topic (see `watch`)."""
+        self._listener: anyio.Event | None = None
+        """Set when the watcher running the LISTEN connection leaves; None: nobody runs it."""
         self._log = get_logger()
 
     # -- opening, checking and migrating the schema -----------------------------------------
@@ -367,6 +373,13 @@ class PostgresStore(StateStore):
                 raise self._unavailable(_one_line(exc)) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _read(self, fn: Callable[[Cursor], Awaitable[T]]) -> T:
+        """Run `fn`, which only reads, each statement on its own: no BEGIN and COMMIT around
+        it, a third of the trips through the driver (what a read costs here). What it reads
+        together needs no one snapshot: a run and its pipeline text (a text never changes),
+        or one statement."""
+        return await self._tx(fn, transaction=False)
+
     def _unavailable(self, why: str) -> StoreUnavailable:
         return StoreUnavailable(f"state database {self.shown}: {why}; nothing was written, "
                                 "try again")
@@ -378,20 +391,41 @@ class PostgresStore(StateStore):
     async def watch(self, topic: str, wake: Callable[[], None]) -> None:
         """Call `wake` whenever another process announces `topic`, until cancelled.
 
-        Also once after each (re)connection: what was announced while not listening is not
-        lost, only late. The server gone, it tries again every few seconds (the caller's
-        polling carries on meanwhile).
+        Every watcher of the process shares one LISTEN connection: the first to come runs it
+        and calls the others' wakes too; when it leaves, one that stays takes over. Each
+        watcher is also woken once after every (re)connection: what was announced while
+        nobody listened is not lost, only late.
         """
         self._check_open()
+        self._wakes.setdefault(topic, []).append(wake)
+        try:
+            while True:
+                if self._listener is None:
+                    self._listener = anyio.Event()
+                    try:
+                        await self._listen()
+                    finally:
+                        self._listener.set()  # gone: a watcher that stays takes over
+                        self._listener = None
+                else:
+                    await self._listener.wait()
+        finally:
+            self._wakes[topic].remove(wake)
+
+    async def _listen(self) -> None:
+        """LISTEN on the store's channel and wake the watchers of each topic announced. The
+        server gone, it tries again every few seconds (the callers' polling goes on)."""
         while True:
             try:
                 conn = await self._connect()
                 try:
                     await conn.execute(sql.SQL("LISTEN {}").format(
                         sql.Identifier(self._channel)))
-                    wake()
+                    for wakes in self._wakes.values():
+                        for wake in list(wakes):
+                            wake()
                     async for note in conn.notifies():
-                        if note.payload == topic:
+                        for wake in list(self._wakes.get(note.payload, ())):
                             wake()
                 finally:  # cancelled (the usual end): still closed, not left to the GC
                     with anyio.CancelScope(shield=True):
@@ -510,7 +544,7 @@ class PostgresStore(StateStore):
         return await self._tx(insert)
 
     async def get_batch(self, batch_id: str) -> BatchRecord:
-        return await self._tx(lambda cur: self._get_batch(cur, batch_id))
+        return await self._read(lambda cur: self._get_batch(cur, batch_id))
 
     async def list_batches(self, *, limit: int = 50) -> list[BatchRecord]:
         async def select(cur: Cursor) -> list[BatchRecord]:
@@ -520,10 +554,10 @@ class PostgresStore(StateStore):
             texts = await self._texts(cur, (row["pipeline_hash"] for row in rows))
             return [batch_record(row, texts) for row in rows]
 
-        return await self._tx(select)
+        return await self._read(select)
 
     async def get_run(self, run_id: str) -> RunRecord:
-        return await self._tx(lambda cur: self._get_run(cur, run_id))
+        return await self._read(lambda cur: self._get_run(cur, run_id))
 
     async def list_runs(self, *, limit: int | None = 50, batch_id: str | None = None,
                         schedule_id: str | None = None,
@@ -540,7 +574,7 @@ class PostgresStore(StateStore):
             clauses.append("status = ANY(%s)")
             params.append([s.value for s in statuses])
         order = "cell" if batch_id is not None else "created_at DESC, id DESC"
-        return await self._tx(lambda cur: self._runs(cur, " AND ".join(clauses) or "TRUE",
+        return await self._read(lambda cur: self._runs(cur, " AND ".join(clauses) or "TRUE",
                                                      params, order, limit))
 
     async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
@@ -549,7 +583,7 @@ class PostgresStore(StateStore):
                               "ORDER BY position", (run_id,))
             return {row["step_id"]: step_record(row) for row in await cur.fetchall()}
 
-        return await self._tx(select)
+        return await self._read(select)
 
     async def get_events(self, run_id: str, *, after: int = 0,
                          limit: int | None = None) -> list[EventRecord]:
@@ -558,7 +592,7 @@ class PostgresStore(StateStore):
                               "seq > %s ORDER BY seq LIMIT %s", (run_id, after, limit))
             return [event_record(row) for row in await cur.fetchall()]
 
-        return await self._tx(select)
+        return await self._read(select)
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -608,7 +642,7 @@ class PostgresStore(StateStore):
                               "NULL AND lease_expires_at > %s", (now,))
             return {row["lease_owner"] for row in await cur.fetchall()}
 
-        return await self._tx(select)
+        return await self._read(select)
 
     async def renew_leases(self, owner: str, *, ttl: float) -> set[str]:
         expires = self.clock() + ttl
@@ -653,7 +687,8 @@ class PostgresStore(StateStore):
             for run_id in marked:
                 await self._insert_events(cur, run_id, now, [NewEvent("cancel_requested")])
             if marked:
-                await self._notify(cur, WORK)
+                await self._notify(cur, CANCEL)  # to the process executing it, if any
+                await self._notify(cur, WORK)  # else to a worker, to carry it out
             found = {r.id: r for r in await self._runs(cur, "id = ANY(%s)", (marked,), "id",
                                                        None)}
             order = [run_id for run_id in dict.fromkeys(run_ids) if run_id in found]
@@ -668,7 +703,7 @@ class PostgresStore(StateStore):
                               (owner, [RunStatus.CANCELLED.value, RunStatus.SUCCEEDED.value]))
             return {row["id"] for row in await cur.fetchall()}
 
-        return await self._tx(select)
+        return await self._read(select)
 
     # -- concurrency slots -------------------------------------------------------------------
 
@@ -725,7 +760,7 @@ class PostgresStore(StateStore):
             await cur.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id")
             return [schedule_record(row) for row in await cur.fetchall()]
 
-        return await self._tx(select)
+        return await self._read(select)
 
     async def advance_schedule(self, schedule_id: str, expected: float | None,
                                last_fire: float) -> bool:
@@ -754,7 +789,7 @@ class PostgresStore(StateStore):
                               "LIMIT %s", (limit,))
             return [model_record(row) for row in await cur.fetchall()]
 
-        return await self._tx(select)
+        return await self._read(select)
 
     # -- moving a history between databases -------------------------------------------------
 

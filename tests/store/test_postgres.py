@@ -4,6 +4,8 @@ worker would hold it) race on one database at once."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import psycopg
 import pytest
@@ -213,6 +215,7 @@ async def test_a_queued_run_wakes_a_watching_worker(postgres_url: str) -> None:
 
             # Each watcher wakes once on connecting (what it may have missed before).
             await wait_until(lambda: counted(1, 1), what="both watchers listening")
+            assert await _listeners(postgres_url) == 1, "the watchers share one connection"
             await client.create_run(queued("r-1"))
             await wait_until(lambda: counted(2, 1), what="the queued run announced")
             await client.acquire_slots("k", 1, [("h", "r")], owner="c", ttl=TTL)
@@ -306,3 +309,50 @@ async def test_a_burst_of_work_queues_for_its_turn_instead_of_failing(postgres_u
             tg.start_soon(heartbeat, anyio.current_time())
         assert len(created) == 1500
         assert renewed[0] < 0.5, "the heartbeat waited behind the burst"
+
+
+async def test_a_cancel_request_reaches_the_executing_process_without_polling(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Asked to cancel from another process, a run executing here (which would poll for
+    cancel requests only every ten minutes) ends cancelled at once: the request is
+    announced, on the one LISTEN connection the process shares between its watchers."""
+    from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
+    from orchestrator.steps.builtin import load_pipeline
+    from tests.conftest import write
+
+    pipeline = load_pipeline(write(tmp_path / "p.yaml", """
+        name: p
+        steps:
+          nap: {uses: core/sleep, with: {duration: 1h}}
+    """))
+    config = EngineConfig(cancel_poll_interval=60.0)
+    async with open_store(postgres_url) as store, open_store(postgres_url) as other, \
+            Orchestrator(store, config=config) as orch:
+        run = await orch.create_run(pipeline, {}, hold=True)
+        assert run.lease is not None
+        outcome: list[RunStatus] = []
+        ended = anyio.Event()
+
+        async def execute() -> None:
+            plan = await orch.plan_resume(run.id)
+            outcome.append((await orch.execute(plan, lease=run.lease)).status)
+            ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(execute)
+
+            async def napping() -> bool:
+                return "nap" in await store.get_steps(run.id)
+
+            await wait_until(napping, what="the run naps")
+            await wait_until(lambda: _listening(postgres_url), what="the process listens")
+            await other.request_cancel([run.id])
+            with anyio.fail_after(5):
+                await ended.wait()
+        assert outcome == [RunStatus.CANCELLED]
+
+
+async def _listeners(url: str) -> int:
+    rows = sql(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND "
+                    f"application_name = 'orchestrator {schema_of(url)}'")
+    return int(str(rows[0][0]))
