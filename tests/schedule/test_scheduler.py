@@ -90,11 +90,15 @@ async def test_an_hourly_schedule_fires_every_real_hour_across_dst(
 
 
 async def test_two_schedulers_never_fire_a_tick_twice(
-        tmp_path: Path, store: StateStore, clock: FakeClock) -> None:
-    """Two schedulers ticking at the same moments on one store: every fire time has one run."""
+        tmp_path: Path, store: StateStore, store_url: str, clock: FakeClock) -> None:
+    """Two schedulers ticking at the same moments on one database, each with its own
+    connections (as two processes would be): every fire time has one run."""
+    from orchestrator.store.opening import open_store
+
     path = pipeline_file(tmp_path, "{cron: '*/10 * * * *', overlap: allow}")
     clock.now = 1_800_000_000.0
-    async with Orchestrator(store) as first, Orchestrator(store) as second:
+    async with open_store(store_url, clock=clock) as elsewhere, Orchestrator(store) as first, \
+            Orchestrator(elsewhere) as second:
         a, b = await scheduler_for(first, path), await scheduler_for(second, path)
         actions = []
         for _ in range(36):
