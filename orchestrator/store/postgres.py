@@ -424,9 +424,14 @@ class PostgresStore(StateStore):
                     for wakes in self._wakes.values():
                         for wake in list(wakes):
                             wake()
-                    async for note in conn.notifies():
-                        for wake in list(self._wakes.get(note.payload, ())):
-                            wake()
+                    while True:
+                        # Woken by the socket alone: psycopg's own wait also wakes ten
+                        # times a second (its interrupt check), every second of every
+                        # idle worker's life.
+                        await anyio.wait_readable(conn.fileno())
+                        async for note in conn.notifies(timeout=0):
+                            for wake in list(self._wakes.get(note.payload, ())):
+                                wake()
                 finally:  # cancelled (the usual end): still closed, not left to the GC
                     with anyio.CancelScope(shield=True):
                         await conn.close()
@@ -650,12 +655,15 @@ class PostgresStore(StateStore):
         async def renew(cur: Cursor) -> set[str]:
             await cur.execute("UPDATE slots SET expires_at = %s WHERE owner = %s",
                               (expires, owner))
-            # Locked in id order, as every statement locking several runs does.
+            # Locked in id order, as every statement locking several runs does; the ids come
+            # back as one array (one value to decode, not a row per run).
             await cur.execute(
-                "UPDATE runs SET lease_expires_at = %s WHERE id IN (SELECT id FROM runs "
-                "WHERE lease_owner = %s ORDER BY id FOR NO KEY UPDATE) AND lease_owner = %s "
-                "RETURNING id", (expires, owner, owner))
-            return {row["id"] for row in await cur.fetchall()}
+                "WITH renewed AS (UPDATE runs SET lease_expires_at = %s WHERE id IN (SELECT id "
+                "FROM runs WHERE lease_owner = %s ORDER BY id FOR NO KEY UPDATE) AND "
+                "lease_owner = %s RETURNING id) SELECT array_agg(id) AS ids FROM renewed",
+                (expires, owner, owner))
+            row = await cur.fetchone()
+            return set(row["ids"] or ()) if row else set()
 
         return await self._tx(renew, urgent=True)  # late, it would lose every lease at once
 
