@@ -46,6 +46,7 @@ from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.retry import RetryPolicy
 from orchestrator.engine.runslots import RunSlots
 from orchestrator.engine.slots import SlotPool
+from orchestrator.engine.steplog import StepLog
 from orchestrator.errors import (
     JobEnded,
     LeaseLost,
@@ -65,6 +66,7 @@ from orchestrator.store.records import (
     Clock,
     ErrorInfo,
     Lease,
+    MetricPoint,
     ModelEntry,
     NewEvent,
     RunRecord,
@@ -554,7 +556,9 @@ class RunExecutor:
     def _context(self, step: Step, attempt: int, log: FilteringBoundLogger) -> StepContext:
         return StepContext(
             run_id=self._run.id, run_name=self._pipeline.name, step_id=step.id, attempt=attempt,
-            pipeline_dir=self._pipeline.base_dir, log=log,
+            pipeline_dir=self._pipeline.base_dir,
+            log=StepLog(log, functools.partial(self._keep_line, step.id, attempt)),
+            write_metrics=self._keep_metrics,
             last_checkpoint=self._records[step.id].checkpoint,
             write_checkpoint=lambda data: self._write_checkpoint(step.id, attempt, data),
             clients=self._clients, models=self._models,
@@ -563,6 +567,16 @@ class RunExecutor:
             **({"exclusive": functools.partial(self._slots.exclusive, step.id)}
                if self._slots.pool is not None else {}),
         )
+
+    def _keep_line(self, step_id: str, attempt: int, level: str, message: str,
+                   fields: Mapping[str, Any]) -> None:
+        data = {"level": level, "message": message, **({"fields": fields} if fields else {})}
+        self._journal.note(NewEvent("log", step_id, attempt, data))
+        self._journal.defer()
+
+    def _keep_metrics(self, points: list[MetricPoint]) -> None:
+        self._journal.note_metrics(points)
+        self._journal.defer()
 
     def _reporter(self, step_id: str) -> Callable[[Mapping[str, Any]], None]:
         sink = self._progress

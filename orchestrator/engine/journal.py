@@ -2,10 +2,11 @@
 
 A step's record changes and the events that explain them are queued here and committed
 together in one transaction fenced on the executor's lease, secrets masked before they reach
-the store. One kind of write may wait (`defer`): that an attempt started. Nothing depends on
-it, so it rides along with the step's next commit, or is flushed within `FLUSH_DELAY` for a
-step that takes longer (which is when `show` needs it); for short steps this halves the
-commits (bench/engine_overhead.py).
+the store. Some writes may wait (`defer`): that an attempt started, the lines a step logs,
+the metric points of the job it follows. Nothing depends on them, so they ride along with
+the step's next commit, or are flushed within `FLUSH_DELAY` for a step that takes longer
+(which is when `show` and `logs` need them); for short steps this halves the commits
+(bench/engine_overhead.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import anyio
 from orchestrator.errors import LeaseLost
 from orchestrator.redact import REDACTOR
 from orchestrator.store.base import StateStore
-from orchestrator.store.records import ErrorInfo, Lease, NewEvent, RunUpdate, StepRecord
+from orchestrator.store.records import (
+    ErrorInfo,
+    Lease,
+    MetricPoint,
+    NewEvent,
+    RunUpdate,
+    StepRecord,
+)
 
 __all__ = ["FLUSH_DELAY", "RunJournal"]
 
@@ -37,12 +45,19 @@ class RunJournal:
         """Every step's record as last saved (secrets in the clear: this process's own)."""
         self._steps: dict[str, StepRecord] = {}
         self._events: list[NewEvent] = []
+        self._metrics: dict[tuple[str, str, int], MetricPoint] = {}
         self._deferred = anyio.Event()
 
     def note(self, *events: NewEvent) -> None:
         """Queue `events` for the next commit, secrets masked."""
         self._events.extend(dataclasses.replace(e, data=REDACTOR.value(e.data))
                             if REDACTOR.active else e for e in events)
+
+    def note_metrics(self, points: list[MetricPoint]) -> None:
+        """Queue metric points for the next commit; a point queued twice is merged."""
+        for point in points:
+            known = self._metrics.get(point.key)
+            self._metrics[point.key] = point if known is None else known.merged(point)
 
     def defer(self) -> None:
         """Ask for the queued writes to be committed within FLUSH_DELAY, not now."""
@@ -76,18 +91,22 @@ class RunJournal:
 
     async def flush(self, run: RunUpdate | None = None) -> None:
         """Commit every unsaved write (and `run`) in one fenced transaction."""
-        steps, events = list(self._steps.values()), self._events
-        self._steps, self._events = {}, []
-        if run is None and not steps and not events:
+        steps, events, metrics = list(self._steps.values()), self._events, self._metrics
+        self._steps, self._events, self._metrics = {}, [], {}
+        if run is None and not steps and not events and not metrics:
             return
         try:
-            await self._store.commit(self._lease, run=run, steps=steps, events=events)
+            await self._store.commit(self._lease, run=run, steps=steps, events=events,
+                                     metrics=list(metrics.values()))
         except BaseException:
             # Not written (cancelled before the database took it, or refused): keep it for the
             # next commit, e.g. the run's last one, behind any newer write of the same step.
             for step in steps:
                 self._steps.setdefault(step.step_id, step)
             self._events[:0] = events
+            for key, point in metrics.items():
+                newer = self._metrics.get(key)
+                self._metrics[key] = point if newer is None else point.merged(newer)
             raise
 
     async def flush_deferred(self, on_lease_lost: Callable[[], None]) -> None:

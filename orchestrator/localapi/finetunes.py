@@ -126,7 +126,22 @@ async def checkpoints(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return JSONResponse({"metrics": api_of(request).jobs.view(_job(request)).metrics})
+    """The job's metrics so far, optionally only those of `global_step_from`..`_to` (a JSON
+    body, even on GET, as Together takes it)."""
+    rows = api_of(request).jobs.view(_job(request)).metrics
+    body = await json_body(request) if await request.body() else {}
+    bounds = []
+    for name in ("global_step_from", "global_step_to"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise bad_request(f"{name} must be an integer", name)
+        bounds.append(value)
+    low, high = bounds
+    if low is not None or high is not None:
+        rows = [row for row in rows
+                if (low is None or row["train/global_step"] >= low)
+                and (high is None or row["train/global_step"] <= high)]
+    return JSONResponse({"metrics": rows})
 
 
 async def download(request: Request) -> Response:

@@ -5,9 +5,14 @@ are computed from its plan, its creation time, when (if ever) it was cancelled, 
 job keeps progressing whether or not any process serves it, and a restarted server sees every
 job exactly where the clock says it is. Training is simulated; no model is trained.
 
-Phases take fixed shares of the planned duration:
+Phases take fixed shares of the planned duration, each a second or more of the default 10 s
+job, so a client polling by the job's estimate sees every one of them:
 
-    pending 0-4%  queued 4-10%  running 10-85%  compressing 85-92%  uploading 92-100%
+    pending 0-10%  queued 10-20%  running 20-80% (training 24-78%)  compressing 80-90%
+    uploading 90-100%
+
+`progress.seconds_remaining` is the time to the job's next status change (rounded down to
+whole seconds, as Together gives it: a client waking on it is early, never late).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from orchestrator.protocol.types import TERMINAL_JOB_STATUSES
 
 __all__ = ["CANCEL_DELAY", "Event", "JobPlan", "JobView", "view"]
 
-PHASES = (("pending", 0.0), ("queued", 0.04), ("running", 0.10), ("compressing", 0.85),
-          ("uploading", 0.92))
-TRAIN_START, TRAIN_END = 0.15, 0.85
+PHASES = (("pending", 0.0), ("queued", 0.10), ("running", 0.20), ("compressing", 0.80),
+          ("uploading", 0.90))
+RUNNING = 0.20
+TRAIN_START, TRAIN_END = 0.24, 0.78
 CANCEL_DELAY = 1.0
 """Seconds (at most; a tenth of the job for short ones) from cancel_requested to cancelled."""
 
@@ -135,12 +141,12 @@ def _schedule(plan: JobPlan, model: str, output_name: str) -> tuple[Event, ...]:
     d = plan.duration
     events = [
         Event(0.0, "job_pending", f"Fine-tuning job created for {model} {SIMULATED}"),
-        Event(0.10 * d, "job_start", "Job started"),
-        Event(0.11 * d, "model_downloading", f"Downloading base model {model}"),
-        Event(0.12 * d, "model_download_complete", "Base model downloaded"),
-        Event(0.13 * d, "training_data_downloading", "Downloading training data"),
-        Event(0.14 * d, "training_data_download_complete", "Training data downloaded"),
-        Event(0.15 * d, "training_start",
+        Event(RUNNING * d, "job_start", "Job started"),
+        Event(0.21 * d, "model_downloading", f"Downloading base model {model}"),
+        Event(0.22 * d, "model_download_complete", "Base model downloaded"),
+        Event(0.225 * d, "training_data_downloading", "Downloading training data"),
+        Event(0.23 * d, "training_data_download_complete", "Training data downloaded"),
+        Event(TRAIN_START * d, "training_start",
               f"Training started: {plan.n_epochs} epochs, {plan.total_steps} steps {SIMULATED}"),
     ]
     evals = set(_eval_steps(plan))
@@ -163,9 +169,9 @@ def _schedule(plan: JobPlan, model: str, output_name: str) -> tuple[Event, ...]:
     events += [
         Event(TRAIN_END * d, "training_complete", f"Training completed: {final}",
               step=plan.total_steps),
-        Event(0.85 * d, "model_compressing", "Compressing output model"),
-        Event(0.91 * d, "model_compression_complete", "Model compression complete"),
-        Event(0.92 * d, "model_uploading", f"Uploading output model {output_name}"),
+        Event(0.80 * d, "model_compressing", "Compressing output model"),
+        Event(0.89 * d, "model_compression_complete", "Model compression complete"),
+        Event(0.90 * d, "model_uploading", f"Uploading output model {output_name}"),
         Event(0.99 * d, "model_upload_complete", "Output model uploaded",
               model_path=output_name),
         Event(d, "job_complete", f"Fine-tuning job completed; model {output_name} is ready "
@@ -221,9 +227,12 @@ def view(plan: JobPlan, *, model: str, output_name: str, created_at: float,
                    for s in _checkpoint_steps(plan)[:-1] if _step_offset(plan, s) <= trained]
     if status == "completed":
         checkpoints.append((plan.total_steps, plan.duration, "Final"))
-    started = created_at + 0.10 * plan.duration if elapsed >= 0.10 * plan.duration else None
+    started = created_at + RUNNING * plan.duration if elapsed >= RUNNING * plan.duration \
+        else None
     updated = created_at + (visible[-1].offset if visible else 0.0)
-    remaining = 0 if status in TERMINAL_JOB_STATUSES else math.ceil(plan.duration - elapsed)
+    remaining = 0 if status in TERMINAL_JOB_STATUSES else math.floor(
+        _next_change(plan, elapsed, cancelled_at and max(0.0, cancelled_at - created_at))
+        - elapsed)
     return JobView(
         status=status,
         events=visible,
@@ -237,6 +246,18 @@ def view(plan: JobPlan, *, model: str, output_name: str, created_at: float,
         seconds_remaining=max(0, remaining),
         plan=plan,
     )
+
+
+def _next_change(plan: JobPlan, elapsed: float, cancel: float | None) -> float:
+    """When (seconds after creation) the job's status next changes: the next phase, its
+    planned failure, or the end of a cancellation."""
+    if cancel is not None:
+        return max(elapsed, cancel + min(CANCEL_DELAY, plan.duration / 10))
+    changes = [start * plan.duration for _, start in PHASES] + [plan.duration]
+    if plan.outcome != "completed":
+        fail = plan.fail_at * plan.duration
+        changes = [t for t in changes if t < fail] + [fail]
+    return min((t for t in changes if t > elapsed), default=elapsed)
 
 
 def _steps_done(plan: JobPlan, elapsed: float) -> int:

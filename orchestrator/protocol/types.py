@@ -62,6 +62,8 @@ class FineTuneJob(_Response):
     created_at: str | None = None
     events: list[FineTuneEvent] = Field(default_factory=list)
     progress: dict[str, Any] | None = None
+    steps_completed: int | None = None
+    total_steps: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -74,7 +76,7 @@ class FineTuneJob(_Response):
 
     @property
     def seconds_remaining(self) -> float | None:
-        """The API's estimate of the time to the job's next state, when it gives one."""
+        """The API's estimate of the time to the job's next status, when it gives one."""
         progress = self.progress or {}
         remaining = progress.get("seconds_remaining")
         if progress.get("estimate_available") and isinstance(remaining, int | float):

@@ -13,17 +13,19 @@ import anyio
 from orchestrator.errors import PermanentError
 
 if TYPE_CHECKING:
-    from structlog.typing import FilteringBoundLogger
+    from orchestrator.store.records import MetricPoint, ModelEntry
 
-    from orchestrator.store.records import ModelEntry
-
-__all__ = ["NO_CLIENTS", "CheckpointWriter", "Clients", "Exclusive", "ModelRegistry",
-           "ProgressReporter", "StepContext"]
+__all__ = ["NO_CLIENTS", "CheckpointWriter", "Clients", "Exclusive", "MetricsWriter",
+           "ModelRegistry", "ProgressReporter", "StepContext", "StepLogger"]
 
 C = TypeVar("C")
 
 CheckpointWriter = Callable[[dict[str, Any]], Awaitable[None]]
 """Persists a step's whole checkpoint dict before returning (the engine's side of `checkpoint`)."""
+
+MetricsWriter = Callable[[list["MetricPoint"]], None]
+"""Queues a job's metric points for the run's next commit (the engine's side of
+`record_metrics`)."""
 
 ProgressReporter = Callable[[Mapping[str, Any]], None]
 """Takes a step's live progress (status, step, total_steps, loss...); shown on a terminal."""
@@ -70,6 +72,18 @@ class Clients:
 NO_CLIENTS = Clients()
 
 
+class StepLogger(Protocol):
+    """`ctx.log`: structlog's level methods and `bind`. What a step logs at info and above is
+    also kept with its attempt (`logs RUN` shows it, whichever process ran the step)."""
+
+    def bind(self, **fields: Any) -> StepLogger: ...
+    def debug(self, event: str, *args: Any, **fields: Any) -> Any: ...
+    def info(self, event: str, *args: Any, **fields: Any) -> Any: ...
+    def warning(self, event: str, *args: Any, **fields: Any) -> Any: ...
+    def error(self, event: str, *args: Any, **fields: Any) -> Any: ...
+    def exception(self, event: str, *args: Any, **fields: Any) -> Any: ...
+
+
 class ModelRegistry(Protocol):
     """Where `registry/*` steps record models (the state store's registry)."""
 
@@ -82,6 +96,10 @@ def _no_progress(_: Mapping[str, Any]) -> None:
 
 def _never() -> bool:
     return False
+
+
+def _no_metrics(_: list[MetricPoint]) -> None:
+    return None
 
 
 class StepContext:
@@ -98,6 +116,7 @@ class StepContext:
     __slots__ = (
         "_cancel_requested",
         "_write_checkpoint",
+        "_write_metrics",
         "attempt",
         "clients",
         "exclusive",
@@ -120,7 +139,7 @@ class StepContext:
         step_id: str,
         attempt: int,
         pipeline_dir: Path,
-        log: FilteringBoundLogger,
+        log: StepLogger,
         last_checkpoint: Mapping[str, Any],
         write_checkpoint: CheckpointWriter,
         clients: Clients = NO_CLIENTS,
@@ -128,6 +147,7 @@ class StepContext:
         report: ProgressReporter = _no_progress,
         cancel_requested: Callable[[], bool] = _never,
         exclusive: Exclusive = _process_lock,
+        write_metrics: MetricsWriter = _no_metrics,
     ) -> None:
         self.run_id = run_id
         self.run_name = run_name
@@ -139,6 +159,7 @@ class StepContext:
         self.clients = clients
         self.last_checkpoint: dict[str, Any] = dict(last_checkpoint)
         self._write_checkpoint = write_checkpoint
+        self._write_metrics = write_metrics
         self.models = models
         self.report = report
         self._cancel_requested = cancel_requested
@@ -171,6 +192,13 @@ class StepContext:
             raise TypeError(msg) from None
         await self._write_checkpoint(merged)
         self.last_checkpoint = merged
+
+    def record_metrics(self, points: list[MetricPoint]) -> None:
+        """Keep a job's figures with the run (`metrics RUN`, the loss curves): written with
+        the step's next checkpoint or output, or within a moment; a point recorded again
+        fills in what it lacked (see `MetricPoint`)."""
+        if points:
+            self._write_metrics(points)
 
     def resolve_path(self, path: str | Path) -> Path:
         """A path from the pipeline, made absolute against the pipeline file's folder."""

@@ -28,6 +28,7 @@ from orchestrator.store.records import (
     Clock,
     EventRecord,
     Lease,
+    MetricPoint,
     ModelEntry,
     NewBatch,
     NewEvent,
@@ -149,6 +150,10 @@ class StateStore(ABC):
     async def get_events(self, run_id: str, *, after: int = 0,
                          limit: int | None = None) -> list[EventRecord]:
         """The run's events with `seq > after`, oldest first."""
+
+    @abstractmethod
+    async def get_metrics(self, run_id: str) -> list[MetricPoint]:
+        """The run's metric points, by step, job and training step."""
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -277,8 +282,11 @@ class StateStore(ABC):
         run: RunUpdate | None = None,
         steps: Sequence[StepRecord] = (),
         events: Sequence[NewEvent] = (),
+        metrics: Sequence[MetricPoint] = (),
     ) -> None:
-        """Apply a run update, whole step rows and new events in one transaction.
+        """Apply a run update, whole step rows, new events and metric points in one
+        transaction. `metrics` holds at most one point per key (`MetricPoint.key`); a point
+        already stored is filled in (see `MetricPoint`).
 
         Raises LeaseLost, writing nothing, if `lease` no longer holds the run.
         """

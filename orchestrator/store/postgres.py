@@ -65,6 +65,7 @@ from orchestrator.store.records import (
     Clock,
     EventRecord,
     Lease,
+    MetricPoint,
     ModelEntry,
     NewBatch,
     NewEvent,
@@ -79,6 +80,8 @@ from orchestrator.store.records import (
 from orchestrator.store.rows import (
     BATCH_COLUMNS,
     EVENT_COLUMNS,
+    METRIC_COLUMNS,
+    METRIC_ORDER,
     MODEL_COLUMNS,
     RUN_COLUMNS,
     SCHEDULE_COLUMNS,
@@ -86,6 +89,8 @@ from orchestrator.store.rows import (
     STEP_COLUMNS,
     batch_record,
     event_record,
+    metric_record,
+    metric_row,
     model_record,
     model_row,
     run_record,
@@ -168,6 +173,12 @@ _EVENTS_FROM_FENCE = (
     "INSERT INTO events (run_id, ts, kind, step_id, attempt, data) SELECT fence.id, %s, "
     "u.kind, u.step_id, u.attempt, u.data FROM fence, unnest(%s::text[], %s::text[], "
     "%s::int[], %s::text[]) WITH ORDINALITY AS u(kind, step_id, attempt, data, n) ORDER BY u.n"
+)
+_METRICS_FROM_FENCE = (
+    f"INSERT INTO metric_points ({METRIC_COLUMNS}) SELECT fence.id, u.* FROM fence, "
+    "unnest(%s::text[], %s::text[], %s::int[], %s::float8[], %s::float8[], %s::float8[], "
+    "%s::float8[], %s::bigint[], %s::float8[]) AS "
+    f"u({METRIC_COLUMNS.removeprefix('run_id, ')}) {statements.METRIC_CONFLICT}"
 )
 
 
@@ -599,6 +610,14 @@ class PostgresStore(StateStore):
 
         return await self._read(select)
 
+    async def get_metrics(self, run_id: str) -> list[MetricPoint]:
+        async def select(cur: Cursor) -> list[MetricPoint]:
+            await cur.execute(f"SELECT {METRIC_COLUMNS} FROM metric_points WHERE run_id = %s "
+                              f"ORDER BY {METRIC_ORDER}", (run_id,))
+            return [metric_record(row) for row in await cur.fetchall()]
+
+        return await self._read(select)
+
     # -- leases ------------------------------------------------------------------------------
 
     async def acquire_lease(self, run_id: str, owner: str, *, ttl: float, max_recoveries: int,
@@ -811,7 +830,8 @@ class PostgresStore(StateStore):
                 # One snapshot for every table; rows streamed, never all held at once.
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 for table, columns in HISTORY.items():
-                    order = {"events": "seq", "steps": "position"}.get(table, "1")
+                    order = {"events": "seq", "steps": "position",
+                             "metric_points": METRIC_ORDER}.get(table, "1")
                     async with conn.cursor(name=f"export_{table}") as cur:
                         await cur.execute(f"SELECT {', '.join(columns)} FROM {table} "
                                           f"ORDER BY {order}")
@@ -839,7 +859,8 @@ class PostgresStore(StateStore):
     # -- fenced writes -----------------------------------------------------------------------
 
     async def commit(self, lease: Lease, *, run: RunUpdate | None = None,
-                     steps: Sequence[StepRecord] = (), events: Sequence[NewEvent] = ()) -> None:
+                     steps: Sequence[StepRecord] = (), events: Sequence[NewEvent] = (),
+                     metrics: Sequence[MetricPoint] = ()) -> None:
         now = self.clock()
         if run is not None and run.pipeline_text is not None:
             text = run.pipeline_text  # stored first: a text is named by its hash, for good
@@ -859,6 +880,10 @@ class PostgresStore(StateStore):
             parts.append(f"events_written AS ({_EVENTS_FROM_FENCE})")
             values = [row[2:] for row in event_values(lease.run_id, now, events)]
             params += [now, *(list(column) for column in zip(*values, strict=True))]
+        if metrics:
+            parts.append(f"metrics_written AS ({_METRICS_FROM_FENCE})")
+            points = [metric_row(lease.run_id, point, now)[1:] for point in metrics]
+            params += [list(column) for column in zip(*points, strict=True)]
         held = "SELECT count(*) AS held FROM fence"
         if run is not None and run.release and run.status is RunStatus.QUEUED:
             # Put back in the queue: another worker's now (NOTIFY goes out at commit).

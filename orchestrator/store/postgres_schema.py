@@ -152,6 +152,24 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """,
         "CREATE INDEX models_by_recorded ON models (recorded_at)",
     ),
+    2: (
+        # SQLite's version 7: a fine-tune job's figures per training step.
+        """
+        CREATE TABLE metric_points (
+            run_id        TEXT NOT NULL,
+            step_id       TEXT NOT NULL,
+            job_id        TEXT NOT NULL,
+            train_step    INTEGER NOT NULL,
+            epoch         DOUBLE PRECISION,
+            train_loss    DOUBLE PRECISION,
+            eval_loss     DOUBLE PRECISION,
+            learning_rate DOUBLE PRECISION,
+            tokens        BIGINT,
+            ts            DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (run_id, step_id, job_id, train_step)
+        )
+        """,
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

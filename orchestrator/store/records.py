@@ -19,6 +19,7 @@ __all__ = [
     "ErrorInfo",
     "EventRecord",
     "Lease",
+    "MetricPoint",
     "ModelEntry",
     "NewBatch",
     "NewEvent",
@@ -194,6 +195,47 @@ class EventRecord:
     step_id: str | None
     attempt: int | None
     data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """A fine-tune job's figures at one of its training steps, as the job reported them.
+
+    Kept once per (run, step, job, training step): a later report of the same training step
+    fills in what an earlier one lacked (Together reports an eval loss apart from the train
+    loss of the same step), never duplicates it. What `metrics RUN` prints and the loss
+    curves draw.
+    """
+
+    step_id: str
+    job_id: str
+    train_step: int
+    epoch: float | None = None
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    tokens: int | None = None
+    ts: float | None = None
+    """When it was seen (the store sets it if None)."""
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.step_id, self.job_id, self.train_step)
+
+    def merged(self, later: MetricPoint) -> MetricPoint:
+        """This point with what `later` (the same key) adds."""
+        def pick(a: Any, b: Any) -> Any:
+            return a if b is None else b
+        return MetricPoint(self.step_id, self.job_id, self.train_step,
+                           pick(self.epoch, later.epoch), pick(self.train_loss, later.train_loss),
+                           pick(self.eval_loss, later.eval_loss),
+                           pick(self.learning_rate, later.learning_rate),
+                           pick(self.tokens, later.tokens), pick(self.ts, later.ts))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step_id, "job_id": self.job_id, "train_step": self.train_step,
+                "epoch": self.epoch, "train_loss": self.train_loss, "eval_loss": self.eval_loss,
+                "learning_rate": self.learning_rate, "tokens": self.tokens, "ts": self.ts}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from orchestrator.store.records import (
     BatchRecord,
     ErrorInfo,
     EventRecord,
+    MetricPoint,
     ModelEntry,
     RunRecord,
     RunStatus,
@@ -25,9 +26,10 @@ from orchestrator.store.records import (
     StepStatus,
 )
 
-__all__ = ["BATCH_COLUMNS", "EVENT_COLUMNS", "MODEL_COLUMNS", "RUN_COLUMNS", "SCHEDULE_COLUMNS",
-           "SHARED_TEXTS", "STEP_COLUMNS", "Row", "SharedTexts", "batch_record", "dumps",
-           "event_record", "model_record", "model_row", "run_record", "schedule_record",
+__all__ = ["BATCH_COLUMNS", "EVENT_COLUMNS", "METRIC_COLUMNS", "METRIC_ORDER", "MODEL_COLUMNS",
+           "RUN_COLUMNS", "SCHEDULE_COLUMNS", "SHARED_TEXTS", "STEP_COLUMNS", "Row",
+           "SharedTexts", "batch_record", "dumps", "event_record", "metric_record",
+           "metric_row", "model_record", "model_row", "run_record", "schedule_record",
            "step_record", "step_row"]
 
 RUN_COLUMNS = (
@@ -50,6 +52,10 @@ STEP_COLUMNS = (
     "config_hash, waiting_for"
 )
 EVENT_COLUMNS = "seq, run_id, ts, kind, step_id, attempt, data"
+METRIC_COLUMNS = ("run_id, step_id, job_id, train_step, epoch, train_loss, eval_loss, "
+                  "learning_rate, tokens, ts")
+METRIC_ORDER = "run_id, step_id, job_id, train_step"
+"""The order metric points are read in: a series per step and job, by training step."""
 
 
 class Row(Protocol):
@@ -143,6 +149,19 @@ def step_row(run_id: str, step: StepRecord) -> tuple[Any, ...]:
 def event_record(row: Row) -> EventRecord:
     return EventRecord(row["seq"], row["run_id"], row["ts"], row["kind"], row["step_id"],
                        row["attempt"], json.loads(row["data"]))
+
+
+def metric_record(row: Row) -> MetricPoint:
+    return MetricPoint(row["step_id"], row["job_id"], row["train_step"], row["epoch"],
+                       row["train_loss"], row["eval_loss"], row["learning_rate"],
+                       row["tokens"], row["ts"])
+
+
+def metric_row(run_id: str, point: MetricPoint, now: float) -> tuple[Any, ...]:
+    """The run id and `point` as the values of METRIC_COLUMNS, in order."""
+    return (run_id, point.step_id, point.job_id, point.train_step, point.epoch,
+            point.train_loss, point.eval_loss, point.learning_rate, point.tokens,
+            now if point.ts is None else point.ts)
 
 
 class SharedTexts:

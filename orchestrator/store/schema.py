@@ -159,6 +159,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN pipeline_hash TEXT",
         "ALTER TABLE batches ADD COLUMN pipeline_hash TEXT",
     ),
+    7: (
+        # A fine-tune job's figures per training step, kept by the step following the job
+        # (`metrics RUN`, the loss curves). One row per training step, the figures as columns:
+        # a 1,000-step job keeps 1,000 short rows.
+        """
+        CREATE TABLE metric_points (
+            run_id        TEXT NOT NULL,
+            step_id       TEXT NOT NULL,
+            job_id        TEXT NOT NULL,
+            train_step    INTEGER NOT NULL,
+            epoch         REAL,
+            train_loss    REAL,
+            eval_loss     REAL,
+            learning_rate REAL,
+            tokens        INTEGER,
+            ts            REAL NOT NULL,
+            PRIMARY KEY (run_id, step_id, job_id, train_step)
+        ) WITHOUT ROWID
+        """,
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -50,6 +50,7 @@ from orchestrator.store.records import (
     Clock,
     EventRecord,
     Lease,
+    MetricPoint,
     ModelEntry,
     NewBatch,
     NewEvent,
@@ -64,6 +65,8 @@ from orchestrator.store.records import (
 from orchestrator.store.rows import (
     BATCH_COLUMNS,
     EVENT_COLUMNS,
+    METRIC_COLUMNS,
+    METRIC_ORDER,
     MODEL_COLUMNS,
     RUN_COLUMNS,
     SCHEDULE_COLUMNS,
@@ -71,6 +74,8 @@ from orchestrator.store.rows import (
     STEP_COLUMNS,
     batch_record,
     event_record,
+    metric_record,
+    metric_row,
     model_record,
     model_row,
     run_record,
@@ -94,6 +99,7 @@ from orchestrator.store.statements import (
     STRAND_RUN,
     TAKE_LEASE,
     UPDATE_RUN,
+    UPSERT_METRIC,
     UPSERT_MODEL,
     UPSERT_SCHEDULE,
     UPSERT_STEP,
@@ -369,6 +375,14 @@ class SQLiteStore(StateStore):
 
         return await self._run(select, write=False)
 
+    async def get_metrics(self, run_id: str) -> list[MetricPoint]:
+        def select(conn: sqlite3.Connection) -> list[MetricPoint]:
+            rows = conn.execute(f"SELECT {METRIC_COLUMNS} FROM metric_points WHERE run_id = ? "
+                                f"ORDER BY {METRIC_ORDER}", (run_id,)).fetchall()
+            return [metric_record(row) for row in rows]
+
+        return await self._run(select, write=False)
+
     # -- leases ------------------------------------------------------------------------------
 
     async def acquire_lease(self, run_id: str, owner: str, *, ttl: float, max_recoveries: int,
@@ -547,7 +561,7 @@ class SQLiteStore(StateStore):
     async def export_history(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
         def export(conn: sqlite3.Connection) -> None:  # one read transaction: one snapshot
             for table, columns in HISTORY.items():
-                order = "seq" if table == "events" else "rowid"
+                order = {"events": "seq", "metric_points": METRIC_ORDER}.get(table, "rowid")
                 for row in conn.execute(f"SELECT {', '.join(columns)} FROM {table} "
                                         f"ORDER BY {order}"):
                     emit(table, dict(zip(columns, tuple(row), strict=True)))
@@ -570,7 +584,8 @@ class SQLiteStore(StateStore):
     # -- fenced writes -----------------------------------------------------------------------
 
     async def commit(self, lease: Lease, *, run: RunUpdate | None = None,
-                     steps: Sequence[StepRecord] = (), events: Sequence[NewEvent] = ()) -> None:
+                     steps: Sequence[StepRecord] = (), events: Sequence[NewEvent] = (),
+                     metrics: Sequence[MetricPoint] = ()) -> None:
         now = self.clock()
 
         def write(conn: sqlite3.Connection) -> None:
@@ -592,6 +607,9 @@ class SQLiteStore(StateStore):
             if steps:
                 conn.executemany(UPSERT_STEP, [step_row(lease.run_id, s) for s in steps])
             _insert_events(conn, lease.run_id, now, events)
+            if metrics:
+                conn.executemany(UPSERT_METRIC, [metric_row(lease.run_id, point, now)
+                                                 for point in metrics])
 
         await self._run(write, write=True)
 

@@ -23,6 +23,7 @@ from orchestrator.store.records import (
 )
 from orchestrator.store.rows import (
     BATCH_COLUMNS,
+    METRIC_COLUMNS,
     MODEL_COLUMNS,
     SCHEDULE_COLUMNS,
     STEP_COLUMNS,
@@ -35,11 +36,13 @@ __all__ = [
     "INSERT_RUN",
     "INSERT_SLOT",
     "INSERT_TEXT",
+    "METRIC_CONFLICT",
     "MOVE_SLOT",
     "STEP_CONFLICT",
     "STRAND_RUN",
     "TAKE_LEASE",
     "UPDATE_RUN",
+    "UPSERT_METRIC",
     "UPSERT_MODEL",
     "UPSERT_SCHEDULE",
     "UPSERT_STEP",
@@ -123,6 +126,18 @@ UPSERT_SCHEDULE = (
 UPSERT_MODEL = (f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({_marks(MODEL_COLUMNS)}) "
                 f"ON CONFLICT (name) DO UPDATE SET {_updates(MODEL_COLUMNS, 'name')}")
 """The registry's entry for a name, replaced whole (values: `rows.model_row`)."""
+
+
+_METRIC_VALUES = ("epoch", "train_loss", "eval_loss", "learning_rate", "tokens")
+
+METRIC_CONFLICT = (
+    "ON CONFLICT (run_id, step_id, job_id, train_step) DO UPDATE SET "
+    + ", ".join(f"{c} = coalesce(excluded.{c}, metric_points.{c})" for c in _METRIC_VALUES))
+"""A training step seen again fills in what it lacked; what was kept stays."""
+
+UPSERT_METRIC = (f"INSERT INTO metric_points ({METRIC_COLUMNS}) VALUES "
+                 f"({_marks(METRIC_COLUMNS)}) {METRIC_CONFLICT}")
+"""A job's figures at one training step (values: `rows.metric_row`)."""
 
 
 def format_style(statement: str) -> str:

@@ -23,6 +23,7 @@ from orchestrator.store.records import text_hash
 from orchestrator.store.rows import (
     BATCH_COLUMNS,
     EVENT_COLUMNS,
+    METRIC_COLUMNS,
     MODEL_COLUMNS,
     RUN_COLUMNS,
     SCHEDULE_COLUMNS,
@@ -48,6 +49,7 @@ HISTORY: dict[str, tuple[str, ...]] = {
     "runs": _columns(RUN_COLUMNS),
     "steps": ("run_id", *_columns(STEP_COLUMNS)),
     "events": _columns(EVENT_COLUMNS),
+    "metric_points": _columns(METRIC_COLUMNS),
     "schedules": _columns(SCHEDULE_COLUMNS),
     "models": _columns(MODEL_COLUMNS),
 }
@@ -150,6 +152,9 @@ def row_name(table: str, row: Mapping[str, Any]) -> str:
         return f"step {row['step_id']!r} of run {row['run_id']!r}"
     if table == "events":
         return f"an event of run {row['run_id']!r}"
+    if table == "metric_points":
+        return (f"metric point {row['train_step']!r} of job {row['job_id']!r} in run "
+                f"{row['run_id']!r}")
     key = "name" if table == "models" else "id"
     singular = {"runs": "run", "batches": "batch", "schedules": "schedule", "models": "model"}
     return f"{singular.get(table, table)} {row.get(key)!r}"

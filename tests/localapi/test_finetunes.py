@@ -23,16 +23,20 @@ async def test_job_progresses_by_the_clock(client: httpx.AsyncClient, clock: Fak
     assert (job["status"], job["model_output_name"]) == (
         "pending", f"local-user/Meta-Llama-3.1-8B-Instruct-Reference-demo-{job['id'][3:11]}")
     seen: list[tuple[int, str]] = []
-    tokens = []
+    tokens, estimates = [], {}
     for second in range(0, 105, 3):
         now = (await client.get(f"/fine-tunes/{job['id']}")).json()
         if not seen or seen[-1][1] != now["status"]:
             seen.append((second, now["status"]))
         tokens.append(now["token_count"])
+        estimates[second] = now["progress"]["seconds_remaining"]
         clock.advance(3)
     assert [status for _, status in seen] == ["pending", "queued", "running", "compressing",
                                               "uploading", "completed"]
-    assert [second for second, _ in seen] == [0, 6, 12, 87, 93, 102]
+    assert [second for second, _ in seen] == [0, 12, 21, 81, 90, 102]
+    # The estimate is the time to the next status change, in whole seconds rounded down.
+    assert (estimates[0], estimates[9], estimates[12], estimates[78], estimates[102]) == (
+        10, 1, 8, 2, 0)
     assert tokens == sorted(tokens) and tokens[-1] > 0
     final = (await client.get(f"/fine-tunes/{job['id']}")).json()
     kinds = [e["type"] for e in final["events"]]
@@ -44,6 +48,15 @@ async def test_job_progresses_by_the_clock(client: httpx.AsyncClient, clock: Fak
     metrics = (await client.get(f"/fine-tunes/{job['id']}/metrics")).json()["metrics"]
     losses = [m["train/loss"] for m in metrics if "train/loss" in m]
     assert losses[-1] < losses[0]
+    steps = [m["train/global_step"] for m in metrics]
+    middle = int(steps[len(steps) // 2])
+    later = (await client.request("GET", f"/fine-tunes/{job['id']}/metrics",
+                                  json={"global_step_from": middle})).json()["metrics"]
+    assert len(steps) > 1 and later
+    assert [m["train/global_step"] for m in later] == [s for s in steps if s >= middle]
+    bad = await client.request("GET", f"/fine-tunes/{job['id']}/metrics",
+                               json={"global_step_from": "3"})
+    assert bad.status_code == 400 and "global_step_from" in bad.text
 
 
 async def test_create_accepts_every_field_and_keeps_secrets_out(

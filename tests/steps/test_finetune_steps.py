@@ -388,16 +388,24 @@ def test_the_shipped_pipelines_validate() -> None:
         assert pipeline.steps
 
 
-def test_polls_follow_the_jobs_own_estimate() -> None:
-    """With an estimate, the next poll lands when the job should change state (capped);
-    without one, the growing interval applies."""
-    from orchestrator.steps.together import next_poll
+def test_polls_come_by_the_jobs_next_change() -> None:
+    """Every poll interval while the job moves, backing off while it does not; sooner when
+    the job says its status changes sooner; an estimate that keeps bringing polls forward
+    without a change is ignored until the job changes (no busy polling)."""
+    from orchestrator.steps.together import PollClock
 
-    assert next_poll(2.0, 40.0, 60.0, 1.0) == 40.25
-    assert next_poll(2.0, 600.0, 60.0, 1.0) == 60.0
-    assert next_poll(2.0, 0.0, 60.0, 1.0) == 1.0  # an estimate stuck at 0: no busy polling
-    assert next_poll(9.0, None, 60.0, 1.0) == 9.0
-    assert next_poll(90.0, None, 60.0, 1.0) == 60.0
+    clock = PollClock(2.0, 60.0)
+    assert clock.next(changed=True, estimate=None) == 2.0
+    assert clock.next(changed=False, estimate=None) == 3.0
+    assert clock.next(changed=True, estimate=40.0) == 2.0
+    assert clock.next(changed=True, estimate=0.5) == 0.6
+    assert clock.next(changed=False, estimate=0.0) == 0.25
+    early = [clock.next(changed=False, estimate=0.0) for _ in range(8)]
+    assert early[:4] == [0.25] * 4 and early[-1] > 2.0
+    assert clock.next(changed=True, estimate=0.0) == 0.25  # a change trusts estimates again
+    for _ in range(20):
+        wait = clock.next(changed=False, estimate=None)
+    assert wait == 60.0
 
 
 async def test_a_half_finished_upload_is_finished_not_repeated(setup: Setup) -> None:

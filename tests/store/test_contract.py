@@ -10,6 +10,7 @@ from orchestrator.errors import LeaseLost, RunBusy, RunExists, RunNotFound, RunS
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import (
     ErrorInfo,
+    MetricPoint,
     NewEvent,
     NewRun,
     RunStatus,
@@ -82,6 +83,32 @@ async def test_commit_writes_steps_run_status_and_events_together(store: StateSt
     assert events[-1].kind == "step_succeeded" and events[-1].data == {"outputs": {"x": 1}}
     assert [e.seq for e in events] == sorted(e.seq for e in events)
     assert await store.get_events("r-1", after=events[-2].seq) == [events[-1]]
+
+
+async def test_metric_points_are_kept_once_and_filled_in(store: StateStore,
+                                                         clock: FakeClock) -> None:
+    """A training step seen twice is one point: the second report fills in what the first
+    lacked (an eval loss) and keeps what it had; points come back by step, job, training
+    step; a stale lease writes none."""
+    await store.create_run(new_run())
+    lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+    await store.commit(lease, metrics=[
+        MetricPoint("wait", "ft-1", 20, epoch=2.0, train_loss=0.9, learning_rate=1e-5),
+        MetricPoint("wait", "ft-1", 10, epoch=1.0, train_loss=1.5, tokens=100)])
+    clock.advance(5)
+    await store.commit(lease, metrics=[MetricPoint("wait", "ft-1", 20, eval_loss=1.1),
+                                       MetricPoint("wait", "ft-1", 30, train_loss=0.5)])
+    points = await store.get_metrics("r-1")
+    assert [(p.train_step, p.train_loss, p.eval_loss) for p in points] == [
+        (10, 1.5, None), (20, 0.9, 1.1), (30, 0.5, None)]
+    assert (points[0].tokens, points[1].epoch, points[1].learning_rate) == (100, 2.0, 1e-5)
+    assert points[0].ts == clock.now - 5 and points[2].ts == clock.now
+    clock.advance(TTL + 1)
+    await store.acquire_lease("r-1", "other", ttl=TTL, max_recoveries=3)
+    with pytest.raises(LeaseLost):
+        await store.commit(lease, metrics=[MetricPoint("wait", "ft-1", 40, train_loss=0.1)])
+    assert len(await store.get_metrics("r-1")) == 3
+    assert await store.get_metrics("r-9") == []
 
 
 async def test_finished_status_sets_finished_at(store: StateStore, clock: FakeClock) -> None:

@@ -242,8 +242,13 @@ class TogetherClient:
                                                   idempotent=True, params={"model_name": model})
         return limits
 
-    async def fine_tune_metrics(self, job_id: str) -> list[dict[str, float]]:
-        body = await self._json("GET", f"/fine-tunes/{job_id}/metrics", idempotent=True)
+    async def fine_tune_metrics(self, job_id: str, *,
+                                since_step: int | None = None) -> list[dict[str, float]]:
+        """The job's recorded metrics in order; with `since_step`, those of later training
+        steps only (Together filters by a JSON body, even on GET)."""
+        options = {} if since_step is None else {"json": {"global_step_from": since_step}}
+        body = await self._json("GET", f"/fine-tunes/{job_id}/metrics", idempotent=True,
+                                **options)
         metrics: list[dict[str, float]] = body.get("metrics", [])
         return metrics
 

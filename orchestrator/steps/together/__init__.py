@@ -19,7 +19,7 @@ One module per step type; importing the package registers them all in `TYPES` (t
 from orchestrator.steps.together import launch, register, smoke, upload, wait
 from orchestrator.steps.together.common import TYPES, run_token
 from orchestrator.steps.together.launch import LaunchParams
-from orchestrator.steps.together.wait import next_poll
+from orchestrator.steps.together.wait import PollClock
 
-__all__ = ["TYPES", "LaunchParams", "launch", "next_poll", "register", "run_token", "smoke",
+__all__ = ["TYPES", "LaunchParams", "PollClock", "launch", "register", "run_token", "smoke",
            "upload", "wait"]

@@ -1,14 +1,21 @@
 """together/wait-fine-tune: follows a job to its end, riding out provider outages.
+
+It polls by the job's next expected change: at the job's own estimate of its next status
+(Together's `progress.seconds_remaining`) when that comes sooner than the poll interval, and
+every poll interval while the job moves (new events, new training steps), backing off to
+`max_poll_interval` while it does not. So the live line shows each status and each training
+step with its loss within one poll interval. Each new job event is logged (and kept with the
+attempt) once, and the job's figures (losses, learning rate, epoch) are kept with the run as
+metric points (`metrics RUN`).
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.to_thread
 from pydantic import Field
 
 from orchestrator.durations import Duration
@@ -20,72 +27,125 @@ from orchestrator.steps.together.common import (
     Params,
     together_client,
 )
+from orchestrator.steps.together.jobfigures import (
+    points_from_events,
+    points_from_metrics,
+    progress_of,
+)
 
 if TYPE_CHECKING:
-    from orchestrator.protocol.types import FineTuneEvent
+    from orchestrator.protocol.types import FineTuneJob
     from orchestrator.providers.together.client import TogetherClient
+    from orchestrator.store.records import MetricPoint
 
-__all__ = ["WaitParams", "next_poll", "wait_fine_tune"]
+__all__ = ["MIN_POLL", "PollClock", "WaitParams", "wait_fine_tune"]
 
-_STEP = re.compile(r"\bstep (\d+)(?:/(\d+))?")
-_LOSS = re.compile(r"\btrain loss ([0-9.]+)")
+MIN_POLL = 0.25
+"""The shortest wait between polls, however soon the job says it changes."""
+MAX_EARLY = 6
+"""Polls in a row an estimate may bring forward without the job changing; then the estimate
+is ignored until it does (an estimate stuck at 0 must not turn into busy polling)."""
 
 
 class WaitParams(Params):
     job_id: str
-    poll_interval: Duration = Field(default=10.0, gt=0, description="first wait between polls")
+    poll_interval: Duration = Field(default=10.0, gt=0, description="wait between polls "
+                                                                   "while the job changes")
     max_poll_interval: Duration = Field(default=60.0, gt=0, description="longest wait")
     max_outage: Duration = Field(
         default=3600.0, gt=0, description="how long the provider may be unreachable before "
                                           "the step fails (the job goes on meanwhile)")
 
 
-def next_poll(interval: float, remaining: float | None, cap: float, floor: float) -> float:
-    """How long to wait before the next poll: until the job's own estimate of when it changes
-    state (if it gives one), else the growing interval; between `floor` (the first interval:
-    an estimate stuck at 0 must not turn into busy polling) and `cap`."""
-    if remaining is not None:
-        return min(cap, max(remaining + 0.25, floor))
-    return min(interval, cap)
+class PollClock:
+    """How long to wait before the next poll of a job."""
+
+    def __init__(self, interval: float, cap: float) -> None:
+        self._first = min(interval, cap)
+        self._cap = cap
+        self.interval = self._first
+        self._early = 0
+
+    def next(self, *, changed: bool, estimate: float | None) -> float:
+        """The wait after a poll that saw the job `changed` (or not), given its estimate of
+        the seconds to its next status (rounded down, so waking on it is early, not late)."""
+        if changed:
+            self.interval, self._early = self._first, 0
+        else:
+            self.interval = min(self.interval * 1.5, self._cap)
+        if estimate is None or self._early >= MAX_EARLY or estimate + 0.1 >= self.interval:
+            return self.interval
+        self._early += 1
+        return max(MIN_POLL, estimate + 0.1)
 
 
-def _progress_of(events: list[FineTuneEvent]) -> dict[str, Any]:
-    """The latest training step, total and loss the job's events mention."""
-    found: dict[str, Any] = {}
-    for event in events:
-        step = _STEP.search(event.message)
-        if step:
-            found["step"] = int(step.group(1))
-            if step.group(2):
-                found["total_steps"] = int(step.group(2))
-        loss = _LOSS.search(event.message)
-        if loss:
-            found["loss"] = float(loss.group(1))
-    return found
+class _Figures:
+    """The job's metric points, fetched as they appear (`since` the last training step)."""
+
+    def __init__(self, ctx: StepContext, client: TogetherClient, job_id: str) -> None:
+        self._ctx = ctx
+        self._client = client
+        self._job_id = job_id
+        self.since = int(ctx.last_checkpoint.get("metrics_step", 0))
+        self.latest: list[MetricPoint] = []
+        self._served = True
+
+    async def fetch(self, *, everything: bool = False) -> list[MetricPoint]:
+        """New points (every point with `everything`); none from a server without the
+        endpoint, or while it fails (the next poll asks again)."""
+        if not self._served:
+            return []
+        try:
+            rows = await self._client.fine_tune_metrics(
+                self._job_id, since_step=None if everything else self.since + 1)
+        except PermanentError as exc:
+            self._served = False
+            self._ctx.log.debug("the provider gives no job metrics", error=str(exc))
+            return []
+        except TransientError:
+            return []
+        points = points_from_metrics(rows, step_id=self._ctx.step_id, job_id=self._job_id)
+        fresh = [p for p in points if everything or p.train_step > self.since]
+        if fresh:
+            self.since = max(self.since, *(p.train_step for p in fresh))
+            self.latest = fresh
+        return fresh
 
 
-async def _final_losses(client: TogetherClient, job_id: str) -> dict[str, float | None]:
-    try:
-        metrics = await client.fine_tune_metrics(job_id)
-    except (PermanentError, TransientError):
-        metrics = []
-    train = [m["train/loss"] for m in metrics if "train/loss" in m]
-    evals = [m["eval/loss"] for m in metrics if "eval/loss" in m]
+def _losses(points: list[MetricPoint]) -> dict[str, float | None]:
+    train = [p.train_loss for p in points if p.train_loss is not None]
+    evals = [p.eval_loss for p in points if p.eval_loss is not None]
     return {"train_loss": train[-1] if train else None,
             "eval_loss": evals[-1] if evals else None}
+
+
+def _with_tokens(points: list[MetricPoint], job: FineTuneJob) -> list[MetricPoint]:
+    """The job's token count so far, on the point of its latest training step."""
+    if not points or job.token_count is None:
+        return points
+    last = max(points, key=lambda p: p.train_step)
+    if job.steps_completed is not None and last.train_step != job.steps_completed:
+        return points
+    if last.tokens is not None:
+        return points
+    return [dataclasses.replace(p, tokens=job.token_count) if p is last else p
+            for p in points]
 
 
 @TYPES.step("together/wait-fine-tune", params=WaitParams,
                outputs=frozenset({"job_id", "model_name", "status", "token_count",
                                   "train_loss", "eval_loss"}))
 async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]:
-    """Follows a job to its end: logs each new event once, shows progress, fails with the job's
-    own message. (Cancelling the run cancels the job through the launch step.)"""
+    """Follows a job to its end: logs each new event once, keeps its figures, shows progress,
+    fails with the job's own message. (Cancelling the run cancels the job through the launch
+    step.)"""
     client = together_client(ctx)
     seen = int(ctx.last_checkpoint.get("events_seen", 0))
-    interval = params.poll_interval
+    clock = PollClock(params.poll_interval, params.max_poll_interval)
     started = time.monotonic()
     outage = Outage(ctx, params.max_outage)
+    figures = _Figures(ctx, client, params.job_id)
+    status = None
     while True:
         try:
             job = await client.retrieve_fine_tune(params.job_id)
@@ -96,13 +156,26 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
             await anyio.sleep(params.max_poll_interval)
             continue
         await outage.over()
-        for event in events[seen:]:
-            ctx.log.info("job event", type=event.type, message=event.message)
-        if len(events) > seen:
+        fresh = events[seen:]
+        for event in fresh:
+            ctx.log.info("job event", type=event.type, message=event.message,
+                         **({"step": event.step} if event.step else {}))
+        since = figures.since
+        points = _with_tokens([*points_from_events(fresh, step_id=ctx.step_id,
+                                                   job_id=job.id),
+                               *await figures.fetch()], job)
+        ctx.record_metrics(points)
+        if fresh or figures.since != since:
             seen = len(events)
-            await ctx.checkpoint(events_seen=seen)
-        ctx.report({"status": job.status, "elapsed": time.monotonic() - started,
-                    **_progress_of(events)})
+            await ctx.checkpoint(events_seen=seen, metrics_step=figures.since)
+        changed = bool(fresh or points) or job.status != status
+        status = job.status
+        progress = progress_of(events, figures.latest)
+        if job.total_steps:
+            progress.setdefault("total_steps", job.total_steps)
+        if job.steps_completed is not None and job.steps_completed >= progress.get("step", 0):
+            progress["step"] = job.steps_completed
+        ctx.report({"status": job.status, "elapsed": time.monotonic() - started, **progress})
         if job.status == "completed":
             break
         if job.failed:
@@ -110,9 +183,8 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
                            if e.level == "error" or e.type == "job_error"), None)
             raise JobEnded(f"fine-tuning job {job.id} ended {job.status}"
                            + (f": {reason}" if reason else ""), param="job_id")
-        await anyio.sleep(next_poll(interval, job.seconds_remaining,
-                                    params.max_poll_interval, params.poll_interval))
-        interval = min(interval * 1.5, params.max_poll_interval)
-    losses = await _final_losses(client, job.id)
+        await anyio.sleep(clock.next(changed=changed, estimate=job.seconds_remaining))
+    final = await figures.fetch(everything=True)  # every point, whatever this attempt saw
+    ctx.record_metrics(_with_tokens(final, job))
     return {"job_id": job.id, "model_name": job.model_output_name or "",
-            "status": job.status, "token_count": job.token_count or 0, **losses}
+            "status": job.status, "token_count": job.token_count or 0, **_losses(final)}
