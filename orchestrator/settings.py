@@ -103,6 +103,10 @@ class Settings(BaseSettings):
         default="sqlite:///.orchestrator/state.db",
         description="the state database: sqlite:///relative/path, sqlite:////absolute/path, "
                     "or postgresql://user@host:5432/db[?schema=NAME] (a fleet of workers)")
+    artifacts_dir: str = Field(
+        default=".orchestrator/artifacts",
+        description="where runs keep their files (a fine-tune's loss curves), a folder per "
+                    "run; relative to the current directory")
     durability: Literal["process", "machine", "none"] = Field(
         default="process",
         description="what a committed step survives: process (a killed process), machine "

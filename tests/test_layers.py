@@ -25,6 +25,8 @@ LAYERS: list[set[str]] = [
     {"spec", "protocol"},
     {"settings"},
     {"store", "providers", "localapi"},
+    # what is kept, as people and scripts see it: loss curves, the JSON shapes
+    {"charts", "shapes"},
     {"steps"},
     {"engine"},
     {"schedule"},

@@ -25,7 +25,8 @@ EXIT_BROKEN_PIPE = 141
 _MODULES = {"batches": "batches", "cancel": "service", "worker": "service",
             "scheduler": "service", "serve": "service", "schedules": "service",
             "runs": "reading", "show": "reading", "logs": "reading", "models": "reading",
-            "state": "state"}
+            "metrics": "reading", "wait": "reading", "state": "state",
+            "completion": "scaffold", "schema": "scaffold", "init": "scaffold"}
 """Where a command's handler lives when not in `commands`."""
 
 
@@ -60,12 +61,37 @@ def _flag_groups() -> dict[str, _Parser]:
     workers = _Parser(add_help=False)
     workers.add_argument("--max-runs", type=int, metavar="N",
                          help="runs executed at once (default: setting worker_max_runs)")
+    output = _Parser(add_help=False)
+    output.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                        help="table for people (the default), or JSON for scripts (a stable "
+                             "shape: see the README's Scripting section)")
     paths = _Parser(add_help=False)
     paths.add_argument("paths", nargs="*", metavar="PATH",
                        help="pipeline files or folders with schedules (default: setting "
                             "schedule_paths)")
     return {"state": state, "logging": logging, "inputs": inputs, "provider": provider,
-            "interrupt": interrupt, "workers": workers, "paths": paths}
+            "interrupt": interrupt, "workers": workers, "paths": paths, "output": output}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return f"orchestrator {version('orchestrator')}"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "orchestrator (not installed)"
+
+
+class _Version(argparse.Action):
+    """`--version`: the installed package's version (read only when asked: start-up)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(_version())
+        parser.exit(EXIT_OK)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,12 +99,14 @@ def _parser() -> argparse.ArgumentParser:
                      description="Durable, resumable YAML pipelines for fine-tuning models.",
                      epilog="exit codes: 0 succeeded, 1 the run failed, 2 bad input, "
                             "130 interrupted. Settings: config/orchestrator.toml.")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
     flags = _flag_groups()
     _running_commands(commands, flags)
     _looking_commands(commands, flags)
     _service_commands(commands, flags)
+    _helper_commands(commands)
     return parser
 
 
@@ -126,30 +154,60 @@ def _running_commands(commands: argparse._SubParsersAction[_Parser],
 
 def _looking_commands(commands: argparse._SubParsersAction[_Parser],
                       g: dict[str, _Parser]) -> None:
-    state = g["state"]
-    p = commands.add_parser("runs", parents=[state], help="list recent runs")
+    state, output = g["state"], g["output"]
+    p = commands.add_parser("runs", parents=[state, output], help="list recent runs")
+    p.add_argument("--limit", type=int, default=20, metavar="N")
+    p.add_argument("--status", action="append", metavar="STATUS",
+                   help="only runs in this status (repeatable, or comma-separated: "
+                        "running,failed)")
+    p.add_argument("--pipeline", metavar="NAME", help="only runs of this pipeline")
+    p.add_argument("--since", metavar="WHEN",
+                   help="only runs created since WHEN: a duration ago (2h, 3d) or a date "
+                        "(2026-12-01, 2026-12-01T08:00)")
+    p.add_argument("--until", metavar="WHEN", help="only runs created before WHEN")
+
+    p = commands.add_parser("batches", parents=[state, output], help="list recent batches")
     p.add_argument("--limit", type=int, default=20, metavar="N")
 
-    p = commands.add_parser("batches", parents=[state], help="list recent batches")
-    p.add_argument("--limit", type=int, default=20, metavar="N")
-
-    p = commands.add_parser("show", parents=[state],
+    p = commands.add_parser("show", parents=[state, output],
                             help="a run's steps and their state, or a batch's cells")
     p.add_argument("run_id", metavar="RUN|BATCH")
     p.add_argument("--outputs", action="store_true", help="also print each step's outputs")
 
-    p = commands.add_parser("logs", parents=[state], help="a run's event log")
+    p = commands.add_parser("logs", parents=[state],
+                            help="a run's event log, with what its steps logged")
     p.add_argument("run_id", metavar="RUN")
     p.add_argument("--follow", "-f", action="store_true",
-                   help="keep printing new events until the run stops")
+                   help="keep printing new events until the run stops; the exit code is "
+                        "then the run's (0 succeeded, 1 failed or cancelled)")
+    p.add_argument("--step", metavar="STEP", help="only this step's events")
+    p.add_argument("--attempt", type=int, metavar="N", help="only this attempt's events")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
+
+    p = commands.add_parser("metrics", parents=[state],
+                            help="the training metrics (losses, learning rate) of a run's "
+                                 "fine-tune jobs")
+    p.add_argument("run_id", metavar="RUN")
+    p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table",
+                   help="table (the default), JSON or CSV")
+    p.add_argument("--json", dest="output", action="store_const", const="json",
+                   help="the same as -o json")
+    p.add_argument("--csv", dest="output", action="store_const", const="csv",
+                   help="the same as -o csv")
+
+    p = commands.add_parser("wait", parents=[state],
+                            help="wait for a run or batch to end; exit 0 succeeded, 1 failed "
+                                 "or cancelled, 2 unknown, 75 timed out")
+    p.add_argument("run_id", metavar="RUN|BATCH")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up after this long (exit code 75; the run goes on)")
 
     p = commands.add_parser("check-data", help="check fine-tuning datasets (JSONL); every "
                                                "problem with its line")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--purpose", choices=["fine-tune", "eval"], default="fine-tune")
 
-    p = commands.add_parser("models", parents=[state], help="the model registry")
+    p = commands.add_parser("models", parents=[state, output], help="the model registry")
     p.add_argument("--limit", type=int, default=50, metavar="N")
 
     p = commands.add_parser("local-api", help="serve the local Together-compatible API "
@@ -175,7 +233,7 @@ def _service_commands(commands: argparse._SubParsersAction[_Parser],
                         help="fire due schedules into the queue until stopped")
     commands.add_parser("serve", parents=[paths, state, logging, provider, workers],
                         help="scheduler and worker in one process")
-    commands.add_parser("schedules", parents=[paths, state],
+    commands.add_parser("schedules", parents=[paths, state, g["output"]],
                         help="each schedule with its next fire time and last run")
     p = commands.add_parser("state", help="the state database: migrate it, or copy its "
                                           "history to a file and from a file into another")
@@ -191,6 +249,19 @@ def _service_commands(commands: argparse._SubParsersAction[_Parser],
                            help="copy an exported history into this database (all or "
                                 "nothing; ids it already holds are refused)")
     a.add_argument("file", metavar="FILE", help="a file written by `state export`")
+
+
+def _helper_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    p = commands.add_parser("completion", help="print a shell completion script: "
+                                               "eval \"$(orchestrator completion bash)\"")
+    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    commands.add_parser("schema", help="print the JSON Schema of pipeline files (for editors: "
+                                       "orchestrator schema > pipeline.schema.json)")
+    p = commands.add_parser("init", help="write a starter pipeline, its data and a settings "
+                                         "file into DIR")
+    p.add_argument("dir", nargs="?", default=".", metavar="DIR",
+                   help="where to write (default: the current folder)")
+    p.add_argument("--force", action="store_true", help="overwrite files already there")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

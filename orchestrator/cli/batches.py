@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator
     from orchestrator.providers.pool import ProviderRef
+    from orchestrator.schedule.batch import CellSummary
     from orchestrator.settings import Settings
     from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.base import StateStore
+    from orchestrator.store.records import BatchRecord
 
-__all__ = ["cmd_batches", "load_batch", "resume_batch", "run_batch"]
+__all__ = ["batch_document", "cmd_batches", "load_batch", "resume_batch", "run_batch"]
 
 
 def _cell_label(run_id: str, step_id: str) -> str:
@@ -113,6 +115,16 @@ async def load_batch(store: StateStore, batch_id: str) -> Any:
     return batch, [summarize_cell(run, await store.get_steps(run.id)) for run in runs]
 
 
+def batch_document(batch: BatchRecord, cells: list[CellSummary]) -> dict[str, Any]:
+    """`show BATCH -o json`: the batch with each cell's run, model and final losses."""
+    from orchestrator.schedule.batch import batch_status  # noqa: PLC0415
+    from orchestrator.shapes import batch_json, run_json  # noqa: PLC0415
+
+    return batch_json(batch, batch_status([c.run for c in cells]), [
+        {**run_json(c.run), "model_name": c.model_name, "train_loss": c.train_loss,
+         "eval_loss": c.eval_loss} for c in cells])
+
+
 def _load_batch(settings: Settings, batch_id: str) -> Any:
     return with_store(settings, lambda store: load_batch(store, batch_id))
 
@@ -152,5 +164,18 @@ def cmd_batches(args: argparse.Namespace) -> int:
         batches = await store.list_batches(limit=args.limit)
         return [(b, await store.list_runs(batch_id=b.id, limit=None)) for b in batches]
 
-    render.batches_table(with_store(settings, load))
+    rows = with_store(settings, load)
+    if args.output == "json":
+        from orchestrator.cli.session import print_json  # noqa: PLC0415
+        from orchestrator.schedule.batch import batch_status  # noqa: PLC0415
+        from orchestrator.shapes import batch_json  # noqa: PLC0415
+
+        documents = []
+        for batch, runs in rows:
+            document = batch_json(batch, batch_status(runs),
+                                  [{"status": run.status.value} for run in runs])
+            documents.append({**document, "cells": None})
+        print_json(documents)
+    else:
+        render.batches_table(rows)
     return EXIT_OK

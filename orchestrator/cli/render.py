@@ -14,10 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.durations import format_duration
-from orchestrator.owners import owner_is_dead
+from orchestrator.shapes import executor_gone, final_losses
 from orchestrator.spec.expressions import Reference, lookup, render
 from orchestrator.store.records import (
     EventRecord,
+    MetricPoint,
     ModelEntry,
     RunRecord,
     RunStatus,
@@ -38,12 +39,16 @@ __all__ = [
     "batches_table",
     "event_line",
     "final_outputs",
+    "metrics_csv",
+    "metrics_table",
     "models_table",
     "pipeline_plan",
     "resume_plan",
     "run_detail",
     "runs_table",
     "schedules_table",
+    "sparkline",
+    "step_order",
 ]
 
 _STYLE = {
@@ -88,9 +93,11 @@ def _status(value: str) -> Text:
 
 
 def _table(*columns: str) -> Table:
+    # A value too wide for the terminal folds onto the next line, never cut: a model name
+    # or run id copied from a table must be whole.
     table = Table(box=None, pad_edge=False)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     return table
 
 
@@ -98,19 +105,10 @@ def _waiting(key: str) -> Text:
     return _text(f"waiting for {key}", _STYLE["waiting"])
 
 
-def _executor_gone(run: RunRecord) -> bool:
-    """The run says `running` but no live process executes it: its process exited (on this
-    machine) or its lease expired. `resume` or a worker continues it."""
-    if run.status is not RunStatus.RUNNING:
-        return False
-    owner = run.lease_owner
-    return owner is None or not run.lease_live(time.time()) or owner_is_dead(owner)
-
-
 def _run_status(run: RunRecord) -> Text:
     """A run's status, with what it waits for, that its cancellation is pending, or that its
     executor is gone."""
-    if _executor_gone(run):
+    if executor_gone(run):
         return Text(f"{run.status.value} (executor gone)", style="red")
     if run.waiting_for:
         return _waiting(run.waiting_for)
@@ -198,10 +196,11 @@ def resume_plan(plan: ResumePlan) -> None:
 
 # -- runs ------------------------------------------------------------------------------------
 
-def runs_table(runs: list[RunRecord]) -> None:
+def runs_table(runs: list[RunRecord], *, filtered: bool = False) -> None:
     console = _console()
     if not runs:
-        console.print("no runs yet (start one with: orchestrator run FILE)")
+        console.print("no runs match" if filtered
+                      else "no runs yet (start one with: orchestrator run FILE)")
         return
     table = _table("RUN", "PIPELINE", "STATUS", "STARTED", "DURATION")
     for run in runs:
@@ -210,9 +209,49 @@ def runs_table(runs: list[RunRecord]) -> None:
     console.print(table)
 
 
-def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool) -> None:
+def step_order(run: RunRecord, steps: Mapping[str, StepRecord]) -> list[str]:
+    """The run's steps in its pipeline's order, then any stored step it no longer has."""
     from orchestrator.steps.builtin import parse_pipeline  # noqa: PLC0415
 
+    try:
+        order = list(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)).steps)
+    except Exception:  # noqa: BLE001  (show what is stored even if the text no longer loads)
+        order = list(steps)
+    return order + [s for s in steps if s not in order]
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """A line of block characters, one per value (at most `width`, evenly picked), low to
+    high; plain ASCII where the terminal's encoding has no blocks."""
+    if not values:
+        return ""
+    if len(values) > width:
+        values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
+    bars = _BARS
+    try:
+        bars.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        bars = "_.-=+*#@"
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(bars[min(len(bars) - 1, int((v - low) / span * len(bars)))] for v in values)
+
+
+def _losses_line(run_id: str, points: list[MetricPoint]) -> str | None:
+    final = final_losses(points)
+    if final["train_loss"] is None and final["eval_loss"] is None:
+        return None
+    train = [p.train_loss for p in sorted(points, key=lambda p: p.train_step)
+             if p.train_loss is not None]
+    return (f"  losses    train {_loss(final['train_loss'])}  eval {_loss(final['eval_loss'])}"
+            f"  {sparkline(train)}  ({len(points)} points: orchestrator metrics {run_id})")
+
+
+def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool,
+               points: list[MetricPoint] | None = None) -> None:
     console = _console()
     console.print(Text.assemble(f"run {run.id}  {run.pipeline_name}  ", _run_status(run)))
     console.print(f"  pipeline  {run.pipeline_path}")
@@ -230,17 +269,17 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
                                                  for k, v in run.inputs.items()))
     if run.error:
         console.print(_text(f"  error     {run.error}", "red"))
-    if _executor_gone(run):
+    if executor_gone(run):
         console.print(_text(f"  executor  {run.lease_owner or 'none'} is gone; continue with: "
                             f"orchestrator resume {run.id} (or a worker takes it over)", "red"))
     elif run.status is RunStatus.RUNNING and run.lease_owner:
         console.print(f"  executing on {run.lease_owner}")
-    try:
-        order = list(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)).steps)
-    except Exception:  # noqa: BLE001  (show what is stored even if the text no longer loads)
-        order = list(steps)
+    losses = _losses_line(run.id, points or [])
+    if losses:
+        console.print(losses)
+    order = step_order(run, steps)
     table = _table("STEP", "STATUS", "ATTEMPTS", "DURATION", "ERROR")
-    for sid in order + [s for s in steps if s not in order]:
+    for sid in order:
         record = steps.get(sid) or StepRecord(sid)
         unreachable = record.checkpoint.get("unreachable_since")
         if record.status is StepStatus.RETRYING and record.retry_at:
@@ -369,18 +408,68 @@ def models_table(models: list[ModelEntry]) -> None:
 # -- events ----------------------------------------------------------------------------------
 
 def event_line(event: EventRecord, *, as_json: bool) -> None:
+    """One line of `logs`: an engine event with its data, or (kind `log`) what a step logged,
+    at its level."""
     if as_json:
-        print(json.dumps({"seq": event.seq, "ts": event.ts, "kind": event.kind,
-                          "step": event.step_id, "attempt": event.attempt,
-                          "data": event.data}, sort_keys=True), flush=True)
+        from orchestrator.shapes import event_json  # noqa: PLC0415
+
+        print(json.dumps(event_json(event), sort_keys=True), flush=True)
         return
     where = event.step_id or "-"
     if event.attempt:
         where += f"#{event.attempt}"
     details = dict(event.data)
     trace = details.pop("traceback", None)
-    text = " ".join(f"{k}={_short(v, 160)}" for k, v in details.items())
-    print(f"{_when(event.ts)}  {where:<20} {event.kind:<18} {text}".rstrip(), flush=True)
+    kind = event.kind
+    if kind == "log":
+        kind = str(details.get("level", "info"))
+        fields = details.get("fields") or {}
+        text = " ".join([printable(str(details.get("message", ""))),
+                         *(f"{k}={_short(v, 400)}" for k, v in dict(fields).items())])
+    else:
+        text = " ".join(f"{k}={_short(v, 160)}" for k, v in details.items())
+    print(f"{_when(event.ts)}  {where:<20} {kind:<18} {text}".rstrip(), flush=True)
     if trace:
         print("    " + printable(str(trace), lines=True).rstrip().replace("\n", "\n    "),
               flush=True)
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+_METRIC_HEADER = ("step", "job_id", "train_step", "epoch", "train_loss", "eval_loss",
+                  "learning_rate", "tokens", "ts")
+
+
+def _figure(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def metrics_table(run_id: str, points: list[MetricPoint]) -> None:
+    console = _console()
+    if not points:
+        console.print(f"run {run_id} has no metrics (its fine-tune jobs report them while "
+                      "they train)")
+        return
+    table = _table("STEP", "JOB", "TRAIN STEP", "EPOCH", "TRAIN LOSS", "EVAL LOSS", "LR",
+                   "TOKENS")
+    for p in points:
+        table.add_row(p.step_id, p.job_id, str(p.train_step), _figure(p.epoch, ".2f"),
+                      _figure(p.train_loss), _figure(p.eval_loss),
+                      _figure(p.learning_rate, ".3g"), "-" if p.tokens is None else str(p.tokens))
+    console.print(table)
+    final = final_losses(points)
+    train = [p.train_loss for p in points if p.train_loss is not None]
+    console.print(f"final train loss {_loss(final['train_loss'])}, eval loss "
+                  f"{_loss(final['eval_loss'])}  {sparkline(train)}")
+
+
+def metrics_csv(points: list[MetricPoint]) -> None:
+    """The series as CSV with a header row (empty cells for missing figures)."""
+    import csv  # noqa: PLC0415
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(_METRIC_HEADER)
+    for p in points:
+        row = p.to_json()
+        writer.writerow(["" if row[k] is None else row[k] for k in _METRIC_HEADER])
+    sys.stdout.flush()

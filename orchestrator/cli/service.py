@@ -154,5 +154,20 @@ def cmd_schedules(args: argparse.Namespace) -> int:
             rows.append((item, item.cron.next_after(now), last[0] if last else None))
         return rows
 
-    render.schedules_table(with_store(settings, load))
+    rows = with_store(settings, load)
+    if args.output == "json":
+        from orchestrator.cli.session import print_json  # noqa: PLC0415
+        from orchestrator.shapes import schedule_json  # noqa: PLC0415
+
+        documents = []
+        for item, next_fire, last in rows:
+            spec = item.pipeline.schedule
+            assert spec is not None
+            documents.append(schedule_json(
+                item.id, pipeline=item.pipeline.name, path=str(item.pipeline.path),
+                cron=spec.cron, timezone=spec.timezone, overlap=spec.overlap,
+                catch_up=spec.catch_up, next_fire=next_fire, last_run=last))
+        print_json(documents)
+    else:
+        render.schedules_table(rows)
     return EXIT_OK

@@ -32,6 +32,7 @@ __all__ = [
     "is_batch",
     "out",
     "output",
+    "print_json",
     "settings_for",
     "until_signal",
     "with_orchestrator",
@@ -46,6 +47,14 @@ def out(text: str = "") -> None:
     """Results: what a script piping the command reads (control characters escaped: the text
     may hold a step's error or output)."""
     print(printable(text, lines=True), flush=True)
+
+
+def print_json(value: Any) -> None:
+    """A document for scripts (`-o json`): indented JSON, keys in the shape's order, every
+    value whole."""
+    import json  # noqa: PLC0415
+
+    print(json.dumps(value, indent=2, ensure_ascii=False), flush=True)
 
 
 def err(text: str) -> None:

@@ -33,6 +33,7 @@ import random
 import traceback
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -195,8 +196,10 @@ class RunExecutor:
         interrupted_status: RunStatus = RunStatus.INTERRUPTED,
         moved_from: ProviderRef | None = None,
         moved_to: ProviderRef | None = None,
+        artifacts_dir: Path | None = None,
     ) -> None:
         self._store = store
+        self._artifacts = None if artifacts_dir is None else artifacts_dir / run.id
         self._models = _StoreRegistry(store)
         self._progress = progress
         self._lease = lease
@@ -558,7 +561,7 @@ class RunExecutor:
             run_id=self._run.id, run_name=self._pipeline.name, step_id=step.id, attempt=attempt,
             pipeline_dir=self._pipeline.base_dir,
             log=StepLog(log, functools.partial(self._keep_line, step.id, attempt)),
-            write_metrics=self._keep_metrics,
+            write_metrics=self._keep_metrics, artifacts_dir=self._artifacts,
             last_checkpoint=self._records[step.id].checkpoint,
             write_checkpoint=lambda data: self._write_checkpoint(step.id, attempt, data),
             clients=self._clients, models=self._models,

@@ -69,6 +69,8 @@ class EngineConfig:
     """How often the store is asked for cancel requests of the runs this process executes."""
     pipeline_limits: PipelineLimits = DEFAULT_LIMITS
     """The bounds of a pipeline file re-read for `resume --reload`."""
+    artifacts_dir: Path | None = None
+    """Where runs keep their files, a folder per run (None: they keep none)."""
 
 
 class Orchestrator:
@@ -374,6 +376,7 @@ class Orchestrator:
             moved_from=plan.moved_from, moved_to=ref if plan.moved_from else None,
             slots=self.slots, run_slots=await self._run_slots(run, plan.pipeline),
             interrupted_status=RunStatus.QUEUED if requeue else RunStatus.INTERRUPTED,
+            artifacts_dir=self.config.artifacts_dir,
         )
         self._executing[run.id] = (lease, executor)
         self._busy.set()

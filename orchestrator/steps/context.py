@@ -117,6 +117,7 @@ class StepContext:
         "_cancel_requested",
         "_write_checkpoint",
         "_write_metrics",
+        "artifacts_dir",
         "attempt",
         "clients",
         "exclusive",
@@ -148,6 +149,7 @@ class StepContext:
         cancel_requested: Callable[[], bool] = _never,
         exclusive: Exclusive = _process_lock,
         write_metrics: MetricsWriter = _no_metrics,
+        artifacts_dir: Path | None = None,
     ) -> None:
         self.run_id = run_id
         self.run_name = run_name
@@ -160,6 +162,9 @@ class StepContext:
         self.last_checkpoint: dict[str, Any] = dict(last_checkpoint)
         self._write_checkpoint = write_checkpoint
         self._write_metrics = write_metrics
+        self.artifacts_dir = artifacts_dir
+        """The run's own folder for files it makes (charts, reports), created by whoever
+        writes first; None where the engine keeps no files (a test's context)."""
         self.models = models
         self.report = report
         self._cancel_requested = cancel_requested

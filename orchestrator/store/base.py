@@ -139,8 +139,11 @@ class StateStore(ABC):
     @abstractmethod
     async def list_runs(self, *, limit: int | None = 50, batch_id: str | None = None,
                         schedule_id: str | None = None,
-                        statuses: Collection[RunStatus] | None = None) -> list[RunRecord]:
-        """Runs, newest first (a batch's in cell order), filtered by whatever is given."""
+                        statuses: Collection[RunStatus] | None = None,
+                        pipeline: str | None = None, since: float | None = None,
+                        until: float | None = None) -> list[RunRecord]:
+        """Runs, newest first (a batch's in cell order), filtered by whatever is given
+        (`pipeline` by name; `since` and `until` bound the creation time, until excluded)."""
 
     @abstractmethod
     async def get_steps(self, run_id: str) -> dict[str, StepRecord]:

@@ -577,21 +577,14 @@ class PostgresStore(StateStore):
 
     async def list_runs(self, *, limit: int | None = 50, batch_id: str | None = None,
                         schedule_id: str | None = None,
-                        statuses: Collection[RunStatus] | None = None) -> list[RunRecord]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if batch_id is not None:
-            clauses.append("batch_id = %s")
-            params.append(batch_id)
-        if schedule_id is not None:
-            clauses.append("schedule_id = %s")
-            params.append(schedule_id)
-        if statuses is not None:
-            clauses.append("status = ANY(%s)")
-            params.append([s.value for s in statuses])
-        order = "cell" if batch_id is not None else "created_at DESC, id DESC"
-        return await self._read(lambda cur: self._runs(cur, " AND ".join(clauses) or "TRUE",
-                                                     params, order, limit))
+                        statuses: Collection[RunStatus] | None = None,
+                        pipeline: str | None = None, since: float | None = None,
+                        until: float | None = None) -> list[RunRecord]:
+        where, params, order = statements.run_filter(
+            batch_id=batch_id, schedule_id=schedule_id, statuses=statuses, pipeline=pipeline,
+            since=since, until=until)
+        return await self._read(lambda cur: self._runs(cur, format_style(where), params, order,
+                                                     limit))
 
     async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         async def select(cur: Cursor) -> dict[str, StepRecord]:

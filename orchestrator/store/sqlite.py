@@ -105,6 +105,7 @@ from orchestrator.store.statements import (
     UPSERT_STEP,
     batch_values,
     event_values,
+    run_filter,
     run_values,
     schedule_values,
     update_values,
@@ -337,21 +338,15 @@ class SQLiteStore(StateStore):
 
     async def list_runs(self, *, limit: int | None = 50, batch_id: str | None = None,
                         schedule_id: str | None = None,
-                        statuses: Collection[RunStatus] | None = None) -> list[RunRecord]:
-        clauses, params = [], []
-        if batch_id is not None:
-            clauses.append("batch_id = ?")
-            params.append(batch_id)
-        if schedule_id is not None:
-            clauses.append("schedule_id = ?")
-            params.append(schedule_id)
-        if statuses is not None:
-            clauses.append(f"status IN ({','.join('?' * len(statuses))})")
-            params += [s.value for s in statuses]
-        order = "cell" if batch_id is not None else "created_at DESC, id DESC"
+                        statuses: Collection[RunStatus] | None = None,
+                        pipeline: str | None = None, since: float | None = None,
+                        until: float | None = None) -> list[RunRecord]:
+        where, params, order = run_filter(batch_id=batch_id, schedule_id=schedule_id,
+                                          statuses=statuses, pipeline=pipeline, since=since,
+                                          until=until)
 
         def select(conn: sqlite3.Connection) -> list[RunRecord]:
-            return _select_runs(conn, " AND ".join(clauses) or "1", tuple(params), order, limit)
+            return _select_runs(conn, where, tuple(params), order, limit)
 
         return await self._run(select, write=False)
 

@@ -9,7 +9,7 @@ its steps, events, slots, schedules and models are written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from orchestrator.store.records import (
@@ -49,6 +49,7 @@ __all__ = [
     "batch_values",
     "event_values",
     "format_style",
+    "run_filter",
     "run_values",
     "schedule_values",
     "update_values",
@@ -145,6 +146,27 @@ def format_style(statement: str) -> str:
     holds a literal `?` or `%`)."""
     assert "%" not in statement
     return statement.replace("?", "%s")
+
+
+def run_filter(*, batch_id: str | None = None, schedule_id: str | None = None,
+               statuses: Collection[RunStatus] | None = None, pipeline: str | None = None,
+               since: float | None = None, until: float | None = None
+               ) -> tuple[str, list[Any], str]:
+    """`list_runs`' WHERE clause, its values and its order (a batch's runs in cell order,
+    others newest first)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (("batch_id = ?", batch_id), ("schedule_id = ?", schedule_id),
+                          ("pipeline_name = ?", pipeline), ("created_at >= ?", since),
+                          ("created_at < ?", until)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    if statuses is not None:
+        clauses.append(f"status IN ({','.join('?' * len(statuses))})" if statuses else "1 = 0")
+        params += [s.value for s in statuses]
+    order = "cell" if batch_id is not None else "created_at DESC, id DESC"
+    return " AND ".join(clauses) or "1 = 1", params, order
 
 
 def run_values(run: NewRun, now: float, owner: str | None, ttl: float, *,

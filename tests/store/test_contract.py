@@ -477,6 +477,22 @@ async def test_runs_filter_by_schedule_and_status(store: StateStore, clock: Fake
     assert [r.id for r in await store.list_runs(schedule_id="nightly")] == ["s-2", "s-1"]
 
 
+async def test_runs_filter_by_pipeline_and_creation_time(store: StateStore,
+                                                         clock: FakeClock) -> None:
+    from dataclasses import replace
+
+    start = clock.now
+    for i, name in enumerate(["a", "b", "a", "a"]):
+        await store.create_run(replace(new_run(f"r-{i}"), pipeline_name=name))
+        clock.advance(10)
+    assert [r.id for r in await store.list_runs(pipeline="a")] == ["r-3", "r-2", "r-0"]
+    assert [r.id for r in await store.list_runs(pipeline="a", since=start + 10,
+                                                until=start + 30)] == ["r-2"]
+    assert [r.id for r in await store.list_runs(since=start + 25)] == ["r-3"]
+    assert await store.list_runs(statuses=[]) == []
+    assert await store.list_runs(pipeline="nope") == []
+
+
 async def test_the_claim_query_agrees_with_the_policy(store: StateStore,
                                                        clock: FakeClock) -> None:
     """Over runs in every state a claim meets (each status, leased or not, live or expired or

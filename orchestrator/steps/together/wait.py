@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
 from pydantic import Field
 
 from orchestrator.durations import Duration
@@ -132,6 +133,31 @@ def _with_tokens(points: list[MetricPoint], job: FineTuneJob) -> list[MetricPoin
             for p in points]
 
 
+async def _draw(ctx: StepContext, points: list[MetricPoint], title: str) -> None:
+    """The job's loss curves into the run's folder (`loss-STEP.svg`, and `.png` with the
+    plot extra), in a thread: matplotlib takes half a second to load. A folder that cannot
+    be written is a warning, not a failed fine-tune."""
+    folder = ctx.artifacts_dir
+    if folder is None or not points:
+        return
+    from orchestrator.charts import loss_png, loss_svg  # noqa: PLC0415
+
+    def draw() -> list[str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        svg = folder / f"loss-{ctx.step_id}.svg"
+        svg.write_text(loss_svg(points, title=title), encoding="utf-8")
+        png = folder / f"loss-{ctx.step_id}.png"
+        return [str(svg), *([str(png)] if loss_png(points, png, title=title) else [])]
+
+    try:
+        written = await anyio.to_thread.run_sync(draw)
+    except OSError as exc:
+        ctx.log.warning("the loss curves could not be written", folder=str(folder),
+                        error=str(exc))
+        return
+    ctx.log.info("loss curves written", files=written)
+
+
 @TYPES.step("together/wait-fine-tune", params=WaitParams,
                outputs=frozenset({"job_id", "model_name", "status", "token_count",
                                   "train_loss", "eval_loss"}))
@@ -186,5 +212,6 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
         await anyio.sleep(clock.next(changed=changed, estimate=job.seconds_remaining))
     final = await figures.fetch(everything=True)  # every point, whatever this attempt saw
     ctx.record_metrics(_with_tokens(final, job))
+    await _draw(ctx, final, f"{job.id} ({job.model or 'model'})")
     return {"job_id": job.id, "model_name": job.model_output_name or "",
             "status": job.status, "token_count": job.token_count or 0, **_losses(final)}
