@@ -7,6 +7,9 @@ The public API is re-exported here. Names load on first use (module `__getattr__
 
     async def train(ctx: StepContext, rows: int) -> dict:
         ...
+
+    import orchestrator
+    result = orchestrator.run_file("pipelines/lora-finetune.yaml", {"epochs": 1})
 """
 
 from __future__ import annotations
@@ -15,6 +18,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from orchestrator.api import (
+        RunResult,
+        aresume_run,
+        arun_file,
+        aruns,
+        ashow_run,
+        await_run,
+        resume_run,
+        run_file,
+        runs,
+        show_run,
+        wait_run,
+    )
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
     from orchestrator.errors import (
@@ -49,6 +65,7 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "RunOutcome",
+    "RunResult",
     "RunStatus",
     "Settings",
     "StateStore",
@@ -57,12 +74,34 @@ __all__ = [
     "StepStatus",
     "StepTimeout",
     "TransientError",
+    "aresume_run",
+    "arun_file",
+    "aruns",
+    "ashow_run",
+    "await_run",
     "load_pipeline",
     "load_settings",
     "open_store",
+    "resume_run",
+    "run_file",
+    "runs",
+    "show_run",
+    "wait_run",
 ]
 
 _HOME = {
+    "RunResult": "orchestrator.api",
+    "arun_file": "orchestrator.api",
+    "aresume_run": "orchestrator.api",
+    "aruns": "orchestrator.api",
+    "ashow_run": "orchestrator.api",
+    "await_run": "orchestrator.api",
+    "resume_run": "orchestrator.api",
+    "run_file": "orchestrator.api",
+    "runs": "orchestrator.api",
+    "show_run": "orchestrator.api",
+    "wait_run": "orchestrator.api",
+
     "ConfigError": "orchestrator.errors",
     "EngineConfig": "orchestrator.engine.orchestrator",
     "JobEnded": "orchestrator.errors",

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 from orchestrator.errors import shorten
 
-__all__ = ["Duration", "format_duration", "parse_duration"]
+__all__ = ["DURATION_SCHEMA", "Duration", "format_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -67,5 +67,11 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+DURATION_SCHEMA = {"anyOf": [
+    {"type": "number", "minimum": 0},
+    {"type": "string", "pattern": r"^\s*(?:(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+|\d+(?:\.\d+)?)\s*$"},
+], "description": "seconds, or a number with a unit: 500ms, 30s, 5m, 2h, 1d, 1h30m"}
+"""How a duration reads in the JSON Schema of pipeline files (editors check it)."""
+
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
 """A pydantic field type: accepts what `parse_duration` accepts, holds seconds."""

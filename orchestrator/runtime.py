@@ -64,7 +64,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_parallel_steps=settings.max_parallel_steps, lease_ttl=settings.lease_ttl,
         max_recoveries=settings.max_recoveries, slot_poll_interval=settings.slot_poll_interval,
         cancel_poll_interval=settings.cancel_poll_interval,
-        pipeline_limits=settings.pipeline_limits, artifacts_dir=Path(settings.artifacts_dir))
+        pipeline_limits=settings.pipeline_limits,
+        artifacts_dir=Path(settings.artifacts_dir).resolve())
 
 
 def local_endpoints(settings: Settings) -> LocalEndpoints:

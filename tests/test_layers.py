@@ -32,6 +32,8 @@ LAYERS: list[set[str]] = [
     {"schedule"},
     # the composition root: settings -> store -> providers -> orchestrator
     {"runtime"},
+    # the Python API: the command line's commands as functions
+    {"api"},
     # helpers for tests of pipelines and step types (this project's and its users')
     {"testing"},
     {"cli"},

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_BROKEN_PIPE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK",
-           "main"]
+           "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -94,7 +94,8 @@ class _Version(argparse.Action):
         parser.exit(EXIT_OK)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (also what `completion` generates scripts from)."""
     parser = _Parser(prog="orchestrator",
                      description="Durable, resumable YAML pipelines for fine-tuning models.",
                      epilog="exit codes: 0 succeeded, 1 the run failed, 2 bad input, "
@@ -266,7 +267,7 @@ def _helper_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (also used as the console script's)."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     from orchestrator.errors import OrchestratorError  # noqa: PLC0415
     from orchestrator.redact import RedactingStream  # noqa: PLC0415
 

@@ -34,6 +34,7 @@ from orchestrator.owners import new_owner_id, owner_is_dead
 from orchestrator.providers.pool import ProviderRef, Providers
 from orchestrator.redact import REDACTOR
 from orchestrator.spec.expressions import ExpressionError
+from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline, parse_pipeline
@@ -421,9 +422,14 @@ class Orchestrator:
                                 events=[NewEvent("run_finished", data={"status": "failed",
                                                                        "error": error})])
 
-    async def run(self, pipeline: Pipeline, inputs: Mapping[str, Any]) -> RunOutcome:
-        """Create a run of `pipeline` and execute it to the end."""
-        record = await self.create_run(pipeline, inputs, hold=True)
+    async def run(self, pipeline: Pipeline, inputs: Mapping[str, Any] | None = None
+                  ) -> RunOutcome:
+        """Create a run of `pipeline` and execute it to the end. `inputs` are resolved as the
+        command line resolves them: defaults filled in, values coerced, paths made absolute
+        (given ones against the current folder, defaults against the pipeline's)."""
+        values = resolve_inputs(pipeline.inputs, dict(inputs or {}),
+                                pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
+        record = await self.create_run(pipeline, values, hold=True)
         return await self.execute(ResumePlan.fresh(record, pipeline),
                                   lease=record.lease)
 

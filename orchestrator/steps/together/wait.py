@@ -212,6 +212,6 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
         await anyio.sleep(clock.next(changed=changed, estimate=job.seconds_remaining))
     final = await figures.fetch(everything=True)  # every point, whatever this attempt saw
     ctx.record_metrics(_with_tokens(final, job))
-    await _draw(ctx, final, f"{job.id} ({job.model or 'model'})")
+    await _draw(ctx, final, job.id)
     return {"job_id": job.id, "model_name": job.model_output_name or "",
             "status": job.status, "token_count": job.token_count or 0, **_losses(final)}
