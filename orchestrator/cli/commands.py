@@ -105,6 +105,9 @@ def _report(pipeline: Pipeline, steps: Mapping[str, StepRecord], outcome: RunOut
     from orchestrator.cli import render  # noqa: PLC0415
     from orchestrator.store.records import RunStatus  # noqa: PLC0415
 
+    for hook in outcome.failed_hooks:
+        err(f"warning: hook {hook} failed (the run keeps its outcome; see: orchestrator logs "
+            f"{outcome.run_id} --step {hook})")
     if outcome.status is RunStatus.SUCCEEDED:
         render.final_outputs(pipeline, steps)
         out(f"run {outcome.run_id} succeeded")

@@ -171,6 +171,12 @@ def pipeline_plan(pipeline: Pipeline, inputs: Mapping[str, Any]) -> None:
         shown = ", ".join(f"{k}={_short(v, 60)}" for k, v in params.items())
         table.add_row(sid, step.spec.uses, ", ".join(sorted(step.needs)) or "-", retry, timeout,
                       shown or "-")
+    for section, hooks in pipeline.hooks.items():
+        for hid, hook in hooks.items():
+            shown = ", ".join(f"{k}={_short(v, 60)}" for k, v in render(hook.with_, fill).items())
+            table.add_row(hid, hook.spec.uses, f"({section.removeprefix('on_')})",
+                          f"{hook.retry.max_attempts}x" if hook.retry else "off",
+                          format_duration(hook.timeout) if hook.timeout else "-", shown or "-")
     console.print(table)
 
 
@@ -210,11 +216,12 @@ def runs_table(runs: list[RunRecord], *, filtered: bool = False) -> None:
 
 
 def step_order(run: RunRecord, steps: Mapping[str, StepRecord]) -> list[str]:
-    """The run's steps in its pipeline's order, then any stored step it no longer has."""
+    """The run's steps in its pipeline's order, its hooks, then any stored step it no longer
+    has."""
     from orchestrator.steps.builtin import parse_pipeline  # noqa: PLC0415
 
     try:
-        order = list(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)).steps)
+        order = list(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)).every_step)
     except Exception:  # noqa: BLE001  (show what is stored even if the text no longer loads)
         order = list(steps)
     return order + [s for s in steps if s not in order]

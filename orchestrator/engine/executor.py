@@ -91,6 +91,8 @@ class RunOutcome:
     resume_from: str | None = None
     """For a failure a plain resume cannot fix (the remote job a step follows has ended), the
     step to resume from: `resume RUN --from <it>`."""
+    failed_hooks: tuple[str, ...] = ()
+    """The run's hooks (`on_failure.notify`...) that failed; they do not change its status."""
 
 
 class _Stop(enum.Enum):
@@ -206,7 +208,7 @@ class RunExecutor:
         self._run = run
         self._pipeline = pipeline
         self._journal = RunJournal(store, lease, {sid: records.get(sid) or StepRecord(sid)
-                                                  for sid in pipeline.steps})
+                                                  for sid in pipeline.every_step})
         self._records = self._journal.records
         self._successors: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
         for sid, step in pipeline.steps.items():
@@ -229,6 +231,7 @@ class RunExecutor:
         self._started: set[str] = set()
         self._stop = _Stop.NONE
         self._failure: tuple[str, ErrorInfo] | None = None
+        self._failed_hooks: list[str] = []
         self._resume_from: dict[str, str] = {}
         """For each failed step whose remote job ended, where a resume has to start."""
         self._scope = anyio.CancelScope()
@@ -252,7 +255,7 @@ class RunExecutor:
         log("run finished", status=status.value, **({"error": error} if error else {}))
         failed_step = self._failure[0] if self._failure else None
         return RunOutcome(self._run.id, status, error, failed_step,
-                          self._resume_from.get(failed_step or ""))
+                          self._resume_from.get(failed_step or ""), tuple(self._failed_hooks))
 
     # -- cancellation ------------------------------------------------------------------------
 
@@ -362,10 +365,55 @@ class RunExecutor:
             return await self._carry_out_cancel()
         if self._failure is not None:
             step_id, error = self._failure
-            return await self._finish(RunStatus.FAILED, f"step {step_id} failed: {error}")
-        if all(r.status is StepStatus.SUCCEEDED for r in self._records.values()):
+            message = f"step {step_id} failed: {error}"
+            await self._run_hooks("on_failure", RunStatus.FAILED, message, step_id)
+            return await self._finish(RunStatus.FAILED, message)
+        if all(self._records[s].status is StepStatus.SUCCEEDED for s in self._pipeline.steps):
+            await self._run_hooks("on_success", RunStatus.SUCCEEDED, None, None)
             return await self._finish(RunStatus.SUCCEEDED)
         return await self._finish(RunStatus.INTERRUPTED, "stopped before every step ran")
+
+    async def _run_hooks(self, section: str, status: RunStatus, error: str | None,
+                         failed_step: str | None) -> None:
+        """The hooks of the run's outcome, in order, each as a step (retries, timeout,
+        checkpoints, kept outputs); one that succeeded before (a resumed run) is not run
+        again. A hook that fails is noted (`failed_hooks`), never the run's outcome.
+
+        A signal here leaves the run interrupted, as during its steps; a lost lease stops
+        without writing."""
+        hooks = self._pipeline.hooks.get(section)
+        if not hooks:
+            return
+        self._resolution.outcome(status.value, error and REDACTOR.text(error), failed_step)
+        self._stop, self._scope = _Stop.NONE, anyio.CancelScope()
+        try:
+            with self._scope, _single_errors():
+                async with anyio.create_task_group() as flusher:
+                    flusher.start_soon(self._journal.flush_deferred, self.lose_lease)
+                    for hid, hook in hooks.items():
+                        if self._records[hid].status is StepStatus.SUCCEEDED:
+                            continue
+                        try:
+                            await self._execute_with_retries(hook)
+                        except _StepFailed:
+                            self._failed_hooks.append(hid)
+                            self._log.warning("hook failed; the run keeps its outcome",
+                                              step=hid, status=status.value)
+                        except LeaseLost:
+                            self.lose_lease()
+                        except anyio.get_cancelled_exc_class():
+                            with anyio.CancelScope(shield=True):
+                                await self._stopped(hid)
+                            raise
+                    flusher.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), suppress(LeaseLost):
+                await self._finish(self._interrupted_status, "interrupted")
+            raise
+        if self._stop is _Stop.LEASE_LOST:
+            msg = (f"run {self._run.id}: another process took the run's lease over; this "
+                   "process stopped without writing")
+            raise LeaseLost(msg)
 
     def lose_lease(self) -> None:
         """Called when the heartbeat finds the lease gone: stop at once, write nothing more."""
@@ -528,7 +576,7 @@ class RunExecutor:
         """The step that made the job `step_id` followed (the one its `exc.param` parameter
         reads an output of), or `step_id` itself if it made the job."""
         if exc.param is not None:
-            value = self._pipeline.steps[step_id].with_.get(exc.param)
+            value = self._pipeline.every_step[step_id].with_.get(exc.param)
             for _, text in find_templates(value):
                 for ref in parse_template(text).references:
                     if ref.root == "steps" and ref.path:

@@ -43,10 +43,16 @@ class ResumePlan:
         will_run = set(self.will_run())
         return [sid for sid in self.pipeline.steps if sid not in will_run]
 
+    def hooks_unfinished(self) -> list[str]:
+        """The run's `on_success` hooks that did not succeed (for a run that succeeded)."""
+        return [hid for hid in self.pipeline.hooks.get("on_success", {})
+                if self._status(hid) is not StepStatus.SUCCEEDED]
+
     @property
     def nothing_to_do(self) -> bool:
-        """The run already succeeded and nothing was asked to run again."""
-        return self.run.status is RunStatus.SUCCEEDED and not self.will_run()
+        """The run already succeeded (its hooks too) and nothing was asked to run again."""
+        return (self.run.status is RunStatus.SUCCEEDED and not self.will_run()
+                and not self.hooks_unfinished())
 
     def _status(self, step_id: str) -> StepStatus:
         record = self.records.get(step_id)

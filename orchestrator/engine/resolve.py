@@ -34,7 +34,8 @@ class Resolution:
     ) -> None:
         self._roots: dict[str, Any] = {
             "inputs": inputs,
-            "run": {"id": run_id, "name": run_name},
+            "run": {"id": run_id, "name": run_name, "status": "running", "error": None,
+                    "failed_step": None},
             "secrets": secrets,
             "matrix": matrix or {},
         }
@@ -52,6 +53,11 @@ class Resolution:
 
         return cls(run_id=run.id, run_name=pipeline.name, inputs=run.inputs, secrets=secrets,
                    outputs_of=outputs_of, matrix=run.matrix)
+
+    def outcome(self, status: str, error: str | None, failed_step: str | None) -> None:
+        """What the run's hooks read of it once its steps ended (`run.status`, ...)."""
+        self._roots["run"] = {**self._roots["run"], "status": status, "error": error,
+                              "failed_step": failed_step}
 
     def _resolve(self, ref: Reference) -> Any:
         if ref.root == "steps":

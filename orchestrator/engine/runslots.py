@@ -82,7 +82,7 @@ class RunSlots:
         Raises PermanentError for a key that cannot be evaluated."""
         if self.pool is None:
             return
-        for owner in self._spans_of[step_id]:
+        for owner in self._spans_of.get(step_id, ()):
             if owner in self._held:
                 continue
             spec = self._pipeline.steps[owner].concurrency
@@ -110,7 +110,7 @@ class RunSlots:
     def note_released(self, step_id: str) -> list[str]:
         """The slots to give back once `step_id` succeeded; their events go with its commit
         (give them back with `release` after it)."""
-        owners = [o for o in self._release_after[step_id] if o in self._held]
+        owners = [o for o in self._release_after.get(step_id, ()) if o in self._held]
         self._journal.note(*(self._released(owner) for owner in owners))
         return owners
 

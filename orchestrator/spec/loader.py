@@ -48,7 +48,13 @@ _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_PATH = ("concurrency", "key")
 """The one place outside a step's `with:` that may hold expressions (of inputs, matrix, run)."""
 _KEY_ROOTS = ("inputs", "matrix", "run")
-_NOT_EVALUATED = "expressions are only evaluated inside a step's with: and in concurrency.key"
+HOOK_SECTIONS = ("on_success", "on_failure")
+"""Steps run after the others end, by the run's outcome (ids `on_failure.<name>`)."""
+_RUN_FIELDS = ("id", "name")
+_HOOK_RUN_FIELDS = (*_RUN_FIELDS, "status", "error", "failed_step")
+"""What hooks may read of the run: also its outcome, known once the other steps ended."""
+_NOT_EVALUATED = ("expressions are only evaluated inside a step's (or hook's) with: and in "
+                  "concurrency.key")
 _KEY_HOMES: dict[str, str] = {}
 """Every key a pipeline file may hold, and where (the first place, for a hint)."""
 for _model, _home in ((PipelineHeader, "the top level"), (StepSpec, "a step"),
@@ -163,11 +169,14 @@ class _Checker:
         if header is not None and header.schedule is not None:
             self._schedule_inputs(header.schedule, inputs)
         specs = self._step_specs(raw_steps)
-        types = {sid: t for sid, spec in specs.items()
+        hook_specs = self._hook_specs(data)
+        types = {sid: t for sid, spec in {**specs, **hook_specs}.items()
                  if (t := self._step_type(sid, spec)) is not None}
         needs = {sid: self._needs(sid, spec, specs, types, inputs)
                  for sid, spec in specs.items()}
-        for sid, spec in specs.items():
+        for hid, spec in hook_specs.items():
+            self._needs(hid, spec, specs, types, inputs)  # checked; hooks run in file order
+        for sid, spec in {**specs, **hook_specs}.items():
             if sid in types:
                 self._literal_params(sid, spec, types[sid])
         for sid, raw in raw_steps.items():
@@ -184,9 +193,15 @@ class _Checker:
                                                                                  defaults))
             for sid in order
         }
+        hooks = {section: {hid: Step(hid, spec, types[hid], frozenset(),
+                                     _effective_retry(spec, defaults),
+                                     _effective_timeout(spec, defaults))
+                           for hid, spec in hook_specs.items() if hid.startswith(f"{section}.")}
+                 for section in HOOK_SECTIONS}
         return Pipeline(header.name, header.description, self.path, text, header.inputs, steps,
                         matrix=header.matrix, concurrency=header.concurrency,
-                        schedule=header.schedule)
+                        schedule=header.schedule,
+                        hooks={k: v for k, v in hooks.items() if v})
 
     def _header(self, data: dict[str, Any]) -> PipelineHeader | None:
         header = None
@@ -200,7 +215,8 @@ class _Checker:
             header = PipelineHeader.model_validate(data)
         except ValidationError as exc:
             self.report_validation(exc, (), data, skip=skip)
-        for path, _ in find_templates({k: v for k, v in data.items() if k != "steps"}):
+        outside = {k: v for k, v in data.items() if k != "steps" and k not in HOOK_SECTIONS}
+        for path, _ in find_templates(outside):
             if path != _KEY_PATH:
                 self.report(path, _NOT_EVALUATED)
         inputs = data.get("inputs")
@@ -236,36 +252,68 @@ class _Checker:
                 continue
         return valid
 
-    def _step_specs(self, raw_steps: dict[str, Any]) -> dict[str, StepSpec]:
+    @staticmethod
+    def _where(sid: str) -> NodePath:
+        """Where a step is in the file: `steps.<id>`, or a hook's `on_failure.<name>`."""
+        section, dot, name = sid.partition(".")
+        return (section, name) if dot else ("steps", sid)
+
+    def _hook_specs(self, data: dict[str, Any]) -> dict[str, StepSpec]:
+        """The steps of `on_success:` and `on_failure:`, by id `on_failure.<name>`."""
         specs: dict[str, StepSpec] = {}
-        for sid, raw in raw_steps.items():
-            if not _ID.match(sid):
-                self.report(("steps", sid), f"step id '{sid}' must start with a letter or _ and "
+        for section in HOOK_SECTIONS:
+            raw = data.get(section)
+            if raw is None:
+                continue
+            if not isinstance(raw, dict) or not raw:
+                self.report((section,), f"{section}: expected a mapping of steps (name: "
+                                        "{uses: ..., with: ...}), run after the others end")
+                continue
+            hooks = self._step_specs(raw, section)
+            for hid, spec in hooks.items():
+                if spec.needs:
+                    self.report((*self._where(hid), "needs"), f"{hid}.needs: hooks run in the "
+                                "order they are written, after every step; they take no needs:")
+                if spec.concurrency is not None:
+                    self.report((*self._where(hid), "concurrency"),
+                                f"{hid}.concurrency: hooks take no concurrency:")
+            specs.update(hooks)
+        return specs
+
+    def _step_specs(self, raw_steps: dict[str, Any],
+                    section: str = "steps") -> dict[str, StepSpec]:
+        specs: dict[str, StepSpec] = {}
+        for name, raw in raw_steps.items():
+            sid = name if section == "steps" else f"{section}.{name}"
+            where = (section, name)
+            if not isinstance(name, str) or not _ID.match(name):
+                self.report(where, f"step id '{name}' must start with a letter or _ and "
                             "hold only letters, digits, _ and -", at_key=True)
                 continue
             if not isinstance(raw, dict):
-                self.report(("steps", sid), f"step '{sid}' must be a mapping with at least uses:")
+                self.report(where, f"step '{name}' must be a mapping with at least uses:")
                 continue
             try:
                 specs[sid] = StepSpec.model_validate(raw)
             except ValidationError as exc:
-                self.report_validation(exc, ("steps", sid), raw)
+                self.report_validation(exc, where, raw)
                 # Keep checking the rest of the step: drop the keys that are wrong and retry.
                 bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
                 with contextlib.suppress(ValidationError):
                     specs[sid] = StepSpec.model_validate(
                         {k: v for k, v in raw.items() if k not in bad})
             outside_with = {k: v for k, v in raw.items() if k != "with"}
-            for path, _ in find_templates(outside_with, ("steps", sid)):
-                if path != ("steps", sid, *_KEY_PATH):
+            for path, _ in find_templates(outside_with, where):
+                if path != (*where, *_KEY_PATH):
                     self.report(path, _NOT_EVALUATED)
         return specs
 
     def _step_type(self, sid: str, spec: StepSpec) -> StepKind | None:
+        where = (*self._where(sid), "uses")
         try:
             return self.registry.resolve(spec.uses, self.base_dir)
         except UnknownStepType as exc:
-            self.report(("steps", sid, "uses"), f"steps.{sid}.uses: {exc}")
+            self.report(where, f"{_dotted(where)}: {exc}")
             return None
 
     def _literal_params(self, sid: str, spec: StepSpec, step_type: StepKind) -> None:
@@ -274,7 +322,7 @@ class _Checker:
         try:
             step_type.params.model_validate(spec.with_)
         except ValidationError as exc:
-            self.report_validation(exc, ("steps", sid, "with"), spec.with_,
+            self.report_validation(exc, (*self._where(sid), "with"), spec.with_,
                                    skip=expression_paths)
 
     def _needs(self, sid: str, spec: StepSpec, specs: Mapping[str, StepSpec],
@@ -285,8 +333,9 @@ class _Checker:
             if need in specs:
                 needs.add(need)
             else:
-                self.report(("steps", sid, "needs", i), _unknown_step(need, "needs", specs))
-        for path, text in find_templates(spec.with_, ("steps", sid, "with")):
+                self.report((*self._where(sid), "needs", i),
+                            _unknown_step(need, "needs", specs))
+        for path, text in find_templates(spec.with_, (*self._where(sid), "with")):
             try:
                 template = parse_template(text)
             except ExpressionError as exc:
@@ -337,8 +386,12 @@ class _Checker:
                 return f"'{ref}' names no matrix key '{path[0]}' (matrix keys: {known})"
             return None
         if ref.root == "run":
-            if len(path) != 1 or path[0] not in ("id", "name"):
-                return f"'{ref}': run has only run.id and run.name"
+            fields = _HOOK_RUN_FIELDS if "." in sid else _RUN_FIELDS
+            if len(path) != 1 or path[0] not in fields:
+                known = ", ".join(f"run.{f}" for f in fields)
+                extra = "" if "." in sid else " (hooks also read run.status, run.error and " \
+                                               "run.failed_step)"
+                return f"'{ref}': run has only {known}{extra}"
             return None
         if len(path) != 1 or not _SECRET_NAME.match(str(path[0])):
             return f"'{ref}': a secret is referenced as secrets.NAME (letters, digits and _)"

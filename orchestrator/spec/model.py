@@ -167,3 +167,7 @@ class PipelineHeader(_Strict):
     concurrency: ConcurrencySpec | None = None
     schedule: ScheduleSpec | None = None
     steps: dict[str, Any] = Field(min_length=1)
+    on_success: dict[str, Any] | None = Field(
+        default=None, description="steps run after every step succeeded (e.g. a notice)")
+    on_failure: dict[str, Any] | None = Field(
+        default=None, description="steps run after a step failed for good (e.g. a notice)")

@@ -6,6 +6,7 @@ checks everything on the way, this module only describes the result.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ class Pipeline:
     matrix: MatrixSpec | None = None
     concurrency: ConcurrencySpec | None = None
     schedule: ScheduleSpec | None = None
+    hooks: Mapping[str, Mapping[str, Step]] = dataclasses.field(default_factory=dict)
+    """`on_success` / `on_failure`: steps run, in order, once the others ended that way; by
+    id `on_failure.<name>`. Not in `steps`: the run's graph is `steps` alone."""
 
     @property
     def base_dir(self) -> Path:
@@ -99,7 +103,14 @@ class Pipeline:
         return expand_matrix(self.matrix) if self.matrix is not None else [{}]
 
     @functools.cached_property
+    def every_step(self) -> Mapping[str, Step]:
+        """The steps, then the hooks: every step a run of this pipeline may store."""
+        return {**self.steps, **{hid: hook for hooks in self.hooks.values()
+                                 for hid, hook in hooks.items()}}
+
+    @functools.cached_property
     def secret_names(self) -> frozenset[str]:
-        """The NAMEs of every `secrets.NAME` the steps use (read from the environment)."""
-        return frozenset(str(ref.path[0]) for step in self.steps.values()
+        """The NAMEs of every `secrets.NAME` the steps and hooks use (read from the
+        environment)."""
+        return frozenset(str(ref.path[0]) for step in self.every_step.values()
                          for ref in step.references() if ref.root == "secrets" and ref.path)

@@ -35,10 +35,13 @@ def local_count(tmp_path: Path, table: str) -> int:
 def test_both_pipelines_succeed(cli: CLI, tmp_path: Path) -> None:
     """LoRA fine-tune end to end prints the model and the smoke answer; the adapter too."""
     lora = cli("run", LORA, *FAST_POLL, env=FAST, check_code=0)
-    model = re.search(r"smoke\.model: (\S+)", lora.stdout)
+    model = re.search(r"register\.model: (\S+)", lora.stdout)  # recorded after its smoke test
     assert model and model.group(1).startswith("local-user/Meta-Llama-3.1-8B-Instruct-"
                                                 "Reference-capitals-")
-    assert "smoke.text:  Paris" in lora.stdout
+    run_id = re.search(r"run (r-\S+) succeeded", lora.stdout)
+    assert run_id
+    answer = cli("logs", run_id.group(1), "--step", "smoke", check_code=0).stdout
+    assert "smoke test answer" in answer and "text= Paris" in answer
     assert "provider: local" in lora.stderr
     registry = cli("models", check_code=0).stdout
     assert model.group(1) in registry

@@ -327,8 +327,8 @@ def test_expressions_outside_with_are_rejected(tmp_path: Path) -> None:
             uses: core/echo
             description: "${{ inputs.x }}"
     """)
-    assert problem.message == ("expressions are only evaluated inside a step's with: and in "
-                               "concurrency.key")
+    assert problem.message == ("expressions are only evaluated inside a step's (or hook's) "
+                               "with: and in concurrency.key")
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

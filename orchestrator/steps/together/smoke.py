@@ -88,7 +88,10 @@ async def smoke_test(ctx: StepContext, params: SmokeParams) -> dict[str, Any]:
                      latency=format_duration(latency))
         answer, latency = await _ask(client, params)
     problems = _failures(answer.text, latency, params.expect)
-    ctx.log.info("smoke test answer", text=answer.text[:200], latency=round(latency, 3))
+    asked = params.prompt if params.prompt is not None else \
+        str((params.messages or [{}])[-1].get("content", ""))
+    ctx.log.info("smoke test answer", prompt=asked[:500], text=answer.text[:500],
+                 latency=round(latency, 3), passed=not problems)
     if problems:
         raise PermanentError(f"smoke test of {params.model} failed: " + "; ".join(problems)
                              + f" (answer: {answer.text[:200]!r})")
