@@ -22,15 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import structlog
 
 from orchestrator.engine.plan import ResumePlan, read_secrets
+from orchestrator.log import configure_logging
 from orchestrator.providers.pool import provider_ref
 from orchestrator.runtime import open_runtime
 from orchestrator.schedule.batch import execute_cells
 from orchestrator.settings import Settings, load_settings
-from orchestrator.shapes import final_losses, metric_json, run_json, step_json
+from orchestrator.shapes import run_document, run_json
 from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.steps.builtin import load_pipeline
+from orchestrator.steps.builtin import load_pipeline, step_order
 from orchestrator.store.records import RunStatus
 
 if TYPE_CHECKING:
@@ -73,10 +75,16 @@ class RunResult:
 
 
 def _settings(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
+    """The settings a call runs with; log lines set up (to stderr, as the command line's)
+    unless the caller set structlog up already."""
     if settings is not None:  # its values, the overrides checked as a setting is
-        return settings if not overrides else Settings.model_validate(
+        settings = settings if not overrides else Settings.model_validate(
             {**settings.model_dump(), **overrides})
-    return load_settings(**overrides)
+    else:
+        settings = load_settings(**overrides)
+    if not structlog.is_configured():
+        configure_logging(fmt=settings.log_format, level=settings.log_level)
+    return settings
 
 
 async def _result(store: StateStore, outcome: RunOutcome) -> RunResult:
@@ -158,14 +166,14 @@ def resume_run(run_id: str, *, from_step: str | None = None, reload: bool = Fals
 
 async def ashow_run(run_id: str, *, settings: Settings | None = None,
                     **overrides: Any) -> dict[str, Any]:
-    """`orchestrator show RUN -o json`: the run, its steps and its metric points."""
+    """`orchestrator show RUN -o json`: the run, its steps, its final losses."""
 
     async with open_runtime(_settings(settings, overrides), engine=False) as rt:
         run = await rt.store.get_run(run_id)
         steps = await rt.store.get_steps(run_id)
         points = await rt.store.get_metrics(run_id)
-    return {"run": run_json(run), "steps": [step_json(s) for s in steps.values()],
-            "metrics": {**final_losses(points), "points": [metric_json(p) for p in points]}}
+    return run_document(run, [steps[sid] for sid in step_order(run, steps) if sid in steps],
+                        points)
 
 
 def show_run(run_id: str, *, settings: Settings | None = None,

@@ -26,7 +26,7 @@ from orchestrator.store.records import (
 )
 
 __all__ = ["SHAPES_VERSION", "batch_json", "event_json", "executor_gone", "final_losses",
-           "metric_json", "model_json", "run_json", "schedule_json", "step_json"]
+           "metric_json", "model_json", "run_document", "run_json", "schedule_json", "step_json"]
 
 SHAPES_VERSION = 1
 
@@ -84,6 +84,15 @@ def final_losses(points: Sequence[MetricPoint]) -> dict[str, float | None]:
     evals = [p.eval_loss for p in ordered if p.eval_loss is not None]
     return {"train_loss": train[-1] if train else None,
             "eval_loss": evals[-1] if evals else None}
+
+
+def run_document(run: RunRecord, steps: Iterable[StepRecord],
+                 points: Sequence[MetricPoint]) -> dict[str, Any]:
+    """`show RUN -o json`: the run, its steps (in the order given: the pipeline's), and how
+    many metric points it keeps with its final losses."""
+    now = time.time()
+    return {"run": run_json(run, now=now), "steps": [step_json(s, now=now) for s in steps],
+            "metrics": {"points": len(points), **final_losses(points)}}
 
 
 def metric_json(point: MetricPoint) -> dict[str, Any]:

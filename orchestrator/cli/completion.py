@@ -32,6 +32,8 @@ class Command:
     options: tuple[Option, ...]
     files: bool
     """Its positional arguments are files (else nothing to complete but flags)."""
+    choices: tuple[str, ...] = ()
+    """What its positional arguments may be, where they are a fixed list (`bash zsh fish`)."""
     actions: tuple[Command, ...] = ()
     """Sub-commands (`state migrate|export|import`)."""
 
@@ -45,12 +47,13 @@ def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[
 
 
 def _describe(parser: argparse.ArgumentParser, name: str, help_text: str) -> Command:
-    options, files = [], False
+    options, files, choices = [], False, []
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
             continue
         if not action.option_strings:
             files = files or str(action.metavar) in _FILE_METAVARS
+            choices += [str(c) for c in action.choices or ()]
             continue
         options.append(Option(tuple(action.option_strings), (action.help or "").split(";")[0],
                               tuple(str(c) for c in action.choices or ()),
@@ -58,7 +61,7 @@ def _describe(parser: argparse.ArgumentParser, name: str, help_text: str) -> Com
     sub = _subparsers(parser)
     actions = () if sub is None else tuple(
         _describe(p, n, _help_of(sub, n)) for n, p in sub.choices.items())
-    return Command(name, help_text, tuple(options), files, actions)
+    return Command(name, help_text, tuple(options), files, tuple(choices), actions)
 
 
 def _help_of(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str) -> str:
@@ -107,10 +110,13 @@ def _bash(prog: str, commands: list[Command], top: list[str]) -> str:
             if option.choices:
                 lines.append(f"            {'|'.join(option.flags)}) COMPREPLY=($(compgen -W "
                              f"{shlex.quote(' '.join(option.choices))} -- \"$cur\")); return ;;")
-        lines.append("        esac")
-        words = _flags(command) + " " + " ".join(a.name for a in command.actions)
-        fallback = ' -o default' if command.files else ""
-        lines.append(f'        COMPREPLY=($(compgen{fallback} -W {shlex.quote(words.strip())} '
+        if lines[-1].endswith('case "$prev" in'):
+            lines.pop()  # no flag of this command takes a fixed choice
+        else:
+            lines.append("        esac")
+        words = " ".join([_flags(command), *command.choices,
+                          *(a.name for a in command.actions)])
+        lines.append(f'        COMPREPLY=($(compgen -W {shlex.quote(words.strip())} '
                      '-- "$cur"))')
         if command.files:
             lines.append('        [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))')
@@ -138,6 +144,8 @@ def _fish(prog: str, commands: list[Command]) -> str:
         for action in command.actions:
             lines.append(f"complete -c {prog} {seen} -a {action.name} "
                          f"-d {_fish_quote(action.help)}")
+        if command.choices:
+            lines.append(f"complete -c {prog} {seen} -a {_fish_quote(' '.join(command.choices))}")
         for option in command.options:
             parts = [f"complete -c {prog} {seen}"]
             for flag in option.flags:

@@ -112,12 +112,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     run, steps, points = loaded
     if args.output == "json":
-        from orchestrator.shapes import final_losses, run_json, step_json  # noqa: PLC0415
+        from orchestrator.shapes import run_document  # noqa: PLC0415
+        from orchestrator.steps.builtin import step_order  # noqa: PLC0415
 
-        order = render.step_order(run, steps)
-        print_json({"run": run_json(run),
-                    "steps": [step_json(steps[sid]) for sid in order if sid in steps],
-                    "metrics": {"points": len(points), **final_losses(points)}})
+        print_json(run_document(run, [steps[sid] for sid in step_order(run, steps)
+                                      if sid in steps], points))
     else:
         render.run_detail(run, steps, outputs=args.outputs, points=points)
     return EXIT_OK

@@ -6,7 +6,6 @@ import json
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -16,6 +15,7 @@ from rich.text import Text
 from orchestrator.durations import format_duration
 from orchestrator.shapes import executor_gone, final_losses
 from orchestrator.spec.expressions import Reference, lookup, render
+from orchestrator.steps.builtin import step_order
 from orchestrator.store.records import (
     EventRecord,
     MetricPoint,
@@ -48,7 +48,6 @@ __all__ = [
     "runs_table",
     "schedules_table",
     "sparkline",
-    "step_order",
 ]
 
 _STYLE = {
@@ -213,18 +212,6 @@ def runs_table(runs: list[RunRecord], *, filtered: bool = False) -> None:
         table.add_row(run.id, run.pipeline_name, _run_status(run),
                       _when(run.started_at or run.created_at), _run_span(run))
     console.print(table)
-
-
-def step_order(run: RunRecord, steps: Mapping[str, StepRecord]) -> list[str]:
-    """The run's steps in its pipeline's order, its hooks, then any stored step it no longer
-    has."""
-    from orchestrator.steps.builtin import parse_pipeline  # noqa: PLC0415
-
-    try:
-        order = list(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)).every_step)
-    except Exception:  # noqa: BLE001  (show what is stored even if the text no longer loads)
-        order = list(steps)
-    return order + [s for s in steps if s not in order]
 
 
 _BARS = "▁▂▃▄▅▆▇█"

@@ -7,6 +7,7 @@ Each family loads when a pipeline first names one of its types (see `StepRegistr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
@@ -14,8 +15,9 @@ from orchestrator.spec.loader import load_pipeline as _load
 from orchestrator.spec.loader import parse_pipeline as _parse
 from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.registry import StepRegistry
+from orchestrator.store.records import RunRecord, StepRecord
 
-__all__ = ["BUILTIN", "builtin_registry", "load_pipeline", "parse_pipeline"]
+__all__ = ["BUILTIN", "builtin_registry", "load_pipeline", "parse_pipeline", "step_order"]
 
 BUILTIN = StepRegistry()
 BUILTIN.add_family("core", "orchestrator.steps.core")
@@ -39,3 +41,13 @@ def parse_pipeline(text: str, path: Path, *, registry: StepRegistry | None = Non
                    limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
     """Validate pipeline `text` as if read from `path` (a resumed run's stored text)."""
     return _parse(text, path, registry=registry or BUILTIN, limits=limits)
+
+
+def step_order(run: RunRecord, steps: Mapping[str, StepRecord]) -> list[str]:
+    """A stored run's steps in its pipeline's order, its hooks, then any stored step the
+    pipeline no longer has (what `show` lists)."""
+    try:
+        order = list(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)).every_step)
+    except Exception:  # noqa: BLE001  (show what is stored even if the text no longer loads)
+        order = list(steps)
+    return order + [s for s in steps if s not in order]

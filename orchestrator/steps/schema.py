@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from orchestrator.spec.loader import HOOK_SECTIONS
 from orchestrator.spec.model import ID_PATTERN, PipelineHeader, StepSpec
 from orchestrator.steps.registry import PYTHON_PREFIX, StepRegistry
 
@@ -98,11 +99,14 @@ def pipeline_schema(registry: StepRegistry) -> dict[str, Any]:
             "then": {"properties": {"with": {"$ref": f"#/$defs/with__{slug}"}}},
         })
     defs["Step"] = step
+    steps = {"type": "object", "minProperties": 1, "propertyNames": {"pattern": ID_PATTERN},
+             "additionalProperties": {"$ref": "#/$defs/Step"}}
     schema["properties"]["steps"] = {
-        "type": "object", "minProperties": 1,
-        "propertyNames": {"pattern": ID_PATTERN},
-        "additionalProperties": {"$ref": "#/$defs/Step"},
-        "description": "the steps by id; `needs:` and the expressions they use order them",
-    }
+        **steps, "description": "the steps by id; `needs:` and the expressions they use order "
+                                "them"}
+    for section in HOOK_SECTIONS:
+        described = schema["properties"][section].get("description", "")
+        schema["properties"][section] = {**steps, "description": f"{described}; in order, "
+                                                                 "after the steps"}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
             "title": "orchestrator pipeline", **schema}
