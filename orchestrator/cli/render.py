@@ -15,7 +15,6 @@ from rich.text import Text
 from orchestrator.durations import format_duration
 from orchestrator.shapes import executor_gone, final_losses
 from orchestrator.spec.expressions import Reference, lookup, render
-from orchestrator.steps.builtin import step_order
 from orchestrator.store.records import (
     EventRecord,
     MetricPoint,
@@ -246,6 +245,8 @@ def _losses_line(run_id: str, points: list[MetricPoint]) -> str | None:
 
 def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool,
                points: list[MetricPoint] | None = None) -> None:
+    from orchestrator.steps.builtin import step_order  # noqa: PLC0415  (start-up: the loader)
+
     console = _console()
     console.print(Text.assemble(f"run {run.id}  {run.pipeline_name}  ", _run_status(run)))
     console.print(f"  pipeline  {run.pipeline_path}")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.loader import load_pipeline as _load
 from orchestrator.spec.loader import parse_pipeline as _parse
 from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.registry import StepRegistry
-from orchestrator.store.records import RunRecord, StepRecord
+
+if TYPE_CHECKING:
+    from orchestrator.store.records import RunRecord, StepRecord
 
 __all__ = ["BUILTIN", "builtin_registry", "load_pipeline", "parse_pipeline", "step_order"]
 

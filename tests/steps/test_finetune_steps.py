@@ -469,3 +469,33 @@ async def test_a_together_step_asks_for_its_client_and_says_when_there_is_none(
     assert step.error is not None
     assert step.error.message == ("this step needs a TogetherClient, but the run has no "
                                   "provider (setting provider: local or together)")
+
+
+def test_a_jobs_figures_are_read_from_its_metrics_and_its_events() -> None:
+    """Rows of one training step merge (Together reports eval loss apart); rows without a
+    step, or with nothing but NaNs and booleans, are skipped; events naming a step and a
+    loss count too."""
+    from orchestrator.protocol.types import FineTuneEvent
+    from orchestrator.steps.together.jobfigures import (
+        points_from_events,
+        points_from_metrics,
+        progress_of,
+    )
+
+    rows = [{"train/global_step": 10, "train/loss": 1.5, "train/learning_rate": 1e-5,
+             "train/epoch": 0.5},
+            {"train/global_step": 10.0, "eval/loss": 1.7},
+            {"train/global_step": 20, "train/loss": float("nan"), "eval/loss": True},
+            {"train/loss": 9.9}]
+    points = points_from_metrics(rows, step_id="wait", job_id="ft-1")
+    assert [(p.train_step, p.train_loss, p.eval_loss, p.learning_rate, p.epoch)
+            for p in points] == [(10, 1.5, 1.7, 1e-5, 0.5)]
+    events = [FineTuneEvent(message="Epoch 1/3 completed at step 7/21: train loss 1.2345, "
+                                    "eval loss 1.3", step=7),
+              FineTuneEvent(message="Training completed: final train loss 0.9", step=21),
+              FineTuneEvent(message="Job started")]
+    found = points_from_events(events, step_id="wait", job_id="ft-1")
+    assert [(p.train_step, p.train_loss, p.eval_loss) for p in found] == [
+        (7, 1.2345, 1.3), (21, 0.9, None)]
+    assert progress_of(events, points) == {"step": 10, "total_steps": 21, "loss": 1.5,
+                                           "eval_loss": 1.7}

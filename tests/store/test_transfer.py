@@ -12,6 +12,7 @@ import pytest
 from orchestrator.store.base import StateStore
 from orchestrator.store.opening import open_store
 from orchestrator.store.records import (
+    MetricPoint,
     ModelEntry,
     NewBatch,
     NewEvent,
@@ -36,7 +37,9 @@ async def fill(url: str) -> None:
             await store.commit(lease, run=RunUpdate(RunStatus.SUCCEEDED, release=True),
                                steps=[StepRecord("a", StepStatus.SUCCEEDED, 1, {"x": [i]}),
                                       StepRecord("b", StepStatus.SUCCEEDED, 2, {"y": "é"})],
-                               events=[NewEvent("step_succeeded", "a", 1, {"n": i})])
+                               events=[NewEvent("step_succeeded", "a", 1, {"n": i})],
+                               metrics=[MetricPoint("a", "ft-1", s, epoch=1.0, train_loss=2.0 / s,
+                                                    tokens=10 * s) for s in (1, 2)])
         cell = NewRun("", "p", "/p.yaml", "name: m\n", {}, status=RunStatus.QUEUED)
         await store.create_batch(NewBatch("b-1", "p", "/p.yaml", "name: m\n", {},
                                           max_parallel=2, fail_fast=True),
@@ -56,6 +59,7 @@ async def history(store: StateStore) -> dict[str, object]:
         "batches": await store.list_batches(),
         "schedules": await store.list_schedules(),
         "models": await store.list_models(),
+        "metrics": {r.id: await store.get_metrics(r.id) for r in runs},
     }
 
 
@@ -74,6 +78,7 @@ def test_a_history_moves_between_backends_unchanged(cli: CLI, tmp_path: Path,
         async with open_store(source) as old, open_store(target) as new:
             assert await history(new) == await history(old)
             assert (await new.get_run("r-1")).pipeline_text == "name: p1\n"
+            assert len((await history(new))["metrics"]["r-2"]) == 2  # type: ignore[index]
 
     anyio.run(compare)
 

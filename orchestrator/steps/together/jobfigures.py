@@ -52,6 +52,9 @@ def points_from_metrics(rows: Iterable[Mapping[str, Any]], *, step_id: str,
                             eval_loss=_number(row, "eval/loss"),
                             learning_rate=_number(row, "train/learning_rate"),
                             tokens=None if tokens is None else int(tokens))
+        if (point.epoch, point.train_loss, point.eval_loss, point.learning_rate,
+                point.tokens) == (None,) * 5:
+            continue  # nothing to keep
         known = points.get(point.train_step)
         points[point.train_step] = point if known is None else known.merged(point)
     return list(points.values())
