@@ -31,7 +31,7 @@ import functools
 import json
 import random
 import traceback
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -342,25 +342,13 @@ class RunExecutor:
             events=events,
         )
         self._log.info("run started", pipeline=self._pipeline.name, owner=self._lease.owner)
-        try:
-            with self._scope, _single_errors():
-                async with anyio.create_task_group() as flusher:
-                    flusher.start_soon(self._journal.flush_deferred, self.lose_lease)
-                    for key, limit in run_slots:
-                        await self._slots.take_run_slot(key, limit)
-                    async with anyio.create_task_group() as tg:
-                        for step_id in self._pipeline.steps:
-                            if self._is_ready(step_id):
-                                self._launch(step_id, tg)
-                    flusher.cancel_scope.cancel()
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True), suppress(LeaseLost):
-                await self._finish(self._interrupted_status, "interrupted")
-            raise
-        if self._stop is _Stop.LEASE_LOST:
-            msg = (f"run {self._run.id}: another process took the run's lease over; this "
-                   "process stopped without writing")
-            raise LeaseLost(msg)
+        async with self._phase():
+            for key, limit in run_slots:
+                await self._slots.take_run_slot(key, limit)
+            async with anyio.create_task_group() as tg:
+                for step_id in self._pipeline.steps:
+                    if self._is_ready(step_id):
+                        self._launch(step_id, tg)
         if self._stop is _Stop.CANCELLED:
             return await self._carry_out_cancel()
         if self._failure is not None:
@@ -386,25 +374,34 @@ class RunExecutor:
             return
         self._resolution.outcome(status.value, error and REDACTOR.text(error), failed_step)
         self._stop, self._scope = _Stop.NONE, anyio.CancelScope()
+        async with self._phase():
+            for hid, hook in hooks.items():
+                if self._records[hid].status is StepStatus.SUCCEEDED:
+                    continue
+                try:
+                    await self._execute_with_retries(hook)
+                except _StepFailed:
+                    self._failed_hooks.append(hid)
+                    self._log.warning("hook failed; the run keeps its outcome", step=hid,
+                                      status=status.value)
+                except LeaseLost:
+                    self.lose_lease()
+                except anyio.get_cancelled_exc_class():
+                    with anyio.CancelScope(shield=True):
+                        await self._stopped(hid)
+                    raise
+
+    @contextlib.asynccontextmanager
+    async def _phase(self) -> AsyncIterator[None]:
+        """A stretch of the run's work (its steps, then its hooks), under the run's cancel
+        scope (a lost lease or a cancel stops it), deferred writes flushed meanwhile. A signal
+        leaves the run interrupted and is re-raised; a lost lease raises LeaseLost, nothing
+        more written."""
         try:
             with self._scope, _single_errors():
                 async with anyio.create_task_group() as flusher:
                     flusher.start_soon(self._journal.flush_deferred, self.lose_lease)
-                    for hid, hook in hooks.items():
-                        if self._records[hid].status is StepStatus.SUCCEEDED:
-                            continue
-                        try:
-                            await self._execute_with_retries(hook)
-                        except _StepFailed:
-                            self._failed_hooks.append(hid)
-                            self._log.warning("hook failed; the run keeps its outcome",
-                                              step=hid, status=status.value)
-                        except LeaseLost:
-                            self.lose_lease()
-                        except anyio.get_cancelled_exc_class():
-                            with anyio.CancelScope(shield=True):
-                                await self._stopped(hid)
-                            raise
+                    yield
                     flusher.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), suppress(LeaseLost):
