@@ -2,4 +2,7 @@
 
 from orchestrator.cli import run
 
-run()
+# Guarded: a worker process (anyio's to_process, as multiprocessing's spawn) loads the
+# parent's main module under another name, and must not run the command again.
+if __name__ == "__main__":
+    run()

@@ -280,3 +280,12 @@ def test_tables_fold_long_values_at_80_columns(monkeypatch: pytest.MonkeyPatch) 
     assert "..." not in out.getvalue() and "…" not in out.getvalue()
     joined = "".join(line.split()[0] for line in lines[1:] if line.strip())
     assert name in joined
+
+
+def test_loss_curves_that_cannot_be_written_never_fail_a_fine_tune(cli: CLI,
+                                                                   tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    run = cli("run", LORA, *FAST_POLL, check_code=0,
+              env={**FAST, "ORCH_ARTIFACTS_DIR": str(tmp_path / "not-a-folder")})
+    logs = cli("logs", run_id_from(run.stderr), "--step", "wait", check_code=0).stdout
+    assert "the loss curves could not be written" in logs
