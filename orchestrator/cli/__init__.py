@@ -37,6 +37,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
+def _seconds(text: str) -> float:
+    """A flag's number of seconds: finite and not negative."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        msg = f"{text[:40]!r} is not a number of seconds (0 or more)"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _flag_groups() -> dict[str, _Parser]:
     """Flags several commands share, as argparse parent parsers."""
     state = _Parser(add_help=False)
@@ -149,7 +161,7 @@ def _running_commands(commands: argparse._SubParsersAction[_Parser],
     p = commands.add_parser("cancel", parents=[state, logging],
                             help="cancel runs or batches, and the remote jobs they started")
     p.add_argument("targets", nargs="+", metavar="RUN|BATCH")
-    p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--wait", type=_seconds, default=30.0, metavar="SECONDS",
                    help="how long to wait for the process executing a run to cancel it")
 
 
@@ -200,7 +212,7 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
                             help="wait for a run or batch to end; exit 0 succeeded, 1 failed "
                                  "or cancelled, 2 unknown, 75 timed out")
     p.add_argument("run_id", metavar="RUN|BATCH")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="give up after this long (exit code 75; the run goes on)")
 
     p = commands.add_parser("check-data", help="check fine-tuning datasets (JSONL); every "

@@ -55,8 +55,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     for name, text in contents.items():
         target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            err(f"error: cannot write {target}: {exc.strerror or exc}")
+            return EXIT_BAD_INPUT
         out(f"wrote {target}")
     where = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
     err(f"next: {where}orchestrator validate pipeline.yaml && orchestrator run pipeline.yaml")

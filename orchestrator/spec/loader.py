@@ -205,7 +205,7 @@ class _Checker:
 
     def _header(self, data: dict[str, Any]) -> PipelineHeader | None:
         header = None
-        skip: set[NodePath] = set()
+        skip: set[NodePath] = {(section,) for section in HOOK_SECTIONS}  # checked as steps
         matrix = data.get("matrix")
         if isinstance(matrix, dict):
             for axis, message in MatrixSpec.axis_problems(matrix):

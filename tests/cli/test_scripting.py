@@ -289,3 +289,14 @@ def test_loss_curves_that_cannot_be_written_never_fail_a_fine_tune(cli: CLI,
               env={**FAST, "ORCH_ARTIFACTS_DIR": str(tmp_path / "not-a-folder")})
     logs = cli("logs", run_id_from(run.stderr), "--step", "wait", check_code=0).stdout
     assert "the loss curves could not be written" in logs
+
+
+def test_bad_arguments_to_the_new_commands_are_one_line(cli: CLI, tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("")
+    for args, message in ((("init", "taken"), "taken exists and is not a folder"),
+                          (("init", "taken/sub"), "cannot write taken/sub/pipeline.yaml"),
+                          (("wait", "r-1", "--timeout", "-1"), "is not a number of seconds"),
+                          (("metrics", "r-nope"), "no run with id 'r-nope'"),
+                          (("logs", "r-1", "--attempt", "x"), "invalid int value")):
+        result = cli(*args, check_code=2)
+        assert message in result.stderr and "Traceback" not in result.stderr, args
