@@ -117,3 +117,26 @@ def test_the_readmes_python_api_example_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"^succeeded local-user/\S+ train loss \d\.\d+$", done.stdout, re.M), \
         done.stdout
+
+
+def test_a_crash_mid_wait_logs_each_job_event_and_keeps_each_point_once(
+        cli: CLI, cli_process: CLI) -> None:
+    """Killed right after the wait step's first checkpoint, resumed: every job event is in
+    the log once, and every training step's figures once."""
+    fast = {"ORCH_LOCAL_JOB_DURATION": "2s"}
+    crashed = cli_process("run", LORA, "-i", "poll_interval=100ms",
+                          env={**fast, "ORCH_FAULTS": "after_checkpoint:wait"})
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    run_id = re.search(r"run (r-\S+) of lora-finetune", crashed.stderr)
+    assert run_id
+    cli("resume", run_id.group(1), env=fast, check_code=0)
+    logs = cli("logs", run_id.group(1), "--json", "--step", "wait", check_code=0).stdout
+    events = [json.loads(line) for line in logs.splitlines()]
+    job_events = [(e["data"]["fields"]["type"], e["data"]["fields"]["message"])
+                  for e in events if e["kind"] == "log" and e["data"]["message"] == "job event"]
+    assert job_events[0][0] == "job_pending" and job_events[-1][0] == "job_complete"
+    assert len(job_events) == len(set(job_events)), job_events  # each message once
+    assert {e["attempt"] for e in events if e["kind"] == "log"} == {1}
+    series = json.loads(cli("metrics", run_id.group(1), "--json", check_code=0).stdout)
+    steps = [p["train_step"] for p in series["points"]]
+    assert steps and len(steps) == len(set(steps))

@@ -177,15 +177,17 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
             await anyio.sleep(params.max_poll_interval)
             continue
         await outage.over()
+        since = figures.since
+        training = job.status == "running"  # figures appear only then (all fetched at the end)
+        fetched = await figures.fetch() if training else []
+        # From here to the checkpoint nothing awaits: the events logged, the points and the
+        # count of events seen are committed together, so a crash repeats none of them.
         fresh = events[seen:]
         for event in fresh:
             ctx.log.info("job event", type=event.type, message=event.message,
                          **({"step": event.step} if event.step else {}))
-        since = figures.since
-        training = job.status == "running"  # figures appear only then (all fetched at the end)
         points = _with_tokens([*points_from_events(fresh, step_id=ctx.step_id,
-                                                   job_id=job.id),
-                               *(await figures.fetch() if training else [])], job)
+                                                   job_id=job.id), *fetched], job)
         ctx.record_metrics(points)
         if fresh or figures.since != since:
             seen = len(events)
