@@ -195,6 +195,14 @@ def resume_plan(plan: ResumePlan) -> None:
         else:
             action = "keep outputs"
         table.add_row(sid, _status(status), action)
+    for section, hooks in plan.pipeline.hooks.items():
+        outcome = section.removeprefix("on_").replace("success", "succeeds").replace(
+            "failure", "fails")
+        for hid in hooks:
+            record = plan.records.get(hid)
+            status = record.status.value if record else "pending"
+            action = "keep (it ran)" if status == "succeeded" else f"run if the run {outcome}"
+            table.add_row(hid, _status(status), action)
     console.print(table)
 
 
