@@ -24,13 +24,11 @@ if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator
     from orchestrator.providers.pool import ProviderRef
-    from orchestrator.schedule.batch import CellSummary
     from orchestrator.settings import Settings
     from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.base import StateStore
-    from orchestrator.store.records import BatchRecord
 
-__all__ = ["batch_document", "cmd_batches", "load_batch", "resume_batch", "run_batch"]
+__all__ = ["cmd_batches", "resume_batch", "run_batch"]
 
 
 def _cell_label(run_id: str, step_id: str) -> str:
@@ -106,26 +104,9 @@ def resume_batch(settings: Settings, batch_id: str, *, on_interrupt: str,
     return _execute_batch(settings, session, on_interrupt, go)
 
 
-async def load_batch(store: StateStore, batch_id: str) -> Any:
-    """The batch and a summary of each of its cells; RunNotFound for an unknown id."""
-    from orchestrator.schedule.batch import summarize_cell  # noqa: PLC0415
-
-    batch = await store.get_batch(batch_id)
-    runs = await store.list_runs(batch_id=batch_id, limit=None)
-    return batch, [summarize_cell(run, await store.get_steps(run.id)) for run in runs]
-
-
-def batch_document(batch: BatchRecord, cells: list[CellSummary]) -> dict[str, Any]:
-    """`show BATCH -o json`: the batch with each cell's run, model and final losses."""
-    from orchestrator.schedule.batch import batch_status  # noqa: PLC0415
-    from orchestrator.shapes import batch_json, run_json  # noqa: PLC0415
-
-    return batch_json(batch, batch_status([c.run for c in cells]), [
-        {**run_json(c.run), "model_name": c.model_name, "train_loss": c.train_loss,
-         "eval_loss": c.eval_loss} for c in cells])
-
-
 def _load_batch(settings: Settings, batch_id: str) -> Any:
+    from orchestrator.schedule.batch import load_batch  # noqa: PLC0415
+
     return with_store(settings, lambda store: load_batch(store, batch_id))
 
 

@@ -94,7 +94,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         """A batch (its id starts with b-) with its cells, else a run with its steps and
         metric points: one store connection either way."""
         if target.startswith("b-"):
-            from orchestrator.cli.batches import load_batch  # noqa: PLC0415
+            from orchestrator.schedule.batch import load_batch  # noqa: PLC0415
 
             with contextlib.suppress(RunNotFound):
                 return "batch", await load_batch(store, target)
@@ -104,7 +104,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     kind, loaded = with_store(settings, load)
     if kind == "batch":
         if args.output == "json":
-            from orchestrator.cli.batches import batch_document  # noqa: PLC0415
+            from orchestrator.schedule.batch import batch_document  # noqa: PLC0415
 
             print_json(batch_document(*loaded))
         else:

@@ -21,13 +21,17 @@ from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.engine.plan import ResumePlan
 from orchestrator.engine.rungroup import RunGroup
 from orchestrator.providers.pool import ProviderRef
+from orchestrator.shapes import batch_json, run_json
+from orchestrator.store.base import StateStore
 from orchestrator.store.records import BatchRecord, Lease, RunRecord, RunStatus, StepRecord
 
 __all__ = [
     "BatchResumePlan",
     "CellSummary",
+    "batch_document",
     "batch_status",
     "execute_cells",
+    "load_batch",
     "plan_batch_resume",
     "summarize_cell",
 ]
@@ -139,3 +143,17 @@ def summarize_cell(run: RunRecord, steps: Mapping[str, StepRecord]) -> CellSumma
     model = _first_output(steps, "model_name")
     return CellSummary(run, str(model) if model is not None else None, loss("train_loss"),
                        loss("eval_loss"))
+
+
+async def load_batch(store: StateStore, batch_id: str) -> tuple[BatchRecord, list[CellSummary]]:
+    """The batch and a summary of each of its cells; RunNotFound for an unknown id."""
+    batch = await store.get_batch(batch_id)
+    runs = await store.list_runs(batch_id=batch_id, limit=None)
+    return batch, [summarize_cell(run, await store.get_steps(run.id)) for run in runs]
+
+
+def batch_document(batch: BatchRecord, cells: Sequence[CellSummary]) -> dict[str, Any]:
+    """`show BATCH -o json`: the batch with each cell's run, model and final losses."""
+    return batch_json(batch, batch_status([c.run for c in cells]), [
+        {**run_json(c.run), "model_name": c.model_name, "train_loss": c.train_loss,
+         "eval_loss": c.eval_loss} for c in cells])
