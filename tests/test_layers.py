@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"engine"},
     {"schedule"},
     # the composition root: settings -> store -> providers -> orchestrator
-    {"runtime"},
+    {"runtime", "web"},
     # the Python API: the command line's commands as functions
     {"api"},
     # helpers for tests of pipelines and step types (this project's and its users')

@@ -26,7 +26,8 @@ _MODULES = {"batches": "batches", "cancel": "service", "worker": "service",
             "scheduler": "service", "serve": "service", "schedules": "service",
             "runs": "reading", "show": "reading", "logs": "reading", "models": "reading",
             "metrics": "reading", "wait": "reading", "state": "state",
-            "completion": "scaffold", "schema": "scaffold", "init": "scaffold"}
+            "completion": "scaffold", "schema": "scaffold", "init": "scaffold",
+            "ui": "web"}
 """Where a command's handler lives when not in `commands`."""
 
 
@@ -222,6 +223,12 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
 
     p = commands.add_parser("models", parents=[state, output], help="the model registry")
     p.add_argument("--limit", type=int, default=50, metavar="N")
+
+    p = commands.add_parser("ui", parents=[state],
+                            help="serve the web view (runs, a run's graph and losses, "
+                                 "batches, models) on loopback")
+    p.add_argument("--host", default="127.0.0.1", help="a loopback address (the default)")
+    p.add_argument("--port", type=int, default=8766)
 
     p = commands.add_parser("local-api", help="serve the local Together-compatible API "
                                               "(simulated training) over HTTP")

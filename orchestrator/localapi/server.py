@@ -23,7 +23,7 @@ from orchestrator.localapi.app import LocalAPI
 from orchestrator.localapi.config import LocalAPIConfig
 from orchestrator.localapi.errors import ConnectionDropped
 
-__all__ = ["is_loopback", "serve"]
+__all__ = ["TimelyH11", "is_loopback", "listen", "serve"]
 
 
 def is_loopback(host: str) -> bool:
@@ -48,7 +48,7 @@ _TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r
               b'"type": "timeout"}}')
 
 
-class _TimelyH11(H11Protocol):
+class TimelyH11(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with a deadline for each request's headers: from the
     moment the connection opens, or the previous response ends, until a request has come."""
 
@@ -109,7 +109,8 @@ def _check(config: LocalAPIConfig, host: str, port: int, allow_remote: bool) -> 
     return api
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; ConfigError, in one line, if it cannot be had."""
     try:
         return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
                                     else socket.AF_INET, reuse_port=False)
@@ -124,14 +125,14 @@ def serve(config: LocalAPIConfig, *, host: str, port: int, allow_remote: bool = 
     keep it from serving (see the module docstring)."""
     api = _check(config, host, port, allow_remote)
     try:
-        sock = _listen(host, port)
+        sock = listen(host, port)
     except BaseException:
         api.close()
         raise
     import uvicorn  # noqa: PLC0415  (only this command needs it)
 
     logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
-    protocol: Any = type("TimelyH11", (_TimelyH11,), {"header_timeout": config.request_timeout})
+    protocol: Any = type("TimelyH11", (TimelyH11,), {"header_timeout": config.request_timeout})
     print(f"local Together-compatible API (training is SIMULATED) on http://{host}:{port}/v1\n"
           f"  data: {config.data_dir}\n  key: the setting local_api_key "
           "(export TOGETHER_API_KEY with it for the Together SDK or CLI)", flush=True)

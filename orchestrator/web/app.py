@@ -1,0 +1,269 @@
+"""The web view's ASGI app: server-rendered pages and the JSON API they are built from.
+
+Every page is HTML rendered here (Jinja2, autoescaped) from the same documents the JSON API
+serves under `/api/...`, which are the command line's `-o json` shapes (`orchestrator.shapes`):
+a script, the page and the CLI read one thing. Static files ship in the package; nothing is
+fetched from elsewhere. The app only reads the store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from orchestrator.charts import loss_svg
+from orchestrator.durations import format_duration
+from orchestrator.errors import RunNotFound
+from orchestrator.schedule.batch import batch_document, load_batch
+from orchestrator.shapes import (
+    event_json,
+    final_losses,
+    metric_json,
+    model_json,
+    run_document,
+    run_json,
+)
+from orchestrator.steps.builtin import parse_pipeline, step_order
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import MetricPoint, RunRecord, RunStatus, StepRecord
+from orchestrator.web.dag import dag_svg
+from orchestrator.web.grid import batch_grid
+
+__all__ = ["MAX_PAGE", "create_app", "serving_app"]
+
+MAX_PAGE = 500
+"""The most runs one page (or API call) lists; `before` pages further back."""
+DEFAULT_PAGE = 50
+EVENTS_SHOWN = 500
+FOLLOW_POLL = 0.5
+"""Seconds between reads of the store for a page following a live run."""
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class BadQuery(ValueError):
+    """A query parameter that cannot be used: 400, saying which."""
+
+
+def _query(request: Request) -> dict[str, Any]:
+    """The run filters of a runs page or `/api/runs`, checked."""
+    params = request.query_params
+    statuses = None
+    if params.get("status"):
+        try:
+            statuses = [RunStatus(s.strip()) for s in params["status"].split(",") if s.strip()]
+        except ValueError:
+            known = ", ".join(s.value for s in RunStatus)
+            msg = f"status: not a run status (one of {known})"
+            raise BadQuery(msg) from None
+    try:
+        limit = int(params.get("limit", DEFAULT_PAGE))
+        before = float(params["before"]) if params.get("before") else None
+    except ValueError:
+        msg = "limit must be an integer and before a number of seconds"
+        raise BadQuery(msg) from None
+    if not 1 <= limit <= MAX_PAGE:
+        msg = f"limit must be 1 to {MAX_PAGE}"
+        raise BadQuery(msg)
+    return {"statuses": statuses, "pipeline": params.get("pipeline") or None,
+            "batch_id": params.get("batch") or None, "limit": limit, "until": before}
+
+
+class _Views:
+    """The handlers of one app, over one store."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.templates = Environment(loader=PackageLoader("orchestrator.web", "templates"),
+                                     autoescape=select_autoescape(["html"]), auto_reload=False)
+        self.templates.filters["when"] = _when
+        self.templates.filters["span"] = _span
+
+    def page(self, name: str, code: int = 200, **values: Any) -> HTMLResponse:
+        return HTMLResponse(self.templates.get_template(name).render(**values),
+                            status_code=code)
+
+    def guarded(self, handler: Handler, *, html: bool) -> Handler:
+        """`handler`, an unknown id a 404 and a bad query a 400 (a page, or JSON)."""
+        async def guard(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RunNotFound as exc:
+                code, message = 404, str(exc)
+            except BadQuery as exc:
+                code, message = 400, str(exc)
+            if html:
+                return self.page("error.html", code, message=message)
+            return JSONResponse({"error": {"message": message}}, status_code=code)
+        return guard
+
+    async def runs_api(self, request: Request) -> Response:
+        found = await self.store.list_runs(**_query(request))
+        return JSONResponse([run_json(run) for run in found])
+
+    async def runs_page(self, request: Request) -> Response:
+        query = _query(request)
+        found = await self.store.list_runs(**query)
+        older = found[-1].created_at if len(found) == query["limit"] else None
+        return self.page("runs.html", runs=[run_json(r) for r in found],
+                         query=request.query_params, older=older,
+                         statuses=[s.value for s in RunStatus])
+
+    async def _document(self, run_id: str) -> tuple[RunRecord, dict[str, Any],
+                                                     dict[str, StepRecord], list[MetricPoint]]:
+        run = await self.store.get_run(run_id)
+        steps = await self.store.get_steps(run_id)
+        points = await self.store.get_metrics(run_id)
+        ordered = [steps[sid] for sid in step_order(run, steps) if sid in steps]
+        return run, run_document(run, ordered, points), steps, points
+
+    async def run_api(self, request: Request) -> Response:
+        _, document, _, _ = await self._document(request.path_params["run_id"])
+        return JSONResponse(document)
+
+    async def metrics_api(self, request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        await self.store.get_run(run_id)
+        points = await self.store.get_metrics(run_id)
+        return JSONResponse({"run_id": run_id, **final_losses(points),
+                             "points": [metric_json(p) for p in points]})
+
+    async def events_api(self, request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        await self.store.get_run(run_id)
+        events = await self.store.get_events(run_id, after=_after(request),
+                                             limit=EVENTS_SHOWN)
+        return JSONResponse([event_json(e) for e in events])
+
+    async def stream_api(self, request: Request) -> Response:
+        """Server-sent events of a run: `event` for each new entry of its log, `status` when
+        its status changes, `end` once no one executes it (the browser stops listening)."""
+        run_id = request.path_params["run_id"]
+        await self.store.get_run(run_id)
+        return StreamingResponse(_follow(self.store, run_id, _after(request), request),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def run_page(self, request: Request) -> Response:
+        run, document, steps, points = await self._document(request.path_params["run_id"])
+        events = await self.store.get_events(run.id)
+        try:
+            graph = dag_svg(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)), steps)
+        except Exception:  # noqa: BLE001  (a text that no longer loads: the rest still shows)
+            graph = None
+        outputs = [s["outputs"] for s in document["steps"] if s["outputs"]]
+        model = next((o["model_name"] for o in outputs if o.get("model_name")), None)
+        smoke = next((o for o in outputs if "text" in o and "latency" in o), None)
+        return self.page("run.html", doc=document, dag=graph,
+                         chart=loss_svg(points, title=run.id) if points else None,
+                         events=[event_json(e) for e in events[-EVENTS_SHOWN:]],
+                         last_seq=events[-1].seq if events else 0, model=model, smoke=smoke)
+
+    async def batch_api(self, request: Request) -> Response:
+        batch, cells = await load_batch(self.store, request.path_params["batch_id"])
+        return JSONResponse(batch_document(batch, cells))
+
+    async def batch_page(self, request: Request) -> Response:
+        batch, cells = await load_batch(self.store, request.path_params["batch_id"])
+        document = batch_document(batch, cells)
+        try:
+            matrix = parse_pipeline(batch.pipeline_text, Path(batch.pipeline_path)).matrix
+        except Exception:  # noqa: BLE001  (a text that no longer loads: axes as stored)
+            matrix = None
+        axes = list(matrix.axes) if matrix is not None else []
+        return self.page("batch.html", batch=document, grid=batch_grid(document["cells"], axes),
+                         status=document["status"])
+
+    async def models_api(self, request: Request) -> Response:
+        models = await self.store.list_models(limit=MAX_PAGE)
+        return JSONResponse([model_json(m) for m in models])
+
+    async def models_page(self, request: Request) -> Response:
+        models = await self.store.list_models(limit=MAX_PAGE)
+        return self.page("models.html", models=[model_json(m) for m in models])
+
+
+def create_app(store: StateStore) -> Starlette:
+    """The web view of `store` (already open, left open)."""
+    views = _Views(store)
+    pages = {"/": views.runs_page, "/runs/{run_id}": views.run_page,
+             "/batches/{batch_id}": views.batch_page, "/models": views.models_page}
+    api = {"/api/runs": views.runs_api, "/api/runs/{run_id}": views.run_api,
+           "/api/runs/{run_id}/metrics": views.metrics_api,
+           "/api/runs/{run_id}/events": views.events_api,
+           "/api/runs/{run_id}/stream": views.stream_api,
+           "/api/batches/{batch_id}": views.batch_api, "/api/models": views.models_api}
+    routes: list[Route | Mount] = [
+        *(Route(path, views.guarded(handler, html=True)) for path, handler in pages.items()),
+        *(Route(path, views.guarded(handler, html=False)) for path, handler in api.items()),
+        Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
+              name="static"),
+    ]
+    return Starlette(routes=routes)
+
+
+def serving_app(open_store: Callable[[], AbstractAsyncContextManager[StateStore]],
+                *, ready: Callable[[], None] | None = None) -> Starlette:
+    """The web view of the store `open_store` opens when the app starts (its lifespan, in
+    the server's own event loop) and closes when it stops."""
+    views: list[Starlette] = []
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with open_store() as store:
+            views.append(create_app(store))
+            if ready is not None:
+                ready()
+            yield
+
+    async def forward(scope: Any, receive: Any, send: Any) -> None:
+        await views[0](scope, receive, send)
+
+    return Starlette(lifespan=lifespan, routes=[Mount("/", app=forward)])
+
+
+def _after(request: Request) -> int:
+    try:
+        return int(request.query_params.get("after", 0))
+    except ValueError:
+        msg = "after must be an event number"
+        raise BadQuery(msg) from None
+
+
+async def _follow(store: StateStore, run_id: str, after: int,
+                  request: Request) -> AsyncIterator[str]:
+    """The stream of `stream_api`, read from the store every FOLLOW_POLL seconds."""
+    shown = None
+    while not await request.is_disconnected():
+        run = await store.get_run(run_id)
+        events = await store.get_events(run_id, after=after, limit=EVENTS_SHOWN)
+        for event in events:
+            after = event.seq
+            yield f"event: event\nid: {event.seq}\ndata: {json.dumps(event_json(event))}\n\n"
+        if run.status.value != shown:
+            shown = run.status.value
+            yield f"event: status\ndata: {json.dumps(run_json(run))}\n\n"
+        if run.status.finished and run.lease_owner is None and not events:
+            yield "event: end\ndata: {}\n\n"
+            return
+        await anyio.sleep(FOLLOW_POLL)
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _span(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(seconds)

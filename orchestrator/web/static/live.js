@@ -1,0 +1,26 @@
+// Live parts of the pages, without a framework: a run page follows its run through the
+// server-sent events of /api/runs/RUN/stream (new log entries, status changes) until it ends.
+(function () {
+  const status = document.getElementById("run-status");
+  const events = document.getElementById("events");
+  if (!status || !events || !window.EventSource) return;
+  const run = status.dataset.run;
+  const source = new EventSource(`/api/runs/${run}/stream?after=${events.dataset.after}`);
+  source.addEventListener("status", (message) => {
+    const now = JSON.parse(message.data).status;
+    status.dataset.status = now;
+    status.textContent = now;
+    status.className = `badge status-${now}`;
+  });
+  source.addEventListener("event", (message) => {
+    const e = JSON.parse(message.data);
+    events.dataset.after = e.seq;
+    const row = events.insertRow(-1);
+    const what = e.kind === "log" ? e.data.level : e.kind;
+    const detail = e.kind === "log" ? `${e.data.message} ${JSON.stringify(e.data.fields || {})}`
+                                    : JSON.stringify(e.data);
+    [new Date(e.ts * 1000).toLocaleString(), (e.step || "-") + (e.attempt ? `#${e.attempt}` : ""),
+     what, detail].forEach((text) => { row.insertCell(-1).textContent = text; });
+  });
+  source.addEventListener("end", () => source.close());
+})();

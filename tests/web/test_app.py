@@ -1,0 +1,168 @@
+"""The web view over a real state file: pages and the JSON API they are built from."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import httpx
+import pytest
+from anyio.from_thread import BlockingPortal
+
+from orchestrator.store.opening import open_store
+from orchestrator.web.app import create_app
+from tests.cli.helpers import run_id_from, wait_for
+from tests.conftest import CLI, REPO, write
+from tests.localapi.test_server import free_port
+
+LORA = str(REPO / "pipelines" / "lora-finetune.yaml")
+FAST = {"ORCH_LOCAL_JOB_DURATION": "1s"}
+
+
+class Web:
+    """The web view of a state file, in process: the app and its store on an event loop of
+    their own (a thread), requests made from the test's thread over httpx's ASGI transport."""
+
+    def __init__(self, portal: BlockingPortal, client: httpx.AsyncClient) -> None:
+        self._portal = portal
+        self._client = client
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        return self._portal.call(functools.partial(self._client.get, path, params=params))
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Web]:
+    url = f"sqlite:///{tmp_path / '.orchestrator' / 'state.db'}"
+    with anyio.from_thread.start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(open_store(url)) as store:
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(store)),
+                                   base_url="http://ui")
+        try:
+            yield Web(portal, client)
+        finally:
+            portal.call(client.aclose)
+
+
+def _sweep(tmp_path: Path) -> None:
+    write(tmp_path / "sweep.yaml", """\
+        name: sweep
+        matrix: {model: [a, b], lr: [1, 2, 3]}
+        steps:
+          fit:
+            uses: core/echo
+            with: {eval_loss: "${{ matrix.lr }}", model_name: "m-${{ matrix.model }}"}
+    """)
+
+
+def test_a_fine_tunes_page_shows_its_graph_losses_model_and_answer(
+        cli: CLI, tmp_path: Path, web: Web) -> None:
+    run_id = run_id_from(cli("run", LORA, "-i", "poll_interval=100ms", env=FAST,
+                             check_code=0).stderr)
+    page = web.get(f"/runs/{run_id}")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    steps = re.findall(r'<g class="step status-(\w+)[^"]*" data-step="([\w.]+)"', html)
+    assert sorted(s for _, s in steps) == sorted(["upload", "upload_validation", "launch",
+                                                  "wait", "smoke", "register"])
+    assert {status for status, _ in steps} == {"succeeded"}
+    series = json.loads(cli("metrics", run_id, "--json", check_code=0).stdout)
+    assert html.count('class="point train-loss"') == len(series["points"]) > 0
+    assert "Paris" in html and "local-user/Meta-Llama" in html
+    document = (web.get(f"/api/runs/{run_id}")).json()
+    assert document == json.loads(cli("show", run_id, "-o", "json", check_code=0).stdout)
+    assert (web.get(f"/api/runs/{run_id}/metrics")).json() == series
+    events = (web.get(f"/api/runs/{run_id}/events", params={"after": 3})).json()
+    assert events and events[0]["seq"] > 3
+    models = web.get("/models")
+    assert document["steps"][3]["outputs"]["model_name"] in models.text
+    assert "passed" in models.text
+
+
+def test_the_runs_page_filters_and_pages(cli: CLI, tmp_path: Path,
+                                               web: Web) -> None:
+    write(tmp_path / "ok.yaml", "name: ok\nsteps:\n  a: {uses: core/echo}\n")
+    write(tmp_path / "bad.yaml", "name: bad\nsteps:\n  a:\n    uses: core/fail\n"
+                                 "    with: {transient: false, message: '<script>x()</script>'}\n")
+    ids = [run_id_from(cli("run", "ok.yaml", check_code=0).stderr) for _ in range(3)]
+    bad = run_id_from(cli("run", "bad.yaml", check_code=1).stderr)
+    everything = web.get("/").text
+    assert all(run in everything for run in [*ids, bad])
+    failed = web.get("/", params={"status": "failed"}).text
+    assert bad in failed and not any(run in failed for run in ids)
+    first = web.get("/", params={"limit": 2})
+    assert "older runs" in first.text
+    older = re.search(r'href="\?([^"]+)">older runs', first.text)
+    assert older
+    rest = web.get("/?" + older.group(1).replace("&amp;", "&"))
+    shown = [r for r in [*ids, bad] if r in first.text] + [r for r in ids if r in rest.text]
+    assert len(shown) == 4 and len(set(shown)) == 4
+    assert [r["id"] for r in (web.get("/api/runs", params={"pipeline": "ok"})).json()] \
+        == ids[::-1]
+    page = web.get(f"/runs/{bad}").text
+    assert "&lt;script&gt;x()&lt;/script&gt;" in page and "<script>x()" not in page
+    refused = web.get("/api/runs", params={"status": "sideways"})
+    assert refused.status_code == 400 and "not a run status" in refused.json()["error"][
+        "message"]
+    assert (web.get("/", params={"limit": "0"})).status_code == 400
+    missing = web.get("/runs/r-nope")
+    assert missing.status_code == 404 and "no run with id" in missing.text
+    assert (web.get("/api/runs/r-nope")).status_code == 404
+
+
+def test_a_batch_is_a_grid_with_the_best_cell_of_each_row(
+        cli: CLI, tmp_path: Path, web: Web) -> None:
+    _sweep(tmp_path)
+    cli("run", "sweep.yaml", check_code=0)
+    batch = json.loads(cli("batches", "-o", "json", check_code=0).stdout)[0]["id"]
+    page = web.get(f"/batches/{batch}").text
+    rows = re.findall(r"<tr><th>(\w+)</th>", page)
+    assert rows == ["model", "a", "b"]  # the header's corner names the rows' axis
+    assert re.findall(r"<th>(lr=\d)</th>", page) == ["lr=1", "lr=2", "lr=3"]
+    cells = re.findall(r'<a class="cell status-succeeded( best)?" href="/runs/([\w.-]+)"', page)
+    assert len(cells) == 6
+    assert [bool(best) for best, _ in cells] == [True, False, False, True, False, False]
+    assert (web.get(f"/api/batches/{batch}")).json() == json.loads(
+        cli("show", batch, "-o", "json", check_code=0).stdout)
+
+
+def test_a_finished_runs_stream_replays_its_events_and_ends(
+        cli: CLI, tmp_path: Path, web: Web) -> None:
+    write(tmp_path / "ok.yaml", "name: ok\nsteps:\n  a: {uses: core/echo}\n")
+    run_id = run_id_from(cli("run", "ok.yaml", check_code=0).stderr)
+    body = web.get(f"/api/runs/{run_id}/stream").text
+    kinds = re.findall(r"^event: (\w+)$", body, re.M)
+    assert kinds[-2:] == ["status", "end"] and kinds.count("event") >= 4
+    assert '"kind": "run_finished"' in body
+
+
+def test_ui_serves_on_loopback_only(cli: CLI, tmp_path: Path) -> None:
+    refused = cli("ui", "--host", "0.0.0.0", check_code=2)
+    assert "not a loopback address" in refused.stderr
+    write(tmp_path / "ok.yaml", "name: ok\nsteps:\n  a: {uses: core/echo}\n")
+    run_id = run_id_from(cli("run", "ok.yaml", check_code=0).stderr)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--port", str(port)],
+                              cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        def answers() -> httpx.Response | None:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            except httpx.TransportError:
+                return None
+
+        page = wait_for(answers, "the web view answers", timeout=20)
+        assert page.status_code == 200 and run_id in page.text
+        assert httpx.get(f"http://127.0.0.1:{port}/static/live.js").status_code == 200
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
