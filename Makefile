@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean postgres
+.PHONY: install demo test bench clean postgres chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,14 @@ postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
 		pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql)" main start
 
-test: install postgres
+# The web view's tests drive Debian's Chromium (Playwright, no browser download): install it
+# when it is missing (CI runs as root); without it those tests are skipped, and say so.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) || \
+		echo "no Chromium (apt-get install chromium failed): the browser tests will be skipped"
+
+test: install postgres chromium
 	$(BIN)/ruff check orchestrator tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest

@@ -21,6 +21,16 @@ from orchestrator.testing import FakeClock, write_text
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_report_header() -> str:
+    """Say at the top of the run whether the web view's browser tests run, and on what."""
+    import shutil
+
+    chromium = os.environ.get("ORCH_TEST_CHROMIUM") or shutil.which("chromium")
+    if chromium:
+        return f"browser tests: Chromium at {chromium} (screenshots in test-output/screenshots)"
+    return "browser tests: SKIPPED, no Chromium installed (apt-get install chromium)"
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Each test runs in its own empty directory with no ORCH_* settings and fresh logging."""

@@ -1,0 +1,148 @@
+"""The web view in a real browser: Debian's Chromium driven by Playwright, against a real
+`orchestrator ui` process over loopback. Screenshots of each page land in
+`test-output/screenshots/` at the repository's root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli.helpers import run_id_from, wait_for
+from tests.conftest import CLI, REPO, write
+from tests.localapi.test_server import free_port
+
+CHROMIUM = os.environ.get("ORCH_TEST_CHROMIUM") or shutil.which("chromium") or ""
+SHOTS = REPO / "test-output" / "screenshots"
+LORA = str(REPO / "pipelines" / "lora-finetune.yaml")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM, reason="no Chromium installed (apt-get install chromium): "
+                                            "the browser tests are skipped"),
+]
+
+
+@pytest.fixture
+def ui(tmp_path: Path) -> Iterator[str]:
+    """`orchestrator ui` on a free loopback port, in the test's folder; its base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    server = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--port", str(port)],
+                              cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert server.poll() is None, server.communicate()[1]
+        try:
+            return httpx.get(base + "/", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(answers, "the web view answers", timeout=20)
+        yield base
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _shot(page: object, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_runs_run_batch_and_models_pages(cli: CLI, tmp_path: Path, ui: str,
+                                         request: pytest.FixtureRequest) -> None:
+    """Open the runs page, follow a link to a fine-tune's run: its graph shows every step's
+    status, its loss curve as many points as stored metrics; open a batch's grid and the
+    models."""
+    run_id = run_id_from(cli("run", LORA, "-i", "poll_interval=100ms",
+                             env={"ORCH_LOCAL_JOB_DURATION": "1s"}, check_code=0).stderr)
+    write(tmp_path / "sweep.yaml", """\
+        name: sweep
+        matrix: {model: [a, b], lr: [1, 2, 3]}
+        steps:
+          fit:
+            uses: core/echo
+            with: {eval_loss: "${{ matrix.lr }}", model_name: "m-${{ matrix.model }}"}
+    """)
+    cli("run", "sweep.yaml", check_code=0)
+    batch = json.loads(cli("batches", "-o", "json", check_code=0).stdout)[0]["id"]
+    points = len(json.loads(cli("metrics", run_id, "--json", check_code=0).stdout)["points"])
+    browser = request.getfixturevalue("browser")  # Playwright's loop, once the CLI is done
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    page.goto(ui + "/")
+    assert page.locator(f'tr[data-run="{run_id}"]').count() == 1
+    _shot(page, "runs")
+    page.click(f'a[href="/runs/{run_id}"]')
+    page.wait_for_url(f"**/runs/{run_id}")
+    steps = page.locator("svg.dag g.step")
+    assert steps.count() == 6
+    assert page.locator('svg.dag g.step[data-status="succeeded"]').count() == 6
+    assert page.locator("svg.loss-curve circle.point.train-loss").count() == points > 0
+    assert "Paris" in page.inner_text("dd.smoke")
+    _shot(page, "run")
+    page.goto(f"{ui}/batches/{batch}")
+    assert page.locator("table.grid a.cell").count() == 6
+    assert page.locator("table.grid a.cell.best").count() == 2
+    _shot(page, "batch")
+    page.goto(ui + "/models")
+    assert page.locator("td.model").count() == 1
+    _shot(page, "models")
+
+
+def test_a_live_runs_status_changes_without_reloading(cli_process: CLI, tmp_path: Path,
+                                                      ui: str, browser: object) -> None:
+    """A run executing in another process: its page, opened while it runs, shows it
+    finish, and its new events, without a reload."""
+    write(tmp_path / "slow.yaml", """\
+        name: slow
+        steps:
+          nap: {uses: core/sleep, with: {duration: 3s}}
+          after: {uses: core/echo, with: {done: true}, needs: [nap]}
+    """)
+    runner = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "slow.yaml"],
+                              cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                              env={k: v for k, v in os.environ.items()
+                                   if not k.startswith("ORCH_")})
+    try:
+        def started() -> list[dict[str, object]]:
+            return [r for r in httpx.get(ui + "/api/runs").json() if r["status"] == "running"]
+
+        run_id = str(wait_for(started, "the run is running", timeout=20)[0]["id"])
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(f"{ui}/runs/{run_id}")
+        status = page.locator("#run-status")
+        assert status.inner_text() == "running"
+        rows_before = page.locator("#events tr").count()
+        _shot(page, "live-running")
+        page.wait_for_function(
+            "document.getElementById('run-status').textContent === 'succeeded'",
+            timeout=20_000)
+        assert page.locator("#events tr").count() > rows_before
+        assert "run_finished" in page.inner_text("#events")
+        _shot(page, "live-succeeded")
+    finally:
+        runner.communicate(timeout=30)
+    assert runner.returncode == 0
