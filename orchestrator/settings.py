@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         default=DEFAULT_LIMITS.max_cells, ge=1, le=10**6,
         description="how many runs one matrix may make")
 
+    ui_token: SecretStr | None = Field(
+        default=None, description="the token a browser must give the web view served off "
+                                  "loopback (ui --allow-remote); from the environment "
+                                  "(ORCH_UI_TOKEN) or .env, never the config file")
+
     # -- the local Together-compatible API (provider "local", and `orchestrator local-api`) ---
     local_api_key: SecretStr = Field(
         default=SecretStr("local-key"), description="the key the local API expects")

@@ -227,8 +227,15 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
     p = commands.add_parser("ui", parents=[state],
                             help="serve the web view (runs, a run's graph and losses, "
                                  "batches, models) on loopback")
-    p.add_argument("--host", default="127.0.0.1", help="a loopback address (the default)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="where to listen (default 127.0.0.1; another address needs "
+                        "--allow-remote)")
     p.add_argument("--port", type=int, default=8766)
+    p.add_argument("--allow-remote", action="store_true",
+                   help="listen off loopback; every request must then carry the token in "
+                        "ORCH_UI_TOKEN")
+    p.add_argument("--allow-actions", action="store_true",
+                   help="let the page cancel runs (POST, with a CSRF check)")
 
     p = commands.add_parser("local-api", help="serve the local Together-compatible API "
                                               "(simulated training) over HTTP")

@@ -25,8 +25,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return open_store(settings.state_url, durability=settings.durability,
                           busy_timeout=settings.busy_timeout)
 
+    token = settings.ui_token.get_secret_value() if settings.ui_token else None
     try:
-        serve(opened, host=args.host, port=args.port, ready=err)
+        serve(opened, host=args.host, port=args.port, ready=err,
+              allow_remote=args.allow_remote, token=token, actions=args.allow_actions)
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK

@@ -3,12 +3,20 @@
 Every page is HTML rendered here (Jinja2, autoescaped) from the same documents the JSON API
 serves under `/api/...`, which are the command line's `-o json` shapes (`orchestrator.shapes`):
 a script, the page and the CLI read one thing. Static files ship in the package; nothing is
-fetched from elsewhere. The app only reads the store.
+fetched from elsewhere.
+
+It reads the store, and writes only through actions, which are off unless `actions` is set:
+a cancel request is a POST carrying the page's CSRF token (and, when the browser sends one,
+an Origin of this server). With a `token`, every request must carry it (a cookie the
+`?token=` of a first visit sets, or `Authorization: Bearer`), compared in constant time and
+never logged.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -18,8 +26,15 @@ from typing import Any
 import anyio
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -57,6 +72,10 @@ class BadQuery(ValueError):
     """A query parameter that cannot be used: 400, saying which."""
 
 
+class Refused(PermissionError):
+    """An action this server does not take (actions off, no CSRF token): 403, saying why."""
+
+
 def _query(request: Request) -> dict[str, Any]:
     """The run filters of a runs page or `/api/runs`, checked."""
     params = request.query_params
@@ -84,16 +103,19 @@ def _query(request: Request) -> dict[str, Any]:
 class _Views:
     """The handlers of one app, over one store."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(self, store: StateStore, *, actions: bool) -> None:
         self.store = store
+        self.actions = actions
+        self.csrf = secrets.token_urlsafe(32)
+        """Put in each page's forms; a POST without it is refused (another site's form)."""
         self.templates = Environment(loader=PackageLoader("orchestrator.web", "templates"),
                                      autoescape=select_autoescape(["html"]), auto_reload=False)
         self.templates.filters["when"] = _when
         self.templates.filters["span"] = _span
 
     def page(self, name: str, code: int = 200, **values: Any) -> HTMLResponse:
-        return HTMLResponse(self.templates.get_template(name).render(**values),
-                            status_code=code)
+        return HTMLResponse(self.templates.get_template(name).render(
+            actions=self.actions, csrf=self.csrf, **values), status_code=code)
 
     def guarded(self, handler: Handler, *, html: bool) -> Handler:
         """`handler`, an unknown id a 404 and a bad query a 400 (a page, or JSON)."""
@@ -104,6 +126,8 @@ class _Views:
                 code, message = 404, str(exc)
             except BadQuery as exc:
                 code, message = 400, str(exc)
+            except Refused as exc:
+                code, message = 403, str(exc)
             if html:
                 return self.page("error.html", code, message=message)
             return JSONResponse({"error": {"message": message}}, status_code=code)
@@ -186,6 +210,25 @@ class _Views:
         return self.page("batch.html", batch=document, grid=batch_grid(document["cells"], axes),
                          status=document["status"])
 
+    async def cancel(self, request: Request) -> Response:
+        """POST /runs/RUN/cancel: ask for the run to be cancelled, as `orchestrator cancel`
+        does (the process executing it, or the next worker, cancels its remote jobs)."""
+        if not self.actions:
+            msg = "actions are off: serve the web view with orchestrator ui --allow-actions"
+            raise Refused(msg)
+        form = await request.form(max_files=0, max_fields=4, max_part_size=1024)
+        given = str(form.get("csrf", ""))
+        origin = request.headers.get("origin")
+        host = request.headers.get("host", "")
+        if not hmac.compare_digest(given.encode(), self.csrf.encode()) or (
+                origin is not None and origin.split("://", 1)[-1] != host):
+            msg = "this form did not come from this web view (its CSRF token or origin is wrong)"
+            raise Refused(msg)
+        run_id = request.path_params["run_id"]
+        await self.store.get_run(run_id)
+        await self.store.request_cancel([run_id])
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
     async def models_api(self, request: Request) -> Response:
         models = await self.store.list_models(limit=MAX_PAGE)
         return JSONResponse([model_json(m) for m in models])
@@ -195,9 +238,11 @@ class _Views:
         return self.page("models.html", models=[model_json(m) for m in models])
 
 
-def create_app(store: StateStore) -> Starlette:
-    """The web view of `store` (already open, left open)."""
-    views = _Views(store)
+def create_app(store: StateStore, *, actions: bool = False,
+               token: str | None = None) -> Starlette:
+    """The web view of `store` (already open, left open); `actions` lets it cancel runs,
+    `token` asks every request for it."""
+    views = _Views(store, actions=actions)
     pages = {"/": views.runs_page, "/runs/{run_id}": views.run_page,
              "/batches/{batch_id}": views.batch_page, "/models": views.models_page}
     api = {"/api/runs": views.runs_api, "/api/runs/{run_id}": views.run_api,
@@ -206,16 +251,55 @@ def create_app(store: StateStore) -> Starlette:
            "/api/runs/{run_id}/stream": views.stream_api,
            "/api/batches/{batch_id}": views.batch_api, "/api/models": views.models_api}
     routes: list[Route | Mount] = [
+        Route("/runs/{run_id}/cancel", views.guarded(views.cancel, html=True),
+              methods=["POST"]),
         *(Route(path, views.guarded(handler, html=True)) for path, handler in pages.items()),
         *(Route(path, views.guarded(handler, html=False)) for path, handler in api.items()),
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
               name="static"),
     ]
-    return Starlette(routes=routes)
+    middleware = [] if not token else [Middleware(_TokenGate, token=token)]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+class _TokenGate:
+    """Every request carries the token, or is refused (401) before any handler runs."""
+
+    COOKIE = "orchestrator_ui"
+
+    def __init__(self, app: Any, *, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    def _matches(self, given: str | None) -> bool:
+        return given is not None and hmac.compare_digest(given.encode(), self._token)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        bearer = request.headers.get("authorization", "")
+        if self._matches(request.cookies.get(self.COOKIE)) or (
+                bearer.startswith("Bearer ") and self._matches(bearer[7:])):
+            await self.app(scope, receive, send)
+            return
+        response: Response
+        if self._matches(request.query_params.get("token")):
+            # A first visit with ?token=: remember it, and take it out of the address bar.
+            response = RedirectResponse(request.url.path, status_code=303)
+            response.set_cookie(self.COOKIE, self._token.decode(), httponly=True,
+                                samesite="strict")
+        else:
+            response = JSONResponse({"error": {"message": "this web view needs its token: "
+                                               "open it once with ?token=... (the setting "
+                                               "ui_token)"}}, status_code=401)
+        await response(scope, receive, send)
 
 
 def serving_app(open_store: Callable[[], AbstractAsyncContextManager[StateStore]],
-                *, ready: Callable[[], None] | None = None) -> Starlette:
+                *, ready: Callable[[], None] | None = None, actions: bool = False,
+                token: str | None = None) -> Starlette:
     """The web view of the store `open_store` opens when the app starts (its lifespan, in
     the server's own event loop) and closes when it stops."""
     views: list[Starlette] = []
@@ -223,7 +307,7 @@ def serving_app(open_store: Callable[[], AbstractAsyncContextManager[StateStore]
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with open_store() as store:
-            views.append(create_app(store))
+            views.append(create_app(store, actions=actions, token=token))
             if ready is not None:
                 ready()
             yield

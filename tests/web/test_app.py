@@ -35,8 +35,15 @@ class Web:
         self._portal = portal
         self._client = client
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        return self._portal.call(functools.partial(self._client.get, path, params=params))
+    def get(self, path: str, params: dict[str, Any] | None = None,
+            headers: dict[str, str] | None = None) -> httpx.Response:
+        return self._portal.call(functools.partial(self._client.get, path, params=params,
+                                                   headers=headers))
+
+    def post(self, path: str, data: dict[str, str],
+             headers: dict[str, str] | None = None) -> httpx.Response:
+        return self._portal.call(functools.partial(self._client.post, path, data=data,
+                                                   headers=headers))
 
 
 @pytest.fixture
@@ -166,3 +173,61 @@ def test_ui_serves_on_loopback_only(cli: CLI, tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.communicate(timeout=10)
+
+
+def _client(tmp_path: Path, portal: BlockingPortal, store: Any, **options: Any) -> Web:
+    app = create_app(store, **options)
+    return Web(portal, httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://ui"))
+
+
+def test_cancel_is_an_action_refused_unless_on_and_without_the_pages_token(
+        cli: CLI, tmp_path: Path) -> None:
+    """Off by default (403, nothing requested); on, a POST without the page's CSRF token or
+    from another origin is refused; with it, the run's cancellation is requested."""
+    queued = cli("run", _pipeline_file(tmp_path), "--detach", check_code=0).stdout.strip()
+    url = f"sqlite:///{tmp_path / '.orchestrator' / 'state.db'}"
+    with anyio.from_thread.start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(open_store(url)) as store:
+        off = _client(tmp_path, portal, store)
+        assert 'id="cancel"' not in off.get(f"/runs/{queued}").text
+        refused = off.post(f"/runs/{queued}/cancel", data={"csrf": "x"})
+        assert refused.status_code == 403 and "--allow-actions" in refused.text
+        on = _client(tmp_path, portal, store, actions=True)
+        page = on.get(f"/runs/{queued}").text
+        token = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert token and 'id="cancel"' in page
+        assert on.post(f"/runs/{queued}/cancel", data={"csrf": "forged"}).status_code == 403
+        assert on.post(f"/runs/{queued}/cancel", data={"csrf": token.group(1)},
+                       headers={"origin": "http://evil.example"}).status_code == 403
+        assert on.get(f"/api/runs/{queued}").json()["run"]["cancel_requested"] is False
+        done = on.post(f"/runs/{queued}/cancel", data={"csrf": token.group(1)},
+                       headers={"origin": "http://ui"})
+        assert done.status_code == 303 and done.headers["location"] == f"/runs/{queued}"
+        assert on.get(f"/api/runs/{queued}").json()["run"]["cancel_requested"] is True
+        assert "cancel requested" in on.get(f"/runs/{queued}").text
+
+
+def test_a_token_gates_every_request(cli: CLI, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / '.orchestrator' / 'state.db'}"
+    secret = "s3cret-token-0123456789"
+    with anyio.from_thread.start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(open_store(url)) as store:
+        gated = _client(tmp_path, portal, store, token=secret)
+        refused = gated.get("/api/runs")
+        assert refused.status_code == 401 and secret not in refused.text
+        assert gated.get("/", params={"token": "wrong"}).status_code == 401
+        assert gated.get("/api/runs", headers={"authorization": f"Bearer {secret}"}
+                         ).status_code == 200
+        first = gated.get("/", params={"token": secret})
+        assert first.status_code == 303 and first.headers["location"] == "/"
+        assert "orchestrator_ui=" in first.headers["set-cookie"]
+        assert "httponly" in first.headers["set-cookie"].lower()
+        assert gated.get("/").status_code == 200  # the cookie now carries it
+    refused = cli("ui", "--host", "0.0.0.0", "--allow-remote", check_code=2)
+    assert "ORCH_UI_TOKEN" in refused.stderr
+
+
+def _pipeline_file(tmp_path: Path) -> str:
+    write(tmp_path / "ok.yaml", "name: ok\nsteps:\n  a: {uses: core/echo}\n")
+    return "ok.yaml"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,13 +31,26 @@ pytestmark = [
 ]
 
 
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+
+
 @pytest.fixture
 def ui(tmp_path: Path) -> Iterator[str]:
     """`orchestrator ui` on a free loopback port, in the test's folder; its base URL."""
+    yield from _serve(tmp_path)
+
+
+@pytest.fixture
+def ui_with_actions(tmp_path: Path) -> Iterator[str]:
+    yield from _serve(tmp_path, "--allow-actions")
+
+
+def _serve(tmp_path: Path, *flags: str) -> Iterator[str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    server = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--port", str(port)],
-                              cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--port", str(port),
+                               *flags], cwd=tmp_path, env=_env(), stderr=subprocess.PIPE,
+                              text=True)
     base = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -146,3 +160,56 @@ def test_a_live_runs_status_changes_without_reloading(cli_process: CLI, tmp_path
     finally:
         runner.communicate(timeout=30)
     assert runner.returncode == 0
+
+
+def _running(tmp_path: Path, ui: str) -> tuple[subprocess.Popen[str], str]:
+    """A run of a long sleep executing in its own process, once it runs; and its id."""
+    write(tmp_path / "long.yaml", """\
+        name: long
+        steps:
+          nap: {uses: core/sleep, with: {duration: 2m}}
+    """)
+    runner = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "long.yaml",
+                               "--on-interrupt", "leave"], cwd=tmp_path, env=_env(),
+                              stderr=subprocess.PIPE, text=True)
+
+    def started() -> list[dict[str, object]]:
+        assert runner.poll() is None, runner.communicate()[1]
+        return [r for r in httpx.get(ui + "/api/runs").json() if r["status"] == "running"]
+
+    return runner, str(wait_for(started, "the run is running", timeout=20)[0]["id"])
+
+
+def test_cancel_from_the_page_when_actions_are_on(tmp_path: Path, ui_with_actions: str,
+                                                  browser: object) -> None:
+    runner, run_id = _running(tmp_path, ui_with_actions)
+    try:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(f"{ui_with_actions}/runs/{run_id}")
+        _shot(page, "cancel-before")
+        page.click("#cancel")
+        page.wait_for_url(f"**/runs/{run_id}")
+        assert "cancel requested" in page.inner_text("main")
+        page.wait_for_function(
+            "document.getElementById('run-status').textContent === 'cancelled'",
+            timeout=20_000)
+        _shot(page, "cancel-after")
+    finally:
+        runner.communicate(timeout=30)
+    assert runner.returncode == 1  # the run ended cancelled: the `run` command says so
+
+
+def test_cancel_is_refused_when_actions_are_off(tmp_path: Path, ui: str,
+                                                browser: object) -> None:
+    runner, run_id = _running(tmp_path, ui)
+    try:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(f"{ui}/runs/{run_id}")
+        assert page.locator("#cancel").count() == 0
+        status = page.evaluate(f"""async () => (await fetch('/runs/{run_id}/cancel',
+            {{method: 'POST', body: new URLSearchParams({{csrf: 'x'}})}})).status""")
+        assert status == 403
+        assert httpx.get(f"{ui}/api/runs/{run_id}").json()["run"]["cancel_requested"] is False
+    finally:
+        runner.send_signal(signal.SIGINT)
+        runner.communicate(timeout=30)
