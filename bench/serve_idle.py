@@ -65,7 +65,8 @@ def measure(seconds: float, history: int = 0) -> float:
         env["ORCH_STATE_URL"] = f"sqlite:///{tmp}/state.db"
         env["ORCH_LOCAL_DATA_DIR"] = f"{tmp}/local-api"
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "serve",
-                                 str(REPO / "pipelines"), "--log-format", "json"],
+                                 str(REPO / "pipelines"), "--log-format", "json",
+                                 "--ui-port", "0"],
                                 cwd=tmp, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         try:

@@ -258,8 +258,17 @@ def _service_commands(commands: argparse._SubParsersAction[_Parser],
                              "each on the provider it was created with")
     commands.add_parser("scheduler", parents=[paths, state, logging, provider],
                         help="fire due schedules into the queue until stopped")
-    commands.add_parser("serve", parents=[paths, state, logging, provider, workers],
-                        help="scheduler and worker in one process")
+    p = commands.add_parser("serve", parents=[paths, state, logging, provider, workers],
+                            help="scheduler, worker and the web view in one process")
+    p.add_argument("--ui-host", default="127.0.0.1",
+                   help="where the web view listens (another address than loopback needs "
+                        "--allow-remote)")
+    p.add_argument("--ui-port", type=int, default=8766, help="the web view's port")
+    p.add_argument("--no-ui", action="store_true", help="no web view")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="the web view off loopback; every request must carry ORCH_UI_TOKEN")
+    p.add_argument("--allow-actions", action="store_true",
+                   help="let the web view cancel runs (POST, with a CSRF check)")
     commands.add_parser("schedules", parents=[paths, state, g["output"]],
                         help="each schedule with its next fire time and last run")
     p = commands.add_parser("state", help="the state database: migrate it, or copy its "

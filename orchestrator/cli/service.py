@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.settings import Settings
     from orchestrator.store.base import StateStore
+    from orchestrator.web.server import WebOptions
 
 __all__ = [
     "cancel_and_report",
@@ -89,12 +90,20 @@ def _scheduled(settings: Settings, paths: Sequence[str]) -> list[Scheduled]:
     return load_scheduled(paths or settings.schedule_paths, limits=settings.pipeline_limits)
 
 
-def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | None) -> int:
-    """Run a worker loop, a scheduler loop, or both, until Ctrl-C or SIGTERM."""
+def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | None,
+           web: WebOptions | None = None) -> int:
+    """Run a worker loop, a scheduler loop, or both (and the web view), until Ctrl-C or
+    SIGTERM."""
     import anyio  # noqa: PLC0415
 
     from orchestrator.schedule.scheduler import Scheduler  # noqa: PLC0415
     from orchestrator.schedule.worker import Worker  # noqa: PLC0415
+
+    sock = None
+    if web is not None:
+        from orchestrator.web.server import web_socket  # noqa: PLC0415
+
+        sock = web_socket(web)  # a taken port is one line before anything starts
 
     async def serve(orch: Orchestrator) -> None:
         async with anyio.create_task_group() as tg:
@@ -109,6 +118,11 @@ def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | Non
                                .run_forever)
                 names = ", ".join(s.id for s in scheduled) or "none found"
                 parts.append(f"scheduler (schedules: {names})")
+            if web is not None and sock is not None:
+                from orchestrator.web.server import serve_within  # noqa: PLC0415
+
+                tg.start_soon(serve_within, orch.store, web, sock)
+                parts.append(web.banner(sock))
             bound = "; runs execute on the provider each was created with" if worker else ""
             where = shown_url(settings.state_url)
             err(f"{orch.owner}: {' and '.join(parts)} on {where} (new runs' "
@@ -136,7 +150,16 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_for(args, worker_max_runs=args.max_runs, provider=args.provider)
-    return _serve(settings, worker=True, scheduled=_scheduled(settings, args.paths))
+    scheduled = _scheduled(settings, args.paths)
+    web = None
+    if not args.no_ui:
+        from orchestrator.cli.web import web_token  # noqa: PLC0415
+        from orchestrator.web.server import WebOptions  # noqa: PLC0415
+
+        web = WebOptions(host=args.ui_host, port=args.ui_port, allow_remote=args.allow_remote,
+                         token=web_token(settings), actions=args.allow_actions,
+                         scheduled=scheduled)
+    return _serve(settings, worker=True, scheduled=scheduled, web=web)
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
@@ -154,20 +177,12 @@ def cmd_schedules(args: argparse.Namespace) -> int:
             rows.append((item, item.cron.next_after(now), last[0] if last else None))
         return rows
 
-    rows = with_store(settings, load)
     if args.output == "json":
         from orchestrator.cli.session import print_json  # noqa: PLC0415
-        from orchestrator.shapes import schedule_json  # noqa: PLC0415
+        from orchestrator.schedule.scheduler import schedule_documents  # noqa: PLC0415
 
-        documents = []
-        for item, next_fire, last in rows:
-            spec = item.pipeline.schedule
-            assert spec is not None
-            documents.append(schedule_json(
-                item.id, pipeline=item.pipeline.name, path=str(item.pipeline.path),
-                cron=spec.cron, timezone=spec.timezone, overlap=spec.overlap,
-                catch_up=spec.catch_up, next_fire=next_fire, last_run=last))
-        print_json(documents)
-    else:
-        render.schedules_table(rows)
+        print_json(with_store(settings, lambda store: schedule_documents(store, scheduled)))
+        return EXIT_OK
+    rows = with_store(settings, load)
+    render.schedules_table(rows)
     return EXIT_OK

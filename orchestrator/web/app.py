@@ -18,7 +18,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from orchestrator.charts import loss_svg
 from orchestrator.durations import format_duration
 from orchestrator.errors import RunNotFound
 from orchestrator.schedule.batch import batch_document, load_batch
+from orchestrator.schedule.scheduler import Scheduled, schedule_documents
 from orchestrator.shapes import (
     event_json,
     final_losses,
@@ -62,6 +63,8 @@ MAX_PAGE = 500
 """The most runs one page (or API call) lists; `before` pages further back."""
 DEFAULT_PAGE = 50
 EVENTS_SHOWN = 500
+SCHEDULE_RUNS = 5
+"""A schedule's most recent runs, on the schedules page."""
 FOLLOW_POLL = 0.5
 """Seconds between reads of the store for a page following a live run."""
 
@@ -103,9 +106,12 @@ def _query(request: Request) -> dict[str, Any]:
 class _Views:
     """The handlers of one app, over one store."""
 
-    def __init__(self, store: StateStore, *, actions: bool) -> None:
+    def __init__(self, store: StateStore, *, actions: bool,
+                 scheduled: Sequence[Scheduled] | str) -> None:
         self.store = store
         self.actions = actions
+        self.scheduled = scheduled
+        """The schedules shown, or why they could not be read."""
         self.csrf = secrets.token_urlsafe(32)
         """Put in each page's forms; a POST without it is refused (another site's form)."""
         self.templates = Environment(loader=PackageLoader("orchestrator.web", "templates"),
@@ -229,6 +235,18 @@ class _Views:
         await self.store.request_cancel([run_id])
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
+    async def _schedules(self) -> list[dict[str, Any]]:
+        if isinstance(self.scheduled, str):
+            return []
+        return await schedule_documents(self.store, self.scheduled, last=SCHEDULE_RUNS)
+
+    async def schedules_api(self, request: Request) -> Response:
+        return JSONResponse(await self._schedules())
+
+    async def schedules_page(self, request: Request) -> Response:
+        problem = self.scheduled if isinstance(self.scheduled, str) else None
+        return self.page("schedules.html", schedules=await self._schedules(), problem=problem)
+
     async def models_api(self, request: Request) -> Response:
         models = await self.store.list_models(limit=MAX_PAGE)
         return JSONResponse([model_json(m) for m in models])
@@ -238,18 +256,21 @@ class _Views:
         return self.page("models.html", models=[model_json(m) for m in models])
 
 
-def create_app(store: StateStore, *, actions: bool = False,
-               token: str | None = None) -> Starlette:
+def create_app(store: StateStore, *, actions: bool = False, token: str | None = None,
+               scheduled: Sequence[Scheduled] | str = ()) -> Starlette:
     """The web view of `store` (already open, left open); `actions` lets it cancel runs,
-    `token` asks every request for it."""
-    views = _Views(store, actions=actions)
+    `token` asks every request for it; `scheduled` are the schedules it shows (or why they
+    could not be read)."""
+    views = _Views(store, actions=actions, scheduled=scheduled)
     pages = {"/": views.runs_page, "/runs/{run_id}": views.run_page,
-             "/batches/{batch_id}": views.batch_page, "/models": views.models_page}
+             "/batches/{batch_id}": views.batch_page, "/models": views.models_page,
+             "/schedules": views.schedules_page}
     api = {"/api/runs": views.runs_api, "/api/runs/{run_id}": views.run_api,
            "/api/runs/{run_id}/metrics": views.metrics_api,
            "/api/runs/{run_id}/events": views.events_api,
            "/api/runs/{run_id}/stream": views.stream_api,
-           "/api/batches/{batch_id}": views.batch_api, "/api/models": views.models_api}
+           "/api/batches/{batch_id}": views.batch_api, "/api/models": views.models_api,
+           "/api/schedules": views.schedules_api}
     routes: list[Route | Mount] = [
         Route("/runs/{run_id}/cancel", views.guarded(views.cancel, html=True),
               methods=["POST"]),
@@ -299,7 +320,8 @@ class _TokenGate:
 
 def serving_app(open_store: Callable[[], AbstractAsyncContextManager[StateStore]],
                 *, ready: Callable[[], None] | None = None, actions: bool = False,
-                token: str | None = None) -> Starlette:
+                token: str | None = None, scheduled: Sequence[Scheduled] | str = ()
+                ) -> Starlette:
     """The web view of the store `open_store` opens when the app starts (its lifespan, in
     the server's own event loop) and closes when it stops."""
     views: list[Starlette] = []
@@ -307,7 +329,8 @@ def serving_app(open_store: Callable[[], AbstractAsyncContextManager[StateStore]
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with open_store() as store:
-            views.append(create_app(store, actions=actions, token=token))
+            views.append(create_app(store, actions=actions, token=token,
+                                    scheduled=scheduled))
             if ready is not None:
                 ready()
             yield

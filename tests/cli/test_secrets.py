@@ -193,7 +193,8 @@ def test_a_canary_secret_reaches_no_terminal_and_no_file(cli_process: CLI,
                            check_code=0)
     seen.append(detached.stderr)
     queued = detached.stdout.strip()
-    worker = popen(tmp_path, "serve", "quiet", "--log-format", "console", env=env)
+    worker = popen(tmp_path, "serve", "quiet", "--log-format", "console", "--ui-port", "0",
+                   env=env)
     wait_for_state(tmp_path, f"SELECT 1 FROM runs WHERE id = '{queued}' AND status = "
                              "'succeeded'", "the worker ran the queued run")
     worker.terminate()

@@ -231,3 +231,54 @@ def test_a_token_gates_every_request(cli: CLI, tmp_path: Path) -> None:
 def _pipeline_file(tmp_path: Path) -> str:
     write(tmp_path / "ok.yaml", "name: ok\nsteps:\n  a: {uses: core/echo}\n")
     return "ok.yaml"
+
+
+@pytest.mark.slow
+def test_serve_runs_the_worker_the_scheduler_and_the_page(cli: CLI, tmp_path: Path) -> None:
+    """`orchestrator serve` also serves the web view, on the worker's own store: a run queued
+    from another process is executed and shows on the page; a taken port is one line."""
+    from tests.cli.helpers import start_service
+
+    port = free_port()
+    service = start_service(tmp_path, "serve", ".", "--ui-port", str(port))
+    try:
+        assert any(f"web view on http://127.0.0.1:{port}/" in line for line in service.lines), \
+            service.lines
+        queued = cli("run", _pipeline_file(tmp_path), "--detach", check_code=0).stdout.strip()
+
+        def shown_done() -> bool:
+            found = httpx.get(f"http://127.0.0.1:{port}/api/runs/{queued}", timeout=2).json()
+            return bool(found["run"]["status"] == "succeeded")
+
+        wait_for(shown_done, "the page shows the run succeeded", timeout=30)
+        assert queued in httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+        taken = cli("serve", ".", "--ui-port", str(port), check_code=2)
+        assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr
+    finally:
+        service.stop()
+
+
+def test_schedules_show_their_next_fire_and_last_runs(cli: CLI, tmp_path: Path) -> None:
+    from orchestrator.schedule.scheduler import load_scheduled
+
+    write(tmp_path / "nightly.yaml", """\
+        name: nightly
+        schedule: {cron: "0 2 * * *", timezone: Europe/Paris}
+        steps:
+          a: {uses: core/echo}
+    """)
+    scheduled = load_scheduled([tmp_path / "nightly.yaml"])
+    url = f"sqlite:///{tmp_path / '.orchestrator' / 'state.db'}"
+    cli("runs", check_code=0)  # the state file exists
+    with anyio.from_thread.start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(open_store(url)) as store:
+        web = _client(tmp_path, portal, store, scheduled=scheduled)
+        listed = web.get("/api/schedules").json()
+        assert [(s["id"], s["cron"], s["timezone"]) for s in listed] == [
+            ("nightly", "0 2 * * *", "Europe/Paris")]
+        assert listed[0]["recent"] == [] and listed[0]["next_fire"] > 0
+        assert listed[0]["last_run"] is None
+        page = web.get("/schedules").text
+        assert 'data-schedule="nightly"' in page and "none yet" in page
+        broken = _client(tmp_path, portal, store, scheduled="pipelines: no such file")
+        assert "could not be read: pipelines: no such file" in broken.get("/schedules").text
