@@ -282,3 +282,22 @@ def test_schedules_show_their_next_fire_and_last_runs(cli: CLI, tmp_path: Path) 
         assert 'data-schedule="nightly"' in page and "none yet" in page
         broken = _client(tmp_path, portal, store, scheduled="pipelines: no such file")
         assert "could not be read: pipelines: no such file" in broken.get("/schedules").text
+
+
+def test_the_pages_read_a_postgresql_store(cli: CLI, tmp_path: Path, postgres_url: str) -> None:
+    """The same pages over the fleet's database."""
+    _sweep(tmp_path)
+    cli("run", "sweep.yaml", "--state-url", postgres_url, check_code=0)
+    bad = run_id_from(cli("run", _pipeline_file(tmp_path), "--state-url", postgres_url,
+                          check_code=0).stderr)
+    with anyio.from_thread.start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(open_store(postgres_url)) as store:
+        web = _client(tmp_path, portal, store)
+        runs = web.get("/api/runs").json()
+        assert len(runs) == 7 and runs[0]["id"] == bad
+        batch = runs[1]["batch_id"]
+        assert web.get(f"/batches/{batch}").text.count('class="cell status-succeeded') == 6
+        page = web.get(f"/runs/{bad}").text
+        assert 'data-step="a" data-status="succeeded"' in page
+        body = web.get(f"/api/runs/{bad}/stream").text
+        assert body.rstrip().endswith("event: end\ndata: {}")
