@@ -6,10 +6,10 @@ a script, the page and the CLI read one thing. Static files ship in the package;
 fetched from elsewhere.
 
 It reads the store, and writes only through actions, which are off unless `actions` is set:
-a cancel request is a POST carrying the page's CSRF token (and, when the browser sends one,
-an Origin of this server). With a `token`, every request must carry it (a cookie the
-`?token=` of a first visit sets, or `Authorization: Bearer`), compared in constant time and
-never logged.
+a cancel request or a resume (queued for a worker) is a POST carrying the page's CSRF token
+(and, when the browser sends one, an Origin of this server). With a `token`, every request
+must carry it (a cookie the `?token=` of a first visit sets, or `Authorization: Bearer`),
+compared in constant time and never logged.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from orchestrator.shapes import (
 from orchestrator.steps.builtin import parse_pipeline, step_order
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import MetricPoint, RunRecord, RunStatus, StepRecord
+from orchestrator.web.actions import ActionRefused, queue_resume
 from orchestrator.web.dag import dag_svg
 from orchestrator.web.grid import batch_grid
 
@@ -216,9 +217,9 @@ class _Views:
         return self.page("batch.html", batch=document, grid=batch_grid(document["cells"], axes),
                          status=document["status"])
 
-    async def cancel(self, request: Request) -> Response:
-        """POST /runs/RUN/cancel: ask for the run to be cancelled, as `orchestrator cancel`
-        does (the process executing it, or the next worker, cancels its remote jobs)."""
+    async def _action_form(self, request: Request) -> dict[str, str]:
+        """The form of an action, once it is allowed: actions on, the page's CSRF token, and
+        this server's origin when the browser names one. Refused (403) otherwise."""
         if not self.actions:
             msg = "actions are off: serve the web view with orchestrator ui --allow-actions"
             raise Refused(msg)
@@ -230,9 +231,26 @@ class _Views:
                 origin is not None and origin.split("://", 1)[-1] != host):
             msg = "this form did not come from this web view (its CSRF token or origin is wrong)"
             raise Refused(msg)
+        return {k: str(v) for k, v in form.items()}
+
+    async def cancel(self, request: Request) -> Response:
+        """POST /runs/RUN/cancel: ask for the run to be cancelled, as `orchestrator cancel`
+        does (the process executing it, or the next worker, cancels its remote jobs)."""
+        await self._action_form(request)
         run_id = request.path_params["run_id"]
         await self.store.get_run(run_id)
         await self.store.request_cancel([run_id])
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    async def resume(self, request: Request) -> Response:
+        """POST /runs/RUN/resume [from]: queue the run for a worker to resume, as `resume
+        RUN [--from STEP]` would (see `actions.queue_resume`)."""
+        form = await self._action_form(request)
+        run_id = request.path_params["run_id"]
+        try:
+            await queue_resume(self.store, run_id, form.get("from") or None)
+        except ActionRefused as exc:
+            raise Refused(str(exc)) from None
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     async def _schedules(self) -> list[dict[str, Any]]:
@@ -273,6 +291,8 @@ def create_app(store: StateStore, *, actions: bool = False, token: str | None = 
            "/api/schedules": views.schedules_api}
     routes: list[Route | Mount] = [
         Route("/runs/{run_id}/cancel", views.guarded(views.cancel, html=True),
+              methods=["POST"]),
+        Route("/runs/{run_id}/resume", views.guarded(views.resume, html=True),
               methods=["POST"]),
         *(Route(path, views.guarded(handler, html=True)) for path, handler in pages.items()),
         *(Route(path, views.guarded(handler, html=False)) for path, handler in api.items()),

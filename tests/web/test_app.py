@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -301,3 +302,57 @@ def test_the_pages_read_a_postgresql_store(cli: CLI, tmp_path: Path, postgres_ur
         assert 'data-step="a" data-status="succeeded"' in page
         body = web.get(f"/api/runs/{bad}/stream").text
         assert body.rstrip().endswith("event: end\ndata: {}")
+
+
+def test_resume_from_the_page_queues_the_run_for_a_worker(cli: CLI, tmp_path: Path) -> None:
+    """A failed run resumed from its page goes back to the queue; a worker finishes it,
+    keeping its succeeded steps. A succeeded run needs a step to run again from; --from
+    clears that step and everything after it; a queued run is refused."""
+    write(tmp_path / "flaky.yaml", """\
+        name: flaky
+        steps:
+          first: {uses: core/echo, with: {x: 1}}
+          second:
+            uses: core/fail
+            with: {times: 1, transient: false}
+            needs: [first]
+            retry: null
+    """)
+    run_id = run_id_from(cli("run", "flaky.yaml", check_code=1).stderr)
+    url = f"sqlite:///{tmp_path / '.orchestrator' / 'state.db'}"
+
+    def page_csrf(web: Web) -> str:
+        found = re.search(r'name="csrf" value="([^"]+)"', web.get(f"/runs/{run_id}").text)
+        assert found
+        return found.group(1)
+
+    with anyio.from_thread.start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(open_store(url)) as store:
+        web = _client(tmp_path, portal, store, actions=True)
+        csrf = page_csrf(web)
+        assert web.post(f"/runs/{run_id}/resume", data={"csrf": csrf}).status_code == 303
+        assert web.get(f"/api/runs/{run_id}").json()["run"]["status"] == "queued"
+        again = web.post(f"/runs/{run_id}/resume", data={"csrf": csrf})
+        assert again.status_code == 403 and "already queued" in again.text
+    worker = subprocess.Popen([sys.executable, "-m", "orchestrator", "worker"], cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True,
+                              env={k: v for k, v in os.environ.items()
+                                   if not k.startswith("ORCH_")})
+    try:
+        wait_for(lambda: json.loads(cli("show", run_id, "-o", "json", check_code=0).stdout)[
+            "run"]["status"] == "succeeded", "a worker resumed the run", timeout=30)
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=10)
+    with anyio.from_thread.start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(open_store(url)) as store:
+        web = _client(tmp_path, portal, store, actions=True)
+        csrf = page_csrf(web)
+        plain = web.post(f"/runs/{run_id}/resume", data={"csrf": csrf})
+        assert plain.status_code == 403 and "choose a step" in plain.text
+        unknown = web.post(f"/runs/{run_id}/resume", data={"csrf": csrf, "from": "nope"})
+        assert unknown.status_code == 403 and "no step" in unknown.text
+        assert web.post(f"/runs/{run_id}/resume",
+                        data={"csrf": csrf, "from": "second"}).status_code == 303
+        steps = {s["id"]: s["status"] for s in web.get(f"/api/runs/{run_id}").json()["steps"]}
+        assert steps == {"first": "succeeded", "second": "pending"}
