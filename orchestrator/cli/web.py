@@ -41,8 +41,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     settings = settings_for(args)
 
     def opened() -> AbstractAsyncContextManager[StateStore]:
+        # Without actions the page can only read: its connections refuse every write.
         return open_store(settings.state_url, durability=settings.durability,
-                          busy_timeout=settings.busy_timeout)
+                          busy_timeout=settings.busy_timeout, read_only=not args.allow_actions)
 
     options = WebOptions(host=args.host, port=args.port, allow_remote=args.allow_remote,
                          token=web_token(settings), actions=args.allow_actions,

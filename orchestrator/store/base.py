@@ -63,9 +63,13 @@ class StateStore(ABC):
     """Whether `watch` wakes its callers (else they only poll): a store that announces
     changes lets them poll rarely."""
 
-    def __init__(self, url: str, *, clock: Clock = time.time) -> None:
+    def __init__(self, url: str, *, clock: Clock = time.time, read_only: bool = False) -> None:
         self.url = url
         self.clock = clock
+        self.read_only = read_only
+        """Its connections refuse every write (StateStoreInvalid): a reader such as the web
+        view, which can never change what it shows. The schema is still created or migrated
+        on opening, as for any store."""
         self.schema_change: tuple[int, int] | None = None
         """Set on opening: the (from, to) schema versions of a migration it ran, else None."""
         self._state = _State.UNOPENED

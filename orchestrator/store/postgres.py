@@ -227,8 +227,8 @@ class PostgresStore(StateStore):
     announces = True
 
     def __init__(self, url: str, *, durability: str = "process", busy_timeout: float = 10.0,
-                 clock: Clock | None = None) -> None:
-        super().__init__(url, **({"clock": clock} if clock else {}))
+                 clock: Clock | None = None, read_only: bool = False) -> None:
+        super().__init__(url, read_only=read_only, **({"clock": clock} if clock else {}))
         if durability not in ("process", "machine", "none"):
             msg = f"durability {durability!r}: expected one of process, machine, none"
             raise StateStoreInvalid(msg)
@@ -274,7 +274,7 @@ class PostgresStore(StateStore):
         pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
             self._conninfo, min_size=1, max_size=_POOL_SIZE + 1, open=False,
             kwargs={"row_factory": dict_row, "autocommit": True},
-            configure=self._configure, check=_still_connected,
+            configure=self._configure_pooled, check=_still_connected,
             timeout=self._busy_timeout, name="orchestrator-state")
         try:
             await pool.open(wait=True, timeout=self._busy_timeout)
@@ -291,6 +291,13 @@ class PostgresStore(StateStore):
             sql.Literal(f"{max(1, round(self._busy_timeout * 1000))}ms")))
         await conn.execute(sql.SQL("SET synchronous_commit = {}").format(
             sql.Literal(self._synchronous)))
+
+    async def _configure_pooled(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A pooled connection: as every connection, and refusing writes in a read-only store
+        (the migration, on a connection of its own, is done by then)."""
+        await self._configure(conn)
+        if self.read_only:
+            await conn.execute("SET default_transaction_read_only = on")
 
     async def _version(self, cur: Cursor) -> int:
         """The schema's version (0: empty); raises if it is someone else's or newer than us."""
@@ -380,6 +387,10 @@ class PostgresStore(StateStore):
             except PoolTimeout:
                 raise self._unavailable(
                     f"no connection within busy_timeout ({self._busy_timeout:g}s)") from None
+            except psycopg.errors.ReadOnlySqlTransaction:
+                msg = (f"state database {self.shown} was opened to be read only (the web "
+                       "view without --allow-actions)")
+                raise StateStoreInvalid(msg) from None
             except psycopg.OperationalError as exc:
                 raise self._unavailable(_one_line(exc)) from None
         raise AssertionError("unreachable")  # pragma: no cover

@@ -141,8 +141,8 @@ class SQLiteStore(StateStore):
     """`StateStore` on one SQLite file; see the module docstring for how statements are run."""
 
     def __init__(self, url: str, *, durability: str = "process", busy_timeout: float = 10.0,
-                 clock: Clock | None = None) -> None:
-        super().__init__(url, **({"clock": clock} if clock else {}))
+                 clock: Clock | None = None, read_only: bool = False) -> None:
+        super().__init__(url, read_only=read_only, **({"clock": clock} if clock else {}))
         if durability not in _SYNCHRONOUS:
             msg = f"durability {durability!r}: expected one of {', '.join(_SYNCHRONOUS)}"
             raise StateStoreInvalid(msg)
@@ -177,6 +177,9 @@ class SQLiteStore(StateStore):
             self._prepare(conn)
             self._threaded = conn
             self._inline = self._connect(0)
+            if self.read_only:  # after the schema is in place: from now on, reads only
+                for opened in (self._threaded, self._inline):
+                    opened.execute("PRAGMA query_only = ON")
         except sqlite3.OperationalError as exc:
             raise (self._unavailable() if _is_busy(exc) else self._invalid(exc)) from None
         except sqlite3.DatabaseError as exc:
@@ -192,6 +195,8 @@ class SQLiteStore(StateStore):
         text = str(exc)
         if "file is not a database" in text or "malformed" in text:
             why = "is not a SQLite database, or is corrupt; it was left untouched"
+        elif self.read_only and "readonly" in text:
+            why = "was opened to be read only (the web view without --allow-actions)"
         elif "readonly" in text or "unable to open" in text or "disk I/O" in text:
             why = f"cannot be written ({text})"
         else:

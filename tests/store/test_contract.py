@@ -537,3 +537,21 @@ async def test_the_claim_query_agrees_with_the_policy(store: StateStore,
                                      dead_owners=["host:9:dd"])
     assert {lease.run_id for lease in claimed} == expected
     assert 10 < len(expected) < len(before) - 10  # both kinds are well represented
+
+
+async def test_a_read_only_store_reads_and_refuses_every_write(store: StateStore,
+                                                              store_url: str) -> None:
+    """What the web view opens without actions: it sees what the writer commits, and a write
+    through it is one clear error, nothing written."""
+    from orchestrator.errors import StateStoreInvalid
+    from orchestrator.store.opening import open_store
+
+    await store.create_run(new_run("r-1"))
+    async with open_store(store_url, read_only=True) as reader:
+        assert (await reader.get_run("r-1")).id == "r-1"
+        with pytest.raises(StateStoreInvalid, match="opened to be read only"):
+            await reader.create_run(new_run("r-2"))
+        with pytest.raises(StateStoreInvalid, match="opened to be read only"):
+            await reader.request_cancel(["r-1"])
+        await store.create_run(new_run("r-3"))  # the writer is not held up by the reader
+        assert {r.id for r in await reader.list_runs()} == {"r-1", "r-3"}
