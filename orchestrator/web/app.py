@@ -194,10 +194,14 @@ class _Views:
             graph = dag_svg(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)), steps)
         except Exception:  # noqa: BLE001  (a text that no longer loads: the rest still shows)
             graph = None
+        stored = {step["id"]: step for step in document["steps"]}
+        rows = [stored.get(sid) or {"id": sid, "status": "pending", "attempts": 0,
+                                    "duration": None, "error": None}
+                for sid in step_order(run, steps)]  # steps not started yet too: they move live
         outputs = [s["outputs"] for s in document["steps"] if s["outputs"]]
         model = next((o["model_name"] for o in outputs if o.get("model_name")), None)
         smoke = next((o for o in outputs if "text" in o and "latency" in o), None)
-        return self.page("run.html", doc=document, dag=graph,
+        return self.page("run.html", doc=document, rows=rows, dag=graph,
                          chart=loss_svg(points, title=run.id) if points else None,
                          events=[event_json(e) for e in events[-EVENTS_SHOWN:]],
                          last_seq=events[-1].seq if events else 0, model=model, smoke=smoke)

@@ -156,6 +156,8 @@ def test_a_live_runs_status_changes_without_reloading(cli_process: CLI, tmp_path
             timeout=20_000)
         assert page.locator("#events tr").count() > rows_before
         assert "run_finished" in page.inner_text("#events")
+        assert page.locator('svg.dag g.step[data-status="succeeded"]').count() == 2
+        assert page.locator("table.steps .badge.status-succeeded").count() == 2
         _shot(page, "live-succeeded")
     finally:
         runner.communicate(timeout=30)
@@ -193,6 +195,8 @@ def test_cancel_from_the_page_when_actions_are_on(tmp_path: Path, ui_with_action
         page.wait_for_function(
             "document.getElementById('run-status').textContent === 'cancelled'",
             timeout=20_000)
+        assert page.locator('svg.dag g.step[data-step="nap"]').get_attribute(
+            "data-status") == "cancelled"
         _shot(page, "cancel-after")
     finally:
         runner.communicate(timeout=30)

@@ -1,6 +1,22 @@
 // Live parts of the pages, without a framework: a run page follows its run through the
-// server-sent events of /api/runs/RUN/stream (new log entries, status changes) until it ends.
+// server-sent events of /api/runs/RUN/stream (new log entries, status changes) until it ends:
+// the run's badge, each step's box in the graph and its row in the table move with it.
 (function () {
+  const STEP_STATUS = {
+    step_started: "running", step_succeeded: "succeeded", step_failed: "failed",
+    step_cancelled: "cancelled", step_interrupted: "interrupted", attempt_failed: "retrying",
+  };
+  function showStep(step, now) {
+    for (const box of document.querySelectorAll(`svg.dag g.step[data-step="${CSS.escape(step)}"]`)) {
+      box.classList.remove(`status-${box.dataset.status}`);
+      box.classList.add(`status-${now}`);
+      box.dataset.status = now;
+      const state = box.querySelector(".state");
+      if (state) state.textContent = now;
+    }
+    const badge = document.querySelector(`table.steps tr[data-step="${CSS.escape(step)}"] .badge`);
+    if (badge) { badge.textContent = now; badge.className = `badge status-${now}`; }
+  }
   const status = document.getElementById("run-status");
   const events = document.getElementById("events");
   if (!status || !events || !window.EventSource) return;
@@ -15,6 +31,7 @@
   source.addEventListener("event", (message) => {
     const e = JSON.parse(message.data);
     events.dataset.after = e.seq;
+    if (e.step && STEP_STATUS[e.kind]) showStep(e.step, STEP_STATUS[e.kind]);
     const row = events.insertRow(-1);
     const what = e.kind === "log" ? e.data.level : e.kind;
     const detail = e.kind === "log" ? `${e.data.message} ${JSON.stringify(e.data.fields || {})}`
