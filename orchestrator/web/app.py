@@ -136,7 +136,7 @@ class _Views:
             except Refused as exc:
                 code, message = 403, str(exc)
             if html:
-                return self.page("error.html", code, message=message)
+                return self.page("error.html", code, message=message, status=code)
             return JSONResponse({"error": {"message": message}}, status_code=code)
         return guard
 
