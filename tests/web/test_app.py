@@ -60,7 +60,8 @@ def web(tmp_path: Path) -> Iterator[Web]:
             portal.call(client.aclose)
 
 
-def _sweep(tmp_path: Path) -> None:
+def sweep(tmp_path: Path) -> None:
+    """A 2 x 3 matrix of echo steps whose eval loss is their learning rate."""
     write(tmp_path / "sweep.yaml", """\
         name: sweep
         matrix: {model: [a, b], lr: [1, 2, 3]}
@@ -128,7 +129,7 @@ def test_the_runs_page_filters_and_pages(cli: CLI, tmp_path: Path,
 
 def test_a_batch_is_a_grid_with_the_best_cell_of_each_row(
         cli: CLI, tmp_path: Path, web: Web) -> None:
-    _sweep(tmp_path)
+    sweep(tmp_path)
     cli("run", "sweep.yaml", check_code=0)
     batch = json.loads(cli("batches", "-o", "json", check_code=0).stdout)[0]["id"]
     page = web.get(f"/batches/{batch}").text
@@ -287,7 +288,7 @@ def test_schedules_show_their_next_fire_and_last_runs(cli: CLI, tmp_path: Path) 
 
 def test_the_pages_read_a_postgresql_store(cli: CLI, tmp_path: Path, postgres_url: str) -> None:
     """The same pages over the fleet's database."""
-    _sweep(tmp_path)
+    sweep(tmp_path)
     cli("run", "sweep.yaml", "--state-url", postgres_url, check_code=0)
     bad = run_id_from(cli("run", _pipeline_file(tmp_path), "--state-url", postgres_url,
                           check_code=0).stderr)

@@ -19,6 +19,7 @@ import pytest
 from tests.cli.helpers import run_id_from, wait_for
 from tests.conftest import CLI, REPO, write
 from tests.localapi.test_server import free_port
+from tests.web.test_app import sweep
 
 CHROMIUM = os.environ.get("ORCH_TEST_CHROMIUM") or shutil.which("chromium") or ""
 SHOTS = REPO / "test-output" / "screenshots"
@@ -93,14 +94,7 @@ def test_runs_run_batch_and_models_pages(cli: CLI, tmp_path: Path, ui: str,
     models."""
     run_id = run_id_from(cli("run", LORA, "-i", "poll_interval=100ms",
                              env={"ORCH_LOCAL_JOB_DURATION": "1s"}, check_code=0).stderr)
-    write(tmp_path / "sweep.yaml", """\
-        name: sweep
-        matrix: {model: [a, b], lr: [1, 2, 3]}
-        steps:
-          fit:
-            uses: core/echo
-            with: {eval_loss: "${{ matrix.lr }}", model_name: "m-${{ matrix.model }}"}
-    """)
+    sweep(tmp_path)
     cli("run", "sweep.yaml", check_code=0)
     batch = json.loads(cli("batches", "-o", "json", check_code=0).stdout)[0]["id"]
     points = len(json.loads(cli("metrics", run_id, "--json", check_code=0).stdout)["points"])
