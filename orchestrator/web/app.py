@@ -66,6 +66,8 @@ DEFAULT_PAGE = 50
 EVENTS_SHOWN = 500
 SCHEDULE_RUNS = 5
 """A schedule's most recent runs, on the schedules page."""
+MAX_STREAMS = 64
+"""Pages following a live run at once; more are answered 503 with a Retry-After."""
 FOLLOW_POLL = 0.5
 """Seconds between reads of the store for a page following a live run."""
 
@@ -113,6 +115,8 @@ class _Views:
         self.actions = actions
         self.scheduled = scheduled
         """The schedules shown, or why they could not be read."""
+        self.streams = 0
+        """Live streams open now (at most MAX_STREAMS: each reads the store twice a second)."""
         self.csrf = secrets.token_urlsafe(32)
         """Put in each page's forms; a POST without it is refused (another site's form)."""
         self.templates = Environment(loader=PackageLoader("orchestrator.web", "templates"),
@@ -183,9 +187,23 @@ class _Views:
         its status changes, `end` once no one executes it (the browser stops listening)."""
         run_id = request.path_params["run_id"]
         await self.store.get_run(run_id)
-        return StreamingResponse(_follow(self.store, run_id, _after(request), request),
+        if self.streams >= MAX_STREAMS:
+            return JSONResponse({"error": {"message": f"{MAX_STREAMS} pages already follow "
+                                           "runs here; try again later"}}, status_code=503,
+                                headers={"Retry-After": "5"})
+        return StreamingResponse(self._counted(_follow(self.store, run_id, _after(request),
+                                                       request)),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
+
+    async def _counted(self, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+        """`stream`, counted among the open ones while it lasts."""
+        self.streams += 1
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            self.streams -= 1
 
     async def run_page(self, request: Request) -> Response:
         run, document, steps, points = await self._document(request.path_params["run_id"])

@@ -357,3 +357,16 @@ def test_resume_from_the_page_queues_the_run_for_a_worker(cli: CLI, tmp_path: Pa
                         data={"csrf": csrf, "from": "second"}).status_code == 303
         steps = {s["id"]: s["status"] for s in web.get(f"/api/runs/{run_id}").json()["steps"]}
         assert steps == {"first": "succeeded", "second": "pending"}
+
+
+def test_live_streams_are_bounded(cli: CLI, tmp_path: Path, web: Web,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import orchestrator.web.app
+
+    run_id = run_id_from(cli("run", _pipeline_file(tmp_path), check_code=0).stderr)
+    monkeypatch.setattr(orchestrator.web.app, "MAX_STREAMS", 0)
+    busy = web.get(f"/api/runs/{run_id}/stream")
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+    monkeypatch.setattr(orchestrator.web.app, "MAX_STREAMS", 1)
+    assert "event: end" in web.get(f"/api/runs/{run_id}/stream").text  # and it was let go
+    assert "event: end" in web.get(f"/api/runs/{run_id}/stream").text
