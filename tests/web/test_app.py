@@ -103,7 +103,11 @@ def test_the_runs_page_filters_and_pages(cli: CLI, tmp_path: Path,
                                  "    with: {transient: false, message: '<script>x()</script>'}\n")
     ids = [run_id_from(cli("run", "ok.yaml", check_code=0).stderr) for _ in range(3)]
     bad = run_id_from(cli("run", "bad.yaml", check_code=1).stderr)
-    everything = web.get("/").text
+    front = web.get("/")
+    assert "script-src 'self'" in front.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in front.headers["content-security-policy"]
+    assert front.headers["x-content-type-options"] == "nosniff"
+    everything = front.text
     assert all(run in everything for run in [*ids, bad])
     failed = web.get("/", params={"status": "failed"}).text
     assert bad in failed and not any(run in failed for run in ids)

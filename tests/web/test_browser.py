@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from tests.cli.helpers import run_id_from, wait_for
 from tests.conftest import CLI, REPO, write
@@ -145,9 +146,7 @@ def test_a_live_runs_status_changes_without_reloading(cli_process: CLI, tmp_path
         assert status.inner_text() == "running"
         rows_before = page.locator("#events tr").count()
         _shot(page, "live-running")
-        page.wait_for_function(
-            "document.getElementById('run-status').textContent === 'succeeded'",
-            timeout=20_000)
+        expect(status).to_have_text("succeeded", timeout=20_000)
         assert page.locator("#events tr").count() > rows_before
         assert "run_finished" in page.inner_text("#events")
         assert page.locator('svg.dag g.step[data-status="succeeded"]').count() == 2
@@ -186,9 +185,7 @@ def test_cancel_from_the_page_when_actions_are_on(tmp_path: Path, ui_with_action
         page.click("#cancel")
         page.wait_for_url(f"**/runs/{run_id}")
         assert "cancel requested" in page.inner_text("main")
-        page.wait_for_function(
-            "document.getElementById('run-status').textContent === 'cancelled'",
-            timeout=20_000)
+        expect(page.locator("#run-status")).to_have_text("cancelled", timeout=20_000)
         assert page.locator('svg.dag g.step[data-step="nap"]').get_attribute(
             "data-status") == "cancelled"
         _shot(page, "cancel-after")
