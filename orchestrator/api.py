@@ -32,8 +32,8 @@ from orchestrator.schedule.batch import execute_cells
 from orchestrator.settings import Settings, load_settings
 from orchestrator.shapes import run_document, run_json
 from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.steps.builtin import load_pipeline, step_order
-from orchestrator.store.records import RunStatus
+from orchestrator.steps.builtin import load_pipeline, ordered_steps
+from orchestrator.store.records import RunStatus, parse_statuses
 
 if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
@@ -172,8 +172,7 @@ async def ashow_run(run_id: str, *, settings: Settings | None = None,
         run = await rt.store.get_run(run_id)
         steps = await rt.store.get_steps(run_id)
         points = await rt.store.get_metrics(run_id)
-    return run_document(run, [steps[sid] for sid in step_order(run, steps) if sid in steps],
-                        points)
+    return run_document(run, ordered_steps(run, steps), points)
 
 
 def show_run(run_id: str, *, settings: Settings | None = None,
@@ -185,7 +184,7 @@ async def aruns(*, limit: int = 20, status: str | None = None, pipeline: str | N
                 settings: Settings | None = None, **overrides: Any) -> list[dict[str, Any]]:
     """`orchestrator runs -o json [--status S] [--pipeline P]`."""
 
-    statuses = None if status is None else [RunStatus(s) for s in status.split(",")]
+    statuses = None if status is None else parse_statuses(status.split(","))
     async with open_runtime(_settings(settings, overrides), engine=False) as rt:
         found = await rt.store.list_runs(limit=limit, statuses=statuses, pipeline=pipeline)
     return [run_json(run) for run in found]
@@ -206,7 +205,7 @@ async def await_run(run_id: str, *, timeout: float | None = None, poll: float = 
         with anyio.fail_after(timeout):
             while True:
                 run = await rt.store.get_run(run_id)
-                if run.status.finished and run.lease_owner is None:
+                if run.settled:
                     return run_json(run)
                 await anyio.sleep(poll)
 

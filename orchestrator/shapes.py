@@ -26,7 +26,8 @@ from orchestrator.store.records import (
 )
 
 __all__ = ["SHAPES_VERSION", "batch_json", "event_json", "executor_gone", "final_losses",
-           "metric_json", "model_json", "run_document", "run_json", "schedule_json", "step_json"]
+           "metric_json", "metrics_document", "model_json", "run_document", "run_json",
+           "schedule_json", "step_json"]
 
 SHAPES_VERSION = 1
 
@@ -98,6 +99,12 @@ def run_document(run: RunRecord, steps: Iterable[StepRecord],
 def metric_json(point: MetricPoint) -> dict[str, Any]:
     """A job's figures at one training step (`metrics RUN --json`)."""
     return point.to_json()
+
+
+def metrics_document(run_id: str, points: Sequence[MetricPoint]) -> dict[str, Any]:
+    """`metrics RUN --json`: the run's final losses and every point."""
+    return {"run_id": run_id, **final_losses(points),
+            "points": [metric_json(p) for p in points]}
 
 
 def event_json(event: EventRecord) -> dict[str, Any]:

@@ -49,19 +49,14 @@ def when(text: str, flag: str) -> float:
 
 def _statuses(values: list[str] | None) -> list[RunStatus] | None:
     from orchestrator.errors import ConfigError  # noqa: PLC0415
-    from orchestrator.store.records import RunStatus  # noqa: PLC0415
+    from orchestrator.store.records import parse_statuses  # noqa: PLC0415
 
     if not values:
         return None
-    wanted = []
-    for value in ",".join(values).split(","):
-        try:
-            wanted.append(RunStatus(value.strip()))
-        except ValueError:
-            known = ", ".join(s.value for s in RunStatus)
-            msg = f"--status {value.strip()[:40]!r}: not a run status (one of {known})"
-            raise ConfigError(msg) from None
-    return wanted
+    try:
+        return parse_statuses(",".join(values).split(","))
+    except ValueError as exc:
+        raise ConfigError(f"--status {exc}") from None
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -113,10 +108,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     run, steps, points = loaded
     if args.output == "json":
         from orchestrator.shapes import run_document  # noqa: PLC0415
-        from orchestrator.steps.builtin import step_order  # noqa: PLC0415
+        from orchestrator.steps.builtin import ordered_steps  # noqa: PLC0415
 
-        print_json(run_document(run, [steps[sid] for sid in step_order(run, steps)
-                                      if sid in steps], points))
+        print_json(run_document(run, ordered_steps(run, steps), points))
     else:
         render.run_detail(run, steps, outputs=args.outputs, points=points)
     return EXIT_OK
@@ -126,11 +120,6 @@ def _outcome_code(run: RunRecord) -> int:
     from orchestrator.store.records import RunStatus  # noqa: PLC0415
 
     return EXIT_OK if run.status is RunStatus.SUCCEEDED else EXIT_FAILED
-
-
-def _stopped(run: RunRecord) -> bool:
-    """No one executes the run, and no one will unless asked (resume, a worker's claim)."""
-    return run.status.finished and run.lease_owner is None
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -156,7 +145,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             if not args.follow:
                 return EXIT_OK
             run = await store.get_run(args.run_id)
-            if _stopped(run) and not events:
+            if run.settled and not events:
                 return _outcome_code(run)
             await anyio.sleep(FOLLOW_POLL)
 
@@ -178,10 +167,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     points = with_store(settings, load)
     if args.output == "json":
-        from orchestrator.shapes import final_losses, metric_json  # noqa: PLC0415
+        from orchestrator.shapes import metrics_document  # noqa: PLC0415
 
-        print_json({"run_id": args.run_id, **final_losses(points),
-                    "points": [metric_json(p) for p in points]})
+        print_json(metrics_document(args.run_id, points))
     elif args.output == "csv":
         render.metrics_csv(points)
     else:
@@ -211,7 +199,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
         with anyio.move_on_after(args.timeout if args.timeout is not None else float("inf")):
             while True:
                 found = await runs(store)
-                if all(_stopped(run) for run in found):
+                if all(run.settled for run in found):
                     return (found,)
                 await anyio.sleep(FOLLOW_POLL)
         return (None,)

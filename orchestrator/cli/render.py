@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.charts import loss_series
 from orchestrator.durations import format_duration
 from orchestrator.shapes import executor_gone, final_losses
 from orchestrator.spec.expressions import Reference, lookup, render
@@ -241,12 +242,16 @@ def sparkline(values: list[float], width: int = 40) -> str:
     return "".join(bars[min(len(bars) - 1, int((v - low) / span * len(bars)))] for v in values)
 
 
+def _train_curve(points: list[MetricPoint]) -> list[float]:
+    """The train losses in training-step order (what a sparkline draws)."""
+    return [loss for _, loss in loss_series(points).get("train loss", [])]
+
+
 def _losses_line(run_id: str, points: list[MetricPoint]) -> str | None:
     final = final_losses(points)
     if final["train_loss"] is None and final["eval_loss"] is None:
         return None
-    train = [p.train_loss for p in sorted(points, key=lambda p: p.train_step)
-             if p.train_loss is not None]
+    train = _train_curve(points)
     return (f"  losses    train {_loss(final['train_loss'])}  eval {_loss(final['eval_loss'])}"
             f"  {sparkline(train)}  ({len(points)} points: orchestrator metrics {run_id})")
 
@@ -323,8 +328,9 @@ def final_outputs(pipeline: Pipeline, steps: Mapping[str, StepRecord]) -> None:
 
 # -- batches and schedules -------------------------------------------------------------------
 
-def _loss(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _loss(value: float | None, spec: str = ".4f") -> str:
+    """A loss (or another figure, by `spec`) for a table; `-` when there is none."""
+    return "-" if value is None else format(value, spec)
 
 
 def batch_detail(batch: BatchRecord, cells: list[CellSummary]) -> None:
@@ -443,10 +449,6 @@ _METRIC_HEADER = ("step", "job_id", "train_step", "epoch", "train_loss", "eval_l
                   "learning_rate", "tokens", "ts")
 
 
-def _figure(value: float | None, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def metrics_table(run_id: str, points: list[MetricPoint]) -> None:
     console = _console()
     if not points:
@@ -456,14 +458,13 @@ def metrics_table(run_id: str, points: list[MetricPoint]) -> None:
     table = _table("STEP", "JOB", "TRAIN STEP", "EPOCH", "TRAIN LOSS", "EVAL LOSS", "LR",
                    "TOKENS")
     for p in points:
-        table.add_row(p.step_id, p.job_id, str(p.train_step), _figure(p.epoch, ".2f"),
-                      _figure(p.train_loss), _figure(p.eval_loss),
-                      _figure(p.learning_rate, ".3g"), "-" if p.tokens is None else str(p.tokens))
+        table.add_row(p.step_id, p.job_id, str(p.train_step), _loss(p.epoch, ".2f"),
+                      _loss(p.train_loss), _loss(p.eval_loss), _loss(p.learning_rate, ".3g"),
+                      "-" if p.tokens is None else str(p.tokens))
     console.print(table)
     final = final_losses(points)
-    train = [p.train_loss for p in points if p.train_loss is not None]
     console.print(f"final train loss {_loss(final['train_loss'])}, eval loss "
-                  f"{_loss(final['eval_loss'])}  {sparkline(train)}")
+                  f"{_loss(final['eval_loss'])}  {sparkline(_train_curve(points))}")
 
 
 def metrics_csv(points: list[MetricPoint]) -> None:

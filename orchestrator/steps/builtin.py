@@ -20,7 +20,8 @@ from orchestrator.steps.registry import StepRegistry
 if TYPE_CHECKING:
     from orchestrator.store.records import RunRecord, StepRecord
 
-__all__ = ["BUILTIN", "builtin_registry", "load_pipeline", "parse_pipeline", "step_order"]
+__all__ = ["BUILTIN", "builtin_registry", "load_pipeline", "ordered_steps", "parse_pipeline",
+           "step_order", "stored_pipeline"]
 
 BUILTIN = StepRegistry()
 BUILTIN.add_family("core", "orchestrator.steps.core")
@@ -46,12 +47,25 @@ def parse_pipeline(text: str, path: Path, *, registry: StepRegistry | None = Non
     return _parse(text, path, registry=registry or BUILTIN, limits=limits)
 
 
-def step_order(run: RunRecord, steps: Mapping[str, StepRecord]) -> list[str]:
-    """A stored run's steps in its pipeline's order, its hooks, then any stored step the
-    pipeline no longer has (what `show` lists)."""
+def stored_pipeline(text: str, path: str) -> Pipeline | None:
+    """A run's (or batch's) stored pipeline, parsed; None if the text no longer loads (a step
+    type since removed, say): its readers then show what is stored."""
     try:
-        order = list(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)).every_step)
-    except Exception:  # noqa: BLE001  (show what is stored even if the text no longer loads)
-        order = list(steps)
+        return parse_pipeline(text, Path(path))
+    except Exception:  # noqa: BLE001  (any reason at all: a reader must still show the run)
+        return None
+
+
+def step_order(run: RunRecord, steps: Mapping[str, StepRecord],
+               pipeline: Pipeline | None = None) -> list[str]:
+    """A stored run's steps in its pipeline's order, its hooks, then any stored step the
+    pipeline no longer has (what `show` lists). `pipeline`: the run's, if already parsed."""
+    pipeline = pipeline or stored_pipeline(run.pipeline_text, run.pipeline_path)
+    order = list(pipeline.every_step) if pipeline is not None else list(steps)
     known = set(order)  # a set: a list's `in` per row made a 10,000-step run quadratic
     return order + [s for s in steps if s not in known]
+
+
+def ordered_steps(run: RunRecord, steps: Mapping[str, StepRecord]) -> list[StepRecord]:
+    """The run's stored steps in `step_order`: what `show RUN -o json` lists."""
+    return [steps[sid] for sid in step_order(run, steps) if sid in steps]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "ScheduleEntry",
     "StepRecord",
     "StepStatus",
+    "parse_statuses",
     "text_hash",
 ]
 
@@ -84,6 +85,20 @@ class ErrorInfo:
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}"
+
+
+def parse_statuses(names: Iterable[str]) -> list[RunStatus]:
+    """Run statuses by name (a filter's `status=failed,cancelled`); ValueError naming the
+    first unknown one and the known ones."""
+    found = []
+    for name in names:
+        try:
+            found.append(RunStatus(name.strip()))
+        except ValueError:
+            known = ", ".join(s.value for s in RunStatus)
+            msg = f"{name.strip()[:40]!r}: not a run status (one of {known})"
+            raise ValueError(msg) from None
+    return found
 
 
 def text_hash(text: str) -> str:
@@ -147,6 +162,12 @@ class RunRecord:
         """Someone asked to cancel the run and it has not ended cancelled yet."""
         return self.cancel_requested_at is not None and self.status not in (
             RunStatus.CANCELLED, RunStatus.SUCCEEDED)
+
+    @property
+    def settled(self) -> bool:
+        """It ended and no one executes it, nor will unless asked (a resume, a worker's
+        claim of a cancel request): what `wait`, `logs --follow` and a live page wait for."""
+        return self.status.finished and self.lease_owner is None
 
     def lease_live(self, now: float) -> bool:
         """A process holds the run's lease and it has not expired."""

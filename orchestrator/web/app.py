@@ -45,15 +45,21 @@ from orchestrator.schedule.batch import batch_document, load_batch
 from orchestrator.schedule.scheduler import Scheduled, schedule_documents
 from orchestrator.shapes import (
     event_json,
-    final_losses,
-    metric_json,
+    metrics_document,
     model_json,
     run_document,
     run_json,
+    step_json,
 )
-from orchestrator.steps.builtin import parse_pipeline, step_order
+from orchestrator.steps.builtin import ordered_steps, step_order, stored_pipeline
 from orchestrator.store.base import StateStore
-from orchestrator.store.records import MetricPoint, RunRecord, RunStatus, StepRecord
+from orchestrator.store.records import (
+    MetricPoint,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    parse_statuses,
+)
 from orchestrator.web.actions import ActionRefused, queue_resume
 from orchestrator.web.dag import dag_svg
 from orchestrator.web.grid import batch_grid
@@ -88,11 +94,9 @@ def _query(request: Request) -> dict[str, Any]:
     statuses = None
     if params.get("status"):
         try:
-            statuses = [RunStatus(s.strip()) for s in params["status"].split(",") if s.strip()]
-        except ValueError:
-            known = ", ".join(s.value for s in RunStatus)
-            msg = f"status: not a run status (one of {known})"
-            raise BadQuery(msg) from None
+            statuses = parse_statuses(s for s in params["status"].split(",") if s.strip())
+        except ValueError as exc:
+            raise BadQuery(f"status {exc}") from None
     try:
         limit = int(params.get("limit", DEFAULT_PAGE))
         before = float(params["before"]) if params.get("before") else None
@@ -156,24 +160,19 @@ class _Views:
                          query=request.query_params, older=older,
                          statuses=[s.value for s in RunStatus])
 
-    async def _document(self, run_id: str) -> tuple[RunRecord, dict[str, Any],
-                                                     dict[str, StepRecord], list[MetricPoint]]:
-        run = await self.store.get_run(run_id)
-        steps = await self.store.get_steps(run_id)
-        points = await self.store.get_metrics(run_id)
-        ordered = [steps[sid] for sid in step_order(run, steps) if sid in steps]
-        return run, run_document(run, ordered, points), steps, points
+    async def _read(self, run_id: str) -> tuple[RunRecord, dict[str, StepRecord],
+                                                 list[MetricPoint]]:
+        return (await self.store.get_run(run_id), await self.store.get_steps(run_id),
+                await self.store.get_metrics(run_id))
 
     async def run_api(self, request: Request) -> Response:
-        _, document, _, _ = await self._document(request.path_params["run_id"])
-        return JSONResponse(document)
+        run, steps, points = await self._read(request.path_params["run_id"])
+        return JSONResponse(run_document(run, ordered_steps(run, steps), points))
 
     async def metrics_api(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         await self.store.get_run(run_id)
-        points = await self.store.get_metrics(run_id)
-        return JSONResponse({"run_id": run_id, **final_losses(points),
-                             "points": [metric_json(p) for p in points]})
+        return JSONResponse(metrics_document(run_id, await self.store.get_metrics(run_id)))
 
     async def events_api(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -206,16 +205,14 @@ class _Views:
             self.streams -= 1
 
     async def run_page(self, request: Request) -> Response:
-        run, document, steps, points = await self._document(request.path_params["run_id"])
+        run, steps, points = await self._read(request.path_params["run_id"])
         events = await self.store.get_events(run.id)
-        try:
-            graph = dag_svg(parse_pipeline(run.pipeline_text, Path(run.pipeline_path)), steps)
-        except Exception:  # noqa: BLE001  (a text that no longer loads: the rest still shows)
-            graph = None
-        stored = {step["id"]: step for step in document["steps"]}
-        rows = [stored.get(sid) or {"id": sid, "status": "pending", "attempts": 0,
-                                    "duration": None, "error": None}
-                for sid in step_order(run, steps)]  # steps not started yet too: they move live
+        pipeline = stored_pipeline(run.pipeline_text, run.pipeline_path)  # parsed once
+        order = step_order(run, steps, pipeline)
+        document = run_document(run, [steps[sid] for sid in order if sid in steps], points)
+        graph = dag_svg(pipeline, steps) if pipeline is not None else None
+        # Steps not started yet too (pending): their rows move live with the stream.
+        rows = [step_json(steps.get(sid) or StepRecord(sid)) for sid in order]
         outputs = [s["outputs"] for s in document["steps"] if s["outputs"]]
         model = next((o["model_name"] for o in outputs if o.get("model_name")), None)
         smoke = next((o for o in outputs if "text" in o and "latency" in o), None)
@@ -231,11 +228,9 @@ class _Views:
     async def batch_page(self, request: Request) -> Response:
         batch, cells = await load_batch(self.store, request.path_params["batch_id"])
         document = batch_document(batch, cells)
-        try:
-            matrix = parse_pipeline(batch.pipeline_text, Path(batch.pipeline_path)).matrix
-        except Exception:  # noqa: BLE001  (a text that no longer loads: axes as stored)
-            matrix = None
-        axes = list(matrix.axes) if matrix is not None else []
+        pipeline = stored_pipeline(batch.pipeline_text, batch.pipeline_path)
+        matrix = pipeline.matrix if pipeline is not None else None
+        axes = list(matrix.axes) if matrix is not None else []  # else as the cells have them
         return self.page("batch.html", batch=document, grid=batch_grid(document["cells"], axes),
                          status=document["status"])
 
@@ -445,7 +440,7 @@ async def _follow(store: StateStore, run_id: str, after: int,
         if run.status.value != shown:
             shown = run.status.value
             yield f"event: status\ndata: {json.dumps(run_json(run))}\n\n"
-        if run.status.finished and run.lease_owner is None and not events:
+        if run.settled and not events:
             yield "event: end\ndata: {}\n\n"
             return
         await anyio.sleep(FOLLOW_POLL)

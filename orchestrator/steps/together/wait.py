@@ -115,13 +115,11 @@ class _Figures:
 
 
 def _with_tokens(points: list[MetricPoint], job: FineTuneJob) -> list[MetricPoint]:
-    """The job's token count so far, on the point of its latest training step."""
-    if not points or job.token_count is None:
-        return points
-    last = max(points, key=lambda p: p.train_step)
-    if job.steps_completed is not None and last.train_step != job.steps_completed:
-        return points
-    if last.tokens is not None:
+    """The job's token count so far, on the point of its latest training step (when the
+    job says that is the step it is at, and the point has no count of its own)."""
+    last = max(points, key=lambda p: p.train_step, default=None)
+    if last is None or job.token_count is None or last.tokens is not None or (
+            job.steps_completed not in (None, last.train_step)):
         return points
     return [dataclasses.replace(p, tokens=job.token_count) if p is last else p
             for p in points]
