@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -157,8 +159,12 @@ def test_a_live_runs_status_changes_without_reloading(cli_process: CLI, tmp_path
     assert runner.returncode == 0
 
 
-def _running(tmp_path: Path, ui: str) -> tuple[subprocess.Popen[str], str]:
-    """A run of a long sleep executing in its own process, once it runs; and its id."""
+@contextlib.contextmanager
+def _live_run(tmp_path: Path, ui: str, browser: object
+              ) -> Iterator[tuple[subprocess.Popen[str], str, Any]]:
+    """A run of a long sleep executing in its own process, once it runs, and a browser page
+    open on it: (its process, its id, the page). A process still going at the end is
+    interrupted."""
     write(tmp_path / "long.yaml", """\
         name: long
         steps:
@@ -172,15 +178,20 @@ def _running(tmp_path: Path, ui: str) -> tuple[subprocess.Popen[str], str]:
         assert runner.poll() is None, runner.communicate()[1]
         return [r for r in httpx.get(ui + "/api/runs").json() if r["status"] == "running"]
 
-    return runner, str(wait_for(started, "the run is running", timeout=20)[0]["id"])
+    try:
+        run_id = str(wait_for(started, "the run is running", timeout=20)[0]["id"])
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(f"{ui}/runs/{run_id}")
+        yield runner, run_id, page
+    finally:
+        if runner.poll() is None:
+            runner.send_signal(signal.SIGINT)
+        runner.communicate(timeout=30)
 
 
 def test_cancel_from_the_page_when_actions_are_on(tmp_path: Path, ui_with_actions: str,
                                                   browser: object) -> None:
-    runner, run_id = _running(tmp_path, ui_with_actions)
-    try:
-        page = browser.new_page()  # type: ignore[attr-defined]
-        page.goto(f"{ui_with_actions}/runs/{run_id}")
+    with _live_run(tmp_path, ui_with_actions, browser) as (runner, run_id, page):
         _shot(page, "cancel-before")
         page.click("#cancel")
         page.wait_for_url(f"**/runs/{run_id}")
@@ -189,22 +200,14 @@ def test_cancel_from_the_page_when_actions_are_on(tmp_path: Path, ui_with_action
         assert page.locator('svg.dag g.step[data-step="nap"]').get_attribute(
             "data-status") == "cancelled"
         _shot(page, "cancel-after")
-    finally:
-        runner.communicate(timeout=30)
-    assert runner.returncode == 1  # the run ended cancelled: the `run` command says so
+        assert runner.wait(timeout=30) == 1  # the run ended cancelled: `run` says so
 
 
 def test_cancel_is_refused_when_actions_are_off(tmp_path: Path, ui: str,
                                                 browser: object) -> None:
-    runner, run_id = _running(tmp_path, ui)
-    try:
-        page = browser.new_page()  # type: ignore[attr-defined]
-        page.goto(f"{ui}/runs/{run_id}")
+    with _live_run(tmp_path, ui, browser) as (_, run_id, page):
         assert page.locator("#cancel").count() == 0
         status = page.evaluate(f"""async () => (await fetch('/runs/{run_id}/cancel',
             {{method: 'POST', body: new URLSearchParams({{csrf: 'x'}})}})).status""")
         assert status == 403
         assert httpx.get(f"{ui}/api/runs/{run_id}").json()["run"]["cancel_requested"] is False
-    finally:
-        runner.send_signal(signal.SIGINT)
-        runner.communicate(timeout=30)
