@@ -5,13 +5,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Together's current SDK (3.x) beside the pinned 2.x one: its own folder, used by the tests
+# that run it as a separate program (one environment cannot hold both).
+SDK3   := $(VENV)/together3
 
 .PHONY: install demo test bench clean postgres chromium
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/together3.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --upgrade --target $(SDK3) -r tests/together3.txt
 	touch $(STAMP)
 
 # Byte-compile our own modules: these machines set PYTHONDONTWRITEBYTECODE, which would

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
         default="https://api.together.xyz/v1",
         validation_alias=AliasChoices("TOGETHER_BASE_URL", "together_base_url"),
         description="where provider 'together' sends requests")
+    together_project_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("TOGETHER_PROJECT_ID", "together_project_id"),
+        description="the project of Together's v2 model API (register-adapter with api: v2); "
+                    "by default the one the key belongs to (GET /v3/whoami)")
     request_timeout: Duration = Field(
         default=60.0, gt=0, description="how long one request to the provider may take")
     state_url: str = Field(

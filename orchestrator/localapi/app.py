@@ -22,7 +22,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
 from orchestrator.errors import ConfigError
-from orchestrator.localapi import files, finetunes, inference, models
+from orchestrator.localapi import files, finetunes, inference, models, projects
 from orchestrator.localapi.config import LocalAPIConfig
 from orchestrator.localapi.errors import APIError, error_response
 from orchestrator.localapi.gate import Gate
@@ -42,8 +42,9 @@ pending -> queued -> running -> compressing -> uploading -> completed by the clo
 (setting local_job_duration; 10s by default, set e.g. 20m for realistic timing),
 and a fine-tuned model answers from the examples it was trained on.
 
-Base URL: /v1 (also accepted: /v1/v1, which Together's SDK 3.x sends when its base URL
-already ends in /v1). Every /v1 and /v0 request needs Authorization: Bearer <local_api_key>.
+Base URL: /v1 for SDK 2.x, the server's root for SDK 3.x (also accepted: /v1/v1/..., /v1/v2/...,
+which SDK 3.x sends when its base URL ends in /v1). Every /v0, /v1, /v2 and /v3 request
+needs Authorization: Bearer <local_api_key>.
 
 Files        GET /v1/files, POST /v1/files (302 + Location + X-Together-File-Id, or 409 with
              file_id when the same bytes, by sha256 checksum, are there), PUT <Location>,
@@ -54,6 +55,10 @@ Fine-tunes   POST|GET /v1/fine-tunes, GET|DELETE /v1/fine-tunes/{id},
              POST /v1/fine-tunes/estimate-price, GET /v1/fine-tunes/models/limits?model_name=,
              GET /v1/fine-tunes/models/supported, GET /v1/finetune/download?ft_id=
 Models       GET /v1/models, POST /v1/models (also /v0/models), GET /v1/jobs, GET /v1/jobs/{id}
+Models (v2)  project proj-local (GET /v3/whoami): POST|GET /v2/projects/{project}/models,
+             GET|PATCH|DELETE .../models/{id}, GET .../models/{id}/revisions|files,
+             POST|GET .../models/uploads (import from Hugging Face or a presigned URL),
+             GET .../models/uploads/{id}, GET .../models/uploads/{id}/events
 Inference    POST /v1/completions, POST /v1/chat/completions (stream: true for SSE)
 
 Bounds: a request body up to local_max_request_bytes, a file upload up to
@@ -164,9 +169,14 @@ async def whoami(request: Request) -> Response:
     """Who the key belongs to: Together's CLI asks before any command that changes things."""
     namespace = api_of(request).config.namespace
     return JSONResponse({
-        "api_key_id": "key-local", "organization_id": "org-local",
-        "organization_name": "local", "project_id": "proj-local", "project_name": namespace,
-        "project_slug": namespace, "user_id": namespace,
+        # SDK 3.x's shape (a project API key) ...
+        "type": "project_api_key", "api_key": {"id": "key-local"},
+        "organization": {"id": projects.ORGANIZATION_ID, "name": "local"},
+        "project": {"id": projects.PROJECT_ID, "name": namespace, "slug": namespace},
+        # ... and the flat one the 2.x CLI reads.
+        "api_key_id": "key-local", "organization_id": projects.ORGANIZATION_ID,
+        "organization_name": "local", "project_id": projects.PROJECT_ID,
+        "project_name": namespace, "project_slug": namespace, "user_id": namespace,
     })
 
 
@@ -181,6 +191,7 @@ def _routes() -> list[BaseRoute]:
         *inference.ROUTES,
         *files.ROUTES,
         *models.ROUTES,
+        *projects.ROUTES,
         Route("/", root, name="root"),
         Route("/docs", docs, name="docs"),
         Route("/v3/whoami", whoami, methods=["GET"]),

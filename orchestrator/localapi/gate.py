@@ -1,10 +1,11 @@
 """The gate every request passes before any handler of the local API.
 
-It accepts `/v1/v1/...` as `/v1/...` (Together's SDK 3.x appends `/v1` to a base URL that
-already ends in it), bounds each request body in size and time, adds configured latency,
-injects faults (429/503 with Retry-After, 500, or a connection dropped after the request was
-handled), and checks the `Authorization: Bearer` key. Per-request headers override the
-configured faults for tests: `X-Local-Fault: 429|500|503|drop|none`, `X-Local-Latency: 200ms`.
+It accepts `/v1/v1/...`, `/v1/v2/...` and `/v1/v3/...` as `/v1/...`, `/v2/...`, `/v3/...`
+(Together's SDK 3.x adds its own version to a base URL that already ends in `/v1`), bounds
+each request body in size and time, adds configured latency, injects faults (429/503 with
+Retry-After, 500, or a connection dropped after the request was handled), and checks the
+`Authorization: Bearer` key. Per-request headers override the configured faults for tests:
+`X-Local-Fault: 429|500|503|drop|none`, `X-Local-Latency: 200ms`.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class Gate:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path.startswith("/v1/v1/"):
+        if path.startswith(("/v1/v1/", "/v1/v2/", "/v1/v3/")):
             scope = {**scope, "path": path[3:], "raw_path": scope.get("raw_path", b"")[3:]}
             path = scope["path"]
         config = self.api.config
@@ -129,7 +130,7 @@ class Gate:
             receive, limit=config.max_upload_bytes if upload else config.max_request_bytes,
             declared=_header(scope, b"content-length"), pause=config.request_timeout,
             whole=None if upload else config.request_timeout)
-        if not path.startswith(("/v1/", "/v0/", "/v3/", "/uploads/")):
+        if not path.startswith(("/v1/", "/v0/", "/v2/", "/v3/", "/uploads/")):
             await self.app(scope, receive, send)
             return
         latency = _header(scope, b"x-local-latency")

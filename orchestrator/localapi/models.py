@@ -29,7 +29,8 @@ from orchestrator.localapi.timeline import SIMULATED
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["ROUTES", "ServedModel", "resolve"]
+__all__ = ["ROUTES", "ServedModel", "import_phases", "import_plan", "name_taken", "resolve",
+           "source_kind", "upload_succeeded"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -44,7 +45,7 @@ class ServedModel:
     """The fine-tuned model whose training examples this one answers from."""
 
 
-def _source_kind(source: str) -> str | None:
+def source_kind(source: str) -> str | None:
     """`huggingface` or `remote_archive` for an acceptable source URL, else None."""
     url = urlparse(source)
     if url.scheme != "https" or not url.hostname:
@@ -59,21 +60,46 @@ def _source_kind(source: str) -> str | None:
     return None
 
 
+PHASE_MESSAGES = {"queued": "Job queued", "running": f"Processing model weights {SIMULATED}",
+                  "complete": "Model is ready for inference",
+                  "failed": f"Import failed: planned failure {SIMULATED}"}
+"""What each phase of an import says, in either API (v0 jobs, v2 remote uploads)."""
+
+
+def import_phases(api: LocalAPI, plan: dict[str, Any], created_at: float
+                  ) -> list[tuple[float, str]]:
+    """The phases of an import reached so far, each with when it began (epoch seconds): queued,
+    running after a fifth of its duration, then complete at its end or failed half way."""
+    duration = plan["duration"]
+    steps = [(0.0, "queued"), (0.2 * duration, "running")]
+    if plan.get("outcome", "completed") == "completed":
+        steps.append((duration, "complete"))
+    else:
+        steps.append((0.5 * duration, "failed"))
+    elapsed = api.clock() - created_at
+    return [(created_at + offset, phase) for offset, phase in steps if offset <= elapsed]
+
+
+def upload_succeeded(api: LocalAPI, row: dict[str, Any]) -> float | None:
+    """When a v2 remote upload succeeded (it is then a revision of its model), or None."""
+    at, phase = import_phases(api, row["plan"], row["created_at"])[-1]
+    return at if phase == "complete" else None
+
+
+def _registered_ready(api: LocalAPI, model_id: str) -> bool:
+    """A v2 registered model serves once one of its remote uploads succeeded."""
+    return any(upload_succeeded(api, up) is not None for up in api.state.remote_uploads(model_id))
+
+
+V0_STATUS = {"queued": "Queued", "running": "Running", "complete": "Complete", "failed": "Failed"}
+
+
 def _import_status(api: LocalAPI, row: dict[str, Any]) -> tuple[str, list[dict[str, Any]], float]:
     """An import job's status, its status updates so far, and when it last changed."""
-    plan = row["plan"]
-    elapsed = api.clock() - row["created_at"]
-    duration = plan["duration"]
-    steps = [(0.0, "Queued", "Job queued"),
-             (0.2 * duration, "Running", f"Processing model weights {SIMULATED}")]
-    if plan.get("outcome", "completed") == "completed":
-        steps.append((duration, "Complete", "Model is ready for inference"))
-    else:
-        steps.append((0.5 * duration, "Failed", f"Import failed: planned failure {SIMULATED}"))
-    seen = [s for s in steps if s[0] <= elapsed]
-    updates = [{"status": status, "message": message,
-                "timestamp": iso(row["created_at"] + offset)} for offset, status, message in seen]
-    return seen[-1][1], updates, row["created_at"] + seen[-1][0]
+    seen = import_phases(api, row["plan"], row["created_at"])
+    updates = [{"status": V0_STATUS[phase], "message": PHASE_MESSAGES[phase],
+                "timestamp": iso(at)} for at, phase in seen]
+    return V0_STATUS[seen[-1][1]], updates, seen[-1][0]
 
 
 def import_job_json(api: LocalAPI, row: dict[str, Any]) -> dict[str, Any]:
@@ -88,9 +114,43 @@ def import_job_json(api: LocalAPI, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _taken(api: LocalAPI, name: str) -> bool:
-    return api.state.imported_by_name(name) is not None or \
-        api.state.finetune_by_output(name) is not None
+def name_taken(api: LocalAPI, name: str) -> bool:
+    """Whether a model of this full name exists, however it was made (names are unique per
+    account across fine-tunes, v0 imports and v2 registered models)."""
+    state = api.state
+    return state.imported_by_name(name) is not None or \
+        state.finetune_by_output(name) is not None or \
+        state.project_model_by_name(name) is not None
+
+
+def import_plan(api: LocalAPI, request: Request) -> dict[str, Any]:
+    """How a new import will go: `local_upload_duration`, unless X-Local-Job says otherwise."""
+    override = request.headers.get("x-local-job")
+    plan: dict[str, Any] = {"duration": api.config.upload_duration, "outcome": "completed"}
+    if override:
+        try:
+            given = orjson.loads(override)
+            plan["duration"] = parse_duration(given.get("duration", plan["duration"]))
+            plan["outcome"] = given.get("outcome", "completed")
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
+            raise bad_request("X-Local-Job must be a JSON object like {\"duration\": "
+                              "\"2s\"}") from None
+    return plan
+
+
+def check_base_model(base: object, param: str) -> None:
+    """A base model this API serves (a 400 naming `param` otherwise)."""
+    if not isinstance(base, str):
+        raise bad_request(f"{param} must be a string", param)
+    if catalogue.find(base) is None:
+        raise bad_request(f"{param} {base!r} is not available", param)
+
+
+def learnt_from(api: LocalAPI, source: str) -> str | None:
+    """The fine-tuned model an import's source holds, if this API fine-tuned it (pushed to the
+    Hub under the same name, it knows what that model learnt)."""
+    repo = "/".join(p for p in urlparse(source).path.split("/") if p)[:200]
+    return repo if api.state.finetune_by_output(repo) is not None else None
 
 
 async def upload(request: Request) -> Response:
@@ -103,7 +163,7 @@ async def upload(request: Request) -> Response:
     source = body.get("model_source")
     if not isinstance(source, str) or not source:
         raise bad_request("model_source is required", "model_source")
-    kind = _source_kind(source)
+    kind = source_kind(source)
     if kind is None:
         raise bad_request("model_source must be a Hugging Face repository URL "
                           "(https://huggingface.co/org/name) or a presigned S3 URL of a .zip or "
@@ -112,26 +172,15 @@ async def upload(request: Request) -> Response:
     if model_type not in ("model", "adapter"):
         raise bad_request("model_type must be 'model' or 'adapter'", "model_type")
     base = body.get("base_model")
-    if base is not None and not isinstance(base, str):
-        raise bad_request("base_model must be a string", "base_model")
     if model_type == "adapter" and not (base or body.get("lora_model")):
         raise bad_request("an adapter needs base_model (the serverless model it adapts)",
                           "base_model")
-    if base and catalogue.find(base) is None:
-        raise bad_request(f"base_model {base!r} is not available", "base_model")
+    if base is not None:
+        check_base_model(base, "base_model")
     full_name = f"{api.config.namespace}/{name}"
-    if _taken(api, full_name):
+    if name_taken(api, full_name):
         raise bad_request("Model name already exists", "model_name")
-    override = request.headers.get("x-local-job")
-    plan: dict[str, Any] = {"duration": api.config.upload_duration, "outcome": "completed"}
-    if override:
-        try:
-            given = orjson.loads(override)
-            plan["duration"] = parse_duration(given.get("duration", plan["duration"]))
-            plan["outcome"] = given.get("outcome", "completed")
-        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
-            raise bad_request("X-Local-Job must be a JSON object like {\"duration\": "
-                              "\"2s\"}") from None
+    plan = import_plan(api, request)
     record = {k: v for k, v in body.items() if k != "hf_token"}
     record.update(model_type=model_type, hf_token_given=bool(body.get("hf_token")))
     job_id, model_id = f"job-{uuid.uuid4()}", f"model-{uuid.uuid4()}"
@@ -177,6 +226,11 @@ async def list_models(request: Request) -> Response:
         if _import_status(api, row)[0] == "Complete":
             models.append(_info(row["model_name"], row["created_at"], api.config.namespace,
                                 8192))
+    for row in api.state.project_models():
+        if _registered_ready(api, row["id"]):
+            base = catalogue.find(row["request"]["base_model_id"])
+            models.append(_info(row["name"], row["created_at"], api.config.namespace,
+                                base.context_length if base else 8192))
     return JSONResponse(models)
 
 
@@ -188,16 +242,20 @@ def resolve(api: LocalAPI, name: str) -> ServedModel | None:
     if row is not None:
         return ServedModel(name, row["model"], name) if api.jobs.view(row).status == \
             "completed" else None
+    registered = api.state.project_model_by_name(name)
+    if registered is not None:
+        uploads = [up for up in api.state.remote_uploads(registered["id"])
+                   if upload_succeeded(api, up) is not None]
+        if not uploads:
+            return None
+        return ServedModel(name, registered["request"]["base_model_id"],
+                           learnt_from(api, uploads[-1]["request"]["remote_url"]))
     imported = api.state.imported_by_name(name)
     if imported is None or _import_status(api, imported)[0] != "Complete":
         return None
     req = imported["request"]
-    source = urlparse(req["model_source"])
-    repo = "/".join(p for p in source.path.split("/") if p)[:200]
-    # An import of a model this API fine-tuned (pushed to the Hub under the same name) knows
-    # what that model learnt.
-    learnt = repo if api.state.finetune_by_output(repo) is not None else None
-    return ServedModel(name, req.get("base_model") or name, learnt)
+    return ServedModel(name, req.get("base_model") or name,
+                       learnt_from(api, req["model_source"]))
 
 
 ROUTES = [

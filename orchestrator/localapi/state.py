@@ -37,6 +37,18 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS imports (
         job_id TEXT PRIMARY KEY, model_id TEXT NOT NULL, model_name TEXT NOT NULL UNIQUE,
         created_at REAL NOT NULL, request TEXT NOT NULL, plan TEXT NOT NULL)""",
+    # The v2 API: models registered in a project, and the remote uploads that fill them.
+    """CREATE TABLE IF NOT EXISTS project_models (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,
+        request TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS remote_uploads (
+        id TEXT PRIMARY KEY, model_id TEXT NOT NULL, created_at REAL NOT NULL,
+        request TEXT NOT NULL, plan TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS remote_uploads_by_model ON remote_uploads (model_id, created_at)",
+    # Multipart file uploads: the parts received so far, by upload.
+    """CREATE TABLE IF NOT EXISTS upload_parts (
+        upload_id TEXT NOT NULL, part_number INTEGER NOT NULL, etag TEXT NOT NULL,
+        bytes INTEGER NOT NULL, PRIMARY KEY (upload_id, part_number))""",
 )
 
 _SPACES = re.compile(r"\s+")
@@ -219,6 +231,64 @@ class LocalState:
 
     def imports(self) -> list[dict[str, Any]]:
         return [_decoded(r) or r for r in self._all("SELECT * FROM imports ORDER BY created_at")]
+
+    # -- the v2 API's registered models and their remote uploads -------------------------------
+
+    def add_project_model(self, row: Mapping[str, Any]) -> None:
+        self._db.execute("INSERT INTO project_models (id, name, created_at, request) "
+                         "VALUES (?, ?, ?, ?)", (row["id"], row["name"], row["created_at"],
+                                                 json.dumps(row["request"])))
+
+    def project_model(self, model_id: str) -> dict[str, Any] | None:
+        return _decoded(self._one("SELECT * FROM project_models WHERE id = ?", (model_id,)))
+
+    def project_model_by_name(self, name: str) -> dict[str, Any] | None:
+        return _decoded(self._one("SELECT * FROM project_models WHERE name = ?", (name,)))
+
+    def project_models(self) -> list[dict[str, Any]]:
+        return [_decoded(r) or r for r in self._all(
+            "SELECT * FROM project_models ORDER BY created_at, rowid")]
+
+    def update_project_model(self, model_id: str, *, name: str,
+                             request: Mapping[str, Any]) -> None:
+        self._db.execute("UPDATE project_models SET name = ?, request = ? WHERE id = ?",
+                         (name, json.dumps(request), model_id))
+
+    def delete_project_model(self, model_id: str) -> None:
+        self._db.execute("DELETE FROM remote_uploads WHERE model_id = ?", (model_id,))
+        self._db.execute("DELETE FROM project_models WHERE id = ?", (model_id,))
+
+    def add_remote_upload(self, row: Mapping[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO remote_uploads (id, model_id, created_at, request, plan) "
+            "VALUES (?, ?, ?, ?, ?)", (row["id"], row["model_id"], row["created_at"],
+                                       json.dumps(row["request"]), json.dumps(row["plan"])))
+
+    def remote_upload(self, upload_id: str) -> dict[str, Any] | None:
+        return _decoded(self._one("SELECT * FROM remote_uploads WHERE id = ?", (upload_id,)))
+
+    def remote_uploads(self, model_id: str | None = None) -> list[dict[str, Any]]:
+        if model_id is None:
+            rows = self._all("SELECT * FROM remote_uploads ORDER BY created_at, rowid")
+        else:
+            rows = self._all("SELECT * FROM remote_uploads WHERE model_id = ? "
+                             "ORDER BY created_at, rowid", (model_id,))
+        return [_decoded(r) or r for r in rows]
+
+    # -- multipart uploads' parts ------------------------------------------------------------
+
+    def put_part(self, upload_id: str, part_number: int, etag: str, size: int) -> None:
+        """Record a part (a part sent again replaces the first, as S3 does)."""
+        self._db.execute("INSERT OR REPLACE INTO upload_parts (upload_id, part_number, etag, "
+                         "bytes) VALUES (?, ?, ?, ?)", (upload_id, part_number, etag, size))
+
+    def parts(self, upload_id: str) -> dict[int, dict[str, Any]]:
+        rows = self._all("SELECT * FROM upload_parts WHERE upload_id = ? ORDER BY part_number",
+                         (upload_id,))
+        return {row["part_number"]: row for row in rows}
+
+    def drop_parts(self, upload_id: str) -> None:
+        self._db.execute("DELETE FROM upload_parts WHERE upload_id = ?", (upload_id,))
 
 
 def _decoded(row: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -18,6 +18,8 @@ __all__ = [
     "FineTuneEvent",
     "FineTuneJob",
     "ModelUpload",
+    "RegisteredModel",
+    "RemoteUpload",
     "UploadJob",
     "Usage",
 ]
@@ -106,6 +108,39 @@ class UploadJob(_Response):
     type: str = ""
     status_updates: list[dict[str, Any]] = Field(default_factory=list)
     args: dict[str, Any] = Field(default_factory=dict)
+
+
+class RegisteredModel(_Response):
+    """A model registered in a project (the v2 API, `POST /v2/projects/{p}/models`)."""
+
+    id: str
+    name: str
+    base_model_id: str | None = Field(default=None, validation_alias=AliasChoices(
+        "baseModelId", "base_model_id"))
+    description: str | None = None
+
+
+REMOTE_UPLOAD_FAILED = frozenset({"REMOTE_UPLOAD_STATUS_FAILED", "REMOTE_UPLOAD_STATUS_ERROR"})
+
+
+class RemoteUpload(_Response):
+    """An import of files into a registered model (`POST /v2/projects/{p}/models/uploads`)."""
+
+    id: str
+    status: str
+    model_id: str = Field(default="", validation_alias=AliasChoices("modelId", "model_id"))
+    remote_url: str = Field(default="", validation_alias=AliasChoices("remoteUrl",
+                                                                      "remote_url"))
+    status_message: str | None = Field(default=None, validation_alias=AliasChoices(
+        "statusMessage", "status_message"))
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "REMOTE_UPLOAD_STATUS_SUCCEEDED"
+
+    @property
+    def failed(self) -> bool:
+        return self.status in REMOTE_UPLOAD_FAILED
 
 
 class Usage(_Response):

@@ -188,4 +188,5 @@ def _client_for(settings: Settings, ref: ProviderRef,
     key = settings.together_api_key
     assert key is not None  # checked by the opener
     REDACTOR.add([key.get_secret_value()])
-    return TogetherClient(api_key=key.get_secret_value(), base_url=ref.url, timeout=timeout)
+    return TogetherClient(api_key=key.get_secret_value(), base_url=ref.url, timeout=timeout,
+                          project_id=settings.together_project_id)

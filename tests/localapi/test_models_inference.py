@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -164,3 +165,81 @@ async def test_an_import_of_a_local_finetune_knows_what_it_learnt(client: httpx.
     reply = (await client.post("/completions", json={
         "model": response.json()["data"]["model_name"], "prompt": "Q: Who wrote Hamlet?"})).json()
     assert reply["choices"][0]["text"] == " Shakespeare"
+
+
+V2 = "http://local-api/v2/projects/proj-local/models"
+
+
+async def test_v2_models_follow_the_import_timeline_and_page(client: httpx.AsyncClient,
+                                                            clock: FakeClock) -> None:
+    """A registered model serves once a remote upload into it succeeded (PENDING, RUNNING,
+    SUCCEEDED by the clock, as v0 imports); lists are cursor pages; the slug names the project
+    as well as its id."""
+    made = [(await client.post(V2, json={"name": f"m{n}", "baseModelId": BASE,
+                                         "type": "adapters"})).json() for n in range(3)]
+    assert [m["name"] for m in made] == ["local-user/m0", "local-user/m1", "local-user/m2"]
+    first = (await client.get(V2, params={"limit": 2})).json()
+    rest = (await client.get(V2, params={"limit": 2, "after": first["next_cursor"]})).json()
+    assert [m["id"] for m in first["data"] + rest["data"]] == [m["id"] for m in made]
+    assert rest["next_cursor"] is None
+    upload = (await client.post(f"{V2}/uploads", json={
+        "modelId": made[0]["id"], "remoteUrl": "https://huggingface.co/acme/a"})).json()
+    assert upload["status"] == "REMOTE_UPLOAD_STATUS_PENDING"
+    ask = {"model": "local-user/m0", "prompt": "hi"}
+    assert (await client.post("/completions", json=ask)).status_code == 404
+    statuses = []
+    for _ in range(3):
+        clock.advance(4)
+        statuses.append((await client.get(f"{V2}/uploads/{upload['id']}")).json()["status"])
+    assert statuses == ["REMOTE_UPLOAD_STATUS_RUNNING", "REMOTE_UPLOAD_STATUS_RUNNING",
+                        "REMOTE_UPLOAD_STATUS_SUCCEEDED"]
+    assert (await client.post("/completions", json=ask)).status_code == 200
+    by_slug = "http://local-api/v2/projects/local-user/models"
+    assert (await client.get(f"{by_slug}/{made[0]['id']}")).json()["name"] == "local-user/m0"
+    revisions = (await client.get(f"{V2}/{made[0]['id']}/revisions")).json()["data"]
+    assert [r["validationStatus"] for r in revisions] == ["REVISION_VALIDATION_STATUS_SUCCESS"]
+    renamed = await client.patch(f"{V2}/{made[1]['id']}", params={"update_mask": "name"},
+                                 json={"name": "renamed", "description": "ignored"})
+    assert renamed.json()["name"] == "local-user/renamed" and renamed.json()["description"] == ""
+    assert (await client.delete(f"{V2}/{made[2]['id']}")).json() == {}
+    assert len((await client.get(V2)).json()["data"]) == 2
+
+
+@pytest.mark.parametrize(("path", "body", "status", "message"), [
+    ("/v2/projects/someone-else/models", {}, 404, "the local API's project is proj-local"),
+    ("/v2/projects/proj-local/models", {"name": "x", "type": "adapter"}, 400,
+     "baseModelId must be a string"),
+    ("/v2/projects/proj-local/models", {"name": "x", "baseModelId": "nope", "type": "adapter"},
+     400, "baseModelId 'nope' is not available"),
+    ("/v2/projects/proj-local/models", {"name": "other/x", "baseModelId": BASE,
+                                        "type": "adapter"}, 400, "names project 'other'"),
+    ("/v2/projects/proj-local/models", {"name": "x", "baseModelId": BASE, "type": "lora"},
+     400, "type must be 'model' or 'adapter'"),
+    ("/v2/projects/proj-local/models/uploads", {"modelId": "model-x", "remoteUrl":
+                                                "https://huggingface.co/a/b"}, 404,
+     "register it first"),
+])
+async def test_v2_refusals(client: httpx.AsyncClient, path: str, body: dict[str, Any],
+                           status: int, message: str) -> None:
+    response = await client.post(f"http://local-api{path}", json=body)
+    assert response.status_code == status
+    assert message in response.json()["error"]["message"]
+
+
+async def test_v2_names_are_unique_with_v0_imports_and_the_token_is_not_kept(
+        client: httpx.AsyncClient, api: LocalAPI) -> None:
+    await client.post("/models", json={"model_name": "taken", "model_type": "adapter",
+                                       "model_source": "https://huggingface.co/a/b",
+                                       "base_model": BASE})
+    again = await client.post(V2, json={"name": "taken", "baseModelId": BASE, "type": "model"})
+    assert again.status_code == 400 and again.json()["error"]["message"] == \
+        "Model name already exists"
+    model = (await client.post(V2, json={"name": "free", "baseModelId": BASE,
+                                         "type": "model"})).json()
+    bad = await client.post(f"{V2}/uploads", json={"modelId": model["id"],
+                                                   "remoteUrl": "http://example.com/x"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "remoteUrl"
+    made = await client.post(f"{V2}/uploads", json={"modelId": model["id"], "token": "hf_zz9",
+                                                    "remoteUrl": "https://huggingface.co/a/b"})
+    assert made.status_code == 200 and "hf_zz9" not in made.text
+    assert b"hf_zz9" not in (api.config.data_dir / "local-api.db").read_bytes()

@@ -362,6 +362,82 @@ async def test_register_adopts_its_own_earlier_import(setup: Setup) -> None:
     assert len(await setup.client.list_jobs()) == 1
 
 
+REGISTER_V2 = f"""
+name: adapter-v2
+steps:
+  register:
+    uses: together/register-adapter
+    with:
+      api: v2
+      model_name: my-adapter
+      source: https://huggingface.co/acme/my-adapter
+      base_model: {BASE}
+      hf_token: hf_never_kept
+      poll_interval: 50ms
+  smoke:
+    uses: together/smoke-test
+    with: {{model: "${{{{ steps.register.outputs.model_name }}}}", prompt: hello}}
+"""
+
+
+async def test_register_v2_once_and_the_model_serves(setup: Setup) -> None:
+    """api: v2 registers the model in the key's project and fills it by a remote upload; the
+    model then answers; a second run's registration under the same name is refused."""
+    status, run_id = await setup.run(REGISTER_V2)
+    assert status is RunStatus.SUCCEEDED
+    outputs = (await setup.steps(run_id))["register"].outputs or {}
+    assert outputs["model_name"] == "local-user/my-adapter"
+    project = await setup.client.project_id()
+    assert project == "proj-local"
+    [model] = await setup.client.registered_models(project)
+    [upload] = await setup.client.remote_uploads(project)
+    assert (outputs["model_id"], outputs["job_id"]) == (model.id, upload.id)
+    assert upload.succeeded and upload.model_id == model.id
+    assert (await setup.client.complete(model.name, "hello")).text  # it serves
+    status, again = await setup.run(REGISTER_V2)
+    error = (await setup.steps(again))["register"].error
+    assert status is RunStatus.FAILED and error is not None
+    assert "already exists in project proj-local and was not registered by this run" in \
+        error.message
+    assert len(await setup.client.remote_uploads(project)) == 1
+
+
+@pytest.mark.parametrize("crashed_after", ["registering", "uploading"])
+async def test_register_v2_adopts_what_an_earlier_attempt_made(setup: Setup,
+                                                              crashed_after: str) -> None:
+    """An attempt that died after the provider registered the model (or started its upload)
+    but before checkpointing it: the resumed step adopts both, making nothing twice."""
+    from orchestrator.steps.together import run_token
+
+    pipeline = setup.pipeline(REGISTER_V2)
+    record = await seed(setup, pipeline, StepRecord("register", checkpoint={}))
+    project = await setup.client.project_id()
+    model = await setup.client.register_model(
+        project, name="my-adapter", base_model=BASE, model_type="adapter",
+        description=f"[orchestrator {run_token(f'{record.id}:register')}]")
+    checkpoint: dict[str, Any] = {"registering": True}
+    if crashed_after == "uploading":
+        await setup.client.start_remote_upload(
+            project, model_id=model.id, remote_url="https://huggingface.co/acme/my-adapter")
+        checkpoint = {"model_id": model.id, "model_name": model.name, "uploading": True}
+    lease = await setup.store.acquire_lease(record.id, "crashed", ttl=60, max_recoveries=9)
+    await setup.store.commit(lease, steps=[StepRecord("register", attempt=1,
+                                                      checkpoint=checkpoint)])
+    await setup.store.release_lease(lease)
+    async with setup.orchestrator() as orch:
+        outcome = await orch.resume(record.id)
+    assert outcome.status is RunStatus.SUCCEEDED
+    assert len(await setup.client.registered_models(project)) == 1
+    assert len(await setup.client.remote_uploads(project)) == 1
+
+
+def test_register_v2_needs_a_base_model(setup: Setup) -> None:
+    from orchestrator.errors import PipelineInvalid
+
+    with pytest.raises(PipelineInvalid, match="base_model is required"):
+        setup.pipeline(REGISTER_V2.replace(f"      base_model: {BASE}\n", ""))
+
+
 @pytest.mark.parametrize(("expect", "message"), [
     pytest.param({"contains": "Paris"}, "the answer does not contain 'Paris'", id="contains"),
     pytest.param({"regex": "^[0-9]+$"}, "does not match /^[0-9]+$/", id="regex"),

@@ -31,6 +31,8 @@ from orchestrator.protocol.types import (
     FineTuneEvent,
     FineTuneJob,
     ModelUpload,
+    RegisteredModel,
+    RemoteUpload,
     UploadJob,
     Usage,
 )
@@ -41,6 +43,8 @@ __all__ = ["DEFAULT_BASE_URL", "TogetherClient"]
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
+MAX_PAGES = 100
+"""A cursor-paged list is followed this far at most (a server that never ends it)."""
 MAX_WAIT_IN_CLIENT = 10.0
 """Longer server-requested waits are left to the step's retry policy (durable backoff)."""
 
@@ -75,8 +79,12 @@ class TogetherClient:
         retries: int = 3,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        project_id: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._root = self.base_url.removesuffix("/v1")
+        """Where the API's other versions live (`/v2/projects/...`, `/v3/whoami`)."""
+        self._project_id = project_id
         self._http = http or httpx.AsyncClient(
             base_url=self.base_url, transport=transport,
             timeout=httpx.Timeout(timeout, connect=10.0),
@@ -270,6 +278,63 @@ class TogetherClient:
 
     async def list_jobs(self) -> list[UploadJob]:
         return await self._list("/jobs", UploadJob)
+
+    # -- the v2 model API: registered models, filled by remote uploads ----------------------
+
+    async def project_id(self) -> str:
+        """The project the key belongs to (given, else asked of `GET /v3/whoami` once)."""
+        if self._project_id is None:
+            body = await self._json("GET", f"{self._root}/v3/whoami", idempotent=True)
+            project = body.get("project") if isinstance(body, dict) else None
+            found = project.get("id") if isinstance(project, dict) else body.get("project_id")
+            if not isinstance(found, str) or not found:
+                msg = "the provider's /v3/whoami names no project; set the step's project_id"
+                raise ProviderUnavailable(msg)
+            self._project_id = found
+        return self._project_id
+
+    def _models_v2(self, project: str) -> str:
+        return f"{self._root}/v2/projects/{project}/models"
+
+    async def _pages(self, url: str, model: type[M]) -> list[M]:
+        """Every item of a cursor-paged list (`data`, `next_cursor`, `?after=`)."""
+        items: list[M] = []
+        after: str | None = None
+        for _ in range(MAX_PAGES):
+            params = {"after": after} if after else {}
+            body = await self._json("GET", url, idempotent=True, params=params)
+            items += [model.model_validate(item) for item in body.get("data") or []]
+            after = body.get("next_cursor")
+            if not after:
+                break
+        return items
+
+    async def register_model(self, project: str, *, name: str, base_model: str,
+                             model_type: str, description: str) -> RegisteredModel:
+        """Register a model or adapter (v2). Raises ModelNameTaken for a used name."""
+        body = await self._json("POST", self._models_v2(project), idempotent=False, json={
+            "name": name, "baseModelId": base_model, "type": model_type,
+            "description": description})
+        return RegisteredModel.model_validate(body)
+
+    async def registered_models(self, project: str) -> list[RegisteredModel]:
+        return await self._pages(self._models_v2(project), RegisteredModel)
+
+    async def start_remote_upload(self, project: str, *, model_id: str, remote_url: str,
+                                  token: str | None = None) -> RemoteUpload:
+        """Import files into a registered model from Hugging Face or a presigned URL."""
+        request = {"modelId": model_id, "remoteUrl": remote_url}
+        if token:
+            request["token"] = token
+        body = await self._json("POST", f"{self._models_v2(project)}/uploads", idempotent=False,
+                                json=request)
+        return RemoteUpload.model_validate(body)
+
+    async def retrieve_remote_upload(self, project: str, upload_id: str) -> RemoteUpload:
+        return await self._get(f"{self._models_v2(project)}/uploads/{upload_id}", RemoteUpload)
+
+    async def remote_uploads(self, project: str) -> list[RemoteUpload]:
+        return await self._pages(f"{self._models_v2(project)}/uploads", RemoteUpload)
 
     # -- inference ---------------------------------------------------------------------------
 

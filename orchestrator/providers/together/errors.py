@@ -100,14 +100,15 @@ def error_from_response(response: httpx.Response) -> StepError:
     if status == 429:
         return RateLimited(f"rate limited (HTTP 429 on {where}): {message}",
                            retry_after=retry_after(response))
+    if status in (400, 409) and "already exists" in message.lower() and \
+            param in (None, "model_name", "name"):
+        return ModelNameTaken(message, status=status, type_=kind, param=param)
     if status in (408, 409) or status >= 500:
         return ProviderUnavailable(f"provider error (HTTP {status} on {where}): {message}",
                                    retry_after=retry_after(response))
     if status == 404:
         return NotFound(f"{message} (HTTP 404 on {where})", status=status, type_=kind,
                         param=param)
-    if "already exists" in message.lower() and param in (None, "model_name"):
-        return ModelNameTaken(message, status=status, type_=kind, param=param)
     suffix = f" [{param}]" if param else ""
     return TogetherAPIError(f"{message}{suffix} (HTTP {status} on {where})", status=status,
                             type_=kind, param=param)

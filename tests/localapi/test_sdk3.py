@@ -1,0 +1,69 @@
+"""Together's current SDK (3.x) against `orchestrator local-api` over loopback: files,
+fine-tunes, the v2 model API (register, remote upload, revisions) and inference on the model
+imported that way. The SDK runs as a separate program (tests/localapi/sdk3_program.py) from
+.venv/together3, which `make install` fills: one environment cannot hold both SDKs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.localapi.conftest import BASE, INSTRUCTIONS
+from tests.localapi.test_server import KEY, free_port, serving
+
+ROOT = Path(__file__).resolve().parents[2]
+SDK3 = ROOT / ".venv" / "together3"
+PROGRAM = Path(__file__).with_name("sdk3_program.py")
+
+
+def sdk3_env(tmp_path: Path, base_url: str) -> dict[str, str]:
+    assert (SDK3 / "together").is_dir(), f"{SDK3} is missing: run `make install`"
+    return {**os.environ, "PYTHONPATH": str(SDK3), "TOGETHER_BASE_URL": base_url,
+            "TOGETHER_API_KEY": KEY, "TOGETHER_PROJECT_ID": "proj-local",
+            "TOGETHER_DISABLE_VERSION_CHECK": "1", "TOGETHER_TELEMETRY_DISABLED": "1",
+            "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / ".cache")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["", "/v1"], ids=["root", "v1"])
+def test_sdk3_trains_registers_imports_and_serves(tmp_path: Path, suffix: str) -> None:
+    """The SDK's base URL is the server's root; one ending in /v1 (as for SDK 2.x) works too."""
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(INSTRUCTIONS)
+    port = free_port()
+    with serving(tmp_path, port, local_job_duration="2s", local_upload_duration="1s") as base:
+        root = base.removesuffix("/v1")
+        done = subprocess.run([sys.executable, str(PROGRAM), str(data), BASE],
+                              env=sdk3_env(tmp_path, root + suffix), capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        v0_listed = httpx.get(f"{base}/models", headers={"Authorization": f"Bearer {KEY}"},
+                              timeout=5).json()
+    assert seen["sdk"].startswith("3.")
+    assert seen["file_again"] is True  # deduplicated by checksum
+    assert seen["job"]["status"] == "completed"
+    model = seen["model"]
+    assert model["name"] == "local-user/sdk3-adapter"
+    assert model["projectId"] == "proj-local" and model["baseModelId"] == BASE
+    assert model["weights"]["type"] == "WEIGHTS_TYPE_ADAPTER"
+    assert seen["upload"]["statuses"][0] == "REMOTE_UPLOAD_STATUS_PENDING"
+    assert seen["upload"]["statuses"][-1] == "REMOTE_UPLOAD_STATUS_SUCCEEDED"
+    assert seen["upload"]["model_id"] == model["id"]
+    assert "hf_secret" not in seen["upload"]["dump"]  # the source credential is write-only
+    assert seen["events"] == ["upload.queued", "download.started", "upload.succeeded"]
+    assert len(seen["uploads_listed"]) == 1
+    assert seen["retrieved"] == seen["listed"][0] == "local-user/sdk3-adapter"
+    assert seen["revisions"] == ["REVISION_VALIDATION_STATUS_SUCCESS"]
+    assert seen["files"] == ["adapter_config.json", "adapter_model.safetensors"]
+    assert seen["answer"] == " Paris"  # the imported files are the fine-tune's: it learnt this
+    assert "local-user/sdk3-adapter" in {m["id"] for m in v0_listed}
+    assert "hf_secret" not in (tmp_path / "api-data" / "local-api.db").read_bytes().decode(
+        "latin-1")
