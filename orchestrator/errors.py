@@ -29,7 +29,7 @@ every handler untouched, so a Ctrl-C always reaches the run executor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -54,8 +54,19 @@ __all__ = [
     "StepError",
     "StepTimeout",
     "TransientError",
+    "leaf_errors",
     "shorten",
 ]
+
+
+def leaf_errors(error: BaseException) -> Iterator[BaseException]:
+    """The errors inside an exception group (and its groups), or the error itself: what a
+    caller of a task group reacts to."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from leaf_errors(inner)
+    else:
+        yield error
 
 
 def shorten(text: str, limit: int = 60) -> str:

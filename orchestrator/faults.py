@@ -23,6 +23,7 @@ POINTS = (
     "after_step_commit",    # the step's outputs are committed; no later step has started
     "after_remote_create",  # a step's create reached the provider; nothing is committed yet
     "after_upload_announced",  # a file upload was announced (and checkpointed); no bytes sent
+    "after_upload_part",    # a part of a multipart upload was sent and checkpointed
 )
 
 

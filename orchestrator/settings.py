@@ -103,6 +103,16 @@ class Settings(BaseSettings):
                     "by default the one the key belongs to (GET /v3/whoami)")
     request_timeout: Duration = Field(
         default=60.0, gt=0, description="how long one request to the provider may take")
+    upload_multipart_threshold: int = Field(
+        default=5 * 2**30, ge=1024, le=51 * 2**30,
+        description="files larger than this (bytes) are uploaded in parts; Together's limit "
+                    "for one request")
+    upload_part_size: int = Field(
+        default=250 * 2**20, ge=64 * 1024, le=5 * 2**30,
+        description="the size of each part of a multipart upload (bytes; at most 250 parts, "
+                    "so larger files get larger parts)")
+    upload_part_concurrency: int = Field(
+        default=4, ge=1, le=16, description="how many parts of one upload are sent at once")
     state_url: str = Field(
         default="sqlite:///.orchestrator/state.db",
         description="the state database: sqlite:///relative/path, sqlite:////absolute/path, "

@@ -68,7 +68,7 @@ def test_broken_toml_is_one_line(tmp_path: Path) -> None:
 def test_config_file_documents_every_setting() -> None:
     """config/orchestrator.toml names every setting with its default value."""
     text = (REPO / "config" / "orchestrator.toml").read_text()
-    documented = dict(re.findall(r"^# (\w+) = (.+?)(?:\s+#.*)?$", text, re.MULTILINE))
+    documented = dict(re.findall(r"^# (\w+) = (.+?)(?:[ \t]+#.*)?$", text, re.MULTILINE))
     assert set(documented) == set(Settings.model_fields)
     defaults = Settings()
     for name, shown in documented.items():

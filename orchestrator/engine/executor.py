@@ -54,6 +54,7 @@ from orchestrator.errors import (
     PermanentError,
     StepTimeout,
     TransientError,
+    leaf_errors,
 )
 from orchestrator.faults import fault_point
 from orchestrator.log import get_logger
@@ -143,19 +144,11 @@ def _single_errors() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        leaves = [e for e in _leaves(group)
+        leaves = [e for e in leaf_errors(group)
                   if not isinstance(e, anyio.get_cancelled_exc_class())]
         if len(leaves) == 1:
             raise leaves[0] from None
         raise
-
-
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
 
 
 def _as_outputs(result: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
 from orchestrator.errors import ConfigError
-from orchestrator.localapi import files, finetunes, inference, models, projects
+from orchestrator.localapi import files, finetunes, inference, models, multipart, projects
 from orchestrator.localapi.config import LocalAPIConfig
 from orchestrator.localapi.errors import APIError, error_response
 from orchestrator.localapi.gate import Gate
@@ -48,7 +48,9 @@ needs Authorization: Bearer <local_api_key>.
 
 Files        GET /v1/files, POST /v1/files (302 + Location + X-Together-File-Id, or 409 with
              file_id when the same bytes, by sha256 checksum, are there), PUT <Location>,
-             POST /v1/files/{id}/preprocess, POST /v1/files/upload (multipart),
+             POST /v1/files/{id}/preprocess, POST /v1/files/upload (multipart/form-data),
+             POST /v1/files/multipart/initiate|complete|abort (files in parts; PUT each
+             part to its URL, answered with its MD5 as ETag),
              GET|DELETE /v1/files/{id}, GET /v1/files/{id}/content
 Fine-tunes   POST|GET /v1/fine-tunes, GET|DELETE /v1/fine-tunes/{id},
              POST /v1/fine-tunes/{id}/cancel, GET /v1/fine-tunes/{id}/events|checkpoints|metrics,
@@ -190,6 +192,7 @@ def _routes() -> list[BaseRoute]:
         *finetunes.ROUTES,
         *inference.ROUTES,
         *files.ROUTES,
+        *multipart.ROUTES,
         *models.ROUTES,
         *projects.ROUTES,
         Route("/", root, name="root"),

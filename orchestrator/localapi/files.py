@@ -38,7 +38,8 @@ from orchestrator.protocol.datacheck import DataReport, check_file
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["ROUTES", "file_json"]
+__all__ = ["FILE_TYPES", "ROUTES", "check_file_type", "check_purpose", "file_json", "is_stale",
+           "process_file", "store_stream", "stored_file"]
 
 PURPOSES = ("fine-tune", "eval", "eval-sample", "eval-output", "eval-summary", "batch-generated",
             "batch-api")
@@ -85,7 +86,7 @@ def _form_value(form: Any, name: str, default: str | None = None) -> str | None:
     return str(value)
 
 
-def _file_type(name: str, given: str | None) -> str:
+def check_file_type(name: str, given: str | None) -> str:
     kind = given or (name.rsplit(".", 1)[-1].lower() if "." in name else "jsonl")
     if kind not in FILE_TYPES:
         msg = f"unsupported file type {kind!r}; use one of {', '.join(FILE_TYPES)}"
@@ -93,7 +94,7 @@ def _file_type(name: str, given: str | None) -> str:
     return kind
 
 
-def _purpose(given: str | None) -> str:
+def check_purpose(given: str | None) -> str:
     purpose = given or "fine-tune"
     if purpose not in PURPOSES:
         raise bad_request(f"invalid purpose {purpose!r}; use one of {', '.join(PURPOSES)}",
@@ -101,17 +102,17 @@ def _purpose(given: str | None) -> str:
     return purpose
 
 
-def _stale(api: LocalAPI, row: dict[str, Any]) -> bool:
+def is_stale(api: LocalAPI, row: dict[str, Any]) -> bool:
     """An announced file whose bytes did not start arriving within `upload_url_ttl`."""
     return bool(row["state"] == "awaiting_upload"
                 and row["created_at"] <= api.clock() - api.config.upload_url_ttl)
 
 
-def _stored(api: LocalAPI, file_id: str) -> dict[str, Any]:
+def stored_file(api: LocalAPI, file_id: str) -> dict[str, Any]:
     """The file's row; 404 if it does not exist (or was deleted meanwhile, or announced and
     abandoned)."""
     row = api.state.file(file_id)
-    if row is None or _stale(api, row):
+    if row is None or is_stale(api, row):
         raise not_found(f"no file with id {file_id}", "id")
     return row
 
@@ -121,10 +122,10 @@ def _count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: data.read(1 << 20), b""))
 
 
-async def _process(api: LocalAPI, file_id: str) -> dict[str, Any]:
+async def process_file(api: LocalAPI, file_id: str) -> dict[str, Any]:
     """Check the stored bytes (fine-tune files; streamed from disk) and mark the file
     processed."""
-    row = _stored(api, file_id)
+    row = stored_file(api, file_id)
     path = api.state.file_path(file_id)
     if row["purpose"] == "fine-tune":
         report = await anyio.to_thread.run_sync(
@@ -136,15 +137,16 @@ async def _process(api: LocalAPI, file_id: str) -> dict[str, Any]:
     else:
         api.state.update_file(file_id, state="processed", processing_status="COMPLETED",
                               line_count=await anyio.to_thread.run_sync(_count_lines, path))
-    return file_json(_stored(api, file_id))
+    return file_json(stored_file(api, file_id))
 
 
-async def _store(chunks: AsyncIterator[bytes], path: Path, *,
-                 expected: str | None = None) -> tuple[int, str]:
+async def store_stream(chunks: AsyncIterator[bytes], path: Path, *,
+                       expected: str | None = None, algorithm: str = "sha256"
+                       ) -> tuple[int, str]:
     """Write `chunks` to `path` as they arrive (never all in memory), hashing on the way; the
-    file appears only when complete and, if `expected` is given, matching that SHA-256.
-    Returns its size and SHA-256."""
-    digest = hashlib.sha256()
+    file appears only when complete and, if `expected` is given, matching that digest.
+    Returns its size and digest (hex; SHA-256, or MD5 for a multipart upload's part)."""
+    digest = hashlib.new(algorithm)
     size = 0
     partial = anyio.Path(path.with_suffix(".part"))
     try:
@@ -179,8 +181,8 @@ async def start_upload(request: Request) -> Response:
         checksum = (_form_value(form, "checksum") or "").lower() or None
     if not name:
         raise bad_request("file_name is required", "file_name")
-    purpose = _purpose(purpose_given)
-    file_type = _file_type(name, type_given)
+    purpose = check_purpose(purpose_given)
+    file_type = check_file_type(name, type_given)
     file_id = f"file-{uuid.uuid4()}"
     token = secrets.token_urlsafe(24)
     now = api.clock()
@@ -203,10 +205,10 @@ async def receive_bytes(request: Request) -> Response:
     row = api.state.file(file_id)
     if row is None or not secrets.compare_digest(row["upload_token"] or "",
                                                  request.query_params.get("token", "")) \
-            or _stale(api, row):
+            or is_stale(api, row):
         raise APIError(403, "invalid or expired upload URL", type_="forbidden")
     try:
-        size, actual = await _store(request.stream(), api.state.file_path(file_id),
+        size, actual = await store_stream(request.stream(), api.state.file_path(file_id),
                                     expected=row["checksum"])
     except BaseException:
         if row["state"] == "awaiting_upload":
@@ -223,12 +225,12 @@ async def receive_bytes(request: Request) -> Response:
 async def preprocess(request: Request) -> Response:
     api = api_of(request)
     file_id = request.path_params["file_id"]
-    row = _stored(api, file_id)
+    row = stored_file(api, file_id)
     if row["state"] == "awaiting_upload":
         raise bad_request(f"file {file_id} has no bytes yet: PUT them to the upload URL first")
     if row["state"] == "processed":
         return JSONResponse(file_json(row))
-    return JSONResponse(await _process(api, file_id))
+    return JSONResponse(await process_file(api, file_id))
 
 
 # -- the spec's multipart upload -------------------------------------------------------------
@@ -241,20 +243,20 @@ async def upload_multipart(request: Request) -> Response:
         if not isinstance(upload, UploadFile):
             raise bad_request("file is required (multipart/form-data)", "file")
         name = _form_value(form, "file_name") or upload.filename or ""
-        purpose = _purpose(_form_value(form, "purpose"))
+        purpose = check_purpose(_form_value(form, "purpose"))
         if not name:
             raise bad_request("file_name is required", "file_name")
-        file_type = _file_type(name, _form_value(form, "file_type"))
+        file_type = check_file_type(name, _form_value(form, "file_type"))
 
         async def chunks() -> AsyncIterator[bytes]:
             while chunk := await upload.read(1 << 20):
                 yield chunk
 
-        size, checksum = await _store(chunks(), api.state.file_path(file_id))
+        size, checksum = await store_stream(chunks(), api.state.file_path(file_id))
     api.state.add_file({"id": file_id, "created_at": api.clock(), "filename": name,
                         "purpose": purpose, "file_type": file_type, "checksum": checksum,
                         "state": "uploaded", "bytes": size})
-    return JSONResponse(await _process(api, file_id))
+    return JSONResponse(await process_file(api, file_id))
 
 
 # -- reading and deleting --------------------------------------------------------------------
@@ -262,7 +264,7 @@ async def upload_multipart(request: Request) -> Response:
 def _existing(request: Request) -> dict[str, Any]:
     """A file with its bytes; 404 for one still awaiting them."""
     file_id = request.path_params["file_id"]
-    row = _stored(api_of(request), file_id)
+    row = stored_file(api_of(request), file_id)
     if row["state"] == "awaiting_upload":
         raise not_found(f"no file with id {file_id}", "id")
     return row
@@ -275,11 +277,11 @@ async def list_files(request: Request) -> Response:
 
 async def retrieve(request: Request) -> Response:
     """A file, also one whose bytes are on their way (the 409 of an announce points at it)."""
-    return JSONResponse(file_json(_stored(api_of(request), request.path_params["file_id"])))
+    return JSONResponse(file_json(stored_file(api_of(request), request.path_params["file_id"])))
 
 
 async def delete(request: Request) -> Response:
-    row = _stored(api_of(request), request.path_params["file_id"])
+    row = stored_file(api_of(request), request.path_params["file_id"])
     api_of(request).state.delete_file(row["id"])
     return JSONResponse({"id": row["id"], "object": "file", "deleted": True})
 

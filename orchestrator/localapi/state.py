@@ -45,10 +45,15 @@ _SCHEMA = (
         id TEXT PRIMARY KEY, model_id TEXT NOT NULL, created_at REAL NOT NULL,
         request TEXT NOT NULL, plan TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS remote_uploads_by_model ON remote_uploads (model_id, created_at)",
-    # Multipart file uploads: the parts received so far, by upload.
+    # Multipart file uploads (open, or completed: a complete sent again gets the file), and
+    # the parts received so far.
+    """CREATE TABLE IF NOT EXISTS multipart_uploads (
+        upload_id TEXT PRIMARY KEY, file_id TEXT NOT NULL, num_parts INTEGER NOT NULL,
+        file_size INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'open')""",
     """CREATE TABLE IF NOT EXISTS upload_parts (
         upload_id TEXT NOT NULL, part_number INTEGER NOT NULL, etag TEXT NOT NULL,
-        bytes INTEGER NOT NULL, PRIMARY KEY (upload_id, part_number))""",
+        bytes INTEGER NOT NULL, received INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (upload_id, part_number))""",
 )
 
 _SPACES = re.compile(r"\s+")
@@ -277,18 +282,45 @@ class LocalState:
 
     # -- multipart uploads' parts ------------------------------------------------------------
 
+    def add_multipart(self, row: Mapping[str, Any]) -> None:
+        self._db.execute("INSERT INTO multipart_uploads (upload_id, file_id, num_parts, "
+                         "file_size) VALUES (?, ?, ?, ?)", (row["upload_id"], row["file_id"],
+                                                            row["num_parts"], row["file_size"]))
+
+    def multipart(self, upload_id: str) -> dict[str, Any] | None:
+        """An open multipart upload."""
+        return self._one("SELECT * FROM multipart_uploads WHERE upload_id = ? AND state = "
+                         "'open'", (upload_id,))
+
+    def completed_multipart(self, upload_id: str) -> str | None:
+        """The file a completed multipart upload made."""
+        row = self._one("SELECT file_id FROM multipart_uploads WHERE upload_id = ? AND state = "
+                        "'completed'", (upload_id,))
+        return None if row is None else str(row["file_id"])
+
+    def close_multipart(self, upload_id: str, *, completed: str | None) -> None:
+        """Remember an upload as completed (with the record of its parts: a few rows), or
+        forget it and its parts (aborted)."""
+        if completed:
+            self._db.execute("UPDATE multipart_uploads SET state = 'completed' WHERE "
+                             "upload_id = ?", (upload_id,))
+        else:
+            self._db.execute("DELETE FROM upload_parts WHERE upload_id = ?", (upload_id,))
+            self._db.execute("DELETE FROM multipart_uploads WHERE upload_id = ?", (upload_id,))
+
     def put_part(self, upload_id: str, part_number: int, etag: str, size: int) -> None:
-        """Record a part (a part sent again replaces the first, as S3 does)."""
-        self._db.execute("INSERT OR REPLACE INTO upload_parts (upload_id, part_number, etag, "
-                         "bytes) VALUES (?, ?, ?, ?)", (upload_id, part_number, etag, size))
+        """Record a part (a part sent again replaces the first, as S3 does; `received` counts
+        how often it came)."""
+        self._db.execute(
+            "INSERT INTO upload_parts (upload_id, part_number, etag, bytes) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (upload_id, part_number) DO UPDATE SET etag = excluded.etag, "
+            "bytes = excluded.bytes, received = received + 1",
+            (upload_id, part_number, etag, size))
 
     def parts(self, upload_id: str) -> dict[int, dict[str, Any]]:
         rows = self._all("SELECT * FROM upload_parts WHERE upload_id = ? ORDER BY part_number",
                          (upload_id,))
         return {row["part_number"]: row for row in rows}
-
-    def drop_parts(self, upload_id: str) -> None:
-        self._db.execute("DELETE FROM upload_parts WHERE upload_id = ?", (upload_id,))
 
 
 def _decoded(row: dict[str, Any] | None) -> dict[str, Any] | None:

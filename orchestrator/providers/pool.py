@@ -182,11 +182,14 @@ def _client_for(settings: Settings, ref: ProviderRef,
     if ref.name == "local":
         assert local is not None  # checked by the opener
         endpoint = local(Path(ref.url))
-        REDACTOR.add([endpoint.api_key])
-        return TogetherClient(api_key=endpoint.api_key, base_url=endpoint.base_url,
-                              transport=endpoint.transport, timeout=timeout)
-    key = settings.together_api_key
-    assert key is not None  # checked by the opener
-    REDACTOR.add([key.get_secret_value()])
-    return TogetherClient(api_key=key.get_secret_value(), base_url=ref.url, timeout=timeout,
-                          project_id=settings.together_project_id)
+        api_key, base_url, transport = endpoint.api_key, endpoint.base_url, endpoint.transport
+    else:
+        key = settings.together_api_key
+        assert key is not None  # checked by the opener
+        api_key, base_url, transport = key.get_secret_value(), ref.url, None
+    REDACTOR.add([api_key])
+    return TogetherClient(api_key=api_key, base_url=base_url, transport=transport,
+                          timeout=timeout, project_id=settings.together_project_id,
+                          multipart_threshold=settings.upload_multipart_threshold,
+                          part_size=settings.upload_part_size,
+                          part_concurrency=settings.upload_part_concurrency)

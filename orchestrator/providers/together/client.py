@@ -11,6 +11,7 @@ to the step as RateLimited, for its durable retry policy.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -22,7 +23,7 @@ import anyio
 import httpx
 from pydantic import BaseModel
 
-from orchestrator.errors import ProviderUnavailable, TransientError
+from orchestrator.errors import PermanentError, ProviderUnavailable, StepError, TransientError
 from orchestrator.log import get_logger
 from orchestrator.protocol.types import (
     Checkpoint,
@@ -36,13 +37,27 @@ from orchestrator.protocol.types import (
     UploadJob,
     Usage,
 )
-from orchestrator.providers.together.errors import error_from_response, error_from_transport
+from orchestrator.providers.together.errors import (
+    NotFound,
+    error_from_response,
+    error_from_transport,
+)
+from orchestrator.providers.together.multipart import (
+    MultipartState,
+    PartsExpired,
+    plan_parts,
+    send_parts,
+)
 
 __all__ = ["DEFAULT_BASE_URL", "TogetherClient"]
 
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
+MULTIPART_THRESHOLD = 5 * 2**30
+"""Together's limit for a file sent in one request; larger ones are sent in parts."""
+PART_SIZE = 250 * 2**20
+"""The size of a part, as Together's SDKs cut them."""
 MAX_PAGES = 100
 """A cursor-paged list is followed this far at most (a server that never ends it)."""
 MAX_WAIT_IN_CLIENT = 10.0
@@ -80,11 +95,18 @@ class TogetherClient:
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         project_id: str | None = None,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_size: int = PART_SIZE,
+        part_concurrency: int = 4,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._root = self.base_url.removesuffix("/v1")
         """Where the API's other versions live (`/v2/projects/...`, `/v3/whoami`)."""
         self._project_id = project_id
+        self.multipart_threshold = multipart_threshold
+        """Files larger than this go up in parts (Together's single-request limit)."""
+        self._part_size = part_size
+        self._part_concurrency = part_concurrency
         self._http = http or httpx.AsyncClient(
             base_url=self.base_url, transport=transport,
             timeout=httpx.Timeout(timeout, connect=10.0),
@@ -169,17 +191,28 @@ class TogetherClient:
 
     async def upload_file(self, path: Path, *, purpose: str = "fine-tune",
                           name: str | None = None, checksum: str | None = None,
-                          on_announced: Callable[[str], Awaitable[None]] | None = None
+                          on_announced: Callable[[str], Awaitable[None]] | None = None,
+                          resume: Mapping[str, Any] | None = None,
+                          on_parts: Callable[[dict[str, Any]], Awaitable[None]] | None = None
                           ) -> tuple[FileObject, bool]:
-        """Upload with the SDKs' flow: announce (302), PUT the bytes, preprocess.
+        """Upload with the SDKs' flow: announce (302), PUT the bytes, preprocess; a file above
+        `multipart_threshold` goes up in parts instead (initiate, the parts, complete).
 
         With `checksum` (SHA-256 hex), a server that already holds these bytes answers 409 with
         the existing file, which is returned instead. Returns the file and whether it was such
         an existing one. `on_announced` gets the new file's id before its bytes are sent (to
-        record it, so that an upload cut short can be recognised as one's own).
+        record it, so that an upload cut short can be recognised as one's own). A multipart
+        upload hands its state (JSON) to `on_parts` after initiating and after every part;
+        given back as `resume`, it continues that upload with the parts not yet sent.
         """
         file_name = name or path.name
         file_type = path.suffix.lstrip(".").lower() or "jsonl"
+        size = (await anyio.Path(path).stat()).st_size
+        if size > self.multipart_threshold or resume:
+            return await self._upload_in_parts(
+                path, size=size, form={"purpose": purpose, "file_name": file_name,
+                                       "file_type": file_type, "checksum": checksum},
+                resume=resume, on_parts=on_parts)
         form = {"purpose": purpose, "file_name": file_name, "file_type": file_type}
         if checksum:
             form["checksum"] = checksum
@@ -194,7 +227,6 @@ class TogetherClient:
             raise ProviderUnavailable(msg)
         if on_announced is not None:
             await on_announced(file_id)
-        size = (await anyio.Path(path).stat()).st_size
         try:
             put = await self._http.put(location, content=_file_chunks(path),
                                        headers={"Content-Length": str(size)})
@@ -203,6 +235,56 @@ class TogetherClient:
         if put.status_code != 200:
             raise error_from_response(put)
         return await self.preprocess_file(file_id), False
+
+    async def _upload_in_parts(self, path: Path, *, size: int, form: dict[str, Any],
+                               resume: Mapping[str, Any] | None,
+                               on_parts: Callable[[dict[str, Any]], Awaitable[None]] | None
+                               ) -> tuple[FileObject, bool]:
+        """The multipart flow, continuing `resume` when its upload still takes parts (else
+        abandoning it and beginning again)."""
+
+        async def sent(state: MultipartState) -> None:
+            if on_parts is not None:
+                await on_parts(state.to_json())
+
+        state = MultipartState.from_json(resume) if resume else None
+        if state is not None:
+            try:
+                return await self._send_and_complete(path, state, on_sent=sent), False
+            except (PartsExpired, NotFound) as exc:
+                self._log.info("the interrupted upload cannot continue; starting it again",
+                               upload_id=state.upload_id, reason=str(exc))
+                await self._abort_parts(state)
+        part_size, parts = plan_parts(size, self._part_size)
+        start = await self._request(
+            "POST", "/files/multipart/initiate", idempotent=False, expect=(200, 409),
+            json={**{k: v for k, v in form.items() if v}, "file_size": size,
+                  "num_parts": parts})
+        if start.status_code == 409:
+            return await self.retrieve_file(start.json()["file_id"]), True
+        state = MultipartState.from_initiate(start.json(), part_size)
+        await sent(state)
+        try:
+            return await self._send_and_complete(path, state, on_sent=sent), False
+        except PermanentError:
+            await self._abort_parts(state)
+            raise
+
+    async def _send_and_complete(self, path: Path, state: MultipartState, *,
+                                 on_sent: Callable[[MultipartState], Awaitable[None]]
+                                 ) -> FileObject:
+        await send_parts(self._http, path, state, concurrency=self._part_concurrency,
+                         retries=self._retries, on_sent=on_sent, sleep=self._sleep)
+        body = await self._json("POST", "/files/multipart/complete", idempotent=True, json={
+            "upload_id": state.upload_id, "file_id": state.file_id,
+            "parts": state.completion()})
+        return FileObject.model_validate(body.get("file", body))
+
+    async def _abort_parts(self, state: MultipartState) -> None:
+        """Tell the provider to drop an upload's parts (best effort: they expire anyway)."""
+        with contextlib.suppress(StepError):
+            await self._request("POST", "/files/multipart/abort", idempotent=True,
+                                json={"upload_id": state.upload_id, "file_id": state.file_id})
 
     async def preprocess_file(self, file_id: str) -> FileObject:
         """Ask the provider to check an uploaded file's data (idempotent: a processed file is

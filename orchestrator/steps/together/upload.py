@@ -91,14 +91,22 @@ async def _upload_once(ctx: StepContext, client: TogetherClient, path: Any, *, p
         await ctx.checkpoint(announced=file_id)
         fault_point("after_upload_announced", ctx.step_id)
 
+    async def parts_sent(state: dict[str, Any]) -> None:
+        # Where a multipart upload stands: a later attempt continues it, sending only the
+        # parts missing here.
+        await ctx.checkpoint(multipart=state)
+        if state["sent"]:
+            fault_point("after_upload_part", ctx.step_id)
+
     while True:
         existing = next((f for f in await client.list_files() if f.filename == name
                          and f.bytes == size and f.purpose == purpose), None)
         if existing is not None:
             file, reused = existing, True
         else:
-            file, reused = await client.upload_file(path, purpose=purpose, name=name,
-                                                    checksum=sha, on_announced=announced)
+            file, reused = await client.upload_file(
+                path, purpose=purpose, name=name, checksum=sha, on_announced=announced,
+                resume=ctx.last_checkpoint.get("multipart"), on_parts=parts_sent)
         if file.processed:
             return file, reused
         if file.bytes:

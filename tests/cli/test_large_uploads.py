@@ -1,0 +1,71 @@
+"""A file above the provider's single-request limit, uploaded in parts by real processes on
+provider `together` (`orchestrator local-api` over loopback), killed mid-way and resumed: every
+part reaches the provider once, and the file it joins is the file on disk.
+
+The limits are lowered by settings (1 MiB instead of Together's 5 GiB) so the file is small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cli.helpers import popen, run_id_from, state
+from tests.localapi.test_multipart import dataset
+from tests.localapi.test_server import KEY, free_port, serving
+
+MIB = 2**20
+PIPELINE = """\
+name: big-upload
+steps:
+  upload:
+    uses: together/upload-file
+    with: {path: big.jsonl}
+"""
+
+
+@pytest.mark.slow
+def test_a_multipart_upload_killed_mid_way_resumes_with_the_missing_parts(
+        tmp_path: Path) -> None:
+    data = dataset(tmp_path / "big.jsonl", 5 * MIB)
+    (tmp_path / "big.yaml").write_text(PIPELINE)
+    parts = -(-len(data) // MIB)
+    with serving(tmp_path, free_port(), local_max_upload_bytes=str(MIB)) as base:
+        refused = httpx.post(f"{base}/files/upload", headers={"Authorization": f"Bearer {KEY}"},
+                             files={"file": ("big.jsonl", data)}, timeout=30)
+        assert refused.status_code == 413  # one request cannot carry it
+        env = {"TOGETHER_API_KEY": KEY, "TOGETHER_BASE_URL": base,
+               "ORCH_UPLOAD_MULTIPART_THRESHOLD": str(MIB), "ORCH_UPLOAD_PART_SIZE": str(MIB),
+               "ORCH_UPLOAD_PART_CONCURRENCY": "1"}
+        killed = popen(tmp_path, "run", "big.yaml", "--provider", "together",
+                       env={**env, "ORCH_FAULTS": "after_upload_part:upload"})
+        _, err = killed.communicate(timeout=60)
+        assert killed.returncode == -signal.SIGKILL, err
+        run_id = run_id_from(err)
+        [(checkpoint,)] = state(tmp_path, "SELECT checkpoint FROM steps WHERE step_id = "
+                                          "'upload'")
+        interrupted = json.loads(str(checkpoint))["multipart"]
+        assert list(interrupted["sent"]) == ["1"]  # killed after its first part
+        resumed = popen(tmp_path, "resume", run_id, env=env)
+        _, err = resumed.communicate(timeout=60)
+        assert resumed.returncode == 0, err
+    db = sqlite3.connect(tmp_path / "api-data" / "local-api.db")
+    try:
+        received = db.execute("SELECT part_number, received FROM upload_parts "
+                              "ORDER BY part_number").fetchall()
+        files = db.execute("SELECT id, bytes, checksum FROM files WHERE state = 'processed'"
+                           ).fetchall()
+        uploads = db.execute("SELECT upload_id, state FROM multipart_uploads").fetchall()
+    finally:
+        db.close()
+    assert uploads == [(interrupted["upload_id"], "completed")]  # continued, not begun again
+    assert received == [(n, 1) for n in range(1, parts + 1)]  # each part sent once
+    [(file_id, size, checksum)] = files
+    assert (size, checksum) == (len(data), hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "api-data" / "files" / file_id).read_bytes() == data
