@@ -87,13 +87,25 @@ def final_losses(points: Sequence[MetricPoint]) -> dict[str, float | None]:
             "eval_loss": evals[-1] if evals else None}
 
 
+def estimated_price(steps: Iterable[StepRecord]) -> tuple[float, int] | None:
+    """The price the provider estimated for the fine-tunes a run launched (the launch steps'
+    `estimated_price_usd`), and how many it priced; None if none was priced."""
+    prices = [value for s in steps if isinstance(
+        value := (s.outputs or {}).get("estimated_price_usd"), int | float)
+        and not isinstance(value, bool)]
+    return (float(sum(prices)), len(prices)) if prices else None
+
+
 def run_document(run: RunRecord, steps: Iterable[StepRecord],
                  points: Sequence[MetricPoint]) -> dict[str, Any]:
-    """`show RUN -o json`: the run, its steps (in the order given: the pipeline's), and how
-    many metric points it keeps with its final losses."""
+    """`show RUN -o json`: the run, its steps (in the order given: the pipeline's), how many
+    metric points it keeps with its final losses, and its fine-tunes' estimated price."""
     now = time.time()
+    steps = list(steps)
+    price = estimated_price(steps)
     return {"run": run_json(run, now=now), "steps": [step_json(s, now=now) for s in steps],
-            "metrics": {"points": len(points), **final_losses(points)}}
+            "metrics": {"points": len(points), **final_losses(points)},
+            "estimated_price_usd": price[0] if price else None}
 
 
 def metric_json(point: MetricPoint) -> dict[str, Any]:

@@ -131,9 +131,12 @@ def _running_commands(commands: argparse._SubParsersAction[_Parser],
     p = commands.add_parser("validate", help="check pipeline files; report every problem")
     p.add_argument("files", nargs="+", metavar="FILE")
 
-    p = commands.add_parser("plan", parents=[inputs, state],
+    p = commands.add_parser("plan", parents=[inputs, state, provider],
                             help="show what a pipeline, or a resume of a run, would execute")
     p.add_argument("target", metavar="FILE|RUN", help="a pipeline file or a run id")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="for a pipeline: skip the price estimate of its fine-tunes (which "
+                        "uploads their datasets, as the run would, to have them priced)")
     p.add_argument("--from", dest="from_step", metavar="STEP",
                    help="for a run: re-run STEP and everything after it")
     p.add_argument("--reload", action="store_true",
@@ -144,6 +147,9 @@ def _running_commands(commands: argparse._SubParsersAction[_Parser],
     p.add_argument("file", metavar="FILE")
     p.add_argument("--detach", action="store_true",
                    help="queue the run for a worker and print its id at once")
+    p.add_argument("--yes", action="store_true",
+                   help="launch even if the fine-tunes' estimated price exceeds the "
+                        "pipeline's budget.max_usd (or cannot be estimated)")
 
     p = commands.add_parser("resume", parents=[state, logging, interrupt, provider],
                             help="continue a failed, interrupted or crashed run, or every "

@@ -41,7 +41,7 @@ __all__ = [
     "cmd_validate",
 ]
 
-# -- validate and plan (no store, no provider: they must start fast) -------------------------
+# -- validate and plan (no store; a provider only to price fine-tunes: they must start fast) --
 
 def cmd_validate(args: argparse.Namespace) -> int:
     code = EXIT_OK
@@ -61,12 +61,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
 
-    settings = settings_for(args)
+    settings = settings_for(args, provider=args.provider)
     if Path(args.target).is_file() or args.target.endswith((".yaml", ".yml")):
         pipeline = load_pipeline(args.target, limits=settings.pipeline_limits)
         inputs = resolve_inputs(pipeline.inputs, parse_assignments(args.input),
                                 pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
         render.pipeline_plan(pipeline, inputs)
+        if not args.no_estimate and _launches(pipeline):
+            from orchestrator.cli.pricing import estimate, show_estimate  # noqa: PLC0415
+
+            show_estimate(pipeline, estimate(settings, pipeline, inputs))
         return EXIT_OK
     if args.input:
         err("error: -i applies to a pipeline file; a run keeps the inputs it started with")
@@ -77,6 +81,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     render.resume_plan(with_orchestrator(settings, plan))
     return EXIT_OK
+
+
+def _launches(pipeline: Pipeline) -> bool:
+    from orchestrator.steps.together.pricing import has_launches  # noqa: PLC0415
+
+    return has_launches(pipeline)
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -129,6 +139,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.file, limits=settings.pipeline_limits)
     inputs = resolve_inputs(pipeline.inputs, parse_assignments(args.input),
                             pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
+    if pipeline.budget is not None and not args.yes and _launches(pipeline):
+        from orchestrator.cli.pricing import budget_refusal, estimate  # noqa: PLC0415
+
+        prices = estimate(settings, pipeline, inputs, say_uploads=False)  # the run reuses them
+        refusal = budget_refusal(pipeline, prices, file=args.file)
+        if refusal is not None:
+            err(refusal)
+            return EXIT_BAD_INPUT
     if args.detach:
         return _detach(settings, pipeline, inputs)
     read_secrets(pipeline.secret_names)  # fail before creating a run that could not start

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from orchestrator.charts import loss_series
 from orchestrator.durations import format_duration
-from orchestrator.shapes import executor_gone, final_losses
+from orchestrator.shapes import estimated_price, executor_gone, final_losses
 from orchestrator.spec.expressions import Reference, lookup, render
 from orchestrator.store.records import (
     EventRecord,
@@ -48,6 +48,7 @@ __all__ = [
     "runs_table",
     "schedules_table",
     "sparkline",
+    "usd",
 ]
 
 _STYLE = {
@@ -256,6 +257,11 @@ def _losses_line(run_id: str, points: list[MetricPoint]) -> str | None:
             f"  {sparkline(train)}  ({len(points)} points: orchestrator metrics {run_id})")
 
 
+def usd(value: float) -> str:
+    """Dollars as a price reads: cents, or more digits for prices under a cent."""
+    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.6f}"
+
+
 def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool,
                points: list[MetricPoint] | None = None) -> None:
     from orchestrator.steps.builtin import step_order  # noqa: PLC0415  (start-up: the loader)
@@ -285,6 +291,11 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
     losses = _losses_line(run.id, points or [])
     if losses:
         console.print(losses)
+    price = estimated_price(steps.values())
+    if price is not None:
+        total, count = price
+        console.print(f"  price     {usd(total)} estimated by the provider for {count} "
+                      f"fine-tune{'s' * (count != 1)}")
     order = step_order(run, steps)
     table = _table("STEP", "STATUS", "ATTEMPTS", "DURATION", "ERROR")
     for sid in order:

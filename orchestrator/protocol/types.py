@@ -18,6 +18,7 @@ __all__ = [
     "FineTuneEvent",
     "FineTuneJob",
     "ModelUpload",
+    "PriceEstimate",
     "RegisteredModel",
     "RemoteUpload",
     "UploadJob",
@@ -141,6 +142,28 @@ class RemoteUpload(_Response):
     @property
     def failed(self) -> bool:
         return self.status in REMOTE_UPLOAD_FAILED
+
+
+class PriceEstimate(_Response):
+    """`POST /fine-tunes/estimate-price`: what a job would cost, before it is created."""
+
+    estimation_available: bool = True
+    estimated_total_price: float | None = None
+    estimated_train_token_count: int | None = None
+    estimated_eval_token_count: int | None = None
+    allowed_to_proceed: bool = True
+    user_limit: float | None = None
+    unavailable_reason: str | None = None
+
+    @property
+    def usd(self) -> float | None:
+        return self.estimated_total_price if self.estimation_available else None
+
+    @property
+    def tokens(self) -> int | None:
+        if self.estimated_train_token_count is None:
+            return None
+        return self.estimated_train_token_count + (self.estimated_eval_token_count or 0)
 
 
 class Usage(_Response):

@@ -200,7 +200,7 @@ class _Checker:
                  for section in HOOK_SECTIONS}
         return Pipeline(header.name, header.description, self.path, text, header.inputs, steps,
                         matrix=header.matrix, concurrency=header.concurrency,
-                        schedule=header.schedule,
+                        schedule=header.schedule, budget=header.budget,
                         hooks={k: v for k, v in hooks.items() if v})
 
     def _header(self, data: dict[str, Any]) -> PipelineHeader | None:

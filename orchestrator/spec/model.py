@@ -16,6 +16,7 @@ from orchestrator.spec.matrix import MatrixSpec
 
 __all__ = [
     "DEFAULT_RETRY",
+    "BudgetSpec",
     "ConcurrencySpec",
     "Defaults",
     "InputSpec",
@@ -96,6 +97,13 @@ class StepConcurrencySpec(ConcurrencySpec):
     until: str | None = None
 
 
+class BudgetSpec(_Strict):
+    """`budget:` what the fine-tunes a pipeline (or a batch: all its cells) launches may cost,
+    by the provider's estimate; `run` refuses a launch above it unless `--yes`."""
+
+    max_usd: float = Field(gt=0, le=1e9, description="the most the launches may cost, in USD")
+
+
 class ScheduleSpec(_Strict):
     """When the pipeline runs by itself (under `orchestrator scheduler` or `serve`)."""
 
@@ -166,6 +174,7 @@ class PipelineHeader(_Strict):
     matrix: MatrixSpec | None = None
     concurrency: ConcurrencySpec | None = None
     schedule: ScheduleSpec | None = None
+    budget: BudgetSpec | None = None
     steps: dict[str, Any] = Field(min_length=1)
     on_success: dict[str, Any] | None = Field(
         default=None, description="steps run after every step succeeded (e.g. a notice)")

@@ -17,6 +17,7 @@ from orchestrator.spec.expressions import Reference, find_templates, parse_templ
 from orchestrator.spec.graph import ancestors, descendants
 from orchestrator.spec.matrix import MatrixSpec, expand_matrix
 from orchestrator.spec.model import (
+    BudgetSpec,
     ConcurrencySpec,
     InputSpec,
     RetrySpec,
@@ -70,6 +71,8 @@ class Pipeline:
     matrix: MatrixSpec | None = None
     concurrency: ConcurrencySpec | None = None
     schedule: ScheduleSpec | None = None
+    budget: BudgetSpec | None = None
+    """What its launches may cost (for a batch: all its cells'), by the provider's estimate."""
     hooks: Mapping[str, Mapping[str, Step]] = dataclasses.field(default_factory=dict)
     """`on_success` / `on_failure`: steps run, in order, once the others ended that way; by
     id `on_failure.<name>`. Not in `steps`: the run's graph is `steps` alone."""

@@ -32,6 +32,7 @@ from orchestrator.protocol.types import (
     FineTuneEvent,
     FineTuneJob,
     ModelUpload,
+    PriceEstimate,
     RegisteredModel,
     RemoteUpload,
     UploadJob,
@@ -325,6 +326,12 @@ class TogetherClient:
 
     async def fine_tune_checkpoints(self, job_id: str) -> list[Checkpoint]:
         return await self._list(f"/fine-tunes/{job_id}/checkpoints", Checkpoint)
+
+    async def estimate_price(self, request: Mapping[str, Any]) -> PriceEstimate:
+        """What a job would cost (`POST /fine-tunes/estimate-price`; changes nothing)."""
+        body = await self._json("POST", "/fine-tunes/estimate-price", idempotent=True,
+                                json=dict(request))
+        return PriceEstimate.model_validate(body)
 
     async def model_limits(self, model: str) -> dict[str, Any]:
         """`GET /fine-tunes/models/limits`: what a base model allows (epochs, LoRA ranks...)."""

@@ -16,7 +16,7 @@ from orchestrator.protocol.finetune import DPO_PARAMETERS
 if TYPE_CHECKING:
     from orchestrator.providers.together.client import TogetherClient
 
-__all__ = ["fine_tune_request"]
+__all__ = ["estimate_request", "fine_tune_request"]
 
 _PLAIN = ("training_file", "model", "from_checkpoint", "validation_file", "n_epochs",
           "n_checkpoints", "n_evals", "batch_size", "learning_rate", "warmup_ratio",
@@ -63,3 +63,13 @@ def _training_method(args: Mapping[str, Any]) -> dict[str, Any]:
         return {"method": "sft", "train_on_inputs": args.get("train_on_inputs", "auto")}
     extra = {name: args.get(name) for name in DPO_PARAMETERS}
     return {"method": "dpo", **{k: v for k, v in extra.items() if v is not None}}
+
+
+_ESTIMATED = ("training_file", "validation_file", "model", "from_checkpoint", "n_epochs",
+              "n_evals", "training_method", "training_type")
+"""What `POST /fine-tunes/estimate-price` reads of a create request."""
+
+
+def estimate_request(create: Mapping[str, Any]) -> dict[str, Any]:
+    """The estimate-price request for the job `create` (a `fine_tune_request`) would start."""
+    return {name: create[name] for name in _ESTIMATED if create.get(name) is not None}

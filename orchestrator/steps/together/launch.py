@@ -1,4 +1,9 @@
 """together/launch-fine-tune: one job per step, adopted on re-entry by its run-scoped token.
+
+Before creating the job it asks for the job's price (`estimate-price`, as Together's SDK does
+before every create) and keeps it in its outputs (`estimated_price_usd`, `estimated_tokens`):
+the run's record of what it was told it would pay. An estimate the provider cannot give is a
+warning, never a failed launch; a budget is enforced before the run starts (`run`).
 """
 
 from __future__ import annotations
@@ -7,9 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, StrictBool, model_validator
 
+from orchestrator.errors import StepError
 from orchestrator.faults import fault_point
 from orchestrator.protocol.finetune import DPO_PARAMETERS
-from orchestrator.providers.together.requests import fine_tune_request
+from orchestrator.providers.together.requests import estimate_request, fine_tune_request
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.together.common import (
     TYPES,
@@ -90,9 +96,26 @@ async def _job_with_suffix(client: TogetherClient, suffix: str) -> FineTuneJob |
     return next((j for j in await client.list_fine_tunes() if j.suffix == suffix), None)
 
 
-def _launch_outputs(job: Any, adopted: bool) -> dict[str, Any]:
+def _launch_outputs(job: Any, adopted: bool, saved: dict[str, Any]) -> dict[str, Any]:
     return {"job_id": job.id, "model_output_name": job.model_output_name or "",
-            "status": job.status, "adopted": adopted}
+            "status": job.status, "adopted": adopted,
+            "estimated_price_usd": saved.get("estimated_price_usd"),
+            "estimated_tokens": saved.get("estimated_tokens")}
+
+
+async def _estimate(ctx: StepContext, client: TogetherClient,
+                    request: dict[str, Any]) -> dict[str, Any]:
+    """The job's estimated price and tokens (None each when the provider cannot say)."""
+    try:
+        estimate = await client.estimate_price(estimate_request(request))
+    except StepError as exc:
+        ctx.log.warning("the provider gave no price estimate; launching anyway", error=str(exc))
+        return {"estimated_price_usd": None, "estimated_tokens": None}
+    if not estimate.allowed_to_proceed:
+        ctx.log.warning("the provider says this job exceeds the account's limit",
+                        estimated_usd=estimate.usd, user_limit=estimate.user_limit)
+    ctx.log.info("price estimate", estimated_usd=estimate.usd, tokens=estimate.tokens)
+    return {"estimated_price_usd": estimate.usd, "estimated_tokens": estimate.tokens}
 
 
 async def cancel_launched_job(ctx: StepContext) -> None:
@@ -114,14 +137,15 @@ async def cancel_launched_job(ctx: StepContext) -> None:
 
 
 @TYPES.step("together/launch-fine-tune", params=LaunchParams,
-               outputs=frozenset({"job_id", "model_output_name", "status", "adopted"}),
+               outputs=frozenset({"job_id", "model_output_name", "status", "adopted",
+                                  "estimated_price_usd", "estimated_tokens"}),
                cancel=cancel_launched_job)
 async def launch_fine_tune(ctx: StepContext, params: LaunchParams) -> dict[str, Any]:
     """Starts a fine-tuning job exactly once per run (see the module docstring)."""
     client = together_client(ctx)
     saved = ctx.last_checkpoint
     if "job_id" in saved:
-        return _launch_outputs(await client.retrieve_fine_tune(saved["job_id"]), True)
+        return _launch_outputs(await client.retrieve_fine_tune(saved["job_id"]), True, saved)
     token = run_token(ctx.idempotency_key)
     suffix = f"{params.suffix}-{token}" if params.suffix else token
     if saved.get("creating"):
@@ -130,11 +154,11 @@ async def launch_fine_tune(ctx: StepContext, params: LaunchParams) -> dict[str, 
         if found is not None:
             ctx.log.info("adopting the job an earlier attempt created", job_id=found.id)
             await ctx.checkpoint(job_id=found.id)
-            return _launch_outputs(found, True)
+            return _launch_outputs(found, True, ctx.last_checkpoint)
     request = await fine_tune_request(client, params.model_dump(), suffix=suffix)
-    await ctx.checkpoint(creating=True, suffix=suffix)
+    await ctx.checkpoint(creating=True, suffix=suffix, **await _estimate(ctx, client, request))
     job = await client.create_fine_tune(request)
     fault_point("after_remote_create", ctx.step_id)
     await ctx.checkpoint(job_id=job.id)
     ctx.log.info("fine-tuning job created", job_id=job.id, model=params.model)
-    return _launch_outputs(job, False)
+    return _launch_outputs(job, False, ctx.last_checkpoint)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from contextlib import suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -25,7 +26,13 @@ if TYPE_CHECKING:
     from orchestrator.protocol.types import FileObject
     from orchestrator.providers.together.client import TogetherClient
 
-__all__ = ["UploadParams", "upload_file"]
+__all__ = ["UploadParams", "upload_file", "upload_name"]
+
+
+def upload_name(path: Path, sha: str) -> str:
+    """The name a dataset is uploaded under: its own, with the start of its SHA-256, so that
+    the same bytes are found again by name (on a provider that does not dedupe by checksum)."""
+    return f"{path.stem}-{sha[:12]}{path.suffix}"
 
 def _report_problems(path: Any, report: DataReport, limit: int = 10) -> str:
     lines = [f"{path}: {report.summary()}"]
@@ -62,7 +69,7 @@ async def upload_file(ctx: StepContext, params: UploadParams) -> dict[str, Any]:
     if sha is None:
         sha = await anyio.to_thread.run_sync(file_sha256, path)
     size = (await anyio.Path(path).stat()).st_size
-    name = f"{path.stem}-{sha[:12]}{path.suffix}"
+    name = upload_name(path, sha)
     # Runs uploading the same bytes at once, in any process sharing the state store, take
     # turns: the first uploads, the others find its file and reuse it.
     async with ctx.exclusive(f"upload:{client.base_url}:{params.purpose}:{sha}"):
