@@ -5,7 +5,8 @@ Each benchmark can also run alone (each takes --help): `python -m bench.engine_o
 `python -m bench.sweep` (about 5 minutes: ten waves of 30 s jobs), `python -m bench.serve_idle`,
 `python -m bench.startup`, `python -m bench.hostile`, `python -m bench.fleet` (worker processes
 on SQLite and on the machine's PostgreSQL: a few minutes, most of it starting 10,000 runs),
-`python -m bench.web` (the web view's pages with 100,000 runs in the store).
+`python -m bench.web` (the web view's pages with 100,000 runs in the store), `python -m
+bench.uploads` (a large dataset uploaded in one request and in parts: reads and speed).
 Figures are medians of several runs; the machines these run on are shared, so run twice
 before believing a change.
 """
@@ -21,6 +22,7 @@ from bench import (
     serve_idle,
     startup,
     sweep,
+    uploads,
     waiting,
     web,
 )
@@ -29,7 +31,7 @@ from bench import (
 def main() -> None:
     rows = []
     for module in (engine_overhead, waiting, localapi_status, finetune_runs, sweep, serve_idle,
-                   startup, hostile, fleet, web):
+                   startup, hostile, uploads, fleet, web):
         rows += module.main([])
         print()
     print("summary")

@@ -29,8 +29,9 @@ from orchestrator.localapi.timeline import SIMULATED
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["ROUTES", "ServedModel", "import_phases", "import_plan", "name_taken", "resolve",
-           "source_kind", "upload_succeeded"]
+__all__ = ["NAME", "PHASE_MESSAGES", "ROUTES", "ServedModel", "check_base_model",
+           "import_phases", "import_plan", "learnt_from", "name_taken", "resolve", "source_kind",
+           "upload_succeeded"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -175,7 +176,7 @@ async def upload(request: Request) -> Response:
     if model_type == "adapter" and not (base or body.get("lora_model")):
         raise bad_request("an adapter needs base_model (the serverless model it adapts)",
                           "base_model")
-    if base is not None:
+    if base is not None and base != "":
         check_base_model(base, "base_model")
     full_name = f"{api.config.namespace}/{name}"
     if name_taken(api, full_name):

@@ -120,6 +120,31 @@ def test_killed_right_after_the_remote_create(cli: CLI, cli_process: CLI, tmp_pa
 
 
 @pytest.mark.slow
+def test_the_v2_import_on_provider_together_is_killed_twice_and_makes_one_of_each(
+        cli: CLI, cli_process: CLI, tmp_path: Path) -> None:
+    """The adapter pipeline with `api: v2` against `orchestrator local-api` over loopback,
+    SIGKILLed right after registering the model, then right after starting its remote upload:
+    resumed, it adopts both (one model, one upload) and its smoke test gets an answer."""
+    with serving(tmp_path, free_port(), local_upload_duration="500ms") as base:
+        env = {"TOGETHER_API_KEY": KEY, "TOGETHER_BASE_URL": base}
+        crash = {**env, "ORCH_FAULTS": "after_remote_create:register"}
+        first = cli_process("run", ADAPTER, "-i", "api=v2", "--provider", "together", env=crash)
+        assert first.returncode == -signal.SIGKILL, first.stderr
+        run_id = run_id_from(first.stderr)
+        second = cli_process("resume", run_id, env=crash)
+        assert second.returncode == -signal.SIGKILL, second.stderr
+        done = cli("resume", run_id, env=env, check_code=0)
+    assert "smoke.model: local-user/capitals-lora" in done.stdout
+    conn = sqlite3.connect(tmp_path / "api-data" / "local-api.db")
+    try:
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("project_models", "remote_uploads", "imports")]
+    finally:
+        conn.close()
+    assert counts == [1, 1, 0]
+
+
+@pytest.mark.slow
 def test_both_pipelines_survive_a_fifth_of_requests_failing(cli: CLI, tmp_path: Path) -> None:
     """With 20% of requests answered 429/500/503 or dropped after being handled, both pipelines
     succeed and nothing is created twice."""

@@ -121,8 +121,18 @@ async def test_an_interrupted_upload_continues_with_the_missing_parts(api: Local
         with pytest.raises(Killed):
             await client.upload_file(path, checksum=sha, on_parts=dies_after_two)
         file, _ = await client.upload_file(path, checksum=sha, resume=saved[-1])
-    assert api.state.file_path(file.id).read_bytes() == data
-    assert received(api.config) == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]
+        assert api.state.file_path(file.id).read_bytes() == data
+        assert received(api.config) == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]
+        # A file changed since its upload was cut short is sent again, whole.
+        saved.clear()
+        with pytest.raises(Killed):
+            await client.upload_file(path, on_parts=dies_after_two, name="other.jsonl")
+        changed = data.replace(b"Paris", b"Lyon!")
+        path.write_bytes(changed)
+        sha = hashlib.sha256(changed).hexdigest()
+        again, _ = await client.upload_file(path, checksum=sha, resume=saved[-1])
+    assert api.state.file_path(again.id).read_bytes() == changed
+    assert again.id != saved[-1]["file_id"]
 
 
 async def test_an_upload_the_provider_dropped_begins_again(api: LocalAPI,

@@ -249,6 +249,11 @@ class TogetherClient:
                 await on_parts(state.to_json())
 
         state = MultipartState.from_json(resume) if resume else None
+        if state is not None and state.of != (size, form["checksum"]):
+            self._log.info("the file changed since its upload began; starting it again",
+                           upload_id=state.upload_id)
+            await self._abort_parts(state)
+            state = None
         if state is not None:
             try:
                 return await self._send_and_complete(path, state, on_sent=sent), False
@@ -263,7 +268,8 @@ class TogetherClient:
                   "num_parts": parts})
         if start.status_code == 409:
             return await self.retrieve_file(start.json()["file_id"]), True
-        state = MultipartState.from_initiate(start.json(), part_size)
+        state = MultipartState.from_initiate(start.json(), part_size,
+                                             of=(size, form["checksum"]))
         await sent(state)
         try:
             return await self._send_and_complete(path, state, on_sent=sent), False

@@ -46,10 +46,12 @@ class MultipartState:
     part_size: int
     urls: dict[int, tuple[str, dict[str, str]]]
     sent: dict[int, str] = dataclasses.field(default_factory=dict)
+    of: tuple[int, str | None] = (0, None)
+    """The size and SHA-256 of the file being sent: a changed file cannot continue."""
 
     def to_json(self) -> dict[str, Any]:
         return {"upload_id": self.upload_id, "file_id": self.file_id,
-                "part_size": self.part_size,
+                "part_size": self.part_size, "of": list(self.of),
                 "urls": {str(n): [url, headers] for n, (url, headers) in self.urls.items()},
                 "sent": {str(n): etag for n, etag in self.sent.items()}}
 
@@ -58,10 +60,12 @@ class MultipartState:
         return cls(upload_id=str(data["upload_id"]), file_id=str(data["file_id"]),
                    part_size=int(data["part_size"]),
                    urls={int(n): (str(u), dict(h)) for n, (u, h) in data["urls"].items()},
-                   sent={int(n): str(etag) for n, etag in data["sent"].items()})
+                   sent={int(n): str(etag) for n, etag in data["sent"].items()},
+                   of=(int(data["of"][0]), data["of"][1]))
 
     @classmethod
-    def from_initiate(cls, body: Mapping[str, Any], part_size: int) -> MultipartState:
+    def from_initiate(cls, body: Mapping[str, Any], part_size: int,
+                      of: tuple[int, str | None]) -> MultipartState:
         """The state of a fresh upload, from the initiate's answer (either spelling of its
         keys, as the SDKs accept)."""
         upload_id, file_id = body.get("upload_id"), body.get("file_id")
@@ -78,7 +82,7 @@ class MultipartState:
                 raise ProviderUnavailable(msg)
             urls[number] = (url, dict(part.get("Headers") or {}))
         return cls(upload_id=str(upload_id), file_id=str(file_id), part_size=part_size,
-                   urls=urls)
+                   urls=urls, of=of)
 
     def completion(self) -> list[dict[str, Any]]:
         """The parts to list in the complete request, in order."""

@@ -34,6 +34,7 @@ def upload_name(path: Path, sha: str) -> str:
     the same bytes are found again by name (on a provider that does not dedupe by checksum)."""
     return f"{path.stem}-{sha[:12]}{path.suffix}"
 
+
 def _report_problems(path: Any, report: DataReport, limit: int = 10) -> str:
     lines = [f"{path}: {report.summary()}"]
     lines += [f"  {problem}" for problem in report.problems[:limit]]
