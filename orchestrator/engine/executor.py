@@ -601,7 +601,8 @@ class RunExecutor:
             log=StepLog(log, functools.partial(self._keep_line, step.id, attempt)),
             write_metrics=self._keep_metrics, artifacts_dir=self._artifacts,
             last_checkpoint=self._records[step.id].checkpoint,
-            write_checkpoint=lambda data: self._write_checkpoint(step.id, attempt, data),
+            write_checkpoint=lambda whole, changed: self._write_checkpoint(step.id, attempt,
+                                                                           whole, changed),
             clients=self._clients, models=self._models,
             report=self._reporter(step.id),
             cancel_requested=lambda: self._stop is _Stop.CANCELLED,
@@ -626,7 +627,10 @@ class RunExecutor:
         run_id = self._run.id
         return lambda fields: sink(run_id, step_id, fields)
 
-    async def _write_checkpoint(self, step_id: str, attempt: int, data: dict[str, Any]) -> None:
-        await self._save(step_id, NewEvent("checkpoint", step_id, attempt, data),
-                         checkpoint=data)
+    async def _write_checkpoint(self, step_id: str, attempt: int, whole: dict[str, Any],
+                                changed: dict[str, Any]) -> None:
+        # The event holds what changed, the step's row the whole: a step that checkpoints
+        # often (a poll, a part) does not store its whole checkpoint again each time.
+        await self._save(step_id, NewEvent("checkpoint", step_id, attempt, changed),
+                         checkpoint=whole)
         fault_point("after_checkpoint", step_id)

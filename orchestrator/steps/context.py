@@ -20,8 +20,9 @@ __all__ = ["NO_CLIENTS", "CheckpointWriter", "Clients", "Exclusive", "MetricsWri
 
 C = TypeVar("C")
 
-CheckpointWriter = Callable[[dict[str, Any]], Awaitable[None]]
-"""Persists a step's whole checkpoint dict before returning (the engine's side of `checkpoint`)."""
+CheckpointWriter = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
+"""Persists a step's whole checkpoint dict before returning (the engine's side of
+`checkpoint`); the second dict is what changed, which is all the event log needs."""
 
 MetricsWriter = Callable[[list["MetricPoint"]], None]
 """Queues a job's metric points for the run's next commit (the engine's side of
@@ -195,7 +196,7 @@ class StepContext:
         except (TypeError, ValueError) as exc:
             msg = f"checkpoint values must be JSON-serialisable: {exc}"
             raise TypeError(msg) from None
-        await self._write_checkpoint(merged)
+        await self._write_checkpoint(merged, data)
         self.last_checkpoint = merged
 
     def record_metrics(self, points: list[MetricPoint]) -> None:

@@ -268,7 +268,8 @@ async def test_non_mapping_outputs_fail_clearly(h: Harness) -> None:
 
 
 async def test_checkpoint_is_committed_and_handed_to_the_next_attempt(h: Harness) -> None:
-    """What a step checkpoints before failing is in the store and in the next attempt's ctx."""
+    """What a step checkpoints before failing is in the store and in the next attempt's ctx;
+    each checkpoint event holds what that checkpoint changed."""
     seen: list[dict[str, Any]] = []
 
     @h.registry.step("t/cp", params=Free)
@@ -286,7 +287,7 @@ async def test_checkpoint_is_committed_and_handed_to_the_next_attempt(h: Harness
     assert step.checkpoint == {"job_id": "job-1", "stage": "created"}
     assert step.outputs == {"job": "job-1"}
     assert [e.data for e in await h.events(outcome.run_id, "checkpoint")] == [
-        {"job_id": "job-1"}, {"job_id": "job-1", "stage": "created"}]
+        {"job_id": "job-1"}, {"stage": "created"}]
 
 
 async def test_cancellation_leaves_run_interrupted_and_resume_reenters(h: Harness) -> None:

@@ -57,6 +57,25 @@ class Damaging(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
+class Checkpoint(dict[str, Any]):
+    """What a step's checkpoint would hold: the fields the client hands over, merged."""
+
+    def __init__(self, *, kill_after: int | None = None) -> None:
+        super().__init__()
+        self.kill_after = kill_after
+        self.calls: list[int] = []
+
+    async def save(self, fields: dict[str, Any], sent: int) -> None:
+        self.update(fields)
+        self.calls.append(sent)
+        if sent == self.kill_after:
+            raise Killed
+
+
+class Killed(Exception):
+    """The process died here."""
+
+
 def client_of(api: LocalAPI, transport: httpx.AsyncBaseTransport | None = None,
               **options: Any) -> TogetherClient:
     return TogetherClient(api_key=api.config.api_key, base_url=BASE_URL,
@@ -82,14 +101,10 @@ async def test_a_file_above_the_threshold_goes_up_in_parts_once(api: LocalAPI,
     path = tmp_path / "big.jsonl"
     data = dataset(path, 5 * PART + 100)
     sha = hashlib.sha256(data).hexdigest()
-    states: list[dict[str, Any]] = []
-
-    async def saved(state: dict[str, Any]) -> None:
-        states.append(state)
-
+    saved = Checkpoint()
     damaging = Damaging(LocalTransport(api))
     async with client_of(api, damaging, part_concurrency=3) as client:
-        file, reused = await client.upload_file(path, checksum=sha, on_parts=saved)
+        file, reused = await client.upload_file(path, checksum=sha, on_parts=saved.save)
         again, reused_again = await client.upload_file(path, checksum=sha)
     assert not reused and reused_again and again.id == file.id  # deduplicated by checksum
     assert file.processed and file.bytes == len(data)
@@ -98,7 +113,9 @@ async def test_a_file_above_the_threshold_goes_up_in_parts_once(api: LocalAPI,
     assert damaging.damaged == 1
     # Six parts, each received once, except the damaged one: sent again.
     assert received(api.config) == [(1, 1), (2, 2), (3, 1), (4, 1), (5, 1), (6, 1)]
-    assert [len(s["sent"]) for s in states] == [0, 1, 2, 3, 4, 5, 6]
+    assert saved.calls == [0, 1, 2, 3, 4, 5, 6]
+    assert sorted(k for k in saved if k.startswith("multipart_part_")) == [
+        f"multipart_part_{n}" for n in range(1, 7)]  # each part's ETag: one field each
     assert not list(api.state.files_dir.glob("*-part*"))  # the parts were joined and dropped
 
 
@@ -107,54 +124,44 @@ async def test_an_interrupted_upload_continues_with_the_missing_parts(api: Local
     path = tmp_path / "big.jsonl"
     data = dataset(path, 4 * PART)
     sha = hashlib.sha256(data).hexdigest()
-    saved: list[dict[str, Any]] = []
-
-    class Killed(Exception):
-        pass
-
-    async def dies_after_two(state: dict[str, Any]) -> None:
-        saved.append(state)
-        if len(state["sent"]) == 2:
-            raise Killed
-
+    saved = Checkpoint(kill_after=2)
     async with client_of(api, part_concurrency=1) as client:
         with pytest.raises(Killed):
-            await client.upload_file(path, checksum=sha, on_parts=dies_after_two)
-        file, _ = await client.upload_file(path, checksum=sha, resume=saved[-1])
+            await client.upload_file(path, checksum=sha, on_parts=saved.save)
+        file, _ = await client.upload_file(path, checksum=sha, resume=saved)
         assert api.state.file_path(file.id).read_bytes() == data
         assert received(api.config) == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]
         # A file changed since its upload was cut short is sent again, whole.
-        saved.clear()
+        saved = Checkpoint(kill_after=2)
         with pytest.raises(Killed):
-            await client.upload_file(path, on_parts=dies_after_two, name="other.jsonl")
+            await client.upload_file(path, on_parts=saved.save, name="other.jsonl")
+        first = saved["multipart"]["file_id"]
         changed = data.replace(b"Paris", b"Lyon!")
         path.write_bytes(changed)
         sha = hashlib.sha256(changed).hexdigest()
-        again, _ = await client.upload_file(path, checksum=sha, resume=saved[-1])
+        saved.kill_after = None
+        again, _ = await client.upload_file(path, checksum=sha, resume=saved,
+                                            on_parts=saved.save)
     assert api.state.file_path(again.id).read_bytes() == changed
-    assert again.id != saved[-1]["file_id"]
+    assert again.id != first
+    assert {k: v for k, v in saved.items() if k.startswith("multipart_part_") and v} == {
+        f"multipart_part_{n}": saved[f"multipart_part_{n}"] for n in range(1, 6)}
 
 
 async def test_an_upload_the_provider_dropped_begins_again(api: LocalAPI,
                                                           tmp_path: Path) -> None:
     path = tmp_path / "big.jsonl"
     data = dataset(path, 2 * PART)
-    saved: list[dict[str, Any]] = []
-
-    async def first_part_only(state: dict[str, Any]) -> None:
-        saved.append(state)
-        if state["sent"]:
-            raise RuntimeError("killed")
-
+    saved = Checkpoint(kill_after=1)
     async with client_of(api, part_concurrency=1) as client:
-        with pytest.raises(RuntimeError):
-            await client.upload_file(path, on_parts=first_part_only)
-        state = saved[-1]
+        with pytest.raises(Killed):
+            await client.upload_file(path, on_parts=saved.save)
+        state = saved["multipart"]
         aborted = await client._http.post("/files/multipart/abort", json={
             "upload_id": state["upload_id"], "file_id": state["file_id"]},
             headers={"Authorization": "Bearer local-key"})
         assert aborted.status_code == 200
-        file, _ = await client.upload_file(path, resume=state)
+        file, _ = await client.upload_file(path, resume=saved)
     assert file.id != state["file_id"]
     assert api.state.file_path(file.id).read_bytes() == data
 

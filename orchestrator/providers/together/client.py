@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -61,6 +61,9 @@ PART_SIZE = 250 * 2**20
 """The size of a part, as Together's SDKs cut them."""
 MAX_PAGES = 100
 """A cursor-paged list is followed this far at most (a server that never ends it)."""
+PartsCallback = Callable[[dict[str, Any], int], Awaitable[None]]
+"""Told, during a multipart upload, the fields to merge into a checkpoint and how many parts
+have been sent."""
 MAX_WAIT_IN_CLIENT = 10.0
 """Longer server-requested waits are left to the step's retry policy (durable backoff)."""
 
@@ -194,7 +197,7 @@ class TogetherClient:
                           name: str | None = None, checksum: str | None = None,
                           on_announced: Callable[[str], Awaitable[None]] | None = None,
                           resume: Mapping[str, Any] | None = None,
-                          on_parts: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+                          on_parts: PartsCallback | None = None
                           ) -> tuple[FileObject, bool]:
         """Upload with the SDKs' flow: announce (302), PUT the bytes, preprocess; a file above
         `multipart_threshold` goes up in parts instead (initiate, the parts, complete).
@@ -203,17 +206,19 @@ class TogetherClient:
         the existing file, which is returned instead. Returns the file and whether it was such
         an existing one. `on_announced` gets the new file's id before its bytes are sent (to
         record it, so that an upload cut short can be recognised as one's own). A multipart
-        upload hands its state (JSON) to `on_parts` after initiating and after every part;
-        given back as `resume`, it continues that upload with the parts not yet sent.
+        upload hands `on_parts` fields to merge into a checkpoint (and the parts sent so far)
+        after initiating and after every part; that checkpoint given back as `resume`
+        continues the upload with the parts not yet sent.
         """
         file_name = name or path.name
         file_type = path.suffix.lstrip(".").lower() or "jsonl"
         size = (await anyio.Path(path).stat()).st_size
-        if size > self.multipart_threshold or resume:
+        begun = MultipartState.from_checkpoint(resume or {})
+        if size > self.multipart_threshold or begun is not None:
             return await self._upload_in_parts(
                 path, size=size, form={"purpose": purpose, "file_name": file_name,
                                        "file_type": file_type, "checksum": checksum},
-                resume=resume, on_parts=on_parts)
+                resume=begun, replacing=list(resume or ()), on_parts=on_parts)
         form = {"purpose": purpose, "file_name": file_name, "file_type": file_type}
         if checksum:
             form["checksum"] = checksum
@@ -238,17 +243,16 @@ class TogetherClient:
         return await self.preprocess_file(file_id), False
 
     async def _upload_in_parts(self, path: Path, *, size: int, form: dict[str, Any],
-                               resume: Mapping[str, Any] | None,
-                               on_parts: Callable[[dict[str, Any]], Awaitable[None]] | None
-                               ) -> tuple[FileObject, bool]:
+                               resume: MultipartState | None, replacing: Iterable[str],
+                               on_parts: PartsCallback | None) -> tuple[FileObject, bool]:
         """The multipart flow, continuing `resume` when its upload still takes parts (else
         abandoning it and beginning again)."""
 
-        async def sent(state: MultipartState) -> None:
+        async def sent(number: int, etag: str, count: int) -> None:
             if on_parts is not None:
-                await on_parts(state.to_json())
+                await on_parts(MultipartState.part_fields(number, etag), count)
 
-        state = MultipartState.from_json(resume) if resume else None
+        state = resume
         if state is not None and state.of != (size, form["checksum"]):
             self._log.info("the file changed since its upload began; starting it again",
                            upload_id=state.upload_id)
@@ -270,7 +274,8 @@ class TogetherClient:
             return await self.retrieve_file(start.json()["file_id"]), True
         state = MultipartState.from_initiate(start.json(), part_size,
                                              of=(size, form["checksum"]))
-        await sent(state)
+        if on_parts is not None:
+            await on_parts(state.checkpoint_fields(replacing=replacing), 0)
         try:
             return await self._send_and_complete(path, state, on_sent=sent), False
         except PermanentError:
@@ -278,7 +283,7 @@ class TogetherClient:
             raise
 
     async def _send_and_complete(self, path: Path, state: MultipartState, *,
-                                 on_sent: Callable[[MultipartState], Awaitable[None]]
+                                 on_sent: Callable[[int, str, int], Awaitable[None]]
                                  ) -> FileObject:
         await send_parts(self._http, path, state, concurrency=self._part_concurrency,
                          retries=self._retries, on_sent=on_sent, sleep=self._sleep)

@@ -4,8 +4,10 @@ The client initiates the upload and completes it through the API; this module pl
 and sends them to the URLs the initiate gave. Each part is streamed from the file (never held
 in memory) with its MD5 computed on the way, and must come back with that MD5 as its ETag, or
 it is sent again: a part has its own retries, as the SDKs give it. What has been sent is a
-`MultipartState`, handed to a callback after every part, so a caller that saves it (a step's
-checkpoint) can continue a killed upload with the parts that are missing, and no others.
+`MultipartState`, whose checkpoint fields are handed to a callback after the initiate (the
+upload's ids and part URLs, once) and after every part (that part's ETag alone), so a caller
+that merges them into a step's checkpoint can continue a killed upload with the parts that are
+missing, and no others, and its event log holds each fact once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,10 @@ from orchestrator.errors import PermanentError, ProviderUnavailable, TransientEr
 from orchestrator.providers.together.errors import error_from_response, error_from_transport
 
 __all__ = ["MAX_PARTS", "MultipartState", "PartsExpired", "plan_parts", "send_parts"]
+
+CHECKPOINT_KEY = "multipart"
+PART_KEY = "multipart_part_"
+"""A sent part's ETag is checkpointed under PART_KEY + its number, beside CHECKPOINT_KEY."""
 
 MAX_PARTS = 250
 """Together's limit on parts per upload (S3's practice); larger files get larger parts."""
@@ -49,19 +55,32 @@ class MultipartState:
     of: tuple[int, str | None] = (0, None)
     """The size and SHA-256 of the file being sent: a changed file cannot continue."""
 
-    def to_json(self) -> dict[str, Any]:
-        return {"upload_id": self.upload_id, "file_id": self.file_id,
-                "part_size": self.part_size, "of": list(self.of),
-                "urls": {str(n): [url, headers] for n, (url, headers) in self.urls.items()},
-                "sent": {str(n): etag for n, etag in self.sent.items()}}
+    def checkpoint_fields(self, *, replacing: Iterable[str] = ()) -> dict[str, Any]:
+        """The fields that record this upload in a checkpoint (clearing `replacing`, the
+        part keys of an upload it replaces)."""
+        return {**{key: None for key in replacing if key.startswith(PART_KEY)},
+                CHECKPOINT_KEY: {
+                    "upload_id": self.upload_id, "file_id": self.file_id,
+                    "part_size": self.part_size, "of": list(self.of),
+                    "urls": {str(n): [url, hdrs] for n, (url, hdrs) in self.urls.items()}}}
+
+    @staticmethod
+    def part_fields(number: int, etag: str) -> dict[str, Any]:
+        """The field that records one sent part."""
+        return {f"{PART_KEY}{number}": etag}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> MultipartState:
+    def from_checkpoint(cls, saved: Mapping[str, Any]) -> MultipartState | None:
+        """The upload a checkpoint records, with the parts it saw sent; None if it holds none."""
+        data = saved.get(CHECKPOINT_KEY)
+        if not isinstance(data, Mapping):
+            return None
+        sent = {int(key.removeprefix(PART_KEY)): str(etag) for key, etag in saved.items()
+                if key.startswith(PART_KEY) and etag}
         return cls(upload_id=str(data["upload_id"]), file_id=str(data["file_id"]),
                    part_size=int(data["part_size"]),
                    urls={int(n): (str(u), dict(h)) for n, (u, h) in data["urls"].items()},
-                   sent={int(n): str(etag) for n, etag in data["sent"].items()},
-                   of=(int(data["of"][0]), data["of"][1]))
+                   sent=sent, of=(int(data["of"][0]), data["of"][1]))
 
     @classmethod
     def from_initiate(cls, body: Mapping[str, Any], part_size: int,
@@ -153,10 +172,11 @@ async def _send_part(http: httpx.AsyncClient, path: Path, state: MultipartState,
 
 async def send_parts(http: httpx.AsyncClient, path: Path, state: MultipartState, *,
                      concurrency: int, retries: int,
-                     on_sent: Callable[[MultipartState], Awaitable[None]] | None = None,
+                     on_sent: Callable[[int, str, int], Awaitable[None]] | None = None,
                      sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
     """Send every part of `state` not yet sent, `concurrency` at a time; after each, record
-    its ETag in `state` and hand the state to `on_sent` (one call at a time)."""
+    its ETag in `state` and tell `on_sent` its number, its ETag and how many parts are sent
+    (one call at a time)."""
     size = (await anyio.Path(path).stat()).st_size
     missing = iter(sorted(n for n in state.urls if n not in state.sent))
     recording = anyio.Lock()
@@ -168,7 +188,7 @@ async def send_parts(http: httpx.AsyncClient, path: Path, state: MultipartState,
             async with recording:
                 state.sent[number] = etag
                 if on_sent is not None:
-                    await on_sent(state)
+                    await on_sent(number, etag, len(state.sent))
 
     try:
         async with anyio.create_task_group() as group:

@@ -99,11 +99,11 @@ async def _upload_once(ctx: StepContext, client: TogetherClient, path: Any, *, p
         await ctx.checkpoint(announced=file_id)
         fault_point("after_upload_announced", ctx.step_id)
 
-    async def parts_sent(state: dict[str, Any]) -> None:
+    async def parts_sent(fields: dict[str, Any], sent: int) -> None:
         # Where a multipart upload stands: a later attempt continues it, sending only the
         # parts missing here.
-        await ctx.checkpoint(multipart=state)
-        if state["sent"]:
+        await ctx.checkpoint(**fields)
+        if sent:
             fault_point("after_upload_part", ctx.step_id)
 
     while True:
@@ -114,7 +114,7 @@ async def _upload_once(ctx: StepContext, client: TogetherClient, path: Any, *, p
         else:
             file, reused = await client.upload_file(
                 path, purpose=purpose, name=name, checksum=sha, on_announced=announced,
-                resume=ctx.last_checkpoint.get("multipart"), on_parts=parts_sent)
+                resume=ctx.last_checkpoint, on_parts=parts_sent)
         if file.processed:
             return file, reused
         if file.bytes:
