@@ -1,7 +1,8 @@
 """Benchmarks; `python -m bench` runs them all. Shared here: a fresh child process per
 measurement (both ends: `run_child` starts it, `report_child` is what it runs), what one
-command costs (`measure_process`: its own CPU time and peak memory), and the lines that report
-medians against targets."""
+command costs (`measure_process`: its own CPU time and peak memory), an `orchestrator
+local-api` process to measure against (`serve_local_api`), and the lines that report medians
+against targets."""
 
 from __future__ import annotations
 
@@ -20,7 +21,35 @@ import anyio
 
 from orchestrator.log import configure_logging
 
-__all__ = ["ProcessCost", "measure_process", "report_child", "report_medians", "run_child"]
+__all__ = ["ProcessCost", "measure_process", "report_child", "report_medians", "run_child",
+           "serve_local_api"]
+
+
+def serve_local_api(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `orchestrator local-api` on a free loopback port, keeping its state in
+    `data_dir`; the process and its base URL (`http://127.0.0.1:PORT`) once it answers."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "orchestrator", "local-api", "--port",
+                               str(port), "--data-dir", str(data_dir)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{base}/", timeout=1)
+            return server, base
+        except httpx.TransportError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise
+            time.sleep(0.05)
 
 
 def run_child(module: str, *args: str) -> dict[str, float]:

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
-from bench import ProcessCost, measure_process, report_medians
+from bench import ProcessCost, measure_process, report_medians, serve_local_api
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "tests" / "hostile" / "pipelines"
@@ -84,25 +81,10 @@ def upload_peaks(folder: Path, size_mib: int) -> dict[str, float]:
     """Serve a fresh local API, upload `size_mib` MiB both ways; its peak memory after each."""
     data = folder / "upload.jsonl"
     write_training_file(data, size_mib * 2**20)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "orchestrator", "local-api", "--port",
-                               str(port), "--data-dir", str(folder / "api")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    server, base = serve_local_api(folder / "api")
     try:
         with httpx.Client(base_url=base, headers={"Authorization": "Bearer local-key"},
                           timeout=300) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.get("/")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
             idle = _peak_mib(server.pid)
             start = client.post("/v1/files", data={"purpose": "fine-tune",
                                                    "file_name": "a.jsonl"})

@@ -14,16 +14,12 @@ The multipart case cuts the file into parts of `--part-mib` (threshold lowered t
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
-from bench import report_medians
+from bench import report_medians, serve_local_api
 from bench.hostile import write_training_file
 
 PIPELINE = """\
@@ -43,29 +39,12 @@ def _rchar() -> int:
     raise AssertionError
 
 
-def _serve(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "orchestrator", "local-api", "--port",
-                               str(port), "--data-dir", str(folder / "api")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-            return server, f"http://127.0.0.1:{port}/v1"
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def upload_once(folder: Path, size: int, **settings: object) -> dict[str, float]:
     """Upload the dataset in `folder` to a fresh local API; the step's figures."""
     from orchestrator.api import run_file
 
-    server, base = _serve(folder)
+    server, root = serve_local_api(folder / "api")
+    base = f"{root}/v1"
     try:
         before, started = _rchar(), time.perf_counter()
         result = run_file(folder / "upload.yaml", provider="together",

@@ -38,8 +38,8 @@ from orchestrator.protocol.datacheck import DataReport, check_file
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["FILE_TYPES", "ROUTES", "check_file_type", "check_purpose", "file_json", "is_stale",
-           "process_file", "store_stream", "stored_file"]
+__all__ = ["FILE_TYPES", "ROUTES", "announce", "check_file_type", "check_purpose", "file_json",
+           "is_stale", "process_file", "store_stream", "stored_file"]
 
 PURPOSES = ("fine-tune", "eval", "eval-sample", "eval-output", "eval-summary", "batch-generated",
             "batch-api")
@@ -167,6 +167,23 @@ async def store_stream(chunks: AsyncIterator[bytes], path: Path, *,
 
 # -- the SDK flow ----------------------------------------------------------------------------
 
+def announce(api: LocalAPI, *, name: str, purpose: str, file_type: str,
+             checksum: str | None) -> tuple[str, str]:
+    """A new file awaiting its bytes: its id and the token of its upload URLs. 409 with the
+    existing `file_id` when these bytes (by checksum) are there or on their way."""
+    file_id = f"file-{uuid.uuid4()}"
+    token = secrets.token_urlsafe(24)
+    now = api.clock()
+    existing = api.state.announce_file(
+        {"id": file_id, "created_at": now, "filename": name, "purpose": purpose,
+         "file_type": file_type, "checksum": checksum, "state": "awaiting_upload",
+         "upload_token": token}, fresh_after=now - api.config.upload_url_ttl)
+    if existing is not None:
+        raise APIError(409, f"a file with these bytes already exists: {existing['id']}",
+                       type_="file_already_exists", extra={"file_id": existing["id"]})
+    return file_id, token
+
+
 def _form(request: Request) -> AbstractAsyncContextManager[FormData]:
     """The request's form, bounded: one file, a few fields, each field small."""
     return request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
@@ -181,18 +198,8 @@ async def start_upload(request: Request) -> Response:
         checksum = (_form_value(form, "checksum") or "").lower() or None
     if not name:
         raise bad_request("file_name is required", "file_name")
-    purpose = check_purpose(purpose_given)
-    file_type = check_file_type(name, type_given)
-    file_id = f"file-{uuid.uuid4()}"
-    token = secrets.token_urlsafe(24)
-    now = api.clock()
-    existing = api.state.announce_file(
-        {"id": file_id, "created_at": now, "filename": name, "purpose": purpose,
-         "file_type": file_type, "checksum": checksum, "state": "awaiting_upload",
-         "upload_token": token}, fresh_after=now - api.config.upload_url_ttl)
-    if existing is not None:
-        raise APIError(409, f"a file with these bytes already exists: {existing['id']}",
-                       type_="file_already_exists", extra={"file_id": existing["id"]})
+    file_id, token = announce(api, name=name, purpose=check_purpose(purpose_given),
+                              file_type=check_file_type(name, type_given), checksum=checksum)
     location = f"{str(request.base_url).rstrip('/')}/uploads/{file_id}?token={token}"
     return Response(status_code=302, headers={"Location": location,
                                               "X-Together-File-Id": file_id})

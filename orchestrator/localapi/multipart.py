@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.files import (
+    announce,
     check_file_type,
     check_purpose,
     file_json,
@@ -78,16 +79,9 @@ async def initiate(request: Request) -> Response:
         body.get("file_type"), str) else None)
     checksum = body.get("checksum")
     checksum = checksum.lower() if isinstance(checksum, str) and checksum else None
-    file_id, upload_id = f"file-{uuid.uuid4()}", f"upload-{uuid.uuid4()}"
-    token = secrets.token_urlsafe(24)
-    now = api.clock()
-    existing = api.state.announce_file(
-        {"id": file_id, "created_at": now, "filename": name, "purpose": purpose,
-         "file_type": file_type, "checksum": checksum, "state": "awaiting_upload",
-         "upload_token": token}, fresh_after=now - api.config.upload_url_ttl)
-    if existing is not None:
-        raise APIError(409, f"a file with these bytes already exists: {existing['id']}",
-                       type_="file_already_exists", extra={"file_id": existing["id"]})
+    file_id, token = announce(api, name=name, purpose=purpose, file_type=file_type,
+                              checksum=checksum)
+    upload_id = f"upload-{uuid.uuid4()}"
     api.state.add_multipart({"upload_id": upload_id, "file_id": file_id, "num_parts": parts,
                              "file_size": size})
     root = str(request.base_url).rstrip("/")

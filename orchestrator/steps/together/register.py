@@ -10,7 +10,8 @@ made instead of making it again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -29,10 +30,12 @@ from orchestrator.steps.together.common import (
 )
 
 if TYPE_CHECKING:
-    from orchestrator.protocol.types import RegisteredModel, RemoteUpload
+    from orchestrator.protocol.types import RegisteredModel, RemoteUpload, UploadJob
     from orchestrator.providers.together.client import TogetherClient
 
 __all__ = ["RegisterParams", "register_adapter"]
+
+T = TypeVar("T")
 
 class RegisterParams(Params):
     model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -105,29 +108,39 @@ async def register_adapter(ctx: StepContext, params: RegisterParams) -> dict[str
             fault_point("after_remote_create", ctx.step_id)
             job_id, model_name, model_id = created.job_id, created.model_name, created.model_id
         await ctx.checkpoint(job_id=job_id, model_name=model_name)
-    interval = params.poll_interval
+    def finished(job: UploadJob) -> bool:
+        if job.status == "Failed":
+            last = job.status_updates[-1].get("message") if job.status_updates else None
+            raise JobEnded(f"importing {params.model_name} failed"
+                           + (f": {last}" if last else ""))
+        return job.status == "Complete"
+
+    job = await _follow(ctx, params, lambda: client.retrieve_job(str(job_id)),
+                        status=lambda job: job.status, finished=finished)
+    return {"model_name": model_name or job.args.get("modelName") or params.model_name,
+            "job_id": job_id, "model_id": model_id or ""}
+
+
+async def _follow(ctx: StepContext, params: RegisterParams, poll: Callable[[], Awaitable[T]],
+                  *, status: Callable[[T], str], finished: Callable[[T], bool]) -> T:
+    """Poll an import until `finished` says so (it raises for a failed one): every
+    `poll_interval`, backing off to `max_poll_interval`, riding out an outage (see Outage)."""
     outage = Outage(ctx, params.max_outage)
+    interval = params.poll_interval
     while True:
         try:
-            job = await client.retrieve_job(str(job_id))
+            current = await poll()
         except TransientError as exc:
             await outage.failed(exc)
             ctx.report({"status": outage.label})
             await anyio.sleep(params.max_poll_interval)
             continue
         await outage.over()
-        model_name = model_name or job.args.get("modelName")
-        ctx.report({"status": job.status})
-        if job.status == "Complete":
-            break
-        if job.status == "Failed":
-            last = job.status_updates[-1].get("message") if job.status_updates else None
-            raise JobEnded(f"importing {params.model_name} failed"
-                           + (f": {last}" if last else ""))
+        ctx.report({"status": status(current)})
+        if finished(current):
+            return current
         await anyio.sleep(interval)
         interval = min(interval * 1.5, params.max_poll_interval)
-    return {"model_name": model_name or params.model_name, "job_id": job_id,
-            "model_id": model_id or ""}
 
 
 async def _register_v2(ctx: StepContext, client: TogetherClient, params: RegisterParams, *,
@@ -147,25 +160,15 @@ async def _register_v2(ctx: StepContext, client: TogetherClient, params: Registe
         upload = await _uploaded_once(ctx, client, project, str(model_id), params)
         upload_id = upload.id
         await ctx.checkpoint(upload_id=upload_id)
-    outage = Outage(ctx, params.max_outage)
-    interval = params.poll_interval
-    while True:
-        try:
-            current = await client.retrieve_remote_upload(project, str(upload_id))
-        except TransientError as exc:
-            await outage.failed(exc)
-            ctx.report({"status": outage.label})
-            await anyio.sleep(params.max_poll_interval)
-            continue
-        await outage.over()
-        ctx.report({"status": current.status.removeprefix("REMOTE_UPLOAD_STATUS_").lower()})
-        if current.succeeded:
-            break
-        if current.failed:
-            raise JobEnded(f"importing {params.model_name} failed ({current.status})"
-                           + (f": {current.status_message}" if current.status_message else ""))
-        await anyio.sleep(interval)
-        interval = min(interval * 1.5, params.max_poll_interval)
+    def finished(upload: RemoteUpload) -> bool:
+        if upload.failed:
+            raise JobEnded(f"importing {params.model_name} failed ({upload.status})"
+                           + (f": {upload.status_message}" if upload.status_message else ""))
+        return upload.succeeded
+
+    await _follow(ctx, params, lambda: client.retrieve_remote_upload(project, str(upload_id)),
+                  status=lambda up: up.status.removeprefix("REMOTE_UPLOAD_STATUS_").lower(),
+                  finished=finished)
     return {"model_name": str(model_name), "job_id": str(upload_id), "model_id": str(model_id)}
 
 
