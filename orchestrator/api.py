@@ -32,7 +32,8 @@ from orchestrator.schedule.batch import execute_cells
 from orchestrator.settings import Settings, load_settings
 from orchestrator.shapes import run_document, run_json
 from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.steps.builtin import load_pipeline, ordered_steps
+from orchestrator.steps.builtin import load_pipeline
+from orchestrator.steps.order import ordered_steps
 from orchestrator.store.records import RunStatus, parse_statuses
 
 if TYPE_CHECKING:

@@ -54,6 +54,9 @@ LAZY_IMPORTS: dict[str, str] = {
                                   "only for a state_url that names PostgreSQL",
     "orchestrator.steps.together": "validate checks Together steps' parameters without "
                                    "loading httpx: the client's errors load when a step runs",
+    "orchestrator.steps.order": "show lists a run by the step order stored with it: the step "
+                                "types and the loader load only for a run stored before orders "
+                                "were kept, whose text is parsed",
 }
 """Where a function-level import of our own modules may stay, and why (start-up time only).
 A key covers the module and everything below it (the package itself: only its `__init__`)."""

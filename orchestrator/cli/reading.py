@@ -108,7 +108,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     run, steps, points = loaded
     if args.output == "json":
         from orchestrator.shapes import run_document  # noqa: PLC0415
-        from orchestrator.steps.builtin import ordered_steps  # noqa: PLC0415
+        from orchestrator.steps.order import ordered_steps  # noqa: PLC0415
 
         print_json(run_document(run, ordered_steps(run, steps), points))
     else:

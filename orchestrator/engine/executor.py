@@ -329,6 +329,7 @@ class RunExecutor:
         await self._store.commit(
             self._lease,
             run=RunUpdate(RunStatus.RUNNING, pipeline_text=reload_text,
+                          step_ids=tuple(self._pipeline.every_step) if reload_text else None,
                           clear_cancel=self._run.status is RunStatus.CANCELLED,
                           provider=(moved_to.name, moved_to.url) if moved_to else None),
             steps=[self._records[s] for s in sorted(reset)],

@@ -214,7 +214,7 @@ class Orchestrator:
                     pipeline_path=str(pipeline.path.resolve()), pipeline_text=pipeline.text,
                     inputs=dict(inputs), status=status, schedule_id=schedule_id,
                     scheduled_for=scheduled_for, provider=ref.name if ref else None,
-                    provider_url=ref.url if ref else None,
+                    provider_url=ref.url if ref else None, step_ids=tuple(pipeline.every_step),
                 ), owner=self.owner if hold else None, ttl=self.config.lease_ttl)
             except RunExists:
                 if run_id is not None:
@@ -234,6 +234,7 @@ class Orchestrator:
         ref = self._new_runs_provider(provider)
         if hold:
             self.check_provider(ref)
+        step_ids = tuple(pipeline.every_step)
         for _ in range(5):
             chosen = batch_id or new_batch_id()
             cells = [NewRun(id=f"{chosen}.{i}", pipeline_name=pipeline.name,
@@ -241,7 +242,7 @@ class Orchestrator:
                             pipeline_text=pipeline.text, inputs=dict(inputs), status=status,
                             matrix=cell, schedule_id=schedule_id, scheduled_for=scheduled_for,
                             provider=ref.name if ref else None,
-                            provider_url=ref.url if ref else None)
+                            provider_url=ref.url if ref else None, step_ids=step_ids)
                      for i, cell in enumerate(pipeline.cells())]
             try:
                 batch, runs = await self.store.create_batch(NewBatch(
@@ -249,7 +250,7 @@ class Orchestrator:
                     pipeline_path=str(pipeline.path.resolve()), pipeline_text=pipeline.text,
                     inputs=dict(inputs), max_parallel=matrix.max_parallel if matrix else None,
                     fail_fast=matrix.fail_fast if matrix else False, schedule_id=schedule_id,
-                    scheduled_for=scheduled_for,
+                    scheduled_for=scheduled_for, step_ids=step_ids,
                 ), cells, owner=self.owner if hold else None, ttl=self.config.lease_ttl)
             except RunExists:
                 if batch_id is not None:

@@ -7,7 +7,6 @@ Each family loads when a pipeline first names one of its types (see `StepRegistr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +17,9 @@ from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.registry import StepRegistry
 
 if TYPE_CHECKING:
-    from orchestrator.store.records import RunRecord, StepRecord
+    pass
 
-__all__ = ["BUILTIN", "builtin_registry", "load_pipeline", "ordered_steps", "parse_pipeline",
-           "step_order", "stored_pipeline"]
+__all__ = ["BUILTIN", "builtin_registry", "load_pipeline", "parse_pipeline", "stored_pipeline"]
 
 BUILTIN = StepRegistry()
 BUILTIN.add_family("core", "orchestrator.steps.core")
@@ -54,18 +52,3 @@ def stored_pipeline(text: str, path: str) -> Pipeline | None:
         return parse_pipeline(text, Path(path))
     except Exception:  # noqa: BLE001  (any reason at all: a reader must still show the run)
         return None
-
-
-def step_order(run: RunRecord, steps: Mapping[str, StepRecord],
-               pipeline: Pipeline | None = None) -> list[str]:
-    """A stored run's steps in its pipeline's order, its hooks, then any stored step the
-    pipeline no longer has (what `show` lists). `pipeline`: the run's, if already parsed."""
-    pipeline = pipeline or stored_pipeline(run.pipeline_text, run.pipeline_path)
-    order = list(pipeline.every_step) if pipeline is not None else list(steps)
-    known = set(order)  # a set: a list's `in` per row made a 10,000-step run quadratic
-    return order + [s for s in steps if s not in known]
-
-
-def ordered_steps(run: RunRecord, steps: Mapping[str, StepRecord]) -> list[StepRecord]:
-    """The run's stored steps in `step_order`: what `show RUN -o json` lists."""
-    return [steps[sid] for sid in step_order(run, steps) if sid in steps]

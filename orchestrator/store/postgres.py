@@ -87,6 +87,7 @@ from orchestrator.store.rows import (
     SCHEDULE_COLUMNS,
     SHARED_TEXTS,
     STEP_COLUMNS,
+    StoredText,
     batch_record,
     event_record,
     metric_record,
@@ -97,6 +98,7 @@ from orchestrator.store.rows import (
     schedule_record,
     step_record,
     step_row,
+    steps_json,
 )
 from orchestrator.store.schema import NEEDS_EXECUTOR
 from orchestrator.store.statements import (
@@ -464,13 +466,15 @@ class PostgresStore(StateStore):
 
     # -- reading rows -----------------------------------------------------------------------
 
-    async def _texts(self, cur: Cursor, hashes: Iterable[str | None]) -> dict[str, str]:
+    async def _texts(self, cur: Cursor, hashes: Iterable[str | None]
+                     ) -> dict[str, StoredText]:
         found, missing = SHARED_TEXTS.lookup(hashes)
         if not missing:
             return found
-        await cur.execute("SELECT hash, text FROM pipeline_texts WHERE hash = ANY(%s)",
+        await cur.execute("SELECT hash, text, steps FROM pipeline_texts WHERE hash = ANY(%s)",
                           (missing,))
-        fetched = {row["hash"]: row["text"] for row in await cur.fetchall()}
+        fetched = {row["hash"]: StoredText.of(row["text"], row["steps"])
+                   for row in await cur.fetchall()}
         SHARED_TEXTS.remember(fetched)
         return found | fetched
 
@@ -497,9 +501,10 @@ class PostgresStore(StateStore):
 
     # -- writing rows -----------------------------------------------------------------------
 
-    async def _store_text(self, cur: Cursor, text: str) -> str:
+    async def _store_text(self, cur: Cursor, text: str, steps: Sequence[str] | None) -> str:
         key = text_hash(text)
-        await cur.execute(_INSERT_TEXT, (key, text))
+        await cur.execute(_INSERT_TEXT, (key, text, steps_json(steps)))
+        SHARED_TEXTS.stored(key, text, steps)
         return key
 
     async def _insert_events(self, cur: Cursor, run_id: str, now: float,
@@ -538,7 +543,8 @@ class PostgresStore(StateStore):
 
         async def insert(cur: Cursor) -> RunRecord:
             await self._insert_run(cur, run, now, owner, ttl,
-                                   text_key=await self._store_text(cur, run.pipeline_text))
+                                   text_key=await self._store_text(cur, run.pipeline_text,
+                                                                   run.step_ids))
             if run.status is RunStatus.QUEUED and owner is None:
                 await self._notify(cur, WORK)
             return await self._get_run(cur, run.id)
@@ -551,7 +557,8 @@ class PostgresStore(StateStore):
         now = self.clock()
 
         async def insert(cur: Cursor) -> tuple[BatchRecord, list[RunRecord]]:
-            stored = {batch.pipeline_text: await self._store_text(cur, batch.pipeline_text)}
+            stored = {batch.pipeline_text: await self._store_text(cur, batch.pipeline_text,
+                                                                  batch.step_ids)}
             await cur.execute(_INSERT_BATCH, batch_values(
                 batch, len(cells), now, text_key=stored[batch.pipeline_text]))
             if cur.rowcount != 1:
@@ -559,7 +566,7 @@ class PostgresStore(StateStore):
             for index, cell in enumerate(cells):
                 text = cell.pipeline_text
                 if text not in stored:  # cells share their batch's text (one dict lookup)
-                    stored[text] = await self._store_text(cur, text)
+                    stored[text] = await self._store_text(cur, text, cell.step_ids)
                 await self._insert_run(cur, dataclasses.replace(cell, batch_id=batch.id,
                                                                 cell=index),
                                        now, owner, ttl, text_key=stored[text])
@@ -868,7 +875,7 @@ class PostgresStore(StateStore):
         now = self.clock()
         if run is not None and run.pipeline_text is not None:
             text = run.pipeline_text  # stored first: a text is named by its hash, for good
-            await self._tx(lambda cur: self._store_text(cur, text))
+            await self._tx(lambda cur: self._store_text(cur, text, run.step_ids))
         if run is None:
             parts = [f"WITH fence AS ({_FENCE_READ})"]
             params: list[Any] = [lease.run_id, lease.owner, lease.generation]

@@ -170,6 +170,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )
         """,
     ),
+    3: (
+        # SQLite's version 8: a pipeline's step ids in order, with its text.
+        "ALTER TABLE pipeline_texts ADD COLUMN steps TEXT",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -128,6 +128,8 @@ class NewRun:
     """The provider the run is bound to (`local`, `together`); None: none recorded."""
     provider_url: str | None = None
     """Where that provider is: a base URL, or the local API's data folder."""
+    step_ids: tuple[str, ...] | None = None
+    """The pipeline's steps and hooks in its order, stored with its text (`show` lists by it)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,9 @@ class RunRecord:
     scheduled_for: float | None = None
     provider: str | None = None
     provider_url: str | None = None
+    step_ids: tuple[str, ...] | None = None
+    """Its pipeline's steps and hooks in order, as stored with the text (None: stored before
+    orders were kept; parse `pipeline_text`)."""
 
     @property
     def cancelling(self) -> bool:
@@ -272,6 +277,8 @@ class RunUpdate:
     status: RunStatus
     error: str | None = None
     pipeline_text: str | None = None
+    step_ids: tuple[str, ...] | None = None
+    """With `pipeline_text`: its steps in order."""
     release: bool = False
     waiting_for: str | None = None
     clear_cancel: bool = False
@@ -291,6 +298,7 @@ class NewBatch:
     fail_fast: bool = False
     schedule_id: str | None = None
     scheduled_for: float | None = None
+    step_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator.store.records import (
@@ -28,9 +29,9 @@ from orchestrator.store.records import (
 
 __all__ = ["BATCH_COLUMNS", "EVENT_COLUMNS", "METRIC_COLUMNS", "METRIC_ORDER", "MODEL_COLUMNS",
            "RUN_COLUMNS", "SCHEDULE_COLUMNS", "SHARED_TEXTS", "STEP_COLUMNS", "Row",
-           "SharedTexts", "batch_record", "dumps", "event_record", "metric_record",
+           "SharedTexts", "StoredText", "batch_record", "dumps", "event_record", "metric_record",
            "metric_row", "model_record", "model_row", "run_record", "schedule_record",
-           "step_record", "step_row"]
+           "step_record", "step_row", "steps_json"]
 
 RUN_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, status, created_at, started_at, "
@@ -69,11 +70,30 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def run_record(row: Row, texts: Mapping[str, str]) -> RunRecord:
+@dataclass(frozen=True)
+class StoredText:
+    """A pipeline text as stored, once per hash: the text, and its steps in order (None for
+    a text stored before orders were kept)."""
+
+    text: str
+    steps: tuple[str, ...] | None
+
+    @classmethod
+    def of(cls, text: str, steps: str | None) -> StoredText:
+        return cls(text, None if steps is None else tuple(json.loads(steps)))
+
+
+def steps_json(step_ids: Sequence[str] | None) -> str | None:
+    """The stored form of a pipeline's step order."""
+    return None if step_ids is None else json.dumps(list(step_ids), separators=(",", ":"))
+
+
+def run_record(row: Row, texts: Mapping[str, StoredText]) -> RunRecord:
     key, matrix = row["pipeline_hash"], row["matrix"]
+    stored = None if key is None else texts[key]
     return RunRecord(
         id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
-        pipeline_text=row["pipeline_text"] if key is None else texts[key],
+        pipeline_text=row["pipeline_text"] if stored is None else stored.text,
         inputs=json.loads(row["inputs"]), status=RunStatus(row["status"]),
         created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"], error=row["error"], lease_owner=row["lease_owner"],
@@ -83,14 +103,15 @@ def run_record(row: Row, texts: Mapping[str, str]) -> RunRecord:
         waiting_for=row["waiting_for"], cancel_requested_at=row["cancel_requested_at"],
         schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
         provider=row["provider"], provider_url=row["provider_url"],
+        step_ids=None if stored is None else stored.steps,
     )
 
 
-def batch_record(row: Row, texts: Mapping[str, str]) -> BatchRecord:
+def batch_record(row: Row, texts: Mapping[str, StoredText]) -> BatchRecord:
     key = row["pipeline_hash"]
     return BatchRecord(
         id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
-        pipeline_text=row["pipeline_text"] if key is None else texts[key],
+        pipeline_text=row["pipeline_text"] if key is None else texts[key].text,
         inputs=json.loads(row["inputs"]), max_parallel=row["max_parallel"],
         fail_fast=bool(row["fail_fast"]), cells=row["cells"], created_at=row["created_at"],
         schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
@@ -173,11 +194,11 @@ class SharedTexts:
     """
 
     def __init__(self, kept: int = 64) -> None:
-        self._recent: OrderedDict[str, str] = OrderedDict()
+        self._recent: OrderedDict[str, StoredText] = OrderedDict()
         self._kept = kept
         self._lock = threading.Lock()
 
-    def lookup(self, hashes: Iterable[str | None]) -> tuple[dict[str, str], list[str]]:
+    def lookup(self, hashes: Iterable[str | None]) -> tuple[dict[str, StoredText], list[str]]:
         """The texts of `hashes` kept here, and the hashes to fetch from the store (then
         `remember` them). None stands for a row from before texts were shared."""
         wanted = {h for h in hashes if h is not None}
@@ -185,7 +206,15 @@ class SharedTexts:
             found = {h: self._recent[h] for h in wanted if h in self._recent}
         return found, sorted(wanted - found.keys())
 
-    def remember(self, found: Mapping[str, str]) -> None:
+    def stored(self, key: str, text: str, steps: Sequence[str] | None) -> None:
+        """A text was stored with its step order: a kept copy without one gains it (the
+        order is the text's own, however often it is stored)."""
+        if steps is not None:
+            with self._lock:
+                if key in self._recent:
+                    self._recent[key] = StoredText(self._recent[key].text, tuple(steps))
+
+    def remember(self, found: Mapping[str, StoredText]) -> None:
         with self._lock:
             for key, text in found.items():
                 self._recent[key] = text

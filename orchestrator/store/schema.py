@@ -179,6 +179,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         ) WITHOUT ROWID
         """,
     ),
+    8: (
+        # A pipeline's step ids in its order, stored with its text (once, like it): `show`
+        # lists a run's steps by it instead of parsing the text again (a 10,000-step
+        # pipeline took seconds). NULL for texts stored before: those are parsed.
+        "ALTER TABLE pipeline_texts ADD COLUMN steps TEXT",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

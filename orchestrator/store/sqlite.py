@@ -72,6 +72,7 @@ from orchestrator.store.rows import (
     SCHEDULE_COLUMNS,
     SHARED_TEXTS,
     STEP_COLUMNS,
+    StoredText,
     batch_record,
     event_record,
     metric_record,
@@ -82,6 +83,7 @@ from orchestrator.store.rows import (
     schedule_record,
     step_record,
     step_row,
+    steps_json,
 )
 from orchestrator.store.schema import (
     APPLICATION_ID,
@@ -300,7 +302,7 @@ class SQLiteStore(StateStore):
 
         def insert(conn: sqlite3.Connection) -> RunRecord:
             _insert_run(conn, run, now, owner, ttl,
-                        text_key=_store_text(conn, run.pipeline_text))
+                        text_key=_store_text(conn, run.pipeline_text, run.step_ids))
             return _get_run(conn, run.id)
 
         return await self._run(insert, write=True)
@@ -311,14 +313,15 @@ class SQLiteStore(StateStore):
         now = self.clock()
 
         def insert(conn: sqlite3.Connection) -> tuple[BatchRecord, list[RunRecord]]:
-            stored = {batch.pipeline_text: _store_text(conn, batch.pipeline_text)}
+            stored = {batch.pipeline_text: _store_text(conn, batch.pipeline_text,
+                                                       batch.step_ids)}
             if conn.execute(INSERT_BATCH, batch_values(
                     batch, len(cells), now, text_key=stored[batch.pipeline_text])).rowcount != 1:
                 raise batch_exists(batch.id)
             for index, cell in enumerate(cells):
                 text = cell.pipeline_text
                 if text not in stored:  # cells share their batch's text (one dict lookup)
-                    stored[text] = _store_text(conn, text)
+                    stored[text] = _store_text(conn, text, cell.step_ids)
                 _insert_run(conn, dataclasses.replace(cell, batch_id=batch.id, cell=index), now,
                             owner, ttl, text_key=stored[text])
             return _get_batch(conn, batch.id), _select_runs(conn, "batch_id = ?", (batch.id,),
@@ -598,7 +601,7 @@ class SQLiteStore(StateStore):
                                     "AND lease_generation = ?", fence).fetchone()[0]
             else:
                 text_key = (None if run.pipeline_text is None
-                             else _store_text(conn, run.pipeline_text))
+                             else _store_text(conn, run.pipeline_text, run.step_ids))
                 cursor = conn.execute(UPDATE_RUN, update_values(lease, run, now,
                                                                 text_key=text_key))
                 held = cursor.rowcount
@@ -638,23 +641,24 @@ def _select_runs(conn: sqlite3.Connection, where: str, params: tuple[Any, ...], 
     return [run_record(row, texts) for row in rows]
 
 
-def _texts(conn: sqlite3.Connection, hashes: Iterable[str | None]) -> dict[str, str]:
+def _texts(conn: sqlite3.Connection, hashes: Iterable[str | None]) -> dict[str, StoredText]:
     """The texts stored under `hashes` (None: a row from before texts were shared)."""
     found, missing = SHARED_TEXTS.lookup(hashes)
-    fetched: dict[str, str] = {}
+    fetched: dict[str, StoredText] = {}
     for start in range(0, len(missing), 500):
         chunk = missing[start:start + 500]
-        fetched.update(conn.execute(
-            "SELECT hash, text FROM pipeline_texts WHERE hash IN "
+        fetched.update((key, StoredText.of(text, steps)) for key, text, steps in conn.execute(
+            "SELECT hash, text, steps FROM pipeline_texts WHERE hash IN "
             f"({','.join('?' * len(chunk))})", chunk).fetchall())
     SHARED_TEXTS.remember(fetched)
     return found | fetched
 
 
-def _store_text(conn: sqlite3.Connection, text: str) -> str:
-    """Store `text` once (a no-op when it is there) and return its hash."""
+def _store_text(conn: sqlite3.Connection, text: str, steps: Sequence[str] | None) -> str:
+    """Store `text` (with its step order) once (a no-op when it is there); its hash."""
     key = text_hash(text)
-    conn.execute(INSERT_TEXT, (key, text))
+    conn.execute(INSERT_TEXT, (key, text, steps_json(steps)))
+    SHARED_TEXTS.stored(key, text, steps)
     return key
 
 

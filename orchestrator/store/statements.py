@@ -65,7 +65,10 @@ def _updates(columns: str, key: str) -> str:
     return ", ".join(f"{name} = excluded.{name}" for name in names if name != key)
 
 
-INSERT_TEXT = "INSERT INTO pipeline_texts (hash, text) VALUES (?, ?) ON CONFLICT DO NOTHING"
+INSERT_TEXT = ("INSERT INTO pipeline_texts (hash, text, steps) VALUES (?, ?, ?) ON CONFLICT "
+               "(hash) DO UPDATE SET steps = excluded.steps WHERE pipeline_texts.steps IS NULL "
+               "AND excluded.steps IS NOT NULL")
+"""A text is stored once; its step order is added to one stored before orders were kept."""
 
 INSERT_RUN = (
     "INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, status, "

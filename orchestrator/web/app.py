@@ -51,7 +51,8 @@ from orchestrator.shapes import (
     run_json,
     step_json,
 )
-from orchestrator.steps.builtin import ordered_steps, step_order, stored_pipeline
+from orchestrator.steps.builtin import stored_pipeline
+from orchestrator.steps.order import ordered_steps, step_order
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import (
     MetricPoint,

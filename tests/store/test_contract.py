@@ -11,6 +11,7 @@ from orchestrator.store.base import StateStore
 from orchestrator.store.records import (
     ErrorInfo,
     MetricPoint,
+    NewBatch,
     NewEvent,
     NewRun,
     RunStatus,
@@ -49,6 +50,23 @@ async def test_a_run_keeps_its_provider_until_an_executor_moves_it(store: StateS
     await store.commit(lease, run=RunUpdate(RunStatus.RUNNING, provider=("local", "/data")))
     run = await store.get_run("r-1")
     assert (run.provider, run.provider_url) == ("local", "/data")
+
+
+async def test_a_runs_step_order_is_kept_with_its_text(store: StateStore) -> None:
+    """The step order given with a text comes back with every run of it (a batch's cells
+    too), is added to a text stored without one, and a reloaded text brings its own."""
+    text = f"name: ordered\n# {store!r}\n"  # its own text: texts are cached by hash
+    plain = NewRun("r-0", "p", "/x/p.yaml", text, {})
+    assert (await store.create_run(plain)).step_ids is None
+    ordered = dataclasses.replace(plain, id="r-1", step_ids=("b", "a", "on_failure.n"))
+    assert (await store.create_run(ordered)).step_ids == ("b", "a", "on_failure.n")
+    batch = NewBatch("b-1", "p", "/x/p.yaml", text, {}, step_ids=("b", "a", "on_failure.n"))
+    _, cells = await store.create_batch(batch, [dataclasses.replace(ordered, id="b-1.0")])
+    assert cells[0].step_ids == ("b", "a", "on_failure.n")
+    lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+    await store.commit(lease, run=RunUpdate(RunStatus.RUNNING, pipeline_text=text + "#2\n",
+                                            step_ids=("a", "b")))
+    assert (await store.get_run("r-1")).step_ids == ("a", "b")
 
 
 async def test_duplicate_and_unknown_ids(store: StateStore) -> None:
