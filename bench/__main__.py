@@ -6,7 +6,9 @@ Each benchmark can also run alone (each takes --help): `python -m bench.engine_o
 `python -m bench.startup`, `python -m bench.hostile`, `python -m bench.fleet` (worker processes
 on SQLite and on the machine's PostgreSQL: a few minutes, most of it starting 10,000 runs),
 `python -m bench.web` (the web view's pages with 100,000 runs in the store), `python -m
-bench.uploads` (a large dataset uploaded in one request and in parts: reads and speed).
+bench.uploads` (a large dataset uploaded in one request and in parts: reads and speed),
+`python -m bench.scale` (big pipelines, big runs, state per step, memory per waiting run: a few
+minutes).
 Figures are medians of several runs; the machines these run on are shared, so run twice
 before believing a change.
 """
@@ -19,6 +21,7 @@ from bench import (
     fleet,
     hostile,
     localapi_status,
+    scale,
     serve_idle,
     startup,
     sweep,
@@ -31,7 +34,7 @@ from bench import (
 def main() -> None:
     rows = []
     for module in (engine_overhead, waiting, localapi_status, finetune_runs, sweep, serve_idle,
-                   startup, hostile, uploads, fleet, web):
+                   startup, hostile, uploads, scale, fleet, web):
         rows += module.main([])
         print()
     print("summary")

@@ -185,6 +185,54 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # pipeline took seconds). NULL for texts stored before: those are parsed.
         "ALTER TABLE pipeline_texts ADD COLUMN steps TEXT",
     ),
+    9: (
+        # Events clustered by run: the table is its own index on (run_id, seq), where a rowid
+        # table kept every event twice over (the row, and run_id and seq again in
+        # events_by_run: 77 of a no-op step's 386 bytes). The numbers stay one sequence for
+        # the whole database, drawn from `event_seq` a commit at a time.
+        """
+        CREATE TABLE events_by_run_seq (
+            run_id  TEXT NOT NULL,
+            seq     INTEGER NOT NULL,
+            ts      REAL NOT NULL,
+            kind    TEXT NOT NULL,
+            step_id TEXT,
+            attempt INTEGER,
+            data    TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO events_by_run_seq SELECT run_id, seq, ts, kind, step_id, attempt, data "
+        "FROM events",
+        "DROP TABLE events",
+        "ALTER TABLE events_by_run_seq RENAME TO events",
+        "CREATE TABLE event_seq (last INTEGER NOT NULL)",
+        "INSERT INTO event_seq SELECT coalesce(max(seq), 0) FROM events",
+        # Steps likewise: the table is its own index on (run_id, step_id), where a rowid
+        # table kept both again in its primary key's index (40 bytes a step). A run's steps
+        # are read in the order they started.
+        """
+        CREATE TABLE steps_by_run (
+            run_id      TEXT NOT NULL,
+            step_id     TEXT NOT NULL,
+            status      TEXT NOT NULL,
+            attempt     INTEGER NOT NULL,
+            outputs     TEXT,
+            checkpoint  TEXT NOT NULL,
+            error       TEXT,
+            started_at  REAL,
+            finished_at REAL,
+            retry_at    REAL,
+            config_hash TEXT,
+            waiting_for TEXT,
+            PRIMARY KEY (run_id, step_id)
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO steps_by_run SELECT run_id, step_id, status, attempt, outputs, checkpoint, "
+        "error, started_at, finished_at, retry_at, config_hash, waiting_for FROM steps",
+        "DROP TABLE steps",
+        "ALTER TABLE steps_by_run RENAME TO steps",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

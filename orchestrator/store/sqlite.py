@@ -93,7 +93,6 @@ from orchestrator.store.schema import (
 )
 from orchestrator.store.statements import (
     INSERT_BATCH,
-    INSERT_EVENT,
     INSERT_RUN,
     INSERT_SLOT,
     INSERT_TEXT,
@@ -361,7 +360,8 @@ class SQLiteStore(StateStore):
     async def get_steps(self, run_id: str) -> dict[str, StepRecord]:
         def select(conn: sqlite3.Connection) -> dict[str, StepRecord]:
             rows = conn.execute(f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? "
-                                "ORDER BY rowid", (run_id,)).fetchall()
+                                "ORDER BY started_at IS NULL, started_at, step_id",
+                                (run_id,)).fetchall()
             return {row["step_id"]: step_record(row) for row in rows}
 
         return await self._run(select, write=False)
@@ -564,7 +564,8 @@ class SQLiteStore(StateStore):
     async def export_history(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
         def export(conn: sqlite3.Connection) -> None:  # one read transaction: one snapshot
             for table, columns in HISTORY.items():
-                order = {"events": "seq", "metric_points": METRIC_ORDER}.get(table, "rowid")
+                order = {"events": "seq", "metric_points": METRIC_ORDER,
+                         "steps": "run_id, step_id"}.get(table, "rowid")
                 for row in conn.execute(f"SELECT {', '.join(columns)} FROM {table} "
                                         f"ORDER BY {order}"):
                     emit(table, dict(zip(columns, tuple(row), strict=True)))
@@ -575,8 +576,12 @@ class SQLiteStore(StateStore):
         def insert(conn: sqlite3.Connection) -> None:
             for line, table, row in rows:
                 statement, columns = IMPORTS[table]
+                values = [row[c] for c in columns]
+                if table == "events":  # numbered on here, as every event is
+                    statement = _INSERT_NUMBERED
+                    values.insert(0, conn.execute(_NUMBER_EVENTS, (1,)).fetchone()[0])
                 try:
-                    conn.execute(statement, [row[c] for c in columns])
+                    conn.execute(statement, values)
                 except sqlite3.IntegrityError as exc:
                     msg = (f"{source}:{line}: {_refused(table, row, exc)}; nothing was "
                            "imported")
@@ -696,7 +701,17 @@ def _get_batch(conn: sqlite3.Connection, batch_id: str) -> BatchRecord:
     return batch_record(row, _texts(conn, [row["pipeline_hash"]]))
 
 
+_NUMBER_EVENTS = "UPDATE event_seq SET last = last + ? RETURNING last"
+_INSERT_NUMBERED = ("INSERT INTO events (seq, run_id, ts, kind, step_id, attempt, data) "
+                    "VALUES (?,?,?,?,?,?,?)")
+
+
 def _insert_events(conn: sqlite3.Connection, run_id: str, now: float,
                    events: Sequence[NewEvent]) -> None:
+    """Add `events` to the run's log, numbered on from the database's last event (the
+    write transaction holds the numbers: nobody else can draw them meanwhile)."""
     if events:
-        conn.executemany(INSERT_EVENT, event_values(run_id, now, events))
+        last = conn.execute(_NUMBER_EVENTS, (len(events),)).fetchone()[0]
+        first = last - len(events) + 1
+        conn.executemany(_INSERT_NUMBERED, [(first + n, *values) for n, values in
+                                            enumerate(event_values(run_id, now, events))])

@@ -119,6 +119,43 @@ async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     conn.close()
 
 
+async def test_a_version_8_databases_events_and_steps_move_to_their_clustered_tables(
+        tmp_path: Path) -> None:
+    """Migration 9 keeps every event (its number too) and step; new events are numbered on
+    from the last, whatever run they belong to."""
+    from orchestrator.store.records import Lease, NewEvent, RunStatus, RunUpdate
+    from orchestrator.store.schema import MIGRATIONS
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    for version in range(1, 9):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute("INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
+                 "status, created_at, lease_owner, lease_generation, lease_expires_at) VALUES "
+                 "('r-1', 'p', '/p', 't', '{}', 'running', 1, 'me', 1, 1e12)")
+    conn.executemany("INSERT INTO events (run_id, ts, kind, data) VALUES ('r-1', ?, ?, '{}')",
+                     [(1.0, "run_created"), (2.0, "run_started")])
+    conn.execute("INSERT INTO steps (run_id, step_id, status, attempt, outputs, checkpoint, "
+                 "started_at) VALUES ('r-1', 'a', 'succeeded', 1, '{\"x\":1}', '{}', 5)")
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("PRAGMA user_version=8")
+    conn.commit()
+    conn.close()
+    async with open_store(f"sqlite:///{path}") as store:
+        assert [(e.seq, e.kind) for e in await store.get_events("r-1")] == [
+            (1, "run_created"), (2, "run_started")]
+        assert (await store.get_steps("r-1"))["a"].outputs == {"x": 1}
+        await store.commit(Lease("r-1", "me", 1, 1e12), run=RunUpdate(RunStatus.RUNNING),
+                           events=[NewEvent("note"), NewEvent("note")])
+        assert [e.seq for e in await store.get_events("r-1")] == [1, 2, 3, 4]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'events_by_run'"
+                        ).fetchone() == (0,)
+    conn.close()
+
+
 async def test_a_batchs_pipeline_text_is_stored_once(tmp_path: Path) -> None:
     """2,000 cells of a 10 KB pipeline store its text once (20 MB inline before), and every
     record read back shares one string; a resumed run's new text is stored beside it."""
