@@ -8,9 +8,11 @@
   and indexes but the pipeline's text (target <= 250 B);
 - engine overhead per step of a 1,000-step chain, committed (target <= 0.25 ms);
 - memory per waiting run: 10,000 runs asleep in one process, the growth of its resident memory
-  from before they started, per run (target <= 15 KiB).
+  from before they started, per run (target <= 15 KiB);
+- `runs`, `show`, `logs` and `models` (real processes) over 100,000 finished runs (and 10,000
+  models), against the same over 1,000 (and 100): the ratio (target <= 1.5).
 
-    python -m bench.scale [--repeat 3] [--steps 10000] [--waiting 10000]
+    python -m bench.scale [--repeat 3] [--steps 10000] [--waiting 10000] [--history 100000]
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from bench.engine_overhead import chain_pipeline
 from bench.engine_overhead import measure as overhead
 
 TARGETS = {"validate_s": 1.0, "load_share": 0.20, "show_s": 0.5, "bytes_per_step": 250.0,
-           "ms_per_step": 0.25, "kib_per_waiting_run": 15.0}
+           "ms_per_step": 0.25, "kib_per_waiting_run": 15.0, "history_ratio": 1.5}
 STATE = Path(".orchestrator") / "state.db"
 WAITING = """
 name: waiting
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--waiting", type=int, default=10_000)
+    parser.add_argument("--history", type=int, default=100_000)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -172,6 +175,35 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     label = f"memory per waiting run, {args.waiting:,} asleep"
     rows.append((f"{label}: KiB", _line(label, "kib_per_waiting_run",
                                         [w["kib_per_waiting_run"] for w in waits], "KiB")))
+    rows += _history(args.history, args.repeat)
+    return rows
+
+
+def _history(runs: int, repeat: int) -> list[tuple[str, float]]:
+    """The read commands over a history of `runs` finished runs against one of 1,000."""
+    from bench.web import seed
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        times: dict[int, dict[str, float]] = {}
+        for size in (1000, runs):
+            work = Path(tmp) / str(size)
+            (work / STATE).parent.mkdir(parents=True)
+            seed(work / STATE, size)
+            with sqlite3.connect(work / STATE) as conn:
+                conn.executemany(
+                    "INSERT INTO models (name, run_id, step_id, pipeline_name, hyperparameters, "
+                    "metrics, tags, recorded_at) VALUES (?, ?, 'register', 'lora', '{}', '{}', "
+                    "'{}', ?)", [(f"m-{i}", f"r-{i * 10:07d}", float(i))
+                                 for i in range(size // 10)])
+            newest = f"r-{size - 1:07d}"
+            times[size] = {command[0]: statistics.median(_timed(command, work, repeat))
+                           for command in (["runs"], ["show", newest], ["logs", newest],
+                                           ["models"])}
+        for command, small in times[1000].items():
+            big = times[runs][command]
+            label = f"{command}: {runs:,} runs {big:.2f} s, 1,000 {small:.2f} s"
+            rows.append((f"{label}: ratio", _line(label, "history_ratio", [big / small], "x")))
     return rows
 
 
