@@ -42,7 +42,7 @@ from pydantic import BaseModel, ValidationError
 from structlog.typing import FilteringBoundLogger
 
 from orchestrator.durations import format_duration
-from orchestrator.engine.journal import RunJournal
+from orchestrator.engine.journal import DeferredFlusher, RunJournal
 from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.retry import RetryPolicy
 from orchestrator.engine.runslots import RunSlots
@@ -192,6 +192,7 @@ class RunExecutor:
         moved_from: ProviderRef | None = None,
         moved_to: ProviderRef | None = None,
         artifacts_dir: Path | None = None,
+        flusher: DeferredFlusher,
     ) -> None:
         self._store = store
         self._artifacts = None if artifacts_dir is None else artifacts_dir / run.id
@@ -201,7 +202,8 @@ class RunExecutor:
         self._run = run
         self._pipeline = pipeline
         self._journal = RunJournal(store, lease, {sid: records.get(sid) or StepRecord(sid)
-                                                  for sid in pipeline.every_step})
+                                                  for sid in pipeline.every_step},
+                                   flusher=flusher, on_lease_lost=self.lose_lease)
         self._records = self._journal.records
         self._successors: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
         for sid, step in pipeline.steps.items():
@@ -388,15 +390,12 @@ class RunExecutor:
     @contextlib.asynccontextmanager
     async def _phase(self) -> AsyncIterator[None]:
         """A stretch of the run's work (its steps, then its hooks), under the run's cancel
-        scope (a lost lease or a cancel stops it), deferred writes flushed meanwhile. A signal
-        leaves the run interrupted and is re-raised; a lost lease raises LeaseLost, nothing
-        more written."""
+        scope (a lost lease or a cancel stops it; the process's DeferredFlusher writes what
+        waits meanwhile). A signal leaves the run interrupted and is re-raised; a lost lease
+        raises LeaseLost, nothing more written."""
         try:
             with self._scope, _single_errors():
-                async with anyio.create_task_group() as flusher:
-                    flusher.start_soon(self._journal.flush_deferred, self.lose_lease)
-                    yield
-                    flusher.cancel_scope.cancel()
+                yield
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), suppress(LeaseLost):
                 await self._finish(self._interrupted_status, "interrupted")

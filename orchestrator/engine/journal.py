@@ -6,7 +6,9 @@ the store. Some writes may wait (`defer`): that an attempt started, the lines a 
 the metric points of the job it follows. Nothing depends on them, so they ride along with
 the step's next commit, or are flushed within `FLUSH_DELAY` for a step that takes longer
 (which is when `show` and `logs` need them); for short steps this halves the commits
-(bench/engine_overhead.py).
+(bench/engine_overhead.py). One `DeferredFlusher` per process does the flushing for every
+run it executes: a task, a task group, a cancel scope and an event per run made a sleeping
+run cost more memory than everything else it holds (bench/scale.py).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+from anyio.abc import TaskStatus
 
 from orchestrator.errors import LeaseLost
+from orchestrator.log import get_logger
 from orchestrator.redact import REDACTOR
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import (
@@ -29,16 +33,52 @@ from orchestrator.store.records import (
     StepRecord,
 )
 
-__all__ = ["FLUSH_DELAY", "RunJournal"]
+__all__ = ["FLUSH_DELAY", "DeferredFlusher", "RunJournal"]
 
 FLUSH_DELAY = 0.05
 """Seconds within which a deferred write (an attempt's start) reaches the store."""
 
 
+class DeferredFlusher:
+    """Commits, within FLUSH_DELAY, the deferred writes of every journal that asked (`soon`),
+    in one task for the whole process. A flush the store refuses is kept by its journal for
+    the run's next commit; a lost lease is told to the run."""
+
+    def __init__(self) -> None:
+        self._due: dict[RunJournal, Callable[[], None]] = {}
+        self._wake = anyio.Event()
+        self._log = get_logger(component="journal")
+
+    def soon(self, journal: RunJournal, on_lease_lost: Callable[[], None]) -> None:
+        if journal not in self._due:
+            self._due[journal] = on_lease_lost
+            self._wake.set()
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                    ) -> None:
+        """Forever: wait for a journal's request, give later commits FLUSH_DELAY to take its
+        writes along, then flush every journal that asked meanwhile."""
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await anyio.sleep(FLUSH_DELAY)
+            due, self._due = self._due, {}
+            for journal, on_lease_lost in due.items():
+                try:
+                    await journal.flush()
+                except LeaseLost:
+                    on_lease_lost()
+                except Exception as exc:  # noqa: BLE001  (kept for the run's next commit)
+                    self._log.warning("deferred writes not saved yet; the next commit takes "
+                                      "them", error=f"{type(exc).__name__}: {exc}")
+
+
 class RunJournal:
     """The step records of one run as this executor knows them, and what is still unsaved."""
 
-    def __init__(self, store: StateStore, lease: Lease, records: dict[str, StepRecord]) -> None:
+    def __init__(self, store: StateStore, lease: Lease, records: dict[str, StepRecord], *,
+                 flusher: DeferredFlusher, on_lease_lost: Callable[[], None]) -> None:
         self._store = store
         self._lease = lease
         self.records = records
@@ -46,7 +86,8 @@ class RunJournal:
         self._steps: dict[str, StepRecord] = {}
         self._events: list[NewEvent] = []
         self._metrics: dict[tuple[str, str, int], MetricPoint] = {}
-        self._deferred = anyio.Event()
+        self._flusher = flusher
+        self._on_lease_lost = on_lease_lost
 
     def note(self, *events: NewEvent) -> None:
         """Queue `events` for the next commit, secrets masked."""
@@ -61,7 +102,7 @@ class RunJournal:
 
     def defer(self) -> None:
         """Ask for the queued writes to be committed within FLUSH_DELAY, not now."""
-        self._deferred.set()
+        self._flusher.soon(self, self._on_lease_lost)
 
     async def save(self, step_id: str, event: NewEvent, *, defer: bool = False,
                    **changes: Any) -> StepRecord:
@@ -84,7 +125,7 @@ class RunJournal:
         self._steps[step_id] = stored
         self.note(event)
         if defer:
-            self._deferred.set()
+            self.defer()
         else:
             await self.flush()
         return record
@@ -108,14 +149,3 @@ class RunJournal:
                 newer = self._metrics.get(key)
                 self._metrics[key] = point if newer is None else point.merged(newer)
             raise
-
-    async def flush_deferred(self, on_lease_lost: Callable[[], None]) -> None:
-        """Forever: write deferred writes that no later commit picked up within FLUSH_DELAY."""
-        while True:
-            await self._deferred.wait()
-            self._deferred = anyio.Event()
-            await anyio.sleep(FLUSH_DELAY)
-            try:
-                await self.flush()
-            except LeaseLost:
-                on_lease_lost()

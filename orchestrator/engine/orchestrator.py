@@ -24,6 +24,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from orchestrator.engine.executor import ProgressSink, RunExecutor, RunOutcome
+from orchestrator.engine.journal import DeferredFlusher
 from orchestrator.engine.plan import ResumePlan, bound_provider, read_secrets
 from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.slots import SlotPool
@@ -106,6 +107,8 @@ class Orchestrator:
         self.slots = SlotPool(store, self.owner, ttl=self.config.lease_ttl,
                               poll_interval=self.config.slot_poll_interval)
         self._tg: TaskGroup | None = None
+        self._flusher = DeferredFlusher()
+        """Writes every executing run's deferred writes (one task, not one per run)."""
         self._log = get_logger()
 
     async def __aenter__(self) -> Self:
@@ -117,6 +120,7 @@ class Orchestrator:
         await self._tg.start(self._heartbeat)
         await self._tg.start(self.slots.grant_forever)
         await self._tg.start(self._watch_cancel_requests)
+        await self._tg.start(self._flusher.serve)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -378,7 +382,7 @@ class Orchestrator:
             moved_from=plan.moved_from, moved_to=ref if plan.moved_from else None,
             slots=self.slots, run_slots=await self._run_slots(run, plan.pipeline),
             interrupted_status=RunStatus.QUEUED if requeue else RunStatus.INTERRUPTED,
-            artifacts_dir=self.config.artifacts_dir,
+            artifacts_dir=self.config.artifacts_dir, flusher=self._flusher,
         )
         self._executing[run.id] = (lease, executor)
         self._busy.set()
