@@ -5,33 +5,29 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Collection, Iterable, Mapping
 
-__all__ = ["ancestors", "descendants", "find_cycle", "topological_order"]
+__all__ = ["ancestors", "descendants", "order_or_cycle"]
 
 Deps = Mapping[str, Collection[str]]
 
 
-def find_cycle(deps: Deps) -> list[str] | None:
-    """One dependency cycle as `[a, b, ..., a]`, or None when the graph is acyclic."""
+def order_or_cycle(deps: Deps) -> tuple[list[str], None] | tuple[None, list[str]]:
+    """Every step after its dependencies (among ready steps, the order of `deps`: file
+    order), or, when the graph has one, a dependency cycle as `[a, b, ..., a]`. One pass of
+    graphlib's either way (checking for a cycle first, then ordering, took two)."""
+    sorter = graphlib.TopologicalSorter(deps)
     try:
-        graphlib.TopologicalSorter(deps).prepare()
+        sorter.prepare()
     except graphlib.CycleError as exc:
         cycle: list[str] = exc.args[1]
         # graphlib lists a cycle against the edges (dependency first); show it as "a needs b".
-        return list(reversed(cycle))
-    return None
-
-
-def topological_order(deps: Deps) -> list[str]:
-    """Every step after its dependencies; among ready steps, the order of `deps` (file order)."""
+        return None, list(reversed(cycle))
     rank = {step: i for i, step in enumerate(deps)}
-    sorter = graphlib.TopologicalSorter(deps)
-    sorter.prepare()
     order: list[str] = []
     while sorter.is_active():
         ready = sorted(sorter.get_ready(), key=lambda s: rank.get(s, len(rank)))
         order.extend(ready)
         sorter.done(*ready)
-    return [s for s in order if s in rank]
+    return [s for s in order if s in rank], None
 
 
 def descendants(deps: Deps, roots: Iterable[str]) -> set[str]:

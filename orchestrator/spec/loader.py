@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from orchestrator.errors import PipelineInvalid, Problem
 from orchestrator.inputfiles import NotUTF8, UnreadableFile, read_regular, utf8_text
 from orchestrator.spec.expressions import ExpressionError, Reference, find_templates, parse_template
-from orchestrator.spec.graph import ancestors, find_cycle, topological_order
+from orchestrator.spec.graph import ancestors, order_or_cycle
 from orchestrator.spec.inputs import coerce_input
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.matrix import MatrixSpec, combinations, expand_matrix
@@ -466,14 +466,14 @@ class _Checker:
                             f"come after '{sid}' (it must depend on {sid}, directly or not)")
 
     def _order(self, needs: dict[str, set[str]]) -> list[str] | None:
-        cycle = find_cycle(needs)
+        order, cycle = order_or_cycle(needs)
         if cycle is not None:
             members = " -> ".join(cycle)
             self.report(("steps", cycle[0]), f"dependency cycle: {members} "
                         "(each step needs the next, through needs: or an expression)",
                         at_key=True)
             return None
-        return topological_order(needs)
+        return order
 
 
 def _part_alone(raw: Any, model: type[MatrixSpec]) -> MatrixSpec | None:
