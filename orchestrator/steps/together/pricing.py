@@ -20,11 +20,12 @@ import anyio.to_thread
 from pydantic import ValidationError
 
 from orchestrator.errors import StepError
+from orchestrator.log import get_logger
 from orchestrator.protocol.datacheck import check_file
 from orchestrator.providers.together.requests import estimate_request, fine_tune_request
 from orchestrator.spec.expressions import ExpressionError, Reference, lookup, render
 from orchestrator.steps.together.launch import LaunchParams
-from orchestrator.steps.together.upload import UploadParams, upload_name
+from orchestrator.steps.together.upload import UploadParams, place_file, upload_name
 
 if TYPE_CHECKING:
     from orchestrator.providers.together.client import TogetherClient
@@ -92,6 +93,7 @@ class _Pricer:
         self.client = client
         self.uploaded = uploaded
         self.files: dict[tuple[Path, str], str] = {}
+        self._log = get_logger(component="pricing")
 
     async def price(self, sid: str, cell: Mapping[str, Any]) -> LaunchPrice:
         try:
@@ -142,23 +144,14 @@ class _Pricer:
             raise _Unknown(f"{where}: {first['msg']}") from None
 
     async def _file_on_provider(self, path: Path, purpose: str) -> str:
-        """The provider's id of this dataset: found by name and size, or uploaded now
-        (checked first, as the upload step checks it)."""
+        """The provider's id of this dataset: checked first, as the upload step checks it,
+        then found or uploaded as it would be (`place_file`), so the run reuses it."""
         report = await anyio.to_thread.run_sync(lambda: check_file(path, purpose=purpose))
         if not report.ok or report.sha256 is None:
             raise _Unknown(f"{path}: {report.summary()} (orchestrator check-data {path})")
-        name = upload_name(path, report.sha256)
-        existing = next((f for f in await self.client.list_files() if f.filename == name
-                         and f.bytes == report.bytes and f.purpose == purpose
-                         and f.processed), None)
-        if existing is not None:
-            return existing.id
-        file, reused = await self.client.upload_file(path, purpose=purpose, name=name,
-                                                     checksum=report.sha256)
-        if not file.processed:
-            if not file.bytes:
-                raise _Unknown(f"{path} is being uploaded by another run; plan again shortly")
-            file = await self.client.preprocess_file(file.id)
+        file, reused = await place_file(self.client, path, purpose=purpose,
+                                        name=upload_name(path, report.sha256),
+                                        sha=report.sha256, size=report.bytes, log=self._log)
         if not reused and self.uploaded is not None:
             await self.uploaded(path, file.id)
         return file.id

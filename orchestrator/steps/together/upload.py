@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,7 +16,7 @@ from orchestrator.errors import PermanentError
 from orchestrator.faults import fault_point
 from orchestrator.inputfiles import UnreadableFile, file_sha256, open_regular
 from orchestrator.protocol.datacheck import DataReport, check_file
-from orchestrator.steps.context import StepContext
+from orchestrator.steps.context import StepContext, StepLogger
 from orchestrator.steps.together.common import (
     TYPES,
     Params,
@@ -24,9 +25,9 @@ from orchestrator.steps.together.common import (
 
 if TYPE_CHECKING:
     from orchestrator.protocol.types import FileObject
-    from orchestrator.providers.together.client import TogetherClient
+    from orchestrator.providers.together.client import PartsCallback, TogetherClient
 
-__all__ = ["UploadParams", "upload_file", "upload_name"]
+__all__ = ["UploadParams", "place_file", "upload_file", "upload_name"]
 
 
 def upload_name(path: Path, sha: str) -> str:
@@ -87,12 +88,9 @@ async def upload_file(ctx: StepContext, params: UploadParams) -> dict[str, Any]:
 
 async def _upload_once(ctx: StepContext, client: TogetherClient, path: Any, *, purpose: str,
                        name: str, sha: str, size: int) -> tuple[FileObject, bool]:
-    """The provider's file with these bytes, processed: found, or uploaded now.
-
-    Bytes another client is still sending (the provider answers 409 with a file that has no
-    bytes yet) are waited for, not sent again; if that upload is abandoned (the file
-    disappears), they are uploaded here after all.
-    """
+    """`place_file`, recorded in the step's checkpoint: the file an upload announces (so an
+    attempt that dies before sending its bytes is recognised as its own) and the parts a
+    multipart upload has sent (so the next attempt sends only the others)."""
     await _drop_own_abandoned_upload(ctx, client)
 
     async def announced(file_id: str) -> None:
@@ -100,12 +98,27 @@ async def _upload_once(ctx: StepContext, client: TogetherClient, path: Any, *, p
         fault_point("after_upload_announced", ctx.step_id)
 
     async def parts_sent(fields: dict[str, Any], sent: int) -> None:
-        # Where a multipart upload stands: a later attempt continues it, sending only the
-        # parts missing here.
         await ctx.checkpoint(**fields)
         if sent:
             fault_point("after_upload_part", ctx.step_id)
 
+    return await place_file(client, path, purpose=purpose, name=name, sha=sha, size=size,
+                            log=ctx.log, announced=announced, resume=ctx.last_checkpoint,
+                            parts_sent=parts_sent)
+
+
+async def place_file(client: TogetherClient, path: Any, *, purpose: str, name: str, sha: str,
+                     size: int, log: StepLogger,
+                     announced: Callable[[str], Awaitable[None]] | None = None,
+                     resume: Mapping[str, Any] | None = None,
+                     parts_sent: PartsCallback | None = None) -> tuple[FileObject, bool]:
+    """The provider's file with these bytes, processed: found by name and size, or uploaded
+    now (and whether it was found). Also what prices a launch before its run (`pricing`).
+
+    Bytes another client is still sending (the provider answers 409 with a file that has no
+    bytes yet) are waited for, not sent again; if that upload is abandoned (the file
+    disappears), they are uploaded here after all.
+    """
     while True:
         existing = next((f for f in await client.list_files() if f.filename == name
                          and f.bytes == size and f.purpose == purpose), None)
@@ -114,13 +127,13 @@ async def _upload_once(ctx: StepContext, client: TogetherClient, path: Any, *, p
         else:
             file, reused = await client.upload_file(
                 path, purpose=purpose, name=name, checksum=sha, on_announced=announced,
-                resume=ctx.last_checkpoint, on_parts=parts_sent)
+                resume=resume, on_parts=parts_sent)
         if file.processed:
             return file, reused
         if file.bytes:
             # A reused file whose upload was cut short (a crash before preprocess): finish it.
             return await client.preprocess_file(file.id), reused
-        arrived = await _bytes_arriving(ctx, client, file.id)
+        arrived = await _bytes_arriving(client, file.id, log)
         if arrived is not None:
             return arrived, True
 
@@ -146,14 +159,14 @@ async def _drop_own_abandoned_upload(ctx: StepContext, client: TogetherClient) -
     await ctx.checkpoint(announced=None)
 
 
-async def _bytes_arriving(ctx: StepContext, client: TogetherClient,
-                          file_id: str) -> FileObject | None:
+async def _bytes_arriving(client: TogetherClient, file_id: str,
+                          log: StepLogger) -> FileObject | None:
     """Wait for another client's upload of `file_id` to finish: the processed file, or None if
     the provider forgot it (its upload URL expired unused)."""
     from orchestrator.providers.together.errors import NotFound  # noqa: PLC0415
 
-    ctx.log.info("the same bytes are being uploaded by someone else; waiting for them",
-                 file_id=file_id)
+    log.info("the same bytes are being uploaded by someone else; waiting for them",
+             file_id=file_id)
     delay = 0.2
     while True:
         await anyio.sleep(delay)
