@@ -53,13 +53,20 @@ def test_a_run_stored_before_orders_were_kept_is_ordered_by_its_text(
         cli: CLI, cli_process: CLI, tmp_path: Path) -> None:
     import sqlite3
 
-    write(tmp_path / "chain.yaml", chain(5))
-    run_id = run_id_from(cli("run", "chain.yaml", check_code=0).stderr)
+    # s2 never starts (s1 fails): only the text can say where it goes, the rows cannot.
+    write(tmp_path / "chain.yaml", "name: chain\nsteps:\n"
+          "  s2: {uses: core/echo, needs: [s1]}\n"
+          "  s1: {uses: core/fail, with: {transient: false}, needs: [s0]}\n"
+          "  s0: {uses: core/echo}\n")
+    run_id = run_id_from(cli("run", "chain.yaml", check_code=1).stderr)
     with sqlite3.connect(tmp_path / ".orchestrator" / "state.db") as db:
         db.execute("UPDATE pipeline_texts SET steps = NULL")
     # A process of its own: this one keeps the text (and its order) it stored, in memory.
     shown = cli_process("show", run_id, "-o", "json", check_code=0).stdout
-    assert [s["id"] for s in json.loads(shown)["steps"]] == [f"s{i}" for i in range(5)]
+    assert [s["id"] for s in json.loads(shown)["steps"]] == ["s0", "s1"]
+    table = cli_process("show", run_id, check_code=0).stdout.splitlines()
+    listed = [line.split()[0] for line in table if re.match(r"s\d\s", line)]
+    assert listed == ["s0", "s1", "s2"]
 
 
 def test_a_long_table_folds_and_colours_as_rich_would() -> None:
