@@ -233,26 +233,28 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
     p = commands.add_parser("ui", parents=[state],
                             help="serve the web view (runs, a run's graph and losses, "
                                  "batches, models) on loopback")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="where to listen (default 127.0.0.1; another address needs "
-                        "--allow-remote)")
-    p.add_argument("--port", type=int, default=8766)
-    p.add_argument("--allow-remote", action="store_true",
-                   help="listen off loopback; every request must then carry the token in "
-                        "ORCH_UI_TOKEN")
+    _listen_flags(p, port=8766, remote="listen off loopback; every request must then carry "
+                                       "the token in ORCH_UI_TOKEN")
     p.add_argument("--allow-actions", action="store_true",
                    help="let the page cancel runs (POST, with a CSRF check)")
 
     p = commands.add_parser("local-api", help="serve the local Together-compatible API "
                                               "(simulated training) over HTTP")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback only "
-                                                       "unless --allow-remote)")
-    p.add_argument("--port", type=int, default=8765)
+    _listen_flags(p, port=8765, remote="listen on a non-loopback address (no real security: "
+                                       "one shared key)")
     p.add_argument("--data-dir", metavar="DIR",
                    help="where it keeps files, jobs and models (default: setting "
                         "local_data_dir)")
-    p.add_argument("--allow-remote", action="store_true",
-                   help="listen on a non-loopback address (no real security: one shared key)")
+
+
+def _listen_flags(p: _Parser, *, port: int, remote: str) -> None:
+    """Where a server command listens: loopback unless --allow-remote (whose help says what
+    that exposes)."""
+    p.add_argument("--host", default="127.0.0.1",
+                   help="where to listen (default 127.0.0.1; another address needs "
+                        "--allow-remote)")
+    p.add_argument("--port", type=int, default=port)
+    p.add_argument("--allow-remote", action="store_true", help=remote)
 
 
 def _service_commands(commands: argparse._SubParsersAction[_Parser],
