@@ -88,6 +88,9 @@ class RunJournal:
         self._metrics: dict[tuple[str, str, int], MetricPoint] = {}
         self._flusher = flusher
         self._on_lease_lost = on_lease_lost
+        self._committing = anyio.Lock()
+        """One commit in flight at a time: a flush (the process's flusher) overtaken by a later
+        commit (the step's success) would leave the older record in the store."""
 
     def note(self, *events: NewEvent) -> None:
         """Queue `events` for the next commit, secrets masked."""
@@ -131,7 +134,12 @@ class RunJournal:
         return record
 
     async def flush(self, run: RunUpdate | None = None) -> None:
-        """Commit every unsaved write (and `run`) in one fenced transaction."""
+        """Commit every unsaved write (and `run`) in one fenced transaction, after any commit
+        still in flight."""
+        async with self._committing:
+            await self._commit(run)
+
+    async def _commit(self, run: RunUpdate | None) -> None:
         steps, events, metrics = list(self._steps.values()), self._events, self._metrics
         self._steps, self._events, self._metrics = {}, [], {}
         if run is None and not steps and not events and not metrics:
