@@ -47,6 +47,8 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+_DOTTED = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*)\s*")
+"""Most expressions are names and dots alone (`steps.a.outputs.b`): one match reads them."""
 
 
 class ExpressionError(ValueError):
@@ -93,6 +95,11 @@ def _parse_reference(body: str, offset: int) -> Reference:
     text = body.strip()
     if not text:
         raise ExpressionError("empty expression", offset)
+    dotted = _DOTTED.fullmatch(body)
+    if dotted is not None:
+        head, *rest = text.split(".")
+        if head in ROOTS:
+            return Reference(head, tuple(rest), text, offset)
     shown = shorten(text)
     pos = 0
     names: list[str | int] = []
