@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from orchestrator.engine.executor import ProgressSink, RunExecutor, RunOutcome
 from orchestrator.engine.journal import DeferredFlusher
 from orchestrator.engine.plan import ResumePlan, bound_provider, read_secrets
-from orchestrator.engine.resolve import Resolution
+from orchestrator.engine.resolve import Resolution, same_config
 from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import ConfigError, RunExists
 from orchestrator.ids import new_batch_id, new_run_id
@@ -346,7 +346,8 @@ class Orchestrator:
                 digest = resolution.config_hash(step)
             except ExpressionError:
                 digest = None
-            if digest != record.config_hash:
+            if digest != record.config_hash and (digest is None
+                                                 or not same_config(record.config_hash, digest)):
                 changed |= pipeline.downstream({step_id})
         return changed
 

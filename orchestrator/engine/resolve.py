@@ -16,7 +16,15 @@ from orchestrator.spec.expressions import ExpressionError, Reference, lookup, re
 from orchestrator.spec.pipeline import Pipeline, Step
 from orchestrator.store.records import RunRecord, StepRecord, StepStatus
 
-__all__ = ["Resolution"]
+__all__ = ["Resolution", "same_config"]
+
+CONFIG_HASH_DIGITS = 12
+
+
+def same_config(stored: str | None, digest: str) -> bool:
+    """Whether a step's stored hash is that of `digest`'s configuration; a hash stored with
+    more digits (16, by earlier versions) is compared on the digits both have."""
+    return stored is not None and stored[:CONFIG_HASH_DIGITS] == digest
 
 
 class Resolution:
@@ -89,10 +97,12 @@ class Resolution:
         """A digest of what the step would run with (its type and resolved parameters).
 
         `rendered`, the parameters the step just ran with, saves rendering them again when the
-        step uses no secrets (whose values must not enter the hash).
+        step uses no secrets (whose values must not enter the hash). Twelve hex digits (48
+        bits) tell one step's configuration from its next: a change goes unseen once in 10^14,
+        and every stored step carries it (it had 16 digits once: see `same_config`).
         """
         if rendered is None or step.uses_secrets:
             rendered = render(step.with_, self._resolve_for_hash)
         blob = json.dumps({"uses": step.spec.uses, "with": rendered}, sort_keys=True,
                           default=str, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return hashlib.sha256(blob.encode()).hexdigest()[:CONFIG_HASH_DIGITS]

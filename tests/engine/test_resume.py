@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,39 @@ async def test_reload_without_changes_reruns_nothing(h: Harness,
     async with h.orchestrator() as orch:
         plan = await orch.plan_resume(first.run_id, reload=True)
     assert plan.will_run() == []
+
+
+async def test_reload_reads_the_longer_hashes_earlier_versions_stored(
+        h: Harness, executions: Counter[str]) -> None:
+    """Steps stored with a 16-digit configuration hash (before it was 12) are unchanged if
+    their configuration is; a changed one still re-runs."""
+    import hashlib
+    import json
+
+    from orchestrator.store.records import Lease, RunUpdate
+
+    executions.heal["healed"] = True  # type: ignore[attr-defined]
+    first = await h.run(CHAIN)
+    steps = await h.steps(first.run_id)
+    assert {len(s.config_hash or "") for s in steps.values()} == {12}
+
+    def old_hash(uses: str, rendered: dict[str, Any]) -> str:
+        blob = json.dumps({"uses": uses, "with": rendered}, sort_keys=True, default=str,
+                          separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    old = {"a": old_hash("t/count", {"v": "hi"}), "b": old_hash("t/count", {"v": "hi"}),
+           "c": old_hash("t/count", {"v": "hi", "fail": True}),
+           "d": old_hash("t/count", {"v": "not what it ran with"})}
+    assert all(old[s].startswith(steps[s].config_hash or "-") for s in "abc")
+    lease: Lease = await h.store.acquire_lease(first.run_id, "forger", ttl=60,
+                                               max_recoveries=9)
+    await h.store.commit(lease, run=RunUpdate(RunStatus.SUCCEEDED), steps=[
+        dataclasses.replace(steps[s], config_hash=old[s]) for s in "abcd"])
+    await h.store.release_lease(lease)
+    async with h.orchestrator() as orch:
+        plan = await orch.plan_resume(first.run_id, reload=True)
+    assert plan.will_run() == ["d"]
 
 
 async def test_interrupted_retry_waits_out_its_backoff(h: Harness) -> None:
