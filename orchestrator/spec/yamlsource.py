@@ -112,6 +112,7 @@ _PLAIN = re.compile(
 """The kinds a plain (unquoted, untagged) scalar resolves to: YAML 1.2's core schema and the
 merge key, nothing else: no yes/no/on/off booleans, no sexagesimal 1:30, no implicit dates
 (JSON cannot hold them). Anything else is a string."""
+_INT_RE, _FLOAT_RE = re.compile(_INT), re.compile(_FLOAT)
 _TYPED_FIRST = frozenset("~nNtTfF-+.0123456789<")
 """What a plain scalar that is not a string can start with; most are strings at a glance."""
 _SCALAR_TAGS = {f"{_CORE}{kind}": kind for kind in ("null", "bool", "int", "float", "str")}
@@ -313,6 +314,8 @@ class _Builder:
             kind = match.lastgroup if match else "str"
             if kind == "merge":
                 return _MERGE
+            if kind == "int" and len(text) < 19 and text[1:2] not in ("o", "x"):
+                return int(text)  # decimal, matched already, far below the digits limit
         else:
             kind = _SCALAR_TAGS.get(tag)
             if kind is None:
@@ -414,7 +417,7 @@ def _unsupported(tag: str, mark: Any) -> _Refused:
 
 def _integer(text: str, mark: Any) -> int:
     """YAML 1.2 integers: decimal (`012` is twelve), `0o` octal, `0x` hex."""
-    if not re.fullmatch(_INT, text):
+    if not _INT_RE.fullmatch(text):
         raise _refused(f"{text!r} is not an integer", mark)
     if len(text) > sys.get_int_max_str_digits():
         raise _refused(f"an integer of {len(text):,} digits; at most "
@@ -426,7 +429,7 @@ def _integer(text: str, mark: Any) -> int:
 
 def _number(text: str, mark: Any) -> float:
     """YAML 1.2 floats (`1e-4` too); only finite ones, since values end up in JSON."""
-    if not re.fullmatch(_FLOAT, text):
+    if not _FLOAT_RE.fullmatch(text):
         raise _refused(f"{text!r} is not a number", mark)
     special = text.lstrip("+-").lower() in (".inf", ".nan")  # float() reads neither
     value = math.inf if special else float(text)
