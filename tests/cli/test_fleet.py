@@ -106,6 +106,7 @@ def test_three_workers_share_the_queue_and_a_key_limit_and_every_view_works(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(150)  # its own deadline for the 60 runs is 120 s; alone it takes 30-36 s
 def test_chaos_workers_killed_at_random_lose_nothing_and_launch_nothing_twice(
         cli: CLI, tmp_path: Path, postgres_url: str) -> None:
     """Three workers on PostgreSQL, 60 queued LoRA runs on provider `together` (the local API
