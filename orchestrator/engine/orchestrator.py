@@ -346,8 +346,7 @@ class Orchestrator:
                 digest = resolution.config_hash(step)
             except ExpressionError:
                 digest = None
-            if digest != record.config_hash and (digest is None
-                                                 or not same_config(record.config_hash, digest)):
+            if not same_config(record.config_hash, digest):
                 changed |= pipeline.downstream({step_id})
         return changed
 

@@ -21,10 +21,13 @@ __all__ = ["Resolution", "same_config"]
 CONFIG_HASH_DIGITS = 12
 
 
-def same_config(stored: str | None, digest: str) -> bool:
-    """Whether a step's stored hash is that of `digest`'s configuration; a hash stored with
-    more digits (16, by earlier versions) is compared on the digits both have."""
-    return stored is not None and stored[:CONFIG_HASH_DIGITS] == digest
+def same_config(stored: str | None, digest: str | None) -> bool:
+    """Whether a step's stored hash is that of `digest`'s configuration (None: no hash, or one
+    that cannot be computed now); a hash stored with more digits (16, by earlier versions) is
+    compared on the digits both have."""
+    if stored is None or digest is None:
+        return stored == digest
+    return stored[:CONFIG_HASH_DIGITS] == digest
 
 
 class Resolution:

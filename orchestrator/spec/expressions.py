@@ -95,8 +95,7 @@ def _parse_reference(body: str, offset: int) -> Reference:
     text = body.strip()
     if not text:
         raise ExpressionError("empty expression", offset)
-    dotted = _DOTTED.fullmatch(body)
-    if dotted is not None:
+    if _DOTTED.fullmatch(body):
         head, *rest = text.split(".")
         if head in ROOTS:
             return Reference(head, tuple(rest), text, offset)

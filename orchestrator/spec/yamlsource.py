@@ -205,9 +205,11 @@ class _Builder:
         self._limits = limits
         self._nodes = 0
         self._aliased = 0
-        self._anchors: dict[str, _Anchor | None] = {}
-        """Every anchor so far; None while the collection it names is still being read."""
-        self._anchor_marks: dict[str, Any] = {}
+        self._defined: dict[str, Any] = {}
+        """Where each anchor so far was defined."""
+        self._anchors: dict[str, _Anchor] = {}
+        """What each anchor whose node is read to its end stands for (one defined but not
+        here is still being read: an alias of it is a cycle)."""
         self.problems: list[Problem] = []
 
     def document(self) -> tuple[Any, SourceMap]:
@@ -228,15 +230,12 @@ class _Builder:
     def _node(self) -> tuple[Any, Any]:
         """One node, however deep, read with a stack of the collections open around it."""
         get_event = self._events.get_event
-        max_nodes, max_depth = self._limits.max_nodes, self._limits.max_depth
         stack: list[_Frame] = []
         while True:
             event = get_event()
             kind = type(event)
             if kind is yaml.ScalarEvent:
-                self._nodes += 1
-                if self._nodes > max_nodes:
-                    self._too_many(event)
+                self._count(1, event)
                 value: Any = self._scalar(event)
                 where: Any = event.start_mark
                 depth = 0
@@ -244,18 +243,13 @@ class _Builder:
                     self._define(event)
                     self._anchors[event.anchor] = _Anchor(value, where, 1, 0)
             elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-                self._nodes += 1
-                if self._nodes > max_nodes:
-                    self._too_many(event)
-                if len(stack) >= max_depth:
-                    raise _refused(f"nested more than {max_depth} levels deep (setting "
-                                   "max_yaml_depth)", event.start_mark)
+                self._count(1, event)
+                self._nest(len(stack) + 1, event)
                 mapping = kind is yaml.MappingStartEvent
                 if event.tag not in (_MAPPING_TAGS if mapping else _SEQUENCE_TAGS):
                     raise _unsupported(event.tag, event.start_mark)
                 if event.anchor is not None:
                     self._define(event)
-                    self._anchors[event.anchor] = None
                 stack.append(_Frame(event, mapping, self._nodes - 1))
                 continue
             elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
@@ -334,17 +328,17 @@ class _Builder:
 
     def _define(self, event: Any) -> None:
         name = event.anchor
-        if name in self._anchors:
-            first = self._anchor_marks[name]
+        first = self._defined.get(name)
+        if first is not None:
             raise _refused(f"YAML: anchor &{name} is defined twice (first on line "
                            f"{first.line + 1})", event.start_mark)
-        self._anchor_marks[name] = event.start_mark
+        self._defined[name] = event.start_mark
 
     def _alias(self, event: Any, level: int) -> tuple[Any, Any, int]:
         name = event.anchor
-        if name not in self._anchors:
+        if name not in self._defined:
             raise ComposerError(None, None, f"found undefined alias {name!r}", event.start_mark)
-        anchor = self._anchors[name]
+        anchor = self._anchors.get(name)
         if anchor is None:
             raise _refused(f"alias *{name} is inside the node it names (a cycle)",
                            event.start_mark)
@@ -352,17 +346,21 @@ class _Builder:
         if self._aliased > self._limits.max_alias_nodes:
             raise _refused(f"alias expands to more than {self._limits.max_alias_nodes:,} nodes "
                            "(setting max_yaml_alias_nodes)", event.start_mark)
-        self._nodes += anchor.size
-        if self._nodes > self._limits.max_nodes:
-            self._too_many(event)
-        if level + anchor.depth > self._limits.max_depth:
-            raise _refused(f"nested more than {self._limits.max_depth} levels deep (setting "
-                           "max_yaml_depth)", event.start_mark)
+        self._count(anchor.size, event)
+        self._nest(level + anchor.depth, event)
         return _copy(anchor.value), anchor.where, anchor.depth
 
-    def _too_many(self, event: Any) -> None:
-        raise _refused(f"more than {self._limits.max_nodes:,} nodes (setting max_yaml_nodes)",
-                       event.start_mark)
+    def _count(self, nodes: int, event: Any) -> None:
+        self._nodes += nodes
+        if self._nodes > self._limits.max_nodes:
+            raise _refused(f"more than {self._limits.max_nodes:,} nodes (setting "
+                           "max_yaml_nodes)", event.start_mark)
+
+    def _nest(self, depth: int, event: Any) -> None:
+        """A collection (or what an alias stands for) reaching `depth` levels at `event`."""
+        if depth > self._limits.max_depth:
+            raise _refused(f"nested more than {self._limits.max_depth} levels deep (setting "
+                           "max_yaml_depth)", event.start_mark)
 
 
 def _finished(frame: _Frame) -> tuple[Any, _Where]:
