@@ -174,6 +174,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # SQLite's version 8: a pipeline's step ids in order, with its text.
         "ALTER TABLE pipeline_texts ADD COLUMN steps TEXT",
     ),
+    4: (
+        # SQLite's version 10: an empty mapping is NULL. Rows stored before keep their `{}`
+        # (read back alike) rather than have every row of the history rewritten.
+        "ALTER TABLE events ALTER COLUMN data DROP NOT NULL",
+        "ALTER TABLE steps ALTER COLUMN checkpoint DROP NOT NULL",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -29,9 +29,10 @@ from orchestrator.store.records import (
 
 __all__ = ["BATCH_COLUMNS", "EVENT_COLUMNS", "METRIC_COLUMNS", "METRIC_ORDER", "MODEL_COLUMNS",
            "RUN_COLUMNS", "SCHEDULE_COLUMNS", "SHARED_TEXTS", "STEP_COLUMNS", "Row",
-           "SharedTexts", "StoredText", "batch_record", "dumps", "event_record", "metric_record",
-           "metric_row", "model_record", "model_row", "run_record", "schedule_record",
-           "step_record", "step_row", "steps_json"]
+           "SharedTexts", "StoredText", "batch_record", "dumps", "dumps_mapping",
+           "event_record", "loads_mapping", "metric_record", "metric_row", "model_record",
+           "model_row", "run_record", "schedule_record", "step_record", "step_row",
+           "steps_json"]
 
 RUN_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, status, created_at, started_at, "
@@ -68,6 +69,17 @@ class Row(Protocol):
 def dumps(value: Any) -> str:
     """The one JSON encoding of stored values (compact, keys sorted)."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def dumps_mapping(value: Mapping[str, Any]) -> str | None:
+    """A mapping column's stored form: NULL when empty, as most events' data and most steps'
+    checkpoints are (`{}` cost three bytes of every such row: 2 % of a no-op step)."""
+    return dumps(dict(value)) if value else None
+
+
+def loads_mapping(text: str | None) -> Any:
+    """A mapping column read back: NULL, and `{}` as rows stored before wrote it, are empty."""
+    return {} if text is None else json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,7 @@ def step_record(row: Row) -> StepRecord:
     return StepRecord(
         step_id=row["step_id"], status=StepStatus(row["status"]), attempt=row["attempt"],
         outputs=None if outputs is None else json.loads(outputs),
-        checkpoint=json.loads(row["checkpoint"]),
+        checkpoint=loads_mapping(row["checkpoint"]),
         error=None if error is None else ErrorInfo.from_json(json.loads(error)),
         started_at=row["started_at"], finished_at=row["finished_at"],
         retry_at=row["retry_at"], config_hash=row["config_hash"],
@@ -161,7 +173,7 @@ def step_row(run_id: str, step: StepRecord) -> tuple[Any, ...]:
     """The run id and `step` as the values of STEP_COLUMNS, in order."""
     return (
         run_id, step.step_id, step.status.value, step.attempt,
-        None if step.outputs is None else dumps(step.outputs), dumps(step.checkpoint),
+        None if step.outputs is None else dumps(step.outputs), dumps_mapping(step.checkpoint),
         None if step.error is None else dumps(step.error.to_json()),
         step.started_at, step.finished_at, step.retry_at, step.config_hash, step.waiting_for,
     )
@@ -169,7 +181,7 @@ def step_row(run_id: str, step: StepRecord) -> tuple[Any, ...]:
 
 def event_record(row: Row) -> EventRecord:
     return EventRecord(row["seq"], row["run_id"], row["ts"], row["kind"], row["step_id"],
-                       row["attempt"], json.loads(row["data"]))
+                       row["attempt"], loads_mapping(row["data"]))
 
 
 def metric_record(row: Row) -> MetricPoint:

@@ -233,6 +233,50 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE steps",
         "ALTER TABLE steps_by_run RENAME TO steps",
     ),
+    10: (
+        # An empty mapping (most events' data, most steps' checkpoints) is NULL, not `{}`:
+        # three bytes of every such row, two events and a step per no-op step. The columns
+        # accept NULL only in tables made anew (SQLite cannot drop a NOT NULL), so both are
+        # copied, their `{}`s turned into NULLs on the way.
+        """
+        CREATE TABLE events_nullable (
+            run_id  TEXT NOT NULL,
+            seq     INTEGER NOT NULL,
+            ts      REAL NOT NULL,
+            kind    TEXT NOT NULL,
+            step_id TEXT,
+            attempt INTEGER,
+            data    TEXT,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO events_nullable SELECT run_id, seq, ts, kind, step_id, attempt, "
+        "nullif(data, '{}') FROM events ORDER BY run_id, seq",
+        "DROP TABLE events",
+        "ALTER TABLE events_nullable RENAME TO events",
+        """
+        CREATE TABLE steps_nullable (
+            run_id      TEXT NOT NULL,
+            step_id     TEXT NOT NULL,
+            status      TEXT NOT NULL,
+            attempt     INTEGER NOT NULL,
+            outputs     TEXT,
+            checkpoint  TEXT,
+            error       TEXT,
+            started_at  REAL,
+            finished_at REAL,
+            retry_at    REAL,
+            config_hash TEXT,
+            waiting_for TEXT,
+            PRIMARY KEY (run_id, step_id)
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO steps_nullable SELECT run_id, step_id, status, attempt, outputs, "
+        "nullif(checkpoint, '{}'), error, started_at, finished_at, retry_at, config_hash, "
+        "waiting_for FROM steps ORDER BY run_id, step_id",
+        "DROP TABLE steps",
+        "ALTER TABLE steps_nullable RENAME TO steps",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -28,6 +28,7 @@ from orchestrator.store.rows import (
     SCHEDULE_COLUMNS,
     STEP_COLUMNS,
     dumps,
+    dumps_mapping,
 )
 
 __all__ = [
@@ -189,7 +190,7 @@ def batch_values(batch: NewBatch, cells: int, now: float, *, text_key: str) -> t
 
 
 def event_values(run_id: str, now: float, events: Sequence[NewEvent]) -> list[tuple[Any, ...]]:
-    return [(run_id, now, e.kind, e.step_id, e.attempt, dumps(dict(e.data))) for e in events]
+    return [(run_id, now, e.kind, e.step_id, e.attempt, dumps_mapping(e.data)) for e in events]
 
 
 def update_values(lease: Lease, run: RunUpdate, now: float, *,

@@ -156,6 +156,43 @@ async def test_a_version_8_databases_events_and_steps_move_to_their_clustered_ta
     conn.close()
 
 
+async def test_a_version_9_databases_empty_mappings_become_null(tmp_path: Path) -> None:
+    """Migration 10 stores `{}` data and checkpoints as NULL, keeps what is not empty, and
+    reads both back as before; what is written after stores NULL for empty too."""
+    from orchestrator.store.records import Lease, NewEvent, RunStatus, RunUpdate
+    from orchestrator.store.schema import MIGRATIONS
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    for version in range(1, 10):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute("INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
+                 "status, created_at, lease_owner, lease_generation, lease_expires_at) VALUES "
+                 "('r-1', 'p', '/p', 't', '{}', 'running', 1, 'me', 1, 1e12)")
+    conn.executemany("INSERT INTO events (run_id, seq, ts, kind, data) VALUES ('r-1', ?, ?, ?, ?)",
+                     [(1, 1.0, "run_created", '{"path":"/p"}'), (2, 2.0, "run_started", "{}")])
+    conn.execute("UPDATE event_seq SET last = 2")
+    conn.executemany("INSERT INTO steps (run_id, step_id, status, attempt, checkpoint) VALUES "
+                     "('r-1', ?, 'running', 1, ?)", [("a", "{}"), ("b", '{"job":"j-1"}')])
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("PRAGMA user_version=9")
+    conn.commit()
+    conn.close()
+    async with open_store(f"sqlite:///{path}") as store:
+        assert [e.data for e in await store.get_events("r-1")] == [{"path": "/p"}, {}]
+        steps = await store.get_steps("r-1")
+        assert (steps["a"].checkpoint, steps["b"].checkpoint) == ({}, {"job": "j-1"})
+        await store.commit(Lease("r-1", "me", 1, 1e12), run=RunUpdate(RunStatus.RUNNING),
+                           events=[NewEvent("note")])
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT data FROM events ORDER BY seq").fetchall() == [
+        ('{"path":"/p"}',), (None,), (None,)]
+    assert conn.execute("SELECT checkpoint FROM steps ORDER BY step_id").fetchall() == [
+        (None,), ('{"job":"j-1"}',)]
+    conn.close()
+
+
 async def test_a_batchs_pipeline_text_is_stored_once(tmp_path: Path) -> None:
     """2,000 cells of a 10 KB pipeline store its text once (20 MB inline before), and every
     record read back shares one string; a resumed run's new text is stored beside it."""
