@@ -129,6 +129,54 @@ async def test_failure_cancels_in_flight_siblings(h: Harness) -> None:
     assert (run.status, run.lease_owner) == (RunStatus.FAILED, None)
 
 
+async def test_a_chain_that_forks_keeps_the_bounds_and_the_failures(tmp_path: Path,
+                                                                    store: StateStore) -> None:
+    """A run that starts as one chain runs it in its own task; where the chain forks, its
+    branches still overlap no more than max_parallel_steps, and a branch failing for good
+    cancels the others."""
+    h = Harness(tmp_path, store, max_parallel_steps=2)
+    running = peak = 0
+    slow_started = anyio.Event()
+
+    @h.registry.step("t/count", params=Free)
+    async def count(ctx: StepContext, params: Free) -> dict[str, Any]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        running -= 1
+        return {}
+
+    @h.registry.step("t/slow", params=Free)
+    async def slow(ctx: StepContext, params: Free) -> dict[str, Any]:
+        slow_started.set()
+        await anyio.sleep_forever()
+        return {}
+
+    @h.registry.step("t/bad", params=Free)
+    async def bad(ctx: StepContext, params: Free) -> dict[str, Any]:
+        await slow_started.wait()
+        raise PermanentError("no such model")
+
+    branches = "\n".join(f"  s{i}: {{uses: t/count, needs: [root]}}" for i in range(6))
+    outcome = await h.run(f"name: p\nsteps:\n  root: {{uses: core/echo}}\n{branches}\n")
+    assert outcome.status is RunStatus.SUCCEEDED
+    assert peak == 2
+    with anyio.fail_after(10):
+        outcome = await h.run("""
+            name: q
+            steps:
+              root: {uses: core/echo}
+              slow: {uses: t/slow, needs: [root]}
+              bad: {uses: t/bad, needs: [root]}
+        """)
+    assert outcome.error == "step bad failed: PermanentError: no such model"
+    steps = await h.steps(outcome.run_id)
+    assert (steps["slow"].status, steps["bad"].status) == (StepStatus.CANCELLED,
+                                                            StepStatus.FAILED)
+
+
 async def test_transient_errors_are_retried(h: Harness) -> None:
     """Transient failures are retried with backoff until the step succeeds."""
     calls = 0
