@@ -213,10 +213,7 @@ class RunExecutor:
                                                   for sid in pipeline.every_step},
                                    flusher=flusher, on_lease_lost=self.lose_lease)
         self._records = self._journal.records
-        self._successors: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
-        for sid, step in pipeline.steps.items():
-            for need in step.needs:
-                self._successors[need].append(sid)
+        self._successors = pipeline.successors
         self._resolution = Resolution.of_run(run, pipeline, self._records, secrets)
         self._run_slots = list(run_slots)
         self._interrupted_status = interrupted_status

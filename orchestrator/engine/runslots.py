@@ -43,14 +43,9 @@ class RunSlots:
         self._held: dict[str, tuple[str, str]] = {}
         """Slots held: by owner ('' for the run's own, else the step that declares it) the
         (key, holder)."""
-        self._spans_of: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
+        self._spans_of = pipeline.slot_owners
         """For each step, the steps whose slot it runs under (the spans it belongs to)."""
-        self._release_after: dict[str, list[str]] = {sid: [] for sid in pipeline.steps}
-        for sid, step in pipeline.steps.items():
-            if step.concurrency is not None:
-                for member in pipeline.slot_span(sid):
-                    self._spans_of[member].append(sid)
-                self._release_after[step.concurrency.until or sid].append(sid)
+        self._release_after = pipeline.slots_released_after
 
     def pipeline_slot(self) -> list[tuple[str, int]]:
         """The pipeline's own `concurrency:` as (key, limit); raises ExpressionError."""

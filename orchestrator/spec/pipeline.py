@@ -101,6 +101,36 @@ class Pipeline:
             return frozenset({step_id})
         return frozenset(self.downstream({step_id}) & self.upstream({spec.until}))
 
+    @functools.cached_property
+    def successors(self) -> Mapping[str, tuple[str, ...]]:
+        """For each step, the steps that need it, in file order: worked out once per
+        pipeline, not once per run of it (a batch's cells, a fleet's waiting runs)."""
+        found: dict[str, list[str]] = {sid: [] for sid in self.steps}
+        for sid, step in self.steps.items():
+            for need in step.needs:
+                found[need].append(sid)
+        return {sid: tuple(after) for sid, after in found.items()}
+
+    @functools.cached_property
+    def slot_owners(self) -> Mapping[str, tuple[str, ...]]:
+        """For each step in a slot's span, the steps whose `concurrency:` slot it runs
+        under; steps under none are left out."""
+        found: dict[str, list[str]] = {}
+        for sid, step in self.steps.items():
+            if step.concurrency is not None:
+                for member in self.slot_span(sid):
+                    found.setdefault(member, []).append(sid)
+        return {sid: tuple(owners) for sid, owners in found.items()}
+
+    @functools.cached_property
+    def slots_released_after(self) -> Mapping[str, tuple[str, ...]]:
+        """For each step that ends a span, the steps whose slots go back once it is done."""
+        found: dict[str, list[str]] = {}
+        for sid, step in self.steps.items():
+            if step.concurrency is not None:
+                found.setdefault(step.concurrency.until or sid, []).append(sid)
+        return {sid: tuple(owners) for sid, owners in found.items()}
+
     def cells(self) -> list[dict[str, Any]]:
         """The matrix's cells; one empty cell for a pipeline without a matrix."""
         return expand_matrix(self.matrix) if self.matrix is not None else [{}]
