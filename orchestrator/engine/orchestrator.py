@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -75,6 +76,11 @@ class EngineConfig:
     """Where runs keep their files, a folder per run (None: they keep none)."""
 
 
+PARSED_PIPELINES = 64
+"""Stored pipeline texts kept parsed, the most recently used: the cells of a batch a worker
+executes share one `Pipeline` instead of each parsing and holding its own."""
+
+
 class Orchestrator:
     """Creates and executes runs for this process. Use as `async with Orchestrator(...)`.
 
@@ -110,6 +116,7 @@ class Orchestrator:
         self._flusher = DeferredFlusher()
         """Writes every executing run's deferred writes (one task, not one per run)."""
         self._log = get_logger()
+        self._parsed: OrderedDict[tuple[str, str], Pipeline] = OrderedDict()
 
     async def __aenter__(self) -> Self:
         if self._tg is not None:
@@ -293,6 +300,21 @@ class Orchestrator:
             slots.append((f"schedule:{run.schedule_id}", 1))
         return slots
 
+    def _stored_pipeline(self, text: str, path: str) -> Pipeline:
+        """A run's stored pipeline, parsed once for every run that shares it (a `Pipeline`
+        is immutable: runs executing side by side read it, none changes it)."""
+        key = (text, path)
+        pipeline = self._parsed.get(key)
+        if pipeline is None:
+            pipeline = parse_pipeline(text, Path(path), registry=self.registry,
+                                      limits=self.config.pipeline_limits)
+            self._parsed[key] = pipeline
+            if len(self._parsed) > PARSED_PIPELINES:
+                self._parsed.popitem(last=False)
+        else:
+            self._parsed.move_to_end(key)
+        return pipeline
+
     async def plan_resume(self, run_id: str, *, from_step: str | None = None,
                           reload: bool = False, provider: ProviderRef | None = None,
                           move: bool = False) -> ResumePlan:
@@ -318,9 +340,7 @@ class Orchestrator:
             pipeline = load_pipeline(run.pipeline_path, registry=self.registry,
                                      limits=self.config.pipeline_limits)
         else:
-            pipeline = parse_pipeline(run.pipeline_text, Path(run.pipeline_path),
-                                      registry=self.registry,
-                                      limits=self.config.pipeline_limits)
+            pipeline = self._stored_pipeline(run.pipeline_text, run.pipeline_path)
         reset: set[str] = set()
         if from_step is not None:
             if from_step not in pipeline.steps:

@@ -137,6 +137,19 @@ async def test_reload_reruns_changed_steps_and_downstream_only(
     assert "outputs.v }}!" in (await h.store.get_run(first.run_id)).pipeline_text
 
 
+async def test_runs_of_one_stored_text_share_one_parsed_pipeline(
+        h: Harness, executions: Counter[str]) -> None:
+    """Two runs stored with the same text resume with one `Pipeline` (a worker executing a
+    batch's cells parses it once); --reload reads the file anew."""
+    first, second = await h.run(CHAIN), await h.run(CHAIN)
+    async with h.orchestrator() as orch:
+        plans = [await orch.plan_resume(run.run_id) for run in (first, second)]
+        reloaded = await orch.plan_resume(first.run_id, reload=True)
+    assert plans[0].pipeline is plans[1].pipeline
+    assert reloaded.pipeline is not plans[0].pipeline
+    assert plans[0].will_run() == plans[1].will_run() == ["c", "d"]
+
+
 async def test_reload_without_changes_reruns_nothing(h: Harness,
                                                      executions: Counter[str]) -> None:
     executions.heal["healed"] = True  # type: ignore[attr-defined]
