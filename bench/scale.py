@@ -8,7 +8,9 @@
   and indexes but the pipeline's text (target <= 250 B);
 - engine overhead per step of a 1,000-step chain, committed (target <= 0.25 ms);
 - memory per waiting run: 10,000 runs asleep in one process, the growth of its resident memory
-  from before they started, per run (target <= 15 KiB);
+  from before they started, per run (target <= 15 KiB): started in the process with one
+  pipeline, and created queued then resumed by id as a worker takes them (each from its
+  stored text);
 - `runs`, `show`, `logs` and `models` (real processes) over 100,000 finished runs (and 10,000
   models), against the same over 1,000 (and 100): the ratio (target <= 1.5).
 
@@ -84,11 +86,14 @@ def _state_bytes(db: Path, steps: int) -> float:
     return total / steps
 
 
-async def waiting_runs(runs: int, place: str, folder: Path) -> dict[str, float]:
-    """In a child: the resident memory `runs` sleeping runs add, per run."""
+async def waiting_runs(runs: int, how: str, folder: Path) -> dict[str, float]:
+    """In a child: the resident memory `runs` sleeping runs add, per run; `how` they start:
+    "run" (`orch.run` of one loaded pipeline) or "resume" (created queued beforehand, then
+    resumed by id, each from its stored text, as a worker takes them)."""
     from orchestrator.runtime import open_runtime
     from orchestrator.settings import load_settings
     from orchestrator.steps.builtin import load_pipeline
+    from orchestrator.store.records import RunStatus
 
     (folder / "waiting.yaml").write_text(WAITING)
     pipeline = load_pipeline(folder / "waiting.yaml")
@@ -97,10 +102,15 @@ async def waiting_runs(runs: int, place: str, folder: Path) -> dict[str, float]:
     asleep = 0
     async with open_runtime(settings) as rt:
         orch = rt.orchestrator
+        queued = [(await orch.create_run(pipeline, {}, status=RunStatus.QUEUED)).id
+                  for _ in range(runs if how == "resume" else 0)]
         before = _rss_kib()
         async with anyio.create_task_group() as tg:
-            for _ in range(runs):
-                tg.start_soon(orch.run, pipeline, {})
+            for n in range(runs):
+                if queued:
+                    tg.start_soon(orch.resume, queued[n])
+                else:
+                    tg.start_soon(orch.run, pipeline, {})
             deadline = time.monotonic() + 600
             while asleep < runs:  # every run inside its sleep
                 await anyio.sleep(0.5)
@@ -170,11 +180,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     per_step = overhead(1000, max(args.repeat, 3), "process", "on")
     rows.append(("engine overhead per step: ms", _line(
         "engine overhead per step, 1,000-step chain", "ms_per_step", per_step, "ms", 1000)))
-    waits = [run_child("bench.scale", "waiting", str(args.waiting), "-")
-             for _ in range(args.repeat)]
-    label = f"memory per waiting run, {args.waiting:,} asleep"
-    rows.append((f"{label}: KiB", _line(label, "kib_per_waiting_run",
-                                        [w["kib_per_waiting_run"] for w in waits], "KiB")))
+    for how, started in (("run", "started here"), ("resume", "resumed as a worker does")):
+        waits = [run_child("bench.scale", "waiting", str(args.waiting), how)
+                 for _ in range(args.repeat)]
+        label = f"memory per waiting run, {args.waiting:,} asleep, {started}"
+        rows.append((f"{label}: KiB", _line(label, "kib_per_waiting_run",
+                                            [w["kib_per_waiting_run"] for w in waits], "KiB")))
     rows += _history(args.history, args.repeat)
     return rows
 
