@@ -635,14 +635,16 @@ class RunExecutor:
             log=StepLog(log, functools.partial(self._keep_line, step.id, attempt)),
             write_metrics=self._keep_metrics, artifacts_dir=self._artifacts,
             last_checkpoint=self._records[step.id].checkpoint,
-            write_checkpoint=lambda whole, changed: self._write_checkpoint(step.id, attempt,
-                                                                           whole, changed),
+            write_checkpoint=functools.partial(self._write_checkpoint, step.id, attempt),
             clients=self._clients, models=self._models,
             report=self._reporter(step.id),
-            cancel_requested=lambda: self._stop is _Stop.CANCELLED,
+            cancel_requested=self._cancel_requested,
             **({"exclusive": functools.partial(self._slots.exclusive, step.id)}
                if self._slots.pool is not None else {}),
         )
+
+    def _cancel_requested(self) -> bool:
+        return self._stop is _Stop.CANCELLED
 
     def _keep_line(self, step_id: str, attempt: int, level: str, message: str,
                    fields: Mapping[str, Any]) -> None:
