@@ -219,7 +219,6 @@ class RunExecutor:
         self._interrupted_status = interrupted_status
         self._move = (moved_from, moved_to) if moved_from and moved_to else None
         self._max_parallel_steps = max_parallel_steps
-        self._slot_limiter: anyio.CapacityLimiter | None = None
         self._rng = rng
         self._clock = clock
         self._clients = clients
@@ -296,13 +295,11 @@ class RunExecutor:
         return all(self._records[need].status is StepStatus.SUCCEEDED
                    for need in self._pipeline.steps[step_id].needs)
 
-    @property
+    @functools.cached_property
     def _limiter(self) -> anyio.CapacityLimiter:
         """The run's concurrency slots (`max_parallel_steps`), made when a second branch
         starts: a chain never needs one."""
-        if self._slot_limiter is None:
-            self._slot_limiter = anyio.CapacityLimiter(self._max_parallel_steps)
-        return self._slot_limiter
+        return anyio.CapacityLimiter(self._max_parallel_steps)
 
     def _launch(self, step_id: str, tg: TaskGroup) -> None:
         self._started.add(step_id)

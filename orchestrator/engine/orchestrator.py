@@ -13,8 +13,8 @@ here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
-from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -116,7 +116,10 @@ class Orchestrator:
         self._flusher = DeferredFlusher()
         """Writes every executing run's deferred writes (one task, not one per run)."""
         self._log = get_logger()
-        self._parsed: OrderedDict[tuple[str, str], Pipeline] = OrderedDict()
+        self._stored_pipeline = functools.lru_cache(maxsize=PARSED_PIPELINES)(
+            self._parse_stored)
+        """A run's stored pipeline, parsed once for every run that shares it (a `Pipeline`
+        is immutable: runs executing side by side read it, none changes it)."""
 
     async def __aenter__(self) -> Self:
         if self._tg is not None:
@@ -300,20 +303,9 @@ class Orchestrator:
             slots.append((f"schedule:{run.schedule_id}", 1))
         return slots
 
-    def _stored_pipeline(self, text: str, path: str) -> Pipeline:
-        """A run's stored pipeline, parsed once for every run that shares it (a `Pipeline`
-        is immutable: runs executing side by side read it, none changes it)."""
-        key = (text, path)
-        pipeline = self._parsed.get(key)
-        if pipeline is None:
-            pipeline = parse_pipeline(text, Path(path), registry=self.registry,
-                                      limits=self.config.pipeline_limits)
-            self._parsed[key] = pipeline
-            if len(self._parsed) > PARSED_PIPELINES:
-                self._parsed.popitem(last=False)
-        else:
-            self._parsed.move_to_end(key)
-        return pipeline
+    def _parse_stored(self, text: str, path: str) -> Pipeline:
+        return parse_pipeline(text, Path(path), registry=self.registry,
+                              limits=self.config.pipeline_limits)
 
     async def plan_resume(self, run_id: str, *, from_step: str | None = None,
                           reload: bool = False, provider: ProviderRef | None = None,
