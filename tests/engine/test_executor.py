@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,41 @@ class Free(BaseModel):
 @pytest.fixture
 def h(tmp_path: Path, store: StateStore) -> Harness:
     return Harness(tmp_path, store)
+
+
+def counted_overlap(h: Harness) -> Callable[[], int]:
+    """Registers `t/count`, a step that stays a few scheduler turns; returns the most of
+    them that ran at once so far."""
+    running = peak = 0
+
+    @h.registry.step("t/count", params=Free)
+    async def count(ctx: StepContext, params: Free) -> dict[str, Any]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()  # let other steps in, if the limiter allows
+        running -= 1
+        return {}
+
+    return lambda: peak
+
+
+def slow_and_bad(h: Harness) -> None:
+    """Registers `t/slow`, which runs until cancelled, and `t/bad`, which fails for good
+    once `t/slow` started."""
+    slow_started = anyio.Event()
+
+    @h.registry.step("t/slow", params=Free)
+    async def slow(ctx: StepContext, params: Free) -> dict[str, Any]:
+        slow_started.set()
+        await anyio.sleep_forever()
+        return {}
+
+    @h.registry.step("t/bad", params=Free)
+    async def bad(ctx: StepContext, params: Free) -> dict[str, Any]:
+        await slow_started.wait()
+        raise PermanentError("the model does not exist")
 
 
 async def test_independent_steps_run_concurrently(h: Harness) -> None:
@@ -77,39 +113,16 @@ async def test_outputs_flow_downstream_with_native_types(h: Harness) -> None:
 async def test_max_parallel_steps_bounds_concurrency(tmp_path: Path, store: StateStore) -> None:
     """No more than max_parallel_steps steps of a run execute at once."""
     h = Harness(tmp_path, store, max_parallel_steps=2)
-    running = peak = 0
-
-    @h.registry.step("t/count", params=Free)
-    async def count(ctx: StepContext, params: Free) -> dict[str, Any]:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        for _ in range(5):
-            await anyio.lowlevel.checkpoint()  # let other steps in, if the limiter allows
-        running -= 1
-        return {}
-
+    peak = counted_overlap(h)
     steps = "\n".join(f"  s{i}: {{uses: t/count}}" for i in range(6))
     outcome = await h.run(f"name: p\nsteps:\n{steps}\n")
     assert outcome.status is RunStatus.SUCCEEDED
-    assert peak == 2
+    assert peak() == 2
 
 
 async def test_failure_cancels_in_flight_siblings(h: Harness) -> None:
     """A step failing for good cancels running siblings; the run fails naming the step."""
-    slow_started = anyio.Event()
-
-    @h.registry.step("t/slow", params=Free)
-    async def slow(ctx: StepContext, params: Free) -> dict[str, Any]:
-        slow_started.set()
-        await anyio.sleep_forever()
-        return {}
-
-    @h.registry.step("t/bad", params=Free)
-    async def bad(ctx: StepContext, params: Free) -> dict[str, Any]:
-        await slow_started.wait()
-        raise PermanentError("the model does not exist")
-
+    slow_and_bad(h)
     with anyio.fail_after(10):
         outcome = await h.run("""
             name: p
@@ -135,34 +148,12 @@ async def test_a_chain_that_forks_keeps_the_bounds_and_the_failures(tmp_path: Pa
     branches still overlap no more than max_parallel_steps, and a branch failing for good
     cancels the others."""
     h = Harness(tmp_path, store, max_parallel_steps=2)
-    running = peak = 0
-    slow_started = anyio.Event()
-
-    @h.registry.step("t/count", params=Free)
-    async def count(ctx: StepContext, params: Free) -> dict[str, Any]:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        for _ in range(5):
-            await anyio.lowlevel.checkpoint()
-        running -= 1
-        return {}
-
-    @h.registry.step("t/slow", params=Free)
-    async def slow(ctx: StepContext, params: Free) -> dict[str, Any]:
-        slow_started.set()
-        await anyio.sleep_forever()
-        return {}
-
-    @h.registry.step("t/bad", params=Free)
-    async def bad(ctx: StepContext, params: Free) -> dict[str, Any]:
-        await slow_started.wait()
-        raise PermanentError("no such model")
-
+    peak = counted_overlap(h)
+    slow_and_bad(h)
     branches = "\n".join(f"  s{i}: {{uses: t/count, needs: [root]}}" for i in range(6))
     outcome = await h.run(f"name: p\nsteps:\n  root: {{uses: core/echo}}\n{branches}\n")
     assert outcome.status is RunStatus.SUCCEEDED
-    assert peak == 2
+    assert peak() == 2
     with anyio.fail_after(10):
         outcome = await h.run("""
             name: q
@@ -171,7 +162,7 @@ async def test_a_chain_that_forks_keeps_the_bounds_and_the_failures(tmp_path: Pa
               slow: {uses: t/slow, needs: [root]}
               bad: {uses: t/bad, needs: [root]}
         """)
-    assert outcome.error == "step bad failed: PermanentError: no such model"
+    assert outcome.error == "step bad failed: PermanentError: the model does not exist"
     steps = await h.steps(outcome.run_id)
     assert (steps["slow"].status, steps["bad"].status) == (StepStatus.CANCELLED,
                                                             StepStatus.FAILED)

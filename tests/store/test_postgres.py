@@ -68,6 +68,33 @@ async def test_a_schema_from_a_newer_version_is_refused_and_left_alone(postgres_
     assert sql(postgres_url, "SELECT version FROM orchestrator_schema") == [(99,)]
 
 
+async def test_a_version_3_schemas_empty_mappings_read_back_and_new_ones_are_null(
+        postgres_url: str) -> None:
+    """Migration 4 lets events' data and steps' checkpoints be NULL; the `{}`s stored before
+    stay and read back as empty, what is written after stores NULL for empty."""
+    async with open_store(postgres_url) as store:
+        await store.create_run(queued("r-1"))
+    sql(postgres_url, "ALTER TABLE events ALTER COLUMN data SET NOT NULL")
+    sql(postgres_url, "ALTER TABLE steps ALTER COLUMN checkpoint SET NOT NULL")
+    sql(postgres_url, "UPDATE orchestrator_schema SET version = 3")
+    sql(postgres_url, "INSERT INTO steps (run_id, step_id, status, attempt, checkpoint) "
+                      "VALUES ('r-1', 'old', 'succeeded', 1, '{}')")
+    sql(postgres_url, "INSERT INTO events (run_id, ts, kind, data) VALUES ('r-1', 1, 'note', "
+                      "'{}')")
+    async with open_store(postgres_url) as store:
+        assert store.schema_change == (3, SCHEMA_VERSION)
+        lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+        await store.commit(lease, steps=[StepRecord("new", StepStatus.RUNNING)],
+                           events=[NewEvent("note")])
+        steps = await store.get_steps("r-1")
+        assert (steps["old"].checkpoint, steps["new"].checkpoint) == ({}, {})
+        assert [e.data for e in await store.get_events("r-1") if e.kind == "note"] == [{}, {}]
+    assert sql(postgres_url, "SELECT step_id, checkpoint FROM steps ORDER BY step_id") == [
+        ("new", None), ("old", "{}")]
+    assert sql(postgres_url, "SELECT data FROM events WHERE kind = 'note' ORDER BY seq") == [
+        ("{}",), (None,)]
+
+
 async def test_someone_elses_runs_table_is_refused_and_left_alone(postgres_url: str) -> None:
     schema = schema_of(postgres_url)
     with psycopg.connect(POSTGRES, autocommit=True) as conn:

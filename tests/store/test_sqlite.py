@@ -96,18 +96,26 @@ async def test_writes_wait_for_another_writer(tmp_path: Path) -> None:
         assert (await store.get_run("r-1")).id == "r-1"
 
 
-async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
-    """A state file from schema 1 gets the model registry table, keeping its runs."""
+def database_at(path: Path, version: int) -> sqlite3.Connection:
+    """A state file at schema `version`, as that version made it (the caller adds its rows,
+    commits and closes)."""
     from orchestrator.store.schema import MIGRATIONS
 
-    path = tmp_path / "state.db"
     conn = sqlite3.connect(path)
-    for statement in MIGRATIONS[1]:
-        conn.execute(statement)
+    for number in range(1, version + 1):
+        for statement in MIGRATIONS[number]:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version={version}")
+    return conn
+
+
+async def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    """A state file from schema 1 gets the model registry table, keeping its runs."""
+    path = tmp_path / "state.db"
+    conn = database_at(path, 1)
     conn.execute("INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
                  "status, created_at) VALUES ('r-1', 'p', '/p', 't', '{}', 'succeeded', 1)")
-    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-    conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
     async with open_store(f"sqlite:///{path}") as store:
@@ -124,13 +132,8 @@ async def test_a_version_8_databases_events_and_steps_move_to_their_clustered_ta
     """Migration 9 keeps every event (its number too) and step; new events are numbered on
     from the last, whatever run they belong to."""
     from orchestrator.store.records import Lease, NewEvent, RunStatus, RunUpdate
-    from orchestrator.store.schema import MIGRATIONS
-
     path = tmp_path / "state.db"
-    conn = sqlite3.connect(path)
-    for version in range(1, 9):
-        for statement in MIGRATIONS[version]:
-            conn.execute(statement)
+    conn = database_at(path, 8)
     conn.execute("INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
                  "status, created_at, lease_owner, lease_generation, lease_expires_at) VALUES "
                  "('r-1', 'p', '/p', 't', '{}', 'running', 1, 'me', 1, 1e12)")
@@ -138,8 +141,6 @@ async def test_a_version_8_databases_events_and_steps_move_to_their_clustered_ta
                      [(1.0, "run_created"), (2.0, "run_started")])
     conn.execute("INSERT INTO steps (run_id, step_id, status, attempt, outputs, checkpoint, "
                  "started_at) VALUES ('r-1', 'a', 'succeeded', 1, '{\"x\":1}', '{}', 5)")
-    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-    conn.execute("PRAGMA user_version=8")
     conn.commit()
     conn.close()
     async with open_store(f"sqlite:///{path}") as store:
@@ -160,13 +161,8 @@ async def test_a_version_9_databases_empty_mappings_become_null(tmp_path: Path) 
     """Migration 10 stores `{}` data and checkpoints as NULL, keeps what is not empty, and
     reads both back as before; what is written after stores NULL for empty too."""
     from orchestrator.store.records import Lease, NewEvent, RunStatus, RunUpdate
-    from orchestrator.store.schema import MIGRATIONS
-
     path = tmp_path / "state.db"
-    conn = sqlite3.connect(path)
-    for version in range(1, 10):
-        for statement in MIGRATIONS[version]:
-            conn.execute(statement)
+    conn = database_at(path, 9)
     conn.execute("INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, inputs, "
                  "status, created_at, lease_owner, lease_generation, lease_expires_at) VALUES "
                  "('r-1', 'p', '/p', 't', '{}', 'running', 1, 'me', 1, 1e12)")
@@ -175,8 +171,6 @@ async def test_a_version_9_databases_empty_mappings_become_null(tmp_path: Path) 
     conn.execute("UPDATE event_seq SET last = 2")
     conn.executemany("INSERT INTO steps (run_id, step_id, status, attempt, checkpoint) VALUES "
                      "('r-1', ?, 'running', 1, ?)", [("a", "{}"), ("b", '{"job":"j-1"}')])
-    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-    conn.execute("PRAGMA user_version=9")
     conn.commit()
     conn.close()
     async with open_store(f"sqlite:///{path}") as store:
