@@ -2,9 +2,11 @@
 
 Layers, one concern each: `execute` (the graph: the run's own concurrency slots, then start
 steps as their dependencies succeed, stop on a failure) -> `_run_step` (a place among the run's
-parallel steps, going on down a chain) -> `_run_one` (what a step's failure or cancellation
+parallel steps) -> `_run_chain` (going on down a chain; what a step's failure or cancellation
 means for the run) -> `_execute_with_retries` (the step's concurrency slots, attempts, backoff,
 re-entry after a crash) -> `_attempt` (parameters, timeout, the step's own code).
+
+The executor is also its steps' `StepHost`: their contexts read the run and write through it.
 
 Its writes go through the run's journal (`journal`: queued, masked, fenced), its concurrency
 slots through `runslots`. A cancelled run ends with `_carry_out_cancel`: the step types'
@@ -24,22 +26,20 @@ each would need all of it handed in.)
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import functools
 import json
 import random
 import traceback
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, suppress
 from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, ValidationError
-from structlog.typing import FilteringBoundLogger
 
 from orchestrator.durations import format_duration
 from orchestrator.engine.journal import DeferredFlusher, RunJournal
@@ -62,7 +62,7 @@ from orchestrator.providers.pool import ProviderRef
 from orchestrator.redact import REDACTOR
 from orchestrator.spec.expressions import ExpressionError, find_templates, parse_template
 from orchestrator.spec.pipeline import Pipeline, Step
-from orchestrator.steps.context import NO_CLIENTS, Clients, StepContext
+from orchestrator.steps.context import NO_CLIENTS, Clients, StepContext, process_lock
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import (
     Clock,
@@ -125,10 +125,6 @@ class _StepFailed(Exception):
     """Internal: the step failed for good; its state is already committed."""
 
 
-def _ignore_progress(_: Mapping[str, Any]) -> None:
-    return None
-
-
 def _format_validation(step_id: str, exc: ValidationError) -> str:
     """Pydantic's errors without the input values (which may hold resolved secrets)."""
     parts = []
@@ -159,6 +155,36 @@ class _SingleErrors:
 _single_errors = _SingleErrors()
 
 
+class _Phase:
+    """A stretch of a run's work (its steps, then its hooks), inside the run's cancel scope (a
+    lost lease or a cancel stops it; the process's DeferredFlusher writes what waits
+    meanwhile): a signal leaves the run interrupted and is re-raised; a lost lease raises
+    LeaseLost, nothing more written.
+
+    A class, not an asynccontextmanager: that one's generator and wrapper stayed alive with
+    every waiting run (0.5 KiB)."""
+
+    __slots__ = ("_executor",)
+
+    def __init__(self, executor: RunExecutor) -> None:
+        self._executor = executor
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
+        executor = self._executor
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
+            with anyio.CancelScope(shield=True), suppress(LeaseLost):
+                await executor.end_interrupted()
+            return  # and the cancellation goes on
+        if exc is None and executor.lease_lost:
+            msg = (f"run {executor.run_id}: another process took the run's lease over; this "
+                   "process stopped without writing")
+            raise LeaseLost(msg)
+
+
 def _as_outputs(result: Any) -> dict[str, Any]:
     if result is None:
         return {}
@@ -175,6 +201,11 @@ def _as_outputs(result: Any) -> dict[str, Any]:
         msg = f"a step's outputs must be JSON-serialisable: {exc}"
         raise PermanentError(msg) from None
     return outputs
+
+
+_fresh_record = functools.lru_cache(maxsize=4096)(StepRecord)
+"""A step's record before it ran, one for every run (records are immutable): a waiting run
+need not hold one per step it has not reached."""
 
 
 class RunExecutor:
@@ -203,13 +234,13 @@ class RunExecutor:
         flusher: DeferredFlusher,
     ) -> None:
         self._store = store
-        self._artifacts = None if artifacts_dir is None else artifacts_dir / run.id
+        self._artifacts_root = artifacts_dir
         self._models = _StoreRegistry(store)
         self._progress = progress
         self._lease = lease
         self._run = run
         self._pipeline = pipeline
-        self._journal = RunJournal(store, lease, {sid: records.get(sid) or StepRecord(sid)
+        self._journal = RunJournal(store, lease, {sid: records.get(sid) or _fresh_record(sid)
                                                   for sid in pipeline.every_step},
                                    flusher=flusher, on_lease_lost=self.lose_lease)
         self._records = self._journal.records
@@ -269,7 +300,7 @@ class RunExecutor:
             hook = step.type.cancel
             if hook is None or (record.attempt == 0 and not record.checkpoint):
                 continue
-            ctx = self._context(step, max(1, record.attempt), self._log.bind(step=step_id))
+            ctx = StepContext(self, step_id, max(1, record.attempt), record.checkpoint)
             try:
                 with anyio.fail_after(60):
                     await hook(ctx)
@@ -314,20 +345,36 @@ class RunExecutor:
         was requested is not executed: its cancellation is carried out instead.
         """
         try:
-            return await self._execute(reset, reload_text)
+            if self._run.cancelling:
+                return await self._carry_out_cancel()
+            try:
+                run_slots = [*self._run_slots, *self._slots.pipeline_slot()]
+            except ExpressionError as exc:
+                return await self._finish(RunStatus.FAILED, f"concurrency.key: {exc}")
+            await self._start(reset, reload_text)
+            async with _Phase(self):
+                with self._scope, _single_errors:
+                    for key, limit in run_slots:
+                        await self._slots.take_run_slot(key, limit)
+                    ready = [s for s in self._pipeline.steps if self._is_ready(s)]
+                    if len(ready) == 1:  # a chain: it runs in this task until it forks
+                        self._started.add(ready[0])
+                        await self._run_chain(ready[0], None)
+                    elif ready:
+                        async with anyio.create_task_group() as tg:
+                            for step_id in ready:
+                                self._launch(step_id, tg)
+            return await self._conclude()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._slots.release_all()
 
-    async def _execute(self, reset: Collection[str], reload_text: str | None) -> RunOutcome:
-        if self._run.cancelling:
-            return await self._carry_out_cancel()
-        try:
-            run_slots = [*self._run_slots, *self._slots.pipeline_slot()]
-        except ExpressionError as exc:
-            return await self._finish(RunStatus.FAILED, f"concurrency.key: {exc}")
+    async def _start(self, reset: Collection[str], reload_text: str | None) -> None:
+        """Commit that the run started (its `reset` steps made new, a reloaded text, a move
+        to another provider). Apart from `execute`, so what it writes is not kept alive
+        with a waiting run."""
         for step_id in reset:
-            self._records[step_id] = StepRecord(step_id)
+            self._records[step_id] = _fresh_record(step_id)
         events = [NewEvent("run_started", data={
             "owner": self._lease.owner, "generation": self._lease.generation,
             "reset": sorted(reset), "reloaded": reload_text is not None})]
@@ -349,17 +396,10 @@ class RunExecutor:
             events=events,
         )
         self._log.info("run started", pipeline=self._pipeline.name, owner=self._lease.owner)
-        async with self._phase():
-            for key, limit in run_slots:
-                await self._slots.take_run_slot(key, limit)
-            ready = [step_id for step_id in self._pipeline.steps if self._is_ready(step_id)]
-            if len(ready) == 1:  # a chain: it runs in this task until it forks
-                self._started.add(ready[0])
-                await self._run_chain(ready[0], None)
-            elif ready:
-                async with anyio.create_task_group() as tg:
-                    for step_id in ready:
-                        self._launch(step_id, tg)
+
+    async def _conclude(self) -> RunOutcome:
+        """The run's steps stopped: carry out its cancel, or run its hooks and commit how it
+        ended."""
         if self._stop is _Stop.CANCELLED:
             return await self._carry_out_cancel()
         if self._failure is not None:
@@ -385,40 +425,31 @@ class RunExecutor:
             return
         self._resolution.outcome(status.value, error and REDACTOR.text(error), failed_step)
         self._stop, self._scope = _Stop.NONE, anyio.CancelScope()
-        async with self._phase():
-            for hid, hook in hooks.items():
-                if self._records[hid].status is StepStatus.SUCCEEDED:
-                    continue
-                try:
-                    await self._execute_with_retries(hook)
-                except _StepFailed:
-                    self._failed_hooks.append(hid)
-                    self._log.warning("hook failed; the run keeps its outcome", step=hid,
-                                      status=status.value)
-                except LeaseLost:
-                    self.lose_lease()
-                except anyio.get_cancelled_exc_class():
-                    with anyio.CancelScope(shield=True):
-                        await self._stopped(hid)
-                    raise
-
-    @contextlib.asynccontextmanager
-    async def _phase(self) -> AsyncIterator[None]:
-        """A stretch of the run's work (its steps, then its hooks), under the run's cancel
-        scope (a lost lease or a cancel stops it; the process's DeferredFlusher writes what
-        waits meanwhile). A signal leaves the run interrupted and is re-raised; a lost lease
-        raises LeaseLost, nothing more written."""
-        try:
+        async with _Phase(self):
             with self._scope, _single_errors:
-                yield
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True), suppress(LeaseLost):
-                await self._finish(self._interrupted_status, "interrupted")
-            raise
-        if self._stop is _Stop.LEASE_LOST:
-            msg = (f"run {self._run.id}: another process took the run's lease over; this "
-                   "process stopped without writing")
-            raise LeaseLost(msg)
+                for hid, hook in hooks.items():
+                    if self._records[hid].status is StepStatus.SUCCEEDED:
+                        continue
+                    try:
+                        await self._execute_with_retries(hook)
+                    except _StepFailed:
+                        self._failed_hooks.append(hid)
+                        self._log.warning("hook failed; the run keeps its outcome", step=hid,
+                                          status=status.value)
+                    except LeaseLost:
+                        self.lose_lease()
+                    except anyio.get_cancelled_exc_class():
+                        with anyio.CancelScope(shield=True):
+                            await self._stopped(hid)
+                        raise
+
+    @property
+    def lease_lost(self) -> bool:
+        return self._stop is _Stop.LEASE_LOST
+
+    async def end_interrupted(self) -> None:
+        """Commit that a signal stopped the run (`interrupted`, or back to the queue)."""
+        await self._finish(self._interrupted_status, "interrupted")
 
     def lose_lease(self) -> None:
         """Called when the heartbeat finds the lease gone: stop at once, write nothing more."""
@@ -447,8 +478,23 @@ class RunExecutor:
         and a step's task are 5 of the 28 KiB a waiting run held.
         """
         while current is not None:
-            if not await self._run_one(current, tg):
+            try:
+                await self._execute_with_retries(self._pipeline.steps[current])
+            except _StepFailed:
+                if self._stop is _Stop.NONE:
+                    self._stop = _Stop.STEP_FAILED
+                    error = self._records[current].error or ErrorInfo("Error", "failed")
+                    self._failure = (current, error)
+                if tg is not None:  # its siblings stop
+                    tg.cancel_scope.cancel()
                 return
+            except LeaseLost:
+                self.lose_lease()
+                return
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._stopped(current)
+                raise
             ready = [s for s in self._successors[current] if self._is_ready(s)]
             self._started.update(ready)
             if len(ready) > 1:
@@ -461,27 +507,6 @@ class RunExecutor:
                 for successor in ready[1:]:
                     self._launch(successor, tg)
             current = ready[0] if ready else None
-
-    async def _run_one(self, step_id: str, tg: TaskGroup | None) -> bool:
-        """Execute one step; False when the run must stop (the step failed or the lease went)."""
-        try:
-            await self._execute_with_retries(self._pipeline.steps[step_id])
-        except _StepFailed:
-            if self._stop is _Stop.NONE:
-                self._stop = _Stop.STEP_FAILED
-                error = self._records[step_id].error or ErrorInfo("Error", "failed")
-                self._failure = (step_id, error)
-            if tg is not None:  # its siblings stop
-                tg.cancel_scope.cancel()
-            return False
-        except LeaseLost:
-            self.lose_lease()
-            return False
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._stopped(step_id)
-            raise
-        return True
 
     async def _stopped(self, step_id: str) -> None:
         """Record why an in-flight step stopped: a sibling failed, or the run was interrupted."""
@@ -507,45 +532,46 @@ class RunExecutor:
 
     # -- attempts ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _first_attempt(record: StepRecord) -> int:
-        """Re-enter an attempt a crash or signal cut short; start over after a failure."""
+    def _entry(self, record: StepRecord) -> tuple[int, float, float | None]:
+        """Where a step's attempts begin: the attempt (one a crash or signal cut short is
+        re-entered; after a failure, the next), when the step started, and when a retry
+        that was waiting is due (None: at once)."""
         if record.status in (StepStatus.RUNNING, StepStatus.INTERRUPTED):
-            return max(1, record.attempt)
-        if record.status is StepStatus.RETRYING:
-            return record.attempt + 1
-        return 1
+            attempt, retry_at = max(1, record.attempt), None
+        elif record.status is StepStatus.RETRYING:
+            attempt, retry_at = record.attempt + 1, record.retry_at
+        else:
+            return 1, self._clock(), None
+        started_at = self._clock() if record.started_at is None else record.started_at
+        return attempt, started_at, retry_at
 
     async def _execute_with_retries(self, step: Step) -> None:
         step_id = step.id
-        policy = RetryPolicy.from_spec(step.retry)
-        record = self._records[step_id]
-        attempt = self._first_attempt(record)
-        if record.status is StepStatus.RETRYING and record.retry_at is not None:
-            await anyio.sleep(max(0.0, record.retry_at - self._clock()))
-        fresh = record.status not in (StepStatus.RUNNING, StepStatus.INTERRUPTED,
-                                      StepStatus.RETRYING)
-        started_at = self._clock() if fresh or record.started_at is None else record.started_at
+        # (Not the record itself: a waiting step would keep its superseded record alive.)
+        attempt, started_at, retry_at = self._entry(self._records[step_id])
+        if retry_at is not None:
+            await anyio.sleep(max(0.0, retry_at - self._clock()))
         try:
             await self._slots.take_step_slots(step_id)
         except PermanentError as exc:
             error = ErrorInfo(type(exc).__name__, str(exc))
-            await self._fail(step_id, attempt, error, exc, log=self._log.bind(step=step_id))
+            await self._fail(step_id, attempt, error, exc)
             raise _StepFailed from None
+        log = self._log  # each line names its step and attempt: no logger bound per attempt
         while True:
-            log = self._log.bind(step=step_id, attempt=attempt)
             # (Its type is the pipeline's to say: the event holds what the row cannot, when.)
             await self._save(step_id, NewEvent("step_started", step_id, attempt), defer=True,
                              status=StepStatus.RUNNING, attempt=attempt, started_at=started_at,
                              finished_at=None, retry_at=None, error=None, outputs=None)
-            log.info("step started", uses=step.spec.uses)
+            log.info("step started", step=step_id, attempt=attempt, uses=step.spec.uses)
             fault_point("after_step_started", step_id)
             try:
-                outputs, config_hash = await self._attempt(step, attempt, log)
+                outputs, config_hash = await self._attempt(step, attempt)
             except TransientError as exc:
                 error = ErrorInfo(type(exc).__name__, str(exc))
+                policy = RetryPolicy.from_spec(step.retry)
                 if attempt >= policy.max_attempts:
-                    await self._fail(step_id, attempt, error, exc, log=log,
+                    await self._fail(step_id, attempt, error, exc,
                                      note=f"gave up after {attempt} attempt"
                                           f"{'s' * (attempt > 1)}")
                     raise _StepFailed from None
@@ -553,14 +579,15 @@ class RunExecutor:
                 await self._save(step_id, NewEvent("attempt_failed", step_id, attempt, {
                     "error": error.to_json(), "retry_in": round(delay, 3)}),
                     status=StepStatus.RETRYING, error=error, retry_at=self._clock() + delay)
-                log.warning("attempt failed, will retry", error=str(error),
+                log.warning("attempt failed, will retry", step=step_id, attempt=attempt,
+                            error=str(error),
                             retry_in=format_duration(delay))
                 await anyio.sleep(delay)
                 attempt += 1
                 continue
             except Exception as exc:  # noqa: BLE001  (any other error fails the step for good)
                 error = ErrorInfo(type(exc).__name__, str(exc))
-                await self._fail(step_id, attempt, error, exc, log=log)
+                await self._fail(step_id, attempt, error, exc)
                 raise _StepFailed from None
             fault_point("before_step_commit", step_id)
             finished = self._clock()
@@ -573,11 +600,12 @@ class RunExecutor:
             fault_point("after_step_commit", step_id)
             if done_with:
                 await self._slots.release(done_with)
-            log.info("step succeeded", duration=format_duration(finished - started_at))
+            log.info("step succeeded", step=step_id, attempt=attempt,
+                     duration=format_duration(finished - started_at))
             return
 
     async def _fail(self, step_id: str, attempt: int, error: ErrorInfo, exc: BaseException, *,
-                    log: FilteringBoundLogger, note: str | None = None) -> None:
+                    note: str | None = None) -> None:
         expected = isinstance(exc, PermanentError | TransientError)
         data: dict[str, Any] = {"error": error.to_json()}
         if note:
@@ -588,7 +616,8 @@ class RunExecutor:
             data["traceback"] = "".join(traceback.format_exception(exc))
         await self._save(step_id, NewEvent("step_failed", step_id, attempt, data),
                          status=StepStatus.FAILED, error=error, finished_at=self._clock())
-        log.error("step failed", error=str(error), **({"note": note} if note else {}))
+        self._log.error("step failed", step=step_id, attempt=attempt, error=str(error),
+                        **({"note": note} if note else {}))
 
     def _resume_point(self, step_id: str, exc: JobEnded) -> str:
         """The step that made the job `step_id` followed (the one its `exc.param` parameter
@@ -601,8 +630,7 @@ class RunExecutor:
                         return str(ref.path[0])
         return step_id
 
-    async def _attempt(self, step: Step, attempt: int,
-                       log: FilteringBoundLogger) -> tuple[dict[str, Any], str]:
+    async def _attempt(self, step: Step, attempt: int) -> tuple[dict[str, Any], str]:
         """One attempt: resolve and check parameters, run the step under its timeout."""
         try:
             raw = self._resolution.params(step)
@@ -613,7 +641,7 @@ class RunExecutor:
             params = step.type.params.model_validate(raw)
         except ValidationError as exc:
             raise PermanentError(_format_validation(step.id, exc)) from None
-        ctx = self._context(step, attempt, log)
+        ctx = StepContext(self, step.id, attempt, self._records[step.id].checkpoint)
         if step.timeout is None:  # no cancel scope to wait in (0.6 KiB of a waiting step)
             result = await step.type.run(ctx, params)
         else:
@@ -625,23 +653,43 @@ class RunExecutor:
                 raise StepTimeout(msg)
         return _as_outputs(result), self._resolution.config_hash(step, rendered=raw)
 
-    def _context(self, step: Step, attempt: int, log: FilteringBoundLogger) -> StepContext:
-        return StepContext(
-            run_id=self._run.id, run_name=self._pipeline.name, step_id=step.id, attempt=attempt,
-            pipeline_dir=self._pipeline.base_dir,
-            log=StepLog(log, functools.partial(self._keep_line, step.id, attempt)),
-            write_metrics=self._keep_metrics, artifacts_dir=self._artifacts,
-            last_checkpoint=self._records[step.id].checkpoint,
-            write_checkpoint=functools.partial(self._write_checkpoint, step.id, attempt),
-            clients=self._clients, models=self._models,
-            report=self._reporter(step.id),
-            cancel_requested=self._cancel_requested,
-            **({"exclusive": functools.partial(self._slots.exclusive, step.id)}
-               if self._slots.pool is not None else {}),
-        )
+    # -- the steps' host (StepHost): what their contexts read and write through ------------
 
-    def _cancel_requested(self) -> bool:
+    @property
+    def run_id(self) -> str:
+        return self._run.id
+
+    @property
+    def run_name(self) -> str:
+        return self._pipeline.name
+
+    @property
+    def pipeline_dir(self) -> Path:
+        return self._pipeline.base_dir
+
+    @property
+    def artifacts_dir(self) -> Path | None:
+        return None if self._artifacts_root is None else self._artifacts_root / self._run.id
+
+    @property
+    def clients(self) -> Clients:
+        return self._clients
+
+    @property
+    def models(self) -> _StoreRegistry:
+        return self._models
+
+    def step_log(self, step_id: str, attempt: int) -> StepLog:
+        return StepLog(self._log.bind(step=step_id, attempt=attempt),
+                       functools.partial(self._keep_line, step_id, attempt))
+
+    def cancel_requested(self) -> bool:
         return self._stop is _Stop.CANCELLED
+
+    def exclusive(self, step_id: str, name: str) -> AbstractAsyncContextManager[None]:
+        if self._slots.pool is None:
+            return process_lock(name)
+        return self._slots.exclusive(step_id, name)
 
     def _keep_line(self, step_id: str, attempt: int, level: str, message: str,
                    fields: Mapping[str, Any]) -> None:
@@ -649,19 +697,16 @@ class RunExecutor:
         self._journal.note(NewEvent("log", step_id, attempt, data))
         self._journal.defer()
 
-    def _keep_metrics(self, points: list[MetricPoint]) -> None:
+    def write_metrics(self, points: list[MetricPoint]) -> None:
         self._journal.note_metrics(points)
         self._journal.defer()
 
-    def _reporter(self, step_id: str) -> Callable[[Mapping[str, Any]], None]:
-        sink = self._progress
-        if sink is None:
-            return _ignore_progress
-        run_id = self._run.id
-        return lambda fields: sink(run_id, step_id, fields)
+    def report(self, step_id: str, fields: Mapping[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress(self._run.id, step_id, fields)
 
-    async def _write_checkpoint(self, step_id: str, attempt: int, whole: dict[str, Any],
-                                changed: dict[str, Any]) -> None:
+    async def write_checkpoint(self, step_id: str, attempt: int, whole: dict[str, Any],
+                               changed: dict[str, Any]) -> None:
         # The event holds what changed, the step's row the whole: a step that checkpoints
         # often (a poll, a part) does not store its whole checkpoint again each time.
         await self._save(step_id, NewEvent("checkpoint", step_id, attempt, changed),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.spec.expressions import ExpressionError, Reference, lookup, render
@@ -31,57 +31,57 @@ def same_config(stored: str | None, digest: str | None) -> bool:
 
 
 class Resolution:
-    """Looks up the values a run's expressions refer to."""
+    """Looks up the values a run's expressions refer to.
 
-    def __init__(
-        self,
-        *,
-        run_id: str,
-        run_name: str,
-        inputs: Mapping[str, Any],
-        secrets: Mapping[str, str],
-        outputs_of: Callable[[str], Mapping[str, Any] | None],
-        matrix: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._roots: dict[str, Any] = {
-            "inputs": inputs,
-            "run": {"id": run_id, "name": run_name, "status": "running", "error": None,
-                    "failed_step": None},
-            "secrets": secrets,
-            "matrix": matrix or {},
-        }
-        self._outputs_of = outputs_of
+    It holds the run and its records and builds a root (`run`, `steps.X`) only when an
+    expression reads it: a waiting run keeps no dicts of values nothing reads."""
+
+    __slots__ = ("_outcome", "_records", "_run", "_run_name", "_secrets")
+
+    def __init__(self, run: RunRecord, run_name: str, records: Mapping[str, StepRecord],
+                 secrets: Mapping[str, str]) -> None:
+        self._run = run
+        self._run_name = run_name
+        self._records = records
+        """Read at each lookup: the executor's own, updated as steps finish."""
+        self._secrets = secrets
+        self._outcome: tuple[str, str | None, str | None] = ("running", None, None)
 
     @classmethod
     def of_run(cls, run: RunRecord, pipeline: Pipeline, records: Mapping[str, StepRecord],
                secrets: Mapping[str, str]) -> Resolution:
         """The resolution of `run`: upstream outputs are those of its succeeded steps in
         `records`, read at each lookup (so an executor's records, updated as steps finish)."""
-
-        def outputs_of(step_id: str) -> Mapping[str, Any] | None:
-            record = records.get(step_id)
-            return record.outputs if record and record.status is StepStatus.SUCCEEDED else None
-
-        return cls(run_id=run.id, run_name=pipeline.name, inputs=run.inputs, secrets=secrets,
-                   outputs_of=outputs_of, matrix=run.matrix)
+        return cls(run, pipeline.name, records, secrets)
 
     def outcome(self, status: str, error: str | None, failed_step: str | None) -> None:
         """What the run's hooks read of it once its steps ended (`run.status`, ...)."""
-        self._roots["run"] = {**self._roots["run"], "status": status, "error": error,
-                              "failed_step": failed_step}
+        self._outcome = (status, error, failed_step)
+
+    def _root(self, name: str) -> Any:
+        if name == "inputs":
+            return self._run.inputs
+        if name == "secrets":
+            return self._secrets
+        if name == "matrix":
+            return self._run.matrix or {}
+        status, error, failed_step = self._outcome  # "run", the one root left (ROOTS)
+        return {"id": self._run.id, "name": self._run_name, "status": status, "error": error,
+                "failed_step": failed_step}
 
     def _resolve(self, ref: Reference) -> Any:
         if ref.root == "steps":
             target = str(ref.path[0])
-            outputs = self._outputs_of(target)
-            if outputs is None:
+            record = self._records.get(target)
+            if record is None or record.status is not StepStatus.SUCCEEDED \
+                    or record.outputs is None:
                 msg = f"{ref}: step '{target}' has not succeeded, so it has no outputs yet"
                 raise ExpressionError(msg, ref.offset)
-            return lookup({target: {"outputs": outputs}}, ref)
-        if ref.root == "secrets" and ref.path and ref.path[0] not in self._roots["secrets"]:
+            return lookup({target: {"outputs": record.outputs}}, ref)
+        if ref.root == "secrets" and ref.path and ref.path[0] not in self._secrets:
             msg = f"{ref}: the secret {ref.path[0]} is not set in the environment"
             raise ExpressionError(msg, ref.offset)
-        return lookup(self._roots[ref.root], ref)
+        return lookup(self._root(ref.root), ref)
 
     def _resolve_for_hash(self, ref: Reference) -> Any:
         return f"${{{{ {ref.text} }}}}" if ref.root == "secrets" else self._resolve(ref)

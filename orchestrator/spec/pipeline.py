@@ -77,9 +77,10 @@ class Pipeline:
     """`on_success` / `on_failure`: steps run, in order, once the others ended that way; by
     id `on_failure.<name>`. Not in `steps`: the run's graph is `steps` alone."""
 
-    @property
+    @functools.cached_property
     def base_dir(self) -> Path:
-        """Relative paths in the file, and `python:` step modules, resolve against this."""
+        """Relative paths in the file, and `python:` step modules, resolve against this (one
+        Path for every run of the pipeline, not one per step context)."""
         return self.path.parent
 
     def dependencies(self) -> dict[str, frozenset[str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -15,31 +15,17 @@ from orchestrator.errors import PermanentError
 if TYPE_CHECKING:
     from orchestrator.store.records import MetricPoint, ModelEntry
 
-__all__ = ["NO_CLIENTS", "CheckpointWriter", "Clients", "Exclusive", "MetricsWriter",
-           "ModelRegistry", "ProgressReporter", "StepContext", "StepLogger"]
+__all__ = ["NO_CLIENTS", "Clients", "ModelRegistry", "StepContext", "StepHost", "StepLogger",
+           "process_lock"]
 
 C = TypeVar("C")
-
-CheckpointWriter = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
-"""Persists a step's whole checkpoint dict before returning (the engine's side of
-`checkpoint`); the second dict is what changed, which is all the event log needs."""
-
-MetricsWriter = Callable[[list["MetricPoint"]], None]
-"""Queues a job's metric points for the run's next commit (the engine's side of
-`record_metrics`)."""
-
-ProgressReporter = Callable[[Mapping[str, Any]], None]
-"""Takes a step's live progress (status, step, total_steps, loss...); shown on a terminal."""
-
-Exclusive = Callable[[str], AbstractAsyncContextManager[None]]
-"""Holds a named lock for the block: one holder at a time across every process that shares
-the state store (the engine's), or within this process (the default)."""
 
 _LOCAL_LOCKS: dict[str, anyio.Lock] = {}
 
 
 @asynccontextmanager
-async def _process_lock(name: str) -> AsyncIterator[None]:
+async def process_lock(name: str) -> AsyncIterator[None]:
+    """`exclusive` where no state store grants locks: one holder of `name` in this process."""
     async with _LOCAL_LOCKS.setdefault(name, anyio.Lock()):
         yield
 
@@ -91,16 +77,52 @@ class ModelRegistry(Protocol):
     async def record(self, entry: ModelEntry) -> ModelEntry: ...
 
 
-def _no_progress(_: Mapping[str, Any]) -> None:
-    return None
+class StepHost(Protocol):
+    """The engine's side of a step's context: what the steps of one run share, and where a
+    step's writes go.
 
+    One host serves every step of a run (its executor), so a context holds the host, the
+    step and the attempt, not a closure per capability: a waiting run's context was 1.1 KiB
+    of closures.
+    """
 
-def _never() -> bool:
-    return False
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def run_name(self) -> str: ...
+    @property
+    def pipeline_dir(self) -> Path: ...
+    @property
+    def artifacts_dir(self) -> Path | None: ...
+    @property
+    def clients(self) -> Clients: ...
+    @property
+    def models(self) -> ModelRegistry | None: ...
 
+    def step_log(self, step_id: str, attempt: int) -> StepLogger:
+        """The attempt's logger, its lines at info and above kept with the attempt."""
+        ...
 
-def _no_metrics(_: list[MetricPoint]) -> None:
-    return None
+    async def write_checkpoint(self, step_id: str, attempt: int, whole: dict[str, Any],
+                               changed: dict[str, Any]) -> None:
+        """Persist the step's whole checkpoint before returning; `changed` is all the event
+        log needs."""
+        ...
+
+    def write_metrics(self, points: list[MetricPoint]) -> None:
+        """Queue a job's metric points for the run's next commit."""
+        ...
+
+    def report(self, step_id: str, fields: Mapping[str, Any]) -> None:
+        """Take a step's live progress (status, step, total_steps, loss...)."""
+        ...
+
+    def cancel_requested(self) -> bool: ...
+
+    def exclusive(self, step_id: str, name: str) -> AbstractAsyncContextManager[None]:
+        """Hold the lock `name` for the block: one holder at a time across every process
+        that shares the state store (or within the process, without one)."""
+        ...
 
 
 class StepContext:
@@ -114,75 +136,72 @@ class StepContext:
     a crash, or `{}` on the first attempt. A step that must not repeat work checks it first.
     """
 
-    __slots__ = (
-        "_cancel_requested",
-        "_write_checkpoint",
-        "_write_metrics",
-        "artifacts_dir",
-        "attempt",
-        "clients",
-        "exclusive",
-        "idempotency_key",
-        "last_checkpoint",
-        "log",
-        "models",
-        "pipeline_dir",
-        "report",
-        "run_id",
-        "run_name",
-        "step_id",
-    )
+    __slots__ = ("_host", "_log", "attempt", "last_checkpoint", "step_id")
 
-    def __init__(
-        self,
-        *,
-        run_id: str,
-        run_name: str,
-        step_id: str,
-        attempt: int,
-        pipeline_dir: Path,
-        log: StepLogger,
-        last_checkpoint: Mapping[str, Any],
-        write_checkpoint: CheckpointWriter,
-        clients: Clients = NO_CLIENTS,
-        models: ModelRegistry | None = None,
-        report: ProgressReporter = _no_progress,
-        cancel_requested: Callable[[], bool] = _never,
-        exclusive: Exclusive = _process_lock,
-        write_metrics: MetricsWriter = _no_metrics,
-        artifacts_dir: Path | None = None,
-    ) -> None:
-        self.run_id = run_id
-        self.run_name = run_name
+    def __init__(self, host: StepHost, step_id: str, attempt: int,
+                 last_checkpoint: Mapping[str, Any]) -> None:
+        self._host = host
         self.step_id = step_id
         self.attempt = attempt
-        self.idempotency_key = f"{run_id}:{step_id}"
-        self.pipeline_dir = pipeline_dir
-        self.log = log
-        self.clients = clients
         self.last_checkpoint: dict[str, Any] = dict(last_checkpoint)
-        self._write_checkpoint = write_checkpoint
-        self._write_metrics = write_metrics
-        self.artifacts_dir = artifacts_dir
+        self._log: StepLogger | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self._host.run_id
+
+    @property
+    def run_name(self) -> str:
+        return self._host.run_name
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self._host.run_id}:{self.step_id}"
+
+    @property
+    def pipeline_dir(self) -> Path:
+        return self._host.pipeline_dir
+
+    @property
+    def artifacts_dir(self) -> Path | None:
         """The run's own folder for files it makes (charts, reports), created by whoever
         writes first; None where the engine keeps no files (a test's context)."""
-        self.models = models
-        self.report = report
-        self._cancel_requested = cancel_requested
-        self.exclusive = exclusive
-        """`async with ctx.exclusive(name):` one holder of `name` at a time, across processes
-        sharing the state store: e.g. one upload of the same bytes, the others then reuse it."""
+        return self._host.artifacts_dir
+
+    @property
+    def clients(self) -> Clients:
+        return self._host.clients
+
+    @property
+    def models(self) -> ModelRegistry | None:
+        return self._host.models
+
+    @property
+    def log(self) -> StepLogger:
+        """The attempt's logger (made on first use: most steps that wait never log)."""
+        if self._log is None:
+            self._log = self._host.step_log(self.step_id, self.attempt)
+        return self._log
 
     def client(self, kind: type[C]) -> C:
         """The client of type `kind` that this run's provider offers (e.g. TogetherClient);
         PermanentError, saying which provider the run has, if it offers none."""
-        return self.clients.get(kind)
+        return self._host.clients.get(kind)
+
+    def report(self, fields: Mapping[str, Any]) -> None:
+        """Show the step's live progress (status, step, total_steps, loss...) on a terminal."""
+        self._host.report(self.step_id, fields)
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[None]:
+        """`async with ctx.exclusive(name):` one holder of `name` at a time, across processes
+        sharing the state store: e.g. one upload of the same bytes, the others then reuse it."""
+        return self._host.exclusive(self.step_id, name)
 
     @property
     def cancel_requested(self) -> bool:
         """True once the run is being cancelled (not merely interrupted): a step that started
         something remote and paid should cancel it before it stops."""
-        return self._cancel_requested()
+        return self._host.cancel_requested()
 
     async def checkpoint(self, **data: Any) -> None:
         """Merge `data` into the step's checkpoint and commit it before returning.
@@ -196,7 +215,7 @@ class StepContext:
         except (TypeError, ValueError) as exc:
             msg = f"checkpoint values must be JSON-serialisable: {exc}"
             raise TypeError(msg) from None
-        await self._write_checkpoint(merged, data)
+        await self._host.write_checkpoint(self.step_id, self.attempt, merged, data)
         self.last_checkpoint = merged
 
     def record_metrics(self, points: list[MetricPoint]) -> None:
@@ -204,7 +223,7 @@ class StepContext:
         the step's next checkpoint or output, or within a moment; a point recorded again
         fills in what it lacked (see `MetricPoint`)."""
         if points:
-            self._write_metrics(points)
+            self._host.write_metrics(points)
 
     def resolve_path(self, path: str | Path) -> Path:
         """A path from the pipeline, made absolute against the pipeline file's folder."""
