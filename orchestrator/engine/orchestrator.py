@@ -116,6 +116,8 @@ class Orchestrator:
         self._flusher = DeferredFlusher()
         """Writes every executing run's deferred writes (one task, not one per run)."""
         self._log = get_logger()
+        self._clients: dict[ProviderRef, Clients] = {}
+        """Each provider's clients, as its runs' steps see them: one for all its runs."""
         self._stored_pipeline = functools.lru_cache(maxsize=PARSED_PIPELINES)(
             self._parse_stored)
         """A run's stored pipeline, parsed once for every run that shares it (a `Pipeline`
@@ -378,7 +380,8 @@ class Orchestrator:
         ref = plan.provider or self.provider_of(run)
         clients = NO_CLIENTS
         if ref is not None and self.providers is not None:
-            clients = Clients(await self.providers.client(ref), provider=str(ref))
+            clients = self._clients.get(ref) or self._clients.setdefault(
+                ref, Clients(await self.providers.client(ref), provider=str(ref)))
         if lease is None:
             dead = [run.lease_owner] if run.lease_owner and owner_is_dead(run.lease_owner) \
                 else []

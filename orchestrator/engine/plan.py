@@ -4,6 +4,7 @@ outputs and the steps that run (`ResumePlan`), the provider it runs against, its
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -91,4 +92,8 @@ def bound_provider(run: RunRecord) -> ProviderRef | None:
     """The provider `run` is bound to; None for a run stored before runs were bound."""
     if run.provider is None or run.provider_url is None:
         return None
-    return ProviderRef(run.provider, run.provider_url)
+    return _provider(run.provider, run.provider_url)
+
+
+_provider = functools.lru_cache(maxsize=64)(ProviderRef)
+"""One ProviderRef for the runs bound to the same provider."""

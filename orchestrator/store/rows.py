@@ -8,6 +8,7 @@ and a history copied from one backend to the other is byte for byte the same.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -100,21 +101,29 @@ def steps_json(step_ids: Sequence[str] | None) -> str | None:
     return None if step_ids is None else json.dumps(list(step_ids), separators=(",", ":"))
 
 
+def _shared(text: str | None) -> str | None:
+    """One copy of a column that repeats across runs (a pipeline's name and path, a lease's
+    owner, a provider): a worker holding 10,000 runs of one pipeline holds each once."""
+    return None if text is None else sys.intern(text)
+
+
 def run_record(row: Row, texts: Mapping[str, StoredText]) -> RunRecord:
     key, matrix = row["pipeline_hash"], row["matrix"]
     stored = None if key is None else texts[key]
     return RunRecord(
-        id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
+        id=row["id"], pipeline_name=sys.intern(row["pipeline_name"]),
+        pipeline_path=sys.intern(row["pipeline_path"]),
         pipeline_text=row["pipeline_text"] if stored is None else stored.text,
         inputs=json.loads(row["inputs"]), status=RunStatus(row["status"]),
         created_at=row["created_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"], error=row["error"], lease_owner=row["lease_owner"],
+        finished_at=row["finished_at"], error=row["error"],
+        lease_owner=_shared(row["lease_owner"]),
         lease_generation=row["lease_generation"], lease_expires_at=row["lease_expires_at"],
         recoveries=row["recoveries"], batch_id=row["batch_id"], cell=row["cell"],
         matrix=None if matrix is None else json.loads(matrix),
         waiting_for=row["waiting_for"], cancel_requested_at=row["cancel_requested_at"],
         schedule_id=row["schedule_id"], scheduled_for=row["scheduled_for"],
-        provider=row["provider"], provider_url=row["provider_url"],
+        provider=_shared(row["provider"]), provider_url=_shared(row["provider_url"]),
         step_ids=None if stored is None else stored.steps,
     )
 
