@@ -380,8 +380,10 @@ class Orchestrator:
         ref = plan.provider or self.provider_of(run)
         clients = NO_CLIENTS
         if ref is not None and self.providers is not None:
-            clients = self._clients.get(ref) or self._clients.setdefault(
-                ref, Clients(await self.providers.client(ref), provider=str(ref)))
+            if ref not in self._clients:
+                self._clients[ref] = Clients(await self.providers.client(ref),
+                                             provider=str(ref))
+            clients = self._clients[ref]
         if lease is None:
             dead = [run.lease_owner] if run.lease_owner and owner_is_dead(run.lease_owner) \
                 else []

@@ -102,8 +102,9 @@ def steps_json(step_ids: Sequence[str] | None) -> str | None:
 
 
 def _shared(text: str | None) -> str | None:
-    """One copy of a column that repeats across runs (a pipeline's name and path, a lease's
-    owner, a provider): a worker holding 10,000 runs of one pipeline holds each once."""
+    """`sys.intern` for a column that may be NULL. A column that repeats across runs (a
+    pipeline's name and path, a lease's owner, a provider) is interned when read: a worker
+    holding 10,000 runs of one pipeline holds each once."""
     return None if text is None else sys.intern(text)
 
 
