@@ -184,6 +184,10 @@ class Settings(BaseSettings):
         default=None, description="the token a browser must give the web view served off "
                                   "loopback (ui --allow-remote); from the environment "
                                   "(ORCH_UI_TOKEN) or .env, never the config file")
+    ui_token_file: str | None = Field(
+        default=None, description="a file holding the web view's token (its text, spaces "
+                                  "around it dropped), read when ORCH_UI_TOKEN is not set: "
+                                  "a secret mounted as a file")
 
     # -- the local Together-compatible API (provider "local", and `orchestrator local-api`) ---
     local_api_key: SecretStr = Field(
@@ -217,6 +221,23 @@ class Settings(BaseSettings):
     local_request_timeout: Duration = Field(
         default=30.0, gt=0, description="how long a client may take to send a request's "
                                         "headers or body, or pause an upload (408)")
+
+    def ui_secret(self) -> SecretStr | None:
+        """The web view's token: ORCH_UI_TOKEN (environment or .env), else the text of the
+        file `ui_token_file` names (SettingsInvalid, naming the file and never its text,
+        when it cannot be read), else None. Never the config file: see `load_settings`."""
+        if self.ui_token is not None or self.ui_token_file is None:
+            return self.ui_token
+        where = f"ui_token_file {self.ui_token_file}"
+        try:
+            text = utf8_text(read_regular(Path(self.ui_token_file), max_bytes=4096)).strip()
+        except UnreadableFile as exc:
+            msg = f"{where}: {exc}"
+            raise SettingsInvalid(msg) from None
+        if not text:
+            msg = f"{where}: the file is empty; it should hold the web view's token"
+            raise SettingsInvalid(msg)
+        return SecretStr(text)
 
     @property
     def pipeline_limits(self) -> PipelineLimits:
@@ -267,7 +288,16 @@ def config_path() -> Path:
 
 _SECRET_FIELDS = frozenset(name for name, field in Settings.model_fields.items()
                            if "SecretStr" in str(field.annotation))
-"""Settings whose values never appear in a message, not even a bad one."""
+"""Settings whose values never appear in a message, not even a bad one, and which are never
+read from the config file."""
+_SECRET_HOMES = {
+    "together_api_key": "set TOGETHER_API_KEY in the environment or .env",
+    "local_api_key": "set ORCH_LOCAL_API_KEY in the environment or .env",
+    "ui_token": "set ORCH_UI_TOKEN in the environment or .env, or name a file holding it "
+                "with the setting ui_token_file",
+}
+"""Where each secret setting is given instead of the config file."""
+assert set(_SECRET_HOMES) == _SECRET_FIELDS, "every secret setting says where it is given"
 MAX_FILE_BYTES = 2**20
 """The largest config file or .env read (they hold a few dozen lines)."""
 DOTENV = Path(".env")
@@ -316,11 +346,16 @@ def _check_config_file(path: Path) -> None:
     known = _known_keys()
     problems = []
     for key in data:
-        if key.lower() in known:
-            continue
         found = re.search(rf"^\s*\[*\s*[\"']?{re.escape(key)}[\"']?\s*[=.\]]", text,
                           re.MULTILINE)
         line = f":{text.count(chr(10), 0, found.start()) + 1}" if found else ""
+        name = known.get(key.lower())
+        if name in _SECRET_FIELDS:
+            problems.append(f"{path}{line}: {key} is a secret, never read from this file "
+                            f"(which is often committed): {_SECRET_HOMES[name]}")
+            continue
+        if name is not None:
+            continue
         close = difflib.get_close_matches(key.lower(), list(known), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         problems.append(f"{path}{line}: unknown setting '{shorten(key)}'{hint}")

@@ -10,6 +10,8 @@ any length is whole.
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -25,11 +27,32 @@ from orchestrator.store.records import (
     StepRecord,
 )
 
-__all__ = ["SHAPES_VERSION", "batch_json", "event_json", "executor_gone", "final_losses",
-           "metric_json", "metrics_document", "model_json", "run_document", "run_json",
-           "schedule_json", "step_json"]
+__all__ = ["SHAPES_VERSION", "batch_json", "document_text", "event_json", "executor_gone",
+           "final_losses", "metric_json", "metrics_document", "model_json", "run_document",
+           "run_json", "schedule_json", "step_json"]
 
 SHAPES_VERSION = 1
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinity made null, as JSON can hold it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def document_text(value: Any, *, indent: int | None = None) -> str:
+    """A shape as JSON text, valid for any JSON reader: a step may output a loss that is NaN
+    (a diverged fine-tune), which Python's JSON writes as `NaN` and every other reader
+    refuses; here it is null. Keys in the shape's order, text unescaped."""
+    try:
+        return json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # only then walk it: most documents hold no such number
+        return json.dumps(_finite(value), indent=indent, ensure_ascii=False, allow_nan=False)
 
 
 def executor_gone(run: RunRecord, now: float | None = None) -> bool:

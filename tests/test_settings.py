@@ -74,10 +74,8 @@ def test_config_file_documents_every_setting() -> None:
     for name, shown in documented.items():
         value = getattr(defaults, name)
         written = tomllib.loads(f"v = {shown}")["v"]
-        if value is None:
-            continue  # unset by default: the file shows an example value
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
+        if value is None or isinstance(value, SecretStr):
+            continue  # unset by default, or a secret (never read from it): an example
         if isinstance(value, float) and isinstance(written, str):
             written = parse_duration(written)
         assert written == value, name
@@ -102,6 +100,53 @@ def test_a_misspelt_setting_in_the_config_file_is_an_error_with_a_suggestion(
         load_settings()
     write(tmp_path / "config" / "orchestrator.toml", 'TOGETHER_BASE_URL = "http://x/v1"\n')
     assert load_settings().together_base_url == "http://x/v1"  # keys are not case-sensitive
+
+
+def test_secrets_are_never_read_from_the_config_file(tmp_path: Path) -> None:
+    """`ui_token` was read from the config file although the README said it never is: each
+    secret setting there is one line saying where it belongs, its value never shown."""
+    write(tmp_path / "config" / "orchestrator.toml",
+          'provider = "local"\nui_token = "committed-secret-123456"\n'
+          'TOGETHER_API_KEY = "committed-key-abc"\nlocal_api_key = "committed-local"\n')
+    with pytest.raises(SettingsInvalid) as caught:
+        load_settings()
+    lines = str(caught.value).splitlines()
+    assert lines == [
+        "config/orchestrator.toml:2: ui_token is a secret, never read from this file (which "
+        "is often committed): set ORCH_UI_TOKEN in the environment or .env, or name a file "
+        "holding it with the setting ui_token_file",
+        "config/orchestrator.toml:3: TOGETHER_API_KEY is a secret, never read from this file "
+        "(which is often committed): set TOGETHER_API_KEY in the environment or .env",
+        "config/orchestrator.toml:4: local_api_key is a secret, never read from this file "
+        "(which is often committed): set ORCH_LOCAL_API_KEY in the environment or .env"]
+    assert "committed" not in str(caught.value).replace("often committed", "")
+
+
+def test_the_ui_token_comes_from_the_environment_or_a_named_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORCH_UI_TOKEN first; else the text of the file ui_token_file names (which may be set
+    in the config file: it is a path, not a secret); a file that cannot be read is one line
+    naming it, never its text."""
+    from orchestrator.cli.web import web_token
+
+    assert web_token(load_settings()) is None
+    write(tmp_path / "token", "  file-token-0123456789\n")
+    write(tmp_path / "config" / "orchestrator.toml", f'ui_token_file = "{tmp_path / "token"}"\n')
+    assert web_token(load_settings()) == "file-token-0123456789"
+    monkeypatch.setenv("ORCH_UI_TOKEN", "env-token-0123456789")
+    assert web_token(load_settings()) == "env-token-0123456789"
+    monkeypatch.delenv("ORCH_UI_TOKEN")
+    for content, expected in (("", "the file is empty"), (None, "no such file")):
+        if content is None:
+            (tmp_path / "token").unlink()
+        else:
+            write(tmp_path / "token", content)
+        with pytest.raises(SettingsInvalid, match=f"^ui_token_file {tmp_path / 'token'}: "
+                                                  f".*{expected}"):
+            web_token(load_settings())
+    (tmp_path / "token").mkdir()
+    with pytest.raises(SettingsInvalid, match="not a regular file"):
+        web_token(load_settings())
 
 
 @pytest.mark.parametrize(("name", "data", "expected"), [

@@ -237,6 +237,9 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
                                        "the token in ORCH_UI_TOKEN")
     p.add_argument("--allow-actions", action="store_true",
                    help="let the page cancel runs (POST, with a CSRF check)")
+    p.add_argument("--allow-host", action="append", metavar="HOST",
+                   help="a name browsers reach the web view by (repeatable; with "
+                        "--allow-remote): requests naming any other host are refused")
 
     p = commands.add_parser("local-api", help="serve the local Together-compatible API "
                                               "(simulated training) over HTTP")
@@ -277,6 +280,9 @@ def _service_commands(commands: argparse._SubParsersAction[_Parser],
                    help="the web view off loopback; every request must carry ORCH_UI_TOKEN")
     p.add_argument("--allow-actions", action="store_true",
                    help="let the web view cancel runs (POST, with a CSRF check)")
+    p.add_argument("--allow-host", action="append", metavar="HOST",
+                   help="a name browsers reach the web view by (repeatable; with "
+                        "--allow-remote): requests naming any other host are refused")
     commands.add_parser("schedules", parents=[paths, state, g["output"]],
                         help="each schedule with its next fire time and last run")
     p = commands.add_parser("state", help="the state database: migrate it, or copy its "

@@ -119,9 +119,11 @@ def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | Non
                 names = ", ".join(s.id for s in scheduled) or "none found"
                 parts.append(f"scheduler (schedules: {names})")
             if web is not None and sock is not None:
-                from orchestrator.web.server import serve_within  # noqa: PLC0415
+                from orchestrator.cli.web import store_opener  # noqa: PLC0415
+                from orchestrator.web.server import serve_beside  # noqa: PLC0415
 
-                tg.start_soon(serve_within, orch.store, web, sock)
+                tg.start_soon(serve_beside, store_opener(settings, actions=web.actions), web,
+                              sock)
                 parts.append(web.banner(sock))
             bound = "; runs execute on the provider each was created with" if worker else ""
             where = shown_url(settings.state_url)
@@ -153,12 +155,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     scheduled = _scheduled(settings, args.paths)
     web = None
     if not args.no_ui:
-        from orchestrator.cli.web import web_token  # noqa: PLC0415
-        from orchestrator.web.server import WebOptions  # noqa: PLC0415
+        from orchestrator.cli.web import web_options  # noqa: PLC0415
 
-        web = WebOptions(host=args.ui_host, port=args.ui_port, allow_remote=args.allow_remote,
-                         token=web_token(settings), actions=args.allow_actions,
-                         scheduled=scheduled)
+        web = web_options(settings, host=args.ui_host, port=args.ui_port,
+                          allow_remote=args.allow_remote, actions=args.allow_actions,
+                          allow_hosts=args.allow_host, scheduled=scheduled)
     return _serve(settings, worker=True, scheduled=scheduled, web=web)
 
 

@@ -51,10 +51,10 @@ def out(text: str = "") -> None:
 
 def print_json(value: Any) -> None:
     """A document for scripts (`-o json`): indented JSON, keys in the shape's order, every
-    value whole."""
-    import json  # noqa: PLC0415
+    value whole; a NaN (a diverged loss) is null, so that every JSON reader takes it."""
+    from orchestrator.shapes import document_text  # noqa: PLC0415
 
-    print(json.dumps(value, indent=2, ensure_ascii=False), flush=True)
+    print(document_text(value, indent=2), flush=True)
 
 
 def err(text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
@@ -13,13 +14,42 @@ if TYPE_CHECKING:
     from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.settings import Settings
     from orchestrator.store.base import StateStore
+    from orchestrator.web.server import WebOptions
 
-__all__ = ["cmd_ui", "web_token"]
+__all__ = ["cmd_ui", "store_opener", "web_options", "web_token"]
 
 
 def web_token(settings: Settings) -> str | None:
-    """The token remote requests must carry (the setting ui_token), if set."""
-    return settings.ui_token.get_secret_value() if settings.ui_token else None
+    """The token remote requests must carry: ORCH_UI_TOKEN (environment or .env), else the
+    contents of the file the setting ui_token_file names; never the config file (see
+    `Settings.ui_secret`)."""
+    secret = settings.ui_secret()
+    return secret.get_secret_value() if secret else None
+
+
+def store_opener(settings: Settings, *, actions: bool
+                 ) -> Callable[[], AbstractAsyncContextManager[StateStore]]:
+    """How the web view opens its own connection to the store (in its own event loop):
+    read-only unless its actions are on, so a page that only reads cannot change what it
+    shows."""
+    from orchestrator.store.opening import open_store  # noqa: PLC0415
+
+    def opened() -> AbstractAsyncContextManager[StateStore]:
+        return open_store(settings.state_url, durability=settings.durability,
+                          busy_timeout=settings.busy_timeout, read_only=not actions)
+
+    return opened
+
+
+def web_options(settings: Settings, *, host: str, port: int, allow_remote: bool,
+                actions: bool, allow_hosts: Sequence[str] | None,
+                scheduled: Sequence[Scheduled] | str) -> WebOptions:
+    """Where and how the web view of `ui` or `serve` serves, checked (ConfigError)."""
+    from orchestrator.web.server import WebOptions  # noqa: PLC0415  (Starlette, Jinja2)
+
+    return WebOptions(host=host, port=port, allow_remote=allow_remote,
+                      token=web_token(settings) if allow_remote else None, actions=actions,
+                      scheduled=scheduled, allow_hosts=allow_hosts or ())
 
 
 def _schedules(settings: Settings) -> list[Scheduled] | str:
@@ -35,21 +65,14 @@ def _schedules(settings: Settings) -> list[Scheduled] | str:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from orchestrator.store.opening import open_store  # noqa: PLC0415
-    from orchestrator.web.server import WebOptions, serve  # noqa: PLC0415  (Starlette, Jinja2)
+    from orchestrator.web.server import serve  # noqa: PLC0415  (Starlette, Jinja2)
 
     settings = settings_for(args)
-
-    def opened() -> AbstractAsyncContextManager[StateStore]:
-        # Without actions the page can only read: its connections refuse every write.
-        return open_store(settings.state_url, durability=settings.durability,
-                          busy_timeout=settings.busy_timeout, read_only=not args.allow_actions)
-
-    options = WebOptions(host=args.host, port=args.port, allow_remote=args.allow_remote,
-                         token=web_token(settings), actions=args.allow_actions,
-                         scheduled=_schedules(settings))
+    options = web_options(settings, host=args.host, port=args.port,
+                          allow_remote=args.allow_remote, actions=args.allow_actions,
+                          allow_hosts=args.allow_host, scheduled=_schedules(settings))
     try:
-        serve(opened, options, ready=err)
+        serve(store_opener(settings, actions=args.allow_actions), options, ready=err)
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK

@@ -154,9 +154,10 @@ class StateStore(ABC):
         """Every stored step of the run by id (steps never started have no row)."""
 
     @abstractmethod
-    async def get_events(self, run_id: str, *, after: int = 0,
-                         limit: int | None = None) -> list[EventRecord]:
-        """The run's events with `seq > after`, oldest first."""
+    async def get_events(self, run_id: str, *, after: int = 0, before: int | None = None,
+                         limit: int | None = None, newest: bool = False) -> list[EventRecord]:
+        """The run's events with `after < seq < before`, oldest first: the first `limit` of
+        them, or with `newest` the last `limit` (a page of a long log, read from its end)."""
 
     @abstractmethod
     async def get_metrics(self, run_id: str) -> list[MetricPoint]:

@@ -80,6 +80,7 @@ from orchestrator.store.records import (
 from orchestrator.store.rows import (
     BATCH_COLUMNS,
     EVENT_COLUMNS,
+    EVENTS_END,
     METRIC_COLUMNS,
     METRIC_ORDER,
     MODEL_COLUMNS,
@@ -612,12 +613,15 @@ class PostgresStore(StateStore):
 
         return await self._read(select)
 
-    async def get_events(self, run_id: str, *, after: int = 0,
-                         limit: int | None = None) -> list[EventRecord]:
+    async def get_events(self, run_id: str, *, after: int = 0, before: int | None = None,
+                         limit: int | None = None, newest: bool = False) -> list[EventRecord]:
         async def select(cur: Cursor) -> list[EventRecord]:
             await cur.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = %s AND "
-                              "seq > %s ORDER BY seq LIMIT %s", (run_id, after, limit))
-            return [event_record(row) for row in await cur.fetchall()]
+                              f"seq > %s AND seq < %s ORDER BY seq {'DESC' if newest else ''} "
+                              "LIMIT %s",
+                              (run_id, after, EVENTS_END if before is None else before, limit))
+            records = [event_record(row) for row in await cur.fetchall()]
+            return records[::-1] if newest else records
 
         return await self._read(select)
 

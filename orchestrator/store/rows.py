@@ -28,9 +28,9 @@ from orchestrator.store.records import (
     StepStatus,
 )
 
-__all__ = ["BATCH_COLUMNS", "EVENT_COLUMNS", "METRIC_COLUMNS", "METRIC_ORDER", "MODEL_COLUMNS",
-           "RUN_COLUMNS", "SCHEDULE_COLUMNS", "SHARED_TEXTS", "STEP_COLUMNS", "Row",
-           "SharedTexts", "StoredText", "batch_record", "dumps", "dumps_mapping",
+__all__ = ["BATCH_COLUMNS", "EVENTS_END", "EVENT_COLUMNS", "METRIC_COLUMNS", "METRIC_ORDER",
+           "MODEL_COLUMNS", "RUN_COLUMNS", "SCHEDULE_COLUMNS", "SHARED_TEXTS", "STEP_COLUMNS",
+           "Row", "SharedTexts", "StoredText", "batch_record", "dumps", "dumps_mapping",
            "event_record", "loads_mapping", "metric_record", "metric_row", "model_record",
            "model_row", "run_record", "schedule_record", "step_record", "step_row",
            "steps_json"]
@@ -55,6 +55,9 @@ STEP_COLUMNS = (
     "config_hash, waiting_for"
 )
 EVENT_COLUMNS = "seq, run_id, ts, kind, step_id, attempt, data"
+EVENTS_END = 2**63 - 1
+"""Past the number of any event (the largest integer both databases hold): a bound to read
+events up to."""
 METRIC_COLUMNS = ("run_id, step_id, job_id, train_step, epoch, train_loss, eval_loss, "
                   "learning_rate, tokens, ts")
 METRIC_ORDER = "run_id, step_id, job_id, train_step"
@@ -79,8 +82,13 @@ def dumps_mapping(value: Mapping[str, Any]) -> str | None:
 
 
 def loads_mapping(text: str | None) -> Any:
-    """A mapping column read back: NULL, and `{}` as rows stored before wrote it, are empty."""
-    return {} if text is None else json.loads(text)
+    """A mapping column read back: NULL, and `{}` as rows stored before wrote it, are empty;
+    anything else than a JSON object (only a hand-edited database holds one) is read as
+    `{"value": ...}`, so that every reader gets the mapping it expects."""
+    if text is None:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {"value": value}
 
 
 @dataclass(frozen=True)

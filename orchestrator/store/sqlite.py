@@ -65,6 +65,7 @@ from orchestrator.store.records import (
 from orchestrator.store.rows import (
     BATCH_COLUMNS,
     EVENT_COLUMNS,
+    EVENTS_END,
     METRIC_COLUMNS,
     METRIC_ORDER,
     MODEL_COLUMNS,
@@ -366,15 +367,17 @@ class SQLiteStore(StateStore):
 
         return await self._run(select, write=False)
 
-    async def get_events(self, run_id: str, *, after: int = 0,
-                         limit: int | None = None) -> list[EventRecord]:
+    async def get_events(self, run_id: str, *, after: int = 0, before: int | None = None,
+                         limit: int | None = None, newest: bool = False) -> list[EventRecord]:
         def select(conn: sqlite3.Connection) -> list[EventRecord]:
             rows = conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events "
-                "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (run_id, after, -1 if limit is None else limit),
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND seq > ? AND seq < ? "
+                f"ORDER BY seq {'DESC' if newest else ''} LIMIT ?",
+                (run_id, after, EVENTS_END if before is None else before,
+                 -1 if limit is None else limit),
             ).fetchall()
-            return [event_record(row) for row in rows]
+            records = [event_record(row) for row in rows]
+            return records[::-1] if newest else records
 
         return await self._run(select, write=False)
 

@@ -7,26 +7,31 @@ fetched from elsewhere.
 
 It reads the store, and writes only through actions, which are off unless `actions` is set:
 a cancel request or a resume (queued for a worker) is a POST carrying the page's CSRF token
-(and, when the browser sends one, an Origin of this server). With a `token`, every request
-must carry it (a cookie the `?token=` of a first visit sets, or `Authorization: Bearer`),
-compared in constant time and never logged.
+(and, when the browser sends one, an Origin of this server). The gates in front of it
+(`gates`) check the Host and the token and put the security headers on every answer.
+
+Whatever is stored, the pages answer: values are turned into text here, in Python, where
+any shape a step stored is expected (a log line without fields, a loss that is NaN, a time
+past the year 9999), and a query value that cannot be used is a 400 saying which, before
+the store is asked. A page is rendered in a worker thread, so a big one (a 10,000-step run)
+never holds up the other requests; its steps and events come in pages.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
+import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -37,6 +42,7 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from orchestrator.charts import loss_svg
 from orchestrator.durations import format_duration
@@ -44,6 +50,7 @@ from orchestrator.errors import RunNotFound
 from orchestrator.schedule.batch import batch_document, load_batch
 from orchestrator.schedule.scheduler import Scheduled, schedule_documents
 from orchestrator.shapes import (
+    document_text,
     event_json,
     metrics_document,
     model_json,
@@ -54,31 +61,40 @@ from orchestrator.shapes import (
 from orchestrator.steps.builtin import stored_pipeline
 from orchestrator.steps.order import ordered_steps, step_order
 from orchestrator.store.base import StateStore
-from orchestrator.store.records import (
-    MetricPoint,
-    RunRecord,
-    RunStatus,
-    StepRecord,
-    parse_statuses,
-)
+from orchestrator.store.policy import no_such_batch, no_such_run
+from orchestrator.store.records import RunStatus, StepRecord, parse_statuses
+from orchestrator.store.rows import EVENTS_END
 from orchestrator.web.actions import ActionRefused, queue_resume
 from orchestrator.web.dag import dag_svg
+from orchestrator.web.gates import guarded_app
 from orchestrator.web.grid import batch_grid
 
-__all__ = ["MAX_PAGE", "create_app", "serving_app"]
+__all__ = ["DAG_MAX_STEPS", "EVENTS_SHOWN", "MAX_PAGE", "STEPS_SHOWN", "create_app",
+           "serving_app"]
 
 MAX_PAGE = 500
 """The most runs one page (or API call) lists; `before` pages further back."""
 DEFAULT_PAGE = 50
 EVENTS_SHOWN = 500
+"""A run's events on its page, and in one answer of its events API; `before` pages back."""
+STEPS_SHOWN = 200
+"""A run's steps in one page of its steps table; `steps=N` shows them from the N-th on."""
+DAG_MAX_STEPS = 300
+"""The most steps a run's graph is drawn for; a bigger run's page has its table alone."""
 SCHEDULE_RUNS = 5
 """A schedule's most recent runs, on the schedules page."""
 MAX_STREAMS = 64
 """Pages following a live run at once; more are answered 503 with a Retry-After."""
 FOLLOW_POLL = 0.5
 """Seconds between reads of the store for a page following a live run."""
+MAX_QUERY_TEXT = 200
+"""The longest id or filter value taken from an address; ids are far shorter."""
+SHOWN_CHARS = 2000
+"""Characters of one stored value a page shows (a step's answer, an event's data); the JSON
+API gives every value whole."""
 
 Handler = Callable[[Request], Awaitable[Response]]
+_log = structlog.get_logger("orchestrator.web")
 
 
 class BadQuery(ValueError):
@@ -89,26 +105,131 @@ class Refused(PermissionError):
     """An action this server does not take (actions off, no CSRF token): 403, saying why."""
 
 
+class _JSON(JSONResponse):
+    """JSON that every reader takes: a NaN or infinity a step stored is null (`shapes`)."""
+
+    def render(self, content: Any) -> bytes:
+        return document_text(content).encode()
+
+
+# -- what an address may ask for -------------------------------------------------------------
+
+
+def _plain(value: str, name: str) -> str:
+    """A value from the address that may reach the store: short, no control characters
+    (PostgreSQL refuses a NUL in text; nothing stored has one in an id or a name)."""
+    if len(value) > MAX_QUERY_TEXT or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        msg = f"{name} must be at most {MAX_QUERY_TEXT} printable characters"
+        raise BadQuery(msg)
+    return value
+
+
+def _whole(request: Request, name: str, default: int, *, low: int = 0,
+           high: int = EVENTS_END) -> int:
+    """An integer query parameter, within [low, high]."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw) if len(raw) <= 20 else high + 1
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        msg = f"{name} must be a whole number from {low} to {high}"
+        raise BadQuery(msg)
+    return value
+
+
+def _path_id(request: Request, key: str) -> str:
+    """A run's or batch's id from the path; one no run could have is not found, unasked."""
+    value = request.path_params[key]
+    try:
+        return _plain(value, key)
+    except BadQuery:
+        shown = value[:40]
+        raise (no_such_batch(shown) if key == "batch_id" else no_such_run(shown)) from None
+
+
 def _query(request: Request) -> dict[str, Any]:
     """The run filters of a runs page or `/api/runs`, checked."""
     params = request.query_params
     statuses = None
     if params.get("status"):
         try:
-            statuses = parse_statuses(s for s in params["status"].split(",") if s.strip())
+            statuses = parse_statuses(s for s in _plain(params["status"], "status").split(",")
+                                      if s.strip())
         except ValueError as exc:
             raise BadQuery(f"status {exc}") from None
+    limit = _whole(request, "limit", DEFAULT_PAGE, low=1, high=MAX_PAGE)
+    before = None
+    if params.get("before"):
+        try:
+            before = float(params["before"][:40])
+        except ValueError:
+            before = math.nan
+        if not 0 <= before < 1e12:
+            msg = "before must be a time in seconds since the epoch"
+            raise BadQuery(msg)
+    return {"statuses": statuses,
+            "pipeline": _plain(params.get("pipeline", ""), "pipeline") or None,
+            "batch_id": _plain(params.get("batch", ""), "batch") or None, "limit": limit,
+            "until": before}
+
+
+# -- stored values as a page shows them ------------------------------------------------------
+
+
+def _when(ts: Any) -> str:
+    """A stored time as local time; anything else as it is (a page shows what is stored)."""
+    if ts is None:
+        return "-"
     try:
-        limit = int(params.get("limit", DEFAULT_PAGE))
-        before = float(params["before"]) if params.get("before") else None
-    except ValueError:
-        msg = "limit must be an integer and before a number of seconds"
-        raise BadQuery(msg) from None
-    if not 1 <= limit <= MAX_PAGE:
-        msg = f"limit must be 1 to {MAX_PAGE}"
-        raise BadQuery(msg)
-    return {"statuses": statuses, "pipeline": params.get("pipeline") or None,
-            "batch_id": params.get("batch") or None, "limit": limit, "until": before}
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return _cut(str(ts), 40)
+
+
+def _span(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    if isinstance(seconds, int | float) and math.isfinite(seconds) and seconds >= 0:
+        return format_duration(seconds)
+    return _cut(str(seconds), 40)
+
+
+def _cut(text: str, limit: int = SHOWN_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _compact(value: Any) -> str:
+    return _cut(document_text(value))
+
+
+def event_row(event: Mapping[str, Any]) -> dict[str, str]:
+    """An event (`event_json`) as a row of a page's event table: when, where, what, detail.
+    A `log` event shows its level, message and fields; any part may be missing."""
+    data = event.get("data")
+    data = data if isinstance(data, dict) else {"data": data}
+    where = str(event.get("step") or "-") + (f"#{event['attempt']}" if event.get("attempt")
+                                              else "")
+    if event.get("kind") == "log":
+        fields = data.get("fields")
+        message = str(data.get("message", ""))
+        detail = message if not fields else f"{message} {_compact(fields)}"
+        return {"when": _when(event.get("ts")), "where": where,
+                "what": str(data.get("level", "log")), "detail": _cut(detail)}
+    return {"when": _when(event.get("ts")), "where": where, "what": str(event.get("kind")),
+            "detail": _compact(data) if data else ""}
+
+
+def _smoke(outputs: Sequence[Mapping[str, Any]]) -> dict[str, str] | None:
+    """The smoke test's answer and latency, from the outputs that hold them."""
+    found = next((o for o in outputs if "text" in o and "latency" in o), None)
+    if found is None:
+        return None
+    latency = found["latency"]
+    shown = f"{latency} s" if isinstance(latency, int | float) else _cut(str(latency), 40)
+    return {"text": _cut(str(found["text"])), "latency": shown}
 
 
 class _Views:
@@ -129,12 +250,18 @@ class _Views:
         self.templates.filters["when"] = _when
         self.templates.filters["span"] = _span
 
-    def page(self, name: str, code: int = 200, **values: Any) -> HTMLResponse:
-        return HTMLResponse(self.templates.get_template(name).render(
-            actions=self.actions, csrf=self.csrf, **values), status_code=code)
+    def _render(self, name: str, values: dict[str, Any]) -> str:
+        return self.templates.get_template(name).render(actions=self.actions, csrf=self.csrf,
+                                                        **values)
+
+    async def page(self, name: str, code: int = 200, **values: Any) -> HTMLResponse:
+        """The page `name` rendered in a worker thread: a big one holds up no request."""
+        html = await anyio.to_thread.run_sync(self._render, name, values)
+        return HTMLResponse(html, status_code=code)
 
     def guarded(self, handler: Handler, *, html: bool) -> Handler:
-        """`handler`, an unknown id a 404 and a bad query a 400 (a page, or JSON)."""
+        """`handler`, an unknown id a 404, a bad query a 400, a refusal a 403 (a page, or
+        JSON); anything unforeseen a 500 that says so in one line (and is logged)."""
         async def guard(request: Request) -> Response:
             try:
                 return await handler(request)
@@ -144,55 +271,62 @@ class _Views:
                 code, message = 400, str(exc)
             except Refused as exc:
                 code, message = 403, str(exc)
+            except Exception as exc:  # noqa: BLE001  (the answer must still be a page)
+                _log.exception("web view request failed", path=request.url.path[:200])
+                code = 500
+                message = (f"this page could not be made ({type(exc).__name__}); the web "
+                           "view's log has the details")
             if html:
-                return self.page("error.html", code, message=message, status=code)
-            return JSONResponse({"error": {"message": message}}, status_code=code)
+                return HTMLResponse(self._render("error.html", {"message": message,
+                                                                "status": code}),
+                                    status_code=code)
+            return _JSON({"error": {"message": message}}, status_code=code)
         return guard
 
     async def runs_api(self, request: Request) -> Response:
         found = await self.store.list_runs(**_query(request))
-        return JSONResponse([run_json(run) for run in found])
+        return _JSON([run_json(run) for run in found])
 
     async def runs_page(self, request: Request) -> Response:
         query = _query(request)
         found = await self.store.list_runs(**query)
         older = found[-1].created_at if len(found) == query["limit"] else None
-        return self.page("runs.html", runs=[run_json(r) for r in found],
-                         query=request.query_params, older=older,
-                         statuses=[s.value for s in RunStatus])
-
-    async def _read(self, run_id: str) -> tuple[RunRecord, dict[str, StepRecord],
-                                                 list[MetricPoint]]:
-        return (await self.store.get_run(run_id), await self.store.get_steps(run_id),
-                await self.store.get_metrics(run_id))
+        return await self.page("runs.html", runs=[run_json(r) for r in found],
+                               query=dict(request.query_params), older=older,
+                               statuses=[s.value for s in RunStatus])
 
     async def run_api(self, request: Request) -> Response:
-        run, steps, points = await self._read(request.path_params["run_id"])
-        return JSONResponse(run_document(run, ordered_steps(run, steps), points))
+        run_id = _path_id(request, "run_id")
+        run = await self.store.get_run(run_id)
+        steps, points = await self.store.get_steps(run_id), await self.store.get_metrics(run_id)
+        return _JSON(run_document(run, ordered_steps(run, steps), points))
 
     async def metrics_api(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
+        run_id = _path_id(request, "run_id")
         await self.store.get_run(run_id)
-        return JSONResponse(metrics_document(run_id, await self.store.get_metrics(run_id)))
+        return _JSON(metrics_document(run_id, await self.store.get_metrics(run_id)))
 
     async def events_api(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
+        """`?after=N`: the events after the N-th, oldest first; `?before=N`: the newest
+        before the N-th (paging back from the end); EVENTS_SHOWN at most."""
+        run_id = _path_id(request, "run_id")
+        after, before = _whole(request, "after", 0), _whole(request, "before", 0)
         await self.store.get_run(run_id)
-        events = await self.store.get_events(run_id, after=_after(request),
-                                             limit=EVENTS_SHOWN)
-        return JSONResponse([event_json(e) for e in events])
+        events = await self.store.get_events(run_id, after=after, before=before or None,
+                                             limit=EVENTS_SHOWN, newest=bool(before))
+        return _JSON([event_json(e) for e in events])
 
     async def stream_api(self, request: Request) -> Response:
         """Server-sent events of a run: `event` for each new entry of its log, `status` when
         its status changes, `end` once no one executes it (the browser stops listening)."""
-        run_id = request.path_params["run_id"]
+        run_id = _path_id(request, "run_id")
+        after = _whole(request, "after", 0)
         await self.store.get_run(run_id)
         if self.streams >= MAX_STREAMS:
-            return JSONResponse({"error": {"message": f"{MAX_STREAMS} pages already follow "
-                                           "runs here; try again later"}}, status_code=503,
-                                headers={"Retry-After": "5"})
-        return StreamingResponse(self._counted(_follow(self.store, run_id, _after(request),
-                                                       request)),
+            return _JSON({"error": {"message": f"{MAX_STREAMS} pages already follow "
+                                    "runs here; try again later"}}, status_code=503,
+                         headers={"Retry-After": "5"})
+        return StreamingResponse(self._counted(_follow(self.store, run_id, after, request)),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
@@ -206,34 +340,61 @@ class _Views:
             self.streams -= 1
 
     async def run_page(self, request: Request) -> Response:
-        run, steps, points = await self._read(request.path_params["run_id"])
-        events = await self.store.get_events(run.id)
-        pipeline = stored_pipeline(run.pipeline_text, run.pipeline_path)  # parsed once
+        """A run: facts, graph (up to DAG_MAX_STEPS), a page of its steps (`?steps=N`
+        starts at the N-th) and the newest of its events (`?events_before=SEQ` pages back)."""
+        run_id = _path_id(request, "run_id")
+        first = _whole(request, "steps", 0)
+        before = _whole(request, "events_before", 0)
+        run = await self.store.get_run(run_id)
+        steps, points = await self.store.get_steps(run_id), await self.store.get_metrics(run_id)
+        events = await self.store.get_events(run_id, before=before or None,
+                                             limit=EVENTS_SHOWN, newest=True)
+        return await self.page("run.html", **self._run_view(run, steps, points, events,
+                                                            first=first, before=before))
+
+    def _run_view(self, run: Any, steps: dict[str, StepRecord], points: Any, events: Any, *,
+                  first: int, before: int) -> dict[str, Any]:
+        """What the run page shows, every value as text it can print."""
+        size = len(run.step_ids) if run.step_ids is not None else len(steps)
+        pipeline = (stored_pipeline(run.pipeline_text, run.pipeline_path)
+                    if size <= DAG_MAX_STEPS else None)
         order = step_order(run, steps, pipeline)
-        document = run_document(run, [steps[sid] for sid in order if sid in steps], points)
-        graph = dag_svg(pipeline, steps) if pipeline is not None else None
+        shown = order[first:first + STEPS_SHOWN]
         # Steps not started yet too (pending): their rows move live with the stream.
-        rows = [step_json(steps.get(sid) or StepRecord(sid)) for sid in order]
-        outputs = [s["outputs"] for s in document["steps"] if s["outputs"]]
+        rows = [step_json(steps.get(sid) or StepRecord(sid)) for sid in shown]
+        outputs = [dict(r.outputs) for r in steps.values() if r.outputs]
         model = next((o["model_name"] for o in outputs if o.get("model_name")), None)
-        smoke = next((o for o in outputs if "text" in o and "latency" in o), None)
-        return self.page("run.html", doc=document, rows=rows, dag=graph,
-                         chart=loss_svg(points, title=run.id) if points else None,
-                         events=[event_json(e) for e in events[-EVENTS_SHOWN:]],
-                         last_seq=events[-1].seq if events else 0, model=model, smoke=smoke)
+        document = run_document(run, (), points)
+        return {
+            "doc": document, "rows": rows, "model": None if model is None else str(model),
+            "smoke": _smoke(outputs),
+            "dag": dag_svg(pipeline, steps) if pipeline is not None else None,
+            "dag_skipped": size if pipeline is None and size > DAG_MAX_STEPS else None,
+            "chart": loss_svg(points, title=run.id) if points else None,
+            "events": [event_row(event_json(e)) for e in events],
+            "last_seq": max((e.seq for e in events), default=0) if not before else None,
+            "older_events": events[0].seq if len(events) == EVENTS_SHOWN else None,
+            "steps_total": len(order), "steps_first": first,
+            "steps_next": first + STEPS_SHOWN if first + STEPS_SHOWN < len(order) else None,
+            "steps_prev": max(0, first - STEPS_SHOWN) if first else None,
+            # A choice of steps to resume from, or (too many to list) a field to name one.
+            "resumable": ([sid for sid in order if "." not in sid]
+                          if len(order) <= STEPS_SHOWN else None),
+        }
 
     async def batch_api(self, request: Request) -> Response:
-        batch, cells = await load_batch(self.store, request.path_params["batch_id"])
-        return JSONResponse(batch_document(batch, cells))
+        batch, cells = await load_batch(self.store, _path_id(request, "batch_id"))
+        return _JSON(batch_document(batch, cells))
 
     async def batch_page(self, request: Request) -> Response:
-        batch, cells = await load_batch(self.store, request.path_params["batch_id"])
+        batch, cells = await load_batch(self.store, _path_id(request, "batch_id"))
         document = batch_document(batch, cells)
         pipeline = stored_pipeline(batch.pipeline_text, batch.pipeline_path)
         matrix = pipeline.matrix if pipeline is not None else None
         axes = list(matrix.axes) if matrix is not None else []  # else as the cells have them
-        return self.page("batch.html", batch=document, grid=batch_grid(document["cells"], axes),
-                         status=document["status"])
+        return await self.page("batch.html", batch=document,
+                               grid=batch_grid(document["cells"], axes),
+                               status=document["status"])
 
     async def _action_form(self, request: Request) -> dict[str, str]:
         """The form of an action, once it is allowed: actions on, the page's CSRF token, and
@@ -255,7 +416,7 @@ class _Views:
         """POST /runs/RUN/cancel: ask for the run to be cancelled, as `orchestrator cancel`
         does (the process executing it, or the next worker, cancels its remote jobs)."""
         await self._action_form(request)
-        run_id = request.path_params["run_id"]
+        run_id = _path_id(request, "run_id")
         await self.store.get_run(run_id)
         await self.store.request_cancel([run_id])
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
@@ -264,9 +425,10 @@ class _Views:
         """POST /runs/RUN/resume [from]: queue the run for a worker to resume, as `resume
         RUN [--from STEP]` would (see `actions.queue_resume`)."""
         form = await self._action_form(request)
-        run_id = request.path_params["run_id"]
+        run_id = _path_id(request, "run_id")
         try:
-            await queue_resume(self.store, run_id, form.get("from") or None)
+            await queue_resume(self.store, run_id, _plain(form.get("from") or "", "from")
+                               or None)
         except ActionRefused as exc:
             raise Refused(str(exc)) from None
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
@@ -277,26 +439,29 @@ class _Views:
         return await schedule_documents(self.store, self.scheduled, last=SCHEDULE_RUNS)
 
     async def schedules_api(self, request: Request) -> Response:
-        return JSONResponse(await self._schedules())
+        return _JSON(await self._schedules())
 
     async def schedules_page(self, request: Request) -> Response:
         problem = self.scheduled if isinstance(self.scheduled, str) else None
-        return self.page("schedules.html", schedules=await self._schedules(), problem=problem)
+        return await self.page("schedules.html", schedules=await self._schedules(),
+                               problem=problem)
 
     async def models_api(self, request: Request) -> Response:
         models = await self.store.list_models(limit=MAX_PAGE)
-        return JSONResponse([model_json(m) for m in models])
+        return _JSON([model_json(m) for m in models])
 
     async def models_page(self, request: Request) -> Response:
         models = await self.store.list_models(limit=MAX_PAGE)
-        return self.page("models.html", models=[model_json(m) for m in models])
+        return await self.page("models.html", models=[model_json(m) for m in models])
 
 
 def create_app(store: StateStore, *, actions: bool = False, token: str | None = None,
-               scheduled: Sequence[Scheduled] | str = ()) -> Starlette:
+               scheduled: Sequence[Scheduled] | str = (),
+               hosts: frozenset[str] | None = None) -> ASGIApp:
     """The web view of `store` (already open, left open); `actions` lets it cancel runs,
     `token` asks every request for it; `scheduled` are the schedules it shows (or why they
-    could not be read)."""
+    could not be read); `hosts`, the Host values it answers to (`gates.allowed_hosts`: a
+    server names them; None, in process, takes any)."""
     views = _Views(store, actions=actions, scheduled=scheduled)
     pages = {"/": views.runs_page, "/runs/{run_id}": views.run_page,
              "/batches/{batch_id}": views.batch_page, "/models": views.models_page,
@@ -318,93 +483,23 @@ def create_app(store: StateStore, *, actions: bool = False, token: str | None = 
         Mount("/static", StaticFiles(directory=Path(__file__).parent / "static"),
               name="static"),
     ]
-    middleware = [Middleware(_Headers)]
-    if token:
-        middleware.append(Middleware(_TokenGate, token=token))
-    return Starlette(routes=routes, middleware=middleware)
-
-
-SECURITY_HEADERS = [
-    # Only this server's own script, styles and images; no frames, no plugins: a value a
-    # step or a provider stored can never bring code in, even past the escaping.
-    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
-                                 b"img-src 'self' data:; connect-src 'self'; "
-                                 b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-    (b"x-content-type-options", b"nosniff"),
-    # Not no-referrer: with it, a browser sends `Origin: null` on the page's own forms, which
-    # the CSRF check must refuse. same-origin never shows an address to another site.
-    (b"referrer-policy", b"same-origin"),
-]
-
-
-class _Headers:
-    """Every response carries SECURITY_HEADERS."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  *SECURITY_HEADERS]}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
-class _TokenGate:
-    """Every request carries the token, or is refused (401) before any handler runs."""
-
-    COOKIE = "orchestrator_ui"
-
-    def __init__(self, app: Any, *, token: str) -> None:
-        self.app = app
-        self._token = token.encode()
-
-    def _matches(self, given: str | None) -> bool:
-        return given is not None and hmac.compare_digest(given.encode(), self._token)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope)
-        bearer = request.headers.get("authorization", "")
-        if self._matches(request.cookies.get(self.COOKIE)) or (
-                bearer.startswith("Bearer ") and self._matches(bearer[7:])):
-            await self.app(scope, receive, send)
-            return
-        response: Response
-        if self._matches(request.query_params.get("token")):
-            # A first visit with ?token=: remember it, and take it out of the address bar.
-            response = RedirectResponse(request.url.path, status_code=303)
-            response.set_cookie(self.COOKIE, self._token.decode(), httponly=True,
-                                samesite="strict")
-        else:
-            response = JSONResponse({"error": {"message": "this web view needs its token: "
-                                               "open it once with ?token=... (the setting "
-                                               "ui_token)"}}, status_code=401)
-        await response(scope, receive, send)
+    app: ASGIApp = guarded_app(Starlette(routes=routes), hosts=hosts, token=token)
+    return app
 
 
 def serving_app(open_store: Callable[[], AbstractAsyncContextManager[StateStore]],
                 *, ready: Callable[[], None] | None = None, actions: bool = False,
-                token: str | None = None, scheduled: Sequence[Scheduled] | str = ()
-                ) -> Starlette:
+                token: str | None = None, scheduled: Sequence[Scheduled] | str = (),
+                hosts: frozenset[str] | None = None) -> Starlette:
     """The web view of the store `open_store` opens when the app starts (its lifespan, in
     the server's own event loop) and closes when it stops."""
-    views: list[Starlette] = []
+    views: list[ASGIApp] = []
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with open_store() as store:
             views.append(create_app(store, actions=actions, token=token,
-                                    scheduled=scheduled))
+                                    scheduled=scheduled, hosts=hosts))
             if ready is not None:
                 ready()
             yield
@@ -420,14 +515,6 @@ async def _no_icon(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _after(request: Request) -> int:
-    try:
-        return int(request.query_params.get("after", 0))
-    except ValueError:
-        msg = "after must be an event number"
-        raise BadQuery(msg) from None
-
-
 async def _follow(store: StateStore, run_id: str, after: int,
                   request: Request) -> AsyncIterator[str]:
     """The stream of `stream_api`, read from the store every FOLLOW_POLL seconds."""
@@ -437,19 +524,12 @@ async def _follow(store: StateStore, run_id: str, after: int,
         events = await store.get_events(run_id, after=after, limit=EVENTS_SHOWN)
         for event in events:
             after = event.seq
-            yield f"event: event\nid: {event.seq}\ndata: {json.dumps(event_json(event))}\n\n"
+            yield (f"event: event\nid: {event.seq}\ndata: {document_text(event_json(event))}"
+                   "\n\n")
         if run.status.value != shown:
             shown = run.status.value
-            yield f"event: status\ndata: {json.dumps(run_json(run))}\n\n"
+            yield f"event: status\ndata: {document_text(run_json(run))}\n\n"
         if run.settled and not events:
             yield "event: end\ndata: {}\n\n"
             return
         await anyio.sleep(FOLLOW_POLL)
-
-
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def _span(seconds: float | None) -> str:
-    return "-" if seconds is None else format_duration(seconds)

@@ -103,6 +103,22 @@ async def test_commit_writes_steps_run_status_and_events_together(store: StateSt
     assert await store.get_events("r-1", after=events[-2].seq) == [events[-1]]
 
 
+async def test_a_long_event_log_is_read_a_page_at_a_time(store: StateStore) -> None:
+    """From its start (`after`, `limit`) or its end (`newest`, `before`), oldest first."""
+    await store.create_run(new_run())
+    lease = await store.acquire_lease("r-1", "me", ttl=TTL, max_recoveries=3)
+    await store.commit(lease, events=[NewEvent("note", data={"n": n}) for n in range(10)])
+    every = await store.get_events("r-1")
+    seqs = [e.seq for e in every]
+    assert [e.seq for e in await store.get_events("r-1", after=seqs[1], limit=2)] == seqs[2:4]
+    assert [e.seq for e in await store.get_events("r-1", limit=3, newest=True)] == seqs[-3:]
+    assert [e.seq for e in await store.get_events("r-1", before=seqs[5], limit=2,
+                                                  newest=True)] == seqs[3:5]
+    assert [e.seq for e in await store.get_events("r-1", after=seqs[0], before=seqs[3])
+            ] == seqs[1:3]
+    assert await store.get_events("r-1", after=2**63 - 2) == []
+
+
 async def test_metric_points_are_kept_once_and_filled_in(store: StateStore,
                                                          clock: FakeClock) -> None:
     """A training step seen twice is one point: the second report fills in what the first

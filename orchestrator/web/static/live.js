@@ -19,7 +19,8 @@
   }
   const status = document.getElementById("run-status");
   const events = document.getElementById("events");
-  if (!status || !events || !window.EventSource) return;
+  // A page of older events (?events_before=) has no data-after: it does not follow.
+  if (!status || !events || events.dataset.after === undefined || !window.EventSource) return;
   const run = status.dataset.run;
   const source = new EventSource(`/api/runs/${run}/stream?after=${events.dataset.after}`);
   source.addEventListener("status", (message) => {
@@ -33,9 +34,11 @@
     events.dataset.after = e.seq;
     if (e.step && STEP_STATUS[e.kind]) showStep(e.step, STEP_STATUS[e.kind]);
     const row = events.insertRow(-1);
-    const what = e.kind === "log" ? e.data.level : e.kind;
-    const detail = e.kind === "log" ? `${e.data.message} ${JSON.stringify(e.data.fields || {})}`
-                                    : JSON.stringify(e.data);
+    const data = e.data || {};
+    const what = e.kind === "log" ? (data.level || "log") : e.kind;
+    const fields = data.fields && Object.keys(data.fields).length ? ` ${JSON.stringify(data.fields)}` : "";
+    const detail = e.kind === "log" ? `${data.message ?? ""}${fields}`
+                                    : (Object.keys(data).length ? JSON.stringify(data) : "");
     [new Date(e.ts * 1000).toLocaleString(), (e.step || "-") + (e.attempt ? `#${e.attempt}` : ""),
      what, detail].forEach((text) => { row.insertCell(-1).textContent = text; });
   });
