@@ -12,6 +12,7 @@ prints the median of several requests beside the target (< 200 ms for the runs p
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import statistics
 import tempfile
@@ -53,7 +54,35 @@ def seed(state: Path, runs: int) -> None:
             "INSERT INTO steps (run_id, step_id, status, attempt, outputs, checkpoint) "
             "VALUES (?, ?, 'succeeded', 1, '{}', '{}')",
             [(f"r-{runs - 1:07d}", s) for s in ("a", "b")])
+        _big_run(conn, BIG_STEPS)
     conn.close()
+
+
+BIG_STEPS = 10_000
+BIG_TARGET = 1.0
+"""A 10,000-step run's page, the first of its steps and its newest events (target <= 1 s)."""
+
+
+def _big_run(conn: sqlite3.Connection, steps: int) -> None:
+    """A finished run of a `steps`-step chain with three events a step: `r-big`."""
+    ids = [f"s{i:05d}" for i in range(steps)]
+    text = "name: chain\nsteps:\n" + "".join(f"  {sid}: {{uses: core/echo}}\n" for sid in ids)
+    key = text_hash(text)
+    conn.execute("INSERT INTO pipeline_texts (hash, text, steps) VALUES (?, ?, ?)",
+                 (key, text, json.dumps(ids)))
+    conn.execute("INSERT INTO runs (id, pipeline_name, pipeline_path, pipeline_text, "
+                 "pipeline_hash, inputs, status, created_at, started_at, finished_at, "
+                 "lease_generation) VALUES ('r-big', 'chain', '/chain.yaml', '', ?, '{}', "
+                 "'succeeded', 0, 0, 60, 1)", (key,))
+    conn.executemany("INSERT INTO steps (run_id, step_id, status, attempt, outputs, "
+                     "started_at, finished_at) VALUES ('r-big', ?, 'succeeded', 1, ?, 1, 2)",
+                     [(sid, json.dumps({"i": i})) for i, sid in enumerate(ids)])
+    start = conn.execute("SELECT last FROM event_seq").fetchone()[0]
+    conn.executemany("INSERT INTO events (run_id, seq, ts, kind, step_id, attempt, data) "
+                     "VALUES ('r-big', ?, 1, ?, ?, 1, NULL)",
+                     [(start + 3 * i + k + 1, kind, sid) for i, sid in enumerate(ids)
+                      for k, kind in enumerate(("step_started", "log", "step_succeeded"))])
+    conn.execute("UPDATE event_seq SET last = ?", (start + 3 * steps,))
 
 
 async def measure(state: Path, runs: int, repeat: int) -> list[tuple[str, float]]:
@@ -64,7 +93,8 @@ async def measure(state: Path, runs: int, repeat: int) -> list[tuple[str, float]
              ("runs page, a page halfway back", f"/?before={middle}"),
              ("runs page, 500 at once", "/?limit=500"),
              ("GET /api/runs", "/api/runs"),
-             ("a run's page", f"/runs/r-{runs - 1:07d}")]
+             ("a run's page", f"/runs/r-{runs - 1:07d}"),
+             (f"a {BIG_STEPS:,}-step run's page", "/runs/r-big")]
     figures = []
     async with open_store(f"sqlite:///{state}") as store:
         transport = httpx.ASGITransport(app=create_app(store))

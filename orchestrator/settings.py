@@ -26,7 +26,7 @@ from pydantic_settings import (
 from orchestrator.durations import Duration
 from orchestrator.errors import SettingsInvalid, shorten
 from orchestrator.inputfiles import UnreadableFile, read_regular, utf8_text
-from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
+from orchestrator.spec.limits import DEFAULT_LIMITS, MAX_PIPELINE_BYTES, PipelineLimits
 
 __all__ = [
     "CONFIG_ENV",
@@ -165,7 +165,7 @@ class Settings(BaseSettings):
 
     # -- bounds on what people hand the orchestrator ------------------------------------------
     max_pipeline_bytes: int = Field(
-        default=DEFAULT_LIMITS.max_bytes, ge=1024, le=2**30,
+        default=DEFAULT_LIMITS.max_bytes, ge=1024, le=MAX_PIPELINE_BYTES,
         description="the largest pipeline file read")
     max_yaml_nodes: int = Field(
         default=DEFAULT_LIMITS.max_nodes, ge=100, le=10**8,

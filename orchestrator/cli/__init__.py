@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_BROKEN_PIPE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK",
            "build_parser", "main"]
@@ -33,21 +33,40 @@ _MODULES = {"batches": "batches", "cancel": "service", "worker": "service",
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        """Bad flags are bad input: one line and exit code 2 (argparse's own code, too)."""
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+        """Bad flags are bad input: one line (the usage is a --help away) and exit code 2
+        (argparse's own code, too)."""
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _seconds(text: str) -> float:
-    """A flag's number of seconds: finite and not negative."""
+def _duration(text: str) -> float:
+    """A flag's duration: seconds, or a number with a unit (`90`, `2m`, `1h30m`), at most
+    ten years."""
+    from orchestrator.durations import parse_duration  # noqa: PLC0415  (pydantic: start-up)
+
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        msg = f"{text[:40]!r} is not a number of seconds (0 or more)"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """A flag's whole number, from `low` to `high`: every number a command takes is
+    bounded (a `--limit` of 10^30 would reach the database as an overflow)."""
+    def whole(text: str) -> int:
+        try:
+            value = int(text) if len(text.strip()) <= 20 else high + 1
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            msg = f"{text[:40]!r} is not a whole number from {low} to {high:,}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+    return whole
+
+
+MAX_LISTED = 1_000_000
+"""The most rows a listing command (`runs`, `batches`, `models`) is asked for at once."""
+_count, _port = _whole(1, MAX_LISTED), _whole(0, 65535)
 
 
 def _flag_groups() -> dict[str, _Parser]:
@@ -72,7 +91,7 @@ def _flag_groups() -> dict[str, _Parser]:
                            help="after Ctrl-C, leave remote jobs running (resumable) or cancel "
                                 "them; ask (the default) asks on a terminal, else leaves")
     workers = _Parser(add_help=False)
-    workers.add_argument("--max-runs", type=int, metavar="N",
+    workers.add_argument("--max-runs", type=_whole(1, 100_000), metavar="N",
                          help="runs executed at once (default: setting worker_max_runs)")
     output = _Parser(add_help=False)
     output.add_argument("-o", "--output", choices=["table", "json"], default="table",
@@ -168,7 +187,7 @@ def _running_commands(commands: argparse._SubParsersAction[_Parser],
     p = commands.add_parser("cancel", parents=[state, logging],
                             help="cancel runs or batches, and the remote jobs they started")
     p.add_argument("targets", nargs="+", metavar="RUN|BATCH")
-    p.add_argument("--wait", type=_seconds, default=30.0, metavar="SECONDS",
+    p.add_argument("--wait", type=_duration, default=30.0, metavar="DURATION",
                    help="how long to wait for the process executing a run to cancel it")
 
 
@@ -176,7 +195,7 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
                       g: dict[str, _Parser]) -> None:
     state, output = g["state"], g["output"]
     p = commands.add_parser("runs", parents=[state, output], help="list recent runs")
-    p.add_argument("--limit", type=int, default=20, metavar="N")
+    p.add_argument("--limit", type=_count, default=20, metavar="N")
     p.add_argument("--status", action="append", metavar="STATUS",
                    help="only runs in this status (repeatable, or comma-separated: "
                         "running,failed)")
@@ -187,7 +206,7 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
     p.add_argument("--until", metavar="WHEN", help="only runs created before WHEN")
 
     p = commands.add_parser("batches", parents=[state, output], help="list recent batches")
-    p.add_argument("--limit", type=int, default=20, metavar="N")
+    p.add_argument("--limit", type=_count, default=20, metavar="N")
 
     p = commands.add_parser("show", parents=[state, output],
                             help="a run's steps and their state, or a batch's cells")
@@ -201,7 +220,7 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
                    help="keep printing new events until the run stops; the exit code is "
                         "then the run's (0 succeeded, 1 failed or cancelled)")
     p.add_argument("--step", metavar="STEP", help="only this step's events")
-    p.add_argument("--attempt", type=int, metavar="N", help="only this attempt's events")
+    p.add_argument("--attempt", type=_count, metavar="N", help="only this attempt's events")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
 
     p = commands.add_parser("metrics", parents=[state],
@@ -219,7 +238,7 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
                             help="wait for a run or batch to end; exit 0 succeeded, 1 failed "
                                  "or cancelled, 2 unknown, 75 timed out")
     p.add_argument("run_id", metavar="RUN|BATCH")
-    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+    p.add_argument("--timeout", type=_duration, metavar="DURATION",
                    help="give up after this long (exit code 75; the run goes on)")
 
     p = commands.add_parser("check-data", help="check fine-tuning datasets (JSONL); every "
@@ -228,7 +247,7 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
     p.add_argument("--purpose", choices=["fine-tune", "eval"], default="fine-tune")
 
     p = commands.add_parser("models", parents=[state, output], help="the model registry")
-    p.add_argument("--limit", type=int, default=50, metavar="N")
+    p.add_argument("--limit", type=_count, default=50, metavar="N")
 
     p = commands.add_parser("ui", parents=[state],
                             help="serve the web view (runs, a run's graph and losses, "
@@ -256,7 +275,7 @@ def _listen_flags(p: _Parser, *, port: int, remote: str) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="where to listen (default 127.0.0.1; another address needs "
                         "--allow-remote)")
-    p.add_argument("--port", type=int, default=port)
+    p.add_argument("--port", type=_port, default=port)
     p.add_argument("--allow-remote", action="store_true", help=remote)
 
 
@@ -274,7 +293,7 @@ def _service_commands(commands: argparse._SubParsersAction[_Parser],
     p.add_argument("--ui-host", default="127.0.0.1",
                    help="where the web view listens (another address than loopback needs "
                         "--allow-remote)")
-    p.add_argument("--ui-port", type=int, default=8766, help="the web view's port")
+    p.add_argument("--ui-port", type=_port, default=8766, help="the web view's port")
     p.add_argument("--no-ui", action="store_true", help="no web view")
     p.add_argument("--allow-remote", action="store_true",
                    help="the web view off loopback; every request must carry ORCH_UI_TOKEN")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import stat
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -45,21 +49,55 @@ def _export(settings: Settings, target: str, where: str) -> int:
     if target == "-":
         counts = with_store(settings, lambda store: _export_to(store, sys.stdout.buffer))
     else:
-        path = Path(target)
-        partial = path.with_name(f".{path.name}.partial")  # never a half-written FILE
-        try:
-            with partial.open("wb") as stream:
-                counts = with_store(settings, lambda store: _export_to(store, stream))
-            partial.replace(path)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            msg = f"{target}: cannot write: {exc.strerror or exc}"
-            raise StateStoreInvalid(msg) from None
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        with _replacing(Path(target)) as stream:
+            counts = with_store(settings, lambda store: _export_to(store, stream))
     err(f"exported {_counted(counts)} from {where}")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[IO[bytes]]:
+    """A stream whose bytes become `path` once the block ends well, and never before: they
+    go to a new file created beside it under a name no one had (exclusively: a link planted
+    at a guessable name is never followed), then renamed over `path`. `path` must be absent
+    or a regular file: a link, a FIFO or a device (/dev/full) is refused, never replaced."""
+    try:
+        kind = _kind(path.lstat().st_mode)
+    except FileNotFoundError:
+        kind = None
+    except OSError as exc:
+        msg = f"{path}: cannot write: {exc.strerror or exc}"
+        raise StateStoreInvalid(msg) from None
+    if kind is not None:
+        msg = f"{path}: is {kind}, not a regular file; it is left as it is (choose another name)"
+        raise StateStoreInvalid(msg)
+    try:
+        fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
+                                       dir=path.parent)
+    except OSError as exc:
+        msg = f"{path}: cannot write: {exc.strerror or exc}"
+        raise StateStoreInvalid(msg) from None
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            yield stream
+        Path(partial).replace(path)
+    except OSError as exc:
+        Path(partial).unlink(missing_ok=True)
+        msg = f"{path}: cannot write: {exc.strerror or exc}"
+        raise StateStoreInvalid(msg) from None
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def _kind(mode: int) -> str | None:
+    """What a path is when it is not a regular file (None when it is)."""
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 async def _export_to(store: StateStore, stream: IO[bytes]) -> dict[str, int]:

@@ -57,6 +57,7 @@ from orchestrator.errors import (
     leaf_errors,
 )
 from orchestrator.faults import fault_point
+from orchestrator.inputfiles import format_size
 from orchestrator.log import get_logger
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.redact import REDACTOR
@@ -77,6 +78,7 @@ from orchestrator.store.records import (
     StepRecord,
     StepStatus,
 )
+from orchestrator.store.rows import MAX_JSON_VALUE
 
 __all__ = ["ProgressSink", "RunExecutor", "RunOutcome"]
 
@@ -196,10 +198,15 @@ def _as_outputs(result: Any) -> dict[str, Any]:
         raise PermanentError(msg)
     outputs = dict(result)
     try:
-        json.dumps(outputs)
+        size = len(json.dumps(outputs))
     except (TypeError, ValueError) as exc:
         msg = f"a step's outputs must be JSON-serialisable: {exc}"
         raise PermanentError(msg) from None
+    if size > MAX_JSON_VALUE:
+        msg = (f"a step's outputs are {format_size(size)} of JSON; the store keeps at most "
+               f"{format_size(MAX_JSON_VALUE)}: write large results to a file and output its "
+               "path")
+        raise PermanentError(msg)
     return outputs
 
 

@@ -28,6 +28,7 @@ from orchestrator.localapi.errors import APIError, error_response
 from orchestrator.localapi.gate import Gate
 from orchestrator.localapi.handlers import api_of
 from orchestrator.localapi.jobviews import JobViews
+from orchestrator.localapi.openapi import document
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import LocalState
 
@@ -186,6 +187,11 @@ async def docs(request: Request) -> Response:
     return PlainTextResponse(DOCS)
 
 
+async def openapi(request: Request) -> Response:
+    """This server's own OpenAPI document (see `openapi`)."""
+    return JSONResponse(document())
+
+
 def _routes() -> list[BaseRoute]:
     # Routes are tried in order: the ones polled most (a job's status) come first.
     return [
@@ -197,5 +203,6 @@ def _routes() -> list[BaseRoute]:
         *projects.ROUTES,
         Route("/", root, name="root"),
         Route("/docs", docs, name="docs"),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v3/whoami", whoami, methods=["GET"]),
     ]

@@ -31,7 +31,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from orchestrator.localapi.errors import APIError, bad_request, not_found
-from orchestrator.localapi.handlers import api_of
+from orchestrator.localapi.handlers import api_of, byte_ranges
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.protocol.datacheck import DataReport, check_file
 
@@ -297,7 +297,9 @@ async def content(request: Request) -> Response:
     """The file's bytes, streamed from disk."""
     row = _existing(request)
     media = "application/octet-stream" if row["file_type"] == "parquet" else "text/plain"
-    return FileResponse(api_of(request).state.file_path(row["id"]), media_type=media)
+    path = api_of(request).state.file_path(row["id"])
+    byte_ranges(request, path.stat().st_size)  # what it cannot serve: a 416, not a 400
+    return FileResponse(path, media_type=media)
 
 
 ROUTES = [

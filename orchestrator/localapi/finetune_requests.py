@@ -33,6 +33,16 @@ __all__ = ["SECRET_FIELDS", "NewJob", "checked_job", "dataset", "job_plan_overri
 SECRET_FIELDS = ("wandb_key", "wandb_api_key", "hf_api_token")
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
 
+NULLABLE_FIELDS = ("random_seed", "training_type")
+"""The fields of a create request Together's spec lets be null."""
+CREATE_FIELDS = ("training_file", "validation_file", "packing", "max_seq_length", "model",
+                 "n_epochs", "n_checkpoints", "n_evals", "batch_size", "learning_rate",
+                 "lr_scheduler", "warmup_ratio", "max_grad_norm", "weight_decay", "random_seed",
+                 "suffix", "wandb_api_key", "wandb_base_url", "wandb_project_name",
+                 "wandb_name", "wandb_entity", "train_on_inputs", "training_method",
+                 "training_type", "multimodal_params", "from_checkpoint", "from_hf_model",
+                 "hf_model_revision", "hf_api_token", "hf_output_repo_name")
+"""The fields of a create request, as Together's spec lists them."""
 STRING_FIELDS = ("training_file", "validation_file", "model", "from_checkpoint", "suffix",
                  "wandb_api_key", "wandb_key", "wandb_base_url", "wandb_project_name",
                  "wandb_name", "wandb_entity", "from_hf_model", "hf_model_revision",
@@ -40,8 +50,12 @@ STRING_FIELDS = ("training_file", "validation_file", "model", "from_checkpoint",
 
 
 def _plain_fields(body: dict[str, Any]) -> None:
-    """Fields that are not objects have the type the spec gives them; SDK arguments that are
-    not fields are named, with where they belong."""
+    """Fields that are not objects have the type the spec gives them, and a value: null only
+    where the spec allows it (NULLABLE_FIELDS; the SDKs leave unset fields out); SDK
+    arguments that are not fields are named, with where they belong."""
+    for name in CREATE_FIELDS:
+        if name in body and body[name] is None and name not in NULLABLE_FIELDS:
+            raise bad_request(f"{name} must not be null: leave it out for its default", name)
     for name, where in SDK_ARGUMENTS.items():
         if name in body:
             raise bad_request(f"{name} is an argument of Together's SDK, not a field of the "
@@ -70,9 +84,9 @@ def _flag(body: dict[str, Any], name: str, default: bool) -> bool:
 
 def number(body: dict[str, Any], name: str, default: float, low: float, high: float, *,
             integer: bool = False, low_open: bool = False, high_open: bool = False) -> Any:
+    if name in body and body[name] is None:
+        raise bad_request(f"{name} must not be null: leave it out for its default", name)
     value = body.get(name, default)
-    if value is None:
-        value = default
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise bad_request(f"{name} must be {'an integer' if integer else 'a number'}", name)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import re
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from orchestrator.localapi.finetune_requests import (
     job_plan_override,
     number,
 )
-from orchestrator.localapi.handlers import api_of, json_body
+from orchestrator.localapi.handlers import api_of, byte_ranges, json_body
 from orchestrator.localapi.jobviews import PRICE_PER_TOKEN, event_json
 from orchestrator.localapi.responses import JSONResponse, iso
 from orchestrator.protocol.datacheck import examples
@@ -156,16 +155,13 @@ async def download(request: Request) -> Response:
         raise bad_request(f"job {job_id} is {status}; only a completed job can be downloaded",
                           "ft_id")
     data = _archive(row, request.query_params.get("checkpoint") or "merged")
-    ranged = request.headers.get("range", "")
-    match = re.fullmatch(r"bytes=(\d{1,18})-(\d{0,18})", ranged)
-    if ranged and not match:
-        raise APIError(416, "requested range not satisfiable (use bytes=START-[END])",
-                       type_="invalid_range")
-    if match:
-        start = int(match.group(1))
-        end = min(len(data) - 1, int(match.group(2)) if match.group(2) else len(data) - 1)
-        if start >= len(data):
-            raise APIError(416, "requested range not satisfiable", type_="invalid_range")
+    ranges = byte_ranges(request, len(data))
+    if ranges:
+        if len(ranges) > 1:
+            raise APIError(416, "requested range not satisfiable: one range at a time",
+                           type_="invalid_range",
+                           headers={"Content-Range": f"bytes */{len(data)}"})
+        start, end = ranges[0]
         return Response(data[start:end + 1], status_code=206, media_type="application/octet-stream",
                         headers={"Content-Range": f"bytes {start}-{end}/{len(data)}"})
     return Response(data, media_type="application/octet-stream", headers={

@@ -149,31 +149,66 @@ async def completions(request: Request) -> Response:
     })
 
 
-def _last_user_text(messages: Any) -> str:
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def _text_of(content: Any, where: str) -> str:
+    """A message's content as text: a string, or a list of content parts (`{"type": "text",
+    "text": ...}`; other parts, such as images, add no text). A 400 naming the message
+    otherwise."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise bad_request(f"{where}.content parts must be objects with a type "
+                                  "(e.g. {\"type\": \"text\", \"text\": \"...\"})", "messages")
+            if part["type"] == "text":
+                if not isinstance(part.get("text"), str):
+                    raise bad_request(f"{where}.content: a text part needs its text as a "
+                                      "string", "messages")
+                texts.append(part["text"])
+        return "".join(texts)
+    raise bad_request(f"{where}.content must be a string or a list of content parts",
+                      "messages")
+
+
+def _message_texts(messages: Any) -> list[tuple[str, str]]:
+    """(role, text) of each message, checked as Together checks them (400 otherwise)."""
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages is required: a non-empty list of {role, content}",
                           "messages")
-    for message in messages:
-        if not isinstance(message, dict) or "role" not in message:
-            raise bad_request("each message needs a role and content", "messages")
-    for message in reversed(messages):
-        if message["role"] == "user":
-            content = message.get("content")
-            if isinstance(content, list):
-                return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            return str(content or "")
+    found = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise bad_request(f"{where} needs a role ({', '.join(ROLES)}) and content",
+                              "messages")
+        content = message.get("content")
+        if content is None and message["role"] == "assistant":
+            content = ""  # an assistant turn that called tools has no content
+        found.append((message["role"], _text_of(content, where)))
+    return found
+
+
+def _last_user_text(texts: list[tuple[str, str]]) -> str:
+    for role, text in reversed(texts):
+        if role == "user":
+            return text
     raise bad_request("messages holds no user message", "messages")
 
 
 async def chat(request: Request) -> Response:
     api = api_of(request)
     body = await json_body(request)
+    texts = _message_texts(body.get("messages"))
     served = _model(api, body)
-    question = _last_user_text(body.get("messages"))
+    question = _last_user_text(texts)
     max_tokens, stop, n = _limits(body)
     text, reason = _shape(answer(api, served, question), max_tokens, stop)
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    prompt_text = " ".join(str(m.get("content", "")) for m in body["messages"])
+    prompt_text = " ".join(text for _, text in texts)
     usage = _usage(prompt_text, text)
     if body.get("stream"):
         chunks = [{"id": ident, "object": "chat.completion.chunk", "created": created,

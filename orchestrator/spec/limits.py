@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_LIMITS", "PipelineLimits"]
+__all__ = ["DEFAULT_LIMITS", "MAX_PIPELINE_BYTES", "PipelineLimits"]
+
+MAX_PIPELINE_BYTES = 64 * 2**20
+"""The most the setting max_pipeline_bytes may allow: a run stores its pipeline's text, and
+the store bounds every row it holds (a 10,000-step chain is under 1 MiB)."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import anyio
 
 from orchestrator.errors import PermanentError
+from orchestrator.inputfiles import format_size
+from orchestrator.store.rows import MAX_JSON_VALUE
 
 if TYPE_CHECKING:
     from orchestrator.store.records import MetricPoint, ModelEntry
@@ -211,10 +213,15 @@ class StepContext:
         """
         merged = {**self.last_checkpoint, **data}
         try:
-            json.dumps(merged)
+            size = len(json.dumps(merged))
         except (TypeError, ValueError) as exc:
             msg = f"checkpoint values must be JSON-serialisable: {exc}"
             raise TypeError(msg) from None
+        if size > MAX_JSON_VALUE:
+            msg = (f"a checkpoint of {format_size(size)} of JSON; the store keeps at most "
+                   f"{format_size(MAX_JSON_VALUE)}: keep large state in a file and its path "
+                   "in the checkpoint")
+            raise PermanentError(msg)
         await self._host.write_checkpoint(self.step_id, self.attempt, merged, data)
         self.last_checkpoint = merged
 

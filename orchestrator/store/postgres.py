@@ -192,16 +192,28 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _conninfo(url: str) -> tuple[str, str | None]:
-    """libpq's connection string for `url`, and the schema named by `?schema=`."""
-    parts = urlsplit(url)
+    """libpq's connection string for `url`, and the schema named by `?schema=`: one of the
+    user's own (PostgreSQL's `information_schema`, `pg_catalog`, `pg_toast` and every `pg_*`
+    are refused: the tables would be made among the server's own)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (checked here: urllib checks a port only when asked)
+        _ = parts.password
+    except ValueError as exc:
+        msg = f"state_url {shown_url(url)!r} is not a valid URL ({exc})"
+        raise StateStoreInvalid(msg) from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [value for key, value in query if key == "schema"]
     rest = [(key, value) for key, value in query if key != "schema"]
     schema = schemas[-1] if schemas else None
     if schema is not None:
         if not _SCHEMA_NAME.fullmatch(schema):
-            msg = (f"state_url {shown_url(url)!r}: schema {schema!r} is not a plain lowercase "
-                   "name (letters, digits, _; at most 63)")
+            msg = (f"state_url {shown_url(url)!r}: schema {schema[:70]!r} is not a plain "
+                   "lowercase name (letters, digits, _; at most 63)")
+            raise StateStoreInvalid(msg)
+        if schema == "information_schema" or schema.startswith("pg_"):
+            msg = (f"state_url {shown_url(url)!r}: schema {schema!r} is PostgreSQL's own; "
+                   "name a schema of your own (?schema=orchestrator)")
             raise StateStoreInvalid(msg)
         rest.append(("options", f"-c search_path={schema}"))
     if not any(key == "application_name" for key, _ in rest):  # who it is, in pg_stat_activity
@@ -235,11 +247,11 @@ class PostgresStore(StateStore):
         if durability not in ("process", "machine", "none"):
             msg = f"durability {durability!r}: expected one of process, machine, none"
             raise StateStoreInvalid(msg)
+        self._conninfo, self._schema = _conninfo(url)
         password = urlsplit(url).password
         if password:
             REDACTOR.add([password])
         self.shown = shown_url(url)
-        self._conninfo, self._schema = _conninfo(url)
         self._synchronous = "on" if durability == "machine" else "off"
         self._busy_timeout = busy_timeout
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] | None = None

@@ -28,11 +28,11 @@ from orchestrator.store.records import (
     StepStatus,
 )
 
-__all__ = ["BATCH_COLUMNS", "EVENTS_END", "EVENT_COLUMNS", "METRIC_COLUMNS", "METRIC_ORDER",
-           "MODEL_COLUMNS", "RUN_COLUMNS", "SCHEDULE_COLUMNS", "SHARED_TEXTS", "STEP_COLUMNS",
-           "Row", "SharedTexts", "StoredText", "batch_record", "dumps", "dumps_mapping",
-           "event_record", "loads_mapping", "metric_record", "metric_row", "model_record",
-           "model_row", "run_record", "schedule_record", "step_record", "step_row",
+__all__ = ["BATCH_COLUMNS", "EVENTS_END", "EVENT_COLUMNS", "MAX_JSON_VALUE", "METRIC_COLUMNS",
+           "METRIC_ORDER", "MODEL_COLUMNS", "RUN_COLUMNS", "SCHEDULE_COLUMNS", "SHARED_TEXTS",
+           "STEP_COLUMNS", "Row", "SharedTexts", "StoredText", "batch_record", "dumps",
+           "dumps_mapping", "event_record", "loads_mapping", "metric_record", "metric_row",
+           "model_record", "model_row", "run_record", "schedule_record", "step_record", "step_row",
            "steps_json"]
 
 RUN_COLUMNS = (
@@ -55,6 +55,10 @@ STEP_COLUMNS = (
     "config_hash, waiting_for"
 )
 EVENT_COLUMNS = "seq, run_id, ts, kind, step_id, attempt, data"
+MAX_JSON_VALUE = 16 * 2**20
+"""The longest JSON text of one stored value a step hands the store, its outputs or its
+checkpoint (a step with more to keep writes a file and keeps its path): with the pipeline
+text's bound, what bounds every row the store holds."""
 EVENTS_END = 2**63 - 1
 """Past the number of any event (the largest integer both databases hold): a bound to read
 events up to."""

@@ -19,10 +19,14 @@ from typing import IO, Any
 import orjson
 
 from orchestrator.errors import StateStoreInvalid
+from orchestrator.inputfiles import format_size
+from orchestrator.spec.limits import MAX_PIPELINE_BYTES
 from orchestrator.store.records import text_hash
+from orchestrator.store.rowcheck import RowChecker
 from orchestrator.store.rows import (
     BATCH_COLUMNS,
     EVENT_COLUMNS,
+    MAX_JSON_VALUE,
     METRIC_COLUMNS,
     MODEL_COLUMNS,
     RUN_COLUMNS,
@@ -35,8 +39,11 @@ __all__ = ["FORMAT", "HISTORY", "IMPORTS", "MAX_LINE", "Exporter", "HistoryRow",
 
 FORMAT = "orchestrator-state"
 VERSION = 1
-MAX_LINE = 256 * 1024 * 1024
-"""The longest line read (a row with a large step output); longer is refused, not loaded."""
+MAX_LINE = 2 * max(MAX_PIPELINE_BYTES, 2 * MAX_JSON_VALUE) + 2**20
+"""The longest line read: the largest row the store holds (a pipeline text of the largest
+size allowed, or a step's outputs and checkpoint of the largest), each character escaped
+as JSON at worst, with room for the rest of the row. A longer line is refused as soon as
+this much of it was read, never loaded whole."""
 
 
 def _columns(text: str) -> tuple[str, ...]:
@@ -113,12 +120,19 @@ def read_history(path: Path, stream: IO[bytes]) -> Iterator[HistoryRow]:
                f"reads version {VERSION}")
         raise StateStoreInvalid(msg)
     line = 1
+    checker = RowChecker()
     while raw := stream.readline(MAX_LINE + 1):
         line += 1
         if len(raw) > MAX_LINE:
-            msg = f"{path}:{line}: line longer than {MAX_LINE // (1024 * 1024)} MiB"
+            msg = (f"{path}:{line}: line longer than {format_size(MAX_LINE)}, the largest "
+                   "row a state database holds")
             raise StateStoreInvalid(msg)
-        yield line, *_parse(path, line, raw)
+        table, row = _parse(path, line, raw)
+        problem = checker.problem(table, row)
+        if problem is not None:
+            msg = f"{path}:{line}: {problem}; nothing was imported"
+            raise StateStoreInvalid(msg)
+        yield line, table, row
 
 
 def _parse(path: Path, line: int, raw: bytes) -> tuple[str, dict[str, Any]]:

@@ -295,8 +295,8 @@ def test_bad_arguments_to_the_new_commands_are_one_line(cli: CLI, tmp_path: Path
     (tmp_path / "taken").write_text("")
     for args, message in ((("init", "taken"), "taken exists and is not a folder"),
                           (("init", "taken/sub"), "cannot write taken/sub/pipeline.yaml"),
-                          (("wait", "r-1", "--timeout", "-1"), "is not a number of seconds"),
+                          (("wait", "r-1", "--timeout", "-1"), "bad duration '-1'"),
                           (("metrics", "r-nope"), "no run with id 'r-nope'"),
-                          (("logs", "r-1", "--attempt", "x"), "invalid int value")):
+                          (("logs", "r-1", "--attempt", "x"), "is not a whole number")):
         result = cli(*args, check_code=2)
         assert message in result.stderr and "Traceback" not in result.stderr, args

@@ -306,6 +306,25 @@ async def test_non_mapping_outputs_fail_clearly(h: Harness) -> None:
                              "outputs or None, not list")
 
 
+async def test_outputs_and_checkpoints_are_bounded(h: Harness) -> None:
+    """What a step hands the store is bounded (16 MiB of JSON each), so every row of the
+    store is, and an exported history can be read back a bounded line at a time."""
+
+    @h.registry.step("t/big", params=Free)
+    async def big(ctx: StepContext, params: Free) -> dict[str, Any]:
+        if params.model_extra and params.model_extra.get("checkpoint"):
+            await ctx.checkpoint(blob="x" * (16 * 2**20))
+        return {"blob": "x" * (16 * 2**20)}
+
+    outcome = await h.run("name: p\nsteps:\n  s: {uses: t/big}\n")
+    assert outcome.error == ("step s failed: PermanentError: a step's outputs are 16.0 MiB of "
+                             "JSON; the store keeps at most 16 MiB: write large results to a "
+                             "file and output its path")
+    outcome = await h.run("name: p\nsteps:\n  s: {uses: t/big, with: {checkpoint: true}}\n")
+    assert outcome.error is not None and "a checkpoint of 16.0 MiB of JSON" in outcome.error
+    assert (await h.steps(outcome.run_id))["s"].checkpoint == {}
+
+
 async def test_checkpoint_is_committed_and_handed_to_the_next_attempt(h: Harness) -> None:
     """What a step checkpoints before failing is in the store and in the next attempt's ctx;
     each checkpoint event holds what that checkpoint changed."""

@@ -33,6 +33,11 @@ class Client:
         return self._portal.call(functools.partial(self._client.request, method, url,
                                                    **kwargs))
 
+    def raw(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A request to a full URL (not under /v1), sent as given."""
+        return self._portal.call(functools.partial(self._client.request, method, url,
+                                                   **kwargs))
+
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("GET", url, **kwargs)
 
@@ -200,6 +205,73 @@ def test_an_absurd_range_is_a_416(tmp_path: Path, clock: FakeClock) -> None:
         assert (absurd.status_code, absurd.json()["error"]["type"]) == (416, "invalid_range")
         assert client.get("/finetune/download", params=params,
                           headers={"Range": "bytes=0-1"}).status_code == 206
+
+
+def test_a_backwards_or_foreign_range_is_a_416(tmp_path: Path, clock: FakeClock) -> None:
+    """`Range: bytes=5-2` was answered 206 with no bytes (a download) or a plain-text 400 (a
+    file's content): both are a 416 in Together's shape, with the size it could serve."""
+    with serving(LocalAPIConfig(data_dir=tmp_path, job_duration=1.0), clock) as client:
+        file_id = upload(client)
+        job = client.post("/fine-tunes", json={"training_file": file_id, "model": BASE})
+        clock.advance(60)
+        for url, params in (("/finetune/download", {"ft_id": job.json()["id"]}),
+                            (f"/files/{file_id}/content", {})):
+            for bad in ("bytes=5-2", "bytes=x-1", "items=0-1", "bytes=" + "9" * 18 + "-",
+                        "bytes=-"):
+                refused = client.get(url, params=params, headers={"Range": bad})
+                assert refused.status_code == 416, (url, bad, refused.text)
+                assert refused.json()["error"]["type"] == "invalid_range"
+                assert refused.headers["content-range"].startswith("bytes */")
+            served = client.get(url, params=params, headers={"Range": "bytes=2-4"})
+            assert served.status_code == 206 and len(served.content) == 3
+            whole = client.get(url, params=params).content
+            assert client.get(url, params=params, headers={"Range": "bytes=-3"}
+                              ).content == whole[-3:]
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param(7, id="number"), pytest.param({"text": "hi"}, id="object"),
+    pytest.param(None, id="null-for-user"), pytest.param(["hi"], id="list-of-strings"),
+    pytest.param([{"type": "text", "text": 5}], id="text-part-not-text"),
+    pytest.param([{"text": "no type"}], id="part-without-type"),
+])
+def test_chat_content_that_is_not_text_or_parts_is_a_400(served: tuple[Client, str, str],
+                                                         content: Any) -> None:
+    client, _, _ = served
+    response = client.post("/chat/completions", json={
+        "model": BASE, "messages": [{"role": "system", "content": "be brief"},
+                                    {"role": "user", "content": content}]})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"].startswith("messages[1].content")
+    parts = client.post("/chat/completions", json={"model": BASE, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "hi"},
+                                     {"type": "image_url", "image_url": {"url": "x"}}]}]})
+    assert parts.status_code == 200
+
+
+@pytest.mark.parametrize("field", ["n_epochs", "n_checkpoints", "n_evals", "batch_size",
+                                   "learning_rate", "warmup_ratio", "max_grad_norm",
+                                   "weight_decay", "max_seq_length", "packing", "suffix",
+                                   "validation_file", "train_on_inputs", "lr_scheduler",
+                                   "training_method", "model"])
+def test_null_where_together_requires_a_value_is_a_400_naming_the_field(
+        served: tuple[Client, str, str], field: str) -> None:
+    """`n_epochs: null` was taken as the default; Together's spec lets only random_seed
+    and training_type be null (the SDKs leave an unset field out)."""
+    client, file_id, _ = served
+    response = client.post("/fine-tunes", json={"training_file": file_id, "model": BASE,
+                                                field: None})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["message"]) == (
+        field, f"{field} must not be null: leave it out for its default")
+    nested = client.post("/fine-tunes", json={"training_file": file_id, "model": BASE,
+                                              "training_type": {"type": "Lora", "lora_r": None}})
+    assert nested.json()["error"]["message"] == ("lora_r must not be null: leave it out for "
+                                                 "its default")
+    for nullable in ("random_seed", "training_type"):
+        assert client.post("/fine-tunes/estimate-price", json={
+            "training_file": file_id, "model": BASE, nullable: None}).status_code == 200
 
 
 def test_405_says_which_methods_are_allowed(served: tuple[Client, str, str]) -> None:

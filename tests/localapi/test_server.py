@@ -173,8 +173,9 @@ def test_official_cli(tmp_path: Path, together_env: dict[str, str]) -> None:
 # -- refusing to start, and bounded requests over a real socket -----------------------------
 
 @pytest.mark.parametrize(("args", "env", "expected"), [
-    pytest.param(["--port", "99999"], {}, "error: --port 99999: a port is a number from 1 to "
-                 "65535", id="port-out-of-range"),
+    pytest.param(["--port", "99999"], {}, "orchestrator local-api: error: argument --port: "
+                 "'99999' is not a whole number from 0 to 65,535 (see orchestrator local-api "
+                 "--help)", id="port-out-of-range"),
     pytest.param(["--port", "0"], {}, "error: --port 0: a port is a number from 1 to 65535",
                  id="port-zero"),
     pytest.param([], {"ORCH_LOCAL_API_KEY": " "}, "error: bad setting local_api_key = '***' "

@@ -115,13 +115,20 @@ async def test_someone_elses_runs_table_is_refused_and_left_alone(postgres_url: 
     ("postgresql://postgres@127.0.0.1:5432/no_such_db", 'database "no_such_db" does not exist'),
     ("postgresql://postgres@127.0.0.1:5432/test?schema=Bad-Name", "schema 'Bad-Name' is not a "
                                                                   "plain lowercase name"),
+    *((f"postgresql://postgres@127.0.0.1:5432/test?schema={name}",
+       f"schema '{name}' is PostgreSQL's own; name a schema of your own")
+      for name in ("information_schema", "pg_catalog", "pg_toast", "pg_temp_1")),
+    ("postgresql://u@[::1", "state_url 'postgresql://...' is not a valid URL (Invalid IPv6 "
+                            "URL)"),
+    ("postgresql://u:secret@[::1", "state_url 'postgresql://...' is not a valid URL"),
+    ("postgresql://u@h:99999/db", "is not a valid URL (Port out of range 0-65535)"),
 ])
 async def test_unusable_servers_are_one_line_errors(url: str, expected: str) -> None:
     with pytest.raises(StateStoreInvalid) as caught:
         async with open_store(url, busy_timeout=2.0):
             pass
     message = str(caught.value)
-    assert expected in message and "\n" not in message
+    assert expected in message and "\n" not in message and "secret" not in message
 
 
 async def test_a_password_in_the_url_is_never_shown() -> None:

@@ -4,7 +4,9 @@ nothing, and a file that is not an export is one line naming its line."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -125,3 +127,113 @@ def test_a_file_that_is_not_an_export_is_one_line(cli: CLI, tmp_path: Path, line
     refused = cli("state", "import", "history.jsonl", check_code=2)
     assert refused.stderr.startswith(expected), refused.stderr
     assert len(refused.stderr.splitlines()) == 1
+
+
+def _export(cli: CLI, tmp_path: Path) -> list[dict[str, Any]]:
+    """A real history (`fill`) exported, as the lines of its file, parsed."""
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    anyio.run(fill, source)
+    cli("state", "export", "history.jsonl", "--state-url", source, check_code=0)
+    return [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+
+
+def _first(lines: list[dict[str, Any]], table: str) -> dict[str, Any]:
+    return next(line["row"] for line in lines if line.get("table") == table)
+
+
+@pytest.mark.parametrize(("table", "change", "expected"), [
+    pytest.param("runs", {"status": "pwned"}, "runs.status is 'pwned', not one of pending, "
+                 "queued, running", id="status"),
+    pytest.param("runs", {"created_at": 1e30}, "runs.created_at is 1e+30, not a time between "
+                 "1970 and the year 3000", id="created-far-future"),
+    pytest.param("runs", {"created_at": "yesterday"}, "runs.created_at is the text "
+                 "'yesterday', not a time in seconds", id="created-text"),
+    pytest.param("runs", {"inputs": "{not json"}, "runs.inputs is not JSON", id="inputs"),
+    pytest.param("runs", {"pipeline_hash": "0" * 64}, "runs.pipeline_hash names no pipeline "
+                 "text of this file", id="text-missing"),
+    pytest.param("runs", {"pipeline_hash": None, "pipeline_text": ""}, "runs.pipeline_text "
+                 "is missing", id="text-empty"),
+    pytest.param("runs", {"lease_generation": -1}, "runs.lease_generation is -1, out of "
+                 "range", id="negative"),
+    pytest.param("steps", {"outputs": "[1, 2]"}, "steps.outputs holds a list, not a JSON "
+                 "object", id="outputs-list"),
+    pytest.param("steps", {"error": '{"x": 1}'}, "a steps row the store could not read "
+                 "back", id="error-shape"),
+    pytest.param("steps", {"run_id": "r-elsewhere"}, "steps.run_id 'r-elsewhere' is no run "
+                 "of this file", id="orphan-step"),
+    pytest.param("events", {"ts": None}, "events.ts is null, not a time", id="event-time"),
+    pytest.param("metric_points", {"train_loss": "low"}, "metric_points.train_loss is the "
+                 "text 'low', not a number", id="loss-text"),
+    pytest.param("pipeline_texts", {"text": "name: forged\n"}, "pipeline_texts.hash is not "
+                 "the SHA-256 of its text", id="text-hash"),
+    pytest.param("batches", {"fail_fast": "yes"}, "batches.fail_fast is the text 'yes', "
+                 "not true or false", id="flag"),
+    pytest.param("models", {"tags": "null"}, "models.tags holds null, not a JSON object",
+                 id="tags"),
+])
+def test_an_import_checks_every_value_as_the_store_reads_it(
+        cli: CLI, tmp_path: Path, table: str, change: dict[str, Any], expected: str) -> None:
+    """A row with a value the store cannot read back was imported and broke `runs`/`show`
+    for good: now the whole import is refused in one line naming the line and the field,
+    and the database is as it was."""
+    lines = _export(cli, tmp_path)
+    whole = (tmp_path / "history.jsonl").read_text()
+    row = _first(lines, table)
+    row.update(change)
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    number = next(n for n, line in enumerate(lines, 1) if line.get("row") is row)
+    refused = cli("state", "import", "history.jsonl", check_code=2)
+    assert refused.stderr.startswith(f"history.jsonl:{number}: {expected}"), refused.stderr
+    assert refused.stderr.rstrip().endswith("nothing was imported")
+    assert len(refused.stderr.splitlines()) == 1
+    assert cli("runs", check_code=0).stdout.startswith("no runs yet")
+    (tmp_path / "history.jsonl").write_text(whole)
+    cli("state", "import", "history.jsonl", check_code=0)
+    for run in json.loads(cli("runs", "-o", "json", check_code=0).stdout):
+        cli("show", run["id"], check_code=0)
+
+
+def test_a_line_longer_than_any_row_is_refused_before_it_is_read_whole(
+        cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.store import transfer
+
+    assert transfer.MAX_LINE >= 2 * 64 * 2**20  # the real bound: a 64 MiB text, escaped
+    monkeypatch.setattr(transfer, "MAX_LINE", 4096)
+    head = '{"format": "orchestrator-state", "version": 1}\n'
+    (tmp_path / "history.jsonl").write_text(head + "x" * 10_000 + "\n")
+    refused = cli("state", "import", "history.jsonl", check_code=2)
+    assert refused.stderr.startswith("history.jsonl:2: line longer than 4 KiB, the largest "
+                                     "row a state database holds")
+
+
+def test_export_writes_a_new_file_and_touches_nothing_else(cli: CLI, tmp_path: Path) -> None:
+    """`state export PATH` wrote through a link planted at its temporary name, and replaced
+    FIFOs and devices with regular files (as root, /dev/full). It writes a file created
+    beside the target under a name no one had, then renames it; a target that is there and
+    is not a regular file is refused, left as it was."""
+    import os
+    import stat
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / ".history.jsonl.partial").symlink_to(victim)
+    cli("state", "export", "history.jsonl", check_code=0)
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / "history.jsonl").read_text().startswith('{"format":')
+    assert cli("state", "export", "history.jsonl", check_code=0).stderr.startswith("exported")
+    (tmp_path / "link.jsonl").symlink_to(victim)
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    (tmp_path / "dir.jsonl").mkdir()
+    targets = {"link.jsonl": "a symbolic link", "fifo.jsonl": "a FIFO",
+               "dir.jsonl": "a directory"}
+    if os.geteuid() == 0:  # a character device of our own, made as /dev/full is
+        os.mknod(tmp_path / "full.jsonl", stat.S_IFCHR | 0o600, os.makedev(1, 7))
+        targets["full.jsonl"] = "a character device"
+    for name, kind in targets.items():
+        refused = cli("state", "export", name, check_code=2)
+        assert refused.stderr == (f"{name}: is {kind}, not a regular file; it is left as it "
+                                  "is (choose another name)\n")
+    assert (tmp_path / "link.jsonl").is_symlink() and victim.read_text() == "keep me"
+    assert stat.S_ISFIFO((tmp_path / "fifo.jsonl").lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")) == [
+        ".history.jsonl.partial"]  # the planted link alone: no partial file left behind
