@@ -12,6 +12,11 @@ carries the CLI's exit code, and the run's record in the `-o json` shape.
 
 Synchronous, for scripts; the `a`-prefixed twins are coroutines for code already inside an
 event loop (anyio or asyncio).
+
+It writes nothing to stderr unless asked: a script's or a notebook's output is its own. Its
+log lines go where the caller set structlog up to send them, or, asked with
+`log_format="console"` (or `"json"`), to stderr as the command line's do; otherwise nowhere
+(what steps log is kept with the run either way: `orchestrator logs RUN`).
 """
 
 from __future__ import annotations
@@ -76,16 +81,25 @@ class RunResult:
 
 
 def _settings(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
-    """The settings a call runs with; log lines set up (to stderr, as the command line's)
-    unless the caller set structlog up already."""
+    """The settings a call runs with; log lines set up unless the caller set structlog up
+    already: to stderr when asked (`log_format=...`), else nowhere (see the module)."""
     if settings is not None:  # its values, the overrides checked as a setting is
         settings = settings if not overrides else Settings.model_validate(
             {**settings.model_dump(), **overrides})
     else:
         settings = load_settings(**overrides)
     if not structlog.is_configured():
-        configure_logging(fmt=settings.log_format, level=settings.log_level)
+        if "log_format" in overrides:
+            configure_logging(fmt=settings.log_format, level=settings.log_level)
+        else:
+            structlog.configure(processors=[_silent], cache_logger_on_first_use=False,
+                                wrapper_class=structlog.make_filtering_bound_logger("critical"))
     return settings
+
+
+def _silent(_: Any, __: str, ___: Any) -> Any:
+    """A log line nobody asked for is dropped (the run keeps what its steps log anyway)."""
+    raise structlog.DropEvent
 
 
 async def _result(store: StateStore, outcome: RunOutcome) -> RunResult:

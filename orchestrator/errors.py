@@ -8,7 +8,8 @@ OrchestratorError
 │   ├── InputsInvalid        a bad or missing `-i key=value`
 │   ├── SecretMissing        a `secrets.NAME` the pipeline uses is not set
 │   ├── StateStoreInvalid    a corrupt, foreign, newer or unwritable state database
-│   └── RunNotFound          an unknown run id
+│   ├── RunNotFound          an unknown run id
+│   └── CancelledWork        a plain resume would follow remote work cancelled with the run
 ├── StepError                raised by a step to end one attempt
 │   ├── TransientError       retried by the step's retry policy; the only thing retries catch
 │   │   ├── RateLimited      carries the provider's `retry_after`
@@ -33,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "CancelledWork",
     "ConfigError",
     "InputsInvalid",
     "JobEnded",
@@ -132,6 +134,16 @@ class StateStoreInvalid(ConfigError):
 
 class RunNotFound(ConfigError):
     """No run with this id exists in the state store."""
+
+
+class CancelledWork(ConfigError):
+    """A plain resume of a cancelled run whose remote work (a fine-tune job) was cancelled
+    with it: it would only follow a cancelled job and fail. `step` is where to start again
+    (`resume RUN --from STEP`: the step that made the job)."""
+
+    def __init__(self, message: str, *, step: str) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class StepError(OrchestratorError):

@@ -17,8 +17,9 @@ from orchestrator.redact import REDACTOR
 from orchestrator.terminal import printable
 
 __all__ = [
+    "ConsoleRunFields",
+    "RunNames",
     "add_run_fields",
-    "compact_run_fields",
     "configure_logging",
     "escape_controls",
     "get_logger",
@@ -34,15 +35,47 @@ def add_run_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return event_dict
 
 
-def compact_run_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Console only: `step#attempt` before the message, and no null run fields."""
-    step, attempt = event_dict.pop("step", None), event_dict.pop("attempt", None)
-    if step is not None:
-        where = f"{step}#{attempt}" if attempt is not None else str(step)
-        event_dict["event"] = f"{where:<14} {event_dict.get('event', '')}"
-    if event_dict.get("run_id") is None:
-        event_dict.pop("run_id", None)
-    return event_dict
+class RunNames:
+    """How a line on the console (a log line, a live progress line) names its run.
+
+    Not at all when the command's own header named it (`starting run R ...`: `run`,
+    `resume`); `#N` for cell N of the batch the header named; by its id otherwise (a
+    worker executes many). The command sets `header` when it announces what it executes.
+    """
+
+    __slots__ = ("header",)
+
+    def __init__(self, header: str | None = None) -> None:
+        self.header = header
+
+    def __call__(self, run_id: str | None) -> str:
+        header = self.header
+        if run_id is None or run_id == header:
+            return ""
+        if header is not None and run_id.startswith(header + "."):
+            return "#" + run_id[len(header) + 1:]
+        return run_id
+
+    def place(self, run_id: str | None, step_id: str) -> str:
+        """`#3 wait`, `wait`, or `r-... wait`: where a line comes from."""
+        return " ".join(part for part in (self(run_id), step_id) if part)
+
+
+class ConsoleRunFields:
+    """Console only: where the line comes from (run as `RunNames` names it, `step#attempt`)
+    before the message, no run field after it, and no null run fields."""
+
+    def __init__(self, names: RunNames | None = None) -> None:
+        self._names = names or RunNames()
+
+    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        step, attempt = event_dict.pop("step", None), event_dict.pop("attempt", None)
+        run_id = event_dict.pop("run_id", None)
+        where = "" if step is None else f"{step}#{attempt}" if attempt is not None else str(step)
+        where = self._names.place(run_id, where)
+        if where:
+            event_dict["event"] = f"{where:<14} {event_dict.get('event', '')}"
+        return event_dict
 
 
 def escape_controls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -55,8 +88,9 @@ def escape_controls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDi
 
 
 def configure_logging(*, fmt: str = "auto", level: str = "info",
-                      stream: TextIO | None = None) -> None:
-    """Set structlog up for this process; `fmt` is auto, console or json."""
+                      stream: TextIO | None = None, names: RunNames | None = None) -> None:
+    """Set structlog up for this process; `fmt` is auto, console or json; `names` says how
+    console lines name their run (JSON lines always carry `run_id`)."""
     out = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     processors: list[Any] = [
@@ -73,9 +107,9 @@ def configure_logging(*, fmt: str = "auto", level: str = "info",
     else:
         processors += [
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
-            compact_run_fields,
+            ConsoleRunFields(names),
             escape_controls,
-            structlog.dev.ConsoleRenderer(colors=out.isatty(), pad_event=40,
+            structlog.dev.ConsoleRenderer(colors=out.isatty(), pad_event_to=40,
                                           exception_formatter=structlog.dev.plain_traceback),
         ]
     structlog.configure(

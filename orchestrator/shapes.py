@@ -27,9 +27,9 @@ from orchestrator.store.records import (
     StepRecord,
 )
 
-__all__ = ["SHAPES_VERSION", "batch_json", "document_text", "event_json", "executor_gone",
-           "final_losses", "metric_json", "metrics_document", "model_json", "run_document",
-           "run_json", "schedule_json", "step_json"]
+__all__ = ["SHAPES_VERSION", "STOPPED_STEPS", "batch_json", "document_text", "event_json",
+           "executor_gone", "final_losses", "metric_json", "metrics_document", "model_json",
+           "run_document", "run_json", "schedule_json", "step_json"]
 
 SHAPES_VERSION = 1
 
@@ -65,6 +65,11 @@ def executor_gone(run: RunRecord, now: float | None = None) -> bool:
             or owner_is_dead(owner))
 
 
+STOPPED_STEPS = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+"""Step statuses whose duration ends at their `finished_at` (not at now): a step a cancel or
+a signal stopped lasted until then, however long ago that was."""
+
+
 def _span(start: float | None, end: float | None, now: float) -> float | None:
     return None if start is None else round((end or now) - start, 3)
 
@@ -90,7 +95,7 @@ def run_json(run: RunRecord, *, now: float | None = None) -> dict[str, Any]:
 def step_json(record: StepRecord, *, now: float | None = None) -> dict[str, Any]:
     """A step of a run (`show RUN -o json`'s `steps`), in the pipeline's order."""
     now = time.time() if now is None else now
-    done = record.finished_at if record.status.value in ("succeeded", "failed") else None
+    done = record.finished_at if record.status.value in STOPPED_STEPS else None
     return {
         "id": record.step_id, "status": record.status.value, "attempts": record.attempt,
         "waiting_for": record.waiting_for, "started_at": record.started_at,
@@ -144,9 +149,10 @@ def metrics_document(run_id: str, points: Sequence[MetricPoint]) -> dict[str, An
 
 def event_json(event: EventRecord) -> dict[str, Any]:
     """An entry of a run's event log (`logs RUN --json`): engine events (step started,
-    attempt failed, checkpoint...) and, with kind `log`, what a step logged."""
-    return {"seq": event.seq, "ts": event.ts, "kind": event.kind, "step": event.step_id,
-            "attempt": event.attempt, "data": dict(event.data)}
+    attempt failed, checkpoint...) and, with kind `log`, what a step logged. `run_id` says
+    whose it is in a batch's log."""
+    return {"seq": event.seq, "ts": event.ts, "kind": event.kind, "run_id": event.run_id,
+            "step": event.step_id, "attempt": event.attempt, "data": dict(event.data)}
 
 
 def batch_json(batch: BatchRecord, status: str, cells: Iterable[Mapping[str, Any]]

@@ -8,8 +8,9 @@ import json
 import structlog
 
 from orchestrator.log import (
+    ConsoleRunFields,
+    RunNames,
     add_run_fields,
-    compact_run_fields,
     configure_logging,
     get_logger,
 )
@@ -32,11 +33,20 @@ def test_redactor_masks_nested_values_but_not_short_ones() -> None:
 
 
 def test_compact_run_fields_for_the_console() -> None:
-    assert compact_run_fields(None, "info", {"event": "step started", "step": "train",
-                                             "attempt": 2, "run_id": "r-1"}) == {
-        "event": "train#2        step started", "run_id": "r-1"}
-    assert compact_run_fields(None, "info", {"event": "hi", "step": None, "attempt": None,
-                                             "run_id": None}) == {"event": "hi"}
+    """Where a line comes from goes before it: the run as the header did not name it (a
+    worker's runs by id, a batch's cells as #N, the command's own run not at all), then
+    step#attempt; no run_id= trails every line."""
+    names = RunNames()
+    compact = ConsoleRunFields(names)
+    line = {"event": "step started", "step": "train", "attempt": 2, "run_id": "r-1"}
+    assert compact(None, "info", dict(line)) == {"event": "r-1 train#2    step started"}
+    names.header = "r-1"
+    assert compact(None, "info", dict(line)) == {"event": "train#2        step started"}
+    names.header = "b-1"
+    assert compact(None, "info", {**line, "run_id": "b-1.3"}) == {
+        "event": "#3 train#2     step started"}
+    assert compact(None, "info", {"event": "hi", "step": None, "attempt": None,
+                                  "run_id": None}) == {"event": "hi"}
 
 
 def test_json_lines_carry_bound_context_and_are_redacted() -> None:

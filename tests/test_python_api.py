@@ -79,3 +79,20 @@ def test_orchestrator_run_fills_in_a_defaulted_input(tmp_path: Path) -> None:
     assert outcome.status is orchestrator.RunStatus.SUCCEEDED
     shown = orchestrator.show_run(outcome.run_id)
     assert shown["steps"][0]["outputs"]["epochs"] == 3
+
+
+def test_the_api_writes_nothing_to_stderr_unless_asked(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """A script's output is its own: no log lines by default; `log_format=...` asks for
+    them; what the steps logged is kept with the run either way."""
+    import structlog
+
+    write(tmp_path / "api.yaml", PIPELINE)
+    result = orchestrator.run_file("api.yaml", {"lr": 1})
+    assert result.succeeded
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    structlog.reset_defaults()
+    orchestrator.run_file("api.yaml", {"lr": 1}, log_format="json")
+    lines = capfd.readouterr().err.splitlines()
+    assert any('"event": "run finished"' in line for line in lines)

@@ -183,6 +183,9 @@ def _running_commands(commands: argparse._SubParsersAction[_Parser],
     p.add_argument("--move-provider", action="store_true",
                    help="with --provider: bind the run to that provider from now on (it "
                         "keeps the one it was created with otherwise)")
+    p.add_argument("--detach", action="store_true",
+                   help="queue the run (a batch: each cell that did not succeed) for a "
+                        "worker, and print its id at once")
 
     p = commands.add_parser("cancel", parents=[state, logging],
                             help="cancel runs or batches, and the remote jobs they started")
@@ -214,19 +217,25 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
     p.add_argument("--outputs", action="store_true", help="also print each step's outputs")
 
     p = commands.add_parser("logs", parents=[state],
-                            help="a run's event log, with what its steps logged")
-    p.add_argument("run_id", metavar="RUN")
+                            help="a run's event log, with what its steps logged (a batch's: "
+                                 "every cell's)")
+    p.add_argument("run_id", metavar="RUN|BATCH")
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep printing new events until the run stops; the exit code is "
                         "then the run's (0 succeeded, 1 failed or cancelled)")
     p.add_argument("--step", metavar="STEP", help="only this step's events")
     p.add_argument("--attempt", type=_count, metavar="N", help="only this attempt's events")
-    p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table",
+                   help="lines for people (the default), or one JSON object per event")
+    p.add_argument("--json", dest="output", action="store_const", const="json",
+                   help="the same as -o json")
+    p.add_argument("--all", action="store_true",
+                   help="also the events that only record a checkpoint a step stored")
 
     p = commands.add_parser("metrics", parents=[state],
                             help="the training metrics (losses, learning rate) of a run's "
-                                 "fine-tune jobs")
-    p.add_argument("run_id", metavar="RUN")
+                                 "fine-tune jobs; of a batch: each cell's final figures")
+    p.add_argument("run_id", metavar="RUN|BATCH")
     p.add_argument("-o", "--output", choices=["table", "json", "csv"], default="table",
                    help="table (the default), JSON or CSV")
     p.add_argument("--json", dest="output", action="store_const", const="json",

@@ -21,9 +21,9 @@ from orchestrator.cli.session import (
 from orchestrator.store.urls import shown_url
 
 if TYPE_CHECKING:
+    from orchestrator.cli.commands import ResumeOptions
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator
-    from orchestrator.providers.pool import ProviderRef
     from orchestrator.settings import Settings
     from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.base import StateStore
@@ -31,14 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["cmd_batches", "resume_batch", "run_batch"]
 
 
-def _cell_label(run_id: str, step_id: str) -> str:
-    """`#3 wait` for cell 3's wait step, in the live progress of a batch."""
-    return f"#{run_id.rpartition('.')[2]} {step_id}"
-
-
 def _execute_batch(settings: Settings, session: Session, on_interrupt: str,
                    go: Any) -> int:
-    with output(settings, label=_cell_label) as live:
+    with output(settings, names=session.names) as live:
 
         async def interruptible(orch: Orchestrator) -> list[RunOutcome] | None:
             outcomes: list[RunOutcome] | None = await until_signal(go(orch))
@@ -73,35 +68,61 @@ def run_batch(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any],
     return _execute_batch(settings, session, on_interrupt, go)
 
 
-def resume_batch(settings: Settings, batch_id: str, *, on_interrupt: str,
-                 from_step: str | None = None, provider: ProviderRef | None = None,
-                 move: bool = False) -> int:
-    """Resume every cell that did not succeed; leave succeeded and busy cells alone.
-
-    `from_step` re-runs that step and everything after it in every cell resumed; `provider`
-    and `move` work as for one run (see `Orchestrator.plan_resume`).
-    """
+def resume_batch(settings: Settings, batch_id: str, options: ResumeOptions) -> int:
+    """Resume every cell that did not succeed, each as `resume` of it alone would with the
+    same options (see `plan_batch_resume`); leave succeeded and busy cells alone. With
+    `detach`, queue those cells for workers instead."""
     from orchestrator.schedule.batch import execute_cells, plan_batch_resume  # noqa: PLC0415
 
     session = Session(settings)
+    request = options.request
+
+    async def plan(orch: Orchestrator) -> Any:
+        planned = await plan_batch_resume(orch, batch_id, request)
+        for cell in planned.resume:
+            orch.check_provider(cell.provider)
+        providers = sorted({str(p.provider) for p in planned.resume}) or ["none"]
+        err(f"resuming batch {batch_id} of {planned.batch.pipeline_name} (provider: "
+            f"{', '.join(providers)}, state: {shown_url(settings.state_url)})")
+        if request.from_step is not None:
+            err(f"  re-running {request.from_step} and everything after it in every cell "
+                "resumed")
+        if request.reload:
+            changed = sorted({s for p in planned.resume for s in p.reset})
+            again = (f"succeeded steps that changed run again: {', '.join(changed)}"
+                     if changed else "no succeeded step changed")
+            err(f"  reloaded {planned.batch.pipeline_path}: each cell resumes with its new "
+                f"text ({again})")
+        err(f"  {len(planned.resume)} cells to resume, {len(planned.kept)} succeeded cells "
+            "kept")
+        for run in planned.busy:
+            err(f"  {run.id} is being executed by {run.lease_owner}; left alone")
+        for run in planned.stranded:
+            err(f"  {run.id} is stranded (its executors crashed too often); left alone: "
+                f"orchestrator resume {batch_id} --force resumes it too")
+        return planned
+
+    if options.detach:
+        async def queue(orch: Orchestrator) -> list[str]:
+            planned = await plan(orch)
+            for cell in planned.resume:
+                await orch.queue_resume(cell, force=request.force, from_step=request.from_step)
+            return [cell.run.id for cell in planned.resume]
+
+        with output(settings):
+            queued = with_orchestrator(settings, queue)
+        err(f"queued {len(queued)} cells of batch {batch_id} for workers to resume "
+            "(orchestrator worker, or serve)")
+        out(batch_id)
+        return EXIT_OK
 
     async def go(orch: Orchestrator) -> list[RunOutcome]:
-        plan = await plan_batch_resume(orch, batch_id, from_step=from_step, provider=provider,
-                                       move=move)
-        for cell in plan.resume:
-            orch.check_provider(cell.provider)
-        session.run_id, session.run_ids = batch_id, [p.run.id for p in plan.resume]
-        providers = sorted({str(p.provider) for p in plan.resume}) or ["none"]
-        err(f"resuming batch {batch_id} of {plan.batch.pipeline_name} (provider: "
-            f"{', '.join(providers)}, state: {shown_url(settings.state_url)})")
-        if from_step is not None:
-            err(f"  re-running {from_step} and everything after it in every cell resumed")
-        err(f"  {len(plan.resume)} cells to resume, {len(plan.kept)} succeeded cells kept")
-        for run in plan.busy:
-            err(f"  {run.id} is being executed by {run.lease_owner}; left alone")
-        return await execute_cells(orch, plan.resume, fail_fast=plan.batch.fail_fast)
+        planned = await plan(orch)
+        session.run_id, session.run_ids = batch_id, [p.run.id for p in planned.resume]
+        return await execute_cells(orch, planned.resume, fail_fast=planned.batch.fail_fast,
+                                   force=request.force)
 
-    return _execute_batch(settings, session, on_interrupt, go)
+    return _execute_batch(settings, session, options.on_interrupt, go)
 
 
 def _load_batch(settings: Settings, batch_id: str) -> Any:
@@ -119,17 +140,27 @@ def _report_batch(settings: Settings, batch_id: str, outcomes: list[RunOutcome])
     if all(cell.run.status is RunStatus.SUCCEEDED for cell in cells):
         out(f"batch {batch_id} succeeded")
         return EXIT_OK
-    failed = [o for o in outcomes if o.status is RunStatus.FAILED]
-    points = {o.resume_from for o in failed}
-    if len(points) == 1 and None not in points:
-        # Every failed cell's job has ended: the whole batch restarts them from one step.
-        out(f"batch {batch_id} did not succeed; the jobs its failed cells followed have "
-            f"ended; to start them again: orchestrator resume {batch_id} --from "
-            f"{points.pop()}")
+    from orchestrator.cli.hints import file_changed  # noqa: PLC0415
+
+    stopped = [o for o in outcomes if o.status in (RunStatus.FAILED, RunStatus.CANCELLED)]
+    points = {o.resume_from for o in stopped}
+    if stopped and len(points) == 1 and None not in points:
+        # Every stopped cell's job ended (or was cancelled): restart them from one step.
+        out(f"batch {batch_id} did not succeed; the jobs of its cells that stopped have ended; "
+            f"to start them again: orchestrator resume {batch_id} --from {points.pop()}")
         return EXIT_FAILED
-    out(f"batch {batch_id} did not succeed; fix the cause, then: orchestrator resume "
-        f"{batch_id}")
-    for outcome in failed:
+    if any(cell.run.status is RunStatus.STRANDED for cell in cells):
+        out(f"batch {batch_id} did not succeed; cells are stranded (their executors crashed "
+            f"too often): orchestrator resume {batch_id} --force")
+    elif any(file_changed(cell.run.pipeline_text, cell.run.pipeline_path)
+             for cell in cells if cell.run.status is RunStatus.FAILED):
+        out(f"batch {batch_id} did not succeed; its pipeline file {batch.pipeline_path} "
+            f"changed since it started; to resume with the change: orchestrator resume "
+            f"{batch_id} --reload")
+    else:
+        out(f"batch {batch_id} did not succeed; fix the cause, then: orchestrator resume "
+            f"{batch_id} (with --reload if the fix is in the pipeline file)")
+    for outcome in stopped:
         if outcome.resume_from is not None:
             out(f"  {outcome.run_id}'s job has ended; to start it again: orchestrator resume "
                 f"{outcome.run_id} --from {outcome.resume_from}")

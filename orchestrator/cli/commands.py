@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,13 @@ from orchestrator.steps.builtin import load_pipeline
 if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator
-    from orchestrator.engine.plan import ResumePlan
+    from orchestrator.engine.plan import ResumePlan, ResumeRequest
     from orchestrator.providers.pool import ProviderRef
     from orchestrator.settings import Settings
     from orchestrator.store.records import StepRecord
 
 __all__ = [
+    "ResumeOptions",
     "cmd_check_data",
     "cmd_local_api",
     "cmd_plan",
@@ -96,7 +98,7 @@ def _execute(settings: Settings,
              on_interrupt: str = "leave") -> int:
     """Execute a run with logging set up; report its outcome and return the exit code."""
     session = Session(settings)
-    with output(settings) as live:
+    with output(settings, names=session.names) as live:
 
         async def interruptible(orch: Orchestrator) -> RunOutcome | None:
             outcome = await until_signal(start(orch, session))
@@ -122,13 +124,14 @@ def _report(pipeline: Pipeline, steps: Mapping[str, StepRecord], outcome: RunOut
         render.final_outputs(pipeline, steps)
         out(f"run {outcome.run_id} succeeded")
         return EXIT_OK
+    from orchestrator.cli.hints import resume_hint  # noqa: PLC0415
+
     out(f"run {outcome.run_id} {outcome.status.value}: {outcome.error}")
     out(f"  see: orchestrator show {outcome.run_id}")
-    if outcome.resume_from is not None:
-        out(f"  the job it followed has ended; to start it again: orchestrator resume "
-            f"{outcome.run_id} --from {outcome.resume_from}")
-    elif outcome.status is not RunStatus.CANCELLED:
-        out(f"  fix the cause, then: orchestrator resume {outcome.run_id}")
+    hint = resume_hint(outcome.run_id, outcome.status.value, resume_from=outcome.resume_from,
+                       text=pipeline.text, path=str(pipeline.path))
+    if hint is not None:
+        out(f"  {hint}")
     return EXIT_FAILED
 
 
@@ -193,23 +196,45 @@ def _detach(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any]) -
     return EXIT_OK
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    from orchestrator.store.records import RunStatus  # noqa: PLC0415
+@dataclasses.dataclass(frozen=True)
+class ResumeOptions:
+    """Every flag of `resume`, read once and handed whole to a run's resume and to a batch's
+    (`resume_batch`): a flag cannot be dropped on the way to a batch's cells (`--from`, then
+    `--reload`, were). `tests/cli/test_resume_flags.py` checks every flag of the parser has a
+    field here and an effect on a batch."""
 
+    request: ResumeRequest
+    """--from, --reload, --force, --provider with --move-provider."""
+    on_interrupt: str
+    detach: bool
+    """Queue the run (every cell not succeeded) for a worker instead of executing it here."""
+
+    @classmethod
+    def from_args(cls, settings: Settings, args: argparse.Namespace) -> ResumeOptions:
+        from orchestrator.engine.plan import ResumeRequest  # noqa: PLC0415  (start-up)
+
+        return cls(ResumeRequest(from_step=args.from_step, reload=args.reload,
+                                 force=args.force, provider=_resume_target(settings, args),
+                                 move=args.move_provider),
+                   on_interrupt=args.on_interrupt, detach=args.detach)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
     settings = settings_for(args)
-    target = _resume_target(settings, args)
+    options = ResumeOptions.from_args(settings, args)
     if is_batch(settings, args.run_id):
         from orchestrator.cli.batches import resume_batch  # noqa: PLC0415
 
-        return resume_batch(settings, args.run_id, on_interrupt=args.on_interrupt,
-                            from_step=args.from_step, provider=target,
-                            move=args.move_provider)
+        return resume_batch(settings, args.run_id, options)
+    if options.detach:
+        return _queue_resume(settings, args.run_id, options.request)
+    request = options.request
 
     async def resume(orch: Orchestrator, session: Session) -> RunOutcome:
         from orchestrator.engine.executor import RunOutcome  # noqa: PLC0415
+        from orchestrator.store.records import RunStatus  # noqa: PLC0415
 
-        plan = await orch.plan_resume(args.run_id, from_step=args.from_step, reload=args.reload,
-                                      provider=target, move=args.move_provider)
+        plan = await orch.plan_request(args.run_id, request)
         session.run_id, session.pipeline = args.run_id, plan.pipeline
         if plan.nothing_to_do:
             err(f"run {args.run_id} already succeeded; nothing to resume "
@@ -225,9 +250,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         if kept:
             err(f"keeping {len(kept)} succeeded step{'s' * (len(kept) != 1)}: "
                 f"{', '.join(kept)}")
-        return await orch.execute(plan, force=args.force)
+        return await orch.execute(plan, force=request.force)
 
-    return _execute(settings, resume, on_interrupt=args.on_interrupt)
+    return _execute(settings, resume, on_interrupt=options.on_interrupt)
 
 
 def _resume_target(settings: Settings, args: argparse.Namespace) -> ProviderRef | None:
@@ -242,6 +267,30 @@ def _resume_target(settings: Settings, args: argparse.Namespace) -> ProviderRef 
     from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
 
     return provider_ref(settings, args.provider)
+
+
+def _queue_resume(settings: Settings, run_id: str, request: ResumeRequest) -> int:
+    """`resume RUN --detach`: the resume planned here (a bad --from or a file that no longer
+    loads is refused now), what it changes committed, the run queued for a worker; its id
+    printed, as `run --detach` prints one."""
+    async def queue(orch: Orchestrator) -> str | None:
+        plan = await orch.plan_request(run_id, request)
+        if plan.nothing_to_do:
+            return None
+        orch.check_provider(plan.provider)
+        await orch.queue_resume(plan, force=request.force, from_step=request.from_step)
+        return plan.pipeline.name
+
+    with output(settings):
+        name = with_orchestrator(settings, queue)
+    if name is None:
+        err(f"run {run_id} already succeeded; nothing to resume (--from STEP re-runs part of "
+            "it)")
+        return EXIT_OK
+    err(f"queued run {run_id} of {name} for a worker to resume (orchestrator worker, or "
+        f"serve); follow it: orchestrator logs {run_id} --follow")
+    out(run_id)
+    return EXIT_OK
 
 
 def cmd_local_api(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from orchestrator.log import RunNames
 from orchestrator.protocol.types import TERMINAL_JOB_STATUSES
 from orchestrator.terminal import printable
 
@@ -40,10 +41,11 @@ class LiveProgress:
     """A ProgressSink that draws one live line per reporting step."""
 
     def __init__(self, console: Console, *, get_time: Callable[[], float] | None = None,
-                 auto_refresh: bool = True,
-                 label: Callable[[str, str], str] | None = None) -> None:
+                 auto_refresh: bool = True, names: RunNames | None = None) -> None:
         self.console = console
-        self._label = label or (lambda _run_id, step_id: step_id)
+        self._names = names or RunNames()
+        """Each line is labelled with its step, after its run where the header did not name
+        it: two `wait` lines under a worker, or of two cells, say whose they are."""
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
@@ -56,7 +58,8 @@ class LiveProgress:
         total = fields.get("total_steps")
         completed = fields.get("step") or 0
         if key not in self._tasks:
-            self._tasks[key] = self.progress.add_task(printable(self._label(run_id, step_id)),
+            self._tasks[key] = self.progress.add_task(printable(self._names.place(run_id,
+                                                                                 step_id)),
                                                       total=total, detail=detail,
                                                       completed=completed)
         else:

@@ -122,31 +122,57 @@ def _outcome_code(run: RunRecord) -> int:
     return EXIT_OK if run.status is RunStatus.SUCCEEDED else EXIT_FAILED
 
 
+async def _runs_named(store: StateStore, target: str) -> tuple[list[RunRecord], str | None]:
+    """The runs `target` names: that run, or every cell of that batch (with the batch's id)."""
+    from orchestrator.errors import RunNotFound  # noqa: PLC0415
+
+    if target.startswith("b-"):
+        with contextlib.suppress(RunNotFound):
+            await store.get_batch(target)
+            return await store.list_runs(batch_id=target, limit=None), target
+    return [await store.get_run(target)], None
+
+
+HIDDEN_KINDS = frozenset({"checkpoint"})
+"""Events `logs` and the web page leave out unless asked (`--all`): one per checkpoint a
+step stored, which says what it saved, not what happened."""
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
+    """A run's event log, or a batch's (every cell's, in the order things happened, each
+    line saying its cell), optionally followed until it ends."""
     import anyio  # noqa: PLC0415
 
     from orchestrator.cli import render  # noqa: PLC0415
+    from orchestrator.log import RunNames  # noqa: PLC0415
 
     settings = settings_for(args)
 
     def wanted(event: Any) -> bool:
         return ((args.step is None or event.step_id == args.step)
-                and (args.attempt is None or event.attempt == args.attempt))
+                and (args.attempt is None or event.attempt == args.attempt)
+                and (args.all or event.kind not in HIDDEN_KINDS))
 
     async def follow(store: StateStore) -> int:
-        await store.get_run(args.run_id)  # unknown ids fail here, before anything prints
-        after = 0
+        runs, batch = await _runs_named(store, args.run_id)  # unknown: fails before printing
+        names = RunNames(header=batch or runs[0].id)
+        after = dict.fromkeys((run.id for run in runs), 0)
         while True:
-            events = await store.get_events(args.run_id, after=after)
-            for event in events:
+            fresh = []
+            for run_id, seen in after.items():
+                events = await store.get_events(run_id, after=seen)
+                if events:
+                    after[run_id] = events[-1].seq
+                fresh += events
+            for event in sorted(fresh, key=lambda e: e.seq):
                 if wanted(event):
-                    render.event_line(event, as_json=args.json)
-                after = event.seq
+                    render.event_line(event, as_json=args.output == "json",
+                                      cell=names(event.run_id))
             if not args.follow:
                 return EXIT_OK
-            run = await store.get_run(args.run_id)
-            if run.settled and not events:
-                return _outcome_code(run)
+            runs = [await store.get_run(run.id) for run in runs]
+            if all(run.settled for run in runs) and not fresh:
+                return max(_outcome_code(run) for run in runs)
             await anyio.sleep(FOLLOW_POLL)
 
     async def interruptible(store: StateStore) -> int | None:
@@ -157,23 +183,39 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
+    """A run's figures per training step; for a batch, each cell's final figures, one row a
+    cell (`--json`: each cell's whole series)."""
     from orchestrator.cli import render  # noqa: PLC0415
 
     settings = settings_for(args)
 
     async def load(store: StateStore) -> Any:
-        await store.get_run(args.run_id)  # an unknown id is an error, not an empty series
-        return await store.get_metrics(args.run_id)
+        runs, batch = await _runs_named(store, args.run_id)  # an unknown id is an error
+        return batch, [(run, await store.get_metrics(run.id)) for run in runs]
 
-    points = with_store(settings, load)
+    batch, series = with_store(settings, load)
+    if batch is not None:
+        from orchestrator.shapes import metrics_document  # noqa: PLC0415
+
+        if args.output == "json":
+            print_json({"batch_id": batch, "cells": [
+                {**metrics_document(run.id, points), "cell": run.cell,
+                 "matrix": dict(run.matrix or {}), "status": run.status.value}
+                for run, points in series]})
+        elif args.output == "csv":
+            render.batch_metrics_csv(series)
+        else:
+            render.batch_metrics_table(batch, series)
+        return EXIT_OK
+    run, points = series[0]
     if args.output == "json":
         from orchestrator.shapes import metrics_document  # noqa: PLC0415
 
-        print_json(metrics_document(args.run_id, points))
+        print_json(metrics_document(run.id, points))
     elif args.output == "csv":
         render.metrics_csv(points)
     else:
-        render.metrics_table(args.run_id, points)
+        render.metrics_table(run.id, points)
     return EXIT_OK
 
 

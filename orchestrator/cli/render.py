@@ -15,7 +15,7 @@ from rich.text import Text
 
 from orchestrator.charts import loss_series
 from orchestrator.durations import format_duration
-from orchestrator.shapes import estimated_price, executor_gone, final_losses
+from orchestrator.shapes import STOPPED_STEPS, estimated_price, executor_gone, final_losses
 from orchestrator.spec.expressions import Reference, lookup, render
 from orchestrator.steps.order import step_order
 from orchestrator.store.records import (
@@ -179,8 +179,14 @@ def _span(start: float | None, end: float | None) -> str:
 
 
 def _short(value: Any, limit: int = 100) -> str:
-    text = printable(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
+    text = _whole(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _whole(value: Any) -> str:
+    """A value in a table cell, whole (the table folds it): a parameter, an input or a matrix
+    value copied from a plan or a batch must be the one the run uses."""
+    return printable(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
 
 
 # -- plans -----------------------------------------------------------------------------------
@@ -190,7 +196,7 @@ def pipeline_plan(pipeline: Pipeline, inputs: Mapping[str, Any]) -> None:
     console = _console()
     console.print(f"pipeline {pipeline.name} ({pipeline.path}), {len(pipeline.steps)} steps")
     for name, value in inputs.items():
-        console.print(f"  input {name} = {_short(value)}")
+        console.print(f"  input {name} = {_whole(value)}")
     if pipeline.matrix is not None:
         cells = pipeline.cells()
         axes = " x ".join(f"{k} ({len(v)})" for k, v in pipeline.matrix.axes.items())
@@ -218,12 +224,12 @@ def pipeline_plan(pipeline: Pipeline, inputs: Mapping[str, Any]) -> None:
         retry = f"{step.retry.max_attempts}x" if step.retry else "off"
         timeout = format_duration(step.timeout) if step.timeout else "-"
         params = render(step.with_, fill)
-        shown = ", ".join(f"{k}={_short(v, 60)}" for k, v in params.items())
+        shown = ", ".join(f"{k}={_whole(v)}" for k, v in params.items())
         table.add_row(sid, step.spec.uses, ", ".join(sorted(step.needs)) or "-", retry, timeout,
                       shown or "-")
     for section, hooks in pipeline.hooks.items():
         for hid, hook in hooks.items():
-            shown = ", ".join(f"{k}={_short(v, 60)}" for k, v in render(hook.with_, fill).items())
+            shown = ", ".join(f"{k}={_whole(v)}" for k, v in render(hook.with_, fill).items())
             table.add_row(hid, hook.spec.uses, f"({section.removeprefix('on_')})",
                           f"{hook.retry.max_attempts}x" if hook.retry else "off",
                           format_duration(hook.timeout) if hook.timeout else "-", shown or "-")
@@ -239,8 +245,11 @@ def resume_plan(plan: ResumePlan) -> None:
     for sid in plan.pipeline.steps:
         record = plan.records.get(sid)
         status = record.status.value if record else "pending"
-        if sid in plan.reset and status == "succeeded":
-            action = "run again (changed or downstream of --from/a change)"
+        if sid in plan.changed:
+            action = "run again: changed in the file"
+        elif sid in plan.reset and status == "succeeded":
+            action = ("run again: after a changed step" if plan.changed and
+                      sid in plan.pipeline.downstream(set(plan.changed)) else "run again: --from")
         elif sid in will_run:
             action = "run" if status == "pending" else "re-enter" if status in (
                 "running", "interrupted", "retrying") else "run again"
@@ -321,13 +330,13 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
                 else "not recorded (stored before runs kept theirs): the executing process's")
     console.print(f"  provider  {provider}")
     if run.batch_id is not None:
-        cell = ", ".join(f"{k}={_short(v, 40)}" for k, v in (run.matrix or {}).items())
+        cell = ", ".join(f"{k}={_whole(v)}" for k, v in (run.matrix or {}).items())
         console.print(f"  batch     {run.batch_id}, cell {run.cell}: {cell}")
     if run.schedule_id is not None:
         console.print(f"  schedule  {run.schedule_id}, fire time {_when(run.scheduled_for)}")
     console.print(f"  created   {_when(run.created_at)}   duration {_run_span(run)}")
     if run.inputs:
-        console.print("  inputs    " + ", ".join(f"{k}={_short(v, 60)}"
+        console.print("  inputs    " + ", ".join(f"{k}={_whole(v)}"
                                                  for k, v in run.inputs.items()))
     if run.error:
         console.print(_text(f"  error     {run.error}", "red"))
@@ -358,8 +367,7 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
         else:
             note = ""
         error = note + str(record.error) if record.error else note
-        finished = record.finished_at if record.status in (StepStatus.SUCCEEDED,
-                                                           StepStatus.FAILED) else None
+        finished = record.finished_at if record.status.value in STOPPED_STEPS else None
         status = _waiting(record.waiting_for) if record.waiting_for \
             else _status(record.status.value)
         rows.append((sid, status, str(record.attempt or "-"),
@@ -382,7 +390,17 @@ def final_outputs(pipeline: Pipeline, steps: Mapping[str, StepRecord]) -> None:
         record = steps.get(sid)
         if sid not in needed and record and record.outputs:
             for key, value in record.outputs.items():
-                console.print(f"{sid}.{key}: {_short(value, 200)}", soft_wrap=True)
+                console.print(f"{sid}.{key}: {_output_value(key, value)}", soft_wrap=True)
+
+
+def _output_value(key: str, value: Any) -> str:
+    """An output as a person reads it: a time (`recorded_at`, `..._at`: seconds since the
+    epoch) as local time, anything else as it is (long values cut: `show --outputs` has
+    them whole)."""
+    if key.endswith("_at") and isinstance(value, int | float) and not isinstance(value, bool) \
+            and 0 <= value < 32_503_680_000:
+        return _when(value)
+    return _short(value, 200)
 
 
 # -- batches and schedules -------------------------------------------------------------------
@@ -410,14 +428,14 @@ def batch_detail(batch: BatchRecord, cells: list[CellSummary]) -> None:
     table = _table("CELL", "MATRIX", "STATUS", "MODEL", "TRAIN LOSS", "EVAL LOSS", "DURATION")
     for cell in cells:
         run = cell.run
-        values = " ".join(f"{k}={_short(v, 40)}" for k, v in (run.matrix or {}).items())
+        values = " ".join(f"{k}={_whole(v)}" for k, v in (run.matrix or {}).items())
         table.add_row(run.id, values or "-", _run_status(run), cell.model_name or "-",
                       _loss(cell.train_loss), _loss(cell.eval_loss),
                       _run_span(run))
     console.print(table)
     failed = [c.run for c in cells if c.run.error and c.run.status is not RunStatus.SUCCEEDED]
     for run in failed[:10]:
-        console.print(_text(f"  {run.id}: {_short(run.error, 160)}", "red"))
+        console.print(_text(f"  {run.id}: {run.error}", "red"))
 
 
 def batches_table(rows: list[tuple[BatchRecord, list[RunRecord]]]) -> None:
@@ -475,9 +493,9 @@ def models_table(models: list[ModelEntry]) -> None:
 
 # -- events ----------------------------------------------------------------------------------
 
-def event_line(event: EventRecord, *, as_json: bool) -> None:
+def event_line(event: EventRecord, *, as_json: bool, cell: str = "") -> None:
     """One line of `logs`: an engine event with its data, or (kind `log`) what a step logged,
-    at its level."""
+    at its level; `cell` (`#3`) says whose it is in a batch's log."""
     if as_json:
         from orchestrator.shapes import event_json  # noqa: PLC0415
 
@@ -486,6 +504,8 @@ def event_line(event: EventRecord, *, as_json: bool) -> None:
     where = event.step_id or "-"
     if event.attempt:
         where += f"#{event.attempt}"
+    if cell:
+        where = f"{cell} {where}"
     details = dict(event.data)
     trace = details.pop("traceback", None)
     kind = event.kind
@@ -524,6 +544,58 @@ def metrics_table(run_id: str, points: list[MetricPoint]) -> None:
     final = final_losses(points)
     console.print(f"final train loss {_loss(final['train_loss'])}, eval loss "
                   f"{_loss(final['eval_loss'])}  {sparkline(_train_curve(points))}")
+
+
+def _final_figures(points: list[MetricPoint]) -> dict[str, Any]:
+    """A series' last train and eval loss, learning rate and tokens, and its length."""
+    ordered = sorted(points, key=lambda p: p.train_step)
+    last = {key: next((getattr(p, key) for p in reversed(ordered)
+                       if getattr(p, key) is not None), None)
+            for key in ("learning_rate", "tokens", "train_step")}
+    return {"points": len(points), **final_losses(points), **last}
+
+
+def batch_metrics_table(batch_id: str, series: list[tuple[RunRecord, list[MetricPoint]]]
+                        ) -> None:
+    """`metrics BATCH`: each cell's final figures, one row a cell."""
+    console = _console()
+    table = _table("CELL", "MATRIX", "STATUS", "POINTS", "TRAIN LOSS", "EVAL LOSS", "LR",
+                   "TOKENS", "")
+    for run, points in series:
+        final = _final_figures(points)
+        values = " ".join(f"{k}={_whole(v)}" for k, v in (run.matrix or {}).items())
+        table.add_row(run.id, values or "-", _run_status(run), str(final["points"]),
+                      _loss(final["train_loss"]), _loss(final["eval_loss"]),
+                      _loss(final["learning_rate"], ".3g"),
+                      "-" if final["tokens"] is None else str(final["tokens"]),
+                      sparkline(_train_curve(points), width=16))
+    console.print(f"batch {batch_id}: final figures of each cell's fine-tune")
+    console.print(table)
+
+
+def batch_metrics_csv(series: list[tuple[RunRecord, list[MetricPoint]]]) -> None:
+    """`metrics BATCH --csv`: one row a cell, its matrix values as columns of their own
+    (`matrix.learning_rate`: the figures have a learning_rate too)."""
+    import csv  # noqa: PLC0415
+
+    axes = list(dict.fromkeys(k for run, _ in series for k in (run.matrix or {})))
+    header = ["run_id", "cell", *(f"matrix.{k}" for k in axes), "status", "points",
+              "train_loss", "eval_loss", "learning_rate", "tokens", "train_step"]
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(header)
+    for run, points in series:
+        final = _final_figures(points)
+        matrix = run.matrix or {}
+        writer.writerow([run.id, run.cell, *(_csv_value(matrix.get(k)) for k in axes),
+                         run.status.value,
+                         *("" if final[k] is None else final[k] for k in header[-6:])])
+    sys.stdout.flush()
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    return value if isinstance(value, str | int | float) else json.dumps(value, sort_keys=True)
 
 
 def metrics_csv(points: list[MetricPoint]) -> None:

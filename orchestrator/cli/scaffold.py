@@ -37,6 +37,31 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+IGNORED = (".orchestrator/", ".env")
+"""What a starter folder keeps out of version control: the state database, the local API's
+files and the runs' artifacts (`.orchestrator/`), and the secrets (`.env`)."""
+
+
+def _ignore_state(folder: Path) -> bool:
+    """A `.gitignore` in `folder` that names IGNORED: written, or (one being there) the lines
+    it lacks added at its end; never anything of its own taken away."""
+    target = folder / ".gitignore"
+    try:
+        had = target.read_text(encoding="utf-8") if target.is_file() else None
+        present = set((had or "").split())
+        missing = [line for line in IGNORED if line not in present]
+        if not missing:
+            return True
+        start = "" if not had or had.endswith("\n") else "\n"
+        with target.open("a", encoding="utf-8") as file:
+            file.write(start + "\n".join(missing) + "\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        err(f"error: cannot write {target}: {getattr(exc, 'strerror', None) or exc}")
+        return False
+    out(f"{'wrote' if had is None else 'added ' + ', '.join(missing) + ' to'} {target}")
+    return True
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Write the starter files into DIR; refuse (writing nothing) where one is already there,
     unless --force."""
@@ -62,6 +87,8 @@ def cmd_init(args: argparse.Namespace) -> int:
             err(f"error: cannot write {target}: {exc.strerror or exc}")
             return EXIT_BAD_INPUT
         out(f"wrote {target}")
+    if not _ignore_state(folder):
+        return EXIT_BAD_INPUT
     where = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
     err(f"next: {where}orchestrator validate pipeline.yaml && orchestrator run pipeline.yaml")
     return EXIT_OK

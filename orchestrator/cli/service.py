@@ -72,6 +72,14 @@ def cancel_and_report(settings: Settings, targets: Sequence[str], *, wait: float
     results = with_runtime(settings, cancel)
     for result in results:
         out(f"{result.run_id}: {result.note}")
+    restarts = {r.restart_from for r in results if r.restart_from is not None}
+    if len(targets) == 1 and restarts:
+        how = (f"orchestrator resume {targets[0]} --from {min(restarts)}" if len(restarts) == 1
+               else "orchestrator resume RUN --from STEP (the step that launched its job)")
+        err(f"its jobs were cancelled with it; to start them again: {how}")
+    elif restarts:
+        err("jobs were cancelled with them; to start one again: orchestrator resume RUN "
+            "--from STEP (the step that launched its job)")
     return all(result.done for result in results)
 
 

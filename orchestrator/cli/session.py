@@ -19,6 +19,7 @@ from orchestrator.terminal import printable
 if TYPE_CHECKING:
     from orchestrator.engine.executor import ProgressSink
     from orchestrator.engine.orchestrator import Orchestrator
+    from orchestrator.log import RunNames
     from orchestrator.providers.pool import ProviderRef
     from orchestrator.runtime import Runtime
     from orchestrator.settings import Settings
@@ -127,39 +128,48 @@ class Session:
     """What a running command knows about its run (or batch), for the messages around it."""
 
     def __init__(self, settings: Settings) -> None:
+        from orchestrator.log import RunNames  # noqa: PLC0415
+
         self.settings = settings
         self.run_id: str | None = None
         self.run_ids: list[str] = []
         self.pipeline: Pipeline | None = None
         self.steps: Mapping[str, StepRecord] = {}
+        self.names = RunNames()
+        """How console lines name runs: the one announced is the header's (see `announce`)."""
 
     def announce(self, run_id: str, pipeline: Pipeline, verb: str, what: str = "run", *,
                  provider: ProviderRef | None = None) -> None:
         """Say which run starts, on which provider (the run's own) and state database."""
         self.run_id, self.pipeline = run_id, pipeline
         self.run_ids = self.run_ids or [run_id]
+        self.names.header = run_id
         where = provider or "none"
         err(f"{verb} {what} {run_id} of {pipeline.name} (provider: {where}, "
             f"state: {shown_url(self.settings.state_url)})")
 
 
 @contextlib.contextmanager
-def output(settings: Settings, *, label: Callable[[str, str], str] | None = None
+def output(settings: Settings, *, names: RunNames | None = None
            ) -> Iterator[ProgressSink | None]:
-    """Log lines set up for this command; on a terminal, live progress below them."""
-    from orchestrator.log import configure_logging  # noqa: PLC0415
+    """Log lines set up for this command; on a terminal, live progress below them. `names`
+    (the session's) says how a line names its run: not at all for the run the command's
+    header named, `#N` for its batch's cells, by id for others (a worker's)."""
+    from orchestrator.log import RunNames, configure_logging  # noqa: PLC0415
 
+    names = names or RunNames()
     if sys.stderr.isatty() and settings.log_format != "json":
         from rich.console import Console  # noqa: PLC0415
 
         from orchestrator.cli.progress import ConsoleWriter, LiveProgress  # noqa: PLC0415
 
-        with LiveProgress(Console(file=sys.stderr), label=label) as live:
+        with LiveProgress(Console(file=sys.stderr), names=names) as live:
             configure_logging(fmt="console", level=settings.log_level,
-                              stream=ConsoleWriter(live.console))  # type: ignore[arg-type]
+                              stream=ConsoleWriter(live.console),  # type: ignore[arg-type]
+                              names=names)
             yield live
     else:
-        configure_logging(fmt=settings.log_format, level=settings.log_level)
+        configure_logging(fmt=settings.log_format, level=settings.log_level, names=names)
         yield None
 
 

@@ -20,7 +20,7 @@ from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import LeaseLost, RunBusy, RunStranded
 from orchestrator.store.records import RunRecord, RunStatus
 
-__all__ = ["CancelResult", "cancel_runs"]
+__all__ = ["CancelResult", "cancel_runs", "restart_point"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,9 @@ class CancelResult:
     run_id: str
     status: RunStatus
     note: str
+    restart_from: str | None = None
+    """For a run cancelled with its remote work (its fine-tune job), the step to resume it
+    from to start that again (`resume RUN --from STEP`)."""
 
     @property
     def done(self) -> bool:
@@ -58,7 +61,22 @@ async def cancel_runs(orch: Orchestrator, run_ids: Collection[str], *,
     async with anyio.create_task_group() as tg:
         for run_id in marked:
             tg.start_soon(one, run_id)
+    for run_id in marked:
+        if results[run_id].status is RunStatus.CANCELLED:
+            results[run_id] = dataclasses.replace(
+                results[run_id], restart_from=await restart_point(orch, run_id))
     return [results[run_id] for run_id in run_ids]
+
+
+async def restart_point(orch: Orchestrator, run_id: str) -> str | None:
+    """The first step, in the run's order, whose remote work a cancellation cancelled."""
+    run = await orch.store.get_run(run_id)
+    cancelled = [e.step_id for e in await orch.store.get_events(run_id)
+                 if e.kind == "remote_cancelled" and e.step_id is not None]
+    if not cancelled:
+        return None
+    order = {sid: i for i, sid in enumerate(run.step_ids or ())}
+    return min(cancelled, key=lambda sid: order.get(sid, len(order)))
 
 
 async def _cancel_one(orch: Orchestrator, run_id: str, wait: float) -> CancelResult:

@@ -92,8 +92,9 @@ class RunOutcome:
     error: str | None = None
     failed_step: str | None = None
     resume_from: str | None = None
-    """For a failure a plain resume cannot fix (the remote job a step follows has ended), the
-    step to resume from: `resume RUN --from <it>`."""
+    """For a failure a plain resume cannot fix (the remote job a step follows has ended), or
+    a cancellation that cancelled the run's remote work (its fine-tune job), the step to
+    resume from: `resume RUN --from <it>`."""
     failed_hooks: tuple[str, ...] = ()
     """The run's hooks (`on_failure.notify`...) that failed; they do not change its status."""
 
@@ -210,6 +211,10 @@ def _as_outputs(result: Any) -> dict[str, Any]:
     return outputs
 
 
+CANCELLED_WORK = ""
+"""The key of `_resume_from` for a cancellation: the first step whose remote work it
+cancelled (no step id is empty)."""
+
 _fresh_record = functools.lru_cache(maxsize=4096)(StepRecord)
 """A step's record before it ran, one for every run (records are immutable): a waiting run
 need not hold one per step it has not reached."""
@@ -292,8 +297,10 @@ class RunExecutor:
         log = self._log.error if status is RunStatus.FAILED else self._log.info
         log("run finished", status=status.value, **({"error": error} if error else {}))
         failed_step = self._failure[0] if self._failure else None
-        return RunOutcome(self._run.id, status, error, failed_step,
-                          self._resume_from.get(failed_step or ""), tuple(self._failed_hooks))
+        restart = (self._resume_from.get(failed_step or "") if status is RunStatus.FAILED
+                   else self._resume_from.get(CANCELLED_WORK))
+        return RunOutcome(self._run.id, status, error, failed_step, restart,
+                          tuple(self._failed_hooks))
 
     # -- cancellation ------------------------------------------------------------------------
 
@@ -318,6 +325,7 @@ class RunExecutor:
                                             data={"error": error.to_json()}))
             else:
                 self._journal.note(NewEvent("remote_cancelled", step_id))
+                self._resume_from.setdefault(CANCELLED_WORK, step_id)
         if problems:
             return await self._finish(
                 RunStatus.INTERRUPTED, "cancellation incomplete: could not cancel the remote "
@@ -532,8 +540,9 @@ class RunExecutor:
             status, kind = StepStatus.RETRYING, "step_interrupted"  # keeps its retry time
         else:
             status, kind = StepStatus.INTERRUPTED, "step_interrupted"
-        with suppress(LeaseLost):
-            await self._save(step_id, NewEvent(kind, step_id, record.attempt), status=status)
+        with suppress(LeaseLost):  # its end is now: its duration stops growing
+            await self._save(step_id, NewEvent(kind, step_id, record.attempt), status=status,
+                             finished_at=self._clock())
         self._log.warning("step stopped", step=step_id, attempt=record.attempt,
                           status=status.value)
 

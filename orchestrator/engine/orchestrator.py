@@ -26,10 +26,16 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from orchestrator.engine.executor import ProgressSink, RunExecutor, RunOutcome
 from orchestrator.engine.journal import DeferredFlusher
-from orchestrator.engine.plan import ResumePlan, bound_provider, read_secrets
+from orchestrator.engine.plan import (
+    ResumePlan,
+    ResumeRequest,
+    bound_provider,
+    cancelled_work,
+    read_secrets,
+)
 from orchestrator.engine.resolve import Resolution, same_config
 from orchestrator.engine.slots import SlotPool
-from orchestrator.errors import ConfigError, RunExists
+from orchestrator.errors import CancelledWork, ConfigError, RunExists
 from orchestrator.ids import new_batch_id, new_run_id
 from orchestrator.log import get_logger
 from orchestrator.owners import new_owner_id, owner_is_dead
@@ -316,7 +322,7 @@ class Orchestrator:
 
         `provider` names the provider the caller wants the run executed against: the run's
         own, or, with `move`, another one it is then bound to. Raises ConfigError for another
-        provider without `move`.
+        provider without `move`. (`plan_request` takes the same as one `ResumeRequest`.)
         """
         run = await self.store.get_run(run_id)
         bound = self.provider_of(run)
@@ -342,14 +348,67 @@ class Orchestrator:
                        f"{', '.join(pipeline.steps)})")
                 raise ConfigError(msg)
             reset |= pipeline.downstream({from_step})
+        changed: set[str] = set()
         if reload:
-            reset |= self._changed_steps(run, pipeline, records, reset)
+            changed = self._changed_steps(run, pipeline, records, reset)
+            reset |= pipeline.downstream(changed)
+        if run.status is RunStatus.CANCELLED:
+            await self._refuse_cancelled_work(run, pipeline, records, reset)
         return ResumePlan(run, pipeline, records, frozenset(reset),
-                          pipeline.text if reload else None, target, moved_from)
+                          pipeline.text if reload else None, target, moved_from,
+                          changed=frozenset(changed))
+
+    async def _refuse_cancelled_work(self, run: RunRecord, pipeline: Pipeline,
+                                     records: Mapping[str, StepRecord],
+                                     reset: set[str]) -> None:
+        """A cancelled run whose remote work was cancelled with it (its fine-tune job) cannot
+        simply continue: its wait would follow the cancelled job, fail, and call the
+        `on_failure` hooks. CancelledWork names where to start again instead."""
+        step = cancelled_work(pipeline, records, await self.store.get_events(run.id), reset)
+        if step is not None:
+            msg = (f"run {run.id} was cancelled, and the remote work of step {step} (its job) "
+                   "with it: resumed as it is, it would follow a cancelled job. To start that "
+                   f"again: orchestrator resume {run.id} --from {step}")
+            raise CancelledWork(msg, step=step)
+
+    async def plan_request(self, run_id: str, request: ResumeRequest) -> ResumePlan:
+        """`plan_resume` of what `request` asks (its `force` is the caller's, at execute)."""
+        return await self.plan_resume(run_id, from_step=request.from_step,
+                                      reload=request.reload, provider=request.provider,
+                                      move=request.move)
+
+    async def queue_resume(self, plan: ResumePlan, *, force: bool = False,
+                           from_step: str | None = None,
+                           by: str = "orchestrator resume --detach") -> None:
+        """Hand a planned resume to a worker: what the plan changes is committed now (the
+        steps it re-runs cleared, a reloaded pipeline text, a new provider), and the run goes
+        back to the queue, where a worker's plain resume of it does the rest. Taken under a
+        lease of this process's, fenced like any executor's write: a run another live process
+        executes is refused (RunBusy)."""
+        run = plan.run
+        dead = [run.lease_owner] if run.lease_owner and owner_is_dead(run.lease_owner) else []
+        lease = await self.store.acquire_lease(run.id, self.owner, ttl=self.config.lease_ttl,
+                                               max_recoveries=self.config.max_recoveries,
+                                               dead_owners=dead, force=force)
+        moved = plan.provider if plan.moved_from is not None else None
+        reset = sorted(plan.reset)
+        await self.store.commit(
+            lease,
+            run=RunUpdate(RunStatus.QUEUED, release=True,
+                          pipeline_text=plan.reload_text,
+                          step_ids=tuple(plan.pipeline.every_step) if plan.reload_text
+                          else None,
+                          clear_cancel=run.status is RunStatus.CANCELLED,
+                          provider=(moved.name, moved.url) if moved is not None else None),
+            steps=[StepRecord(sid) for sid in reset],
+            events=[NewEvent("resume_queued", data={
+                "from": from_step, "reset": reset, "reloaded": plan.reload_text is not None,
+                "by": by, **({"moved_from": str(plan.moved_from),
+                              "moved_to": str(moved)} if moved is not None else {})})])
 
     def _changed_steps(self, run: RunRecord, pipeline: Pipeline,
                        records: Mapping[str, StepRecord], reset: set[str]) -> set[str]:
-        """Succeeded steps whose resolved configuration differs now, and their dependents."""
+        """Succeeded steps whose resolved configuration differs now (not their dependents)."""
         resolution = Resolution.of_run(run, pipeline, records, secrets={})
         changed: set[str] = set()
         for step_id, step in pipeline.steps.items():
@@ -361,7 +420,7 @@ class Orchestrator:
             except ExpressionError:
                 digest = None
             if not same_config(record.config_hash, digest):
-                changed |= pipeline.downstream({step_id})
+                changed.add(step_id)
         return changed
 
     async def execute(self, plan: ResumePlan, *, force: bool = False,

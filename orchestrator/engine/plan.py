@@ -6,16 +6,40 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from orchestrator.errors import SecretMissing
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.spec.pipeline import Pipeline
-from orchestrator.store.records import RunRecord, RunStatus, StepRecord, StepStatus
+from orchestrator.store.records import (
+    EventRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+)
 
-__all__ = ["ResumePlan", "bound_provider", "read_secrets"]
+__all__ = ["ResumePlan", "ResumeRequest", "bound_provider", "cancelled_work", "read_secrets"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeRequest:
+    """What a resume is asked to do, whether of one run or of a batch's cells: the flags of
+    `resume` that shape the plan, carried whole from the command line to every cell (a flag
+    passed one by one was lost on the way to the batch's cells, twice)."""
+
+    from_step: str | None = None
+    """Re-run this step and everything after it."""
+    reload: bool = False
+    """Re-read the pipeline file; re-run the steps whose configuration changed."""
+    force: bool = False
+    """Resume a stranded run (its recovery count starts again)."""
+    provider: ProviderRef | None = None
+    """Execute against this provider (the run's own unless `move`)."""
+    move: bool = False
+    """Bind the run to `provider` from now on."""
 
 
 _NO_RECORDS: Mapping[str, StepRecord] = MappingProxyType({})
@@ -37,6 +61,9 @@ class ResumePlan:
     """The provider the run executes against: the one it is bound to, or where it moves."""
     moved_from: ProviderRef | None = None
     """Set when the run moves to `provider` (resume --move-provider): where it was bound."""
+    changed: frozenset[str] = _NO_RESET
+    """With a reloaded file, the succeeded steps whose configuration changed in it (`reset`
+    holds them and everything after them)."""
 
     @classmethod
     def fresh(cls, run: RunRecord, pipeline: Pipeline) -> ResumePlan:
@@ -65,6 +92,20 @@ class ResumePlan:
     def _status(self, step_id: str) -> StepStatus:
         record = self.records.get(step_id)
         return record.status if record else StepStatus.PENDING
+
+
+def cancelled_work(pipeline: Pipeline, records: Mapping[str, StepRecord],
+                   events: Iterable[EventRecord], reset: Collection[str] = ()) -> str | None:
+    """For a cancelled run, the first step (in the pipeline's order) whose remote work was
+    cancelled with it and which a resume would keep as succeeded: the steps after it would
+    follow that cancelled work (a fine-tune job) and fail. None when a resume can go on."""
+    cancelled = {e.step_id for e in events if e.kind == "remote_cancelled"}
+    for sid in pipeline.steps:
+        record = records.get(sid)
+        if sid in cancelled and sid not in reset and record is not None \
+                and record.status is StepStatus.SUCCEEDED:
+            return sid
+    return None
 
 
 def read_secrets(names: Collection[str], environ: Mapping[str, str] | None = None) -> dict[str,

@@ -314,6 +314,11 @@ def checked_job(api: LocalAPI, body: dict[str, Any], override: dict[str, Any]) -
         seed=seed,
         outcome=str(override.get("outcome", api.config.job_outcome)),
         fail_at=float(override.get("fail_at", 0.5)),
+        learning_rate=float(params["learning_rate"]),
+        lr_scheduler=scheduler["lr_scheduler_type"],
+        warmup_ratio=float(params["warmup_ratio"]),
+        min_lr_ratio=float(scheduler["lr_scheduler_args"]["min_lr_ratio"]),
+        num_cycles=float(scheduler["lr_scheduler_args"].get("num_cycles", 0.5)),
     )
     wandb = body.get("wandb_key") or body.get("wandb_api_key")
     request_record = {

@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator.protocol.schedule import LRSchedule
 from orchestrator.protocol.types import TERMINAL_JOB_STATUSES
 
 __all__ = ["CANCEL_DELAY", "Event", "JobPlan", "JobView", "view"]
@@ -52,10 +53,22 @@ class JobPlan:
     outcome: str = "completed"
     fail_at: float = 0.5
     """For a failing outcome, the share of the job's duration at which it fails."""
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.0
+    min_lr_ratio: float = 0.0
+    num_cycles: float = 0.5
+    """The job's learning-rate schedule (`lr_schedule`); a plan stored before it was kept
+    reads as Together's defaults."""
 
     @property
     def total_steps(self) -> int:
         return self.n_epochs * self.steps_per_epoch
+
+    @property
+    def lr_schedule(self) -> LRSchedule:
+        return LRSchedule(self.learning_rate, self.lr_scheduler, self.warmup_ratio,
+                          self.min_lr_ratio, self.num_cycles)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -276,10 +289,10 @@ def _metrics(plan: JobPlan, steps_done: int, points: int = 100) -> list[dict[str
     logged = sorted({*range(stride, steps_done + 1, stride), steps_done})
     rows: list[dict[str, float]] = []
     evals = set(_eval_steps(plan))
+    schedule = plan.lr_schedule
     for step in logged:
-        progress = step / max(1, plan.total_steps)
         row = {"train/global_step": float(step), "train/loss": train_loss(plan, step),
-               "train/learning_rate": round(1e-5 * 0.5 * (1 + math.cos(math.pi * progress)), 10),
+               "train/learning_rate": round(schedule.at(step - 1, plan.total_steps), 12),
                "train/epoch": round(step / max(1, plan.steps_per_epoch), 4)}
         rows.append(row)
     for step in sorted(s for s in evals if s <= steps_done):

@@ -18,9 +18,9 @@ import anyio
 
 from orchestrator.engine.executor import RunOutcome
 from orchestrator.engine.orchestrator import Orchestrator
-from orchestrator.engine.plan import ResumePlan
+from orchestrator.engine.plan import ResumePlan, ResumeRequest
 from orchestrator.engine.rungroup import RunGroup
-from orchestrator.providers.pool import ProviderRef
+from orchestrator.errors import CancelledWork, RunBusy, RunStranded
 from orchestrator.shapes import batch_json, run_json
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import BatchRecord, Lease, RunRecord, RunStatus, StepRecord
@@ -54,17 +54,23 @@ def batch_status(runs: Sequence[RunRecord]) -> str:
 
 
 async def execute_cells(orch: Orchestrator, plans: Sequence[ResumePlan], *, fail_fast: bool,
-                        leases: Mapping[str, Lease] | None = None) -> list[RunOutcome]:
+                        leases: Mapping[str, Lease] | None = None,
+                        force: bool = False) -> list[RunOutcome]:
     """Execute the cells' runs concurrently (their batch slot bounds how many at once).
 
     With `fail_fast`, the first cell to fail cancels every other cell still executing or
-    waiting to (their remote jobs are cancelled with them). Outcomes are in `plans`' order.
+    waiting to (their remote jobs are cancelled with them); `force` resumes stranded cells.
+    Outcomes are in `plans`' order.
     """
     outcomes: dict[str, RunOutcome] = {}
     held = leases or {}
 
     async def one(plan: ResumePlan) -> None:
-        outcome = await orch.execute(plan, lease=held.get(plan.run.id))
+        try:
+            outcome = await orch.execute(plan, lease=held.get(plan.run.id), force=force)
+        except (RunStranded, RunBusy) as exc:  # parked now, or taken by another process
+            status = RunStatus.STRANDED if isinstance(exc, RunStranded) else plan.run.status
+            outcome = RunOutcome(plan.run.id, status, str(exc))
         outcomes[plan.run.id] = outcome
         if fail_fast and outcome.status is RunStatus.FAILED:
             for other in plans:
@@ -91,29 +97,47 @@ class BatchResumePlan:
     runs: list[RunRecord]
     resume: list[ResumePlan]
     busy: list[RunRecord]
+    stranded: list[RunRecord] = dataclasses.field(default_factory=list)
+    """Cells parked as stranded, left alone: `resume BATCH --force` resumes them too."""
 
     @property
     def kept(self) -> list[RunRecord]:
         return [r for r in self.runs if r.status is RunStatus.SUCCEEDED]
 
 
-async def plan_batch_resume(orch: Orchestrator, batch_id: str, *,
-                            from_step: str | None = None, provider: ProviderRef | None = None,
-                            move: bool = False) -> BatchResumePlan:
-    """Plan every cell that did not succeed, as `Orchestrator.plan_resume` would; succeeded
-    cells are kept, even with `from_step` (their jobs are paid for and done)."""
+async def plan_batch_resume(orch: Orchestrator, batch_id: str,
+                            request: ResumeRequest | None = None) -> BatchResumePlan:
+    """Plan every cell that did not succeed, each as `resume` of it alone would with the
+    same `request` (`--from`, `--reload`, `--provider`...); succeeded cells are kept, even
+    with `from_step` or a changed file (their jobs are paid for and done)."""
+    request = request or ResumeRequest()
     batch = await orch.store.get_batch(batch_id)
     runs = await orch.store.list_runs(batch_id=batch_id, limit=None)
-    plans, busy = [], []
+    plans, busy, stranded = [], [], []
+    cancelled: list[tuple[str, str]] = []
     for run in runs:
         if run.status is RunStatus.SUCCEEDED:
             continue
         if orch.executed_elsewhere(run):
             busy.append(run)
             continue
-        plans.append(await orch.plan_resume(run.id, from_step=from_step, provider=provider,
-                                            move=move))
-    return BatchResumePlan(batch, runs, plans, busy)
+        if run.status is RunStatus.STRANDED and not request.force:
+            stranded.append(run)
+            continue
+        try:
+            plans.append(await orch.plan_request(run.id, request))
+        except CancelledWork as exc:
+            cancelled.append((run.id, exc.step))
+    if cancelled:
+        step = cancelled[0][1]
+        msg = (f"batch {batch_id}: {len(cancelled)} cell{'s' * (len(cancelled) != 1)} "
+               f"({', '.join(cell for cell, _ in cancelled[:3])}"
+               f"{', ...' if len(cancelled) > 3 else ''}) were cancelled, and the remote work "
+               f"of step {step} (their jobs) with them: resumed as they are, they would follow "
+               f"cancelled jobs. To start that again: orchestrator resume {batch_id} --from "
+               f"{step}")
+        raise CancelledWork(msg, step=step)
+    return BatchResumePlan(batch, runs, plans, busy, stranded)
 
 
 @dataclasses.dataclass(frozen=True)

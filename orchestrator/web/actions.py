@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.engine.plan import cancelled_work
 from orchestrator.errors import RunBusy
 from orchestrator.owners import new_owner_id
 from orchestrator.steps.builtin import parse_pipeline
@@ -45,6 +46,13 @@ async def queue_resume(store: StateStore, run_id: str, from_step: str | None) ->
         msg = f"run {run_id} has no step {from_step!r} (steps: {', '.join(pipeline.steps)})"
         raise ActionRefused(msg)
     reset = sorted(pipeline.downstream({from_step})) if from_step else []
+    if run.status is RunStatus.CANCELLED:
+        step = cancelled_work(pipeline, await store.get_steps(run_id),
+                              await store.get_events(run_id), reset)
+        if step is not None:
+            msg = (f"run {run_id} was cancelled, and the remote work of step {step} (its job) "
+                   f"with it: resume it from {step} to start that again")
+            raise ActionRefused(msg)
     try:
         lease = await store.acquire_lease(run_id, new_owner_id(), ttl=_LEASE,
                                           max_recoveries=1_000_000)

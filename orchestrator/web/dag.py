@@ -12,8 +12,9 @@ import html
 from collections.abc import Mapping
 
 from orchestrator.durations import format_duration
+from orchestrator.shapes import STOPPED_STEPS
 from orchestrator.spec.pipeline import Pipeline
-from orchestrator.store.records import StepRecord, StepStatus
+from orchestrator.store.records import StepRecord
 
 __all__ = ["dag_svg", "depths"]
 
@@ -36,7 +37,7 @@ def _label(record: StepRecord | None) -> str:
     if record.attempt > 1:
         parts.append(f"{record.attempt} attempts")
     if record.started_at is not None and record.finished_at is not None and \
-            record.status in (StepStatus.SUCCEEDED, StepStatus.FAILED):
+            record.status.value in STOPPED_STEPS:
         parts.append(format_duration(record.finished_at - record.started_at))
     return ", ".join(parts)
 

@@ -28,7 +28,25 @@ def test_lines_per_step_and_removal_when_finished() -> None:
     assert "wait" in text and "running  step 2/4  loss 0.5000" in text
     assert "register" in text and "0:01:05" in text
     view("r-1", "wait", {"status": "completed"})
-    assert [task.description for task in view.progress.tasks] == ["register"]
+    assert [task.description for task in view.progress.tasks] == ["r-1 register"]
+
+
+def test_two_runs_lines_under_a_worker_say_whose_they_are() -> None:
+    """A worker's live lines carry their run (a batch's, their cell); the run a command's
+    header named goes without."""
+    from orchestrator.log import RunNames
+
+    names = RunNames()
+    view = LiveProgress(Console(file=io.StringIO(), width=100), auto_refresh=False,
+                        names=names)
+    view("r-1", "wait", {"status": "running"})
+    view("r-2", "wait", {"status": "running"})
+    names.header = "b-9"
+    view("b-9.3", "wait", {"status": "running"})
+    names.header = "r-4"
+    view("r-4", "wait", {"status": "running"})
+    assert [task.description for task in view.progress.tasks] == [
+        "r-1 wait", "r-2 wait", "#3 wait", "wait"]
 
 
 def test_log_lines_go_through_the_console() -> None:

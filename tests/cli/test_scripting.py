@@ -250,7 +250,11 @@ def test_init_writes_a_folder_that_validates_and_runs(cli: CLI, tmp_path: Path) 
     folder = tmp_path / "starter"
     assert {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} == {
         "pipeline.yaml", "data/train.jsonl", "data/validation.jsonl",
-        "config/orchestrator.toml", "pipeline.schema.json"}
+        "config/orchestrator.toml", "pipeline.schema.json", ".gitignore"}
+    assert (folder / ".gitignore").read_text() == ".orchestrator/\n.env\n"
+    (folder / ".gitignore").write_text("build/\n.env")  # the user's own, kept
+    cli("init", "starter", "--force", check_code=0)
+    assert (folder / ".gitignore").read_text() == "build/\n.env\n.orchestrator/\n"
     again = cli("init", "starter", check_code=2)
     assert "already exists" in again.stderr and "nothing was written" in again.stderr
     cli("init", "starter", "--force", check_code=0)

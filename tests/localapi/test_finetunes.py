@@ -245,3 +245,43 @@ async def test_jobs_survive_a_restart(local_config: Any, clock: FakeClock) -> No
     db = sqlite3.connect(local_config.data_dir / "local-api.db")
     assert db.execute("SELECT count(*) FROM finetunes").fetchone() == (1,)
     db.close()
+
+
+async def test_the_learning_rate_series_follows_the_jobs_schedule(
+        client: httpx.AsyncClient, clock: FakeClock) -> None:
+    """The simulated series was a cosine from 1e-5 whatever the job asked: it is now the
+    job's own learning_rate, warmup, scheduler and floor (the one a real trainer uses)."""
+    file = await upload(client, b"".join(
+        b'{"prompt": "q%d", "completion": " a"}\n' % i for i in range(64)))
+    created = await create_job(client, file["id"], n_epochs=2, batch_size=8,
+                               learning_rate=2e-4, warmup_ratio=0.25,
+                               lr_scheduler={"lr_scheduler_type": "linear",
+                                             "lr_scheduler_args": {"min_lr_ratio": 0.1}},
+                               plan={"duration": "10s"})
+    assert created.status_code == 200, created.text
+    clock.advance(20)
+    metrics = (await client.get(f"/fine-tunes/{created.json()['id']}/metrics")).json()
+    series = [(int(m["train/global_step"]), m["train/learning_rate"])
+              for m in metrics["metrics"] if "train/learning_rate" in m]
+    assert [step for step, _ in series] == list(range(1, 17))  # 2 epochs of 64 / 8
+    rates = dict(series)
+    assert rates[1] == pytest.approx(2e-4 / 4) and rates[4] == pytest.approx(2e-4)
+    assert rates[16] == pytest.approx(2e-5 + 1.8e-4 / 12)  # linear, one step to its floor
+    assert rates[5] == rates[4] and all(rates[s] > rates[s + 1] for s in range(5, 16))
+    assert min(rates.values()) >= 2e-5
+
+
+def test_the_schedules_shapes() -> None:
+    from orchestrator.protocol.schedule import LRSchedule
+
+    cosine = LRSchedule(1.0, "cosine")
+    # As transformers' schedulers: step s of T decays by s / T (the last is not quite 0).
+    assert [round(cosine.at(s, 5), 4) for s in range(5)] == [1.0, 0.9045, 0.6545, 0.3455,
+                                                             0.0955]
+    floor = LRSchedule(1.0, "cosine", min_lr_ratio=0.2)
+    assert floor.at(5, 5) == pytest.approx(0.2)
+    warm = LRSchedule(1.0, "linear", warmup_ratio=0.5)
+    assert [warm.at(s, 4) for s in range(4)] == [0.5, 1.0, 1.0, 0.5]
+    assert LRSchedule.of_request({"learning_rate": 3e-4, "warmup_ratio": 0.1, "lr_scheduler": {
+        "lr_scheduler_type": "linear", "lr_scheduler_args": {"min_lr_ratio": 0.5}}}) == \
+        LRSchedule(3e-4, "linear", 0.1, 0.5)

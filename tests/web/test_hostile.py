@@ -4,14 +4,12 @@ values, foreign Host headers, and heavy pages while the same process executes ru
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import statistics
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import anyio
@@ -352,7 +350,9 @@ def test_a_big_runs_page_comes_in_pages(tmp_path: Path) -> None:
 def test_pages_being_read_never_delay_the_steps_of_serve(cli: CLI, tmp_path: Path) -> None:
     """Under `serve` a 5 s sleep step took 10.7 s while five 10,000-step run pages rendered
     on the event loop that executes runs. The web view now reads and renders in a thread and
-    an event loop of its own: a sleep step ends on time while pages load without pause."""
+    an event loop of its own: a sleep step takes no more than 100 ms longer while pages load
+    without pause than the same step with no page loading, a moment before (the machine's
+    own delays, which a busy CI has, are in both)."""
     state = _state(tmp_path)
     state.parent.mkdir(parents=True)
     big = seed_big_run(state)
@@ -363,6 +363,16 @@ def test_pages_being_read_never_delay_the_steps_of_serve(cli: CLI, tmp_path: Pat
     stop = threading.Event()
     timings: list[float] = []
 
+    def nap() -> float:
+        queued = cli("run", "nap.yaml", "--detach", check_code=0).stdout.strip()
+
+        def slept() -> float | None:
+            steps = json.loads(cli("show", queued, "-o", "json", check_code=0).stdout)["steps"]
+            done = steps and steps[0]["status"] == "succeeded"
+            return float(steps[0]["duration"]) if done else None
+
+        return wait_for(slept, "the sleep step ended", timeout=60)
+
     def load_pages() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             while not stop.is_set():
@@ -372,17 +382,12 @@ def test_pages_being_read_never_delay_the_steps_of_serve(cli: CLI, tmp_path: Pat
 
     readers = [threading.Thread(target=load_pages, daemon=True) for _ in range(5)]
     try:
+        quiet = nap()
         for reader in readers:
             reader.start()
         wait_for(lambda: len(timings) >= 5, "pages are being read", timeout=60)
         before = len(timings)
-        queued = cli("run", "nap.yaml", "--detach", check_code=0).stdout.strip()
-
-        def nap() -> dict[str, Any] | None:
-            steps = json.loads(cli("show", queued, "-o", "json", check_code=0).stdout)["steps"]
-            return steps[0] if steps and steps[0]["status"] == "succeeded" else None
-
-        done = wait_for(nap, "the sleep step ended", timeout=60)
+        busy = nap()
         during = len(timings) - before
     finally:
         stop.set()
@@ -390,6 +395,4 @@ def test_pages_being_read_never_delay_the_steps_of_serve(cli: CLI, tmp_path: Pat
             reader.join(30)
         service.stop()
     assert during > 0, "pages were loading while the step slept"
-    delay = done["duration"] - 2.0
-    assert -0.01 < delay <= 0.1, (delay, statistics.median(timings))
-    assert math.isfinite(statistics.median(timings))
+    assert quiet >= 2.0 and busy - quiet <= 0.1, (quiet, busy, statistics.median(timings))

@@ -182,8 +182,9 @@ async def wait_fine_tune(ctx: StepContext, params: WaitParams) -> dict[str, Any]
         # count of events seen are committed together, so a crash repeats none of them.
         fresh = events[seen:]
         for event in fresh:
+            # The job's training step under its own key: `step` is the pipeline's (wait).
             ctx.log.info("job event", type=event.type, message=event.message,
-                         **({"step": event.step} if event.step else {}))
+                         **({"train_step": event.step} if event.step else {}))
         points = _with_tokens([*points_from_events(fresh, step_id=ctx.step_id,
                                                    job_id=job.id), *fetched], job)
         ctx.record_metrics(points)
