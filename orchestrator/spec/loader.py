@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import gc
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import PipelineInvalid, Problem
 from orchestrator.inputfiles import NotUTF8, UnreadableFile, read_regular, utf8_text
@@ -67,12 +68,73 @@ for _model, _home in ((PipelineHeader, "the top level"), (StepSpec, "a step"),
 _KNOWN_KEYS = sorted(_KEY_HOMES)
 
 
-def _unknown_key_hint(key: str) -> str:
-    """A known key in the wrong place says where it goes; a misspelt one, the closest."""
+_FOREIGN_KEYS = {
+    "on": "a pipeline runs when you run it, a worker takes it, or its schedule: fires",
+    "jobs": "a pipeline's work is its steps:",
+    "runs-on": "where a run executes is its provider (--provider, setting provider)",
+    "run": "a step does its work through uses: (a step type, or python:module:function)",
+}
+"""Keys of other tools' files (GitHub Actions'), with what this file says instead."""
+
+
+def _unknown_key_hint(key: str, here: Sequence[str]) -> str:
+    """A key of another tool says what this file says instead; a misspelt one, the closest
+    key of the place it is in (`here`); a known key in the wrong place, where it goes."""
+    if key in _FOREIGN_KEYS and key not in here:
+        return f" ({_FOREIGN_KEYS[key]})"
+    close = difflib.get_close_matches(key, list(here), n=1)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
     if key in _KEY_HOMES:
         return f" ('{key}' belongs in {_KEY_HOMES[key]})"
-    close = difflib.get_close_matches(key, _KNOWN_KEYS, n=1)
+    return ""
+
+
+def _choice_hint(given: Any, expected: str) -> str:
+    """For a value that is not one of a choice (`type: int`), the closest choice."""
+    if not isinstance(given, str):
+        return ""
+    close = difflib.get_close_matches(given, re.findall(r"'([^']*)'", expected), n=1,
+                                      cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(by_alias=True)
+
+
+def _keys_at(model: type[BaseModel] | None, loc: Sequence[Any]) -> list[str]:
+    """The keys a mapping at `loc` of `model`'s data may hold (from its JSON Schema), for the
+    closest-key hint; none when the place is not an object the schema names keys of."""
+    if model is None:
+        return []
+    schema = _schema_of(model)
+    defs = schema.get("$defs", {})
+
+    def branches(node: Any) -> list[dict[str, Any]]:
+        if not isinstance(node, dict):
+            return []
+        if "$ref" in node:
+            return branches(defs.get(str(node["$ref"]).rsplit("/", 1)[-1]))
+        found = [node]
+        for key in ("anyOf", "oneOf", "allOf"):
+            for branch in node.get(key, ()):
+                found += branches(branch)
+        return found
+
+    nodes = branches(schema)
+    for part in loc:
+        children: list[dict[str, Any]] = []
+        for node in nodes:
+            if isinstance(part, int):
+                children += branches(node.get("items"))
+            elif part in node.get("properties", {}):
+                children += branches(node["properties"][part])
+            elif isinstance(node.get("additionalProperties"), dict):
+                children += branches(node["additionalProperties"])
+        nodes = children
+    return sorted({key for node in nodes for key in node.get("properties", {})})
 
 
 def load_pipeline(path: str | Path, *, registry: StepCatalogue,
@@ -134,16 +196,20 @@ class _Checker:
         self.problems.append(Problem(pos.line, pos.col, message))
 
     def report_validation(self, exc: ValidationError, prefix: NodePath, data: Any,
-                          skip: set[NodePath] | None = None) -> None:
-        for error in exc.errors(include_url=False, include_input=False):
+                          skip: set[NodePath] | None = None,
+                          model: type[BaseModel] | None = None) -> None:
+        """Each of `exc`'s errors as a problem at its place; `skip` holds the places whose
+        values are expressions (checked when the step runs: a key there is still checked
+        now); `model` the one validated, whose keys a misspelt key is compared with."""
+        for error in exc.errors(include_url=False):
             loc = _data_path(data, tuple(error["loc"]))
-            if skip and any(loc[: len(p)] == p for p in skip):
+            kind = error["type"]
+            if kind != "extra_forbidden" and skip and any(loc[: len(p)] == p for p in skip):
                 continue
             where = ".".join(map(str, (*prefix, *loc))) or "pipeline"
-            kind = error["type"]
             if kind == "extra_forbidden":
                 key = str(loc[-1])
-                hint = _unknown_key_hint(key)
+                hint = _unknown_key_hint(key, _keys_at(model, loc[:-1]))
                 parent = ".".join(map(str, (*prefix, *loc[:-1]))) or "the top level"
                 self.report((*prefix, *loc), f"unknown key '{key}' in {parent}{hint}",
                             at_key=True)
@@ -153,6 +219,9 @@ class _Checker:
                             at_key=True)
             else:
                 message = str(error["msg"]).removeprefix("Value error, ")
+                if kind in ("literal_error", "enum"):
+                    message += _choice_hint(error.get("input"),
+                                            str((error.get("ctx") or {}).get("expected", "")))
                 self.report((*prefix, *loc), f"{where}: {message[0].lower()}{message[1:]}")
 
     # -- the passes --------------------------------------------------------------------------
@@ -230,7 +299,7 @@ class _Checker:
         try:
             header = PipelineHeader.model_validate(data)
         except ValidationError as exc:
-            self.report_validation(exc, (), data, skip=skip)
+            self.report_validation(exc, (), data, skip=skip, model=PipelineHeader)
         outside = {k: v for k, v in data.items() if k != "steps" and k not in HOOK_SECTIONS}
         for path, _ in find_templates(outside):
             if path != _KEY_PATH:
@@ -257,7 +326,9 @@ class _Checker:
                         f"(the input's type is {raw.get('type', 'string')})")
 
     def _inputs_alone(self, raw: Any) -> dict[str, InputSpec]:
-        """The valid inputs of a file whose header has other problems (to keep checking refs)."""
+        """The inputs of a file whose header has other problems (to keep checking refs): an
+        input whose own declaration is wrong (`type: int`) is still declared, as any type, so
+        the references to it are not reported as well."""
         if not isinstance(raw, dict):
             return {}
         valid = {}
@@ -265,7 +336,7 @@ class _Checker:
             try:
                 valid[name] = InputSpec.model_validate(spec)
             except ValidationError:
-                continue
+                valid[str(name)] = InputSpec(type="object", default=None)
         return valid
 
     @staticmethod
@@ -312,7 +383,7 @@ class _Checker:
             try:
                 specs[sid] = StepSpec.model_validate(raw)
             except ValidationError as exc:
-                self.report_validation(exc, where, raw)
+                self.report_validation(exc, where, raw, model=StepSpec)
                 # Keep checking the rest of the step: drop the keys that are wrong and retry.
                 bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
                 with contextlib.suppress(ValidationError):
@@ -339,7 +410,7 @@ class _Checker:
             step_type.params.model_validate(spec.with_)
         except ValidationError as exc:
             self.report_validation(exc, (*self._where(sid), "with"), spec.with_,
-                                   skip=expression_paths)
+                                   skip=expression_paths, model=step_type.params)
 
     def _needs(self, sid: str, spec: StepSpec, specs: Mapping[str, StepSpec],
                types: Mapping[str, StepKind], inputs: Mapping[str, InputSpec]) -> set[str]:
