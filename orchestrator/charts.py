@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import html
 import importlib.util
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from orchestrator.store.records import MetricPoint
 
-__all__ = ["Series", "loss_png", "loss_series", "loss_svg", "plotting"]
+__all__ = ["Series", "learning_rates", "loss_png", "loss_series", "loss_svg", "plotting"]
 
 Series = list[tuple[int, float]]
 """(training step, value), by step."""
 
-_COLOURS = {"train loss": "#1f77b4", "eval loss": "#d62728"}
+_COLOURS = {"train loss": "#1f77b4", "eval loss": "#d62728", "learning rate": "#868e96"}
 
 
 def loss_series(points: Sequence[MetricPoint]) -> dict[str, Series]:
@@ -39,14 +40,37 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [low + (high - low) * i / (count - 1) for i in range(count)]
 
 
+def _step_ticks(low: int, high: int, count: int = 6) -> list[int]:
+    """Training steps to label the x axis with: whole, distinct, at most `count`."""
+    stride = max(1, math.ceil((high - low) / (count - 1)))
+    return list(range(low, high + 1, stride))
+
+
+def _labels(values: Sequence[float]) -> list[str]:
+    """`values` written with the fewest significant digits that tell them all apart."""
+    for digits in range(2, 9):
+        labels = [f"{v:.{digits}g}" for v in values]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{v:.9g}" for v in values]
+
+
+def learning_rates(points: Sequence[MetricPoint]) -> Series:
+    """The learning rate per training step of `points`, where reported."""
+    return [(p.train_step, p.learning_rate) for p in sorted(points, key=lambda p: p.train_step)
+            if p.learning_rate is not None]
+
+
 def loss_svg(points: Sequence[MetricPoint], *, title: str = "", width: int = 640,
-             height: int = 260) -> str:
-    """An SVG document of the loss curves (one polyline and one marker per point)."""
+             height: int = 280) -> str:
+    """An SVG document of the loss curves (one polyline and one marker per point), the
+    learning rate dashed against an axis of its own on the right, each axis labelled."""
     series = loss_series(points)
-    left, right, top, bottom = 56, 16, 28, 36
+    rates = learning_rates(points)
+    left, right, top, bottom = 64, 64 if rates else 16, 32, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for s in series.values() for _, v in s]
-    steps = [x for s in series.values() for x, _ in s]
+    steps = [x for s in [*series.values(), rates] for x, _ in s]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
              f'width="{width}" height="{height}" font-family="sans-serif" font-size="11" '
              'role="img" class="loss-curve">',
@@ -68,15 +92,19 @@ def loss_svg(points: Sequence[MetricPoint], *, title: str = "", width: int = 640
 
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" '
                  'fill="none" stroke="#999"/>')
-    for tick in _ticks(y_low, y_high):
-        parts.append(f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">'
-                     f"{tick:.3g}</text>")
-    for tick in _ticks(x_low, x_high):
-        parts.append(f'<text x="{x(tick):.1f}" y="{top + plot_h + 16}" '
-                     f'text-anchor="middle">{tick:.0f}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">'
+    ticks = _ticks(y_low, y_high)
+    for tick, label in zip(ticks, _labels(ticks), strict=True):
+        parts.append(f'<text class="y-tick" x="{left - 6}" y="{y(tick) + 4:.1f}" '
+                     f'text-anchor="end">{label}</text>')
+    for tick in _step_ticks(x_low, x_high):
+        parts.append(f'<text class="x-tick" x="{x(tick):.1f}" y="{top + plot_h + 16}" '
+                     f'text-anchor="middle">{tick}</text>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">'
                  "training step</text>")
-    for index, (name, values_of) in enumerate(series.items()):
+    parts.append(f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {top + plot_h / 2})">loss</text>')
+    legend = []
+    for name, values_of in series.items():
         colour = _COLOURS.get(name, "#333")
         line = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in values_of)
         slug = name.replace(" ", "-")
@@ -85,13 +113,40 @@ def loss_svg(points: Sequence[MetricPoint], *, title: str = "", width: int = 640
         parts += [f'<circle class="point {slug}" cx="{x(s):.1f}" cy="{y(v):.1f}" r="2" '
                   f'fill="{colour}"><title>step {s}: {v:.4f}</title></circle>'
                   for s, v in values_of]
-        parts.append(f'<text x="{left + 8 + 90 * index}" y="{top - 10}" fill="{colour}">'
+        legend.append((name, colour))
+    if rates:
+        parts += _rate_axis(rates, x, left + plot_w, top, plot_h)
+        legend.append(("learning rate", _COLOURS["learning rate"]))
+    for index, (name, colour) in enumerate(legend):
+        parts.append(f'<text x="{left + 8 + 100 * index}" y="{top - 12}" fill="{colour}">'
                      f"{html.escape(name)}</text>")
     if title:
-        parts.append(f'<text x="{width - right}" y="{top - 10}" text-anchor="end">'
+        parts.append(f'<text x="{width - right}" y="{top - 12}" text-anchor="end">'
                      f"{html.escape(title)}</text>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _rate_axis(rates: Series, x: Callable[[float], float], at: float, top: float,
+               plot_h: float) -> list[str]:
+    """The learning rate as a dashed line against its own axis on the right."""
+    low, high = 0.0, max(v for _, v in rates) or 1.0
+
+    def y(value: float) -> float:
+        return top + (high - value) / (high - low) * plot_h
+
+    colour = _COLOURS["learning rate"]
+    line = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in rates)
+    parts = [f'<polyline class="series learning-rate" fill="none" stroke="{colour}" '
+             f'stroke-width="1.2" stroke-dasharray="4 3" points="{line}"/>']
+    ticks = _ticks(low, high, 3)
+    for tick, label in zip(ticks, _labels(ticks), strict=True):
+        parts.append(f'<text class="lr-tick" x="{at + 6}" y="{y(tick) + 4:.1f}" '
+                     f'fill="{colour}">{label}</text>')
+    middle = top + plot_h / 2
+    parts.append(f'<text x="{at + 52}" y="{middle}" text-anchor="middle" fill="{colour}" '
+                 f'transform="rotate(90 {at + 52} {middle})">learning rate</text>')
+    return parts
 
 
 def plotting() -> bool:

@@ -21,7 +21,8 @@ OrchestratorError
     ├── RunBusy              another live process holds the run's lease (exit code 2)
     ├── RunStranded          recovered from crashes too often; parked (exit code 2)
     ├── RunExists            a run with this id is already stored
-    └── LeaseLost            this process no longer owns the run; its writes are fenced off
+    ├── LeaseLost            this process no longer owns the run; its writes are fenced off
+    └── ActionRefused        a web view's button asked for what the run's state forbids now
 ```
 
 Cancellation is never turned into one of these: anyio's cancellation exception passes through
@@ -34,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "ActionRefused",
     "CancelledWork",
     "ConfigError",
     "InputsInvalid",
@@ -222,3 +224,8 @@ class RunExists(StateError):
 
 class LeaseLost(StateError):
     """This process's lease on the run was taken over; its writes are refused (fenced)."""
+
+
+class ActionRefused(StateError):
+    """An action of the web view (cancel, resume, a schedule fired or paused) that the run's
+    or schedule's state does not allow now, saying why (the page answers 403)."""

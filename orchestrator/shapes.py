@@ -182,10 +182,13 @@ def model_json(entry: ModelEntry) -> dict[str, Any]:
 
 def schedule_json(schedule_id: str, *, pipeline: str, path: str, cron: str, timezone: str,
                   overlap: str, catch_up: str, next_fire: float,
-                  last_run: RunRecord | None) -> dict[str, Any]:
-    """A schedule (`schedules -o json`): its cron and zone, next fire time, last run."""
+                  last_run: RunRecord | None, paused_at: float | None = None
+                  ) -> dict[str, Any]:
+    """A schedule (`schedules -o json`): its cron and zone, next fire time (null while it is
+    paused), since when it is paused, its last run."""
     return {"id": schedule_id, "pipeline": pipeline, "pipeline_path": path, "cron": cron,
             "timezone": timezone, "overlap": overlap, "catch_up": catch_up,
-            "next_fire": next_fire,
+            "next_fire": None if paused_at is not None else next_fire,
+            "paused_at": paused_at,
             "last_run": None if last_run is None else {"id": last_run.id,
                                                        "status": last_run.status.value}}

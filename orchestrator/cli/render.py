@@ -454,8 +454,9 @@ def batches_table(rows: list[tuple[BatchRecord, list[RunRecord]]]) -> None:
     console.print(table)
 
 
-def schedules_table(rows: list[tuple[Scheduled, float, RunRecord | None]]) -> None:
-    """Each schedule with its next fire time (in its own zone) and its last run."""
+def schedules_table(rows: list[tuple[Scheduled, float | None, RunRecord | None]]) -> None:
+    """Each schedule with its next fire time (in its own zone; `paused` for one paused from
+    the web view) and its last run."""
     from datetime import datetime  # noqa: PLC0415
 
     console = _console()
@@ -466,11 +467,12 @@ def schedules_table(rows: list[tuple[Scheduled, float, RunRecord | None]]) -> No
     for scheduled, next_fire, last in rows:
         spec = scheduled.pipeline.schedule
         assert spec is not None
-        when = datetime.fromtimestamp(next_fire, scheduled.cron.zone)
+        when = "paused" if next_fire is None else datetime.fromtimestamp(
+            next_fire, scheduled.cron.zone).strftime("%Y-%m-%d %H:%M %Z")
         last_text = Text("-") if last is None else Text.assemble(f"{last.id} ",
                                                                   _run_status(last))
         table.add_row(scheduled.id, spec.cron, spec.timezone, spec.overlap, spec.catch_up,
-                      when.strftime("%Y-%m-%d %H:%M %Z"), last_text)
+                      when, last_text)
     console.print(table)
 
 

@@ -130,7 +130,8 @@ def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | Non
                 from orchestrator.cli.web import store_opener  # noqa: PLC0415
                 from orchestrator.web.server import serve_beside  # noqa: PLC0415
 
-                tg.start_soon(serve_beside, store_opener(settings, actions=web.actions), web,
+                tg.start_soon(serve_beside,
+                              store_opener(settings, actions=web.actions is not None), web,
                               sock)
                 parts.append(web.banner(sock))
             bound = "; runs execute on the provider each was created with" if worker else ""
@@ -178,12 +179,14 @@ def cmd_schedules(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     scheduled = _scheduled(settings, args.paths)
 
-    async def load(store: StateStore) -> list[tuple[Scheduled, float, RunRecord | None]]:
+    async def load(store: StateStore) -> list[tuple[Scheduled, float | None, RunRecord | None]]:
         now = store.clock()
+        paused = {e.id for e in await store.list_schedules() if e.paused_at is not None}
         rows = []
         for item in scheduled:
             last = await store.list_runs(schedule_id=item.id, limit=1)
-            rows.append((item, item.cron.next_after(now), last[0] if last else None))
+            rows.append((item, None if item.id in paused else item.cron.next_after(now),
+                         last[0] if last else None))
         return rows
 
     if args.output == "json":

@@ -44,12 +44,29 @@ def store_opener(settings: Settings, *, actions: bool
 def web_options(settings: Settings, *, host: str, port: int, allow_remote: bool,
                 actions: bool, allow_hosts: Sequence[str] | None,
                 scheduled: Sequence[Scheduled] | str) -> WebOptions:
-    """Where and how the web view of `ui` or `serve` serves, checked (ConfigError)."""
+    """Where and how the web view of `ui` or `serve` serves, checked (ConfigError); with
+    `actions`, its buttons do what the commands do (`schedule.actions.StoreActions`), a run
+    fired now bound to the provider these settings name."""
+    from pathlib import Path  # noqa: PLC0415
+
     from orchestrator.web.server import WebOptions  # noqa: PLC0415  (Starlette, Jinja2)
 
+    make = None
+    if actions:
+        from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+        from orchestrator.runtime import engine_config  # noqa: PLC0415
+        from orchestrator.schedule.actions import StoreActions  # noqa: PLC0415
+
+        ref, config = provider_ref(settings), engine_config(settings)
+        served = [] if isinstance(scheduled, str) else list(scheduled)
+
+        def make(store: StateStore) -> StoreActions:
+            return StoreActions(store, scheduled=served, provider=ref, config=config)
+
     return WebOptions(host=host, port=port, allow_remote=allow_remote,
-                      token=web_token(settings) if allow_remote else None, actions=actions,
-                      scheduled=scheduled, allow_hosts=allow_hosts or ())
+                      token=web_token(settings) if allow_remote else None, actions=make,
+                      scheduled=scheduled, allow_hosts=allow_hosts or (),
+                      artifacts=Path(settings.artifacts_dir).resolve())
 
 
 def _schedules(settings: Settings) -> list[Scheduled] | str:

@@ -31,7 +31,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from orchestrator.localapi.errors import APIError, bad_request, not_found
-from orchestrator.localapi.handlers import api_of, byte_ranges
+from orchestrator.localapi.handlers import api_of, byte_ranges, same_secret
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.protocol.datacheck import DataReport, check_file
 
@@ -210,8 +210,7 @@ async def receive_bytes(request: Request) -> Response:
     api = api_of(request)
     file_id = request.path_params["file_id"]
     row = api.state.file(file_id)
-    if row is None or not secrets.compare_digest(row["upload_token"] or "",
-                                                 request.query_params.get("token", "")) \
+    if row is None or not same_secret(row["upload_token"], request.query_params.get("token", "")) \
             or is_stale(api, row):
         raise APIError(403, "invalid or expired upload URL", type_="forbidden")
     try:

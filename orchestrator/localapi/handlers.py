@@ -7,6 +7,7 @@ app's state, so route modules import this, not the app that assembles them.
 from __future__ import annotations
 
 import re
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -17,7 +18,7 @@ from orchestrator.localapi.errors import APIError, bad_request
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["api_of", "byte_ranges", "json_body"]
+__all__ = ["api_of", "byte_ranges", "json_body", "same_secret"]
 
 _RANGE = re.compile(r"(\d{1,18})-(\d{0,18})|-(\d{1,18})")
 
@@ -72,3 +73,10 @@ def byte_ranges(request: Request, size: int) -> list[tuple[int, int]] | None:
 def _unsatisfiable(size: int, why: str) -> APIError:
     return APIError(416, f"requested range not satisfiable: {why}", type_="invalid_range",
                     headers={"Content-Range": f"bytes */{size}"})
+
+
+def same_secret(expected: str | None, given: str) -> bool:
+    """`given` (from a request: any text at all) is the token `expected`, compared in
+    constant time as bytes (`compare_digest` refuses non-ASCII text with a TypeError)."""
+    return expected is not None and secrets.compare_digest(
+        expected.encode(), given.encode("utf-8", "surrogatepass"))

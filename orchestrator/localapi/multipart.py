@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ from orchestrator.localapi.files import (
     process_file,
     store_stream,
 )
-from orchestrator.localapi.handlers import api_of, json_body
+from orchestrator.localapi.handlers import api_of, json_body, same_secret
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.protocol.datacheck import MAX_FILE_BYTES
 
@@ -107,8 +106,7 @@ async def receive_part(request: Request) -> Response:
     row = api.state.file(file_id)
     upload_id = request.query_params.get("upload_id", "")
     if row is None or row["state"] != "awaiting_upload" or is_stale(api, row) or \
-            not secrets.compare_digest(row["upload_token"] or "",
-                                       request.query_params.get("token", "")):
+            not same_secret(row["upload_token"], request.query_params.get("token", "")):
         raise APIError(403, "invalid or expired upload URL", type_="forbidden")
     upload = _open_upload(api, upload_id, file_id)
     number = request.path_params["number"]

@@ -144,8 +144,8 @@ class Scheduler:
         done: list[Fire] = []
         for entry in await self._store.list_schedules():
             item = self._scheduled.get(entry.id)
-            if item is None or entry.last_fire is None:
-                continue
+            if item is None or entry.last_fire is None or entry.paused_at is not None:
+                continue  # unknown here, new, or paused (resumed, it starts from then)
             due = item.cron.fires_between(entry.last_fire, now)
             if not due:
                 continue
@@ -241,6 +241,7 @@ async def schedule_documents(store: StateStore, scheduled: Iterable[Scheduled], 
     with `last` above 1, its `recent` runs, newest first, as the web view lists them)."""
     now = store.clock()
     documents = []
+    paused = {entry.id: entry.paused_at for entry in await store.list_schedules()}
     for item in scheduled:
         spec = item.pipeline.schedule
         assert spec is not None
@@ -249,7 +250,7 @@ async def schedule_documents(store: StateStore, scheduled: Iterable[Scheduled], 
             item.id, pipeline=item.pipeline.name, path=str(item.pipeline.path),
             cron=spec.cron, timezone=spec.timezone, overlap=spec.overlap,
             catch_up=spec.catch_up, next_fire=item.cron.next_after(now),
-            last_run=runs[0] if runs else None)
+            last_run=runs[0] if runs else None, paused_at=paused.get(item.id))
         if last > 1:
             document["recent"] = [run_json(run) for run in runs]
         documents.append(document)

@@ -248,6 +248,11 @@ class StateStore(ABC):
         """Every schedule the scheduler has seen, by id."""
 
     @abstractmethod
+    async def pause_schedule(self, schedule_id: str, paused: bool) -> ScheduleEntry:
+        """Pause the schedule (now) or resume it: a resumed schedule starts from now, its
+        fire times while paused let go (`last_fire` moves to now). RunNotFound if unknown."""
+
+    @abstractmethod
     async def advance_schedule(self, schedule_id: str, expected: float | None,
                                last_fire: float) -> bool:
         """Move `last_fire` from `expected` to `last_fire`; False if another scheduler

@@ -146,6 +146,11 @@ def no_such_run(run_id: str) -> RunNotFound:
                        "batches with `orchestrator batches`)")
 
 
+def no_such_schedule(schedule_id: str) -> RunNotFound:
+    return RunNotFound(f"no schedule {schedule_id!r} (a scheduler records each schedule it "
+                       "runs: orchestrator schedules lists them)")
+
+
 def no_such_batch(batch_id: str) -> RunNotFound:
     return RunNotFound(f"no batch with id {batch_id!r} (list batches with "
                        "`orchestrator batches`)")

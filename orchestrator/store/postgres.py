@@ -54,6 +54,7 @@ from orchestrator.store.policy import (
     lease_lost,
     no_such_batch,
     no_such_run,
+    no_such_schedule,
     run_exists,
     slot_grants,
     take_lease,
@@ -103,9 +104,11 @@ from orchestrator.store.rows import (
 )
 from orchestrator.store.schema import NEEDS_EXECUTOR
 from orchestrator.store.statements import (
+    PAUSE_SCHEDULE,
     batch_values,
     event_values,
     format_style,
+    pause_values,
     run_values,
     schedule_values,
     update_values,
@@ -815,6 +818,19 @@ class PostgresStore(StateStore):
             return [schedule_record(row) for row in await cur.fetchall()]
 
         return await self._read(select)
+
+    async def pause_schedule(self, schedule_id: str, paused: bool) -> ScheduleEntry:
+        now = self.clock()
+
+        async def pause(cur: Cursor) -> ScheduleEntry:
+            await cur.execute(f"{format_style(PAUSE_SCHEDULE)} RETURNING {SCHEDULE_COLUMNS}",
+                              pause_values(schedule_id, paused, now))
+            row = await cur.fetchone()
+            if row is None:
+                raise no_such_schedule(schedule_id)
+            return schedule_record(row)
+
+        return await self._tx(pause)
 
     async def advance_schedule(self, schedule_id: str, expected: float | None,
                                last_fire: float) -> bool:

@@ -180,6 +180,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE events ALTER COLUMN data DROP NOT NULL",
         "ALTER TABLE steps ALTER COLUMN checkpoint DROP NOT NULL",
     ),
+    5: (
+        # SQLite's version 11: a schedule paused from the web view.
+        "ALTER TABLE schedules ADD COLUMN paused_at DOUBLE PRECISION",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -333,6 +333,9 @@ class ScheduleEntry:
     timezone: str
     last_fire: float | None = None
     updated_at: float = 0.0
+    paused_at: float | None = None
+    """When someone paused it (the web view's Pause); None: it fires. A paused schedule's
+    fire times pass unfired, and it starts again from the moment it is resumed."""
 
 
 @dataclass(frozen=True)

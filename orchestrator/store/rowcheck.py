@@ -143,7 +143,7 @@ COLUMNS: dict[str, dict[str, Check]] = {
         "tokens": _or_null(_whole), "ts": _time},
     "schedules": {
         "id": _name, "pipeline_name": _name, "pipeline_path": _text, "cron": _name,
-        "timezone": _name, "last_fire": _TIME, "updated_at": _time},
+        "timezone": _name, "last_fire": _TIME, "updated_at": _time, "paused_at": _TIME},
     "models": {
         "name": _name, "run_id": _text, "step_id": _text, "pipeline_name": _text,
         "provider": _TEXT, "base_model": _TEXT, "job_id": _TEXT, "training_file": _TEXT,

@@ -45,7 +45,8 @@ BATCH_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, max_parallel, fail_fast, cells, "
     "created_at, schedule_id, scheduled_for, pipeline_hash"
 )
-SCHEDULE_COLUMNS = "id, pipeline_name, pipeline_path, cron, timezone, last_fire, updated_at"
+SCHEDULE_COLUMNS = ("id, pipeline_name, pipeline_path, cron, timezone, last_fire, updated_at, "
+                    "paused_at")
 MODEL_COLUMNS = (
     "name, run_id, step_id, pipeline_name, provider, base_model, job_id, training_file, "
     "validation_file, hyperparameters, metrics, tags, recorded_at"
@@ -156,7 +157,7 @@ def schedule_record(row: Row) -> ScheduleEntry:
     return ScheduleEntry(
         id=row["id"], pipeline_name=row["pipeline_name"], pipeline_path=row["pipeline_path"],
         cron=row["cron"], timezone=row["timezone"], last_fire=row["last_fire"],
-        updated_at=row["updated_at"])
+        updated_at=row["updated_at"], paused_at=row["paused_at"])
 
 
 def model_record(row: Row) -> ModelEntry:

@@ -277,6 +277,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP TABLE steps",
         "ALTER TABLE steps_nullable RENAME TO steps",
     ),
+    11: (
+        # A schedule paused from the web view: its fire times pass unfired until it resumes.
+        "ALTER TABLE schedules ADD COLUMN paused_at REAL",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

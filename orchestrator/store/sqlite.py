@@ -40,6 +40,7 @@ from orchestrator.store.policy import (
     lease_lost,
     no_such_batch,
     no_such_run,
+    no_such_schedule,
     run_exists,
     slot_grants,
     take_lease,
@@ -98,6 +99,7 @@ from orchestrator.store.statements import (
     INSERT_SLOT,
     INSERT_TEXT,
     MOVE_SLOT,
+    PAUSE_SCHEDULE,
     STRAND_RUN,
     TAKE_LEASE,
     UPDATE_RUN,
@@ -107,6 +109,7 @@ from orchestrator.store.statements import (
     UPSERT_STEP,
     batch_values,
     event_values,
+    pause_values,
     run_filter,
     run_values,
     schedule_values,
@@ -533,6 +536,19 @@ class SQLiteStore(StateStore):
             return [schedule_record(row) for row in rows]
 
         return await self._run(select, write=False)
+
+    async def pause_schedule(self, schedule_id: str, paused: bool) -> ScheduleEntry:
+        now = self.clock()
+
+        def pause(conn: sqlite3.Connection) -> ScheduleEntry:
+            conn.execute(PAUSE_SCHEDULE, pause_values(schedule_id, paused, now))
+            row = conn.execute(f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ?",
+                               (schedule_id,)).fetchone()
+            if row is None:
+                raise no_such_schedule(schedule_id)
+            return schedule_record(row)
+
+        return await self._run(pause, write=True)
 
     async def advance_schedule(self, schedule_id: str, expected: float | None,
                                last_fire: float) -> bool:

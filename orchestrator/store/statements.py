@@ -39,6 +39,7 @@ __all__ = [
     "INSERT_TEXT",
     "METRIC_CONFLICT",
     "MOVE_SLOT",
+    "PAUSE_SCHEDULE",
     "STEP_CONFLICT",
     "STRAND_RUN",
     "TAKE_LEASE",
@@ -50,6 +51,7 @@ __all__ = [
     "batch_values",
     "event_values",
     "format_style",
+    "pause_values",
     "run_filter",
     "run_values",
     "schedule_values",
@@ -126,7 +128,8 @@ UPSERT_SCHEDULE = (
     "pipeline_path = excluded.pipeline_path, cron = excluded.cron, "
     "timezone = excluded.timezone, updated_at = excluded.updated_at"
 )
-"""A schedule's source; its `last_fire` is kept (only `advance_schedule` moves it)."""
+"""A schedule's source; its `last_fire` and `paused_at` are kept (only `advance_schedule` and
+`pause_schedule` change them)."""
 
 UPSERT_MODEL = (f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({_marks(MODEL_COLUMNS)}) "
                 f"ON CONFLICT (name) DO UPDATE SET {_updates(MODEL_COLUMNS, 'name')}")
@@ -202,7 +205,19 @@ def update_values(lease: Lease, run: RunUpdate, now: float, *,
             lease.run_id, lease.owner, lease.generation)
 
 
+PAUSE_SCHEDULE = (
+    "UPDATE schedules SET paused_at = CASE WHEN ? THEN coalesce(paused_at, ?) END, "
+    "last_fire = CASE WHEN ? THEN last_fire ELSE ? END WHERE id = ?"
+)
+"""Pause a schedule (kept paused since it first was), or resume it from now: the fire times
+that passed while it was paused are let go (values: `pause_values`)."""
+
+
+def pause_values(schedule_id: str, paused: bool, now: float) -> tuple[Any, ...]:
+    return (paused, now, paused, now, schedule_id)
+
+
 def schedule_values(entry: ScheduleEntry, now: float) -> tuple[Any, ...]:
     return (entry.id, entry.pipeline_name, entry.pipeline_path, entry.cron, entry.timezone,
-            entry.last_fire, now)
+            entry.last_fire, now, entry.paused_at)
 

@@ -38,7 +38,11 @@ __all__ = ["FORMAT", "HISTORY", "IMPORTS", "MAX_LINE", "Exporter", "HistoryRow",
            "read_history", "row_name"]
 
 FORMAT = "orchestrator-state"
-VERSION = 1
+VERSION = 2
+"""Version 2 added schedules' `paused_at`; a version 1 history is read as unpaused."""
+ADDED = {1: {"schedules": {"paused_at": None}}}
+"""What a history of an older version lacks, by version: the columns added since, with the
+value its rows read as."""
 MAX_LINE = 2 * max(MAX_PIPELINE_BYTES, 2 * MAX_JSON_VALUE) + 2**20
 """The longest line read: the largest row the store holds (a pipeline text of the largest
 size allowed, or a step's outputs and checkpoint of the largest), each character escaped
@@ -115,10 +119,12 @@ def read_history(path: Path, stream: IO[bytes]) -> Iterator[HistoryRow]:
     if not isinstance(head, dict) or head.get("format") != FORMAT:
         msg = f"{path}:1: not a history written by `orchestrator state export`"
         raise StateStoreInvalid(msg)
-    if head.get("version") != VERSION:
-        msg = (f"{path}:1: history format version {head.get('version')!r}; this orchestrator "
-               f"reads version {VERSION}")
+    version = head.get("version")
+    if version != VERSION and version not in ADDED:
+        msg = (f"{path}:1: history format version {version!r}; this orchestrator reads "
+               f"versions 1 to {VERSION}")
         raise StateStoreInvalid(msg)
+    added = ADDED.get(version, {})
     line = 1
     checker = RowChecker()
     while raw := stream.readline(MAX_LINE + 1):
@@ -127,7 +133,7 @@ def read_history(path: Path, stream: IO[bytes]) -> Iterator[HistoryRow]:
             msg = (f"{path}:{line}: line longer than {format_size(MAX_LINE)}, the largest "
                    "row a state database holds")
             raise StateStoreInvalid(msg)
-        table, row = _parse(path, line, raw)
+        table, row = _parse(path, line, raw, added)
         problem = checker.problem(table, row)
         if problem is not None:
             msg = f"{path}:{line}: {problem}; nothing was imported"
@@ -135,7 +141,8 @@ def read_history(path: Path, stream: IO[bytes]) -> Iterator[HistoryRow]:
         yield line, table, row
 
 
-def _parse(path: Path, line: int, raw: bytes) -> tuple[str, dict[str, Any]]:
+def _parse(path: Path, line: int, raw: bytes,
+           added: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     where = f"{path}:{line}"
     try:
         item = orjson.loads(raw)
@@ -146,6 +153,8 @@ def _parse(path: Path, line: int, raw: bytes) -> tuple[str, dict[str, Any]]:
         msg = f'{where}: expected {{"table": ..., "row": {{...}}}}'
         raise StateStoreInvalid(msg)
     table, row = item["table"], item["row"]
+    if isinstance(row, dict) and table in added:
+        row = {**added[table], **row}
     if table not in HISTORY:
         msg = f"{where}: unknown table {str(table)[:40]!r} (expected one of {', '.join(HISTORY)})"
         raise StateStoreInvalid(msg)

@@ -3,27 +3,27 @@
 Every page is HTML rendered here (Jinja2, autoescaped) from the same documents the JSON API
 serves under `/api/...`, which are the command line's `-o json` shapes (`orchestrator.shapes`):
 a script, the page and the CLI read one thing. Static files ship in the package; nothing is
-fetched from elsewhere.
+fetched from elsewhere. The pages follow what changes without a reload (`static/live.js`:
+the runs list polls `/api/runs`, a run's page listens to its stream and reads the run again).
 
-It reads the store, and writes only through actions, which are off unless `actions` is set:
-a cancel request or a resume (queued for a worker) is a POST carrying the page's CSRF token
-(and, when the browser sends one, an Origin of this server). The gates in front of it
-(`gates`) check the Host and the token and put the security headers on every answer.
+It reads the store, and writes only through `actions` (None: off): a cancel, a resume, a
+schedule fired now or paused, each a POST carrying the page's CSRF token (and, when the
+browser sends one, an Origin of this server). The gates in front of it (`gates`) check the
+Host and the token and put the security headers on every answer.
 
-Whatever is stored, the pages answer: values are turned into text here, in Python, where
-any shape a step stored is expected (a log line without fields, a loss that is NaN, a time
-past the year 9999), and a query value that cannot be used is a 400 saying which, before
-the store is asked. A page is rendered in a worker thread, so a big one (a 10,000-step run)
+Whatever is stored, the pages answer (`display` turns values into text, `params` checks what
+an address asks for). A page is rendered in a worker thread, so a big one (a 10,000-step run)
 never holds up the other requests; its steps and events come in pages.
+
+(Over 400 lines: the handlers of every page and API route, one per route, kept together so
+that each page and the JSON it is built from sit side by side.)
 """
 
 from __future__ import annotations
 
 import hmac
-import math
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
+    FileResponse,
     HTMLResponse,
     JSONResponse,
     RedirectResponse,
@@ -45,12 +46,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from orchestrator.charts import loss_svg
-from orchestrator.durations import format_duration
 from orchestrator.errors import RunNotFound
-from orchestrator.schedule.batch import batch_document, load_batch
+from orchestrator.schedule.batch import batch_document, batch_status, load_batch
 from orchestrator.schedule.scheduler import Scheduled, schedule_documents
 from orchestrator.shapes import (
+    batch_json,
     document_text,
+    estimated_price,
     event_json,
     metrics_document,
     model_json,
@@ -61,20 +63,24 @@ from orchestrator.shapes import (
 from orchestrator.steps.builtin import stored_pipeline
 from orchestrator.steps.order import ordered_steps, step_order
 from orchestrator.store.base import StateStore
-from orchestrator.store.policy import no_such_batch, no_such_run
-from orchestrator.store.records import RunStatus, StepRecord, parse_statuses
-from orchestrator.store.rows import EVENTS_END
-from orchestrator.web.actions import ActionRefused, queue_resume
+from orchestrator.store.records import RunRecord, RunStatus, StepRecord
+from orchestrator.web import display
+from orchestrator.web.actions import ActionRefused, Actions
 from orchestrator.web.dag import dag_svg
 from orchestrator.web.gates import guarded_app
-from orchestrator.web.grid import batch_grid
+from orchestrator.web.grid import batch_layout
+from orchestrator.web.params import (
+    MAX_PAGE,
+    BadQuery,
+    path_id,
+    plain,
+    run_filters,
+    whole,
+)
 
 __all__ = ["DAG_MAX_STEPS", "EVENTS_SHOWN", "MAX_PAGE", "STEPS_SHOWN", "create_app",
            "serving_app"]
 
-MAX_PAGE = 500
-"""The most runs one page (or API call) lists; `before` pages further back."""
-DEFAULT_PAGE = 50
 EVENTS_SHOWN = 500
 """A run's events on its page, and in one answer of its events API; `before` pages back."""
 STEPS_SHOWN = 200
@@ -83,22 +89,18 @@ DAG_MAX_STEPS = 300
 """The most steps a run's graph is drawn for; a bigger run's page has its table alone."""
 SCHEDULE_RUNS = 5
 """A schedule's most recent runs, on the schedules page."""
+BATCHES_SHOWN = 100
+"""Batches on the batches page, the newest first."""
 MAX_STREAMS = 64
 """Pages following a live run at once; more are answered 503 with a Retry-After."""
 FOLLOW_POLL = 0.5
 """Seconds between reads of the store for a page following a live run."""
-MAX_QUERY_TEXT = 200
-"""The longest id or filter value taken from an address; ids are far shorter."""
-SHOWN_CHARS = 2000
-"""Characters of one stored value a page shows (a step's answer, an event's data); the JSON
-API gives every value whole."""
+ARTIFACT_SUFFIXES = {".svg": "image/svg+xml", ".png": "image/png", ".json": "application/json",
+                     ".csv": "text/csv", ".txt": "text/plain"}
+"""What a run's folder may hold that the page links to and serves (a loss curve...)."""
 
 Handler = Callable[[Request], Awaitable[Response]]
 _log = structlog.get_logger("orchestrator.web")
-
-
-class BadQuery(ValueError):
-    """A query parameter that cannot be used: 400, saying which."""
 
 
 class Refused(PermissionError):
@@ -112,147 +114,29 @@ class _JSON(JSONResponse):
         return document_text(content).encode()
 
 
-# -- what an address may ask for -------------------------------------------------------------
-
-
-def _plain(value: str, name: str) -> str:
-    """A value from the address that may reach the store: short, no control characters
-    (PostgreSQL refuses a NUL in text; nothing stored has one in an id or a name)."""
-    if len(value) > MAX_QUERY_TEXT or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        msg = f"{name} must be at most {MAX_QUERY_TEXT} printable characters"
-        raise BadQuery(msg)
-    return value
-
-
-def _whole(request: Request, name: str, default: int, *, low: int = 0,
-           high: int = EVENTS_END) -> int:
-    """An integer query parameter, within [low, high]."""
-    raw = request.query_params.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw) if len(raw) <= 20 else high + 1
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        msg = f"{name} must be a whole number from {low} to {high}"
-        raise BadQuery(msg)
-    return value
-
-
-def _path_id(request: Request, key: str) -> str:
-    """A run's or batch's id from the path; one no run could have is not found, unasked."""
-    value = request.path_params[key]
-    try:
-        return _plain(value, key)
-    except BadQuery:
-        shown = value[:40]
-        raise (no_such_batch(shown) if key == "batch_id" else no_such_run(shown)) from None
-
-
-def _query(request: Request) -> dict[str, Any]:
-    """The run filters of a runs page or `/api/runs`, checked."""
-    params = request.query_params
-    statuses = None
-    if params.get("status"):
-        try:
-            statuses = parse_statuses(s for s in _plain(params["status"], "status").split(",")
-                                      if s.strip())
-        except ValueError as exc:
-            raise BadQuery(f"status {exc}") from None
-    limit = _whole(request, "limit", DEFAULT_PAGE, low=1, high=MAX_PAGE)
-    before = None
-    if params.get("before"):
-        try:
-            before = float(params["before"][:40])
-        except ValueError:
-            before = math.nan
-        if not 0 <= before < 1e12:
-            msg = "before must be a time in seconds since the epoch"
-            raise BadQuery(msg)
-    return {"statuses": statuses,
-            "pipeline": _plain(params.get("pipeline", ""), "pipeline") or None,
-            "batch_id": _plain(params.get("batch", ""), "batch") or None, "limit": limit,
-            "until": before}
-
-
-# -- stored values as a page shows them ------------------------------------------------------
-
-
-def _when(ts: Any) -> str:
-    """A stored time as local time; anything else as it is (a page shows what is stored)."""
-    if ts is None:
-        return "-"
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-    except (TypeError, ValueError, OverflowError, OSError):
-        return _cut(str(ts), 40)
-
-
-def _span(seconds: Any) -> str:
-    if seconds is None:
-        return "-"
-    if isinstance(seconds, int | float) and math.isfinite(seconds) and seconds >= 0:
-        return format_duration(seconds)
-    return _cut(str(seconds), 40)
-
-
-def _cut(text: str, limit: int = SHOWN_CHARS) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
-
-
-def _compact(value: Any) -> str:
-    return _cut(document_text(value))
-
-
-def event_row(event: Mapping[str, Any]) -> dict[str, str]:
-    """An event (`event_json`) as a row of a page's event table: when, where, what, detail.
-    A `log` event shows its level, message and fields; any part may be missing."""
-    data = event.get("data")
-    data = data if isinstance(data, dict) else {"data": data}
-    where = str(event.get("step") or "-") + (f"#{event['attempt']}" if event.get("attempt")
-                                              else "")
-    if event.get("kind") == "log":
-        fields = data.get("fields")
-        message = str(data.get("message", ""))
-        detail = message if not fields else f"{message} {_compact(fields)}"
-        return {"when": _when(event.get("ts")), "where": where,
-                "what": str(data.get("level", "log")), "detail": _cut(detail)}
-    return {"when": _when(event.get("ts")), "where": where, "what": str(event.get("kind")),
-            "detail": _compact(data) if data else ""}
-
-
-def _smoke(outputs: Sequence[Mapping[str, Any]]) -> dict[str, str] | None:
-    """The smoke test's answer and latency, from the outputs that hold them."""
-    found = next((o for o in outputs if "text" in o and "latency" in o), None)
-    if found is None:
-        return None
-    latency = found["latency"]
-    shown = f"{latency} s" if isinstance(latency, int | float) else _cut(str(latency), 40)
-    return {"text": _cut(str(found["text"])), "latency": shown}
-
-
 class _Views:
     """The handlers of one app, over one store."""
 
-    def __init__(self, store: StateStore, *, actions: bool,
-                 scheduled: Sequence[Scheduled] | str) -> None:
+    def __init__(self, store: StateStore, *, actions: Actions | None,
+                 scheduled: Sequence[Scheduled] | str, artifacts: Path | None) -> None:
         self.store = store
         self.actions = actions
         self.scheduled = scheduled
         """The schedules shown, or why they could not be read."""
+        self.artifacts = artifacts
+        """Where runs keep their files (setting artifacts_dir), a folder per run."""
         self.streams = 0
         """Live streams open now (at most MAX_STREAMS: each reads the store twice a second)."""
         self.csrf = secrets.token_urlsafe(32)
         """Put in each page's forms; a POST without it is refused (another site's form)."""
         self.templates = Environment(loader=PackageLoader("orchestrator.web", "templates"),
                                      autoescape=select_autoescape(["html"]), auto_reload=False)
-        self.templates.filters["when"] = _when
-        self.templates.filters["span"] = _span
+        self.templates.filters.update(when=display.when, span=display.span,
+                                      show=display.shown, when_in=display.when_in)
 
     def _render(self, name: str, values: dict[str, Any]) -> str:
-        return self.templates.get_template(name).render(actions=self.actions, csrf=self.csrf,
-                                                        **values)
+        return self.templates.get_template(name).render(
+            actions=self.actions is not None, csrf=self.csrf, **values)
 
     async def page(self, name: str, code: int = 200, **values: Any) -> HTMLResponse:
         """The page `name` rendered in a worker thread: a big one holds up no request."""
@@ -269,7 +153,7 @@ class _Views:
                 code, message = 404, str(exc)
             except BadQuery as exc:
                 code, message = 400, str(exc)
-            except Refused as exc:
+            except (Refused, ActionRefused) as exc:
                 code, message = 403, str(exc)
             except Exception as exc:  # noqa: BLE001  (the answer must still be a page)
                 _log.exception("web view request failed", path=request.url.path[:200])
@@ -283,12 +167,14 @@ class _Views:
             return _JSON({"error": {"message": message}}, status_code=code)
         return guard
 
+    # -- runs --------------------------------------------------------------------------------
+
     async def runs_api(self, request: Request) -> Response:
-        found = await self.store.list_runs(**_query(request))
+        found = await self.store.list_runs(**run_filters(request))
         return _JSON([run_json(run) for run in found])
 
     async def runs_page(self, request: Request) -> Response:
-        query = _query(request)
+        query = run_filters(request)
         found = await self.store.list_runs(**query)
         older = found[-1].created_at if len(found) == query["limit"] else None
         return await self.page("runs.html", runs=[run_json(r) for r in found],
@@ -296,21 +182,21 @@ class _Views:
                                statuses=[s.value for s in RunStatus])
 
     async def run_api(self, request: Request) -> Response:
-        run_id = _path_id(request, "run_id")
+        run_id = path_id(request, "run_id")
         run = await self.store.get_run(run_id)
         steps, points = await self.store.get_steps(run_id), await self.store.get_metrics(run_id)
         return _JSON(run_document(run, ordered_steps(run, steps), points))
 
     async def metrics_api(self, request: Request) -> Response:
-        run_id = _path_id(request, "run_id")
+        run_id = path_id(request, "run_id")
         await self.store.get_run(run_id)
         return _JSON(metrics_document(run_id, await self.store.get_metrics(run_id)))
 
     async def events_api(self, request: Request) -> Response:
         """`?after=N`: the events after the N-th, oldest first; `?before=N`: the newest
         before the N-th (paging back from the end); EVENTS_SHOWN at most."""
-        run_id = _path_id(request, "run_id")
-        after, before = _whole(request, "after", 0), _whole(request, "before", 0)
+        run_id = path_id(request, "run_id")
+        after, before = whole(request, "after", 0), whole(request, "before", 0)
         await self.store.get_run(run_id)
         events = await self.store.get_events(run_id, after=after, before=before or None,
                                              limit=EVENTS_SHOWN, newest=bool(before))
@@ -319,8 +205,8 @@ class _Views:
     async def stream_api(self, request: Request) -> Response:
         """Server-sent events of a run: `event` for each new entry of its log, `status` when
         its status changes, `end` once no one executes it (the browser stops listening)."""
-        run_id = _path_id(request, "run_id")
-        after = _whole(request, "after", 0)
+        run_id = path_id(request, "run_id")
+        after = whole(request, "after", 0)
         await self.store.get_run(run_id)
         if self.streams >= MAX_STREAMS:
             return _JSON({"error": {"message": f"{MAX_STREAMS} pages already follow "
@@ -342,9 +228,9 @@ class _Views:
     async def run_page(self, request: Request) -> Response:
         """A run: facts, graph (up to DAG_MAX_STEPS), a page of its steps (`?steps=N`
         starts at the N-th) and the newest of its events (`?events_before=SEQ` pages back)."""
-        run_id = _path_id(request, "run_id")
-        first = _whole(request, "steps", 0)
-        before = _whole(request, "events_before", 0)
+        run_id = path_id(request, "run_id")
+        first = whole(request, "steps", 0)
+        before = whole(request, "events_before", 0)
         run = await self.store.get_run(run_id)
         steps, points = await self.store.get_steps(run_id), await self.store.get_metrics(run_id)
         events = await self.store.get_events(run_id, before=before or None,
@@ -352,54 +238,100 @@ class _Views:
         return await self.page("run.html", **self._run_view(run, steps, points, events,
                                                             first=first, before=before))
 
-    def _run_view(self, run: Any, steps: dict[str, StepRecord], points: Any, events: Any, *,
-                  first: int, before: int) -> dict[str, Any]:
+    def _run_view(self, run: RunRecord, steps: dict[str, StepRecord], points: Any,
+                  events: Any, *, first: int, before: int) -> dict[str, Any]:
         """What the run page shows, every value as text it can print."""
         size = len(run.step_ids) if run.step_ids is not None else len(steps)
         pipeline = (stored_pipeline(run.pipeline_text, run.pipeline_path)
                     if size <= DAG_MAX_STEPS else None)
         order = step_order(run, steps, pipeline)
-        shown = order[first:first + STEPS_SHOWN]
+        shown_ids = order[first:first + STEPS_SHOWN]
         # Steps not started yet too (pending): their rows move live with the stream.
-        rows = [step_json(steps.get(sid) or StepRecord(sid)) for sid in shown]
+        rows = [step_json(steps.get(sid) or StepRecord(sid)) for sid in shown_ids]
         outputs = [dict(r.outputs) for r in steps.values() if r.outputs]
         model = next((o["model_name"] for o in outputs if o.get("model_name")), None)
-        document = run_document(run, (), points)
+        document = run_document(run, (), points)  # the steps: a page of them, below
+        price = estimated_price(steps.values())
         return {
-            "doc": document, "rows": rows, "model": None if model is None else str(model),
-            "smoke": _smoke(outputs),
+            "doc": document, "price": price, "rows": rows,
+            "model": None if model is None else str(model),
+            "smoke": display.smoke(outputs),
             "dag": dag_svg(pipeline, steps) if pipeline is not None else None,
             "dag_skipped": size if pipeline is None and size > DAG_MAX_STEPS else None,
             "chart": loss_svg(points, title=run.id) if points else None,
-            "events": [event_row(event_json(e)) for e in events],
+            "events": [display.event_row(event_json(e)) for e in events
+                       if e.kind != "checkpoint"],
             "last_seq": max((e.seq for e in events), default=0) if not before else None,
             "older_events": events[0].seq if len(events) == EVENTS_SHOWN else None,
             "steps_total": len(order), "steps_first": first,
             "steps_next": first + STEPS_SHOWN if first + STEPS_SHOWN < len(order) else None,
             "steps_prev": max(0, first - STEPS_SHOWN) if first else None,
+            "live_steps": len(order) <= STEPS_SHOWN,
             # A choice of steps to resume from, or (too many to list) a field to name one.
             "resumable": ([sid for sid in order if "." not in sid]
                           if len(order) <= STEPS_SHOWN else None),
+            "artifacts": self._artifacts(run.id),
         }
 
+    def _artifacts(self, run_id: str) -> list[str]:
+        """The files of the run's folder the page links to (its loss curves...)."""
+        folder = self.artifacts / run_id if self.artifacts is not None else None
+        if folder is None or not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir()
+                      if p.suffix in ARTIFACT_SUFFIXES and p.is_file() and not p.is_symlink())
+
+    async def artifact(self, request: Request) -> Response:
+        """GET /runs/RUN/artifacts/NAME: one of the files `_artifacts` lists, nothing else
+        (a name is taken only as one of them: no path reaches the disk from the address)."""
+        run_id = path_id(request, "run_id")
+        await self.store.get_run(run_id)
+        name = request.path_params["name"]
+        if name not in self._artifacts(run_id):
+            raise RunNotFound(f"run {run_id} has no file {name[:60]!r}")
+        assert self.artifacts is not None
+        path = self.artifacts / run_id / name
+        return FileResponse(path, media_type=ARTIFACT_SUFFIXES[path.suffix])
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def batches_api(self, request: Request) -> Response:
+        return _JSON(await self._batches())
+
+    async def batches_page(self, request: Request) -> Response:
+        return await self.page("batches.html", batches=await self._batches())
+
+    async def _batches(self) -> list[dict[str, Any]]:
+        """The newest batches with their counts by status (`batches -o json`'s shape)."""
+        listed = []
+        for batch in await self.store.list_batches(limit=BATCHES_SHOWN):
+            runs = await self.store.list_runs(batch_id=batch.id, limit=None)
+            listed.append({**batch_json(batch, batch_status(runs),
+                                        [{"status": r.status.value} for r in runs]),
+                           "cells": None})
+        return listed
+
     async def batch_api(self, request: Request) -> Response:
-        batch, cells = await load_batch(self.store, _path_id(request, "batch_id"))
+        batch, cells = await load_batch(self.store, path_id(request, "batch_id"))
         return _JSON(batch_document(batch, cells))
 
     async def batch_page(self, request: Request) -> Response:
-        batch, cells = await load_batch(self.store, _path_id(request, "batch_id"))
+        batch, cells = await load_batch(self.store, path_id(request, "batch_id"))
         document = batch_document(batch, cells)
         pipeline = stored_pipeline(batch.pipeline_text, batch.pipeline_path)
         matrix = pipeline.matrix if pipeline is not None else None
         axes = list(matrix.axes) if matrix is not None else []  # else as the cells have them
         return await self.page("batch.html", batch=document,
-                               grid=batch_grid(document["cells"], axes),
+                               layout=batch_layout(document["cells"], axes),
                                status=document["status"])
 
-    async def _action_form(self, request: Request) -> dict[str, str]:
-        """The form of an action, once it is allowed: actions on, the page's CSRF token, and
-        this server's origin when the browser names one. Refused (403) otherwise."""
-        if not self.actions:
+    # -- actions -----------------------------------------------------------------------------
+
+    async def _action_form(self, request: Request) -> tuple[Actions, dict[str, str]]:
+        """The actions and the form of one, once it is allowed: actions on, the page's CSRF
+        token, and this server's origin when the browser names one. Refused (403)
+        otherwise."""
+        if self.actions is None:
             msg = "actions are off: serve the web view with orchestrator ui --allow-actions"
             raise Refused(msg)
         form = await request.form(max_files=0, max_fields=4, max_part_size=1024)
@@ -410,28 +342,38 @@ class _Views:
                 origin is not None and origin.split("://", 1)[-1] != host):
             msg = "this form did not come from this web view (its CSRF token or origin is wrong)"
             raise Refused(msg)
-        return {k: str(v) for k, v in form.items()}
+        return self.actions, {k: str(v) for k, v in form.items()}
 
     async def cancel(self, request: Request) -> Response:
-        """POST /runs/RUN/cancel: ask for the run to be cancelled, as `orchestrator cancel`
-        does (the process executing it, or the next worker, cancels its remote jobs)."""
-        await self._action_form(request)
-        run_id = _path_id(request, "run_id")
-        await self.store.get_run(run_id)
-        await self.store.request_cancel([run_id])
+        """POST /runs/RUN/cancel: ask for the run to be cancelled, as `orchestrator cancel`."""
+        actions, _ = await self._action_form(request)
+        run_id = path_id(request, "run_id")
+        await actions.cancel(run_id)
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     async def resume(self, request: Request) -> Response:
         """POST /runs/RUN/resume [from]: queue the run for a worker to resume, as `resume
-        RUN [--from STEP]` would (see `actions.queue_resume`)."""
-        form = await self._action_form(request)
-        run_id = _path_id(request, "run_id")
-        try:
-            await queue_resume(self.store, run_id, _plain(form.get("from") or "", "from")
-                               or None)
-        except ActionRefused as exc:
-            raise Refused(str(exc)) from None
+        RUN [--from STEP] --detach` would."""
+        actions, form = await self._action_form(request)
+        run_id = path_id(request, "run_id")
+        await actions.resume(run_id, plain(form.get("from") or "", "from") or None)
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    async def fire_now(self, request: Request) -> Response:
+        """POST /schedules/ID/run: a run of the schedule's pipeline, queued now."""
+        actions, _ = await self._action_form(request)
+        made = await actions.fire_now(path_id(request, "schedule_id"))
+        where = "batches" if made.startswith("b-") else "runs"
+        return RedirectResponse(f"/{where}/{made}", status_code=303)
+
+    async def pause(self, request: Request) -> Response:
+        """POST /schedules/ID/pause or /resume."""
+        actions, _ = await self._action_form(request)
+        await actions.pause(path_id(request, "schedule_id"),
+                            request.url.path.endswith("/pause"))
+        return RedirectResponse("/schedules", status_code=303)
+
+    # -- schedules and models ----------------------------------------------------------------
 
     async def _schedules(self) -> list[dict[str, Any]]:
         if isinstance(self.scheduled, str):
@@ -455,28 +397,33 @@ class _Views:
         return await self.page("models.html", models=[model_json(m) for m in models])
 
 
-def create_app(store: StateStore, *, actions: bool = False, token: str | None = None,
+def create_app(store: StateStore, *, actions: Actions | None = None, token: str | None = None,
                scheduled: Sequence[Scheduled] | str = (),
-               hosts: frozenset[str] | None = None) -> ASGIApp:
-    """The web view of `store` (already open, left open); `actions` lets it cancel runs,
-    `token` asks every request for it; `scheduled` are the schedules it shows (or why they
-    could not be read); `hosts`, the Host values it answers to (`gates.allowed_hosts`: a
-    server names them; None, in process, takes any)."""
-    views = _Views(store, actions=actions, scheduled=scheduled)
+               hosts: frozenset[str] | None = None,
+               artifacts: Path | None = None) -> ASGIApp:
+    """The web view of `store` (already open, left open); `actions` (None: off) carry out
+    what its buttons ask; `token` asks every request for it; `scheduled` are the schedules it
+    shows (or why they could not be read); `hosts`, the Host values it answers to
+    (`gates.allowed_hosts`: a server names them; None, in process, takes any); `artifacts`,
+    the folder of the runs' files (setting artifacts_dir)."""
+    views = _Views(store, actions=actions, scheduled=scheduled, artifacts=artifacts)
     pages = {"/": views.runs_page, "/runs/{run_id}": views.run_page,
-             "/batches/{batch_id}": views.batch_page, "/models": views.models_page,
-             "/schedules": views.schedules_page}
+             "/batches": views.batches_page, "/batches/{batch_id}": views.batch_page,
+             "/models": views.models_page, "/schedules": views.schedules_page,
+             "/runs/{run_id}/artifacts/{name}": views.artifact}
     api = {"/api/runs": views.runs_api, "/api/runs/{run_id}": views.run_api,
            "/api/runs/{run_id}/metrics": views.metrics_api,
            "/api/runs/{run_id}/events": views.events_api,
-           "/api/runs/{run_id}/stream": views.stream_api,
+           "/api/runs/{run_id}/stream": views.stream_api, "/api/batches": views.batches_api,
            "/api/batches/{batch_id}": views.batch_api, "/api/models": views.models_api,
            "/api/schedules": views.schedules_api}
+    posts = {"/runs/{run_id}/cancel": views.cancel, "/runs/{run_id}/resume": views.resume,
+             "/schedules/{schedule_id}/run": views.fire_now,
+             "/schedules/{schedule_id}/pause": views.pause,
+             "/schedules/{schedule_id}/resume": views.pause}
     routes: list[Route | Mount] = [
-        Route("/runs/{run_id}/cancel", views.guarded(views.cancel, html=True),
-              methods=["POST"]),
-        Route("/runs/{run_id}/resume", views.guarded(views.resume, html=True),
-              methods=["POST"]),
+        *(Route(path, views.guarded(handler, html=True), methods=["POST"])
+          for path, handler in posts.items()),
         *(Route(path, views.guarded(handler, html=True)) for path, handler in pages.items()),
         *(Route(path, views.guarded(handler, html=False)) for path, handler in api.items()),
         Route("/favicon.ico", _no_icon),
@@ -488,18 +435,22 @@ def create_app(store: StateStore, *, actions: bool = False, token: str | None = 
 
 
 def serving_app(open_store: Callable[[], AbstractAsyncContextManager[StateStore]],
-                *, ready: Callable[[], None] | None = None, actions: bool = False,
+                *, ready: Callable[[], None] | None = None,
+                actions: Callable[[StateStore], Actions] | None = None,
                 token: str | None = None, scheduled: Sequence[Scheduled] | str = (),
-                hosts: frozenset[str] | None = None) -> Starlette:
+                hosts: frozenset[str] | None = None,
+                artifacts: Path | None = None) -> Starlette:
     """The web view of the store `open_store` opens when the app starts (its lifespan, in
-    the server's own event loop) and closes when it stops."""
+    the server's own event loop) and closes when it stops; `actions` makes its actions on
+    that store (None: off)."""
     views: list[ASGIApp] = []
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with open_store() as store:
-            views.append(create_app(store, actions=actions, token=token,
-                                    scheduled=scheduled, hosts=hosts))
+            views.append(create_app(store, actions=actions(store) if actions else None,
+                                    token=token, scheduled=scheduled, hosts=hosts,
+                                    artifacts=artifacts))
             if ready is not None:
                 ready()
             yield
@@ -524,8 +475,9 @@ async def _follow(store: StateStore, run_id: str, after: int,
         events = await store.get_events(run_id, after=after, limit=EVENTS_SHOWN)
         for event in events:
             after = event.seq
-            yield (f"event: event\nid: {event.seq}\ndata: {document_text(event_json(event))}"
-                   "\n\n")
+            if event.kind != "checkpoint":
+                yield (f"event: event\nid: {event.seq}\n"
+                       f"data: {document_text(event_json(event))}\n\n")
         if run.status.value != shown:
             shown = run.status.value
             yield f"event: status\ndata: {document_text(run_json(run))}\n\n"

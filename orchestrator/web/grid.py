@@ -1,9 +1,11 @@
-"""A batch's cells as a grid: the matrix's first axis down, the others across.
+"""A batch's cells laid out by the shape of its matrix (`batch_layout`).
 
-A sweep of 3 base models x 4 learning rates is 3 rows of 4 cells, each coloured by its run's
-status and showing its final eval loss, so the best learning rate per model shows at a glance.
-The axes come in the order the pipeline's matrix names them. A matrix of one axis is one row;
-`include:` cells with keys of their own land where their values put them, as any other cell.
+One axis is a list, one cell a line. Two axes are a grid: the first axis down, the second
+across (a sweep of 3 base models x 4 learning rates is 3 rows of 4 cells, each coloured by its
+run's status and showing its final eval loss, so the best learning rate per model shows at a
+glance). More axes are a table with a column per axis. The axes come in the order the
+pipeline's matrix names them; `include:` cells with keys of their own land where their values
+put them, as any other cell.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Grid", "batch_grid"]
+__all__ = ["Grid", "Layout", "batch_grid", "batch_layout"]
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,7 @@ def _shown(value: Any) -> str:
 def batch_grid(cells: Sequence[Mapping[str, Any]], axes: Sequence[str] = ()) -> Grid:
     """The grid of `cells` (each with its `matrix` values): `axes` in the order the matrix
     names them (then any key an `include:` adds), rows and columns in first-seen order."""
-    axes = list(axes)
-    for cell in cells:
-        for key in cell.get("matrix") or {}:
-            if key not in axes:
-                axes.append(key)
+    axes = _axes(cells, axes)
     grid = Grid(axes[0] if axes else None, tuple(axes[1:]))
     for cell in cells:
         matrix = cell.get("matrix") or {}
@@ -57,3 +55,38 @@ def batch_grid(cells: Sequence[Mapping[str, Any]], axes: Sequence[str] = ()) -> 
         if scored:
             grid.best.add(min(scored, key=lambda c: c["eval_loss"])["id"])
     return grid
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a batch page draws its cells: `list`, `grid` or `table`."""
+
+    kind: str
+    axes: tuple[str, ...]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    """For a list or a table: each cell with `values` (its axis values, shown) in order."""
+    grid: Grid | None = None
+    best: set[str] = field(default_factory=set)
+    """Run ids of the lowest eval loss (of the batch; of each row, in a grid)."""
+
+
+def _axes(cells: Sequence[Mapping[str, Any]], axes: Sequence[str]) -> list[str]:
+    found = list(axes)
+    for cell in cells:
+        for key in cell.get("matrix") or {}:
+            if key not in found:
+                found.append(key)
+    return found
+
+
+def batch_layout(cells: Sequence[Mapping[str, Any]], axes: Sequence[str] = ()) -> Layout:
+    """The layout of `cells` by how many axes the matrix has (see the module docstring)."""
+    names = _axes(cells, axes)
+    if len(names) == 2:
+        grid = batch_grid(cells, names)
+        return Layout("grid", tuple(names), grid=grid, best=grid.best)
+    rows = [{**cell, "values": [_shown((cell.get("matrix") or {}).get(k, "-")) for k in names]}
+            for cell in cells]
+    scored = [c for c in cells if isinstance(c.get("eval_loss"), int | float)]
+    best = {min(scored, key=lambda c: c["eval_loss"])["id"]} if scored else set()
+    return Layout("list" if len(names) <= 1 else "table", tuple(names), rows=rows, best=best)

@@ -21,6 +21,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -29,6 +30,7 @@ from orchestrator.errors import ConfigError, OrchestratorError
 from orchestrator.localapi.server import TimelyH11, is_loopback, listen
 from orchestrator.schedule.scheduler import Scheduled
 from orchestrator.store.base import StateStore
+from orchestrator.web.actions import Actions
 from orchestrator.web.app import serving_app
 from orchestrator.web.gates import allowed_hosts
 
@@ -47,8 +49,9 @@ class WebOptions:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = UI_PORT,
                  allow_remote: bool = False, token: str | None = None,
-                 actions: bool = False, scheduled: Sequence[Scheduled] | str = (),
-                 allow_hosts: Sequence[str] = ()) -> None:
+                 actions: Callable[[StateStore], Actions] | None = None,
+                 scheduled: Sequence[Scheduled] | str = (),
+                 allow_hosts: Sequence[str] = (), artifacts: Path | None = None) -> None:
         if not is_loopback(host):
             if not allow_remote:
                 msg = (f"--host {host} is not a loopback address: anyone who can reach it "
@@ -73,7 +76,9 @@ class WebOptions:
                 msg = f"--allow-host {name[:60]!r}: expected a host name, with :port or not"
                 raise ConfigError(msg)
         self.host, self.port, self.actions, self.scheduled = host, port, actions, scheduled
+        """`actions` makes the actions on the store the web view opens (None: off)."""
         self.allow_hosts = tuple(allow_hosts)
+        self.artifacts = artifacts
         self.token = token if not is_loopback(host) else None
 
     def hosts(self, sock: socket.socket) -> frozenset[str]:
@@ -83,7 +88,7 @@ class WebOptions:
     def banner(self, sock: socket.socket) -> str:
         gate = " (token required)" if self.token else ""
         return (f"web view on http://{self.host}:{sock.getsockname()[1]}/{gate}, actions "
-                f"{'on' if self.actions else 'off'}")
+                f"{'on' if self.actions is not None else 'off'}")
 
 
 def web_socket(options: WebOptions) -> socket.socket:
@@ -112,7 +117,8 @@ class _Server:
 def _app(open_store: OpenStore, options: WebOptions, sock: socket.socket,
          ready: Callable[[], None] | None = None) -> Any:
     return serving_app(open_store, actions=options.actions, token=options.token,
-                       scheduled=options.scheduled, hosts=options.hosts(sock), ready=ready)
+                       scheduled=options.scheduled, hosts=options.hosts(sock), ready=ready,
+                       artifacts=options.artifacts)
 
 
 async def serve_beside(open_store: OpenStore, options: WebOptions,

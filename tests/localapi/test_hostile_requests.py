@@ -302,3 +302,12 @@ def test_bodies_beyond_the_limit_are_413(tmp_path: Path) -> None:
         put = client.put(start.headers["location"], content=chunks(1000, 5))
         assert put.status_code == 413
         assert not list((tmp_path / "files").iterdir())
+
+
+def test_an_upload_token_in_any_script_is_a_403(served: tuple[Client, str, str]) -> None:
+    """schemathesis found it: a non-ASCII `token` on an upload URL was a 500 (the constant-
+    time comparison refuses non-ASCII text); it is a wrong token like any other."""
+    client, file_id, _ = served
+    for url in (f"/../uploads/{file_id}", f"/../uploads/{file_id}/parts/1"):
+        refused = client.put(url, params={"token": "¡x", "upload_id": "u"}, content=b"x")
+        assert refused.status_code == 403, (url, refused.text)

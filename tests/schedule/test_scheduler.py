@@ -151,6 +151,21 @@ async def test_catch_up_after_a_week_down(tmp_path: Path, store: StateStore, clo
     assert [f.action for f in await scheduler.tick()] == ["fired"]
 
 
+async def test_a_paused_schedule_fires_nothing_and_resumes_from_then(
+        tmp_path: Path, store: StateStore, clock: FakeClock) -> None:
+    """Paused (from the web view), its fire times pass unfired, even with catch_up: all;
+    resumed, it fires from the next one on, the paused ones let go."""
+    path = pipeline_file(tmp_path, "{cron: '@hourly', overlap: allow, catch_up: all}")
+    clock.now = 1_800_000_000.0 - 1_800_000_000.0 % HOUR + 60
+    scheduler = await scheduler_for(Orchestrator(store), path)
+    await store.pause_schedule("nightly", True)
+    await tick_through(scheduler, clock, 5 * HOUR)
+    assert await store.list_runs(schedule_id="nightly", limit=None) == []
+    await store.pause_schedule("nightly", False)
+    await tick_through(scheduler, clock, 2 * HOUR)
+    assert len(await store.list_runs(schedule_id="nightly", limit=None)) == 2
+
+
 async def test_a_scheduled_matrix_fires_a_batch(tmp_path: Path, store: StateStore,
                                                 clock: FakeClock) -> None:
     path = pipeline_file(tmp_path, "'@daily'", extra="matrix: {lr: [1, 2, 3]}")

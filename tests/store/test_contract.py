@@ -498,6 +498,28 @@ async def test_schedules_keep_their_last_fire_and_advance_by_compare_and_set(
     assert [s.id for s in await store.list_schedules()] == ["nightly"]
 
 
+async def test_a_paused_schedule_keeps_its_pause_and_resumes_from_now(
+        store: StateStore, clock: FakeClock) -> None:
+    """Paused, it stays so across a scheduler's sync; resumed, its last fire is now (the
+    fire times it skipped are let go); an unknown schedule is not found."""
+    from orchestrator.errors import RunNotFound
+    from orchestrator.store.records import ScheduleEntry
+
+    await store.sync_schedule(ScheduleEntry("nightly", "nightly", "/p.yaml", "@daily", "UTC"))
+    await store.advance_schedule("nightly", None, 100.0)
+    paused = await store.pause_schedule("nightly", True)
+    assert paused.paused_at == clock.now and paused.last_fire == 100.0
+    clock.advance(60)
+    assert (await store.pause_schedule("nightly", True)).paused_at == paused.paused_at
+    synced = await store.sync_schedule(ScheduleEntry("nightly", "nightly", "/p.yaml",
+                                                     "@hourly", "UTC"))
+    assert synced.paused_at == paused.paused_at and synced.cron == "@hourly"
+    resumed = await store.pause_schedule("nightly", False)
+    assert (resumed.paused_at, resumed.last_fire) == (None, clock.now)
+    with pytest.raises(RunNotFound, match="no schedule 'weekly'"):
+        await store.pause_schedule("weekly", True)
+
+
 async def test_runs_filter_by_schedule_and_status(store: StateStore, clock: FakeClock) -> None:
     from dataclasses import replace
 

@@ -112,7 +112,7 @@ def test_an_import_meeting_an_id_already_there_imports_nothing(cli: CLI, tmp_pat
     ('{"hello": 1}\n', "history.jsonl:1: not a history written by `orchestrator state export`"),
     ('{"format": "orchestrator-state", "version": 9}\n', "history.jsonl:1: history format "
                                                          "version 9; this orchestrator reads "
-                                                         "version 1"),
+                                                         "versions 1 to 2"),
     ("HEAD\nnot json\n", "history.jsonl:2: not JSON"),
     ('HEAD\n{"table": "secrets", "row": {}}\n', "history.jsonl:2: unknown table 'secrets'"),
     ('HEAD\n{"table": "models", "row": {"name": "x"}}\n', "history.jsonl:2: a models row has "

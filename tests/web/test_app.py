@@ -181,8 +181,13 @@ def test_ui_serves_on_loopback_only(cli: CLI, tmp_path: Path) -> None:
         server.communicate(timeout=10)
 
 
-def _client(tmp_path: Path, portal: BlockingPortal, store: Any, **options: Any) -> Web:
-    app = create_app(store, **options)
+def _client(tmp_path: Path, portal: BlockingPortal, store: Any, *, actions: bool = False,
+            **options: Any) -> Web:
+    """The app over `store`; with `actions`, its buttons do what the commands do."""
+    from orchestrator.schedule.actions import StoreActions
+
+    app = create_app(store, actions=StoreActions(store, scheduled=options.get("scheduled") or ())
+                     if actions else None, **options)
     return Web(portal, httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                          base_url="http://ui"))
 
@@ -356,7 +361,7 @@ def test_resume_from_the_page_queues_the_run_for_a_worker(cli: CLI, tmp_path: Pa
         plain = web.post(f"/runs/{run_id}/resume", data={"csrf": csrf})
         assert plain.status_code == 403 and "choose a step" in plain.text
         unknown = web.post(f"/runs/{run_id}/resume", data={"csrf": csrf, "from": "nope"})
-        assert unknown.status_code == 403 and "no step" in unknown.text
+        assert unknown.status_code == 403 and "has no such step" in unknown.text
         assert web.post(f"/runs/{run_id}/resume",
                         data={"csrf": csrf, "from": "second"}).status_code == 303
         steps = {s["id"]: s["status"] for s in web.get(f"/api/runs/{run_id}").json()["steps"]}
@@ -374,3 +379,119 @@ def test_live_streams_are_bounded(cli: CLI, tmp_path: Path, web: Web,
     monkeypatch.setattr(orchestrator.web.app, "MAX_STREAMS", 1)
     assert "event: end" in web.get(f"/api/runs/{run_id}/stream").text  # and it was let go
     assert "event: end" in web.get(f"/api/runs/{run_id}/stream").text
+
+
+def _web(portal: BlockingPortal, store: Any, **options: Any) -> Web:
+    return Web(portal, httpx.AsyncClient(transport=httpx.ASGITransport(
+        app=create_app(store, **options)), base_url="http://ui"))
+
+
+def test_a_runs_page_shows_inputs_price_outputs_and_files_and_no_python_reprs(
+        cli: CLI, tmp_path: Path) -> None:
+    """A fine-tune's page: its inputs, the provider's price estimate, each step's outputs
+    (folded), the files of its folder (the loss curves) served from it and nothing else; no
+    `None` anywhere; the loss chart labels its axes, the learning rate on its own."""
+    run_id = run_id_from(cli("run", LORA, "-i", "poll_interval=100ms", "-i", "epochs=2",
+                             env=FAST, check_code=0).stderr)
+    url = f"sqlite:///{tmp_path / '.orchestrator' / 'state.db'}"
+    artifacts = tmp_path / ".orchestrator" / "artifacts"
+    (artifacts / run_id / "notes.exe").write_text("not linked")
+    with anyio.from_thread.start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(open_store(url)) as store:
+        web = _web(portal, store, artifacts=artifacts)
+        page = web.get(f"/runs/{run_id}").text
+        assert "None" not in page
+        assert re.search(r"<b>epochs</b> 2</span>", page)
+        assert re.search(r"<dt>estimated price</dt><dd>\$\d+\.\d\d", page)
+        assert page.count("<details>") >= 5 and "<dt>job_id</dt>" in page
+        assert 'href="/runs/' + run_id + '/artifacts/loss-wait.svg"' in page
+        assert "notes.exe" not in page
+        assert ">learning rate</text>" in page and ">training step</text>" in page
+        ticks = re.findall(r'class="x-tick"[^>]*>(\d+)</text>', page)
+        assert ticks and len(ticks) == len(set(ticks))
+        svg = web.get(f"/runs/{run_id}/artifacts/loss-wait.svg")
+        assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+        for name in ("notes.exe", "..%2Fstate.db", "%2Fetc%2Fpasswd", "missing.svg"):
+            assert web.get(f"/runs/{run_id}/artifacts/{name}").status_code == 404, name
+
+
+def test_batches_are_listed_with_counts_and_laid_out_by_their_axes(
+        cli: CLI, tmp_path: Path) -> None:
+    """/batches (in the navigation) counts each batch's cells by status; a batch of one axis
+    is a list, of two a grid, of three a table with a column per axis."""
+    shapes = {"one": "{lr: [1, 2]}", "two": "{model: [a, b], lr: [1, 2]}",
+              "three": "{model: [a], lr: [1, 2], seed: [7]}"}
+    for name, matrix in shapes.items():
+        write(tmp_path / f"{name}.yaml", f"""\
+            name: {name}
+            matrix: {matrix}
+            steps:
+              fit: {{uses: core/echo, with: {{eval_loss: "${{{{ matrix.lr }}}}"}}}}
+        """)
+        cli("run", f"{name}.yaml", check_code=0)
+    url = f"sqlite:///{tmp_path / '.orchestrator' / 'state.db'}"
+    with anyio.from_thread.start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(open_store(url)) as store:
+        web = _web(portal, store)
+        listed = web.get("/api/batches").json()
+        assert [b["pipeline"] for b in listed] == ["three", "two", "one"]
+        assert [b["counts"] for b in listed] == [{"succeeded": 2}, {"succeeded": 4},
+                                                 {"succeeded": 2}]
+        index = web.get("/batches").text
+        assert '<a href="/batches">Batches</a>' in index and index.count("data-batch=") == 3
+        ids = {b["pipeline"]: b["id"] for b in listed}
+        one = web.get(f"/batches/{ids['one']}").text
+        assert "matrix-list" in one and one.count('class="cell status-succeeded') == 2
+        assert "matrix-grid" in web.get(f"/batches/{ids['two']}").text
+        three = web.get(f"/batches/{ids['three']}").text
+        assert "matrix-table" in three
+        assert re.findall(r"<th>(\w+)</th>", three)[:3] == ["model", "lr", "seed"]
+        assert three.count('class="cell status-succeeded best"') == 1
+
+
+def test_schedules_fire_now_and_pause_from_the_page(cli: CLI, tmp_path: Path) -> None:
+    """With actions on: next fire time in the schedule's own zone; Run now queues a run of
+    it at once; Pause keeps it from firing (shown paused, no next fire), Resume from now."""
+    from orchestrator.schedule.actions import StoreActions
+    from orchestrator.schedule.scheduler import load_scheduled
+
+    write(tmp_path / "nightly.yaml", """\
+        name: nightly
+        schedule: {cron: "0 2 * * *", timezone: Europe/Paris}
+        steps:
+          a: {uses: core/echo}
+    """)
+    scheduled = load_scheduled([tmp_path / "nightly.yaml"])
+    cli("runs", check_code=0)
+    url = f"sqlite:///{tmp_path / '.orchestrator' / 'state.db'}"
+
+    async def recorded(store: Any) -> None:
+        from orchestrator.store.records import ScheduleEntry
+
+        await store.sync_schedule(ScheduleEntry("nightly", "nightly", "/n.yaml", "0 2 * * *",
+                                                "Europe/Paris"))
+
+    with anyio.from_thread.start_blocking_portal() as portal, \
+            portal.wrap_async_context_manager(open_store(url)) as store:
+        portal.call(recorded, store)
+        web = _web(portal, store, scheduled=scheduled,
+                   actions=StoreActions(store, scheduled=scheduled))
+        page = web.get("/schedules").text
+        assert re.search(r'class="next">\d{4}-\d\d-\d\d 02:00 CES?T<', page), page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf and 'data-confirm="Pause nightly?' in page
+        fired = web.post("/schedules/nightly/run", data={"csrf": csrf.group(1)})
+        assert fired.status_code == 303 and fired.headers["location"].startswith("/runs/r-")
+        queued = web.get("/api/runs").json()
+        assert [(r["status"], r["schedule_id"]) for r in queued] == [("queued", "nightly")]
+        assert web.post("/schedules/nightly/pause", data={"csrf": csrf.group(1)}
+                        ).status_code == 303
+        shown = web.get("/api/schedules").json()[0]
+        assert shown["paused_at"] is not None and shown["next_fire"] is None
+        assert "paused" in web.get("/schedules").text
+        web.post("/schedules/nightly/resume", data={"csrf": csrf.group(1)})
+        assert web.get("/api/schedules").json()[0]["paused_at"] is None
+        assert web.post("/schedules/weekly/run", data={"csrf": csrf.group(1)}
+                        ).status_code == 403
+    listed = cli("schedules", "nightly.yaml", check_code=0).stdout
+    assert "CET" in listed or "CEST" in listed
