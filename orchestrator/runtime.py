@@ -10,7 +10,11 @@ such as `cancel` that reads the store and then cancels runs opens each of them o
 
 Read-only commands (`runs`, `show`, `logs`, `models`) open the store alone
 (`engine=False`): the engine, the Together client (httpx) and the local API (Starlette) are
-imported only when a runtime with an engine is opened, which keeps their start-up short.
+imported only when a runtime with an engine is opened, which keeps their start-up short. The
+web view opens its store here too (`store_opener`: read-only unless its actions are on) and
+gets its actions made here (`web_actions`); pricing a pipeline opens the provider clients
+alone (`open_providers`). No other module builds a store, a provider pool or an orchestrator
+(`tests/test_runtime.py` reads every module to hold it so).
 """
 
 from __future__ import annotations
@@ -18,23 +22,36 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.store.opening import open_store
 
 if TYPE_CHECKING:
     from orchestrator.engine.executor import ProgressSink
     from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
-    from orchestrator.providers.pool import LocalEndpoint, LocalEndpoints, Providers
+    from orchestrator.providers.pool import LocalEndpoint, LocalEndpoints, ProviderRef, Providers
+    from orchestrator.schedule.actions import StoreActions
+    from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.settings import Settings
     from orchestrator.steps.registry import StepRegistry
     from orchestrator.store.base import StateStore
     from orchestrator.store.records import Clock
 
-__all__ = ["Runtime", "engine_config", "local_endpoints", "open_runtime", "providers_for"]
+__all__ = [
+    "Runtime",
+    "check_provider",
+    "engine_config",
+    "local_endpoints",
+    "no_providers",
+    "open_providers",
+    "open_runtime",
+    "providers_for",
+    "store_opener",
+    "web_actions",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +120,7 @@ async def open_runtime(
     progress: ProgressSink | None = None,
     clock: Clock | None = None,
     rng: random.Random | None = None,
+    read_only: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Open the store `settings.state_url` names and, with `engine`, the providers and an
     orchestrator on it; close them all, in reverse order, when the block ends.
@@ -110,13 +128,15 @@ async def open_runtime(
     The keyword arguments replace a part (tests, benchmarks): an already open `store` (left
     open), `providers` (e.g. `Providers.serving(client)`), the engine's `config` (default:
     `engine_config(settings)`), step types, live progress, the store's clock and the
-    engine's random source.
+    engine's random source. `read_only`: a store whose connections refuse every write (the
+    web view without actions).
     """
     async with AsyncExitStack() as stack:
         if store is None:
             store = await stack.enter_async_context(open_store(
                 settings.state_url, durability=settings.durability,
-                busy_timeout=settings.busy_timeout, clock=clock or time.time))
+                busy_timeout=settings.busy_timeout, clock=clock or time.time,
+                read_only=read_only))
         if not engine:
             yield Runtime(settings, store)
             return
@@ -127,3 +147,68 @@ async def open_runtime(
             store, config=config or engine_config(settings), providers=providers,
             registry=registry, progress=progress, rng=rng))
         yield Runtime(settings, store, providers, orchestrator)
+
+
+def store_opener(settings: Settings, *, read_only: bool
+                 ) -> Callable[[], AbstractAsyncContextManager[StateStore]]:
+    """How the web view opens its own store, in its own event loop (`ui`, or beside a
+    worker under `serve`): a runtime without an engine, read-only unless its actions are on,
+    so a page that only reads cannot change what it shows."""
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[StateStore]:
+        async with open_runtime(settings, engine=False, read_only=read_only) as rt:
+            yield rt.store
+
+    return opened
+
+
+def web_actions(settings: Settings, scheduled: Sequence[Scheduled]
+                ) -> Callable[[StateStore], StoreActions]:
+    """What makes the web view's actions on the store it opened: the engine's own
+    operations (an orchestrator on that store, never entered: it executes nothing), runs
+    fired now bound to the provider `settings` name."""
+    from orchestrator.engine.orchestrator import Orchestrator  # noqa: PLC0415  (start-up)
+    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+    from orchestrator.schedule.actions import StoreActions  # noqa: PLC0415
+
+    ref, config, served = provider_ref(settings), engine_config(settings), list(scheduled)
+
+    def make(store: StateStore) -> StoreActions:
+        return StoreActions(store, Orchestrator(store, config=config), scheduled=served,
+                            provider=ref)
+
+    return make
+
+
+@asynccontextmanager
+async def open_providers(settings: Settings) -> AsyncIterator[tuple[Providers, ProviderRef]]:
+    """The provider clients alone, no store (pricing a pipeline before its run exists), and
+    the provider `settings` name; SettingsInvalid, before anything opens, when this process
+    cannot use it (no key)."""
+    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+
+    ref = provider_ref(settings)
+    providers = providers_for(settings)
+    providers.check(ref)
+    async with providers:
+        yield providers, ref
+
+
+def check_provider(settings: Settings) -> None:
+    """SettingsInvalid, in one line, when this process cannot use the provider `settings`
+    name (a missing key, a local data folder it cannot write): before a run is created."""
+    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+
+    providers_for(settings).check(provider_ref(settings))
+
+
+def no_providers(why: str = "this process has no provider") -> Providers:
+    """A provider pool with none in it: a run that needs one fails, saying `why` (tests of
+    step types that talk to no provider)."""
+    from orchestrator.providers.pool import Providers  # noqa: PLC0415  (start-up: httpx)
+
+    def refuse(_: object) -> Any:
+        raise AssertionError(why)
+
+    return Providers(None, refuse)

@@ -28,7 +28,7 @@ import anyio
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
 from orchestrator.engine.plan import ResumePlan
 from orchestrator.providers.pool import Providers
-from orchestrator.runtime import Runtime, open_runtime
+from orchestrator.runtime import Runtime, no_providers, open_runtime
 from orchestrator.settings import Settings
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.steps.builtin import builtin_registry, load_pipeline
@@ -99,7 +99,8 @@ class Harness:
     @asynccontextmanager
     async def runtime(self) -> AsyncIterator[Runtime]:
         # Store, providers and engine config are the harness's own: no setting is read.
-        providers = self.providers() if self.providers else Providers(None, _no_provider)
+        providers = self.providers() if self.providers else no_providers(
+            "this harness has no provider (Harness(..., providers=...))")
         async with open_runtime(Settings.model_construct(), store=self.store,
                                 config=self.config, providers=providers,
                                 registry=self.registry, progress=self.progress,
@@ -135,7 +136,3 @@ class Harness:
         events = await self.store.get_events(run_id)
         return [e for e in events if kind is None or e.kind == kind]
 
-
-def _no_provider(_: object) -> Any:
-    msg = "this harness has no provider (Harness(..., providers=...))"
-    raise AssertionError(msg)

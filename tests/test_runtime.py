@@ -66,3 +66,57 @@ def test_a_store_only_runtime_loads_neither_engine_nor_http_nor_local_api(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+BUILDERS = {"open_store", "Orchestrator", "Providers", "SQLiteStore", "PostgresStore",
+            "from_settings", "serving"}
+"""What builds a store, an orchestrator or a provider pool (`Providers.from_settings`,
+`Providers.serving`)."""
+MAKERS = {"orchestrator/runtime.py": BUILDERS,
+          "orchestrator/store/opening.py": {"SQLiteStore", "PostgresStore"},
+          "orchestrator/providers/pool.py": {"Providers"}}
+"""Who may: the composition root, and each factory for what it makes."""
+
+
+def _builders_called(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name):
+                name = func.id
+            elif isinstance(func, ast.Attribute):
+                name = func.attr
+                owner = ast.unparse(func.value)
+                if name in ("from_settings", "serving") and not owner.endswith("Providers"):
+                    continue  # another class's factory (LocalAPIConfig.from_settings)
+            else:
+                continue
+            if name in BUILDERS:
+                found.add(name)
+    return found
+
+
+def test_only_the_runtime_builds_stores_pools_and_orchestrators() -> None:
+    """`ui` opened its own store, `plan` and `run` built their own provider pools: every
+    module but the composition root (and each factory for what it makes) asks the runtime."""
+    root = Path(__file__).resolve().parent.parent
+    wrong = {}
+    for path in sorted((root / "orchestrator").rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        extra = _builders_called(path) - MAKERS.get(name, set())
+        if extra:
+            wrong[name] = sorted(extra)
+    assert wrong == {}
+
+
+def test_the_reader_sees_a_builder_called(tmp_path: Path) -> None:
+    """The check above reads calls by name and by attribute."""
+    probe = write(tmp_path / "probe.py", """
+        from orchestrator.store.opening import open_store
+        store = open_store("sqlite:///x")
+        pool = orchestrator.providers.pool.Providers.from_settings(settings)
+    """)
+    assert _builders_called(probe) == {"open_store", "from_settings"}

@@ -153,11 +153,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach:
         return _detach(settings, pipeline, inputs)
     read_secrets(pipeline.secret_names)  # fail before creating a run that could not start
-    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
-    from orchestrator.runtime import providers_for  # noqa: PLC0415
+    from orchestrator.runtime import check_provider  # noqa: PLC0415
 
     # Nor one whose provider this process cannot use (no key): before a state file is made.
-    providers_for(settings).check(provider_ref(settings))
+    check_provider(settings)
     if pipeline.matrix is not None:
         from orchestrator.cli.batches import run_batch  # noqa: PLC0415
 

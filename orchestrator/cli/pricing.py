@@ -26,19 +26,14 @@ def estimate(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any], 
     uploaded, as the run would, and with `say_uploads` said so on stderr)."""
     import anyio  # noqa: PLC0415
 
-    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
-    from orchestrator.runtime import providers_for  # noqa: PLC0415
+    from orchestrator.runtime import open_providers  # noqa: PLC0415
     from orchestrator.steps.together.pricing import price_launches  # noqa: PLC0415
-
-    ref = provider_ref(settings)
-    providers = providers_for(settings)
-    providers.check(ref)
 
     async def uploaded(path: Path, file_id: str) -> None:
         err(f"uploaded {path.name} as {file_id} to have it priced; the run will reuse it")
 
     async def priced() -> list[LaunchPrice]:
-        async with providers:
+        async with open_providers(settings) as (providers, ref):
             client = await providers.client(ref)
             return await price_launches(pipeline, inputs, client,
                                         uploaded=uploaded if say_uploads else None)

@@ -127,11 +127,11 @@ def _serve(settings: Settings, *, worker: bool, scheduled: list[Scheduled] | Non
                 names = ", ".join(s.id for s in scheduled) or "none found"
                 parts.append(f"scheduler (schedules: {names})")
             if web is not None and sock is not None:
-                from orchestrator.cli.web import store_opener  # noqa: PLC0415
+                from orchestrator.runtime import store_opener  # noqa: PLC0415
                 from orchestrator.web.server import serve_beside  # noqa: PLC0415
 
                 tg.start_soon(serve_beside,
-                              store_opener(settings, actions=web.actions is not None), web,
+                              store_opener(settings, read_only=web.actions is None), web,
                               sock)
                 parts.append(web.banner(sock))
             bound = "; runs execute on the provider each was created with" if worker else ""

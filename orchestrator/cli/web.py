@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from orchestrator.cli import EXIT_OK
@@ -13,10 +12,9 @@ from orchestrator.cli.session import err, settings_for
 if TYPE_CHECKING:
     from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.settings import Settings
-    from orchestrator.store.base import StateStore
     from orchestrator.web.server import WebOptions
 
-__all__ = ["cmd_ui", "store_opener", "web_options", "web_token"]
+__all__ = ["cmd_ui", "web_options", "web_token"]
 
 
 def web_token(settings: Settings) -> str | None:
@@ -27,44 +25,20 @@ def web_token(settings: Settings) -> str | None:
     return secret.get_secret_value() if secret else None
 
 
-def store_opener(settings: Settings, *, actions: bool
-                 ) -> Callable[[], AbstractAsyncContextManager[StateStore]]:
-    """How the web view opens its own connection to the store (in its own event loop):
-    read-only unless its actions are on, so a page that only reads cannot change what it
-    shows."""
-    from orchestrator.store.opening import open_store  # noqa: PLC0415
-
-    def opened() -> AbstractAsyncContextManager[StateStore]:
-        return open_store(settings.state_url, durability=settings.durability,
-                          busy_timeout=settings.busy_timeout, read_only=not actions)
-
-    return opened
-
-
 def web_options(settings: Settings, *, host: str, port: int, allow_remote: bool,
                 actions: bool, allow_hosts: Sequence[str] | None,
                 scheduled: Sequence[Scheduled] | str) -> WebOptions:
     """Where and how the web view of `ui` or `serve` serves, checked (ConfigError); with
-    `actions`, its buttons do what the commands do (`schedule.actions.StoreActions`), a run
-    fired now bound to the provider these settings name."""
+    `actions`, its buttons do what the commands do (made by `runtime.web_actions`)."""
     from pathlib import Path  # noqa: PLC0415
 
+    from orchestrator.runtime import web_actions  # noqa: PLC0415
     from orchestrator.web.server import WebOptions  # noqa: PLC0415  (Starlette, Jinja2)
 
-    make = None
-    if actions:
-        from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
-        from orchestrator.runtime import engine_config  # noqa: PLC0415
-        from orchestrator.schedule.actions import StoreActions  # noqa: PLC0415
-
-        ref, config = provider_ref(settings), engine_config(settings)
-        served = [] if isinstance(scheduled, str) else list(scheduled)
-
-        def make(store: StateStore) -> StoreActions:
-            return StoreActions(store, scheduled=served, provider=ref, config=config)
-
+    served = [] if isinstance(scheduled, str) else list(scheduled)
     return WebOptions(host=host, port=port, allow_remote=allow_remote,
-                      token=web_token(settings) if allow_remote else None, actions=make,
+                      token=web_token(settings) if allow_remote else None,
+                      actions=web_actions(settings, served) if actions else None,
                       scheduled=scheduled, allow_hosts=allow_hosts or (),
                       artifacts=Path(settings.artifacts_dir).resolve())
 
@@ -82,6 +56,7 @@ def _schedules(settings: Settings) -> list[Scheduled] | str:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from orchestrator.runtime import store_opener  # noqa: PLC0415
     from orchestrator.web.server import serve  # noqa: PLC0415  (Starlette, Jinja2)
 
     settings = settings_for(args)
@@ -89,7 +64,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
                           allow_remote=args.allow_remote, actions=args.allow_actions,
                           allow_hosts=args.allow_host, scheduled=_schedules(settings))
     try:
-        serve(store_opener(settings, actions=args.allow_actions), options, ready=err)
+        serve(store_opener(settings, read_only=not args.allow_actions), options, ready=err)
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK

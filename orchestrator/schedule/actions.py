@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
+from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import ActionRefused, CancelledWork, ConfigError, RunBusy, RunNotFound
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.schedule.scheduler import Scheduled
@@ -29,14 +29,15 @@ class StoreActions:
     """`Actions` on an open `store`: runs fired now are bound to `provider` (the serving
     process's, as `run --detach` binds them); `scheduled` are the schedules it may fire."""
 
-    def __init__(self, store: StateStore, *, scheduled: Sequence[Scheduled] = (),
-                 provider: ProviderRef | None = None,
-                 config: EngineConfig | None = None) -> None:
+    def __init__(self, store: StateStore, engine: Orchestrator, *,
+                 scheduled: Sequence[Scheduled] = (),
+                 provider: ProviderRef | None = None) -> None:
         self._store = store
+        self._engine = engine
+        """Not entered: it executes nothing here, only plans, queues and creates runs (made
+        by the composition root, `runtime.web_actions`)."""
         self._scheduled = {s.id: s for s in scheduled}
         self._provider = provider
-        # Not entered: it executes nothing here, only plans, queues and creates runs.
-        self._engine = Orchestrator(store, config=config)
 
     async def cancel(self, run_id: str) -> str:
         run = await self._store.get_run(run_id)

@@ -434,20 +434,20 @@ def create_app(store: StateStore, *, actions: Actions | None = None, token: str 
     return app
 
 
-def serving_app(open_store: Callable[[], AbstractAsyncContextManager[StateStore]],
+def serving_app(opener: Callable[[], AbstractAsyncContextManager[StateStore]],
                 *, ready: Callable[[], None] | None = None,
                 actions: Callable[[StateStore], Actions] | None = None,
                 token: str | None = None, scheduled: Sequence[Scheduled] | str = (),
                 hosts: frozenset[str] | None = None,
                 artifacts: Path | None = None) -> Starlette:
-    """The web view of the store `open_store` opens when the app starts (its lifespan, in
+    """The web view of the store `opener` opens when the app starts (its lifespan, in
     the server's own event loop) and closes when it stops; `actions` makes its actions on
     that store (None: off)."""
     views: list[ASGIApp] = []
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        async with open_store() as store:
+        async with opener() as store:
             views.append(create_app(store, actions=actions(store) if actions else None,
                                     token=token, scheduled=scheduled, hosts=hosts,
                                     artifacts=artifacts))

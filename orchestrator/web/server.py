@@ -114,20 +114,20 @@ class _Server:
                                        lifespan=lifespan))
 
 
-def _app(open_store: OpenStore, options: WebOptions, sock: socket.socket,
+def _app(opener: OpenStore, options: WebOptions, sock: socket.socket,
          ready: Callable[[], None] | None = None) -> Any:
-    return serving_app(open_store, actions=options.actions, token=options.token,
+    return serving_app(opener, actions=options.actions, token=options.token,
                        scheduled=options.scheduled, hosts=options.hosts(sock), ready=ready,
                        artifacts=options.artifacts)
 
 
-async def serve_beside(open_store: OpenStore, options: WebOptions,
+async def serve_beside(opener: OpenStore, options: WebOptions,
                        sock: socket.socket) -> None:
     """Serve the web view on `sock` until cancelled, in a thread of its own with its own
-    event loop and the store `open_store` opens there: nothing it reads or renders runs on
+    event loop and the store `opener` opens there: nothing it reads or renders runs on
     the caller's event loop (the one executing runs). A web view that stops by itself (its
     store would not open) ends this with OrchestratorError, after uvicorn said why."""
-    server = _Server.make(_app(open_store, options, sock), lifespan="on")
+    server = _Server.make(_app(opener, options, sock), lifespan="on")
     failed: list[BaseException] = []
 
     def run() -> None:
@@ -151,11 +151,11 @@ async def serve_beside(open_store: OpenStore, options: WebOptions,
         sock.close()
 
 
-def serve(open_store: OpenStore, options: WebOptions, *,
+def serve(opener: OpenStore, options: WebOptions, *,
           ready: Callable[[str], None] = print) -> None:
-    """Serve the web view of the store `open_store` opens until interrupted."""
+    """Serve the web view of the store `opener` opens until interrupted."""
     sock = web_socket(options)
-    app = _app(open_store, options, sock,
+    app = _app(opener, options, sock,
                ready=lambda: ready(options.banner(sock) + " (Ctrl-C stops)"))
     server = _Server.make(app, lifespan="on")
     try:

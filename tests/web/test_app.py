@@ -184,9 +184,11 @@ def test_ui_serves_on_loopback_only(cli: CLI, tmp_path: Path) -> None:
 def _client(tmp_path: Path, portal: BlockingPortal, store: Any, *, actions: bool = False,
             **options: Any) -> Web:
     """The app over `store`; with `actions`, its buttons do what the commands do."""
+    from orchestrator.engine.orchestrator import Orchestrator
     from orchestrator.schedule.actions import StoreActions
 
-    app = create_app(store, actions=StoreActions(store, scheduled=options.get("scheduled") or ())
+    app = create_app(store, actions=StoreActions(store, Orchestrator(store),
+                                                 scheduled=options.get("scheduled") or ())
                      if actions else None, **options)
     return Web(portal, httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                          base_url="http://ui"))
@@ -452,6 +454,7 @@ def test_batches_are_listed_with_counts_and_laid_out_by_their_axes(
 def test_schedules_fire_now_and_pause_from_the_page(cli: CLI, tmp_path: Path) -> None:
     """With actions on: next fire time in the schedule's own zone; Run now queues a run of
     it at once; Pause keeps it from firing (shown paused, no next fire), Resume from now."""
+    from orchestrator.engine.orchestrator import Orchestrator
     from orchestrator.schedule.actions import StoreActions
     from orchestrator.schedule.scheduler import load_scheduled
 
@@ -475,7 +478,7 @@ def test_schedules_fire_now_and_pause_from_the_page(cli: CLI, tmp_path: Path) ->
             portal.wrap_async_context_manager(open_store(url)) as store:
         portal.call(recorded, store)
         web = _web(portal, store, scheduled=scheduled,
-                   actions=StoreActions(store, scheduled=scheduled))
+                   actions=StoreActions(store, Orchestrator(store), scheduled=scheduled))
         page = web.get("/schedules").text
         assert re.search(r'class="next">\d{4}-\d\d-\d\d 02:00 CES?T<', page), page
         csrf = re.search(r'name="csrf" value="([^"]+)"', page)
