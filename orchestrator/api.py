@@ -35,11 +35,11 @@ from orchestrator.providers.pool import provider_ref
 from orchestrator.runtime import open_runtime
 from orchestrator.schedule.batch import execute_cells
 from orchestrator.settings import Settings, load_settings
-from orchestrator.shapes import run_document, run_json
 from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.steps.builtin import load_pipeline
-from orchestrator.steps.order import ordered_steps
+from orchestrator.steps.builtin import load_pipeline, stored_pipeline
 from orchestrator.store.records import RunStatus, parse_statuses
+from orchestrator.views.order import ordered_steps
+from orchestrator.views.shapes import run_document, run_json
 
 if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
@@ -187,7 +187,7 @@ async def ashow_run(run_id: str, *, settings: Settings | None = None,
         run = await rt.store.get_run(run_id)
         steps = await rt.store.get_steps(run_id)
         points = await rt.store.get_metrics(run_id)
-    return run_document(run, ordered_steps(run, steps), points)
+    return run_document(run, ordered_steps(run, steps, parse=stored_pipeline), points)
 
 
 def show_run(run_id: str, *, settings: Settings | None = None,

@@ -34,11 +34,11 @@ if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
     from orchestrator.providers.pool import LocalEndpoint, LocalEndpoints, ProviderRef, Providers
     from orchestrator.schedule.actions import StoreActions
-    from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.settings import Settings
     from orchestrator.steps.registry import StepRegistry
     from orchestrator.store.base import StateStore
     from orchestrator.store.records import Clock
+    from orchestrator.views.schedules import Scheduled
 
 __all__ = [
     "Runtime",

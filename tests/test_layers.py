@@ -24,9 +24,11 @@ LAYERS: list[set[str]] = [
     # the pipeline model and the Together protocol (both sides of the wire read it)
     {"spec", "protocol"},
     {"settings"},
+    # the HTTP plumbing both servers share (loopback, listening, a headers deadline)
+    {"serving"},
     {"store", "providers", "localapi"},
-    # what is kept, as people and scripts see it: loss curves, the JSON shapes
-    {"charts", "shapes"},
+    # what is kept, as people and scripts see it: shapes, charts, batches, schedules
+    {"views"},
     {"steps"},
     {"engine"},
     {"schedule"},
@@ -54,9 +56,6 @@ LAZY_IMPORTS: dict[str, str] = {
                                   "only for a state_url that names PostgreSQL",
     "orchestrator.steps.together": "validate checks Together steps' parameters without "
                                    "loading httpx: the client's errors load when a step runs",
-    "orchestrator.steps.order": "show lists a run by the step order stored with it: the step "
-                                "types and the loader load only for a run stored before orders "
-                                "were kept, whose text is parsed",
 }
 """Where a function-level import of our own modules may stay, and why (start-up time only).
 A key covers the module and everything below it (the package itself: only its `__init__`)."""
@@ -245,3 +244,42 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
                             break
                     found.append(component)
     return found
+
+
+READ_SIDE = ("orchestrator.views", "orchestrator.web")
+EXECUTION = ("orchestrator.engine", "orchestrator.localapi", "orchestrator.providers",
+             "orchestrator.schedule", "orchestrator.runtime", "orchestrator.steps.core",
+             "orchestrator.steps.models", "orchestrator.steps.together")
+"""What runs a pipeline. The step registry is not here: parsing a stored pipeline (to draw
+its graph) checks its step types' parameters, and never loads what a step does."""
+
+
+def reach(start: str) -> set[str]:
+    """Every module `start` can load, at import or in a function (type-only imports aside)."""
+    graph: dict[str, set[str]] = {m: set() for m in MODULES}
+    for imp in ALL_IMPORTS:
+        if not imp.type_only:
+            graph[imp.source].update(t for t in resolved(imp) if t in graph)
+    for module in MODULES:  # importing a.b.c runs a and a.b first
+        parts = module.split(".")
+        graph[module].update(".".join(parts[:i]) for i in range(1, len(parts))
+                             if ".".join(parts[:i]) in graph)
+    seen, todo = {start}, [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_read_models_and_the_web_view_load_no_executor() -> None:
+    """What shows a run never loads what runs one: the web view and the views read the store,
+    and their server plumbing is `serving`'s, not the local API's."""
+    loaded = {m: sorted(t for t in reach(m) if t.startswith(EXECUTION))
+              for m in MODULES if m.startswith(READ_SIDE)}
+    assert not {m: ts for m, ts in loaded.items() if ts}
+
+
+def test_reach_follows_function_level_imports_and_parents() -> None:
+    assert "orchestrator.engine.orchestrator" in reach("orchestrator.runtime")
+    assert "orchestrator.store" in reach("orchestrator.store.records")

@@ -126,7 +126,7 @@ def resume_batch(settings: Settings, batch_id: str, options: ResumeOptions) -> i
 
 
 def _load_batch(settings: Settings, batch_id: str) -> Any:
-    from orchestrator.schedule.batch import load_batch  # noqa: PLC0415
+    from orchestrator.views.batches import load_batch  # noqa: PLC0415
 
     return with_store(settings, lambda store: load_batch(store, batch_id))
 
@@ -179,8 +179,8 @@ def cmd_batches(args: argparse.Namespace) -> int:
     rows = with_store(settings, load)
     if args.output == "json":
         from orchestrator.cli.session import print_json  # noqa: PLC0415
-        from orchestrator.schedule.batch import batch_status  # noqa: PLC0415
-        from orchestrator.shapes import batch_json  # noqa: PLC0415
+        from orchestrator.views.batches import batch_status  # noqa: PLC0415
+        from orchestrator.views.shapes import batch_json  # noqa: PLC0415
 
         documents = []
         for batch, runs in rows:

@@ -2,7 +2,7 @@
 
 They open the state store alone (`open_runtime(engine=False)`): no pipeline loader, engine,
 provider client or local API is imported, so they start in the time Python and the store take.
-With `-o json` they print the shapes of `orchestrator.shapes`, whole and stable.
+With `-o json` they print the shapes of `orchestrator.views.shapes`, whole and stable.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         limit=args.limit, statuses=statuses, pipeline=args.pipeline, since=since,
         until=until))
     if args.output == "json":
-        from orchestrator.shapes import run_json  # noqa: PLC0415
+        from orchestrator.views.shapes import run_json  # noqa: PLC0415
 
         print_json([run_json(run) for run in runs])
     else:
@@ -89,7 +89,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         """A batch (its id starts with b-) with its cells, else a run with its steps and
         metric points: one store connection either way."""
         if target.startswith("b-"):
-            from orchestrator.schedule.batch import load_batch  # noqa: PLC0415
+            from orchestrator.views.batches import load_batch  # noqa: PLC0415
 
             with contextlib.suppress(RunNotFound):
                 return "batch", await load_batch(store, target)
@@ -99,7 +99,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     kind, loaded = with_store(settings, load)
     if kind == "batch":
         if args.output == "json":
-            from orchestrator.schedule.batch import batch_document  # noqa: PLC0415
+            from orchestrator.views.batches import batch_document  # noqa: PLC0415
 
             print_json(batch_document(*loaded))
         else:
@@ -107,10 +107,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     run, steps, points = loaded
     if args.output == "json":
-        from orchestrator.shapes import run_document  # noqa: PLC0415
-        from orchestrator.steps.order import ordered_steps  # noqa: PLC0415
+        from orchestrator.steps.builtin import stored_pipeline  # noqa: PLC0415  (old runs)
+        from orchestrator.views.order import ordered_steps  # noqa: PLC0415
+        from orchestrator.views.shapes import run_document  # noqa: PLC0415
 
-        print_json(run_document(run, ordered_steps(run, steps), points))
+        print_json(run_document(run, ordered_steps(run, steps, parse=stored_pipeline),
+                                points))
     else:
         render.run_detail(run, steps, outputs=args.outputs, points=points)
     return EXIT_OK
@@ -195,7 +197,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     batch, series = with_store(settings, load)
     if batch is not None:
-        from orchestrator.shapes import metrics_document  # noqa: PLC0415
+        from orchestrator.views.shapes import metrics_document  # noqa: PLC0415
 
         if args.output == "json":
             print_json({"batch_id": batch, "cells": [
@@ -209,7 +211,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         return EXIT_OK
     run, points = series[0]
     if args.output == "json":
-        from orchestrator.shapes import metrics_document  # noqa: PLC0415
+        from orchestrator.views.shapes import metrics_document  # noqa: PLC0415
 
         print_json(metrics_document(run.id, points))
     elif args.output == "csv":
@@ -274,7 +276,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     models = with_store(settings, lambda store: store.list_models(limit=args.limit))
     if args.output == "json":
-        from orchestrator.shapes import model_json  # noqa: PLC0415
+        from orchestrator.views.shapes import model_json  # noqa: PLC0415
 
         print_json([model_json(model) for model in models])
     else:

@@ -13,11 +13,8 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.charts import loss_series
 from orchestrator.durations import format_duration
-from orchestrator.shapes import STOPPED_STEPS, estimated_price, executor_gone, final_losses
 from orchestrator.spec.expressions import Reference, lookup, render
-from orchestrator.steps.order import step_order
 from orchestrator.store.records import (
     EventRecord,
     MetricPoint,
@@ -28,13 +25,16 @@ from orchestrator.store.records import (
     StepStatus,
 )
 from orchestrator.terminal import printable
+from orchestrator.views.charts import loss_series
+from orchestrator.views.order import step_order
+from orchestrator.views.shapes import STOPPED_STEPS, estimated_price, executor_gone, final_losses
 
 if TYPE_CHECKING:
     from orchestrator.engine.plan import ResumePlan
-    from orchestrator.schedule.batch import CellSummary
-    from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.records import BatchRecord
+    from orchestrator.views.batches import CellSummary
+    from orchestrator.views.schedules import Scheduled
 
 __all__ = [
     "batch_detail",
@@ -353,7 +353,7 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
         total, count = price
         console.print(f"  price     {usd(total)} estimated by the provider for {count} "
                       f"fine-tune{'s' * (count != 1)}")
-    order = step_order(run, steps)
+    order = step_order(run, steps, parse=_stored_pipeline)
     rows: list[tuple[str | Text, ...]] = []
     for sid in order:
         record = steps.get(sid) or StepRecord(sid)
@@ -412,7 +412,7 @@ def _loss(value: float | None, spec: str = ".4f") -> str:
 
 def batch_detail(batch: BatchRecord, cells: list[CellSummary]) -> None:
     """A batch's cells: matrix values, status, model, final losses, duration."""
-    from orchestrator.schedule.batch import batch_status  # noqa: PLC0415
+    from orchestrator.views.batches import batch_status  # noqa: PLC0415
 
     console = _console()
     runs = [cell.run for cell in cells]
@@ -439,7 +439,7 @@ def batch_detail(batch: BatchRecord, cells: list[CellSummary]) -> None:
 
 
 def batches_table(rows: list[tuple[BatchRecord, list[RunRecord]]]) -> None:
-    from orchestrator.schedule.batch import batch_status  # noqa: PLC0415
+    from orchestrator.views.batches import batch_status  # noqa: PLC0415
 
     console = _console()
     if not rows:
@@ -499,7 +499,7 @@ def event_line(event: EventRecord, *, as_json: bool, cell: str = "") -> None:
     """One line of `logs`: an engine event with its data, or (kind `log`) what a step logged,
     at its level; `cell` (`#3`) says whose it is in a batch's log."""
     if as_json:
-        from orchestrator.shapes import event_json  # noqa: PLC0415
+        from orchestrator.views.shapes import event_json  # noqa: PLC0415
 
         print(json.dumps(event_json(event), sort_keys=True), flush=True)
         return
@@ -610,3 +610,11 @@ def metrics_csv(points: list[MetricPoint]) -> None:
         row = p.to_json()
         writer.writerow(["" if row[k] is None else row[k] for k in _METRIC_HEADER])
     sys.stdout.flush()
+
+
+def _stored_pipeline(text: str, path: str) -> Pipeline | None:
+    """A run's text parsed, for a run stored before its step order was kept (the step types
+    load only then: listing a run parses nothing)."""
+    from orchestrator.steps.builtin import stored_pipeline  # noqa: PLC0415
+
+    return stored_pipeline(text, path)

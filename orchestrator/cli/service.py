@@ -22,9 +22,9 @@ from orchestrator.store.urls import shown_url
 if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import Orchestrator
     from orchestrator.runtime import Runtime
-    from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.settings import Settings
     from orchestrator.store.base import StateStore
+    from orchestrator.views.schedules import Scheduled
     from orchestrator.web.server import WebOptions
 
 __all__ = [
@@ -191,7 +191,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 
     if args.output == "json":
         from orchestrator.cli.session import print_json  # noqa: PLC0415
-        from orchestrator.schedule.scheduler import schedule_documents  # noqa: PLC0415
+        from orchestrator.views.schedules import schedule_documents  # noqa: PLC0415
 
         print_json(with_store(settings, lambda store: schedule_documents(store, scheduled)))
         return EXIT_OK

@@ -53,7 +53,7 @@ def out(text: str = "") -> None:
 def print_json(value: Any) -> None:
     """A document for scripts (`-o json`): indented JSON, keys in the shape's order, every
     value whole; a NaN (a diverged loss) is null, so that every JSON reader takes it."""
-    from orchestrator.shapes import document_text  # noqa: PLC0415
+    from orchestrator.views.shapes import document_text  # noqa: PLC0415
 
     print(document_text(value, indent=2), flush=True)
 

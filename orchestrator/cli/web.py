@@ -10,8 +10,8 @@ from orchestrator.cli import EXIT_OK
 from orchestrator.cli.session import err, settings_for
 
 if TYPE_CHECKING:
-    from orchestrator.schedule.scheduler import Scheduled
     from orchestrator.settings import Settings
+    from orchestrator.views.schedules import Scheduled
     from orchestrator.web.server import WebOptions
 
 __all__ = ["cmd_ui", "web_options", "web_token"]

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import ActionRefused, CancelledWork, ConfigError, RunBusy, RunNotFound
 from orchestrator.providers.pool import ProviderRef
-from orchestrator.schedule.scheduler import Scheduled
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import RunStatus, ScheduleEntry
+from orchestrator.views.schedules import Scheduled
 
 __all__ = ["StoreActions"]
 

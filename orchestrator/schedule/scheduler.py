@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 from anyio.abc import TaskStatus
@@ -31,31 +31,17 @@ from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import ConfigError, PipelineInvalid, RunExists
 from orchestrator.ids import scheduled_id
 from orchestrator.log import get_logger
-from orchestrator.shapes import run_json, schedule_json
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline
-from orchestrator.store.base import StateStore
 from orchestrator.store.records import RunRecord, RunStatus, ScheduleEntry
+from orchestrator.views.schedules import Scheduled
 
-__all__ = ["Fire", "Scheduled", "Scheduler", "load_scheduled", "schedule_documents"]
+__all__ = ["Fire", "Scheduled", "Scheduler", "load_scheduled"]
 
 ACTIVE = (RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING)
 MAX_WAIT = 60.0
 """The longest the scheduler sleeps between ticks (it wakes at the next fire time before)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Scheduled:
-    """A pipeline with a schedule, and that schedule's fire times."""
-
-    pipeline: Pipeline
-    cron: CronSchedule
-
-    @property
-    def id(self) -> str:
-        return self.pipeline.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,25 +219,3 @@ class Scheduler:
             upcoming = self.next_fire(now)
             wait = MAX_WAIT if upcoming is None else min(MAX_WAIT, upcoming - now)
             await anyio.sleep(max(0.05, wait))
-
-
-async def schedule_documents(store: StateStore, scheduled: Iterable[Scheduled], *,
-                             last: int = 1) -> list[dict[str, Any]]:
-    """`schedules -o json`: each schedule with its next fire time and its last run (and,
-    with `last` above 1, its `recent` runs, newest first, as the web view lists them)."""
-    now = store.clock()
-    documents = []
-    paused = {entry.id: entry.paused_at for entry in await store.list_schedules()}
-    for item in scheduled:
-        spec = item.pipeline.schedule
-        assert spec is not None
-        runs = await store.list_runs(schedule_id=item.id, limit=last)
-        document = schedule_json(
-            item.id, pipeline=item.pipeline.name, path=str(item.pipeline.path),
-            cron=spec.cron, timezone=spec.timezone, overlap=spec.overlap,
-            catch_up=spec.catch_up, next_fire=item.cron.next_after(now),
-            last_run=runs[0] if runs else None, paused_at=paused.get(item.id))
-        if last > 1:
-            document["recent"] = [run_json(run) for run in runs]
-        documents.append(document)
-    return documents

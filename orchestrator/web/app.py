@@ -1,7 +1,7 @@
 """The web view's ASGI app: server-rendered pages and the JSON API they are built from.
 
 Every page is HTML rendered here (Jinja2, autoescaped) from the same documents the JSON API
-serves under `/api/...`, which are the command line's `-o json` shapes (`orchestrator.shapes`):
+serves under `/api/...`, which are the command line's `-o json` shapes (`views.shapes`):
 a script, the page and the CLI read one thing. Static files ship in the package; nothing is
 fetched from elsewhere. The pages follow what changes without a reload (`static/live.js`:
 the runs list polls `/api/runs`, a run's page listens to its stream and reads the run again).
@@ -45,11 +45,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from orchestrator.charts import loss_svg
 from orchestrator.errors import RunNotFound
-from orchestrator.schedule.batch import batch_document, batch_status, load_batch
-from orchestrator.schedule.scheduler import Scheduled, schedule_documents
-from orchestrator.shapes import (
+from orchestrator.steps.builtin import stored_pipeline
+from orchestrator.store.base import StateStore
+from orchestrator.store.records import RunRecord, RunStatus, StepRecord
+from orchestrator.views.batches import batch_document, batch_status, load_batch
+from orchestrator.views.charts import loss_svg
+from orchestrator.views.order import ordered_steps, step_order
+from orchestrator.views.schedules import Scheduled, schedule_documents
+from orchestrator.views.shapes import (
     batch_json,
     document_text,
     estimated_price,
@@ -60,10 +64,6 @@ from orchestrator.shapes import (
     run_json,
     step_json,
 )
-from orchestrator.steps.builtin import stored_pipeline
-from orchestrator.steps.order import ordered_steps, step_order
-from orchestrator.store.base import StateStore
-from orchestrator.store.records import RunRecord, RunStatus, StepRecord
 from orchestrator.web import display
 from orchestrator.web.actions import ActionRefused, Actions
 from orchestrator.web.dag import dag_svg
@@ -185,7 +185,8 @@ class _Views:
         run_id = path_id(request, "run_id")
         run = await self.store.get_run(run_id)
         steps, points = await self.store.get_steps(run_id), await self.store.get_metrics(run_id)
-        return _JSON(run_document(run, ordered_steps(run, steps), points))
+        return _JSON(run_document(run, ordered_steps(run, steps, parse=stored_pipeline),
+                                  points))
 
     async def metrics_api(self, request: Request) -> Response:
         run_id = path_id(request, "run_id")
@@ -244,7 +245,7 @@ class _Views:
         size = len(run.step_ids) if run.step_ids is not None else len(steps)
         pipeline = (stored_pipeline(run.pipeline_text, run.pipeline_path)
                     if size <= DAG_MAX_STEPS else None)
-        order = step_order(run, steps, pipeline)
+        order = step_order(run, steps, pipeline, parse=stored_pipeline)
         shown_ids = order[first:first + STEPS_SHOWN]
         # Steps not started yet too (pending): their rows move live with the stream.
         rows = [step_json(steps.get(sid) or StepRecord(sid)) for sid in shown_ids]

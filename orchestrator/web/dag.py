@@ -12,9 +12,9 @@ import html
 from collections.abc import Mapping
 
 from orchestrator.durations import format_duration
-from orchestrator.shapes import STOPPED_STEPS
 from orchestrator.spec.pipeline import Pipeline
 from orchestrator.store.records import StepRecord
+from orchestrator.views.shapes import STOPPED_STEPS
 
 __all__ = ["dag_svg", "depths"]
 

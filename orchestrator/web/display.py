@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from orchestrator.durations import format_duration
-from orchestrator.shapes import document_text
+from orchestrator.views.shapes import document_text
 
 __all__ = ["SHOWN_CHARS", "compact", "cut", "event_row", "shown", "smoke", "span", "when",
            "when_in"]

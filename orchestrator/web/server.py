@@ -27,9 +27,9 @@ from typing import Any, Literal
 import anyio
 
 from orchestrator.errors import ConfigError, OrchestratorError
-from orchestrator.localapi.server import TimelyH11, is_loopback, listen
-from orchestrator.schedule.scheduler import Scheduled
+from orchestrator.serving import TimelyH11, is_loopback, listen
 from orchestrator.store.base import StateStore
+from orchestrator.views.schedules import Scheduled
 from orchestrator.web.actions import Actions
 from orchestrator.web.app import serving_app
 from orchestrator.web.gates import allowed_hosts

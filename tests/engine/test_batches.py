@@ -8,8 +8,9 @@ import time
 import pytest
 
 from orchestrator.engine.plan import ResumePlan
-from orchestrator.schedule.batch import batch_status, execute_cells, plan_batch_resume
+from orchestrator.schedule.batch import execute_cells, plan_batch_resume
 from orchestrator.store.records import RunStatus
+from orchestrator.views.batches import batch_status
 from tests.engine.harness import Harness, intervals, max_overlap
 
 

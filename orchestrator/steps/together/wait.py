@@ -21,7 +21,6 @@ from pydantic import Field
 
 from orchestrator.durations import Duration
 from orchestrator.errors import JobEnded, PermanentError, TransientError
-from orchestrator.shapes import final_losses
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.together.common import (
     TYPES,
@@ -34,6 +33,7 @@ from orchestrator.steps.together.jobfigures import (
     points_from_metrics,
     progress_of,
 )
+from orchestrator.views.shapes import final_losses
 
 if TYPE_CHECKING:
     from orchestrator.protocol.types import FineTuneJob
@@ -134,7 +134,7 @@ async def _draw(ctx: StepContext, points: list[MetricPoint], title: str) -> None
     folder = ctx.artifacts_dir
     if folder is None or not points:
         return
-    from orchestrator.charts import loss_png, loss_svg, plotting  # noqa: PLC0415
+    from orchestrator.views.charts import loss_png, loss_svg, plotting  # noqa: PLC0415
 
     svg, png = folder / f"loss-{ctx.step_id}.svg", folder / f"loss-{ctx.step_id}.png"
     try:
