@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.store.opening import open_store
 
 if TYPE_CHECKING:
-    from orchestrator.engine.executor import ProgressSink
     from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
+    from orchestrator.engine.services import ProgressSink
     from orchestrator.providers.pool import LocalEndpoint, LocalEndpoints, ProviderRef, Providers
     from orchestrator.schedule.actions import StoreActions
     from orchestrator.settings import Settings

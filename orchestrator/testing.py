@@ -36,7 +36,8 @@ from orchestrator.steps.builtin import builtin_registry, load_pipeline
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from orchestrator.engine.executor import ProgressSink, RunOutcome
+    from orchestrator.engine.executor import RunOutcome
+    from orchestrator.engine.services import ProgressSink
     from orchestrator.spec.pipeline import Pipeline
     from orchestrator.steps.registry import StepRegistry
     from orchestrator.store.base import StateStore

@@ -17,8 +17,8 @@ from orchestrator.store.urls import shown_url
 from orchestrator.terminal import printable
 
 if TYPE_CHECKING:
-    from orchestrator.engine.executor import ProgressSink
     from orchestrator.engine.orchestrator import Orchestrator
+    from orchestrator.engine.services import ProgressSink
     from orchestrator.log import RunNames
     from orchestrator.providers.pool import ProviderRef
     from orchestrator.runtime import Runtime

@@ -1,12 +1,10 @@
 """Executes one run's step graph, while this process holds the run's lease.
 
-Layers, one concern each: `execute` (the graph: the run's own concurrency slots, then start
-steps as their dependencies succeed, stop on a failure) -> `_run_step` (a place among the run's
-parallel steps) -> `_run_chain` (going on down a chain; what a step's failure or cancellation
-means for the run) -> `_execute_with_retries` (the step's concurrency slots, attempts, backoff,
-re-entry after a crash) -> `_attempt` (parameters, timeout, the step's own code).
-
-The executor is also its steps' `StepHost`: their contexts read the run and write through it.
+Layers, one concern each: `execute` (the run's own concurrency slots, then start steps as their
+dependencies succeed, stop on a failure) -> `_run_step` (a place among the run's parallel
+steps) -> `_run_chain` (going on down a chain; what a step's failure or cancellation means for
+the run) -> `attempts.StepAttempts.run` (the step's slots, attempts, backoff, re-entry after a
+crash). The steps' contexts read the run and write through its `runhost.RunHost`.
 
 Its writes go through the run's journal (`journal`: queued, masked, fenced), its concurrency
 slots through `runslots`. A cancelled run ends with `_carry_out_cancel`: the step types'
@@ -17,11 +15,9 @@ before its dependents start, a checkpoint before `ctx.checkpoint()` returns, a f
 (with its retry time) before the backoff sleep. A crash at any point therefore loses at most the
 attempt in progress, which a resume re-enters with its last checkpoint.
 
-One write is deferred: that an attempt *started* (see `journal`). Nothing depends on it: a
-crash mid-attempt re-enters that attempt whether or not its start was recorded.
-
-(Over 400 lines: the layers above share the run's stop state and cancel scope; split apart,
-each would need all of it handed in.)
+(Over 400 lines: the graph and the lifecycle share the run's stop state and cancel scope, which
+a step's failure, a lost lease, a signal and a cancel each set from a different task; apart,
+each half would hand the other all of it.)
 """
 
 from __future__ import annotations
@@ -29,48 +25,28 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import json
-import random
-import traceback
-from collections.abc import Callable, Collection, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, suppress
-from pathlib import Path
-from typing import Any
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import suppress
 
 import anyio
 from anyio.abc import TaskGroup
-from pydantic import BaseModel, ValidationError
 
-from orchestrator.durations import format_duration
-from orchestrator.engine.journal import DeferredFlusher, RunJournal
+from orchestrator.engine.attempts import StepAttempts, StepFailed
+from orchestrator.engine.journal import RunJournal
 from orchestrator.engine.resolve import Resolution
-from orchestrator.engine.retry import RetryPolicy
+from orchestrator.engine.runhost import RunHost
 from orchestrator.engine.runslots import RunSlots
-from orchestrator.engine.slots import SlotPool
-from orchestrator.engine.steplog import StepLog
-from orchestrator.errors import (
-    JobEnded,
-    LeaseLost,
-    PermanentError,
-    StepTimeout,
-    TransientError,
-    leaf_errors,
-)
-from orchestrator.faults import fault_point
-from orchestrator.inputfiles import format_size
+from orchestrator.engine.services import RunServices
+from orchestrator.errors import LeaseLost, leaf_errors
 from orchestrator.log import get_logger
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.redact import REDACTOR
-from orchestrator.spec.expressions import ExpressionError, find_templates, parse_template
-from orchestrator.spec.pipeline import Pipeline, Step
-from orchestrator.steps.context import NO_CLIENTS, Clients, StepContext, process_lock
-from orchestrator.store.base import StateStore
+from orchestrator.spec.expressions import ExpressionError
+from orchestrator.spec.pipeline import Pipeline
+from orchestrator.steps.context import NO_CLIENTS, Clients, StepContext
 from orchestrator.store.records import (
-    Clock,
     ErrorInfo,
     Lease,
-    MetricPoint,
-    ModelEntry,
     NewEvent,
     RunRecord,
     RunStatus,
@@ -78,9 +54,8 @@ from orchestrator.store.records import (
     StepRecord,
     StepStatus,
 )
-from orchestrator.store.rows import MAX_JSON_VALUE
 
-__all__ = ["ProgressSink", "RunExecutor", "RunOutcome"]
+__all__ = ["RunExecutor", "RunOutcome"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,37 +79,6 @@ class _Stop(enum.Enum):
     STEP_FAILED = "step_failed"
     LEASE_LOST = "lease_lost"
     CANCELLED = "cancelled"
-
-
-class _StoreRegistry:
-    """The model registry steps write to: the state store's."""
-
-    def __init__(self, store: StateStore) -> None:
-        self._store = store
-
-    async def record(self, entry: ModelEntry) -> ModelEntry:
-        if REDACTOR.active:  # a secret passed as a tag or metric is not kept either
-            entry = dataclasses.replace(
-                entry, hyperparameters=REDACTOR.value(entry.hyperparameters),
-                metrics=REDACTOR.value(entry.metrics), tags=REDACTOR.value(entry.tags))
-        return await self._store.record_model(entry)
-
-
-ProgressSink = Callable[[str, str, Mapping[str, Any]], None]
-"""Receives (run_id, step_id, fields) when a step reports progress."""
-
-
-class _StepFailed(Exception):
-    """Internal: the step failed for good; its state is already committed."""
-
-
-def _format_validation(step_id: str, exc: ValidationError) -> str:
-    """Pydantic's errors without the input values (which may hold resolved secrets)."""
-    parts = []
-    for error in exc.errors(include_url=False, include_input=False):
-        where = ".".join(map(str, error["loc"])) or "with"
-        parts.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')}")
-    return f"steps.{step_id}.with: " + "; ".join(parts)
 
 
 class _SingleErrors:
@@ -188,29 +132,6 @@ class _Phase:
             raise LeaseLost(msg)
 
 
-def _as_outputs(result: Any) -> dict[str, Any]:
-    if result is None:
-        return {}
-    if isinstance(result, BaseModel):
-        outputs: dict[str, Any] = result.model_dump(mode="json")
-        return outputs
-    if not isinstance(result, Mapping):
-        msg = f"a step must return a mapping of outputs or None, not {type(result).__name__}"
-        raise PermanentError(msg)
-    outputs = dict(result)
-    try:
-        size = len(json.dumps(outputs))
-    except (TypeError, ValueError) as exc:
-        msg = f"a step's outputs must be JSON-serialisable: {exc}"
-        raise PermanentError(msg) from None
-    if size > MAX_JSON_VALUE:
-        msg = (f"a step's outputs are {format_size(size)} of JSON; the store keeps at most "
-               f"{format_size(MAX_JSON_VALUE)}: write large results to a file and output its "
-               "path")
-        raise PermanentError(msg)
-    return outputs
-
-
 CANCELLED_WORK = ""
 """The key of `_resume_from` for a cancellation: the first step whose remote work it
 cancelled (no step id is empty)."""
@@ -221,71 +142,63 @@ need not hold one per step it has not reached."""
 
 
 class RunExecutor:
-    """One execution of one run: from acquiring nothing (the caller holds the lease) to a status."""
+    """One execution of one run, from a held lease to a committed status: the run's lifecycle
+    (start, conclude, hooks, cancel, interruption) and its step graph. A step's attempts are
+    `attempts.StepAttempts`'; what its context reads and writes, `runhost.RunHost`'s."""
 
     def __init__(
         self,
+        services: RunServices,
         *,
-        store: StateStore,
         lease: Lease,
         run: RunRecord,
         pipeline: Pipeline,
         records: Mapping[str, StepRecord],
         secrets: Mapping[str, str],
-        max_parallel_steps: int,
-        rng: random.Random,
-        clock: Clock,
         clients: Clients = NO_CLIENTS,
-        progress: ProgressSink | None = None,
-        slots: SlotPool | None = None,
         run_slots: Sequence[tuple[str, int]] = (),
         interrupted_status: RunStatus = RunStatus.INTERRUPTED,
-        moved_from: ProviderRef | None = None,
-        moved_to: ProviderRef | None = None,
-        artifacts_dir: Path | None = None,
-        flusher: DeferredFlusher,
+        moved: tuple[ProviderRef, ProviderRef] | None = None,
     ) -> None:
-        self._store = store
-        self._artifacts_root = artifacts_dir
-        self._models = _StoreRegistry(store)
-        self._progress = progress
+        self._services = services
         self._lease = lease
         self._run = run
         self._pipeline = pipeline
-        self._journal = RunJournal(store, lease, {sid: records.get(sid) or _fresh_record(sid)
-                                                  for sid in pipeline.every_step},
-                                   flusher=flusher, on_lease_lost=self.lose_lease)
+        self._journal = RunJournal(services.store, lease,
+                                   {sid: records.get(sid) or _fresh_record(sid)
+                                    for sid in pipeline.every_step},
+                                   flusher=services.flusher, on_lease_lost=self.lose_lease)
         self._records = self._journal.records
         self._successors = pipeline.successors
         self._resolution = Resolution.of_run(run, pipeline, self._records, secrets)
         self._run_slots = list(run_slots)
         self._interrupted_status = interrupted_status
-        self._move = (moved_from, moved_to) if moved_from and moved_to else None
-        self._max_parallel_steps = max_parallel_steps
-        self._rng = rng
-        self._clock = clock
-        self._clients = clients
+        self._move = moved
+        """(from, to) when the run moves to another provider than the one it started on."""
         # Bound explicitly (not through contextvars, which copy the whole context on every
         # bind): every line, and every line a step logs through ctx.log, names run, step
         # and attempt.
         self._log = get_logger().bind(run_id=run.id, step=None, attempt=None)
-        self._slots = RunSlots(slots, run.id, pipeline, resolution=self._resolution,
+        self._slots = RunSlots(services.slots, run.id, pipeline, resolution=self._resolution,
                                journal=self._journal, log=self._log)
+        self._host = RunHost(services, run.id, pipeline, journal=self._journal,
+                             slots=self._slots, log=self._log, clients=clients,
+                             cancel_requested=self.cancel_requested)
+        self._resume_from: dict[str, str] = {}
+        """For each failed step whose remote job ended, where a resume has to start."""
+        self._attempts = StepAttempts(
+            pipeline=pipeline, journal=self._journal, slots=self._slots,
+            resolution=self._resolution, host=self._host, log=self._log, rng=services.rng,
+            clock=services.clock, resume_from=self._resume_from)
         self._started: set[str] = set()
         self._stop = _Stop.NONE
         self._failure: tuple[str, ErrorInfo] | None = None
         self._failed_hooks: list[str] = []
-        self._resume_from: dict[str, str] = {}
-        """For each failed step whose remote job ended, where a resume has to start."""
         self._scope = anyio.CancelScope()
         self.released = False
         """True once the executor gave its lease up with its last write."""
 
-    # -- persistence -------------------------------------------------------------------------
-
-    async def _save(self, step_id: str, event: NewEvent, *, defer: bool = False,
-                    **changes: Any) -> StepRecord:
-        return await self._journal.save(step_id, event, defer=defer, **changes)
+    # -- the run's end -----------------------------------------------------------------------
 
     async def _finish(self, status: RunStatus, error: str | None = None) -> RunOutcome:
         error = error and REDACTOR.text(error)  # as stored, as printed: secrets masked
@@ -314,7 +227,7 @@ class RunExecutor:
             hook = step.type.cancel
             if hook is None or (record.attempt == 0 and not record.checkpoint):
                 continue
-            ctx = StepContext(self, step_id, max(1, record.attempt), record.checkpoint)
+            ctx = StepContext(self._host, step_id, max(1, record.attempt), record.checkpoint)
             try:
                 with anyio.fail_after(60):
                     await hook(ctx)
@@ -345,7 +258,7 @@ class RunExecutor:
     def _limiter(self) -> anyio.CapacityLimiter:
         """The run's concurrency slots (`max_parallel_steps`), made when a second branch
         starts: a chain never needs one."""
-        return anyio.CapacityLimiter(self._max_parallel_steps)
+        return anyio.CapacityLimiter(self._services.max_parallel_steps)
 
     def _launch(self, step_id: str, tg: TaskGroup) -> None:
         self._started.add(step_id)
@@ -401,7 +314,7 @@ class RunExecutor:
                 "to": moved_to.name, "to_url": moved_to.url}))
             self._log.warning("run moved to another provider", previous=str(before),
                               provider=str(moved_to))
-        await self._store.commit(
+        await self._services.store.commit(
             self._lease,
             run=RunUpdate(RunStatus.RUNNING, pipeline_text=reload_text,
                           step_ids=tuple(self._pipeline.every_step) if reload_text else None,
@@ -446,8 +359,8 @@ class RunExecutor:
                     if self._records[hid].status is StepStatus.SUCCEEDED:
                         continue
                     try:
-                        await self._execute_with_retries(hook)
-                    except _StepFailed:
+                        await self._attempts.run(hook)
+                    except StepFailed:
                         self._failed_hooks.append(hid)
                         self._log.warning("hook failed; the run keeps its outcome", step=hid,
                                           status=status.value)
@@ -457,6 +370,10 @@ class RunExecutor:
                         with anyio.CancelScope(shield=True):
                             await self._stopped(hid)
                         raise
+
+    @property
+    def run_id(self) -> str:
+        return self._run.id
 
     @property
     def lease_lost(self) -> bool:
@@ -470,6 +387,9 @@ class RunExecutor:
         """Called when the heartbeat finds the lease gone: stop at once, write nothing more."""
         self._stop = _Stop.LEASE_LOST
         self._scope.cancel()
+
+    def cancel_requested(self) -> bool:
+        return self._stop is _Stop.CANCELLED
 
     def cancel(self) -> None:
         """Cancel the run: in-flight steps stop (cancelling their remote work) and the run ends
@@ -494,8 +414,8 @@ class RunExecutor:
         """
         while current is not None:
             try:
-                await self._execute_with_retries(self._pipeline.steps[current])
-            except _StepFailed:
+                await self._attempts.run(self._pipeline.steps[current])
+            except StepFailed:
                 if self._stop is _Stop.NONE:
                     self._stop = _Stop.STEP_FAILED
                     error = self._records[current].error or ErrorInfo("Error", "failed")
@@ -531,8 +451,8 @@ class RunExecutor:
         if record.status not in (StepStatus.RUNNING, StepStatus.RETRYING):
             if record.waiting_for is not None:  # stopped while waiting for a slot
                 with suppress(LeaseLost):
-                    await self._save(step_id, NewEvent("slot_wait_ended", step_id),
-                                     waiting_for=None)
+                    await self._journal.save(step_id, NewEvent("slot_wait_ended", step_id),
+                                             waiting_for=None)
             return
         if self._stop in (_Stop.STEP_FAILED, _Stop.CANCELLED):
             status, kind = StepStatus.CANCELLED, "step_cancelled"
@@ -541,190 +461,7 @@ class RunExecutor:
         else:
             status, kind = StepStatus.INTERRUPTED, "step_interrupted"
         with suppress(LeaseLost):  # its end is now: its duration stops growing
-            await self._save(step_id, NewEvent(kind, step_id, record.attempt), status=status,
-                             finished_at=self._clock())
+            await self._journal.save(step_id, NewEvent(kind, step_id, record.attempt),
+                                     status=status, finished_at=self._services.clock())
         self._log.warning("step stopped", step=step_id, attempt=record.attempt,
                           status=status.value)
-
-    # -- attempts ----------------------------------------------------------------------------
-
-    def _entry(self, record: StepRecord) -> tuple[int, float, float | None]:
-        """Where a step's attempts begin: the attempt (one a crash or signal cut short is
-        re-entered; after a failure, the next), when the step started, and when a retry
-        that was waiting is due (None: at once)."""
-        if record.status in (StepStatus.RUNNING, StepStatus.INTERRUPTED):
-            attempt, retry_at = max(1, record.attempt), None
-        elif record.status is StepStatus.RETRYING:
-            attempt, retry_at = record.attempt + 1, record.retry_at
-        else:
-            return 1, self._clock(), None
-        started_at = self._clock() if record.started_at is None else record.started_at
-        return attempt, started_at, retry_at
-
-    async def _execute_with_retries(self, step: Step) -> None:
-        step_id = step.id
-        # (Not the record itself: a waiting step would keep its superseded record alive.)
-        attempt, started_at, retry_at = self._entry(self._records[step_id])
-        if retry_at is not None:
-            await anyio.sleep(max(0.0, retry_at - self._clock()))
-        try:
-            await self._slots.take_step_slots(step_id)
-        except PermanentError as exc:
-            error = ErrorInfo(type(exc).__name__, str(exc))
-            await self._fail(step_id, attempt, error, exc)
-            raise _StepFailed from None
-        log = self._log  # each line names its step and attempt: no logger bound per attempt
-        while True:
-            # (Its type is the pipeline's to say: the event holds what the row cannot, when.)
-            await self._save(step_id, NewEvent("step_started", step_id, attempt), defer=True,
-                             status=StepStatus.RUNNING, attempt=attempt, started_at=started_at,
-                             finished_at=None, retry_at=None, error=None, outputs=None)
-            log.info("step started", step=step_id, attempt=attempt, uses=step.spec.uses)
-            fault_point("after_step_started", step_id)
-            try:
-                outputs, config_hash = await self._attempt(step, attempt)
-            except TransientError as exc:
-                error = ErrorInfo(type(exc).__name__, str(exc))
-                policy = RetryPolicy.from_spec(step.retry)
-                if attempt >= policy.max_attempts:
-                    await self._fail(step_id, attempt, error, exc,
-                                     note=f"gave up after {attempt} attempt"
-                                          f"{'s' * (attempt > 1)}")
-                    raise _StepFailed from None
-                delay = policy.delay_for(attempt, self._rng, exc.retry_after)
-                await self._save(step_id, NewEvent("attempt_failed", step_id, attempt, {
-                    "error": error.to_json(), "retry_in": round(delay, 3)}),
-                    status=StepStatus.RETRYING, error=error, retry_at=self._clock() + delay)
-                log.warning("attempt failed, will retry", step=step_id, attempt=attempt,
-                            error=str(error),
-                            retry_in=format_duration(delay))
-                await anyio.sleep(delay)
-                attempt += 1
-                continue
-            except Exception as exc:  # noqa: BLE001  (any other error fails the step for good)
-                error = ErrorInfo(type(exc).__name__, str(exc))
-                await self._fail(step_id, attempt, error, exc)
-                raise _StepFailed from None
-            fault_point("before_step_commit", step_id)
-            finished = self._clock()
-            done_with = self._slots.note_released(step_id)
-            # The outputs live in the step's row; the event says that it succeeded and when
-            # (they were stored twice: a third of a no-op step's bytes).
-            await self._save(step_id, NewEvent("step_succeeded", step_id, attempt),
-                             status=StepStatus.SUCCEEDED, outputs=outputs, finished_at=finished,
-                             config_hash=config_hash)
-            fault_point("after_step_commit", step_id)
-            if done_with:
-                await self._slots.release(done_with)
-            log.info("step succeeded", step=step_id, attempt=attempt,
-                     duration=format_duration(finished - started_at))
-            return
-
-    async def _fail(self, step_id: str, attempt: int, error: ErrorInfo, exc: BaseException, *,
-                    note: str | None = None) -> None:
-        expected = isinstance(exc, PermanentError | TransientError)
-        data: dict[str, Any] = {"error": error.to_json()}
-        if note:
-            data["note"] = note
-        if isinstance(exc, JobEnded):
-            data["resume_from"] = self._resume_from[step_id] = self._resume_point(step_id, exc)
-        if not expected:
-            data["traceback"] = "".join(traceback.format_exception(exc))
-        await self._save(step_id, NewEvent("step_failed", step_id, attempt, data),
-                         status=StepStatus.FAILED, error=error, finished_at=self._clock())
-        self._log.error("step failed", step=step_id, attempt=attempt, error=str(error),
-                        **({"note": note} if note else {}))
-
-    def _resume_point(self, step_id: str, exc: JobEnded) -> str:
-        """The step that made the job `step_id` followed (the one its `exc.param` parameter
-        reads an output of), or `step_id` itself if it made the job."""
-        if exc.param is not None:
-            value = self._pipeline.every_step[step_id].with_.get(exc.param)
-            for _, text in find_templates(value):
-                for ref in parse_template(text).references:
-                    if ref.root == "steps" and ref.path:
-                        return str(ref.path[0])
-        return step_id
-
-    async def _attempt(self, step: Step, attempt: int) -> tuple[dict[str, Any], str]:
-        """One attempt: resolve and check parameters, run the step under its timeout."""
-        try:
-            raw = self._resolution.params(step)
-        except ExpressionError as exc:
-            msg = f"steps.{step.id}.with: {exc}"
-            raise PermanentError(msg) from None
-        try:
-            params = step.type.params.model_validate(raw)
-        except ValidationError as exc:
-            raise PermanentError(_format_validation(step.id, exc)) from None
-        ctx = StepContext(self, step.id, attempt, self._records[step.id].checkpoint)
-        if step.timeout is None:  # no cancel scope to wait in (0.6 KiB of a waiting step)
-            result = await step.type.run(ctx, params)
-        else:
-            with anyio.move_on_after(step.timeout) as scope:
-                result = await step.type.run(ctx, params)
-            if scope.cancelled_caught:
-                msg = f"attempt {attempt} ran longer than the step's timeout of " \
-                      f"{format_duration(step.timeout)}"
-                raise StepTimeout(msg)
-        return _as_outputs(result), self._resolution.config_hash(step, rendered=raw)
-
-    # -- the steps' host (StepHost): what their contexts read and write through ------------
-
-    @property
-    def run_id(self) -> str:
-        return self._run.id
-
-    @property
-    def run_name(self) -> str:
-        return self._pipeline.name
-
-    @property
-    def pipeline_dir(self) -> Path:
-        return self._pipeline.base_dir
-
-    @property
-    def artifacts_dir(self) -> Path | None:
-        return None if self._artifacts_root is None else self._artifacts_root / self._run.id
-
-    @property
-    def clients(self) -> Clients:
-        return self._clients
-
-    @property
-    def models(self) -> _StoreRegistry:
-        return self._models
-
-    def step_log(self, step_id: str, attempt: int) -> StepLog:
-        return StepLog(self._log.bind(step=step_id, attempt=attempt),
-                       functools.partial(self._keep_line, step_id, attempt))
-
-    def cancel_requested(self) -> bool:
-        return self._stop is _Stop.CANCELLED
-
-    def exclusive(self, step_id: str, name: str) -> AbstractAsyncContextManager[None]:
-        if self._slots.pool is None:
-            return process_lock(name)
-        return self._slots.exclusive(step_id, name)
-
-    def _keep_line(self, step_id: str, attempt: int, level: str, message: str,
-                   fields: Mapping[str, Any]) -> None:
-        data = {"level": level, "message": message, **({"fields": fields} if fields else {})}
-        self._journal.note(NewEvent("log", step_id, attempt, data))
-        self._journal.defer()
-
-    def write_metrics(self, points: list[MetricPoint]) -> None:
-        self._journal.note_metrics(points)
-        self._journal.defer()
-
-    def report(self, step_id: str, fields: Mapping[str, Any]) -> None:
-        if self._progress is not None:
-            self._progress(self._run.id, step_id, fields)
-
-    async def write_checkpoint(self, step_id: str, attempt: int, whole: dict[str, Any],
-                               changed: dict[str, Any]) -> None:
-        # The event holds what changed, the step's row the whole: a step that checkpoints
-        # often (a poll, a part) does not store its whole checkpoint again each time.
-        await self._save(step_id, NewEvent("checkpoint", step_id, attempt, changed),
-                         checkpoint=whole)
-        fault_point("after_checkpoint", step_id)

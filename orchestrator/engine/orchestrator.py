@@ -24,7 +24,7 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from orchestrator.engine.executor import ProgressSink, RunExecutor, RunOutcome
+from orchestrator.engine.executor import RunExecutor, RunOutcome
 from orchestrator.engine.journal import DeferredFlusher
 from orchestrator.engine.plan import (
     ResumePlan,
@@ -34,6 +34,7 @@ from orchestrator.engine.plan import (
     read_secrets,
 )
 from orchestrator.engine.resolve import Resolution, same_config
+from orchestrator.engine.services import ProgressSink, RunServices
 from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import CancelledWork, ConfigError, RunExists
 from orchestrator.ids import new_batch_id, new_run_id
@@ -105,10 +106,8 @@ class Orchestrator:
     ) -> None:
         self.store = store
         self.registry = registry
-        self._progress = progress
         self.config = config or EngineConfig()
         self.owner = new_owner_id()
-        self._rng = rng or random.Random()
         self.providers = providers
         self._executing: dict[str, tuple[Lease, RunExecutor]] = {}
         self._renewed_until = 0.0
@@ -121,6 +120,10 @@ class Orchestrator:
         self._tg: TaskGroup | None = None
         self._flusher = DeferredFlusher()
         """Writes every executing run's deferred writes (one task, not one per run)."""
+        self._services = RunServices(
+            store, self._flusher, rng or random.Random(), store.clock,
+            self.config.max_parallel_steps, slots=self.slots, progress=progress,
+            artifacts_dir=self.config.artifacts_dir)
         self._log = get_logger()
         self._clients: dict[ProviderRef, Clients] = {}
         """Each provider's clients, as its runs' steps see them: one for all its runs."""
@@ -451,14 +454,11 @@ class Orchestrator:
                 max_recoveries=self.config.max_recoveries, dead_owners=dead, force=force,
             )
         executor = RunExecutor(
-            store=self.store, lease=lease, run=run, pipeline=plan.pipeline,
-            records=plan.records, secrets=secret_values,
-            max_parallel_steps=self.config.max_parallel_steps, rng=self._rng,
-            clock=self.store.clock, clients=clients, progress=self._progress,
-            moved_from=plan.moved_from, moved_to=ref if plan.moved_from else None,
-            slots=self.slots, run_slots=await self._run_slots(run, plan.pipeline),
+            self._services, lease=lease, run=run, pipeline=plan.pipeline,
+            records=plan.records, secrets=secret_values, clients=clients,
+            run_slots=await self._run_slots(run, plan.pipeline),
             interrupted_status=RunStatus.QUEUED if requeue else RunStatus.INTERRUPTED,
-            artifacts_dir=self.config.artifacts_dir, flusher=self._flusher,
+            moved=(plan.moved_from, ref) if plan.moved_from and ref else None,
         )
         self._executing[run.id] = (lease, executor)
         self._busy.set()
