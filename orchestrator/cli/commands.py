@@ -61,14 +61,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from orchestrator.cli import render  # noqa: PLC0415
+    from orchestrator.cli import render_plans  # noqa: PLC0415
 
     settings = settings_for(args, provider=args.provider)
     if Path(args.target).is_file() or args.target.endswith((".yaml", ".yml")):
         pipeline = load_pipeline(args.target, limits=settings.pipeline_limits)
         inputs = resolve_inputs(pipeline.inputs, parse_assignments(args.input),
                                 pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
-        render.pipeline_plan(pipeline, inputs)
+        render_plans.pipeline_plan(pipeline, inputs)
         if not args.no_estimate and _launches(pipeline):
             from orchestrator.cli.pricing import estimate, show_estimate  # noqa: PLC0415
 
@@ -81,7 +81,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     async def plan(orch: Orchestrator) -> ResumePlan:
         return await orch.plan_resume(args.target, from_step=args.from_step, reload=args.reload)
 
-    render.resume_plan(with_orchestrator(settings, plan))
+    render_plans.resume_plan(with_orchestrator(settings, plan))
     return EXIT_OK
 
 

@@ -187,7 +187,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     """A run's figures per training step; for a batch, each cell's final figures, one row a
     cell (`--json`: each cell's whole series)."""
-    from orchestrator.cli import render  # noqa: PLC0415
+    from orchestrator.cli import render_metrics  # noqa: PLC0415
 
     settings = settings_for(args)
 
@@ -205,9 +205,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                  "matrix": dict(run.matrix or {}), "status": run.status.value}
                 for run, points in series]})
         elif args.output == "csv":
-            render.batch_metrics_csv(series)
+            render_metrics.batch_metrics_csv(series)
         else:
-            render.batch_metrics_table(batch, series)
+            render_metrics.batch_metrics_table(batch, series)
         return EXIT_OK
     run, points = series[0]
     if args.output == "json":
@@ -215,9 +215,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
         print_json(metrics_document(run.id, points))
     elif args.output == "csv":
-        render.metrics_csv(points)
+        render_metrics.metrics_csv(points)
     else:
-        render.metrics_table(run.id, points)
+        render_metrics.metrics_table(run.id, points)
     return EXIT_OK
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "INSERT_TEXT",
     "METRIC_CONFLICT",
     "MOVE_SLOT",
+    "NEEDS_EXECUTOR",
     "PAUSE_SCHEDULE",
     "STEP_CONFLICT",
     "STRAND_RUN",
@@ -57,6 +58,12 @@ __all__ = [
     "schedule_values",
     "update_values",
 ]
+
+NEEDS_EXECUTOR = ("(status IN ('queued', 'running') OR (cancel_requested_at IS NOT NULL AND "
+                  "status NOT IN ('cancelled', 'succeeded')))")
+"""Runs a worker may have to execute: queued, maybe crashed, or with a cancellation to carry
+out. Part of migration 4 of both dialects (never edit it); a query uses the partial index only
+if its WHERE repeats this text exactly, with literals (SQLite cannot match bound parameters)."""
 
 
 def _marks(columns: str) -> str:

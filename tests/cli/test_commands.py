@@ -192,7 +192,7 @@ def _foreign_db(path: Path) -> None:
 
 
 def _newer_db(path: Path) -> None:
-    from orchestrator.store.schema import APPLICATION_ID, SCHEMA_VERSION
+    from orchestrator.store.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION
 
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")

@@ -268,14 +268,13 @@ def test_init_writes_a_folder_that_validates_and_runs(cli: CLI, tmp_path: Path) 
 
 def test_tables_fold_long_values_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     """A model name wider than the terminal is folded onto the next lines, never cut."""
-    from rich.console import Console
-
     from orchestrator.cli import render
+    from orchestrator.cli.screen import Screen
     from orchestrator.store.records import ModelEntry
 
     name = "local-user/Meta-Llama-3.1-8B-Instruct-Reference-capitals-o499914d31-cbbddfdd-abc"
     out = io.StringIO()
-    monkeypatch.setattr(render, "_console", lambda: Console(file=out, width=80))
+    monkeypatch.setattr(render, "screen", lambda: Screen(out, width=80))
     render.models_table([ModelEntry(name, "r-1", "register", "p", base_model="base-" * 5,
                                     job_id="ft-" + "0" * 36, metrics={"train_loss": 0.5},
                                     recorded_at=0.0)])

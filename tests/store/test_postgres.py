@@ -13,7 +13,7 @@ import pytest
 from orchestrator.errors import LeaseLost, StateStoreInvalid
 from orchestrator.redact import REDACTOR
 from orchestrator.store.opening import open_store
-from orchestrator.store.postgres_schema import SCHEMA_VERSION
+from orchestrator.store.postgres.schema import SCHEMA_VERSION
 from orchestrator.store.records import (
     NewEvent,
     NewRun,

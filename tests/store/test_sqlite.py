@@ -13,7 +13,7 @@ import pytest
 from orchestrator.errors import StateStoreInvalid
 from orchestrator.store.opening import open_store
 from orchestrator.store.records import NewRun
-from orchestrator.store.schema import APPLICATION_ID, SCHEMA_VERSION
+from orchestrator.store.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION
 
 
 async def open_fails(path: Path, match: str) -> None:
@@ -99,7 +99,7 @@ async def test_writes_wait_for_another_writer(tmp_path: Path) -> None:
 def database_at(path: Path, version: int) -> sqlite3.Connection:
     """A state file at schema `version`, as that version made it (the caller adds its rows,
     commits and closes)."""
-    from orchestrator.store.schema import MIGRATIONS
+    from orchestrator.store.sqlite.schema import MIGRATIONS
 
     conn = sqlite3.connect(path)
     for number in range(1, version + 1):
@@ -216,7 +216,7 @@ async def test_a_batchs_pipeline_text_is_stored_once(tmp_path: Path) -> None:
 async def test_claims_read_only_runs_that_need_an_executor(tmp_path: Path) -> None:
     """A worker claims every second: its query must use the partial index, not scan the
     history of finished runs (43 ms at 50,000 runs without it)."""
-    from orchestrator.store.sqlite import CLAIMABLE
+    from orchestrator.store.sqlite.store import CLAIMABLE
 
     path = tmp_path / "state.db"
     async with open_store(f"sqlite:///{path}"):

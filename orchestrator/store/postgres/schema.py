@@ -13,9 +13,15 @@ pipeline text is always shared (`pipeline_texts`), never inline.
 
 from __future__ import annotations
 
-from orchestrator.store.schema import NEEDS_EXECUTOR
+import psycopg
+from psycopg import sql
+from psycopg.rows import DictRow
 
-__all__ = ["APPLICATION", "MIGRATIONS", "SCHEMA_VERSION"]
+from orchestrator.errors import StateStoreInvalid
+from orchestrator.store.records import Clock
+from orchestrator.store.statements import NEEDS_EXECUTOR
+
+__all__ = ["APPLICATION", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
 APPLICATION = "orchestrator"
 
@@ -187,3 +193,66 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
+
+Cursor = psycopg.AsyncCursor[DictRow]
+
+
+async def _version(cur: Cursor, where: str) -> int:
+    """The schema's version (0: empty); raises if it is someone else's or newer than us."""
+    await cur.execute("SELECT to_regclass('orchestrator_schema') IS NOT NULL AS ours, "
+                      "to_regclass('runs') IS NOT NULL AS taken")
+    found = await cur.fetchone()
+    assert found is not None
+    if not found["ours"]:
+        if found["taken"]:
+            msg = (f"{where} already has a table 'runs' that is not an orchestrator's; it "
+                   "was left untouched (use another database, or ?schema=NAME)")
+            raise StateStoreInvalid(msg)
+        return 0
+    await cur.execute("SELECT application, version FROM orchestrator_schema")
+    row = await cur.fetchone()
+    if row is None or row["application"] != APPLICATION:
+        msg = f"{where} belongs to another application; it was left untouched"
+        raise StateStoreInvalid(msg)
+    version = int(row["version"])
+    if version > SCHEMA_VERSION:
+        msg = (f"{where} was written by a newer orchestrator (schema {version}; this "
+               f"version reads up to {SCHEMA_VERSION}); upgrade orchestrator")
+        raise StateStoreInvalid(msg)
+    return version
+
+async def migrate(conn: psycopg.AsyncConnection[DictRow], *, where: str, schema: str | None,
+                  clock: Clock) -> tuple[int, int] | None:
+    """Bring the schema to SCHEMA_VERSION, once across a fleet starting together; (from,
+    to) if this process migrated it. `where` names the database in errors."""
+    async with conn.cursor() as cur:
+        exists = schema is None or await _schema_exists(cur, schema)
+        if exists and await _version(cur, where) == SCHEMA_VERSION:
+            return None  # the usual start: nothing to lock, nothing written
+        async with conn.transaction():
+            await cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                              (f"orchestrator.migrate.{schema or ''}",))
+            if schema is not None:
+                await cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(schema)))
+            version = await _version(cur, where)
+            if version == SCHEMA_VERSION:
+                return None  # another process migrated it while we waited
+            if version == 0:
+                await cur.execute("CREATE TABLE orchestrator_schema (application TEXT NOT "
+                                  "NULL, version INTEGER NOT NULL, migrated_at "
+                                  "DOUBLE PRECISION NOT NULL)")
+                await cur.execute("INSERT INTO orchestrator_schema VALUES (%s, 0, %s)",
+                                  (APPLICATION, clock()))
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    await cur.execute(statement)
+            await cur.execute("UPDATE orchestrator_schema SET version = %s, migrated_at = %s",
+                              (SCHEMA_VERSION, clock()))
+            return version, SCHEMA_VERSION
+
+
+async def _schema_exists(cur: Cursor, schema: str) -> bool:
+    await cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+    return await cur.fetchone() is not None
+

@@ -7,15 +7,16 @@ as ours, so a foreign database is refused instead of being written into.
 
 from __future__ import annotations
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "NEEDS_EXECUTOR", "SCHEMA_VERSION"]
+import sqlite3
+from pathlib import Path
+
+from orchestrator.errors import StateStoreInvalid
+from orchestrator.sqlite_wal import switch_to_wal
+from orchestrator.store.statements import NEEDS_EXECUTOR
+
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "check_ours", "migrate"]
 
 APPLICATION_ID = 0x4F524348  # "ORCH"
-
-NEEDS_EXECUTOR = ("(status IN ('queued', 'running') OR (cancel_requested_at IS NOT NULL AND "
-                  "status NOT IN ('cancelled', 'succeeded')))")
-"""Runs a worker may have to execute: queued, maybe crashed, or with a cancellation to carry
-out. Part of migration 4 (never edit it); a query uses the partial index only if its WHERE
-repeats this text exactly, with literals (SQLite cannot match bound parameters)."""
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -284,3 +285,50 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def check_ours(conn: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version; raises if the file is foreign or from a newer version."""
+    # One statement, so one snapshot: read apart, another process's migration could
+    # commit in between and make a half-read new database look like someone else's.
+    app_id, version, tables = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id), "
+        "(SELECT user_version FROM pragma_user_version), "
+        "(SELECT count(*) FROM sqlite_master)").fetchone()
+    if app_id != APPLICATION_ID and (app_id != 0 or tables or version):
+        msg = (f"state database {path} belongs to another application (not an "
+               "orchestrator state database); it was left untouched")
+        raise StateStoreInvalid(msg)
+    if version > SCHEMA_VERSION:
+        msg = (f"state database {path} was written by a newer orchestrator (schema "
+               f"{version}; this version reads up to {SCHEMA_VERSION}); upgrade orchestrator")
+        raise StateStoreInvalid(msg)
+    return int(version)
+
+
+def migrate(conn: sqlite3.Connection, path: Path, busy_timeout: float) -> tuple[int, int] | None:
+    """Bring the file to SCHEMA_VERSION in WAL mode; (from, to) if it migrated it.
+
+    Checked once before anything is written (a foreign file is never switched to WAL), and
+    again under the write lock: several processes opening a new database at once all see
+    version 0 at first, and only the first to take the lock migrates it."""
+    check_ours(conn, path)
+    if switch_to_wal(conn, timeout=busy_timeout) != "wal":
+        msg = f"state database {path}: cannot switch it to WAL mode"
+        raise StateStoreInvalid(msg)
+    conn.execute("BEGIN IMMEDIATE")  # also proves the file is writable
+    try:
+        version = check_ours(conn, path)
+        if version == SCHEMA_VERSION:
+            conn.execute("COMMIT")
+            return None
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version, SCHEMA_VERSION
