@@ -3,6 +3,9 @@
 Precedence, highest first: command-line flags, environment (`ORCH_*`), a `.env` file in the
 current directory, then the TOML config file (`config/orchestrator.toml`, or `ORCH_CONFIG`).
 `config/orchestrator.toml` documents every setting; a test keeps the two in step.
+
+(Over 400 lines: every setting is declared here once, with its bounds and its description,
+which the config file's documentation is checked against.)
 """
 
 from __future__ import annotations

@@ -283,3 +283,23 @@ def test_read_models_and_the_web_view_load_no_executor() -> None:
 def test_reach_follows_function_level_imports_and_parents() -> None:
     assert "orchestrator.engine.orchestrator" in reach("orchestrator.runtime")
     assert "orchestrator.store" in reach("orchestrator.store.records")
+
+
+MOST_LINES = 600
+EXPLAIN_OVER = 400
+
+
+def test_modules_are_small_or_say_why() -> None:
+    """No module over 600 lines; one over 400 says why at its top, in its docstring."""
+    too_long, unexplained = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.count("\n")
+        name = str(path.relative_to(PACKAGE.parent))
+        if lines > MOST_LINES:
+            too_long.append(f"{name} ({lines} lines)")
+        elif lines > EXPLAIN_OVER and "(Over 400 lines:" not in (ast.get_docstring(
+                ast.parse(text)) or ""):
+            unexplained.append(f"{name} ({lines} lines)")
+    assert not too_long, f"modules over {MOST_LINES} lines: {too_long}"
+    assert not unexplained, f"modules over {EXPLAIN_OVER} lines without a reason: {unexplained}"

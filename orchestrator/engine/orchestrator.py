@@ -7,13 +7,15 @@ run's executor is stopped at once; its writes would be refused anyway (fencing),
 stops the work. A second loop asks the store, once a `cancel_poll_interval` (or, on a store
 that announces cancel requests, when one is announced), whether anyone asked to cancel one of
 the runs this process executes (`orchestrator cancel` from another terminal), and cancels it
-here.
+here. What a resume would do is planned by `planner`.
+
+(Over 400 lines: creating, queueing, executing and cancelling runs all go through the one
+table of runs this process executes, which the heartbeat renews and the cancel watch reads.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import random
 from collections.abc import Mapping
 from contextlib import suppress
@@ -30,23 +32,20 @@ from orchestrator.engine.plan import (
     ResumePlan,
     ResumeRequest,
     bound_provider,
-    cancelled_work,
     read_secrets,
 )
-from orchestrator.engine.resolve import Resolution, same_config
+from orchestrator.engine.planner import ResumePlanner
 from orchestrator.engine.services import ProgressSink, RunServices
 from orchestrator.engine.slots import SlotPool
-from orchestrator.errors import CancelledWork, ConfigError, RunExists
+from orchestrator.errors import RunExists
 from orchestrator.ids import new_batch_id, new_run_id
 from orchestrator.log import get_logger
 from orchestrator.owners import new_owner_id, owner_is_dead
 from orchestrator.providers.pool import ProviderRef, Providers
 from orchestrator.redact import REDACTOR
-from orchestrator.spec.expressions import ExpressionError
 from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.pipeline import Pipeline
-from orchestrator.steps.builtin import load_pipeline, parse_pipeline
 from orchestrator.steps.context import NO_CLIENTS, Clients
 from orchestrator.steps.registry import StepRegistry
 from orchestrator.store.base import CANCEL, StateStore
@@ -60,7 +59,6 @@ from orchestrator.store.records import (
     RunStatus,
     RunUpdate,
     StepRecord,
-    StepStatus,
 )
 
 __all__ = ["EngineConfig", "Orchestrator"]
@@ -81,11 +79,6 @@ class EngineConfig:
     """The bounds of a pipeline file re-read for `resume --reload`."""
     artifacts_dir: Path | None = None
     """Where runs keep their files, a folder per run (None: they keep none)."""
-
-
-PARSED_PIPELINES = 64
-"""Stored pipeline texts kept parsed, the most recently used: the cells of a batch a worker
-executes share one `Pipeline` instead of each parsing and holding its own."""
 
 
 class Orchestrator:
@@ -127,10 +120,8 @@ class Orchestrator:
         self._log = get_logger()
         self._clients: dict[ProviderRef, Clients] = {}
         """Each provider's clients, as its runs' steps see them: one for all its runs."""
-        self._stored_pipeline = functools.lru_cache(maxsize=PARSED_PIPELINES)(
-            self._parse_stored)
-        """A run's stored pipeline, parsed once for every run that shares it (a `Pipeline`
-        is immutable: runs executing side by side read it, none changes it)."""
+        self._planner = ResumePlanner(store, registry, self.config.pipeline_limits,
+                                      provider_of=self.provider_of)
 
     async def __aenter__(self) -> Self:
         if self._tg is not None:
@@ -314,71 +305,18 @@ class Orchestrator:
             slots.append((f"schedule:{run.schedule_id}", 1))
         return slots
 
-    def _parse_stored(self, text: str, path: str) -> Pipeline:
-        return parse_pipeline(text, Path(path), registry=self.registry,
-                              limits=self.config.pipeline_limits)
-
     async def plan_resume(self, run_id: str, *, from_step: str | None = None,
                           reload: bool = False, provider: ProviderRef | None = None,
                           move: bool = False) -> ResumePlan:
-        """Which steps a resume keeps and which it runs again (nothing is executed).
-
-        `provider` names the provider the caller wants the run executed against: the run's
-        own, or, with `move`, another one it is then bound to. Raises ConfigError for another
-        provider without `move`. (`plan_request` takes the same as one `ResumeRequest`.)
-        """
-        run = await self.store.get_run(run_id)
-        bound = self.provider_of(run)
-        moved_from = None
-        if provider is not None and provider != bound:
-            if not move:
-                msg = (f"run {run_id} is bound to provider {bound}, not {provider}; add "
-                       "--move-provider to move it there (jobs it started stay where they "
-                       "are), or leave --provider out")
-                raise ConfigError(msg)
-            moved_from = bound
-        target = provider if moved_from is not None else bound
-        records = await self.store.get_steps(run_id)
-        if reload:
-            pipeline = load_pipeline(run.pipeline_path, registry=self.registry,
-                                     limits=self.config.pipeline_limits)
-        else:
-            pipeline = self._stored_pipeline(run.pipeline_text, run.pipeline_path)
-        reset: set[str] = set()
-        if from_step is not None:
-            if from_step not in pipeline.steps:
-                msg = (f"--from {from_step}: run {run_id}'s pipeline has no such step (steps: "
-                       f"{', '.join(pipeline.steps)})")
-                raise ConfigError(msg)
-            reset |= pipeline.downstream({from_step})
-        changed: set[str] = set()
-        if reload:
-            changed = self._changed_steps(run, pipeline, records, reset)
-            reset |= pipeline.downstream(changed)
-        if run.status is RunStatus.CANCELLED:
-            await self._refuse_cancelled_work(run, pipeline, records, reset)
-        return ResumePlan(run, pipeline, records, frozenset(reset),
-                          pipeline.text if reload else None, target, moved_from,
-                          changed=frozenset(changed))
-
-    async def _refuse_cancelled_work(self, run: RunRecord, pipeline: Pipeline,
-                                     records: Mapping[str, StepRecord],
-                                     reset: set[str]) -> None:
-        """A cancelled run whose remote work was cancelled with it (its fine-tune job) cannot
-        simply continue: its wait would follow the cancelled job, fail, and call the
-        `on_failure` hooks. CancelledWork names where to start again instead."""
-        step = cancelled_work(pipeline, records, await self.store.get_events(run.id), reset)
-        if step is not None:
-            msg = (f"run {run.id} was cancelled, and the remote work of step {step} (its job) "
-                   "with it: resumed as it is, it would follow a cancelled job. To start that "
-                   f"again: orchestrator resume {run.id} --from {step}")
-            raise CancelledWork(msg, step=step)
+        """Which steps a resume keeps and which it runs again (see `planner`)."""
+        return await self._planner.plan(run_id, from_step=from_step, reload=reload,
+                                        provider=provider, move=move)
 
     async def plan_request(self, run_id: str, request: ResumeRequest) -> ResumePlan:
         """`plan_resume` of what `request` asks (its `force` is the caller's, at execute)."""
-        return await self.plan_resume(run_id, from_step=request.from_step,
-                                      reload=request.reload, provider=request.provider,
-                                      move=request.move)
+        return await self._planner.plan(run_id, from_step=request.from_step,
+                                        reload=request.reload, provider=request.provider,
+                                        move=request.move)
 
     async def queue_resume(self, plan: ResumePlan, *, force: bool = False,
                            from_step: str | None = None,
@@ -408,23 +346,6 @@ class Orchestrator:
                 "from": from_step, "reset": reset, "reloaded": plan.reload_text is not None,
                 "by": by, **({"moved_from": str(plan.moved_from),
                               "moved_to": str(moved)} if moved is not None else {})})])
-
-    def _changed_steps(self, run: RunRecord, pipeline: Pipeline,
-                       records: Mapping[str, StepRecord], reset: set[str]) -> set[str]:
-        """Succeeded steps whose resolved configuration differs now (not their dependents)."""
-        resolution = Resolution.of_run(run, pipeline, records, secrets={})
-        changed: set[str] = set()
-        for step_id, step in pipeline.steps.items():
-            record = records.get(step_id)
-            if record is None or record.status is not StepStatus.SUCCEEDED or step_id in reset:
-                continue
-            try:
-                digest = resolution.config_hash(step)
-            except ExpressionError:
-                digest = None
-            if not same_config(record.config_hash, digest):
-                changed.add(step_id)
-        return changed
 
     async def execute(self, plan: ResumePlan, *, force: bool = False,
                       lease: Lease | None = None, requeue: bool = False) -> RunOutcome:

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import gc
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from orchestrator.errors import PipelineInvalid, Problem
 from orchestrator.inputfiles import NotUTF8, UnreadableFile, read_regular, utf8_text
 from orchestrator.spec.expressions import ExpressionError, Reference, find_templates, parse_template
 from orchestrator.spec.graph import ancestors, order_or_cycle
+from orchestrator.spec.hints import choice_hint, keys_at, unknown_key_hint
 from orchestrator.spec.inputs import coerce_input
 from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.spec.matrix import MatrixSpec, combinations, expand_matrix
@@ -36,7 +36,6 @@ from orchestrator.spec.model import (
     PipelineHeader,
     RetrySpec,
     ScheduleSpec,
-    StepConcurrencySpec,
     StepSpec,
 )
 from orchestrator.spec.pipeline import Pipeline, Step
@@ -57,85 +56,6 @@ _HOOK_RUN_FIELDS = (*_RUN_FIELDS, "status", "error", "failed_step")
 """What hooks may read of the run: also its outcome, known once the other steps ended."""
 _NOT_EVALUATED = ("expressions are only evaluated inside a step's (or hook's) with: and in "
                   "concurrency.key")
-_KEY_HOMES: dict[str, str] = {}
-"""Every key a pipeline file may hold, and where (the first place, for a hint)."""
-for _model, _home in ((PipelineHeader, "the top level"), (StepSpec, "a step"),
-                      (InputSpec, "an input"), (RetrySpec, "retry"), (Defaults, "defaults"),
-                      (StepConcurrencySpec, "concurrency"), (ScheduleSpec, "schedule"),
-                      (MatrixSpec, "matrix")):
-    for _name, _field in _model.model_fields.items():
-        _KEY_HOMES.setdefault(_field.alias or _name, _home)
-_KNOWN_KEYS = sorted(_KEY_HOMES)
-
-
-_FOREIGN_KEYS = {
-    "on": "a pipeline runs when you run it, a worker takes it, or its schedule: fires",
-    "jobs": "a pipeline's work is its steps:",
-    "runs-on": "where a run executes is its provider (--provider, setting provider)",
-    "run": "a step does its work through uses: (a step type, or python:module:function)",
-}
-"""Keys of other tools' files (GitHub Actions'), with what this file says instead."""
-
-
-def _unknown_key_hint(key: str, here: Sequence[str]) -> str:
-    """A key of another tool says what this file says instead; a misspelt one, the closest
-    key of the place it is in (`here`); a known key in the wrong place, where it goes."""
-    if key in _FOREIGN_KEYS and key not in here:
-        return f" ({_FOREIGN_KEYS[key]})"
-    close = difflib.get_close_matches(key, list(here), n=1)
-    if close:
-        return f" (did you mean '{close[0]}'?)"
-    if key in _KEY_HOMES:
-        return f" ('{key}' belongs in {_KEY_HOMES[key]})"
-    return ""
-
-
-def _choice_hint(given: Any, expected: str) -> str:
-    """For a value that is not one of a choice (`type: int`), the closest choice."""
-    if not isinstance(given, str):
-        return ""
-    close = difflib.get_close_matches(given, re.findall(r"'([^']*)'", expected), n=1,
-                                      cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-@functools.lru_cache(maxsize=256)
-def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema(by_alias=True)
-
-
-def _keys_at(model: type[BaseModel] | None, loc: Sequence[Any]) -> list[str]:
-    """The keys a mapping at `loc` of `model`'s data may hold (from its JSON Schema), for the
-    closest-key hint; none when the place is not an object the schema names keys of."""
-    if model is None:
-        return []
-    schema = _schema_of(model)
-    defs = schema.get("$defs", {})
-
-    def branches(node: Any) -> list[dict[str, Any]]:
-        if not isinstance(node, dict):
-            return []
-        if "$ref" in node:
-            return branches(defs.get(str(node["$ref"]).rsplit("/", 1)[-1]))
-        found = [node]
-        for key in ("anyOf", "oneOf", "allOf"):
-            for branch in node.get(key, ()):
-                found += branches(branch)
-        return found
-
-    nodes = branches(schema)
-    for part in loc:
-        children: list[dict[str, Any]] = []
-        for node in nodes:
-            if isinstance(part, int):
-                children += branches(node.get("items"))
-            elif part in node.get("properties", {}):
-                children += branches(node["properties"][part])
-            elif isinstance(node.get("additionalProperties"), dict):
-                children += branches(node["additionalProperties"])
-        nodes = children
-    return sorted({key for node in nodes for key in node.get("properties", {})})
-
 
 def load_pipeline(path: str | Path, *, registry: StepCatalogue,
                   limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
@@ -209,7 +129,7 @@ class _Checker:
             where = ".".join(map(str, (*prefix, *loc))) or "pipeline"
             if kind == "extra_forbidden":
                 key = str(loc[-1])
-                hint = _unknown_key_hint(key, _keys_at(model, loc[:-1]))
+                hint = unknown_key_hint(key, keys_at(model, loc[:-1]))
                 parent = ".".join(map(str, (*prefix, *loc[:-1]))) or "the top level"
                 self.report((*prefix, *loc), f"unknown key '{key}' in {parent}{hint}",
                             at_key=True)
@@ -220,7 +140,7 @@ class _Checker:
             else:
                 message = str(error["msg"]).removeprefix("Value error, ")
                 if kind in ("literal_error", "enum"):
-                    message += _choice_hint(error.get("input"),
+                    message += choice_hint(error.get("input"),
                                             str((error.get("ctx") or {}).get("expected", "")))
                 self.report((*prefix, *loc), f"{where}: {message[0].lower()}{message[1:]}")
 

@@ -7,6 +7,9 @@ steps' own look-ups) after any transient fault. A create that fails ambiguously 
 lost) is *not* repeated here: the steps that create things check for their own earlier effect
 first, which is what makes those effects happen once. Waits longer than a few seconds go back
 to the step as RateLimited, for its durable retry policy.
+
+(Over 400 lines: one method per endpoint of the API the steps use, each a few lines over the
+one request-and-retry path they share; the request bodies are built in `requests`.)
 """
 
 from __future__ import annotations
