@@ -18,6 +18,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from orchestrator.errors import shorten
+from orchestrator.process import hold
 
 __all__ = ["CronSchedule", "check_cron", "check_timezone"]
 
@@ -37,6 +38,9 @@ def check_timezone(name: str) -> ZoneInfo:
 @lru_cache(maxsize=64)
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
+
+
+hold(_zone, name="time zones", why="a schedule's zone is read from disk once")
 
 
 def check_cron(expression: str) -> None:

@@ -11,6 +11,7 @@ import os
 import signal
 
 from orchestrator.errors import SettingsInvalid
+from orchestrator.process import hold
 
 __all__ = ["FAULTS_ENV", "POINTS", "fault_point"]
 
@@ -27,7 +28,11 @@ POINTS = (
 )
 
 
-def _armed() -> frozenset[tuple[str, str | None]]:
+_ARMED: set[tuple[str, str | None]] = set()
+
+
+def arm_from_environment() -> None:
+    """Arm the points ORCH_FAULTS names (and only those)."""
     armed = set()
     for item in os.environ.get(FAULTS_ENV, "").split(","):
         point, _, step = item.strip().partition(":")
@@ -36,10 +41,13 @@ def _armed() -> frozenset[tuple[str, str | None]]:
                 msg = f"{FAULTS_ENV}: unknown fault point {point!r} (known: {', '.join(POINTS)})"
                 raise SettingsInvalid(msg)
             armed.add((point, step or None))
-    return frozenset(armed)
+    _ARMED.clear()
+    _ARMED.update(armed)
 
 
-_ARMED = _armed()
+arm_from_environment()
+hold(_ARMED, name="armed fault points", why="read from ORCH_FAULTS once, looked up at every "
+     "point", reset=arm_from_environment)
 
 
 def fault_point(point: str, step: str | None = None) -> None:

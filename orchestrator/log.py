@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
+from orchestrator.process import hold
 from orchestrator.redact import REDACTOR
 from orchestrator.terminal import printable
 
@@ -118,6 +119,10 @@ def configure_logging(*, fmt: str = "auto", level: str = "info",
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+
+
+hold(structlog, name="logging", why="configured once per command (configure_logging)",
+     reset=structlog.reset_defaults)
 
 
 def get_logger(**bound: Any) -> FilteringBoundLogger:

@@ -14,6 +14,8 @@ import json
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
+from orchestrator.process import hold
+
 __all__ = ["MASK", "REDACTOR", "RedactingStream", "Redactor"]
 
 MASK = "***"
@@ -71,7 +73,8 @@ class Redactor:
         return {k: self.value(v) for k, v in event_dict.items()}
 
 
-REDACTOR = Redactor()
+REDACTOR = hold(Redactor(), name="secrets to mask",
+                why="every line and stored value this process writes is masked")
 """The process's one redactor: the engine adds each run's secrets to it."""
 
 

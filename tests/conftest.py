@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
-from orchestrator.redact import REDACTOR
+from orchestrator import process
 from orchestrator.store.base import StateStore
 from orchestrator.store.opening import open_store
 from orchestrator.testing import FakeClock, write_text
@@ -33,16 +32,15 @@ def pytest_report_header() -> str:
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Each test runs in its own empty directory with no ORCH_* settings and fresh logging."""
+    """Each test runs in its own empty directory with no ORCH_* settings, and with the
+    process's state (caches, secrets, armed faults, logging) as a fresh process has it."""
     for name in list(os.environ):
         if name.startswith("ORCH_") or name in ("TOGETHER_API_KEY", "TOGETHER_BASE_URL"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    structlog.reset_defaults()
-    REDACTOR.clear()
+    process.reset()
     yield
-    structlog.reset_defaults()
-    REDACTOR.clear()
+    process.reset()
 
 
 @pytest.fixture
@@ -150,8 +148,7 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CLI:
                 code = exc.code if isinstance(exc.code, int) else 2
             finally:
                 sys.stdout, sys.stderr = saved
-                structlog.reset_defaults()
-                REDACTOR.clear()
+                process.reset()
                 # A user's step modules beside a pipeline are imported by name: forget them,
                 # so the next test's module of the same name is its own.
                 sys.path[:] = path

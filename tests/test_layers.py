@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 
 LAYERS: list[set[str]] = [
     # bottom: generic helpers, knowing nothing of pipelines
-    {"errors", "ids", "owners", "terminal", "sqlite_wal"},
+    {"errors", "ids", "owners", "terminal", "sqlite_wal", "process"},
     {"durations", "cron", "inputfiles", "redact", "faults"},
     {"log"},
     # the pipeline model and the Together protocol (both sides of the wire read it)

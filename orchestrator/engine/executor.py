@@ -39,6 +39,7 @@ from orchestrator.engine.runslots import RunSlots
 from orchestrator.engine.services import RunServices
 from orchestrator.errors import LeaseLost, leaf_errors
 from orchestrator.log import get_logger
+from orchestrator.process import hold
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.redact import REDACTOR
 from orchestrator.spec.expressions import ExpressionError
@@ -136,7 +137,8 @@ CANCELLED_WORK = ""
 """The key of `_resume_from` for a cancellation: the first step whose remote work it
 cancelled (no step id is empty)."""
 
-_fresh_record = functools.lru_cache(maxsize=4096)(StepRecord)
+_fresh_record = hold(functools.lru_cache(maxsize=4096)(StepRecord), name="fresh step records",
+                     why="runs waiting on a step share its record before it ran")
 """A step's record before it ran, one for every run (records are immutable): a waiting run
 need not hold one per step it has not reached."""
 

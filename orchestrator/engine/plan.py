@@ -11,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from orchestrator.errors import SecretMissing
+from orchestrator.process import hold
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.spec.pipeline import Pipeline
 from orchestrator.store.records import (
@@ -136,5 +137,6 @@ def bound_provider(run: RunRecord) -> ProviderRef | None:
     return _provider(run.provider, run.provider_url)
 
 
-_provider = functools.lru_cache(maxsize=64)(ProviderRef)
+_provider = hold(functools.lru_cache(maxsize=64)(ProviderRef), name="provider references",
+                 why="the runs bound to one provider share one reference")
 """One ProviderRef for the runs bound to the same provider."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.localapi import catalogue
 from orchestrator.localapi.responses import iso
 from orchestrator.localapi.timeline import Event, JobPlan, JobView, view
+from orchestrator.process import hold
 
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
@@ -129,3 +130,7 @@ def _build_fixed(api: LocalAPI, row: dict[str, Any]) -> _Fixed:
     }
     return _Fixed(plan, {k: v for k, v in truncated.items() if v is not None},
                   {k: v for k, v in full.items() if v is not None})
+
+
+hold(_event_json, name="local API job events",
+     why="a job's events are fixed; rendering them dominated job reads")

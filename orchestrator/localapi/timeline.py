@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator.process import hold
 from orchestrator.protocol.schedule import LRSchedule
 from orchestrator.protocol.types import TERMINAL_JOB_STATUSES
 
@@ -299,3 +300,9 @@ def _metrics(plan: JobPlan, steps_done: int, points: int = 100) -> list[dict[str
         rows.append({"train/global_step": float(step), "eval/loss": eval_loss(plan, step)})
     rows.sort(key=lambda row: row["train/global_step"])
     return rows
+
+
+for _cache, _what in ((_checkpoint_steps, "checkpoint steps"), (_eval_steps, "eval steps"),
+                     (_schedule, "event schedules")):
+    hold(_cache, name=f"local API job {_what}", why="a simulated job's plan is fixed")
+del _cache, _what

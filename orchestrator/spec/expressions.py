@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from orchestrator.errors import shorten
+from orchestrator.process import hold
 
 __all__ = [
     "ROOTS",
@@ -230,3 +231,7 @@ def lookup(root_value: Any, ref: Reference) -> Any:
             current = current[part]
             walked = f"{walked}.{part}"
     return current
+
+
+hold(parse_template, name="parsed templates",
+     why="the same ${{ }} texts are parsed for every run and attempt")

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from orchestrator.process import hold
 from orchestrator.spec.matrix import MatrixSpec
 from orchestrator.spec.model import (
     Defaults,
@@ -70,6 +71,10 @@ def choice_hint(given: Any, expected: str) -> str:
 @functools.lru_cache(maxsize=256)
 def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(by_alias=True)
+
+
+hold(_schema_of, name="JSON Schemas of pipeline parts",
+     why="a hint for a misspelt key reads the schema of its place")
 
 
 def keys_at(model: type[BaseModel] | None, loc: Sequence[Any]) -> list[str]:

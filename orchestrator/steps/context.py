@@ -12,6 +12,7 @@ import anyio
 
 from orchestrator.errors import PermanentError
 from orchestrator.inputfiles import format_size
+from orchestrator.process import hold
 from orchestrator.store.rows import MAX_JSON_VALUE
 
 if TYPE_CHECKING:
@@ -22,7 +23,8 @@ __all__ = ["NO_CLIENTS", "Clients", "ModelRegistry", "StepContext", "StepHost", 
 
 C = TypeVar("C")
 
-_LOCAL_LOCKS: dict[str, anyio.Lock] = {}
+_LOCAL_LOCKS: dict[str, anyio.Lock] = hold(
+    {}, name="process locks", why="a step's exclusive block, where no state store grants locks")
 
 
 @asynccontextmanager

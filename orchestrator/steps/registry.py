@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from orchestrator.process import hold
 from orchestrator.spec.steptypes import UnknownStepType
 from orchestrator.steps.context import StepContext
 
@@ -154,7 +155,8 @@ class StepRegistry:
 
 # --- python:module:function -----------------------------------------------------------------
 
-_PYTHON_TYPES: dict[tuple[str, Path], StepType] = {}
+_PYTHON_TYPES: dict[tuple[str, Path], StepType] = hold(
+    {}, name="python: step types", why="a user's module is imported and wrapped once")
 
 
 def _import_function(target: str, base_dir: Path) -> Callable[..., Any]:

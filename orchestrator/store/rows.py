@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from orchestrator.process import hold
 from orchestrator.store.records import (
     BatchRecord,
     ErrorInfo,
@@ -249,6 +250,10 @@ class SharedTexts:
                 if key in self._recent:
                     self._recent[key] = StoredText(self._recent[key].text, tuple(steps))
 
+    def clear(self) -> None:
+        with self._lock:
+            self._recent.clear()
+
     def remember(self, found: Mapping[str, StoredText]) -> None:
         with self._lock:
             for key, text in found.items():
@@ -258,4 +263,5 @@ class SharedTexts:
                 self._recent.popitem(last=False)
 
 
-SHARED_TEXTS = SharedTexts()
+SHARED_TEXTS = hold(SharedTexts(), name="stored pipeline texts",
+                    why="the runs of one text share one string, read once")
