@@ -54,6 +54,8 @@ LAZY_IMPORTS: dict[str, str] = {
                             "for a runtime with an engine, the local API only for a local run",
     "orchestrator.store.opening": "PostgreSQL's driver (an extra, maybe not installed) loads "
                                   "only for a state_url that names PostgreSQL",
+    "orchestrator.store": "the package's names load on first use: importing one store module "
+                          "(the records) loads neither the dialects nor the others",
     "orchestrator.steps.together": "validate checks Together steps' parameters without "
                                    "loading httpx: the client's errors load when a step runs",
 }
@@ -61,8 +63,12 @@ LAZY_IMPORTS: dict[str, str] = {
 A key covers the module and everything below it (the package itself: only its `__init__`)."""
 
 
+PACKAGE_ONLY = {"orchestrator", "orchestrator.store"}
+"""Keys that cover the package's `__init__` alone, not the modules below it."""
+
+
 def lazy_allowed(module: str) -> bool:
-    return any(module == key or (key != "orchestrator" and module.startswith(key + "."))
+    return any(module == key or (key not in PACKAGE_ONLY and module.startswith(key + "."))
                for key in LAZY_IMPORTS)
 
 
@@ -95,12 +101,16 @@ def _is_type_checking(node: ast.If) -> bool:
 
 
 def imports_of(path: Path, root: Path = PACKAGE) -> Iterator[Import]:
-    """Every import of an `orchestrator` module in `path`, with where it sits."""
+    """Every import of an `orchestrator` module in `path`, with where it sits: statements,
+    and imports by string (`importlib.import_module`, `__import__`, a step family added by
+    module name) wherever the string can be read."""
     source = module_name(path, root)
     package = source if path.name == "__init__.py" else source.rpartition(".")[0]
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tables = _string_tables(tree)
 
-    def visit(node: ast.AST, in_function: bool, type_only: bool) -> Iterator[Import]:
+    def visit(node: ast.AST, in_function: bool, type_only: bool,
+              scope: ast.AST) -> Iterator[Import]:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.ImportFrom):
                 if child.level:
@@ -117,17 +127,108 @@ def imports_of(path: Path, root: Path = PACKAGE) -> Iterator[Import]:
                         yield Import(source, alias.name, (), child.lineno, in_function,
                                      type_only)
             elif isinstance(child, ast.If) and _is_type_checking(child):
-                yield from visit(child, in_function, True)
+                for part in child.body:  # only for the type checker
+                    yield from visit(ast.Module([part], []), in_function, True, scope)
+                for part in child.orelse:  # what runs instead
+                    yield from visit(ast.Module([part], []), in_function, type_only, scope)
             else:
-                inside = in_function or isinstance(
-                    child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
-                yield from visit(child, inside, type_only)
+                if isinstance(child, ast.Call):
+                    for target in _called_imports(child, scope, tables, source):
+                        yield Import(source, target, (), child.lineno, in_function,
+                                     type_only)
+                function = isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef
+                                      | ast.Lambda)
+                yield from visit(child, in_function or function, type_only,
+                                 child if function else scope)
 
-    yield from visit(tree, False, False)
+    yield from visit(tree, False, False, tree)
 
 
-ALL_IMPORTS = [imp for path in sorted(PACKAGE.rglob("*.py")) for imp in imports_of(path)]
+OPAQUE_IMPORTS: dict[str, str] = {
+    "orchestrator.steps.registry": "a step family's module, named where the family is added "
+                                   "(`add_family`, read here as that module's import), and a "
+                                   "user's `python:` module, which is not ours",
+}
+"""Modules that import by a string the reader cannot follow, and where the names are."""
+
+
+def _string_tables(tree: ast.Module) -> dict[str, list[str]]:
+    """Module-level dicts of strings, by name: a string import may look its module up there."""
+    tables = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+            else node.target if isinstance(node, ast.AnnAssign) else None
+        value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+        if isinstance(target, ast.Name) and isinstance(value, ast.Dict):
+            tables[target.id] = [v.value for v in value.values
+                                 if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+    return tables
+
+
+def _is_import_call(call: ast.Call) -> bool:
+    func = call.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id \
+        if isinstance(func, ast.Name) else ""
+    return name in ("import_module", "__import__")
+
+
+def _choices(part: ast.expr, tables: dict[str, list[str]], source: str) -> list[str] | None:
+    """What one part of an f-string can be: a literal, `__name__`, a table's value looked up
+    with `.get(key, default)`; None when it cannot be read."""
+    if isinstance(part, ast.Constant):
+        return [str(part.value)]
+    value = part.value if isinstance(part, ast.FormattedValue) else None
+    if isinstance(value, ast.Name) and value.id == "__name__":
+        return [source]
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "get" and isinstance(value.func.value, ast.Name)
+            and value.func.value.id in tables):
+        defaults = [a.value for a in value.args[1:] if isinstance(a, ast.Constant)]
+        return [*tables[value.func.value.id], *map(str, defaults)]
+    return None
+
+
+def _called_imports(call: ast.Call, scope: ast.AST, tables: dict[str, list[str]],
+                    source: str) -> list[str]:
+    """The modules a call imports by string: `import_module(...)`/`__import__(...)` of a
+    literal, of an f-string (every module its literal start names), or of a name looked up
+    in a module-level table; `add_family(prefix, "module")`. An import the reader cannot
+    follow is `?` (see OPAQUE_IMPORTS)."""
+    func = call.func
+    if isinstance(func, ast.Attribute) and func.attr == "add_family" and len(call.args) == 2:
+        arg = call.args[1]
+        return [arg.value] if isinstance(arg, ast.Constant) and isinstance(arg.value, str) \
+            else ["?"]
+    if not _is_import_call(call) or not call.args:
+        return []
+    arg = call.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return [arg.value]
+    if isinstance(arg, ast.JoinedStr):
+        names = [""]  # every text the f-string can be, as far as it can be read
+        for part in arg.values:
+            choices = _choices(part, tables, source)
+            if choices is None:  # the rest is unknown: every module starting so
+                return [m for m in sorted(MODULES) if m != source
+                        and any(m.startswith(name) for name in names)] or ["?"]
+            names = [name + choice for name in names for choice in choices]
+        return [name for name in names if name in MODULES] or ["?"]
+    if isinstance(arg, ast.Name):
+        for node in ast.walk(scope):  # `home = _HOME.get(name)`: the table's values
+            if (isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == arg.id for t in node.targets)):
+                looked = node.value
+                base = looked.func.value if isinstance(looked, ast.Call) and isinstance(
+                    looked.func, ast.Attribute) else looked.value if isinstance(
+                    looked, ast.Subscript) else None
+                if isinstance(base, ast.Name) and base.id in tables:
+                    return [m for m in tables[base.id] if m.startswith("orchestrator")]
+    return ["?"]
+
+
 MODULES = {module_name(path) for path in PACKAGE.rglob("*.py")}
+READ = [imp for path in sorted(PACKAGE.rglob("*.py")) for imp in imports_of(path)]
+ALL_IMPORTS = [imp for imp in READ if imp.target != "?"]
 
 
 def unit_of(module: str) -> str:
@@ -200,6 +301,40 @@ def test_the_reader_sees_hidden_imports(tmp_path: Path) -> None:
         ("orchestrator.spec.model", "orchestrator.spec", False, False)]
 
 
+def test_every_string_import_is_read_or_explained() -> None:
+    opaque = sorted({imp.source for imp in READ if imp.target == "?"})
+    assert opaque == sorted(OPAQUE_IMPORTS), (
+        "an import by a string the reader cannot follow: name the module in a literal, an "
+        f"f-string's start or a module-level table, or explain it in OPAQUE_IMPORTS: {opaque}")
+
+
+def test_the_reader_sees_imports_by_string(tmp_path: Path) -> None:
+    """import_module of a literal, of an f-string's start, of a name looked up in a table;
+    __import__; a family added by module name; an import under TYPE_CHECKING's else."""
+    module = tmp_path / "orchestrator" / "spec" / "model.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(
+        "import importlib\nfrom typing import TYPE_CHECKING\n"
+        "_HOME = {'a': 'orchestrator.engine.plan', 'b': 'orchestrator.cli'}\n"
+        "if TYPE_CHECKING:\n    from orchestrator.web import x\n"
+        "else:\n    from orchestrator.store import y\n"
+        "def f(name):\n    importlib.import_module('orchestrator.runtime')\n"
+        "    __import__('orchestrator.api')\n"
+        "    home = _HOME.get(name)\n    importlib.import_module(home)\n"
+        "    importlib.import_module(f'orchestrator.views.{name}')\n"
+        "    importlib.import_module(name + '.x')\n"
+        "REGISTRY.add_family('t', 'orchestrator.steps.core')\n")
+    found = [(i.target, i.in_function, i.type_only)
+             for i in imports_of(module, tmp_path / "orchestrator")]
+    views = [m for m in sorted(MODULES) if m.startswith("orchestrator.views.")]
+    assert found == [
+        ("orchestrator.web", False, True), ("orchestrator.store", False, False),
+        ("orchestrator.runtime", True, False), ("orchestrator.api", True, False),
+        ("orchestrator.engine.plan", True, False), ("orchestrator.cli", True, False),
+        *((m, True, False) for m in views), ("?", True, False),
+        ("orchestrator.steps.core", False, False)]
+
+
 def test_the_cycle_finder_finds_a_loop() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert sorted(map(sorted, _strongly_connected(graph)), key=len)[-1] == ["a", "b", "c"]
@@ -247,29 +382,37 @@ def _strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
 
 
 READ_SIDE = ("orchestrator.views", "orchestrator.web")
-EXECUTION = ("orchestrator.engine", "orchestrator.localapi", "orchestrator.providers",
-             "orchestrator.schedule", "orchestrator.runtime", "orchestrator.steps.core",
-             "orchestrator.steps.models", "orchestrator.steps.together")
-"""What runs a pipeline. The step registry is not here: parsing a stored pipeline (to draw
-its graph) checks its step types' parameters, and never loads what a step does."""
+EXECUTION = ("orchestrator.engine", "orchestrator.localapi", "orchestrator.runtime",
+             "orchestrator.schedule")
+"""What runs a pipeline: the engine, the local API, the composition root, workers and the
+scheduler. Step types are not here: parsing a stored pipeline (to draw its graph) loads its
+step types, whose modules declare their parameters (the code in them that calls a provider
+loads only when a step runs, which the read side never does)."""
 
 
 def reach(start: str) -> set[str]:
-    """Every module `start` can load, at import or in a function (type-only imports aside)."""
-    graph: dict[str, set[str]] = {m: set() for m in MODULES}
+    """Every module `start` can load, at import or in a function (type-only imports aside).
+    Importing a module runs its parent packages too, but only their import-time imports: a
+    package's lazy names load when they are asked for, not when a module below it loads."""
+    at_import: dict[str, set[str]] = {m: set() for m in MODULES}
+    in_function: dict[str, set[str]] = {m: set() for m in MODULES}
     for imp in ALL_IMPORTS:
         if not imp.type_only:
-            graph[imp.source].update(t for t in resolved(imp) if t in graph)
-    for module in MODULES:  # importing a.b.c runs a and a.b first
-        parts = module.split(".")
-        graph[module].update(".".join(parts[:i]) for i in range(1, len(parts))
-                             if ".".join(parts[:i]) in graph)
-    seen, todo = {start}, [start]
+            edges = in_function if imp.in_function else at_import
+            edges[imp.source].update(t for t in resolved(imp) if t in MODULES)
+    seen: dict[str, bool] = {}  # module -> loaded by an import of its own (not as a parent)
+    todo = [(start, True)]
     while todo:
-        for target in graph[todo.pop()] - seen:
-            seen.add(target)
-            todo.append(target)
-    return seen
+        module, own = todo.pop()
+        if seen.get(module, False) or (module in seen and not own):
+            continue
+        seen[module] = own or seen.get(module, False)
+        parts = module.split(".")
+        todo += [(".".join(parts[:i]), False) for i in range(1, len(parts))
+                 if ".".join(parts[:i]) in MODULES]
+        targets = at_import[module] | (in_function[module] if own else set())
+        todo += [(target, True) for target in targets]
+    return set(seen)
 
 
 def test_read_models_and_the_web_view_load_no_executor() -> None:
@@ -283,6 +426,9 @@ def test_read_models_and_the_web_view_load_no_executor() -> None:
 def test_reach_follows_function_level_imports_and_parents() -> None:
     assert "orchestrator.engine.orchestrator" in reach("orchestrator.runtime")
     assert "orchestrator.store" in reach("orchestrator.store.records")
+    # the package's lazy names (a function-level import by string) are not loaded with it
+    assert "orchestrator.store.postgres.store" not in reach("orchestrator.store.records")
+    assert "orchestrator.store.opening" in reach("orchestrator.store")
 
 
 MOST_LINES = 600

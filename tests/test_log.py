@@ -71,7 +71,7 @@ def test_redacting_stream_masks_raw_and_json_escaped_secrets() -> None:
     redactor = Redactor()
     redactor.add(['pa"ss-ü-word', "pa\"ss"])
     target = io.StringIO()
-    stream = RedactingStream(target, redactor)  # type: ignore[arg-type]
+    stream = RedactingStream(target, redactor)
     stream.write('raw pa"ss-ü-word, json ' + json.dumps({"k": 'pa"ss-ü-word'}) + "\n")
     assert target.getvalue() == 'raw ***, json {"k": "***"}\n'
     assert stream.getvalue() == target.getvalue()  # everything else is the wrapped stream's

@@ -17,7 +17,7 @@ def test_all_is_sorted_and_resolves() -> None:
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
     try:
-        orchestrator.Nope  # type: ignore[attr-defined]  # noqa: B018
+        orchestrator.Nope  # noqa: B018
     except AttributeError as exc:
         assert "has no attribute 'Nope'" in str(exc)
     else:

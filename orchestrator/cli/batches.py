@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.cli import EXIT_FAILED, EXIT_OK
 from orchestrator.cli.interrupts import after_interrupt
+from orchestrator.cli.parser import EXIT_FAILED, EXIT_OK
 from orchestrator.cli.session import (
     Session,
     err,

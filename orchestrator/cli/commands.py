@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from orchestrator.cli.interrupts import after_interrupt
+from orchestrator.cli.parser import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from orchestrator.cli.session import (
     Session,
     err,

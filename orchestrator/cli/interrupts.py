@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.cli import EXIT_FAILED, EXIT_INTERRUPTED
+from orchestrator.cli.parser import EXIT_FAILED, EXIT_INTERRUPTED
 from orchestrator.cli.service import cancel_and_report
 from orchestrator.cli.session import Session, err, out, with_store
 

@@ -11,7 +11,7 @@ import argparse
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.cli import EXIT_FAILED, EXIT_OK
+from orchestrator.cli.parser import EXIT_FAILED, EXIT_OK
 from orchestrator.cli.session import print_json, settings_for, until_signal, with_store
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from orchestrator.cli import EXIT_BAD_INPUT, EXIT_OK, build_parser
+from orchestrator.cli.parser import EXIT_BAD_INPUT, EXIT_OK, build_parser
 from orchestrator.cli.session import err, out
 
 __all__ = ["STARTER_FILES", "cmd_completion", "cmd_init", "cmd_schema", "schema_text"]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from orchestrator.cli import EXIT_OK
+from orchestrator.cli.parser import EXIT_OK
 from orchestrator.cli.session import err, out, settings_for, with_store
 from orchestrator.errors import StateStoreInvalid
 from orchestrator.store.urls import shown_url

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from orchestrator.cli import EXIT_OK
+from orchestrator.cli.parser import EXIT_OK
 from orchestrator.cli.session import err, settings_for
 
 if TYPE_CHECKING:

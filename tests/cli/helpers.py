@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
 from bench import ProcessCost, measure_process
 
@@ -29,7 +29,7 @@ def run_id_from(stderr: str) -> str:
     return match.group(1)
 
 
-def state(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
+def state(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
     """Rows from the state file; none while the file or its schema is still being created."""
     db = tmp_path / ".orchestrator" / "state.db"
     if not db.exists():
@@ -45,7 +45,8 @@ def state(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
-def wait_for(check: Callable[[], T], what: str, timeout: float = 30, every: float = 0.05) -> T:
+def wait_for(check: Callable[[], T | Literal[False] | None], what: str, timeout: float = 30,
+             every: float = 0.05) -> T:
     """Poll `check` until it returns something true, and return that (a deadline, never a
     blind sleep); `what` names the condition in the failure."""
     deadline = time.monotonic() + timeout

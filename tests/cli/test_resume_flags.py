@@ -170,12 +170,16 @@ SCENARIOS: dict[str, Callable[[CLI, Path], None]] = {
 }
 
 
+def _name(scenario: object) -> str:
+    return str(getattr(scenario, "__name__", scenario))
+
+
 def test_every_flag_of_resume_has_a_batch_scenario() -> None:
     assert _resume_flags() == set(SCENARIOS)
 
 
-@pytest.mark.parametrize("scenario", sorted(set(SCENARIOS.values()), key=lambda f: f.__name__),
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize("scenario", sorted(set(SCENARIOS.values()), key=_name),
+                         ids=_name)
 def test_the_flag_reaches_every_cell_of_a_batch(cli: CLI, tmp_path: Path,
                                                 scenario: Callable[[CLI, Path], None]) -> None:
     scenario(cli, tmp_path)

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -28,7 +29,7 @@ def _pipeline(tmp_path: Path, name: str = "p", *, fail: bool = False) -> str:
     return f"{name}.yaml"
 
 
-def _json(result: subprocess.CompletedProcess[str]) -> object:
+def _json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
 
@@ -51,11 +52,11 @@ def test_runs_as_json_with_filters(cli: CLI, tmp_path: Path) -> None:
     assert (runs[0]["status"], runs[1]["status"]) == ("failed", "succeeded")
     assert "planned failure" in runs[0]["error"]
     failed = _json(cli("runs", "-o", "json", "--status", "failed,cancelled", check_code=0))
-    assert [r["id"] for r in failed] == [bad]  # type: ignore[index]
+    assert [r["id"] for r in failed] == [bad]
     named = _json(cli("runs", "-o", "json", "--pipeline", "good", check_code=0))
-    assert [r["id"] for r in named] == [ok]  # type: ignore[index]
+    assert [r["id"] for r in named] == [ok]
     assert _json(cli("runs", "-o", "json", "--since", "2099-01-01", check_code=0)) == []
-    assert len(_json(cli("runs", "-o", "json", "--since", "1h", check_code=0))) == 2  # type: ignore[arg-type]
+    assert len(_json(cli("runs", "-o", "json", "--since", "1h", check_code=0))) == 2
     assert "no runs match" in cli("runs", "--status", "stranded", check_code=0).stdout
     refused = cli("runs", "--status", "sideways", check_code=2)
     assert refused.stderr.strip().count("\n") == 0 and "not a run status" in refused.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import anyio
@@ -27,8 +28,8 @@ async def run_all(h: Harness, text: str, count: int) -> list[str]:
         for _ in range(count):
             record = await orch.create_run(pipeline, inputs, hold=True)
             ids.append(record.id)
-            tg.start_soon(lambda r=record: orch.execute(
-                ResumePlan.fresh(r, pipeline), lease=r.lease))
+            tg.start_soon(functools.partial(orch.execute, ResumePlan.fresh(record, pipeline),
+                                            lease=record.lease))
     return ids
 
 
@@ -115,8 +116,8 @@ async def test_waiting_shows_in_the_store_and_goes_away(h: Harness) -> None:
         for p in (pipeline, pipeline, stepwise, stepwise):
             record = await orch.create_run(p, {}, hold=True)
             records.append(record)
-            tg.start_soon(lambda r=record, p=p: orch.execute(
-                ResumePlan.fresh(r, p), lease=r.lease))
+            tg.start_soon(functools.partial(orch.execute, ResumePlan.fresh(record, p),
+                                            lease=record.lease))
         async def both_wait() -> bool:
             runs = [await h.store.get_run(r.id) for r in records[:2]]
             steps = [(await h.store.get_steps(r.id)).get("s") for r in records[2:]]
@@ -144,8 +145,8 @@ async def test_cancelling_a_waiting_run_gives_nothing_away(h: Harness) -> None:
         first = await orch.create_run(pipeline, {}, hold=True)
         second = await orch.create_run(pipeline, {}, hold=True)
         for record in (first, second):
-            tg.start_soon(lambda r=record: orch.execute(
-                ResumePlan.fresh(r, pipeline), lease=r.lease))
+            tg.start_soon(functools.partial(orch.execute, ResumePlan.fresh(record, pipeline),
+                                            lease=record.lease))
         async def second_waits() -> bool:
             step = (await h.store.get_steps(second.id)).get("s")
             return step is not None and step.waiting_for == "k"

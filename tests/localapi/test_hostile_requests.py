@@ -53,7 +53,7 @@ class Client:
 
 @contextmanager
 def serving(config: LocalAPIConfig, clock: FakeClock | None = None) -> Iterator[Client]:
-    api = LocalAPI(config, **({"clock": clock} if clock else {}))
+    api = LocalAPI(config, clock=clock) if clock else LocalAPI(config)
     with start_blocking_portal() as portal, portal.wrap_async_context_manager(
             local_client(config, api=api)) as client:
         yield Client(portal, client)

@@ -175,10 +175,12 @@ async def test_the_server_checks_what_it_is_given(api: LocalAPI, tmp_path: Path)
                 "file_name": "t.jsonl", "file_size": len(INSTRUCTIONS), "num_parts": 2,
                 "purpose": "fine-tune", **changes})
 
-        for bad, message in [({"num_parts": 0}, "num_parts must be an integer from 1 to 250"),
-                             ({"num_parts": 251}, "from 1 to 250"),
-                             ({"file_size": -1}, "file_size must be an integer"),
-                             ({"purpose": "nope"}, "invalid purpose")]:
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"num_parts": 0}, "num_parts must be an integer from 1 to 250"),
+            ({"num_parts": 251}, "from 1 to 250"),
+            ({"file_size": -1}, "file_size must be an integer"),
+            ({"purpose": "nope"}, "invalid purpose")]
+        for bad, message in cases:
             refused = await initiate(**bad)
             assert refused.status_code == 400 and message in refused.json()["error"]["message"]
         start = (await initiate()).json()

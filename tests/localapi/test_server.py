@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -113,6 +113,7 @@ def test_official_sdk_end_to_end(tmp_path: Path, together_env: dict[str, str],
     for name, value in together_env.items():
         monkeypatch.setenv(name, value)
     from together import Together
+    from together.types import CompletionChunk
 
     data = tmp_path / "train.jsonl"
     data.write_bytes(INSTRUCTIONS)
@@ -127,20 +128,23 @@ def test_official_sdk_end_to_end(tmp_path: Path, together_env: dict[str, str],
                         == "completed" and j, "the job completed")
         events = client.fine_tuning.list_events(job.id).data
         assert events[-1].type == "job_complete"
-        assert done.training_type is not None
+        assert done.training_type is not None and done.x_model_output_name is not None
+        tuned = done.x_model_output_name
         imported = client.models.upload(model_name="my-adapter", model_type="adapter",
                                         model_source="https://huggingface.co/acme/adapter",
                                         base_model=BASE)
         wait_for(lambda: client.models.uploads.status(imported.data.job_id).status
                  == "Complete", "the adapter import completed")
-        answer = client.completions.create(model=done.model_output_name, max_tokens=5,
+        answer = client.completions.create(model=tuned, max_tokens=5,
                                            prompt="Q: The capital of France is?\nA:")
         assert answer.choices[0].text == " Paris"
-        chat = client.chat.completions.create(model=done.model_output_name, messages=[
+        chat = client.chat.completions.create(model=tuned, messages=[
             {"role": "user", "content": "Q: Who wrote Hamlet?\nA:"}])
-        assert chat.choices[0].message.content == " William Shakespeare"
-        streamed = "".join(chunk.choices[0].text or "" for chunk in client.completions.create(
-            model=done.model_output_name, prompt="Q: What is 2 + 2?\nA:", stream=True))
+        message = chat.choices[0].message
+        assert message is not None and message.content == " William Shakespeare"
+        chunks: Iterable[CompletionChunk] = client.completions.create(
+            model=tuned, prompt="Q: What is 2 + 2?\nA:", stream=True)
+        streamed = "".join(chunk.choices[0].text or "" for chunk in chunks)
         assert streamed == " 4"
 
 

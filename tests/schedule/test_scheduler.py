@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -11,17 +12,19 @@ import anyio
 import pytest
 
 from orchestrator.engine.orchestrator import Orchestrator
+from orchestrator.providers.together.client import TogetherClient
 from orchestrator.schedule.scheduler import Scheduler, load_scheduled
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import RunStatus
-from tests.conftest import FakeClock, write
+from orchestrator.testing import FakeClock
+from tests.conftest import write
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HOUR = 3600.0
 
 
-def berlin(*args: int) -> float:
-    return datetime(*args, tzinfo=BERLIN).timestamp()  # type: ignore[misc]
+def berlin(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN).timestamp()
 
 
 def pipeline_file(tmp_path: Path, schedule: str, name: str = "nightly",
@@ -100,7 +103,7 @@ async def test_two_schedulers_never_fire_a_tick_twice(
     async with open_store(store_url, clock=clock) as elsewhere, Orchestrator(store) as first, \
             Orchestrator(elsewhere) as second:
         a, b = await scheduler_for(first, path), await scheduler_for(second, path)
-        actions = []
+        actions: list[str] = []
         for _ in range(36):
             clock.advance(600)
             async with anyio.create_task_group() as tg:
@@ -242,7 +245,7 @@ async def test_fired_runs_are_bound_to_the_schedulers_provider(tmp_path: Path, s
     executes it, whatever its own setting, uses that one."""
     from orchestrator.providers.pool import ProviderRef, Providers
 
-    def unused(_: ProviderRef) -> object:
+    def unused(_: ProviderRef) -> AbstractAsyncContextManager[TogetherClient]:
         raise AssertionError("firing a schedule opens no provider client")
 
     ref = ProviderRef("together", "http://127.0.0.1:9/v1")

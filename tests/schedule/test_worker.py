@@ -14,8 +14,8 @@ from orchestrator.schedule.worker import Worker
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import RunStatus
-from orchestrator.testing import wait_until
-from tests.conftest import FakeClock, write
+from orchestrator.testing import FakeClock, wait_until
+from tests.conftest import write
 
 
 class StoreHiccup(Orchestrator):

@@ -237,8 +237,8 @@ def test_a_token_gates_every_request(cli: CLI, tmp_path: Path) -> None:
         assert "orchestrator_ui=" in first.headers["set-cookie"]
         assert "httponly" in first.headers["set-cookie"].lower()
         assert gated.get("/").status_code == 200  # the cookie now carries it
-    refused = cli("ui", "--host", "0.0.0.0", "--allow-remote", check_code=2)
-    assert "ORCH_UI_TOKEN" in refused.stderr
+    tokenless = cli("ui", "--host", "0.0.0.0", "--allow-remote", check_code=2)
+    assert "ORCH_UI_TOKEN" in tokenless.stderr
 
 
 def _pipeline_file(tmp_path: Path) -> str:

@@ -102,7 +102,7 @@ def test_runs_run_batch_and_models_pages(cli: CLI, tmp_path: Path, ui: str,
     batch = json.loads(cli("batches", "-o", "json", check_code=0).stdout)[0]["id"]
     points = len(json.loads(cli("metrics", run_id, "--json", check_code=0).stdout)["points"])
     browser = request.getfixturevalue("browser")  # Playwright's loop, once the CLI is done
-    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(ui + "/")
     assert page.locator(f'tr[data-run="{run_id}"]').count() == 1
     _shot(page, "runs")
@@ -266,7 +266,7 @@ def test_batches_in_the_navigation_and_schedules_with_their_actions(
     """)
     ui_with_actions = request.getfixturevalue("ui_with_actions")  # it reads the schedules
     browser = request.getfixturevalue("browser")
-    page = browser.new_page()  # type: ignore[attr-defined]
+    page = browser.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
     page.goto(ui_with_actions + "/")
     page.click("nav >> text=Batches")
@@ -299,7 +299,7 @@ def test_no_page_scrolls_sideways_on_a_phone(cli: CLI, tmp_path: Path, ui: str,
     cli("run", "sweep.yaml", check_code=0)
     batch = json.loads(cli("batches", "-o", "json", check_code=0).stdout)[0]["id"]
     browser = request.getfixturevalue("browser")
-    page = browser.new_page(viewport=PHONE)  # type: ignore[attr-defined]
+    page = browser.new_page(viewport=PHONE)
     for name, path in (("runs", "/"), ("run", f"/runs/{run_id}"), ("batches", "/batches"),
                        ("batch", f"/batches/{batch}"), ("models", "/models"),
                        ("schedules", "/schedules")):
