@@ -20,11 +20,11 @@ from pathlib import Path
 
 import anyio
 
-from orchestrator.engine.plan import ResumePlan
+from orchestrator.definition.pipeline import Pipeline
+from orchestrator.engine.plan import ExecutionPlan
 from orchestrator.log import configure_logging
 from orchestrator.runtime import open_runtime
 from orchestrator.settings import Settings, load_settings
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.records import RunStatus
 
@@ -60,7 +60,7 @@ async def _timed(pipeline: Pipeline, settings: Settings, steps: int) -> float:
     async with open_runtime(settings) as rt:
         orch = rt.orchestrator
         record = await orch.create_run(pipeline, {})
-        plan = ResumePlan.fresh(record, pipeline)
+        plan = ExecutionPlan.new_run(record, pipeline)
         started = time.perf_counter()
         outcome = await orch.execute(plan)
         elapsed = time.perf_counter() - started

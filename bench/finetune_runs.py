@@ -19,9 +19,9 @@ from pathlib import Path
 import anyio
 
 from bench import report_child, report_medians, run_child
+from orchestrator.definition.inputs import resolve_inputs
 from orchestrator.runtime import open_runtime
 from orchestrator.settings import load_settings
-from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.records import RunStatus
 

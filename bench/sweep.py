@@ -21,11 +21,11 @@ from datetime import datetime
 from pathlib import Path
 
 from bench import report_child, report_medians, run_child
-from orchestrator.engine.plan import ResumePlan
+from orchestrator.definition.inputs import resolve_inputs
+from orchestrator.engine.plan import ExecutionPlan
 from orchestrator.runtime import open_runtime
 from orchestrator.schedule.batch import execute_cells
 from orchestrator.settings import load_settings
-from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import RunStatus
@@ -81,7 +81,7 @@ async def scenario(cells: int, limit: int, job_seconds: float, folder: Path
         client = await rt.providers.client(rt.providers.default)
         cpu, started = time.process_time(), time.perf_counter()
         batch, runs = await orch.create_batch(pipeline, inputs, hold=True)
-        plans = [ResumePlan.fresh(run, pipeline) for run in runs]
+        plans = [ExecutionPlan.new_run(run, pipeline) for run in runs]
         outcomes = await execute_cells(orch, plans, fail_fast=False,
                                        leases={r.id: r.lease for r in runs if r.lease})
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         show_run,
         wait_run,
     )
+    from orchestrator.definition.pipeline import Pipeline
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
     from orchestrator.errors import (
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
         TransientError,
     )
     from orchestrator.settings import Settings, load_settings
-    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.steps.builtin import load_pipeline
     from orchestrator.steps.context import StepContext
     from orchestrator.store.base import StateStore
@@ -108,7 +108,7 @@ _HOME = {
     "Orchestrator": "orchestrator.engine.orchestrator",
     "OrchestratorError": "orchestrator.errors",
     "PermanentError": "orchestrator.errors",
-    "Pipeline": "orchestrator.spec.pipeline",
+    "Pipeline": "orchestrator.definition.pipeline",
     "PipelineInvalid": "orchestrator.errors",
     "ProviderUnavailable": "orchestrator.errors",
     "RateLimited": "orchestrator.errors",

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import structlog
 
-from orchestrator.engine.plan import ResumePlan, read_secrets
+from orchestrator.definition.inputs import resolve_inputs
+from orchestrator.engine.plan import ExecutionPlan, read_secrets
 from orchestrator.log import configure_logging
 from orchestrator.providers.pool import provider_ref
 from orchestrator.runtime import open_runtime
 from orchestrator.schedule.batch import execute_cells
 from orchestrator.settings import Settings, load_settings
-from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.steps.builtin import load_pipeline, stored_pipeline
 from orchestrator.store.records import RunStatus, parse_statuses
 from orchestrator.views.order import ordered_steps
@@ -134,14 +134,14 @@ async def arun_file(path: str | Path, inputs: Mapping[str, Any] | None = None, *
         if pipeline.matrix is not None:
             batch, cells = await orch.create_batch(pipeline, values, hold=True)
             outcomes = await execute_cells(
-                orch, [ResumePlan.fresh(run, pipeline) for run in cells],
+                orch, [ExecutionPlan.new_run(run, pipeline) for run in cells],
                 fail_fast=batch.fail_fast, leases={r.id: r.lease for r in cells if r.lease})
             results = tuple([await _result(rt.store, o) for o in outcomes])
             ok = all(r.succeeded for r in results)
             return RunResult(batch.id, "succeeded" if ok else "failed", None, 0 if ok else 1,
                              {}, cells=results)
         record = await orch.create_run(pipeline, values, hold=True)
-        outcome = await orch.execute(ResumePlan.fresh(record, pipeline), lease=record.lease)
+        outcome = await orch.execute(ExecutionPlan.new_run(record, pipeline), lease=record.lease)
         return await _result(rt.store, outcome)
 
 

@@ -16,13 +16,43 @@ OrchestratorError
 │   │   ├── ProviderUnavailable
 │   │   └── StepTimeout      an attempt ran longer than the step's `timeout`
 │   └── PermanentError       fails the step at once
-│       └── JobEnded         the remote job a step follows ended without a result
-└── StateError               the state store refuses what the caller asked for
-    ├── RunBusy              another live process holds the run's lease (exit code 2)
-    ├── RunStranded          recovered from crashes too often; parked (exit code 2)
-    ├── RunExists            a run with this id is already stored
-    ├── LeaseLost            this process no longer owns the run; its writes are fenced off
-    └── ActionRefused        a web view's button asked for what the run's state forbids now
+│       ├── JobEnded         the remote job a step follows ended without a result
+│       ├── ProviderUnavailableTooLong   unreachable past the step's `max_outage`
+│       │                    (steps.together.common)
+│       ├── PartsExpired     a multipart upload's part URLs took no more parts: begin again
+│       │                    (providers.together.multipart)
+│       └── TogetherAPIError the API refused the request for good: status, type, param
+│           ├── NotFound     404: no such file, job or model        (providers.together.errors)
+│           └── ModelNameTaken                                      (providers.together.errors)
+├── StateError               the state store refuses what the caller asked for
+│   ├── RunBusy              another live process holds the run's lease (exit code 2)
+│   ├── RunStranded          recovered from crashes too often; parked (exit code 2)
+│   ├── RunExists            a run with this id is already stored
+│   ├── LeaseLost            this process no longer owns the run; its writes are fenced off
+│   └── ActionRefused        a web view's button asked for what the run's state forbids now
+└── StoreUnavailable         the store did not answer in time; nothing written, try again (75)
+```
+
+Outside the tree, errors that a boundary turns into one of the above (or into an HTTP answer)
+before anyone sees them:
+
+```
+ExpressionError     (ValueError)   a `${{ }}` that does not parse: a problem of PipelineInvalid,
+                                   or a step's PermanentError          (definition.expressions)
+UnknownStepType     (LookupError)  `uses:` names nothing: a problem of PipelineInvalid
+                                                                       (definition.steptypes)
+UnreadableFile, NotUTF8            a path that cannot be read as text: the caller's ConfigError
+                                                                       (inputfiles)
+StepFailed                         a step failed for good, its state committed: the executor
+                                   ends the run                        (engine.attempts)
+APIError, ConnectionDropped        the local API's answer with an error body, and a connection
+                                   it drops on purpose (faults)        (localapi.errors)
+Refused (PermissionError), BadQuery (ValueError)
+                                   the web view's 403 and 400          (web.app, web.params)
+_Refused, _Enough, _Unknown        one module's own control flow: a YAML bound crossed
+                                   (definition.yamlsource), the problem cap of check-data
+                                   (protocol.datacheck), a value only the run will know
+                                   (steps.together.pricing)
 ```
 
 Cancellation is never turned into one of these: anyio's cancellation exception passes through

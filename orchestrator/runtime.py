@@ -2,7 +2,7 @@
 
 Every entry point builds its parts here, and only here: the CLI's commands, the worker and
 the scheduler they start, the benchmarks, the tests (through `orchestrator.testing`) and the
-web view to come. One event loop, one store connection, one client per provider, so a command
+web view. One event loop, one store connection, one client per provider, so a command
 such as `cancel` that reads the store and then cancels runs opens each of them once.
 
     async with open_runtime(settings) as rt:

@@ -26,10 +26,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from orchestrator.definition.limits import DEFAULT_LIMITS, MAX_PIPELINE_BYTES, PipelineLimits
 from orchestrator.durations import Duration
 from orchestrator.errors import SettingsInvalid, shorten
 from orchestrator.inputfiles import UnreadableFile, read_regular, utf8_text
-from orchestrator.spec.limits import DEFAULT_LIMITS, MAX_PIPELINE_BYTES, PipelineLimits
 
 __all__ = [
     "CONFIG_ENV",

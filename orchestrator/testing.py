@@ -25,20 +25,20 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from orchestrator.definition.inputs import resolve_inputs
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
-from orchestrator.engine.plan import ResumePlan
+from orchestrator.engine.plan import ExecutionPlan
 from orchestrator.providers.pool import Providers
 from orchestrator.runtime import Runtime, no_providers, open_runtime
 from orchestrator.settings import Settings
-from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.steps.builtin import builtin_registry, load_pipeline
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from orchestrator.definition.pipeline import Pipeline
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.services import ProgressSink
-    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.steps.registry import StepRegistry
     from orchestrator.store.base import StateStore
     from orchestrator.store.records import EventRecord, RunRecord, StepRecord
@@ -123,7 +123,7 @@ class Harness:
     async def start(self, orch: Orchestrator, tg: TaskGroup, pipeline: Pipeline) -> RunRecord:
         """Create a run of `pipeline` and execute it in the background of `tg`."""
         record = await orch.create_run(pipeline, {})
-        tg.start_soon(orch.execute, ResumePlan.fresh(record, pipeline))
+        tg.start_soon(orch.execute, ExecutionPlan.new_run(record, pipeline))
         return record
 
     async def resume(self, run_id: str, **options: Any) -> RunOutcome:

@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"durations", "cron", "inputfiles", "redact", "faults"},
     {"log"},
     # the pipeline model and the Together protocol (both sides of the wire read it)
-    {"spec", "protocol"},
+    {"definition", "protocol"},
     {"settings"},
     # the HTTP plumbing both servers share (loopback, listening, a headers deadline)
     {"serving"},
@@ -289,16 +289,16 @@ def test_function_level_imports_are_only_for_start_up() -> None:
 
 def test_the_reader_sees_hidden_imports(tmp_path: Path) -> None:
     """Inside a function, under TYPE_CHECKING, relative: each is found, and where it sits."""
-    module = tmp_path / "orchestrator" / "spec" / "model.py"
+    module = tmp_path / "orchestrator" / "definition" / "model.py"
     module.parent.mkdir(parents=True)
     module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from "
                       "orchestrator.cli import x\ndef f():\n    from orchestrator.engine "
                       "import y\nfrom . import inputs\n")
     found = list(imports_of(module, tmp_path / "orchestrator"))
     assert [(i.source, i.target, i.in_function, i.type_only) for i in found] == [
-        ("orchestrator.spec.model", "orchestrator.cli", False, True),
-        ("orchestrator.spec.model", "orchestrator.engine", True, False),
-        ("orchestrator.spec.model", "orchestrator.spec", False, False)]
+        ("orchestrator.definition.model", "orchestrator.cli", False, True),
+        ("orchestrator.definition.model", "orchestrator.engine", True, False),
+        ("orchestrator.definition.model", "orchestrator.definition", False, False)]
 
 
 def test_every_string_import_is_read_or_explained() -> None:
@@ -311,7 +311,7 @@ def test_every_string_import_is_read_or_explained() -> None:
 def test_the_reader_sees_imports_by_string(tmp_path: Path) -> None:
     """import_module of a literal, of an f-string's start, of a name looked up in a table;
     __import__; a family added by module name; an import under TYPE_CHECKING's else."""
-    module = tmp_path / "orchestrator" / "spec" / "model.py"
+    module = tmp_path / "orchestrator" / "definition" / "model.py"
     module.parent.mkdir(parents=True)
     module.write_text(
         "import importlib\nfrom typing import TYPE_CHECKING\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -89,8 +90,8 @@ def test_the_finder_sees_containers_that_functions_change() -> None:
 
 
 def test_reset_empties_every_piece() -> None:
+    from orchestrator.definition.expressions import parse_template
     from orchestrator.redact import REDACTOR
-    from orchestrator.spec.expressions import parse_template
     from orchestrator.steps.context import _LOCAL_LOCKS
 
     REDACTOR.add(["a-secret-value"])
@@ -105,3 +106,18 @@ def test_reset_empties_every_piece() -> None:
 def test_a_piece_must_say_how_it_resets() -> None:
     with pytest.raises(TypeError, match="say how it resets"):
         process.hold(object(), name="nothing", why="a test")
+
+
+def test_the_error_tree_names_every_error_class() -> None:
+    """`orchestrator.errors`' docstring draws every exception class the package defines."""
+    import inspect
+
+    from orchestrator import errors
+
+    drawn = errors.__doc__ or ""
+    classes = {obj.__name__ for module in modules() for obj in vars(module).values()
+               if inspect.isclass(obj) and issubclass(obj, BaseException)
+               and obj.__module__.startswith("orchestrator")}
+    missing = sorted(name for name in classes
+                     if not re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", drawn))
+    assert not missing, f"error classes missing from errors.py's tree: {missing}"

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from orchestrator.definition.model import RetrySpec
 from orchestrator.engine.retry import NO_RETRY, RetryPolicy
-from orchestrator.spec.model import RetrySpec
 
 
 @pytest.mark.parametrize(("failures", "ceiling"), [(1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0),

@@ -22,10 +22,10 @@ from orchestrator.store.urls import shown_url
 
 if TYPE_CHECKING:
     from orchestrator.cli.commands import ResumeOptions
+    from orchestrator.definition.pipeline import Pipeline
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator
     from orchestrator.settings import Settings
-    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.base import StateStore
 
 __all__ = ["cmd_batches", "resume_batch", "run_batch"]
@@ -49,7 +49,7 @@ def _execute_batch(settings: Settings, session: Session, on_interrupt: str,
 def run_batch(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any], *,
               on_interrupt: str) -> int:
     """`orchestrator run` of a pipeline with a matrix: every cell, in this process."""
-    from orchestrator.engine.plan import ResumePlan  # noqa: PLC0415
+    from orchestrator.engine.plan import ExecutionPlan  # noqa: PLC0415
     from orchestrator.schedule.batch import execute_cells  # noqa: PLC0415
 
     session = Session(settings)
@@ -61,7 +61,7 @@ def run_batch(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any],
         session.announce(batch.id, pipeline, "starting", what="batch",
                          provider=orch.provider_of(runs[0]) if runs else None)
         err(f"  {len(runs)} cells{bound}{', fail-fast' if batch.fail_fast else ''}")
-        plans = [ResumePlan.fresh(run, pipeline) for run in runs]
+        plans = [ExecutionPlan.new_run(run, pipeline) for run in runs]
         return await execute_cells(orch, plans, fail_fast=batch.fail_fast,
                                    leases={r.id: r.lease for r in runs if r.lease})
 

@@ -20,15 +20,15 @@ from orchestrator.cli.session import (
     until_signal,
     with_orchestrator,
 )
+from orchestrator.definition.inputs import parse_assignments, resolve_inputs
+from orchestrator.definition.pipeline import Pipeline
 from orchestrator.errors import PipelineInvalid
-from orchestrator.spec.inputs import parse_assignments, resolve_inputs
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline
 
 if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator
-    from orchestrator.engine.plan import ResumePlan, ResumeRequest
+    from orchestrator.engine.plan import ExecutionPlan, ResumeRequest
     from orchestrator.providers.pool import ProviderRef
     from orchestrator.settings import Settings
     from orchestrator.store.records import StepRecord
@@ -78,7 +78,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         err("error: -i applies to a pipeline file; a run keeps the inputs it started with")
         return EXIT_BAD_INPUT
 
-    async def plan(orch: Orchestrator) -> ResumePlan:
+    async def plan(orch: Orchestrator) -> ExecutionPlan:
         return await orch.plan_resume(args.target, from_step=args.from_step, reload=args.reload)
 
     render_plans.resume_plan(with_orchestrator(settings, plan))
@@ -136,7 +136,7 @@ def _report(pipeline: Pipeline, steps: Mapping[str, StepRecord], outcome: RunOut
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.engine.plan import ResumePlan, read_secrets  # noqa: PLC0415
+    from orchestrator.engine.plan import ExecutionPlan, read_secrets  # noqa: PLC0415
 
     settings = settings_for(args, provider=args.provider)
     pipeline = load_pipeline(args.file, limits=settings.pipeline_limits)
@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def run(orch: Orchestrator, session: Session) -> RunOutcome:
         record = await orch.create_run(pipeline, inputs, hold=True)
         session.announce(record.id, pipeline, "starting", provider=orch.provider_of(record))
-        return await orch.execute(ResumePlan.fresh(record, pipeline),
+        return await orch.execute(ExecutionPlan.new_run(record, pipeline),
                                   lease=record.lease)
 
     return _execute(settings, run, on_interrupt=args.on_interrupt)

@@ -12,8 +12,8 @@ from orchestrator.cli.service import cancel_and_report
 from orchestrator.cli.session import Session, err, out, with_store
 
 if TYPE_CHECKING:
+    from orchestrator.definition.pipeline import Pipeline
     from orchestrator.settings import Settings
-    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.base import StateStore
 
 __all__ = ["after_interrupt", "started_remote_work", "wants_cancel"]

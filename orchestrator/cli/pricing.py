@@ -11,8 +11,8 @@ from orchestrator.cli.render import usd
 from orchestrator.cli.session import err, out
 
 if TYPE_CHECKING:
+    from orchestrator.definition.pipeline import Pipeline
     from orchestrator.settings import Settings
-    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.steps.together.pricing import LaunchPrice
 
 __all__ = ["budget_refusal", "estimate", "show_estimate"]

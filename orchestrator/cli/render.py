@@ -28,7 +28,7 @@ from orchestrator.views.order import step_order
 from orchestrator.views.shapes import STOPPED_STEPS, estimated_price, executor_gone, final_losses
 
 if TYPE_CHECKING:
-    from orchestrator.spec.pipeline import Pipeline
+    from orchestrator.definition.pipeline import Pipeline
     from orchestrator.store.records import BatchRecord
     from orchestrator.views.batches import CellSummary
     from orchestrator.views.schedules import Scheduled

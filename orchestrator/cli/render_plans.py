@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.render import screen, status_cell, whole
 from orchestrator.cli.screen import Cell
+from orchestrator.definition.expressions import Reference, lookup, render
 from orchestrator.durations import format_duration
-from orchestrator.spec.expressions import Reference, lookup, render
 
 if TYPE_CHECKING:
-    from orchestrator.engine.plan import ResumePlan
-    from orchestrator.spec.pipeline import Pipeline
+    from orchestrator.definition.pipeline import Pipeline
+    from orchestrator.engine.plan import ExecutionPlan
 
 __all__ = ["pipeline_plan", "resume_plan"]
 
@@ -65,7 +65,7 @@ def pipeline_plan(pipeline: Pipeline, inputs: Mapping[str, Any]) -> None:
     out.table(columns, rows)
 
 
-def resume_plan(plan: ResumePlan) -> None:
+def resume_plan(plan: ExecutionPlan) -> None:
     out = screen()
     run = plan.run
     out.line(f"resuming run {run.id} ({run.pipeline_name}, {run.status.value}) would:")

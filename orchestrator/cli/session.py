@@ -17,13 +17,13 @@ from orchestrator.store.urls import shown_url
 from orchestrator.terminal import printable
 
 if TYPE_CHECKING:
+    from orchestrator.definition.pipeline import Pipeline
     from orchestrator.engine.orchestrator import Orchestrator
     from orchestrator.engine.services import ProgressSink
     from orchestrator.log import RunNames
     from orchestrator.providers.pool import ProviderRef
     from orchestrator.runtime import Runtime
     from orchestrator.settings import Settings
-    from orchestrator.spec.pipeline import Pipeline
     from orchestrator.store.base import StateStore
     from orchestrator.store.records import StepRecord
 

@@ -2,7 +2,8 @@
 
 from orchestrator.engine.executor import RunExecutor, RunOutcome
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
-from orchestrator.engine.plan import ResumePlan
+from orchestrator.engine.plan import ExecutionPlan
 from orchestrator.engine.retry import RetryPolicy
 
-__all__ = ["EngineConfig", "Orchestrator", "ResumePlan", "RetryPolicy", "RunExecutor", "RunOutcome"]
+__all__ = ["EngineConfig", "ExecutionPlan", "Orchestrator", "RetryPolicy", "RunExecutor",
+           "RunOutcome"]

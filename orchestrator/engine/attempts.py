@@ -19,6 +19,8 @@ import anyio
 from pydantic import BaseModel, ValidationError
 from structlog.typing import FilteringBoundLogger
 
+from orchestrator.definition.expressions import ExpressionError, find_templates, parse_template
+from orchestrator.definition.pipeline import Pipeline, Step
 from orchestrator.durations import format_duration
 from orchestrator.engine.journal import RunJournal
 from orchestrator.engine.resolve import Resolution
@@ -28,8 +30,6 @@ from orchestrator.engine.runslots import RunSlots
 from orchestrator.errors import JobEnded, PermanentError, StepTimeout, TransientError
 from orchestrator.faults import fault_point
 from orchestrator.inputfiles import format_size
-from orchestrator.spec.expressions import ExpressionError, find_templates, parse_template
-from orchestrator.spec.pipeline import Pipeline, Step
 from orchestrator.steps.context import StepContext
 from orchestrator.store.records import Clock, ErrorInfo, NewEvent, StepRecord, StepStatus
 from orchestrator.store.rows import MAX_JSON_VALUE

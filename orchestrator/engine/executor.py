@@ -31,6 +31,8 @@ from contextlib import suppress
 import anyio
 from anyio.abc import TaskGroup
 
+from orchestrator.definition.expressions import ExpressionError
+from orchestrator.definition.pipeline import Pipeline
 from orchestrator.engine.attempts import StepAttempts, StepFailed
 from orchestrator.engine.journal import RunJournal
 from orchestrator.engine.resolve import Resolution
@@ -42,8 +44,6 @@ from orchestrator.log import get_logger
 from orchestrator.process import hold
 from orchestrator.providers.pool import ProviderRef
 from orchestrator.redact import REDACTOR
-from orchestrator.spec.expressions import ExpressionError
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.context import NO_CLIENTS, Clients, StepContext
 from orchestrator.store.records import (
     ErrorInfo,

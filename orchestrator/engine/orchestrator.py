@@ -26,10 +26,13 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from orchestrator.definition.inputs import resolve_inputs
+from orchestrator.definition.limits import DEFAULT_LIMITS, PipelineLimits
+from orchestrator.definition.pipeline import Pipeline
 from orchestrator.engine.executor import RunExecutor, RunOutcome
 from orchestrator.engine.journal import DeferredFlusher
 from orchestrator.engine.plan import (
-    ResumePlan,
+    ExecutionPlan,
     ResumeRequest,
     bound_provider,
     read_secrets,
@@ -43,9 +46,6 @@ from orchestrator.log import get_logger
 from orchestrator.owners import new_owner_id, owner_is_dead
 from orchestrator.providers.pool import ProviderRef, Providers
 from orchestrator.redact import REDACTOR
-from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.context import NO_CLIENTS, Clients
 from orchestrator.steps.registry import StepRegistry
 from orchestrator.store.base import CANCEL, StateStore
@@ -307,18 +307,18 @@ class Orchestrator:
 
     async def plan_resume(self, run_id: str, *, from_step: str | None = None,
                           reload: bool = False, provider: ProviderRef | None = None,
-                          move: bool = False) -> ResumePlan:
+                          move: bool = False) -> ExecutionPlan:
         """Which steps a resume keeps and which it runs again (see `planner`)."""
         return await self._planner.plan(run_id, from_step=from_step, reload=reload,
                                         provider=provider, move=move)
 
-    async def plan_request(self, run_id: str, request: ResumeRequest) -> ResumePlan:
+    async def plan_request(self, run_id: str, request: ResumeRequest) -> ExecutionPlan:
         """`plan_resume` of what `request` asks (its `force` is the caller's, at execute)."""
         return await self._planner.plan(run_id, from_step=request.from_step,
                                         reload=request.reload, provider=request.provider,
                                         move=request.move)
 
-    async def queue_resume(self, plan: ResumePlan, *, force: bool = False,
+    async def queue_resume(self, plan: ExecutionPlan, *, force: bool = False,
                            from_step: str | None = None,
                            by: str = "orchestrator resume --detach") -> None:
         """Hand a planned resume to a worker: what the plan changes is committed now (the
@@ -347,7 +347,7 @@ class Orchestrator:
                 "by": by, **({"moved_from": str(plan.moved_from),
                               "moved_to": str(moved)} if moved is not None else {})})])
 
-    async def execute(self, plan: ResumePlan, *, force: bool = False,
+    async def execute(self, plan: ExecutionPlan, *, force: bool = False,
                       lease: Lease | None = None, requeue: bool = False) -> RunOutcome:
         """Execute a run (new or resumed) per `plan`, holding its lease throughout.
 
@@ -432,12 +432,12 @@ class Orchestrator:
         values = resolve_inputs(pipeline.inputs, dict(inputs or {}),
                                 pipeline_dir=pipeline.base_dir, cwd=Path.cwd())
         record = await self.create_run(pipeline, values, hold=True)
-        return await self.execute(ResumePlan.fresh(record, pipeline),
+        return await self.execute(ExecutionPlan.new_run(record, pipeline),
                                   lease=record.lease)
 
     async def resume(self, run_id: str, *, from_step: str | None = None, reload: bool = False,
                      force: bool = False) -> RunOutcome:
-        """Continue a run: keep succeeded steps, re-enter the rest (see ResumePlan)."""
+        """Continue a run: keep succeeded steps, re-enter the rest (see ExecutionPlan)."""
         plan = await self.plan_resume(run_id, from_step=from_step, reload=reload)
         if plan.nothing_to_do:
             return RunOutcome(run_id, RunStatus.SUCCEEDED)

@@ -1,5 +1,5 @@
 """What executing a run will do, decided before anything runs: the steps kept with their
-outputs and the steps that run (`ResumePlan`), the provider it runs against, its secrets."""
+outputs and the steps that run (`ExecutionPlan`), the provider it runs against, its secrets."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
+from orchestrator.definition.pipeline import Pipeline
 from orchestrator.errors import SecretMissing
 from orchestrator.process import hold
 from orchestrator.providers.pool import ProviderRef
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.store.records import (
     EventRecord,
     RunRecord,
@@ -22,7 +22,7 @@ from orchestrator.store.records import (
     StepStatus,
 )
 
-__all__ = ["ResumePlan", "ResumeRequest", "bound_provider", "cancelled_work", "read_secrets"]
+__all__ = ["ExecutionPlan", "ResumeRequest", "bound_provider", "cancelled_work", "read_secrets"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +50,9 @@ each, and a run's plan lives as long as the run)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class ResumePlan:
-    """What resuming a run will do: steps kept with their outputs, and steps that run."""
+class ExecutionPlan:
+    """What an execution of a run will do: the steps kept with their outputs (a resume's), the
+    steps that run, the provider it runs against. `new_run` plans a run just created."""
 
     run: RunRecord
     pipeline: Pipeline
@@ -67,7 +68,7 @@ class ResumePlan:
     holds them and everything after them)."""
 
     @classmethod
-    def fresh(cls, run: RunRecord, pipeline: Pipeline) -> ResumePlan:
+    def new_run(cls, run: RunRecord, pipeline: Pipeline) -> ExecutionPlan:
         """The plan of a run just created: every step runs."""
         return cls(run, pipeline, _NO_RECORDS, _NO_RESET, None, bound_provider(run))
 

@@ -10,13 +10,13 @@ import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from orchestrator.engine.plan import ResumePlan, cancelled_work
+from orchestrator.definition.expressions import ExpressionError
+from orchestrator.definition.limits import PipelineLimits
+from orchestrator.definition.pipeline import Pipeline
+from orchestrator.engine.plan import ExecutionPlan, cancelled_work
 from orchestrator.engine.resolve import Resolution, same_config
 from orchestrator.errors import CancelledWork, ConfigError
 from orchestrator.providers.pool import ProviderRef
-from orchestrator.spec.expressions import ExpressionError
-from orchestrator.spec.limits import PipelineLimits
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline, parse_pipeline
 from orchestrator.steps.registry import StepRegistry
 from orchestrator.store.base import StateStore
@@ -49,7 +49,7 @@ class ResumePlanner:
 
     async def plan(self, run_id: str, *, from_step: str | None = None,
                           reload: bool = False, provider: ProviderRef | None = None,
-                          move: bool = False) -> ResumePlan:
+                          move: bool = False) -> ExecutionPlan:
         """Which steps a resume keeps and which it runs again (nothing is executed).
 
         `provider` names the provider the caller wants the run executed against: the run's
@@ -86,7 +86,7 @@ class ResumePlanner:
             reset |= pipeline.downstream(changed)
         if run.status is RunStatus.CANCELLED:
             await self._refuse_cancelled_work(run, pipeline, records, reset)
-        return ResumePlan(run, pipeline, records, frozenset(reset),
+        return ExecutionPlan(run, pipeline, records, frozenset(reset),
                           pipeline.text if reload else None, target, moved_from,
                           changed=frozenset(changed))
 

@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.spec.expressions import ExpressionError, Reference, lookup, render
-from orchestrator.spec.pipeline import Pipeline, Step
+from orchestrator.definition.expressions import ExpressionError, Reference, lookup, render
+from orchestrator.definition.pipeline import Pipeline, Step
 from orchestrator.store.records import RunRecord, StepRecord, StepStatus
 
 __all__ = ["Resolution", "same_config"]

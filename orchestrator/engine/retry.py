@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from orchestrator.spec.model import RetrySpec
+from orchestrator.definition.model import RetrySpec
 
 __all__ = ["NO_RETRY", "RetryPolicy"]
 

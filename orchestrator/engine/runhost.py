@@ -14,12 +14,12 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from orchestrator.definition.pipeline import Pipeline
 from orchestrator.engine.journal import RunJournal
 from orchestrator.engine.runslots import RunSlots
 from orchestrator.engine.services import RunServices, StoreRegistry
 from orchestrator.engine.steplog import StepLog
 from orchestrator.faults import fault_point
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.context import Clients, process_lock
 from orchestrator.store.records import MetricPoint, NewEvent
 

@@ -17,12 +17,12 @@ from contextlib import suppress
 import anyio
 from structlog.typing import FilteringBoundLogger
 
+from orchestrator.definition.expressions import ExpressionError
+from orchestrator.definition.pipeline import Pipeline
 from orchestrator.engine.journal import RunJournal
 from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import PermanentError
-from orchestrator.spec.expressions import ExpressionError
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.store.records import NewEvent, RunStatus, RunUpdate
 
 __all__ = ["RunSlots"]

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from orchestrator.definition.inputs import resolve_inputs
 from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import ActionRefused, CancelledWork, ConfigError, RunBusy, RunNotFound
 from orchestrator.providers.pool import ProviderRef
-from orchestrator.spec.inputs import resolve_inputs
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import RunStatus, ScheduleEntry
 from orchestrator.views.schedules import Scheduled

@@ -18,7 +18,7 @@ import anyio
 
 from orchestrator.engine.executor import RunOutcome
 from orchestrator.engine.orchestrator import Orchestrator
-from orchestrator.engine.plan import ResumePlan, ResumeRequest
+from orchestrator.engine.plan import ExecutionPlan, ResumeRequest
 from orchestrator.engine.rungroup import RunGroup
 from orchestrator.errors import CancelledWork, RunBusy, RunStranded
 from orchestrator.store.records import BatchRecord, Lease, RunRecord, RunStatus
@@ -26,7 +26,7 @@ from orchestrator.store.records import BatchRecord, Lease, RunRecord, RunStatus
 __all__ = ["BatchResumePlan", "execute_cells", "plan_batch_resume"]
 
 
-async def execute_cells(orch: Orchestrator, plans: Sequence[ResumePlan], *, fail_fast: bool,
+async def execute_cells(orch: Orchestrator, plans: Sequence[ExecutionPlan], *, fail_fast: bool,
                         leases: Mapping[str, Lease] | None = None,
                         force: bool = False) -> list[RunOutcome]:
     """Execute the cells' runs concurrently (their batch slot bounds how many at once).
@@ -38,7 +38,7 @@ async def execute_cells(orch: Orchestrator, plans: Sequence[ResumePlan], *, fail
     outcomes: dict[str, RunOutcome] = {}
     held = leases or {}
 
-    async def one(plan: ResumePlan) -> None:
+    async def one(plan: ExecutionPlan) -> None:
         try:
             outcome = await orch.execute(plan, lease=held.get(plan.run.id), force=force)
         except (RunStranded, RunBusy) as exc:  # parked now, or taken by another process
@@ -68,7 +68,7 @@ class BatchResumePlan:
 
     batch: BatchRecord
     runs: list[RunRecord]
-    resume: list[ResumePlan]
+    resume: list[ExecutionPlan]
     busy: list[RunRecord]
     stranded: list[RunRecord] = dataclasses.field(default_factory=list)
     """Cells parked as stranded, left alone: `resume BATCH --force` resumes them too."""

@@ -27,12 +27,12 @@ import anyio
 from anyio.abc import TaskStatus
 
 from orchestrator.cron import CronSchedule
+from orchestrator.definition.inputs import resolve_inputs
+from orchestrator.definition.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import ConfigError, PipelineInvalid, RunExists
 from orchestrator.ids import scheduled_id
 from orchestrator.log import get_logger
-from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.records import RunRecord, RunStatus, ScheduleEntry
 from orchestrator.views.schedules import Scheduled

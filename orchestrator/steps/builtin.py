@@ -8,23 +8,18 @@ Each family loads when a pipeline first names one of its types (see `StepRegistr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
-from orchestrator.spec.loader import load_pipeline as _load
-from orchestrator.spec.loader import parse_pipeline as _parse
-from orchestrator.spec.pipeline import Pipeline
+from orchestrator.definition.limits import DEFAULT_LIMITS, PipelineLimits
+from orchestrator.definition.loader import load_file, load_text
+from orchestrator.definition.pipeline import Pipeline
 from orchestrator.steps.registry import StepRegistry
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["BUILTIN", "builtin_registry", "load_pipeline", "parse_pipeline", "stored_pipeline"]
 
 BUILTIN = StepRegistry()
 BUILTIN.add_family("core", "orchestrator.steps.core")
 BUILTIN.add_family("together", "orchestrator.steps.together")
-BUILTIN.add_family("registry", "orchestrator.steps.models")
+BUILTIN.add_family("registry", "orchestrator.steps.model_registry")
 
 
 def builtin_registry() -> StepRegistry:
@@ -36,13 +31,13 @@ def load_pipeline(path: str | Path, *, registry: StepRegistry | None = None,
                   limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
     """Read and validate a pipeline file whose steps use `registry`'s types (by default the
     built-ins); raises PipelineInvalid listing every problem."""
-    return _load(path, registry=registry or BUILTIN, limits=limits)
+    return load_file(path, registry=registry or BUILTIN, limits=limits)
 
 
 def parse_pipeline(text: str, path: Path, *, registry: StepRegistry | None = None,
                    limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
     """Validate pipeline `text` as if read from `path` (a resumed run's stored text)."""
-    return _parse(text, path, registry=registry or BUILTIN, limits=limits)
+    return load_text(text, path, registry=registry or BUILTIN, limits=limits)
 
 
 def stored_pipeline(text: str, path: str) -> Pipeline | None:

@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model
 
+from orchestrator.definition.steptypes import UnknownStepType
 from orchestrator.process import hold
-from orchestrator.spec.steptypes import UnknownStepType
 from orchestrator.steps.context import StepContext
 
 __all__ = [

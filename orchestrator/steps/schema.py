@@ -4,7 +4,7 @@ An editor given it (VS Code's YAML extension: `# yaml-language-server: $schema=.
 completes keys, step types and each type's parameters, and flags what `validate` would: a
 misspelt key, a parameter a step type does not take, a literal of the wrong type. Generated,
 not written, so it cannot drift from what the loader accepts: the pipeline's shape comes from
-`spec.model`, each step type's `with:` from its parameter model, and a value may always be a
+`definition.model`, each step type's `with:` from its parameter model, and a value may always be a
 `${{ ... }}` expression instead (checked when the run resolves it). What only the whole file can
 tell (references, the DAG) stays `validate`'s.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from orchestrator.spec.loader import HOOK_SECTIONS
-from orchestrator.spec.model import ID_PATTERN, PipelineHeader, StepSpec
+from orchestrator.definition.loader import HOOK_SECTIONS
+from orchestrator.definition.model import ID_PATTERN, PipelineHeader, StepSpec
 from orchestrator.steps.registry import PYTHON_PREFIX, StepRegistry
 
 __all__ = ["SCHEMA_ID", "pipeline_schema"]

@@ -1,7 +1,7 @@
 """What the state store keeps: runs, steps, events, batches, schedules, models and leases.
 
 Plain frozen records, shared by the store's contract (`base`), its implementations and every
-reader (the engine, the CLI, the web view to come); none of them knows how it is stored.
+reader (the engine, the CLI, the web view); none of them knows how it is stored.
 """
 
 from __future__ import annotations

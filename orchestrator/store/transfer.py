@@ -18,9 +18,9 @@ from typing import IO, Any
 
 import orjson
 
+from orchestrator.definition.limits import MAX_PIPELINE_BYTES
 from orchestrator.errors import StateStoreInvalid
 from orchestrator.inputfiles import format_size
-from orchestrator.spec.limits import MAX_PIPELINE_BYTES
 from orchestrator.store.records import text_hash
 from orchestrator.store.rowcheck import RowChecker
 from orchestrator.store.rows import (

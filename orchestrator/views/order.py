@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from orchestrator.spec.pipeline import Pipeline
+    from orchestrator.definition.pipeline import Pipeline
     from orchestrator.store.records import RunRecord, StepRecord
 
 __all__ = ["Parse", "ordered_steps", "step_order"]

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from orchestrator.cron import CronSchedule
-from orchestrator.spec.pipeline import Pipeline
+from orchestrator.definition.pipeline import Pipeline
 from orchestrator.store.base import StateStore
 from orchestrator.views.shapes import run_json, schedule_json
 

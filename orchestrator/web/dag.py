@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 
+from orchestrator.definition.pipeline import Pipeline
 from orchestrator.durations import format_duration
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.store.records import StepRecord
 from orchestrator.views.shapes import STOPPED_STEPS
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestrator.engine.plan import ResumePlan
+from orchestrator.engine.plan import ExecutionPlan
 from orchestrator.schedule.batch import execute_cells, plan_batch_resume
 from orchestrator.store.records import RunStatus
 from orchestrator.views.batches import batch_status
@@ -23,7 +23,7 @@ async def run_batch(h: Harness, text: str) -> tuple[str, list[RunStatus]]:
     pipeline = h.pipeline(text)
     async with h.orchestrator() as orch:
         batch, runs = await orch.create_batch(pipeline, {}, hold=True)
-        plans = [ResumePlan.fresh(r, pipeline) for r in runs]
+        plans = [ExecutionPlan.new_run(r, pipeline) for r in runs]
         outcomes = await execute_cells(orch, plans, fail_fast=batch.fail_fast,
                                        leases={r.id: r.lease for r in runs if r.lease})
     return batch.id, [o.status for o in outcomes]

@@ -8,8 +8,8 @@ import time
 import anyio
 import pytest
 
-from orchestrator.engine.plan import ResumePlan
-from orchestrator.spec.inputs import resolve_inputs
+from orchestrator.definition.inputs import resolve_inputs
+from orchestrator.engine.plan import ExecutionPlan
 from orchestrator.store.records import RunStatus
 from tests.engine.harness import Harness, intervals, max_overlap, wait_until
 
@@ -28,7 +28,7 @@ async def run_all(h: Harness, text: str, count: int) -> list[str]:
         for _ in range(count):
             record = await orch.create_run(pipeline, inputs, hold=True)
             ids.append(record.id)
-            tg.start_soon(functools.partial(orch.execute, ResumePlan.fresh(record, pipeline),
+            tg.start_soon(functools.partial(orch.execute, ExecutionPlan.new_run(record, pipeline),
                                             lease=record.lease))
     return ids
 
@@ -116,7 +116,7 @@ async def test_waiting_shows_in_the_store_and_goes_away(h: Harness) -> None:
         for p in (pipeline, pipeline, stepwise, stepwise):
             record = await orch.create_run(p, {}, hold=True)
             records.append(record)
-            tg.start_soon(functools.partial(orch.execute, ResumePlan.fresh(record, p),
+            tg.start_soon(functools.partial(orch.execute, ExecutionPlan.new_run(record, p),
                                             lease=record.lease))
         async def both_wait() -> bool:
             runs = [await h.store.get_run(r.id) for r in records[:2]]
@@ -145,7 +145,7 @@ async def test_cancelling_a_waiting_run_gives_nothing_away(h: Harness) -> None:
         first = await orch.create_run(pipeline, {}, hold=True)
         second = await orch.create_run(pipeline, {}, hold=True)
         for record in (first, second):
-            tg.start_soon(functools.partial(orch.execute, ResumePlan.fresh(record, pipeline),
+            tg.start_soon(functools.partial(orch.execute, ExecutionPlan.new_run(record, pipeline),
                                             lease=record.lease))
         async def second_waits() -> bool:
             step = (await h.store.get_steps(second.id)).get("s")

@@ -389,7 +389,7 @@ async def test_cancellation_leaves_run_interrupted_and_resume_reenters(h: Harnes
 async def test_lost_lease_stops_the_executor_without_writing(tmp_path: Path,
                                                               store: StateStore) -> None:
     """When another process takes the lease over, this executor stops and writes nothing."""
-    from orchestrator.engine.plan import ResumePlan
+    from orchestrator.engine.plan import ExecutionPlan
     from orchestrator.errors import LeaseLost
 
     h = Harness(tmp_path, store, lease_ttl=0.3)
@@ -410,7 +410,7 @@ async def test_lost_lease_stops_the_executor_without_writing(tmp_path: Path,
 
             async def execute() -> None:
                 try:
-                    await orch.execute(ResumePlan.fresh(record, pipeline))
+                    await orch.execute(ExecutionPlan.new_run(record, pipeline))
                 except LeaseLost as exc:
                     outcome.append(exc)
                 stopped.set()

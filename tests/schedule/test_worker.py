@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from orchestrator.engine.orchestrator import Orchestrator
-from orchestrator.engine.plan import ResumePlan
+from orchestrator.engine.plan import ExecutionPlan
 from orchestrator.errors import StoreUnavailable
 from orchestrator.schedule.worker import Worker
 from orchestrator.steps.builtin import load_pipeline
@@ -24,7 +24,7 @@ class StoreHiccup(Orchestrator):
 
     failed = 0
 
-    async def plan_resume(self, run_id: str, **kwargs: Any) -> ResumePlan:
+    async def plan_resume(self, run_id: str, **kwargs: Any) -> ExecutionPlan:
         if not self.failed:
             self.failed += 1
             raise StoreUnavailable("state database: server closed the connection; try again")

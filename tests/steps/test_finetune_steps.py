@@ -12,14 +12,14 @@ from typing import Any
 import anyio
 import pytest
 
+from orchestrator.definition.inputs import resolve_inputs
+from orchestrator.definition.pipeline import Pipeline
 from orchestrator.engine.orchestrator import Orchestrator
-from orchestrator.engine.plan import ResumePlan
+from orchestrator.engine.plan import ExecutionPlan
 from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
 from orchestrator.localapi.transport import BASE_URL
 from orchestrator.providers.pool import Providers
 from orchestrator.providers.together.client import TogetherClient
-from orchestrator.spec.inputs import resolve_inputs
-from orchestrator.spec.pipeline import Pipeline
 from orchestrator.steps.builtin import load_pipeline
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import Lease, RunRecord, RunStatus, RunUpdate, StepRecord
@@ -233,7 +233,7 @@ async def test_cancelling_the_run_cancels_the_remote_job(setup: Setup) -> None:
             outcome: list[Any] = []
 
             async def execute() -> None:
-                outcome.append(await orch.execute(ResumePlan.fresh(record, pipeline)))
+                outcome.append(await orch.execute(ExecutionPlan.new_run(record, pipeline)))
 
             tg.start_soon(execute)
             with anyio.fail_after(10):
@@ -259,7 +259,7 @@ async def test_a_cancel_request_in_the_store_reaches_the_executing_process(
         async with anyio.create_task_group() as tg:
 
             async def execute() -> None:
-                outcome.append(await orch.execute(ResumePlan.fresh(record, pipeline),
+                outcome.append(await orch.execute(ExecutionPlan.new_run(record, pipeline),
                                                   lease=record.lease))
 
             tg.start_soon(execute)
@@ -284,7 +284,7 @@ async def test_a_cancel_landing_while_no_one_executes_is_finished_by_the_next_ex
     pipeline = setup.pipeline(TRAIN)
     async with setup.orchestrator() as orch, anyio.create_task_group() as tg:
         record = await orch.create_run(pipeline, {}, hold=True)
-        tg.start_soon(lambda: orch.execute(ResumePlan.fresh(record, pipeline),
+        tg.start_soon(lambda: orch.execute(ExecutionPlan.new_run(record, pipeline),
                                            lease=record.lease))
         with anyio.fail_after(10):
             await setup.reported.setdefault("wait", anyio.Event()).wait()

@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 from pydantic import ValidationError
 
+from orchestrator.definition.expressions import ExpressionError, Reference, lookup, render
 from orchestrator.errors import StepError
 from orchestrator.log import get_logger
 from orchestrator.protocol.datacheck import check_file
 from orchestrator.providers.together.requests import estimate_request, fine_tune_request
-from orchestrator.spec.expressions import ExpressionError, Reference, lookup, render
 from orchestrator.steps.together.launch import LaunchParams
 from orchestrator.steps.together.upload import UploadParams, place_file, upload_name
 
 if TYPE_CHECKING:
+    from orchestrator.definition.pipeline import Pipeline
     from orchestrator.providers.together.client import TogetherClient
-    from orchestrator.spec.pipeline import Pipeline
 
 __all__ = ["LAUNCH", "LaunchPrice", "has_launches", "price_launches", "total_usd"]
 

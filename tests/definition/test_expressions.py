@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator.spec.expressions import ExpressionError, Reference, lookup, parse_template, render
+from orchestrator.definition.expressions import (
+    ExpressionError,
+    Reference,
+    lookup,
+    parse_template,
+    render,
+)
 
 CONTEXT: dict[str, Any] = {
     "inputs": {"epochs": 3, "model": "llama", "tags": ["a", "b"], "cfg": {"lr": 0.1}},

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.spec.expressions import Reference, find_templates, parse_template
-from orchestrator.spec.graph import ancestors, descendants
-from orchestrator.spec.matrix import MatrixSpec, expand_matrix
-from orchestrator.spec.model import (
+from orchestrator.definition.expressions import Reference, find_templates, parse_template
+from orchestrator.definition.graph import ancestors, descendants
+from orchestrator.definition.matrix import MatrixSpec, expand_matrix
+from orchestrator.definition.model import (
     BudgetSpec,
     ConcurrencySpec,
     InputSpec,
@@ -25,7 +25,7 @@ from orchestrator.spec.model import (
     StepConcurrencySpec,
     StepSpec,
 )
-from orchestrator.spec.steptypes import StepKind
+from orchestrator.definition.steptypes import StepKind
 
 __all__ = ["Pipeline", "Step"]
 

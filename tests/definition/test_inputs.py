@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.definition.inputs import coerce_input, parse_assignments, resolve_inputs
+from orchestrator.definition.model import InputSpec, InputType
 from orchestrator.errors import InputsInvalid
-from orchestrator.spec.inputs import coerce_input, parse_assignments, resolve_inputs
-from orchestrator.spec.model import InputSpec, InputType
 
 
 @pytest.mark.parametrize(("kind", "raw", "expected"), [

@@ -5,7 +5,7 @@ still be understood, so one `validate` shows the author everything at once: the 
 part (pydantic), then step types, literal parameters, references and the step graph.
 
 (Over 400 lines: one checker walks the file once, carrying the source positions and the
-problems found so far through every check; the result it builds is `spec.pipeline`.)
+problems found so far through every check; the result it builds is `definition.pipeline`.)
 """
 
 from __future__ import annotations
@@ -20,15 +20,18 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.errors import PipelineInvalid, Problem
-from orchestrator.inputfiles import NotUTF8, UnreadableFile, read_regular, utf8_text
-from orchestrator.spec.expressions import ExpressionError, Reference, find_templates, parse_template
-from orchestrator.spec.graph import ancestors, order_or_cycle
-from orchestrator.spec.hints import choice_hint, keys_at, unknown_key_hint
-from orchestrator.spec.inputs import coerce_input
-from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
-from orchestrator.spec.matrix import MatrixSpec, combinations, expand_matrix
-from orchestrator.spec.model import (
+from orchestrator.definition.expressions import (
+    ExpressionError,
+    Reference,
+    find_templates,
+    parse_template,
+)
+from orchestrator.definition.graph import ancestors, order_or_cycle
+from orchestrator.definition.hints import choice_hint, keys_at, unknown_key_hint
+from orchestrator.definition.inputs import coerce_input
+from orchestrator.definition.limits import DEFAULT_LIMITS, PipelineLimits
+from orchestrator.definition.matrix import MatrixSpec, combinations, expand_matrix
+from orchestrator.definition.model import (
     DEFAULT_RETRY,
     ID_PATTERN,
     Defaults,
@@ -38,11 +41,13 @@ from orchestrator.spec.model import (
     ScheduleSpec,
     StepSpec,
 )
-from orchestrator.spec.pipeline import Pipeline, Step
-from orchestrator.spec.steptypes import StepCatalogue, StepKind, UnknownStepType
-from orchestrator.spec.yamlsource import NodePath, SourceMap, parse_yaml
+from orchestrator.definition.pipeline import Pipeline, Step
+from orchestrator.definition.steptypes import StepCatalogue, StepKind, UnknownStepType
+from orchestrator.definition.yamlsource import NodePath, SourceMap, parse_yaml
+from orchestrator.errors import PipelineInvalid, Problem
+from orchestrator.inputfiles import NotUTF8, UnreadableFile, read_regular, utf8_text
 
-__all__ = ["load_pipeline", "parse_pipeline"]
+__all__ = ["HOOK_SECTIONS", "load_file", "load_text"]
 
 _ID = re.compile(ID_PATTERN)
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -57,8 +62,8 @@ _HOOK_RUN_FIELDS = (*_RUN_FIELDS, "status", "error", "failed_step")
 _NOT_EVALUATED = ("expressions are only evaluated inside a step's (or hook's) with: and in "
                   "concurrency.key")
 
-def load_pipeline(path: str | Path, *, registry: StepCatalogue,
-                  limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
+def load_file(path: str | Path, *, registry: StepCatalogue,
+              limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
     """Read and validate a pipeline file; raises PipelineInvalid listing every problem."""
     file = Path(path)
     try:
@@ -69,11 +74,11 @@ def load_pipeline(path: str | Path, *, registry: StepCatalogue,
         raise PipelineInvalid(str(path), [problem]) from None
     except UnreadableFile as exc:
         raise PipelineInvalid(str(path), [Problem(1, 1, str(exc))]) from None
-    return parse_pipeline(text, file, registry=registry, limits=limits)
+    return load_text(text, file, registry=registry, limits=limits)
 
 
-def parse_pipeline(text: str, path: Path, *, registry: StepCatalogue,
-                   limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
+def load_text(text: str, path: Path, *, registry: StepCatalogue,
+              limits: PipelineLimits = DEFAULT_LIMITS) -> Pipeline:
     """Validate pipeline `text` as if read from `path` (resumed runs use their stored text)."""
     checker = _Checker(path, registry, limits)
     with _collector_paused():

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator.definition.limits import PipelineLimits
 from orchestrator.errors import PipelineInvalid
-from orchestrator.spec.limits import PipelineLimits
 from orchestrator.steps.builtin import load_pipeline, parse_pipeline
 from tests.cli.helpers import measured
 from tests.conftest import CLI, REPO
@@ -169,7 +169,7 @@ def test_anchors_and_aliases_are_expanded_within_bounds(value: object, copies: i
     spelled = yaml.safe_dump({"name": "p", "x": [value] * copies, "y": [[value] * copies]})
     aliased = yaml.dump({"name": "p", "x": [value] * copies, "y": [[value] * copies]},
                         Dumper=yaml.SafeDumper)  # the dumper writes anchors for shared objects
-    from orchestrator.spec.yamlsource import parse_yaml
+    from orchestrator.definition.yamlsource import parse_yaml
 
     small = PipelineLimits(max_alias_nodes=50)
     plain, shared = parse_yaml(spelled), parse_yaml(aliased, small)
@@ -185,7 +185,7 @@ def test_anchors_and_aliases_are_expanded_within_bounds(value: object, copies: i
                 max_size=40).map("".join))
 @settings(max_examples=500, deadline=None)
 def test_any_expression_text_parses_or_is_an_expression_error(text: str) -> None:
-    from orchestrator.spec.expressions import ExpressionError, parse_template
+    from orchestrator.definition.expressions import ExpressionError, parse_template
 
     try:
         template = parse_template(text)

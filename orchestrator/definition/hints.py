@@ -13,9 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.process import hold
-from orchestrator.spec.matrix import MatrixSpec
-from orchestrator.spec.model import (
+from orchestrator.definition.matrix import MatrixSpec
+from orchestrator.definition.model import (
     Defaults,
     InputSpec,
     PipelineHeader,
@@ -24,6 +23,7 @@ from orchestrator.spec.model import (
     StepConcurrencySpec,
     StepSpec,
 )
+from orchestrator.process import hold
 
 __all__ = ["choice_hint", "keys_at", "unknown_key_hint"]
 

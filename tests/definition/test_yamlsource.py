@@ -12,8 +12,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.spec.limits import PipelineLimits
-from orchestrator.spec.yamlsource import NodePath, Position, parse_yaml
+from orchestrator.definition.limits import PipelineLimits
+from orchestrator.definition.yamlsource import NodePath, Position, parse_yaml
 from orchestrator.steps.builtin import parse_pipeline
 
 _KEYS = st.text(st.sampled_from("abcxyz_- é"), min_size=1, max_size=4)

@@ -10,9 +10,9 @@ from typing import Any
 
 import orjson
 
+from orchestrator.definition.model import InputSpec, InputType
 from orchestrator.durations import parse_duration
 from orchestrator.errors import InputsInvalid, shorten
-from orchestrator.spec.model import InputSpec, InputType
 
 __all__ = ["coerce_input", "parse_assignments", "resolve_inputs"]
 

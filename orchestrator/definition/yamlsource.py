@@ -28,8 +28,8 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
 
+from orchestrator.definition.limits import DEFAULT_LIMITS, PipelineLimits
 from orchestrator.errors import Problem
-from orchestrator.spec.limits import DEFAULT_LIMITS, PipelineLimits
 
 __all__ = ["NodePath", "Position", "SourceMap", "YamlDocument", "parse_yaml"]
 

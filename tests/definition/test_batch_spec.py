@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.cron import CronSchedule
-from orchestrator.spec.matrix import MatrixSpec, expand_matrix
+from orchestrator.definition.matrix import MatrixSpec, expand_matrix
 from orchestrator.steps.builtin import load_pipeline
 from tests.conftest import write
-from tests.spec.test_validation import only, problems_of
+from tests.definition.test_validation import only, problems_of
 
 
 def cells(**matrix: object) -> list[dict[str, object]]:

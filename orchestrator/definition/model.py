@@ -1,7 +1,7 @@
 """The pipeline file's structure as pydantic models.
 
 These check the *shape* of a file (keys, types, ranges). What needs the whole file at once (step
-types, references, the DAG) is checked in `orchestrator.spec.loader`.
+types, references, the DAG) is checked in `orchestrator.definition.loader`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.cron import check_cron, check_timezone
+from orchestrator.definition.matrix import MatrixSpec
 from orchestrator.durations import Duration
-from orchestrator.spec.matrix import MatrixSpec
 
 __all__ = [
     "DEFAULT_RETRY",

@@ -11,8 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from orchestrator.definition.yamlsource import parse_yaml
 from orchestrator.errors import PipelineInvalid
-from orchestrator.spec.yamlsource import parse_yaml
 from orchestrator.steps.builtin import BUILTIN, load_pipeline
 from orchestrator.steps.schema import pipeline_schema
 from tests.conftest import REPO
