@@ -3,6 +3,9 @@
 - `FakeClock`: wall-clock time that moves only when the test says so (hand it to a store).
 - `Harness`: step types the test adds, pipelines written from text, and runs executed by an
   orchestrator built the way every command builds one (`orchestrator.runtime`).
+- `StepEnvironment`: one step type run alone, with given parameters and a fake or real
+  provider's client, no pipeline, store or engine (as Temporal's `ActivityEnvironment` runs
+  one activity); `local_together` is a real provider for it, the local API in-process.
 - `wait_until`: poll a condition with a deadline, never a blind sleep.
 
     async with open_store(url, clock=FakeClock()) as store:
@@ -12,6 +15,11 @@
         async def my_step(ctx, params): ...
 
         outcome = await harness.run("name: p\\nsteps:\\n  a: {uses: my/step}\\n")
+
+    async with local_together(tmp_path) as client:
+        env = StepEnvironment(tmp_path, clients=Clients(client))
+        outputs = await env.run("together/upload-file", {"path": "train.jsonl"})
+        assert env.checkpoint["file_id"] == outputs["file_id"]
 """
 
 from __future__ import annotations
@@ -19,19 +27,25 @@ from __future__ import annotations
 import random
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from pydantic import ValidationError
 
 from orchestrator.definition.inputs import resolve_inputs
+from orchestrator.engine.attempts import parameter_problems, step_outputs
 from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
 from orchestrator.engine.plan import ExecutionPlan
+from orchestrator.engine.steplog import StepLog
+from orchestrator.errors import PermanentError
+from orchestrator.log import get_logger
 from orchestrator.providers.pool import Providers
 from orchestrator.runtime import Runtime, no_providers, open_runtime
 from orchestrator.settings import Settings
 from orchestrator.steps.builtin import builtin_registry, load_pipeline
+from orchestrator.steps.context import NO_CLIENTS, Clients, StepContext, process_lock
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -39,11 +53,19 @@ if TYPE_CHECKING:
     from orchestrator.definition.pipeline import Pipeline
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.services import ProgressSink
+    from orchestrator.providers.together.client import TogetherClient
     from orchestrator.steps.registry import StepRegistry
     from orchestrator.store.base import StateStore
-    from orchestrator.store.records import EventRecord, RunRecord, StepRecord
+    from orchestrator.store.records import (
+        EventRecord,
+        MetricPoint,
+        ModelEntry,
+        RunRecord,
+        StepRecord,
+    )
 
-__all__ = ["FakeClock", "Harness", "wait_until", "write_text"]
+__all__ = ["FakeClock", "Harness", "StepEnvironment", "local_together", "wait_until",
+           "write_text"]
 
 
 class FakeClock:
@@ -137,3 +159,119 @@ class Harness:
         events = await self.store.get_events(run_id)
         return [e for e in events if kind is None or e.kind == kind]
 
+
+class StepEnvironment:
+    """One step type, run alone: its parameters checked as a pipeline's would be, a context of
+    its own, and everything it does through it kept here for the test to read.
+
+    `clients` is what the step's provider offers (`Clients(client)`: a fake, or a real one
+    such as `local_together`'s); `run_id` and `step_id` make its idempotency key, so a test
+    can stand for an attempt a crash cut short by passing that attempt's `checkpoint`.
+    """
+
+    def __init__(self, folder: Path, *, clients: Clients = NO_CLIENTS,
+                 registry: StepRegistry | None = None, run_id: str = "r-test",
+                 run_name: str = "test", artifacts_dir: Path | None = None) -> None:
+        self.folder = folder
+        self.clients = clients
+        self.registry = registry or builtin_registry()
+        self.run_id = run_id
+        self.run_name = run_name
+        self.artifacts_dir = artifacts_dir
+        self.checkpoint: dict[str, Any] = {}
+        """The step's whole checkpoint, as last saved (what a re-entered attempt gets)."""
+        self.checkpoints: list[dict[str, Any]] = []
+        """What each `ctx.checkpoint(...)` changed, in order."""
+        self.logs: list[tuple[str, str, dict[str, Any]]] = []
+        """(level, message, fields) of each line the step logged at info and above."""
+        self.metrics: list[MetricPoint] = []
+        self.reports: list[dict[str, Any]] = []
+        self.models = _KeptModels()
+        self._cancelled = False
+
+    @property
+    def pipeline_dir(self) -> Path:
+        return self.folder
+
+    def cancel(self) -> None:
+        """Ask for the run's cancellation: `ctx.cancel_requested()` says so from now on."""
+        self._cancelled = True
+
+    def cancel_requested(self) -> bool:
+        return self._cancelled
+
+    async def run(self, uses: str, params: Mapping[str, Any] | None = None, *,
+                  step_id: str = "step", attempt: int = 1,
+                  checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Run step type `uses` once with `params` (literal values: no `${{ }}`); its
+        outputs, as the engine would store them. A bad parameter is a PermanentError, as in
+        a run; `checkpoint` is the one an earlier attempt saved (default: the last kept)."""
+        step_type = self.registry.resolve(uses, self.folder)
+        try:
+            checked = step_type.params.model_validate(dict(params or {}))
+        except ValidationError as exc:
+            raise PermanentError(parameter_problems(step_id, exc)) from None
+        if checkpoint is not None:
+            self.checkpoint = dict(checkpoint)
+        ctx = StepContext(self, step_id, attempt, self.checkpoint)
+        return step_outputs(await step_type.run(ctx, checked))
+
+    async def cancel_remote(self, uses: str, *, step_id: str = "step", attempt: int = 1,
+                            checkpoint: Mapping[str, Any] | None = None) -> None:
+        """Run the step type's cancel hook (what a cancelled run does to the remote work the
+        step started), with the step's last checkpoint."""
+        hook = self.registry.resolve(uses, self.folder).cancel
+        if hook is None:
+            msg = f"step type {uses} has no cancel hook"
+            raise AssertionError(msg)
+        if checkpoint is not None:
+            self.checkpoint = dict(checkpoint)
+        await hook(StepContext(self, step_id, attempt, self.checkpoint))
+
+    # -- the StepHost the step's context talks to ----------------------------------------
+
+    def step_log(self, step_id: str, attempt: int) -> StepLog:
+        def keep(level: str, message: str, fields: Mapping[str, Any]) -> None:
+            self.logs.append((level, message, dict(fields)))
+
+        return StepLog(get_logger().bind(step=step_id, attempt=attempt), keep)
+
+    async def write_checkpoint(self, step_id: str, attempt: int, whole: dict[str, Any],
+                               changed: dict[str, Any]) -> None:
+        self.checkpoint = dict(whole)
+        self.checkpoints.append(dict(changed))
+
+    def write_metrics(self, points: list[MetricPoint]) -> None:
+        self.metrics.extend(points)
+
+    def report(self, step_id: str, fields: Mapping[str, Any]) -> None:
+        self.reports.append(dict(fields))
+
+    def exclusive(self, step_id: str, name: str) -> AbstractAsyncContextManager[None]:
+        return process_lock(name)
+
+
+class _KeptModels(list["ModelEntry"]):
+    """The models a `registry/*` step recorded, in order (the store's registry, in memory)."""
+
+    async def record(self, entry: ModelEntry) -> ModelEntry:
+        self.append(entry)
+        return entry
+
+
+@asynccontextmanager
+async def local_together(folder: Path, **config: Any) -> AsyncIterator[TogetherClient]:
+    """A Together client whose server is the local API, in this process (its files, jobs and
+    models under `folder`/local-api; `config` changes its `LocalAPIConfig`: job_duration...)."""
+    from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport  # noqa: PLC0415
+    from orchestrator.localapi.transport import BASE_URL  # noqa: PLC0415
+    from orchestrator.providers.together.client import TogetherClient  # noqa: PLC0415
+
+    settings = LocalAPIConfig(data_dir=folder / "local-api", **config)
+    api = LocalAPI(settings)
+    try:
+        async with TogetherClient(api_key=settings.api_key, base_url=BASE_URL,
+                                  transport=LocalTransport(api)) as client:
+            yield client
+    finally:
+        api.close()

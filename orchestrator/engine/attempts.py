@@ -34,7 +34,7 @@ from orchestrator.steps.context import StepContext
 from orchestrator.store.records import Clock, ErrorInfo, NewEvent, StepRecord, StepStatus
 from orchestrator.store.rows import MAX_JSON_VALUE
 
-__all__ = ["StepAttempts", "StepFailed"]
+__all__ = ["StepAttempts", "StepFailed", "parameter_problems", "step_outputs"]
 
 
 class StepFailed(Exception):
@@ -172,7 +172,7 @@ class StepAttempts:
         try:
             params = step.type.params.model_validate(raw)
         except ValidationError as exc:
-            raise PermanentError(_format_validation(step.id, exc)) from None
+            raise PermanentError(parameter_problems(step.id, exc)) from None
         ctx = StepContext(self._host, step.id, attempt,
                           self._journal.records[step.id].checkpoint)
         if step.timeout is None:  # no cancel scope to wait in (0.6 KiB of a waiting step)
@@ -184,10 +184,10 @@ class StepAttempts:
                 msg = f"attempt {attempt} ran longer than the step's timeout of " \
                       f"{format_duration(step.timeout)}"
                 raise StepTimeout(msg)
-        return _as_outputs(result), self._resolution.config_hash(step, rendered=raw)
+        return step_outputs(result), self._resolution.config_hash(step, rendered=raw)
 
 
-def _format_validation(step_id: str, exc: ValidationError) -> str:
+def parameter_problems(step_id: str, exc: ValidationError) -> str:
     """Pydantic's errors without the input values (which may hold resolved secrets)."""
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
@@ -196,7 +196,7 @@ def _format_validation(step_id: str, exc: ValidationError) -> str:
     return f"steps.{step_id}.with: " + "; ".join(parts)
 
 
-def _as_outputs(result: Any) -> dict[str, Any]:
+def step_outputs(result: Any) -> dict[str, Any]:
     if result is None:
         return {}
     if isinstance(result, BaseModel):

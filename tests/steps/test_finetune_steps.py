@@ -1,9 +1,10 @@
-"""The together/* and registry/* steps, run by the engine against the local API in-process."""
+"""The together/* and registry/* steps run by the engine, in pipelines, against the local API
+in-process: what needs a run (cancels, the whole fine-tune). Each step type alone:
+`test_steps_alone`."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -143,31 +144,6 @@ async def test_the_whole_finetune(setup: Setup) -> None:
     assert any(isinstance(f.get("loss"), float) and f.get("total_steps") for f in reported)
 
 
-async def test_upload_checks_the_data_first(setup: Setup) -> None:
-    (setup.tmp_path / "bad.jsonl").write_bytes(INSTRUCTIONS + b"\n{\"prompt\": 1}\n")
-    status, run_id = await setup.run("""
-        name: p
-        steps:
-          upload: {uses: together/upload-file, with: {path: bad.jsonl}}
-    """)
-    assert status is RunStatus.FAILED
-    error = (await setup.steps(run_id))["upload"].error
-    assert error is not None and "line 4: blank line" in error.message
-    assert "line 5: no dataset format" in error.message
-    assert await setup.client.list_files() == []
-
-
-async def test_identical_bytes_are_uploaded_once(setup: Setup) -> None:
-    pipeline = ("name: p\nsteps:\n  upload: {uses: together/upload-file, "
-                "with: {path: train.jsonl}}\n")
-    _, first = await setup.run(pipeline)
-    _, second = await setup.run(pipeline)
-    outputs = [(await setup.steps(r))["upload"].outputs or {} for r in (first, second)]
-    assert outputs[0]["file_id"] == outputs[1]["file_id"]
-    assert (outputs[0]["reused"], outputs[1]["reused"]) == (False, True)
-    assert len(await setup.client.list_files()) == 1
-
-
 async def seed(setup: Setup, pipeline: Pipeline, step: StepRecord) -> RunRecord:
     """A run as a crash would leave it: `step` mid-attempt with its checkpoint."""
     async with setup.orchestrator() as orch:
@@ -189,23 +165,6 @@ async def launch_only(setup: Setup) -> tuple[Any, Pipeline]:
             uses: together/launch-fine-tune
             with: {{training_file: {file.id}, model: {BASE}}}
     """)
-
-
-async def test_launch_adopts_the_job_its_crashed_attempt_created(setup: Setup) -> None:
-    """If the process died after the create reached the server, re-entry finds the job by its
-    token instead of creating a second one."""
-    from orchestrator.steps.together import run_token
-
-    file, pipeline = await launch_only(setup)
-    record = await seed(setup, pipeline, StepRecord("launch", checkpoint={"creating": True}))
-    orphan = await setup.client.create_fine_tune({"training_file": file.id, "model": BASE,
-                                                  "suffix": run_token(f"{record.id}:launch")})
-    async with setup.orchestrator() as orch:
-        outcome = await orch.resume(record.id)
-    assert outcome.status is RunStatus.SUCCEEDED
-    outputs = (await setup.steps(record.id))["launch"].outputs or {}
-    assert (outputs["job_id"], outputs["adopted"]) == (orphan.id, True)
-    assert [j.id for j in await setup.client.list_fine_tunes()] == [orphan.id]
 
 
 async def test_a_failed_job_fails_the_step_with_its_message(tmp_path: Path,
@@ -346,22 +305,6 @@ async def test_register_adapter_once(setup: Setup) -> None:
     assert len(await setup.client.list_jobs()) == 1
 
 
-async def test_register_adopts_its_own_earlier_import(setup: Setup) -> None:
-    """'Model name already exists' for the model this run created is success."""
-    from orchestrator.steps.together import run_token
-
-    pipeline = setup.pipeline(REGISTER)
-    record = await seed(setup, pipeline, StepRecord("register", checkpoint={"creating": True}))
-    await setup.client.upload_model({
-        "model_name": "my-adapter", "model_source": "https://huggingface.co/acme/my-adapter",
-        "model_type": "adapter", "base_model": BASE,
-        "description": f"[orchestrator {run_token(f'{record.id}:register')}]"})
-    async with setup.orchestrator() as orch:
-        outcome = await orch.resume(record.id)
-    assert outcome.status is RunStatus.SUCCEEDED
-    assert len(await setup.client.list_jobs()) == 1
-
-
 REGISTER_V2 = f"""
 name: adapter-v2
 steps:
@@ -402,60 +345,11 @@ async def test_register_v2_once_and_the_model_serves(setup: Setup) -> None:
     assert len(await setup.client.remote_uploads(project)) == 1
 
 
-@pytest.mark.parametrize("crashed_after", ["registering", "uploading"])
-async def test_register_v2_adopts_what_an_earlier_attempt_made(setup: Setup,
-                                                              crashed_after: str) -> None:
-    """An attempt that died after the provider registered the model (or started its upload)
-    but before checkpointing it: the resumed step adopts both, making nothing twice."""
-    from orchestrator.steps.together import run_token
-
-    pipeline = setup.pipeline(REGISTER_V2)
-    record = await seed(setup, pipeline, StepRecord("register", checkpoint={}))
-    project = await setup.client.project_id()
-    model = await setup.client.register_model(
-        project, name="my-adapter", base_model=BASE, model_type="adapter",
-        description=f"[orchestrator {run_token(f'{record.id}:register')}]")
-    checkpoint: dict[str, Any] = {"registering": True}
-    if crashed_after == "uploading":
-        await setup.client.start_remote_upload(
-            project, model_id=model.id, remote_url="https://huggingface.co/acme/my-adapter")
-        checkpoint = {"model_id": model.id, "model_name": model.name, "uploading": True}
-    lease = await setup.store.acquire_lease(record.id, "crashed", ttl=60, max_recoveries=9)
-    await setup.store.commit(lease, steps=[StepRecord("register", attempt=1,
-                                                      checkpoint=checkpoint)])
-    await setup.store.release_lease(lease)
-    async with setup.orchestrator() as orch:
-        outcome = await orch.resume(record.id)
-    assert outcome.status is RunStatus.SUCCEEDED
-    assert len(await setup.client.registered_models(project)) == 1
-    assert len(await setup.client.remote_uploads(project)) == 1
-
-
 def test_register_v2_needs_a_base_model(setup: Setup) -> None:
     from orchestrator.errors import PipelineInvalid
 
     with pytest.raises(PipelineInvalid, match="base_model is required"):
         setup.pipeline(REGISTER_V2.replace(f"      base_model: {BASE}\n", ""))
-
-
-@pytest.mark.parametrize(("expect", "message"), [
-    pytest.param({"contains": "Paris"}, "the answer does not contain 'Paris'", id="contains"),
-    pytest.param({"regex": "^[0-9]+$"}, "does not match /^[0-9]+$/", id="regex"),
-    pytest.param({"max_latency": "1ms"}, "max_latency 1ms", id="latency"),
-])
-async def test_smoke_test_expectations(setup: Setup, expect: dict[str, Any],
-                                       message: str) -> None:
-    setup.api.config = dataclasses.replace(setup.api.config, latency=0.01)
-    status, run_id = await setup.run(f"""
-        name: p
-        steps:
-          smoke:
-            uses: together/smoke-test
-            with: {{model: {BASE}, prompt: hello, expect: {json.dumps(expect)}}}
-    """)
-    error = (await setup.steps(run_id))["smoke"].error
-    assert status is RunStatus.FAILED and error is not None
-    assert message in error.message and "answer: 'Simulated answer" in error.message
 
 
 def test_the_shipped_pipelines_validate() -> None:
@@ -484,26 +378,6 @@ def test_polls_come_by_the_jobs_next_change() -> None:
     assert wait == 60.0
 
 
-async def test_a_half_finished_upload_is_finished_not_repeated(setup: Setup) -> None:
-    """Bytes uploaded but never preprocessed (a crash in between) are reused and processed."""
-    import hashlib
-
-    data = (setup.tmp_path / "train.jsonl").read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    start = await setup.client._http.post(
-        "/files", data={"purpose": "fine-tune", "file_name": f"train-{sha[:12]}.jsonl",
-                        "checksum": sha}, headers={"Authorization": "Bearer local-key"})
-    await setup.client._http.put(start.headers["location"], content=data)
-    status, run_id = await setup.run("name: p\nsteps:\n  upload: {uses: together/upload-file, "
-                                     "with: {path: train.jsonl}}\n")
-    assert status is RunStatus.SUCCEEDED
-    outputs = (await setup.steps(run_id))["upload"].outputs or {}
-    assert outputs["reused"] is True
-    assert outputs["file_id"] == start.headers["x-together-file-id"]
-    file = await setup.client.retrieve_file(outputs["file_id"])
-    assert (file.processed, file.processing_status) == (True, "COMPLETED")
-
-
 @pytest.mark.parametrize(("fields", "message"), [
     pytest.param({"lora": "yes"}, "lora\n  Input should be a valid boolean", id="lora-yes"),
     pytest.param({"lora_dropout": -3}, "greater than or equal to 0", id="dropout-negative"),
@@ -525,26 +399,6 @@ def test_launch_parameters_are_checked_as_the_sdk_checks_them(fields: dict[str, 
 
     with pytest.raises(ValidationError, match=message):
         LaunchParams.model_validate({"training_file": "file-1", "model": "base", **fields})
-
-
-async def test_a_together_step_asks_for_its_client_and_says_when_there_is_none(
-        tmp_path: Path, store: StateStore) -> None:
-    """The step context is a typed lookup: a run without a provider fails the step at once,
-    in one line saying what is missing (not an AttributeError on None)."""
-    (tmp_path / "train.jsonl").write_bytes(INSTRUCTIONS)
-    pipeline = load_pipeline(write(tmp_path / "p.yaml", """
-        name: p
-        steps:
-          upload: {uses: together/upload-file, with: {path: train.jsonl}}
-    """))
-    async with Harness(tmp_path, store).orchestrator() as orch:
-        outcome = await orch.run(pipeline, {})
-    step = (await store.get_steps(outcome.run_id))["upload"]
-    assert outcome.status is RunStatus.FAILED
-    assert step.attempt == 1
-    assert step.error is not None
-    assert step.error.message == ("this step needs a TogetherClient, but the run has no "
-                                  "provider (setting provider: local or together)")
 
 
 def test_a_jobs_figures_are_read_from_its_metrics_and_its_events() -> None:
