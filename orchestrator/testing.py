@@ -40,8 +40,11 @@ from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
 from orchestrator.engine.plan import ExecutionPlan
 from orchestrator.engine.steplog import StepLog
 from orchestrator.errors import PermanentError
+from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport
+from orchestrator.localapi.transport import BASE_URL
 from orchestrator.log import get_logger
 from orchestrator.providers.pool import Providers
+from orchestrator.providers.together.client import TogetherClient
 from orchestrator.runtime import Runtime, no_providers, open_runtime
 from orchestrator.settings import Settings
 from orchestrator.steps.builtin import builtin_registry, load_pipeline
@@ -263,10 +266,6 @@ class _KeptModels(list["ModelEntry"]):
 async def local_together(folder: Path, **config: Any) -> AsyncIterator[TogetherClient]:
     """A Together client whose server is the local API, in this process (its files, jobs and
     models under `folder`/local-api; `config` changes its `LocalAPIConfig`: job_duration...)."""
-    from orchestrator.localapi import LocalAPI, LocalAPIConfig, LocalTransport  # noqa: PLC0415
-    from orchestrator.localapi.transport import BASE_URL  # noqa: PLC0415
-    from orchestrator.providers.together.client import TogetherClient  # noqa: PLC0415
-
     settings = LocalAPIConfig(data_dir=folder / "local-api", **config)
     api = LocalAPI(settings)
     try:
