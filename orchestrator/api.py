@@ -11,7 +11,9 @@ carries the CLI's exit code, and the run's record in the `-o json` shape.
     print(result.status, result.outputs["wait"]["model_name"])
 
 Synchronous, for scripts; the `a`-prefixed twins are coroutines for code already inside an
-event loop (anyio or asyncio).
+event loop (anyio or asyncio). Importing it loads nothing more: each function loads the
+settings reader, the loader and the engine when it is first called (`import orchestrator`
+in a notebook took 0.46 s before; see README, "Performance").
 
 It writes nothing to stderr unless asked: a script's or a notebook's output is its own. Its
 log lines go where the caller set structlog up to send them, or, asked with
@@ -27,23 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
-from orchestrator.definition.inputs import resolve_inputs
-from orchestrator.engine.plan import ExecutionPlan, read_secrets
-from orchestrator.log import configure_logging
-from orchestrator.providers.pool import provider_ref
-from orchestrator.runtime import open_runtime
-from orchestrator.schedule.batch import execute_cells
-from orchestrator.settings import Settings, load_settings
-from orchestrator.steps.builtin import load_pipeline, stored_pipeline
-from orchestrator.store.records import RunStatus, parse_statuses
-from orchestrator.views.order import ordered_steps
-from orchestrator.views.shapes import run_document, run_json
+from orchestrator.store.records import RunStatus
 
 if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator
+    from orchestrator.settings import Settings
     from orchestrator.store.base import StateStore
 
 __all__ = [
@@ -83,23 +75,20 @@ class RunResult:
 def _settings(settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
     """The settings a call runs with; log lines set up unless the caller set structlog up
     already: to stderr when asked (`log_format=...`), else nowhere (see the module)."""
+    from orchestrator.log import configure_logging, configure_silently, is_configured
+    from orchestrator.settings import Settings, load_settings
+
     if settings is not None:  # its values, the overrides checked as a setting is
         settings = settings if not overrides else Settings.model_validate(
             {**settings.model_dump(), **overrides})
     else:
         settings = load_settings(**overrides)
-    if not structlog.is_configured():
+    if not is_configured():
         if "log_format" in overrides:
             configure_logging(fmt=settings.log_format, level=settings.log_level)
         else:
-            structlog.configure(processors=[_silent], cache_logger_on_first_use=False,
-                                wrapper_class=structlog.make_filtering_bound_logger("critical"))
+            configure_silently()
     return settings
-
-
-def _silent(_: Any, __: str, ___: Any) -> Any:
-    """A log line nobody asked for is dropped (the run keeps what its steps log anyway)."""
-    raise structlog.DropEvent
 
 
 async def _result(store: StateStore, outcome: RunOutcome) -> RunResult:
@@ -121,6 +110,12 @@ async def arun_file(path: str | Path, inputs: Mapping[str, Any] | None = None, *
     `settings` or those the files and environment give. Bad input raises the CLI's errors
     (PipelineInvalid, InputsInvalid, ConfigError: `exit_code` 2).
     """
+    from orchestrator.definition.inputs import resolve_inputs
+    from orchestrator.engine.plan import ExecutionPlan, read_secrets
+    from orchestrator.runtime import open_runtime
+    from orchestrator.schedule.batch import execute_cells
+    from orchestrator.steps.builtin import load_pipeline
+
     config = _settings(settings, overrides)
     pipeline = load_pipeline(path, limits=config.pipeline_limits)
     values = resolve_inputs(pipeline.inputs, dict(inputs or {}), pipeline_dir=pipeline.base_dir,
@@ -130,6 +125,8 @@ async def arun_file(path: str | Path, inputs: Mapping[str, Any] | None = None, *
     async with open_runtime(config) as rt:
         orch = rt.orchestrator
         if detach:
+            from orchestrator.providers.refs import provider_ref
+
             return await _queue(orch, pipeline, values, provider_ref(config))
         if pipeline.matrix is not None:
             batch, cells = await orch.create_batch(pipeline, values, hold=True)
@@ -167,6 +164,8 @@ def run_file(path: str | Path, inputs: Mapping[str, Any] | None = None, *,
 async def aresume_run(run_id: str, *, from_step: str | None = None, reload: bool = False,
                       settings: Settings | None = None, **overrides: Any) -> RunResult:
     """`orchestrator resume RUN [--from STEP] [--reload]`: continue the run to its end."""
+    from orchestrator.runtime import open_runtime
+
     config = _settings(settings, overrides)
     async with open_runtime(config) as rt:
         outcome = await rt.orchestrator.resume(run_id, from_step=from_step, reload=reload)
@@ -182,6 +181,10 @@ def resume_run(run_id: str, *, from_step: str | None = None, reload: bool = Fals
 async def ashow_run(run_id: str, *, settings: Settings | None = None,
                     **overrides: Any) -> dict[str, Any]:
     """`orchestrator show RUN -o json`: the run, its steps, its final losses."""
+    from orchestrator.runtime import open_runtime
+    from orchestrator.steps.builtin import stored_pipeline
+    from orchestrator.views.order import ordered_steps
+    from orchestrator.views.shapes import run_document
 
     async with open_runtime(_settings(settings, overrides), engine=False) as rt:
         run = await rt.store.get_run(run_id)
@@ -198,6 +201,9 @@ def show_run(run_id: str, *, settings: Settings | None = None,
 async def aruns(*, limit: int = 20, status: str | None = None, pipeline: str | None = None,
                 settings: Settings | None = None, **overrides: Any) -> list[dict[str, Any]]:
     """`orchestrator runs -o json [--status S] [--pipeline P]`."""
+    from orchestrator.runtime import open_runtime
+    from orchestrator.store.records import parse_statuses
+    from orchestrator.views.shapes import run_json
 
     statuses = None if status is None else parse_statuses(status.split(","))
     async with open_runtime(_settings(settings, overrides), engine=False) as rt:
@@ -215,6 +221,8 @@ async def await_run(run_id: str, *, timeout: float | None = None, poll: float = 
                     settings: Settings | None = None, **overrides: Any) -> dict[str, Any]:
     """`orchestrator wait RUN`: the run's record once no one executes it (TimeoutError after
     `timeout` seconds; the run goes on)."""
+    from orchestrator.runtime import open_runtime
+    from orchestrator.views.shapes import run_json
 
     async with open_runtime(_settings(settings, overrides), engine=False) as rt:
         with anyio.fail_after(timeout):

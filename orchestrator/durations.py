@@ -1,15 +1,16 @@
-"""Durations as pipeline authors write them: `500ms`, `30s`, `2m`, `1h30m`, `1d`, or seconds."""
+"""Durations as pipeline authors write them: `500ms`, `30s`, `2m`, `1h30m`, `1d`, or seconds.
+
+Imports nothing heavy (tables print durations at every command's start): the pydantic field
+type that reads one is `definition.fields.Duration`.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
-
-from pydantic import BeforeValidator, WithJsonSchema
 
 from orchestrator.errors import shorten
 
-__all__ = ["DURATION_SCHEMA", "Duration", "format_duration", "parse_duration"]
+__all__ = ["DURATION_SCHEMA", "format_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -72,6 +73,3 @@ DURATION_SCHEMA = {"anyOf": [
     {"type": "string", "pattern": r"^\s*(?:(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+|\d+(?:\.\d+)?)\s*$"},
 ], "description": "seconds, or a number with a unit: 500ms, 30s, 5m, 2h, 1d, 1h30m"}
 """How a duration reads in the JSON Schema of pipeline files (editors check it)."""
-
-Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
-"""A pydantic field type: accepts what `parse_duration` accepts, holds seconds."""

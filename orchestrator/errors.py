@@ -45,6 +45,9 @@ UnreadableFile, NotUTF8            a path that cannot be read as text: the calle
                                                                        (inputfiles)
 StepFailed                         a step failed for good, its state committed: the executor
                                    ends the run                        (engine.attempts)
+Busy                               an inline open of the SQLite file met another process's
+                                   lock: it opens again in a thread, waiting
+                                                                       (store.sqlite.connection)
 APIError, ConnectionDropped        the local API's answer with an error body, and a connection
                                    it drops on purpose (faults)        (localapi.errors)
 Refused (PermissionError), BadQuery (ValueError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 
-__all__ = ["new_batch_id", "new_run_id", "scheduled_id"]
+__all__ = ["RunNames", "new_batch_id", "new_run_id", "scheduled_id"]
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 
@@ -34,3 +34,29 @@ def scheduled_id(schedule_id: str, fire_time: float, prefix: str = "s") -> str:
     tick is refused by the store (the id exists) instead of starting a second run.
     """
     return f"{prefix}-{schedule_id}-{time.strftime('%y%m%d-%H%M%S', time.gmtime(fire_time))}"
+
+
+class RunNames:
+    """How a line on the console (a log line, a live progress line) names its run.
+
+    Not at all when the command's own header named it (`starting run R ...`: `run`,
+    `resume`); `#N` for cell N of the batch the header named; by its id otherwise (a
+    worker executes many). The command sets `header` when it announces what it executes.
+    """
+
+    __slots__ = ("header",)
+
+    def __init__(self, header: str | None = None) -> None:
+        self.header = header
+
+    def __call__(self, run_id: str | None) -> str:
+        header = self.header
+        if run_id is None or run_id == header:
+            return ""
+        if header is not None and run_id.startswith(header + "."):
+            return "#" + run_id[len(header) + 1:]
+        return run_id
+
+    def place(self, run_id: str | None, step_id: str) -> str:
+        """`#3 wait`, `wait`, or `r-... wait`: where a line comes from."""
+        return " ".join(part for part in (self(run_id), step_id) if part)

@@ -3,6 +3,12 @@
 Every line carries `run_id`, `step` and `attempt` (null outside a step), bound through
 contextvars by the engine. Every line passes `REDACTOR` (see `orchestrator.redact`), so a
 secret a run resolved is `***` in it.
+
+Every module of ours reaches structlog through this one (a test holds it so): structlog's
+`dev` module imports rich, when it is installed, to render tracebacks, which this project
+renders plainly (`plain_traceback`); rich's import was 70 ms of every run's start and of the
+Python API's import (measured), so it is hidden while structlog loads. Live progress on a
+terminal imports rich itself, when it draws.
 """
 
 from __future__ import annotations
@@ -10,23 +16,36 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+if "structlog" not in sys.modules and "rich" not in sys.modules:
+    sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` fails meanwhile
+    try:
+        import structlog
+    finally:
+        del sys.modules["rich"]
+
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
+from orchestrator.ids import RunNames
 from orchestrator.process import hold
 from orchestrator.redact import REDACTOR
 from orchestrator.terminal import printable
 
 __all__ = [
     "ConsoleRunFields",
-    "RunNames",
+    "Logger",
     "add_run_fields",
     "configure_logging",
+    "configure_silently",
     "escape_controls",
     "get_logger",
+    "is_configured",
 ]
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+Logger = FilteringBoundLogger
+"""A bound logger, as `get_logger` returns it."""
 
 
 def add_run_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -34,32 +53,6 @@ def add_run_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     for key in ("run_id", "step", "attempt"):
         event_dict.setdefault(key, None)
     return event_dict
-
-
-class RunNames:
-    """How a line on the console (a log line, a live progress line) names its run.
-
-    Not at all when the command's own header named it (`starting run R ...`: `run`,
-    `resume`); `#N` for cell N of the batch the header named; by its id otherwise (a
-    worker executes many). The command sets `header` when it announces what it executes.
-    """
-
-    __slots__ = ("header",)
-
-    def __init__(self, header: str | None = None) -> None:
-        self.header = header
-
-    def __call__(self, run_id: str | None) -> str:
-        header = self.header
-        if run_id is None or run_id == header:
-            return ""
-        if header is not None and run_id.startswith(header + "."):
-            return "#" + run_id[len(header) + 1:]
-        return run_id
-
-    def place(self, run_id: str | None, step_id: str) -> str:
-        """`#3 wait`, `wait`, or `r-... wait`: where a line comes from."""
-        return " ".join(part for part in (self(run_id), step_id) if part)
 
 
 class ConsoleRunFields:
@@ -128,3 +121,22 @@ hold(structlog, name="logging", why="configured once per command (configure_logg
 def get_logger(**bound: Any) -> FilteringBoundLogger:
     logger: FilteringBoundLogger = structlog.get_logger(**bound)
     return logger
+
+
+def configure_silently() -> bool:
+    """Drop every line, unless structlog was set up already (by the caller of the Python
+    API, say): True if this set it up. A line nobody asked for goes nowhere; what steps log
+    is kept with their run either way."""
+    if structlog.is_configured():
+        return False
+    structlog.configure(processors=[_silent], cache_logger_on_first_use=False,
+                        wrapper_class=structlog.make_filtering_bound_logger("critical"))
+    return True
+
+
+def is_configured() -> bool:
+    return structlog.is_configured()
+
+
+def _silent(_: Any, __: str, ___: Any) -> Any:
+    raise structlog.DropEvent

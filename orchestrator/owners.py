@@ -8,7 +8,6 @@ for the lease to expire; on another host only the expiry tells.
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 
 __all__ = ["new_owner_id", "owner_is_dead"]
@@ -16,6 +15,8 @@ __all__ = ["new_owner_id", "owner_is_dead"]
 
 def new_owner_id() -> str:
     """This process's id as a lease owner (a new one each call: one per orchestrator)."""
+    import secrets  # noqa: PLC0415  (start-up: read-only commands name no owner)
+
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 

@@ -27,12 +27,14 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.settings_read import StoreSettings
 from orchestrator.store.opening import open_store
 
 if TYPE_CHECKING:
     from orchestrator.engine.orchestrator import EngineConfig, Orchestrator
     from orchestrator.engine.services import ProgressSink
-    from orchestrator.providers.pool import LocalEndpoint, LocalEndpoints, ProviderRef, Providers
+    from orchestrator.providers.pool import LocalEndpoint, LocalEndpoints, Providers
+    from orchestrator.providers.refs import ProviderRef
     from orchestrator.schedule.actions import StoreActions
     from orchestrator.settings import Settings
     from orchestrator.steps.registry import StepRegistry
@@ -58,7 +60,8 @@ __all__ = [
 class Runtime:
     """The parts of one process, open for as long as the `open_runtime` block lasts."""
 
-    settings: Settings
+    settings: Settings | StoreSettings
+    """Every setting, or (a store-only runtime of a read-only command) the store's alone."""
     store: StateStore
     providers: Providers | None = None
     """The provider clients (None in a runtime opened without an engine)."""
@@ -110,7 +113,7 @@ def providers_for(settings: Settings) -> Providers:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings,
+    settings: Settings | StoreSettings,
     *,
     engine: bool = True,
     store: StateStore | None = None,
@@ -140,6 +143,9 @@ async def open_runtime(
         if not engine:
             yield Runtime(settings, store)
             return
+        if isinstance(settings, StoreSettings):
+            msg = "an engine needs every setting (load_settings), not the store's alone"
+            raise TypeError(msg)
         from orchestrator.engine.orchestrator import Orchestrator  # noqa: PLC0415  (start-up)
 
         providers = await stack.enter_async_context(providers or providers_for(settings))
@@ -169,7 +175,7 @@ def web_actions(settings: Settings, scheduled: Sequence[Scheduled]
     operations (an orchestrator on that store, never entered: it executes nothing), runs
     fired now bound to the provider `settings` name."""
     from orchestrator.engine.orchestrator import Orchestrator  # noqa: PLC0415  (start-up)
-    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+    from orchestrator.providers.refs import provider_ref  # noqa: PLC0415
     from orchestrator.schedule.actions import StoreActions  # noqa: PLC0415
 
     ref, config, served = provider_ref(settings), engine_config(settings), list(scheduled)
@@ -186,7 +192,7 @@ async def open_providers(settings: Settings) -> AsyncIterator[tuple[Providers, P
     """The provider clients alone, no store (pricing a pipeline before its run exists), and
     the provider `settings` name; SettingsInvalid, before anything opens, when this process
     cannot use it (no key)."""
-    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+    from orchestrator.providers.refs import provider_ref  # noqa: PLC0415
 
     ref = provider_ref(settings)
     providers = providers_for(settings)
@@ -198,7 +204,7 @@ async def open_providers(settings: Settings) -> AsyncIterator[tuple[Providers, P
 def check_provider(settings: Settings) -> None:
     """SettingsInvalid, in one line, when this process cannot use the provider `settings`
     name (a missing key, a local data folder it cannot write): before a run is created."""
-    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+    from orchestrator.providers.refs import provider_ref  # noqa: PLC0415
 
     providers_for(settings).check(provider_ref(settings))
 

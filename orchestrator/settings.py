@@ -10,10 +10,7 @@ which the config file's documentation is checked against.)
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_origin
 
@@ -26,10 +23,21 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from orchestrator.definition.fields import Duration
 from orchestrator.definition.limits import DEFAULT_LIMITS, MAX_PIPELINE_BYTES, PipelineLimits
-from orchestrator.durations import Duration
 from orchestrator.errors import SettingsInvalid, shorten
 from orchestrator.inputfiles import UnreadableFile, read_regular, utf8_text
+from orchestrator.settings_read import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    DOTENV,
+    ENV_PREFIX,
+    SECRET_HOMES,
+    check_config_file,
+    config_path,
+    origin,
+    text_of,
+)
 
 __all__ = [
     "CONFIG_ENV",
@@ -73,11 +81,6 @@ def parse_faults(text: str) -> dict[str, float]:
         msg = f"fault shares add up to {sum(shares.values()):g}; at most 1"
         raise ValueError(msg)
     return shares
-
-
-ENV_PREFIX = "ORCH_"
-CONFIG_ENV = "ORCH_CONFIG"
-DEFAULT_CONFIG = Path("config/orchestrator.toml")
 
 
 class Settings(BaseSettings):
@@ -285,85 +288,11 @@ class Settings(BaseSettings):
                 TomlConfigSettingsSource(settings_cls, toml_file=config_path()))
 
 
-def config_path() -> Path:
-    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
-
-
 _SECRET_FIELDS = frozenset(name for name, field in Settings.model_fields.items()
                            if "SecretStr" in str(field.annotation))
 """Settings whose values never appear in a message, not even a bad one, and which are never
 read from the config file."""
-_SECRET_HOMES = {
-    "together_api_key": "set TOGETHER_API_KEY in the environment or .env",
-    "local_api_key": "set ORCH_LOCAL_API_KEY in the environment or .env",
-    "ui_token": "set ORCH_UI_TOKEN in the environment or .env, or name a file holding it "
-                "with the setting ui_token_file",
-}
-"""Where each secret setting is given instead of the config file."""
-assert set(_SECRET_HOMES) == _SECRET_FIELDS, "every secret setting says where it is given"
-MAX_FILE_BYTES = 2**20
-"""The largest config file or .env read (they hold a few dozen lines)."""
-DOTENV = Path(".env")
-
-
-def _text_of(path: Path, what: str) -> str | None:
-    """A settings file's text, or None when there is none; one line when it cannot be read,
-    is not a regular file, is too large or is not UTF-8."""
-    if not path.exists() and not path.is_symlink():
-        return None
-    try:
-        return utf8_text(read_regular(path, max_bytes=MAX_FILE_BYTES))
-    except UnreadableFile as exc:
-        msg = f"{what}: {exc}"
-        raise SettingsInvalid(msg) from None
-
-
-def _known_keys() -> dict[str, str]:
-    """Each name a setting may be given by in the config file (in lower case: keys are not
-    case-sensitive), to the setting's name."""
-    keys = {}
-    for name, field in Settings.model_fields.items():
-        keys[name] = name
-        if isinstance(field.validation_alias, AliasChoices):
-            keys.update({str(alias).lower(): name for alias in field.validation_alias.choices})
-    return keys
-
-
-def _check_config_file(path: Path) -> None:
-    """The config file, if there is one: TOML whose every key is a setting (a misspelt one
-    would be silently ignored otherwise)."""
-    text = _text_of(path, str(path))
-    if text is None:
-        if os.environ.get(CONFIG_ENV):
-            msg = f"{CONFIG_ENV}={path}: no such file"
-            raise SettingsInvalid(msg)
-        return
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"{path}: not valid TOML: {exc}"
-        raise SettingsInvalid(msg) from None
-    except RecursionError:
-        msg = f"{path}: not valid TOML: values nested too deeply"
-        raise SettingsInvalid(msg) from None
-    known = _known_keys()
-    problems = []
-    for key in data:
-        found = re.search(rf"^\s*\[*\s*[\"']?{re.escape(key)}[\"']?\s*[=.\]]", text,
-                          re.MULTILINE)
-        line = f":{text.count(chr(10), 0, found.start()) + 1}" if found else ""
-        name = known.get(key.lower())
-        if name in _SECRET_FIELDS:
-            problems.append(f"{path}{line}: {key} is a secret, never read from this file "
-                            f"(which is often committed): {_SECRET_HOMES[name]}")
-            continue
-        if name is not None:
-            continue
-        close = difflib.get_close_matches(key.lower(), list(known), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        problems.append(f"{path}{line}: unknown setting '{shorten(key)}'{hint}")
-    if problems:
-        raise SettingsInvalid("\n".join(problems))
+assert set(SECRET_HOMES) == _SECRET_FIELDS, "every secret setting says where it is given"
 
 
 def _check_structured_values(given: dict[str, Any]) -> None:
@@ -392,27 +321,14 @@ def _check_structured_values(given: dict[str, Any]) -> None:
             raise SettingsInvalid(msg) from None
 
 
-def _origin(field: str, flags: dict[str, Any]) -> str:
-    """Where a setting's value came from, for the error message."""
-    env_name = f"{ENV_PREFIX}{field.upper()}"
-    if field in flags:
-        return f"--{field.replace('_', '-')}"
-    if env_name in os.environ:
-        return env_name
-    dotenv = _text_of(DOTENV, ".env") or ""
-    if any(line.strip().startswith(f"{env_name}=") for line in dotenv.splitlines()):
-        return f"{env_name} in .env"
-    return f"{field} in {config_path()}"
-
-
 def load_settings(**flags: Any) -> Settings:
     """Settings from every source, with `flags` (from the command line) winning.
 
     Raises SettingsInvalid with one line per bad setting, naming where the value came from.
     """
     given = {k: v for k, v in flags.items() if v is not None}
-    _check_config_file(config_path())
-    _text_of(DOTENV, ".env")
+    check_config_file(config_path())
+    text_of(DOTENV, ".env")
     _check_structured_values(given)
     try:
         return Settings(**given)
@@ -422,6 +338,6 @@ def load_settings(**flags: Any) -> Settings:
             field = str(error["loc"][0]) if error["loc"] else "?"
             message = shorten(str(error["msg"]).removeprefix("Value error, "), 300)
             shown = "'***'" if field in _SECRET_FIELDS else shorten(repr(error.get("input")))
-            lines.append(f"bad setting {field} = {shown} (from {_origin(field, given)}): "
+            lines.append(f"bad setting {field} = {shown} (from {origin(field, given)}): "
                          f"{message[0].lower()}{message[1:]}")
         raise SettingsInvalid("\n".join(lines)) from None

@@ -23,6 +23,8 @@ LAYERS: list[set[str]] = [
     {"log"},
     # the pipeline model and the Together protocol (both sides of the wire read it)
     {"definition", "protocol"},
+    # settings without pydantic (read-only commands), then every setting (pydantic-settings)
+    {"settings_read"},
     {"settings"},
     # the HTTP plumbing both servers share (loopback, listening, a headers deadline)
     {"serving"},
@@ -47,8 +49,14 @@ LAYERS: list[set[str]] = [
 LAZY_IMPORTS: dict[str, str] = {
     "orchestrator": "public names load on first use: `python -m orchestrator` imports the "
                     "package first, and --help must stay fast",
+    "orchestrator.api": "the Python API loads the settings reader, the loader and the engine "
+                        "when a function is first called: `import orchestrator` in a "
+                        "notebook costs nothing until a run",
     "orchestrator.cli": "each command imports what it uses, so --help, validate and the "
                         "read-only commands never load the engine, providers or the local API",
+    "orchestrator.providers.pool": "httpx and the Together client load when a run first needs "
+                                   "a provider, not with the engine (a pipeline of core "
+                                   "steps never loads them)",
     "orchestrator.runtime": "read-only commands open the store alone: the engine, the "
                             "Together client (httpx) and the local API (Starlette) load only "
                             "for a runtime with an engine, the local API only for a local run",

@@ -7,9 +7,9 @@ import json
 
 import structlog
 
+from orchestrator.ids import RunNames
 from orchestrator.log import (
     ConsoleRunFields,
-    RunNames,
     add_run_fields,
     configure_logging,
     get_logger,

@@ -201,3 +201,77 @@ def test_a_huge_value_is_quoted_short(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsInvalid) as caught:
         load_settings()
     assert len(str(caught.value)) < 300 and "(5,002 characters)" in str(caught.value)
+
+
+# -- the reader without pydantic agrees with this one ------------------------------------
+
+def test_the_light_reader_knows_every_setting_and_its_aliases() -> None:
+    from pydantic import AliasChoices
+
+    from orchestrator.settings_read import SECRET_HOMES, SETTING_NAMES, StoreSettings
+
+    expected = {}
+    for name, field in Settings.model_fields.items():
+        aliases = field.validation_alias
+        expected[name] = tuple(a for a in aliases.choices if a != name) \
+            if isinstance(aliases, AliasChoices) else ()
+    assert expected == SETTING_NAMES
+    assert set(SECRET_HOMES) <= set(expected)
+    defaults = Settings.model_construct()
+    for name in StoreSettings.__dataclass_fields__:
+        assert getattr(StoreSettings(), name) == getattr(defaults, name), name
+
+
+AGREEMENT = [
+    pytest.param({}, {}, "", {}, id="defaults"),
+    pytest.param({"ORCH_DURABILITY": "machine", "ORCH_BUSY_TIMEOUT": "2m"}, {}, "", {},
+                 id="environment"),
+    pytest.param({"orch_log_level": "debug"}, {}, "", {}, id="lower-case-name"),
+    pytest.param({}, {"ORCH_STATE_URL": "sqlite:///x/state.db"}, "", {}, id="dotenv"),
+    pytest.param({}, {}, 'busy_timeout = 3\nlog_format = "json"\n', {}, id="config-file"),
+    pytest.param({"ORCH_LOG_LEVEL": "error"}, {"ORCH_LOG_LEVEL": "warning"},
+                 'log_level = "debug"\n', {"log_level": "info"}, id="flag-wins"),
+    pytest.param({"ORCH_LOG_LEVEL": "error"}, {"ORCH_LOG_LEVEL": "warning"},
+                 'log_level = "debug"\n', {}, id="environment-beats-dotenv"),
+    pytest.param({}, {"ORCH_LOG_LEVEL": "warning"}, 'log_level = "debug"\n', {},
+                 id="dotenv-beats-file"),
+    pytest.param({"ORCH_DURABILITY": "sometimes"}, {}, "", {}, id="bad-choice"),
+    pytest.param({"ORCH_BUSY_TIMEOUT": "soon"}, {}, "", {}, id="bad-duration"),
+    pytest.param({"ORCH_STATE_URL": "mysql://db"}, {}, "", {}, id="bad-url"),
+    pytest.param({}, {}, "state_url = 5\n", {}, id="url-not-text"),
+    pytest.param({}, {}, "durability = 1\nlog_level = true\n", {}, id="two-bad-in-file"),
+    pytest.param({}, {}, "log_fromat = 'json'\n", {}, id="misspelt-key"),
+    pytest.param({}, {}, "together_api_key = 'k'\n", {}, id="secret-in-file"),
+    pytest.param({}, {"ORCH_BUSY_TIMEOUT": "-1"}, "", {}, id="negative-from-dotenv"),
+    pytest.param({}, {}, "", {"log_format": "xml"}, id="bad-flag"),
+]
+
+
+Sources = tuple[dict[str, str], dict[str, str], str, dict[str, str]]
+"""The environment, .env, the config file and the flags of one case."""
+
+
+@pytest.mark.parametrize("sources", [pytest.param((p.values), id=p.id) for p in AGREEMENT])
+def test_the_light_reader_agrees_with_pydantic_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources: Sources) -> None:
+    """A read-only command's settings are the ones `Settings` reads, from the same sources in
+    the same order; a bad one is refused with the same line."""
+    from orchestrator.settings_read import StoreSettings, load_store_settings
+
+    env, dotenv, toml, flags = sources
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if dotenv:
+        write(tmp_path / ".env", "".join(f"{k}={v}\n" for k, v in dotenv.items()))
+    if toml:
+        write(tmp_path / "config" / "orchestrator.toml", toml)
+    try:
+        full = load_settings(**flags)
+    except SettingsInvalid as exc:
+        with pytest.raises(SettingsInvalid) as light:
+            load_store_settings(**flags)
+        assert str(light.value) == str(exc)
+        return
+    light_settings = load_store_settings(**flags)
+    for name in StoreSettings.__dataclass_fields__:
+        assert getattr(light_settings, name) == getattr(full, name), name

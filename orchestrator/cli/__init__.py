@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from orchestrator.cli.parser import (
+    COMMANDS,
     EXIT_BAD_INPUT,
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -35,7 +36,9 @@ _MODULES = {"batches": "batches", "cancel": "service", "worker": "service",
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (also used as the console script's)."""
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    only = given[0] if given and given[0] in COMMANDS else None  # else: --help, a typo
+    args = build_parser(only).parse_args(given)
     from orchestrator.errors import OrchestratorError  # noqa: PLC0415
     from orchestrator.redact import RedactingStream  # noqa: PLC0415
 

@@ -13,7 +13,7 @@ from orchestrator.cli.session import (
     err,
     out,
     output,
-    settings_for,
+    store_settings_for,
     until_signal,
     with_orchestrator,
     with_store,
@@ -80,7 +80,8 @@ def resume_batch(settings: Settings, batch_id: str, options: ResumeOptions) -> i
     async def plan(orch: Orchestrator) -> Any:
         planned = await plan_batch_resume(orch, batch_id, request)
         for cell in planned.resume:
-            orch.check_provider(cell.provider)
+            if cell.pipeline.needs_provider:
+                orch.check_provider(cell.provider)
         providers = sorted({str(p.provider) for p in planned.resume}) or ["none"]
         err(f"resuming batch {batch_id} of {planned.batch.pipeline_name} (provider: "
             f"{', '.join(providers)}, state: {shown_url(settings.state_url)})")
@@ -170,7 +171,7 @@ def _report_batch(settings: Settings, batch_id: str, outcomes: list[RunOutcome])
 def cmd_batches(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
 
-    settings = settings_for(args)
+    settings = store_settings_for(args)
 
     async def load(store: StateStore) -> Any:
         batches = await store.list_batches(limit=args.limit)

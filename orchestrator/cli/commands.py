@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from orchestrator.engine.executor import RunOutcome
     from orchestrator.engine.orchestrator import Orchestrator
     from orchestrator.engine.plan import ExecutionPlan, ResumeRequest
-    from orchestrator.providers.pool import ProviderRef
+    from orchestrator.providers.refs import ProviderRef
     from orchestrator.settings import Settings
     from orchestrator.store.records import StepRecord
 
@@ -156,7 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from orchestrator.runtime import check_provider  # noqa: PLC0415
 
     # Nor one whose provider this process cannot use (no key): before a state file is made.
-    check_provider(settings)
+    if pipeline.needs_provider:
+        check_provider(settings)
     if pipeline.matrix is not None:
         from orchestrator.cli.batches import run_batch  # noqa: PLC0415
 
@@ -173,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _detach(settings: Settings, pipeline: Pipeline, inputs: Mapping[str, Any]) -> int:
     """Queue the run (or batch) for a worker; print its id on stdout and return at once."""
-    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+    from orchestrator.providers.refs import provider_ref  # noqa: PLC0415
     from orchestrator.store.records import RunStatus  # noqa: PLC0415
 
     # Bound to the provider chosen here; the worker that executes it needs that provider's key.
@@ -239,7 +240,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
             err(f"run {args.run_id} already succeeded; nothing to resume "
                 "(--from STEP re-runs part of it)")
             return RunOutcome(args.run_id, RunStatus.SUCCEEDED)
-        orch.check_provider(plan.provider)
+        if plan.pipeline.needs_provider:
+            orch.check_provider(plan.provider)
         session.announce(args.run_id, plan.pipeline, "resuming", provider=plan.provider)
         if plan.moved_from is not None:
             err(f"moving run {args.run_id} from provider {plan.moved_from} to {plan.provider}")
@@ -263,7 +265,7 @@ def _resume_target(settings: Settings, args: argparse.Namespace) -> ProviderRef 
         raise ConfigError(msg)
     if not args.provider:
         return None
-    from orchestrator.providers.pool import provider_ref  # noqa: PLC0415
+    from orchestrator.providers.refs import provider_ref  # noqa: PLC0415
 
     return provider_ref(settings, args.provider)
 
@@ -276,7 +278,8 @@ def _queue_resume(settings: Settings, run_id: str, request: ResumeRequest) -> in
         plan = await orch.plan_request(run_id, request)
         if plan.nothing_to_do:
             return None
-        orch.check_provider(plan.provider)
+        if plan.pipeline.needs_provider:
+            orch.check_provider(plan.provider)
         await orch.queue_resume(plan, force=request.force, from_step=request.from_step)
         return plan.pipeline.name
 

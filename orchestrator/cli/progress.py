@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from orchestrator.log import RunNames
+from orchestrator.ids import RunNames
 from orchestrator.protocol.types import TERMINAL_JOB_STATUSES
 from orchestrator.terminal import printable
 

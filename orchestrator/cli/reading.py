@@ -12,7 +12,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.parser import EXIT_FAILED, EXIT_OK
-from orchestrator.cli.session import print_json, settings_for, until_signal, with_store
+from orchestrator.cli.session import print_json, store_settings_for, until_signal, with_store
 
 if TYPE_CHECKING:
     from orchestrator.store.base import StateStore
@@ -62,7 +62,7 @@ def _statuses(values: list[str] | None) -> list[RunStatus] | None:
 def cmd_runs(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
 
-    settings = settings_for(args)
+    settings = store_settings_for(args)
     statuses = _statuses(args.status)
     since = None if args.since is None else when(args.since, "--since")
     until = None if args.until is None else when(args.until, "--until")
@@ -82,7 +82,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
     from orchestrator.errors import RunNotFound  # noqa: PLC0415
 
-    settings = settings_for(args)
+    settings = store_settings_for(args)
     target = args.run_id
 
     async def load(store: StateStore) -> tuple[str, Any]:
@@ -107,11 +107,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     run, steps, points = loaded
     if args.output == "json":
-        from orchestrator.steps.builtin import stored_pipeline  # noqa: PLC0415  (old runs)
         from orchestrator.views.order import ordered_steps  # noqa: PLC0415
         from orchestrator.views.shapes import run_document  # noqa: PLC0415
 
-        print_json(run_document(run, ordered_steps(run, steps, parse=stored_pipeline),
+        print_json(run_document(run, ordered_steps(run, steps, parse=render.parse_stored),
                                 points))
     else:
         render.run_detail(run, steps, outputs=args.outputs, points=points)
@@ -143,12 +142,10 @@ step stored, which says what it saved, not what happened."""
 def cmd_logs(args: argparse.Namespace) -> int:
     """A run's event log, or a batch's (every cell's, in the order things happened, each
     line saying its cell), optionally followed until it ends."""
-    import anyio  # noqa: PLC0415
-
     from orchestrator.cli import render  # noqa: PLC0415
-    from orchestrator.log import RunNames  # noqa: PLC0415
+    from orchestrator.ids import RunNames  # noqa: PLC0415
 
-    settings = settings_for(args)
+    settings = store_settings_for(args)
 
     def wanted(event: Any) -> bool:
         return ((args.step is None or event.step_id == args.step)
@@ -172,13 +169,15 @@ def cmd_logs(args: argparse.Namespace) -> int:
                                       cell=names(event.run_id))
             if not args.follow:
                 return EXIT_OK
+            import anyio  # noqa: PLC0415  (start-up: only a log followed sleeps)
+
             runs = [await store.get_run(run.id) for run in runs]
             if all(run.settled for run in runs) and not fresh:
                 return max(_outcome_code(run) for run in runs)
             await anyio.sleep(FOLLOW_POLL)
 
     async def interruptible(store: StateStore) -> int | None:
-        return await until_signal(follow(store))
+        return await until_signal(follow(store)) if args.follow else await follow(store)
 
     code = with_store(settings, interruptible)
     return 130 if code is None else code
@@ -189,7 +188,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     cell (`--json`: each cell's whole series)."""
     from orchestrator.cli import render_metrics  # noqa: PLC0415
 
-    settings = settings_for(args)
+    settings = store_settings_for(args)
 
     async def load(store: StateStore) -> Any:
         runs, batch = await _runs_named(store, args.run_id)  # an unknown id is an error
@@ -228,7 +227,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     from orchestrator.cli.session import err  # noqa: PLC0415
     from orchestrator.errors import RunNotFound  # noqa: PLC0415
 
-    settings = settings_for(args)
+    settings = store_settings_for(args)
     target = args.run_id
 
     async def runs(store: StateStore) -> list[RunRecord]:
@@ -273,7 +272,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
 
-    settings = settings_for(args)
+    settings = store_settings_for(args)
     models = with_store(settings, lambda store: store.list_models(limit=args.limit))
     if args.output == "json":
         from orchestrator.views.shapes import model_json  # noqa: PLC0415

@@ -39,6 +39,7 @@ __all__ = [
     "event_line",
     "final_outputs",
     "models_table",
+    "parse_stored",
     "run_detail",
     "runs_table",
     "schedules_table",
@@ -188,7 +189,7 @@ def run_detail(run: RunRecord, steps: Mapping[str, StepRecord], *, outputs: bool
         total, count = price
         out.line(f"  price     {usd(total)} estimated by the provider for {count} "
                       f"fine-tune{'s' * (count != 1)}")
-    order = step_order(run, steps, parse=_stored_pipeline)
+    order = step_order(run, steps, parse=parse_stored)
     rows: list[tuple[Cell, ...]] = []
     for sid in order:
         record = steps.get(sid) or StepRecord(sid)
@@ -355,7 +356,7 @@ def event_line(event: EventRecord, *, as_json: bool, cell: str = "") -> None:
               flush=True)
 
 
-def _stored_pipeline(text: str, path: str) -> Pipeline | None:
+def parse_stored(text: str, path: str) -> Pipeline | None:
     """A run's text parsed, for a run stored before its step order was kept (the step types
     load only then: listing a run parses nothing)."""
     from orchestrator.steps.builtin import stored_pipeline  # noqa: PLC0415

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -55,6 +54,8 @@ def cell_width(text: str) -> int:
     marks none."""
     if text.isascii():
         return len(text)
+    import unicodedata  # noqa: PLC0415  (start-up: most tables are ASCII)
+
     return sum(0 if unicodedata.combining(c) else
                2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 

@@ -20,10 +20,11 @@ if TYPE_CHECKING:
     from orchestrator.definition.pipeline import Pipeline
     from orchestrator.engine.orchestrator import Orchestrator
     from orchestrator.engine.services import ProgressSink
-    from orchestrator.log import RunNames
-    from orchestrator.providers.pool import ProviderRef
+    from orchestrator.ids import RunNames
+    from orchestrator.providers.refs import ProviderRef
     from orchestrator.runtime import Runtime
     from orchestrator.settings import Settings
+    from orchestrator.settings_read import StoreSettings
     from orchestrator.store.base import StateStore
     from orchestrator.store.records import StepRecord
 
@@ -35,6 +36,7 @@ __all__ = [
     "output",
     "print_json",
     "settings_for",
+    "store_settings_for",
     "until_signal",
     "with_orchestrator",
     "with_runtime",
@@ -64,6 +66,7 @@ def err(text: str) -> None:
 
 
 def settings_for(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Every setting (pydantic-settings): for a command that runs, serves or checks."""
     from orchestrator.settings import load_settings  # noqa: PLC0415
 
     return load_settings(state_url=getattr(args, "state_url", None),
@@ -71,23 +74,40 @@ def settings_for(args: argparse.Namespace, **extra: Any) -> Settings:
                          log_level=getattr(args, "log_level", None), **extra)
 
 
-def with_runtime(settings: Settings, fn: Callable[[Runtime], Awaitable[T]], *,
+def store_settings_for(args: argparse.Namespace) -> StoreSettings:
+    """The settings of a command that only reads the state store, read without pydantic
+    (start-up: see `orchestrator.settings_read`)."""
+    from orchestrator.settings_read import load_store_settings  # noqa: PLC0415
+
+    return load_store_settings(state_url=getattr(args, "state_url", None),
+                               log_format=getattr(args, "log_format", None),
+                               log_level=getattr(args, "log_level", None))
+
+
+def with_runtime(settings: Settings | StoreSettings, fn: Callable[[Runtime], Awaitable[T]], *,
                  engine: bool = True, progress: ProgressSink | None = None) -> T:
     """Run `fn` in one event loop with this process's parts (see `orchestrator.runtime`):
     the store, and with `engine` the provider clients (opened when a run first needs one:
-    each run's own provider, new runs the `provider` setting) and an orchestrator."""
-    import anyio  # noqa: PLC0415
-
+    each run's own provider, new runs the `provider` setting) and an orchestrator. A
+    store-only runtime runs on asyncio's own loop: a read-only command that meets no lock
+    never imports anyio (its import and backend were 30 ms of `runs`' start)."""
     from orchestrator.runtime import open_runtime  # noqa: PLC0415
 
     async def main() -> T:
         async with open_runtime(settings, engine=engine, progress=progress) as rt:
             return await fn(rt)
 
+    if not engine:
+        import asyncio  # noqa: PLC0415
+
+        return asyncio.run(main())
+    import anyio  # noqa: PLC0415
+
     return anyio.run(main)
 
 
-def with_store(settings: Settings, fn: Callable[[StateStore], Awaitable[T]]) -> T:
+def with_store(settings: Settings | StoreSettings, fn: Callable[[StateStore], Awaitable[T]]
+               ) -> T:
     """`fn` of the store alone: what read-only commands need (nothing else is imported)."""
     return with_runtime(settings, lambda rt: fn(rt.store), engine=False)
 
@@ -128,7 +148,7 @@ class Session:
     """What a running command knows about its run (or batch), for the messages around it."""
 
     def __init__(self, settings: Settings) -> None:
-        from orchestrator.log import RunNames  # noqa: PLC0415
+        from orchestrator.ids import RunNames  # noqa: PLC0415
 
         self.settings = settings
         self.run_id: str | None = None
@@ -155,7 +175,8 @@ def output(settings: Settings, *, names: RunNames | None = None
     """Log lines set up for this command; on a terminal, live progress below them. `names`
     (the session's) says how a line names its run: not at all for the run the command's
     header named, `#N` for its batch's cells, by id for others (a worker's)."""
-    from orchestrator.log import RunNames, configure_logging  # noqa: PLC0415
+    from orchestrator.ids import RunNames  # noqa: PLC0415
+    from orchestrator.log import configure_logging  # noqa: PLC0415
 
     names = names or RunNames()
     if sys.stderr.isatty() and settings.log_format != "json":

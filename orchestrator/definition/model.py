@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.cron import check_cron, check_timezone
+from orchestrator.definition.fields import Duration
 from orchestrator.definition.matrix import MatrixSpec
-from orchestrator.durations import Duration
 
 __all__ = [
     "DEFAULT_RETRY",

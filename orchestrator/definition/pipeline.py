@@ -143,6 +143,12 @@ class Pipeline:
                                  for hid, hook in hooks.items()}}
 
     @functools.cached_property
+    def needs_provider(self) -> bool:
+        """Whether a step or hook may ask for the run's provider's client (its type says):
+        a run of a pipeline that needs none opens no client."""
+        return any(step.type.provider for step in self.every_step.values())
+
+    @functools.cached_property
     def secret_names(self) -> frozenset[str]:
         """The NAMEs of every `secrets.NAME` the steps and hooks use (read from the
         environment)."""

@@ -35,6 +35,11 @@ class StepKind(Protocol):
     @property
     def cancel(self) -> Callable[[Any], Awaitable[None]] | None: ...
 
+    @property
+    def provider(self) -> bool:
+        """Whether its steps may ask for the run's provider's client."""
+        ...
+
 
 class StepCatalogue(Protocol):
     """Step types by the name a pipeline's `uses:` gives."""

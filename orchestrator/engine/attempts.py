@@ -17,7 +17,6 @@ from typing import Any
 
 import anyio
 from pydantic import BaseModel, ValidationError
-from structlog.typing import FilteringBoundLogger
 
 from orchestrator.definition.expressions import ExpressionError, find_templates, parse_template
 from orchestrator.definition.pipeline import Pipeline, Step
@@ -30,6 +29,7 @@ from orchestrator.engine.runslots import RunSlots
 from orchestrator.errors import JobEnded, PermanentError, StepTimeout, TransientError
 from orchestrator.faults import fault_point
 from orchestrator.inputfiles import format_size
+from orchestrator.log import Logger
 from orchestrator.steps.context import StepContext
 from orchestrator.store.records import Clock, ErrorInfo, NewEvent, StepRecord, StepStatus
 from orchestrator.store.rows import MAX_JSON_VALUE
@@ -48,7 +48,7 @@ class StepAttempts:
                  "_resume_from", "_rng", "_slots")
 
     def __init__(self, *, pipeline: Pipeline, journal: RunJournal, slots: RunSlots,
-                 resolution: Resolution, host: RunHost, log: FilteringBoundLogger,
+                 resolution: Resolution, host: RunHost, log: Logger,
                  rng: random.Random, clock: Clock, resume_from: dict[str, str]) -> None:
         self._pipeline = pipeline
         self._journal = journal

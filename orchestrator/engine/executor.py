@@ -42,7 +42,7 @@ from orchestrator.engine.services import RunServices
 from orchestrator.errors import LeaseLost, leaf_errors
 from orchestrator.log import get_logger
 from orchestrator.process import hold
-from orchestrator.providers.pool import ProviderRef
+from orchestrator.providers.refs import ProviderRef
 from orchestrator.redact import REDACTOR
 from orchestrator.steps.context import NO_CLIENTS, Clients, StepContext
 from orchestrator.store.records import (

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -44,7 +44,7 @@ from orchestrator.errors import RunExists
 from orchestrator.ids import new_batch_id, new_run_id
 from orchestrator.log import get_logger
 from orchestrator.owners import new_owner_id, owner_is_dead
-from orchestrator.providers.pool import ProviderRef, Providers
+from orchestrator.providers.refs import ProviderRef
 from orchestrator.redact import REDACTOR
 from orchestrator.steps.context import NO_CLIENTS, Clients
 from orchestrator.steps.registry import StepRegistry
@@ -60,6 +60,9 @@ from orchestrator.store.records import (
     RunUpdate,
     StepRecord,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.providers.pool import Providers
 
 __all__ = ["EngineConfig", "Orchestrator"]
 
@@ -221,7 +224,7 @@ class Orchestrator:
         bound to `provider`, by default this process's (see `providers.pool`).
         """
         ref = self._new_runs_provider(provider)
-        if hold:  # this process executes it: it must be able to
+        if hold and pipeline.needs_provider:  # this process executes it: it must be able to
             self.check_provider(ref)
         for _ in range(5):
             try:
@@ -248,7 +251,7 @@ class Orchestrator:
         each bound to `provider` (by default this process's)."""
         matrix = pipeline.matrix
         ref = self._new_runs_provider(provider)
-        if hold:
+        if hold and pipeline.needs_provider:
             self.check_provider(ref)
         step_ids = tuple(pipeline.every_step)
         for _ in range(5):
@@ -359,10 +362,11 @@ class Orchestrator:
         # Cancelling needs no secrets (nothing is rendered), so it works from any terminal.
         secret_values = {} if run.cancelling else read_secrets(plan.pipeline.secret_names)
         REDACTOR.add(secret_values.values())
-        # The provider's client before the lease: a missing key leaves the run untouched.
+        # The provider's client before the lease: a missing key leaves the run untouched. A
+        # pipeline none of whose step types talks to a provider opens none (nor loads one).
         ref = plan.provider or self.provider_of(run)
         clients = NO_CLIENTS
-        if ref is not None and self.providers is not None:
+        if ref is not None and self.providers is not None and plan.pipeline.needs_provider:
             if ref not in self._clients:
                 self._clients[ref] = Clients(await self.providers.client(ref),
                                              provider=str(ref))

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from orchestrator.definition.pipeline import Pipeline
 from orchestrator.errors import SecretMissing
 from orchestrator.process import hold
-from orchestrator.providers.pool import ProviderRef
+from orchestrator.providers.refs import ProviderRef
 from orchestrator.store.records import (
     EventRecord,
     RunRecord,

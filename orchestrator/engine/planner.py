@@ -16,7 +16,7 @@ from orchestrator.definition.pipeline import Pipeline
 from orchestrator.engine.plan import ExecutionPlan, cancelled_work
 from orchestrator.engine.resolve import Resolution, same_config
 from orchestrator.errors import CancelledWork, ConfigError
-from orchestrator.providers.pool import ProviderRef
+from orchestrator.providers.refs import ProviderRef
 from orchestrator.steps.builtin import load_pipeline, parse_pipeline
 from orchestrator.steps.registry import StepRegistry
 from orchestrator.store.base import StateStore

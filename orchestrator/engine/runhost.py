@@ -12,14 +12,13 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-from structlog.typing import FilteringBoundLogger
-
 from orchestrator.definition.pipeline import Pipeline
 from orchestrator.engine.journal import RunJournal
 from orchestrator.engine.runslots import RunSlots
 from orchestrator.engine.services import RunServices, StoreRegistry
 from orchestrator.engine.steplog import StepLog
 from orchestrator.faults import fault_point
+from orchestrator.log import Logger
 from orchestrator.steps.context import Clients, process_lock
 from orchestrator.store.records import MetricPoint, NewEvent
 
@@ -33,7 +32,7 @@ class RunHost:
                  "_slots", "clients")
 
     def __init__(self, services: RunServices, run_id: str, pipeline: Pipeline, *,
-                 journal: RunJournal, slots: RunSlots, log: FilteringBoundLogger, clients: Clients,
+                 journal: RunJournal, slots: RunSlots, log: Logger, clients: Clients,
                  cancel_requested: Callable[[], bool]) -> None:
         self._services = services
         self._run_id = run_id

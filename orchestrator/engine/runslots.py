@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 
 import anyio
-from structlog.typing import FilteringBoundLogger
 
 from orchestrator.definition.expressions import ExpressionError
 from orchestrator.definition.pipeline import Pipeline
@@ -23,6 +22,7 @@ from orchestrator.engine.journal import RunJournal
 from orchestrator.engine.resolve import Resolution
 from orchestrator.engine.slots import SlotPool
 from orchestrator.errors import PermanentError
+from orchestrator.log import Logger
 from orchestrator.store.records import NewEvent, RunStatus, RunUpdate
 
 __all__ = ["RunSlots"]
@@ -32,7 +32,7 @@ class RunSlots:
     """Which slots a run takes when, holds now, and gives back after which step."""
 
     def __init__(self, pool: SlotPool | None, run_id: str, pipeline: Pipeline, *,
-                 resolution: Resolution, journal: RunJournal, log: FilteringBoundLogger) -> None:
+                 resolution: Resolution, journal: RunJournal, log: Logger) -> None:
         self.pool = pool
         """None: this process grants no slots (a bare orchestrator in a test)."""
         self._run_id = run_id

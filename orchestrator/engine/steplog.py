@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from structlog.typing import FilteringBoundLogger
+from orchestrator.log import Logger
 
 __all__ = ["MAX_LINES", "MAX_VALUE", "KeepLine", "StepLog"]
 
@@ -60,7 +60,7 @@ class StepLog:
 
     __slots__ = ("_budget", "_fields", "_keep", "_log")
 
-    def __init__(self, log: FilteringBoundLogger, keep: KeepLine, *,
+    def __init__(self, log: Logger, keep: KeepLine, *,
                  fields: Mapping[str, Any] | None = None, budget: _Budget | None = None) -> None:
         self._log = log
         self._keep = keep

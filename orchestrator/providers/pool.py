@@ -24,15 +24,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import anyio
-import httpx
 
 from orchestrator.errors import SettingsInvalid
-from orchestrator.providers.together.client import TogetherClient
+from orchestrator.providers.refs import ProviderRef, provider_ref
 from orchestrator.redact import REDACTOR
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    import httpx
+
+    from orchestrator.providers.together.client import TogetherClient
     from orchestrator.settings import Settings
 
 __all__ = ["KEY_VARIABLE", "LocalEndpoint", "LocalEndpoints", "Opener", "ProviderRef", "Providers",
@@ -41,29 +43,7 @@ __all__ = ["KEY_VARIABLE", "LocalEndpoint", "LocalEndpoints", "Opener", "Provide
 KEY_VARIABLE = "TOGETHER_API_KEY"
 
 
-@dataclasses.dataclass(frozen=True)
-class ProviderRef:
-    """A provider a run is bound to: its kind and where it is (never a key)."""
-
-    name: str
-    """`local` (the local API in-process) or `together` (Together's HTTP API, or anything that
-    speaks it, such as `orchestrator local-api`)."""
-    url: str
-    """Together's base URL, or the local API's data folder (absolute)."""
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.url})"
-
-
-def provider_ref(settings: Settings, name: str | None = None) -> ProviderRef:
-    """The provider `name` (default: the `provider` setting) as these settings place it."""
-    chosen = name or settings.provider
-    if chosen == "local":
-        return ProviderRef("local", str(Path(settings.local_data_dir).expanduser().resolve()))
-    return ProviderRef("together", settings.together_base_url.rstrip("/"))
-
-
-Opener = Callable[[ProviderRef], AbstractAsyncContextManager[TogetherClient]]
+Opener = Callable[[ProviderRef], AbstractAsyncContextManager["TogetherClient"]]
 """Opens a client for a provider (closed when the context ends)."""
 
 
@@ -178,6 +158,9 @@ def _unusable_folder(path: Path) -> str | None:
 def _client_for(settings: Settings, ref: ProviderRef,
                 local: LocalEndpoints | None) -> TogetherClient:
     """A Together client for `ref`: through the local API in this process, or over HTTP."""
+    # httpx and the client load when a run first needs a provider, not with the engine.
+    from orchestrator.providers.together.client import TogetherClient  # noqa: PLC0415
+
     timeout = settings.request_timeout
     if ref.name == "local":
         assert local is not None  # checked by the opener

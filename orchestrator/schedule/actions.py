@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from orchestrator.definition.inputs import resolve_inputs
 from orchestrator.engine.orchestrator import Orchestrator
 from orchestrator.errors import ActionRefused, CancelledWork, ConfigError, RunBusy, RunNotFound
-from orchestrator.providers.pool import ProviderRef
+from orchestrator.providers.refs import ProviderRef
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import RunStatus, ScheduleEntry
 from orchestrator.views.schedules import Scheduled

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from orchestrator.durations import Duration
+from orchestrator.definition.fields import Duration
 from orchestrator.errors import PermanentError, TransientError
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.registry import StepRegistry
@@ -29,7 +29,7 @@ def _echo_outputs(with_: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(with_)
 
 
-@TYPES.step("core/echo", params=EchoParams, outputs=_echo_outputs)
+@TYPES.step("core/echo", params=EchoParams, outputs=_echo_outputs, provider=False)
 async def echo(ctx: StepContext, params: EchoParams) -> dict[str, Any]:
     """Outputs its parameters unchanged."""
     return dict(params.model_extra or {})
@@ -41,7 +41,7 @@ class SleepParams(BaseModel):
     duration: Duration = Field(description="how long to sleep: 500ms, 30s, 5m ...")
 
 
-@TYPES.step("core/sleep", params=SleepParams, outputs=frozenset({"slept"}))
+@TYPES.step("core/sleep", params=SleepParams, outputs=frozenset({"slept"}), provider=False)
 async def sleep(ctx: StepContext, params: SleepParams) -> dict[str, Any]:
     """Sleeps for `duration`; a resumed sleep only waits for what was left (a durable timer)."""
     until = ctx.last_checkpoint.get("until")
@@ -64,7 +64,7 @@ class FailParams(BaseModel):
                                   description="false: fail permanently, no retries")
 
 
-@TYPES.step("core/fail", params=FailParams, outputs=frozenset({"failures"}))
+@TYPES.step("core/fail", params=FailParams, outputs=frozenset({"failures"}), provider=False)
 async def fail(ctx: StepContext, params: FailParams) -> dict[str, Any]:
     """Fails `times` attempts, then succeeds; the count survives resumes in its checkpoint."""
     failures = int(ctx.last_checkpoint.get("failures", 0))
@@ -102,7 +102,8 @@ def _origin(url: str) -> str:
     return f"{scheme}://{rest.split('/', 1)[0].rsplit('@', 1)[-1]}"
 
 
-@TYPES.step("core/http", params=HttpParams, outputs=frozenset({"status", "body"}))
+@TYPES.step("core/http", params=HttpParams, outputs=frozenset({"status", "body"}),
+            provider=False)
 async def http(ctx: StepContext, params: HttpParams) -> dict[str, Any]:
     """Sends one HTTP request with a JSON body (a Slack or Teams webhook, a CI trigger).
 

@@ -31,7 +31,7 @@ class RecordParams(BaseModel):
 
 
 @TYPES.step("registry/record-model", params=RecordParams,
-               outputs=frozenset({"model", "recorded_at"}))
+               outputs=frozenset({"model", "recorded_at"}), provider=False)
 async def record_model(ctx: StepContext, params: RecordParams) -> dict[str, Any]:
     """Records a model and where it came from (run, base model, data, job, metrics)."""
     if ctx.models is None:

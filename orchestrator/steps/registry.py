@@ -60,6 +60,9 @@ class StepType:
     outputs: OutputsOf = _dynamic
     summary: str = ""
     cancel: CancelFn | None = None
+    provider: bool = True
+    """Whether its steps may ask for the run's provider's client: a run none of whose steps
+    may opens no client (no HTTP client, no local API loaded)."""
 
 
 class StepRegistry:
@@ -105,6 +108,7 @@ class StepRegistry:
         params: type[BaseModel],
         outputs: OutputsOf | frozenset[str] | None = None,
         cancel: CancelFn | None = None,
+        provider: bool = True,
     ) -> Callable[[StepFn], StepFn]:
         """Register the decorated async function as step type `name`."""
 
@@ -116,7 +120,7 @@ class StepRegistry:
             else:
                 declared = outputs or _dynamic
             summary = (inspect.getdoc(fn) or "").split("\n", 1)[0]
-            self.register(StepType(name, fn, params, declared, summary, cancel))
+            self.register(StepType(name, fn, params, declared, summary, cancel, provider))
             return fn
 
         return decorate

@@ -19,9 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Self
-
-import anyio
+from typing import TYPE_CHECKING, Any, Self
 
 from orchestrator.store.records import (
     BatchRecord,
@@ -39,7 +37,9 @@ from orchestrator.store.records import (
     ScheduleEntry,
     StepRecord,
 )
-from orchestrator.store.transfer import HistoryRow
+
+if TYPE_CHECKING:
+    from orchestrator.store.transfer import HistoryRow
 
 __all__ = ["CANCEL", "SLOTS", "WORK", "StateStore"]
 
@@ -102,6 +102,8 @@ class StateStore(ABC):
         A store that cannot announce anything never calls it: its readers poll.
         """
         del topic, wake
+        import anyio  # noqa: PLC0415  (a read-only command never watches)
+
         await anyio.sleep_forever()
 
     @abstractmethod

@@ -7,7 +7,6 @@ reader (the engine, the CLI, the web view); none of them knows how it is stored.
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +103,8 @@ def parse_statuses(names: Iterable[str]) -> list[RunStatus]:
 def text_hash(text: str) -> str:
     """The key a pipeline text is stored under: once, however many runs and batches share it
     (the cells of a batch, the fires of a schedule), and read back shared, not copied."""
+    import hashlib  # noqa: PLC0415  (start-up: a read-only command hashes nothing)
+
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -16,8 +16,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
 from orchestrator.definition.limits import MAX_PIPELINE_BYTES
 from orchestrator.errors import StateStoreInvalid
 from orchestrator.inputfiles import format_size
@@ -88,10 +86,13 @@ class Exporter:
     shared like the others, flags are booleans. Counts the rows of each table."""
 
     def __init__(self, out: IO[bytes]) -> None:
+        import orjson  # noqa: PLC0415  (only `state export` needs it: start-up)
+
+        self._dumps = orjson.dumps
         self._out = out
         self._texts: set[str] = set()
         self.counts: dict[str, int] = dict.fromkeys(HISTORY, 0)
-        out.write(orjson.dumps({"format": FORMAT, "version": VERSION}) + b"\n")
+        out.write(self._dumps({"format": FORMAT, "version": VERSION}) + b"\n")
 
     def __call__(self, table: str, row: dict[str, Any]) -> None:
         if table == "pipeline_texts":
@@ -104,13 +105,15 @@ class Exporter:
             row = {**row, "pipeline_hash": key, "pipeline_text": ""}
         if table == "batches":
             row = {**row, "fail_fast": bool(row["fail_fast"])}
-        self._out.write(orjson.dumps({"table": table, "row": row}) + b"\n")
+        self._out.write(self._dumps({"table": table, "row": row}) + b"\n")
         self.counts[table] += 1
 
 
 def read_history(path: Path, stream: IO[bytes]) -> Iterator[HistoryRow]:
     """The rows of an exported history, one line at a time; raises StateStoreInvalid naming
     `path` and the line for anything else."""
+    import orjson  # noqa: PLC0415  (only `state import` needs it: start-up)
+
     first = stream.readline(MAX_LINE + 1)
     try:
         head = orjson.loads(first)
@@ -143,6 +146,8 @@ def read_history(path: Path, stream: IO[bytes]) -> Iterator[HistoryRow]:
 
 def _parse(path: Path, line: int, raw: bytes,
            added: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    import orjson  # noqa: PLC0415
+
     where = f"{path}:{line}"
     try:
         item = orjson.loads(raw)

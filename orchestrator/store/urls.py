@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from orchestrator.redact import MASK
 
 __all__ = ["shown_url"]
@@ -11,6 +9,8 @@ __all__ = ["shown_url"]
 
 def shown_url(url: str) -> str:
     """`url` with any password masked (`postgresql://me:***@host/db`)."""
+    from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415  (start-up)
+
     try:
         parts = urlsplit(url)
         password = parts.password

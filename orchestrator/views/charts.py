@@ -8,7 +8,6 @@ import, so only the end of a fine-tune step loads it, never a command's start-up
 
 from __future__ import annotations
 
-import html
 import importlib.util
 import math
 from collections.abc import Callable, Sequence
@@ -65,6 +64,8 @@ def loss_svg(points: Sequence[MetricPoint], *, title: str = "", width: int = 640
              height: int = 280) -> str:
     """An SVG document of the loss curves (one polyline and one marker per point), the
     learning rate dashed against an axis of its own on the right, each axis labelled."""
+    import html  # noqa: PLC0415  (start-up: the read commands draw no SVG)
+
     series = loss_series(points)
     rates = learning_rates(points)
     left, right, top, bottom = 64, 64 if rates else 16, 32, 40

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,6 +45,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from orchestrator.errors import RunNotFound
+from orchestrator.log import get_logger
 from orchestrator.steps.builtin import stored_pipeline
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import RunRecord, RunStatus, StepRecord
@@ -100,7 +100,7 @@ ARTIFACT_SUFFIXES = {".svg": "image/svg+xml", ".png": "image/png", ".json": "app
 """What a run's folder may hold that the page links to and serves (a loss curve...)."""
 
 Handler = Callable[[Request], Awaitable[Response]]
-_log = structlog.get_logger("orchestrator.web")
+_log = get_logger(component="web")
 
 
 class Refused(PermissionError):

@@ -155,11 +155,22 @@ def test_input_of_the_wrong_type_is_refused_before_a_run_exists(cli: CLI) -> Non
     assert "no runs yet" in cli("runs", check_code=0).stdout
 
 
-def test_bad_setting_from_environment(cli: CLI) -> None:
-    result = cli("runs", env={"ORCH_MAX_PARALLEL_STEPS": "lots"}, check_code=2)
+def test_bad_setting_from_environment(cli: CLI, tmp_path: Path) -> None:
+    write(tmp_path / "p.yaml", "name: p\nsteps:\n  s: {uses: core/echo, with: {x: 1}}\n")
+    result = cli("run", "p.yaml", env={"ORCH_MAX_PARALLEL_STEPS": "lots"}, check_code=2)
     assert result.stderr.strip() == (
         "error: bad setting max_parallel_steps = 'lots' (from ORCH_MAX_PARALLEL_STEPS): input "
         "should be a valid integer, unable to parse string as an integer")
+
+
+def test_a_read_only_command_checks_the_settings_it_reads(cli: CLI) -> None:
+    """`runs` reads the store's and the log's settings without pydantic (start-up), and
+    refuses a bad one as `run` would; a setting it does not read is `run`'s to check."""
+    result = cli("runs", env={"ORCH_DURABILITY": "sometimes"}, check_code=2)
+    assert result.stderr.strip() == (
+        "error: bad setting durability = 'sometimes' (from ORCH_DURABILITY): input should be "
+        "'process', 'machine' or 'none'")
+    assert cli("runs", env={"ORCH_MAX_PARALLEL_STEPS": "lots"}, check_code=0)
 
 
 def test_a_misspelt_setting_stops_every_command_in_one_line(cli: CLI, tmp_path: Path) -> None:
@@ -175,9 +186,11 @@ def test_a_misspelt_setting_stops_every_command_in_one_line(cli: CLI, tmp_path: 
 
 def test_an_unusable_local_data_folder_is_one_line_before_the_run(cli: CLI,
                                                                      tmp_path: Path) -> None:
-    """The in-process local API answered 500 to every request of the run instead."""
+    """The in-process local API answered 500 to every request of the run instead. (A
+    pipeline of core steps opens no provider, and so does not check it.)"""
     (tmp_path / "blocker").write_text("a file where a folder should be")
-    write(tmp_path / "p.yaml", "name: p\nsteps:\n  s: {uses: core/echo, with: {x: 1}}\n")
+    write(tmp_path / "p.yaml", "name: p\nsteps:\n  s: {uses: together/smoke-test, "
+                               "with: {model: m, prompt: hi}}\n")
     result = cli("run", "p.yaml", env={"ORCH_LOCAL_DATA_DIR": "blocker/api"}, check_code=2)
     assert result.stderr == (f"error: the local API's data folder {tmp_path}/blocker/api cannot "
                              f"be used: {tmp_path}/blocker is not a folder (setting "

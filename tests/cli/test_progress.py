@@ -34,7 +34,7 @@ def test_lines_per_step_and_removal_when_finished() -> None:
 def test_two_runs_lines_under_a_worker_say_whose_they_are() -> None:
     """A worker's live lines carry their run (a batch's, their cell); the run a command's
     header named goes without."""
-    from orchestrator.log import RunNames
+    from orchestrator.ids import RunNames
 
     names = RunNames()
     view = LiveProgress(Console(file=io.StringIO(), width=100), auto_refresh=False,

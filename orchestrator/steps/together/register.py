@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 from pydantic import Field, model_validator
 
-from orchestrator.durations import Duration
+from orchestrator.definition.fields import Duration
 from orchestrator.errors import JobEnded, PermanentError, TransientError
 from orchestrator.faults import fault_point
 from orchestrator.steps.context import StepContext

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, StrictBool, model_validator
 
-from orchestrator.durations import Duration, format_duration
+from orchestrator.definition.fields import Duration
+from orchestrator.durations import format_duration
 from orchestrator.errors import PermanentError, ProviderUnavailable
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.together.common import (

@@ -19,7 +19,7 @@ import anyio
 import anyio.to_process
 from pydantic import Field
 
-from orchestrator.durations import Duration
+from orchestrator.definition.fields import Duration
 from orchestrator.errors import JobEnded, PermanentError, TransientError
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.together.common import (

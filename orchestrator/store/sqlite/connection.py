@@ -16,15 +16,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-
-import anyio
-import anyio.to_thread
+from typing import Any, TypeVar
 
 from orchestrator.errors import StateStoreInvalid, StoreUnavailable
 from orchestrator.store.sqlite.schema import migrate
 
-__all__ = ["SYNCHRONOUS", "SQLiteConnections", "sqlite_path"]
+__all__ = ["SYNCHRONOUS", "Busy", "SQLiteConnections", "sqlite_path"]
 
 T = TypeVar("T")
 
@@ -44,6 +41,10 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+class Busy(Exception):
+    """Another process holds a lock this open would wait for (see `SQLiteConnections.open`)."""
+
+
 class SQLiteConnections:
     """The store's file: opened (created, checked, migrated), its transactions run, closed."""
 
@@ -58,7 +59,9 @@ class SQLiteConnections:
         self._read_only = read_only
         self._inline: sqlite3.Connection | None = None
         self._threaded: sqlite3.Connection | None = None
-        self._thread_limiter = anyio.CapacityLimiter(1)
+        self._thread_limiter: Any = None
+        """One statement at a time on the threaded connection (made on first use: a command
+        that never meets a lock never imports anyio's threads)."""
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
@@ -67,9 +70,11 @@ class SQLiteConnections:
         conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[self._durability]}")
         return conn
 
-    def open(self) -> tuple[int, int] | None:
+    def open(self, *, wait: bool = True) -> tuple[int, int] | None:
         """Open the file (made if missing) on its two connections; (from, to) if this
-        migrated its schema. Blocking: run it in a thread."""
+        migrated its schema. With `wait`, it waits up to busy_timeout for another process's
+        lock (run it in a thread then); without, it raises Busy at once instead: the usual
+        open takes a few hundred microseconds, and runs inline."""
         where = self.path
         try:
             where.parent.mkdir(parents=True, exist_ok=True)
@@ -79,9 +84,16 @@ class SQLiteConnections:
         if where.exists() and not where.is_file():
             msg = f"state database {where} is not a file"
             raise StateStoreInvalid(msg)
+        timeout = self._busy_timeout if wait else 0.0
         try:
-            conn = self._connect(self._busy_timeout)
-            change = migrate(conn, self.path, self._busy_timeout)
+            conn = self._connect(timeout)
+            try:
+                change = migrate(conn, self.path, timeout)
+            except BaseException:
+                conn.close()
+                raise
+            if not wait:
+                conn.execute(f"PRAGMA busy_timeout = {round(self._busy_timeout * 1000)}")
             self._threaded = conn
             self._inline = self._connect(0)
             if self._read_only:  # after the schema is in place: from now on, reads only
@@ -89,6 +101,8 @@ class SQLiteConnections:
                     opened.execute("PRAGMA query_only = ON")
             return change
         except sqlite3.OperationalError as exc:
+            if is_busy(exc) and not wait:
+                raise Busy from None
             raise (self._unavailable() if is_busy(exc) else self._invalid(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise self._invalid(exc) from None
@@ -128,7 +142,11 @@ class SQLiteConnections:
                     raise self._invalid(exc) from None
             except sqlite3.DatabaseError as exc:  # e.g. corruption found mid-run
                 raise self._invalid(exc) from None
+        import anyio.to_thread  # noqa: PLC0415  (only when another process holds the lock)
+
         threaded = self._threaded
+        if self._thread_limiter is None:
+            self._thread_limiter = anyio.CapacityLimiter(1)
         try:
             return await anyio.to_thread.run_sync(
                 lambda: self._transaction(threaded, fn, write=write),

@@ -13,9 +13,6 @@ import sqlite3
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
-import anyio
-import anyio.to_thread
-
 from orchestrator.errors import RunStranded, StateStoreInvalid
 from orchestrator.store.base import StateStore
 from orchestrator.store.policy import (
@@ -61,7 +58,7 @@ from orchestrator.store.rows import (
     step_record,
     step_row,
 )
-from orchestrator.store.sqlite.connection import SQLiteConnections, sqlite_path
+from orchestrator.store.sqlite.connection import Busy, SQLiteConnections, sqlite_path
 from orchestrator.store.sqlite.rows import (
     INSERT_NUMBERED,
     NUMBER_EVENTS,
@@ -116,7 +113,12 @@ class SQLiteStore(StateStore):
                                        busy_timeout=busy_timeout, read_only=read_only)
 
     async def _open(self) -> None:
-        self.schema_change = await anyio.to_thread.run_sync(self._file.open)
+        try:
+            self.schema_change = self._file.open(wait=False)
+        except Busy:  # another process holds a lock: wait for it, off the event loop
+            import anyio.to_thread  # noqa: PLC0415  (start-up: only then)
+
+            self.schema_change = await anyio.to_thread.run_sync(self._file.open)
 
     async def _close(self) -> None:
         self._file.close()
