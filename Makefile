@@ -11,9 +11,14 @@ SDK3   := $(VENV)/together3
 
 .PHONY: install demo test bench clean postgres chromium
 
+# torch first, pinned: these machines hold a CPU build of torch 2.13.0 that pip takes for
+# this pin, where the train extra's bare range would pull the multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
 $(STAMP): pyproject.toml tests/together3.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q '$(TORCH)'
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --upgrade --target $(SDK3) -r tests/together3.txt
 	touch $(STAMP)
@@ -23,8 +28,11 @@ $(STAMP): pyproject.toml tests/together3.txt
 install: $(STAMP)
 	@$(BIN)/python -m compileall -q orchestrator
 
+# The shipped LoRA pipeline, trained for real by the local trainer on the built-in tiny base
+# (a toy model with random weights: 1.4 M parameters), on this machine's CPU.
 demo: install
-	$(BIN)/orchestrator run pipelines/lora-finetune.yaml
+	ORCH_LOCAL_TRAINER=peft $(BIN)/orchestrator run pipelines/lora-finetune.yaml \
+		-i base_model=local/tiny-llama -i epochs=100 -i learning_rate=0.005 -i poll_interval=1s
 
 # The suite runs the store's contract and the fleet tests on the machine's PostgreSQL too
 # (127.0.0.1:5432, trust auth, database test): start it when it is down.

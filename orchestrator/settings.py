@@ -227,6 +227,21 @@ class Settings(BaseSettings):
     local_request_timeout: Duration = Field(
         default=30.0, gt=0, description="how long a client may take to send a request's "
                                         "headers or body, or pause an upload (408)")
+    local_trainer: Literal["simulated", "peft"] = Field(
+        default="simulated",
+        description="simulated: jobs progress by the clock, no model is trained; peft: a "
+                    "trainer process trains LoRA adapters for real (the train extra)")
+    local_base_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="for the peft trainer: model names to Hugging Face model folders on disk "
+                    "(nothing is downloaded); built in: local/tiny-llama")
+    local_trainer_threads: int = Field(
+        default=0, ge=0, le=1024,
+        description="CPU threads the trainer uses (0: one per core)")
+    local_trainer_save_every: Duration = Field(
+        default=5.0, gt=0, le=3600,
+        description="how often a training job's state is saved, besides its checkpoints: a "
+                    "restarted trainer continues from the last save")
 
     def ui_secret(self) -> SecretStr | None:
         """The web view's token: ORCH_UI_TOKEN (environment or .env), else the text of the

@@ -56,7 +56,8 @@ SETTING_NAMES: dict[str, tuple[str, ...]] = dict.fromkeys((
     "local_api_key", "local_data_dir", "local_job_duration", "local_upload_duration",
     "local_upload_url_ttl", "local_job_outcome", "local_faults", "local_latency",
     "local_retry_after", "local_fault_seed", "local_max_request_bytes",
-    "local_max_upload_bytes", "local_request_timeout"), ()) | {
+    "local_max_upload_bytes", "local_request_timeout", "local_trainer", "local_base_models",
+    "local_trainer_threads", "local_trainer_save_every"), ()) | {
     "together_api_key": ("TOGETHER_API_KEY",),
     "together_base_url": ("TOGETHER_BASE_URL",),
     "together_project_id": ("TOGETHER_PROJECT_ID",),

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"settings_read"},
     {"settings"},
     # the HTTP plumbing both servers share (loopback, listening, a headers deadline)
-    {"serving"},
+    {"serving", "trainer"},
     {"store", "providers", "localapi"},
     # what is kept, as people and scripts see it: shapes, charts, batches, schedules
     {"views"},

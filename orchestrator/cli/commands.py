@@ -304,6 +304,8 @@ def cmd_local_api(args: argparse.Namespace) -> int:
     config = LocalAPIConfig.from_settings(settings_for(args))
     if args.data_dir:
         config = dataclasses.replace(config, data_dir=Path(args.data_dir))
+    if args.trainer:
+        config = dataclasses.replace(config, trainer=args.trainer)
     try:
         serve(config, host=args.host, port=args.port, allow_remote=args.allow_remote)
     except KeyboardInterrupt:

@@ -301,13 +301,17 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
                    help="a name browsers reach the web view by (repeatable; with "
                         "--allow-remote): requests naming any other host are refused")
 
-    p = commands.add_parser("local-api", help="serve the local Together-compatible API "
-                                              "(simulated training) over HTTP")
+    p = commands.add_parser("local-api", help="serve the local Together-compatible API over "
+                                              "HTTP (training simulated, or real with "
+                                              "--trainer peft)")
     _listen_flags(p, port=8765, remote="listen on a non-loopback address (no real security: "
                                        "one shared key)")
     p.add_argument("--data-dir", metavar="DIR",
                    help="where it keeps files, jobs and models (default: setting "
                         "local_data_dir)")
+    p.add_argument("--trainer", choices=["simulated", "peft"],
+                   help="who trains fine-tuning jobs: simulated (by the clock) or peft (real "
+                        "LoRA, the train extra; default: setting local_trainer)")
 
 
 def _listen_flags(p: _Parser, *, port: int, remote: str) -> None:

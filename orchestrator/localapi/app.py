@@ -31,6 +31,8 @@ from orchestrator.localapi.jobviews import JobViews
 from orchestrator.localapi.openapi import document
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import LocalState
+from orchestrator.trainer.client import TrainerProcess, missing_extra
+from orchestrator.trainer.store import TrainingStore
 
 __all__ = ["DOCS", "NOTICE", "LocalAPI"]
 
@@ -91,7 +93,14 @@ class LocalAPI:
         self.clock = clock
         self.rng = rng or random.Random(config.fault_seed)
         self._state: LocalState | None = None
+        self._training: TrainingStore | None = None
+        self._trainer: TrainerProcess | None = None
         self._lock = threading.Lock()
+        if config.trainer == "peft":
+            missing = missing_extra()
+            if missing is not None:
+                msg = f"local_trainer peft: {missing}"
+                raise ConfigError(msg)
         self.jobs = JobViews(self)
         """Fine-tuning jobs as they read now (what never changes about each is kept)."""
         starlette = Starlette(routes=_routes(), exception_handlers={
@@ -108,6 +117,28 @@ class LocalAPI:
                     self._state = LocalState(self.config.data_dir)
         return self._state
 
+    @property
+    def training(self) -> TrainingStore:
+        """The jobs the local trainer trains, as it left them (opened on first use)."""
+        if self._training is None:
+            self.state  # noqa: B018  (the folder and database first)
+            with self._lock:
+                if self._training is None:
+                    self._training = TrainingStore(self.config.data_dir)
+        return self._training
+
+    def trainer(self) -> TrainerProcess:
+        """The trainer process, started if it is not running (it continues any job a dead
+        trainer left)."""
+        if self._trainer is None:
+            with self._lock:
+                if self._trainer is None:
+                    self._trainer = TrainerProcess(
+                        self.config.data_dir.resolve(), threads=self.config.trainer_threads,
+                        save_every=self.config.trainer_save_every)
+        self._trainer.start()
+        return self._trainer
+
     def check_state(self) -> None:
         """Open the on-disk state now and prove it writable: ConfigError, in one line, for a
         data folder that cannot hold it (instead of a 500 for every request later)."""
@@ -117,6 +148,8 @@ class LocalAPI:
             with tempfile.TemporaryFile(dir=state.files_dir):
                 pass
             state.check_writable()
+            if self.config.trainer == "peft":
+                self.trainer()  # at once: jobs a killed server left continue now
         except (OSError, sqlite3.Error) as exc:
             self.close()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -124,6 +157,12 @@ class LocalAPI:
             raise ConfigError(msg) from None
 
     def close(self) -> None:
+        if self._trainer is not None:
+            self._trainer.close()
+            self._trainer = None
+        if self._training is not None:
+            self._training.close()
+            self._training = None
         if self._state is not None:
             self._state.close()
             self._state = None

@@ -1,7 +1,9 @@
 """The base models the local API offers, with their fine-tuning limits.
 
 The names are real Together model ids, so a pipeline written against the local API runs
-unchanged against Together; the numbers are plausible, not Together's current ones.
+unchanged against Together; the numbers are plausible, not Together's current ones. Beside
+them, the local trainer's built-in tiny bases (`local/...`: a toy model a CPU trains in
+seconds, for real with `local_trainer = "peft"`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class BaseModel:
     min_batch_size: int = 8
     supports_full: bool = True
     created: int = 1_720_000_000
+    max_epochs: int = 20
 
     def limits(self) -> dict[str, Any]:
         """`GET /fine-tunes/models/limits` for this model (every field any SDK requires)."""
@@ -41,7 +44,7 @@ class BaseModel:
                 "min_batch_size": self.min_batch_size}
         return {
             "model_name": self.id,
-            "max_num_epochs": 20,
+            "max_num_epochs": self.max_epochs,
             "max_num_evals": 100,
             "max_num_checkpoints": 20,
             "max_learning_rate": 1.0,
@@ -85,6 +88,9 @@ BASE_MODELS: tuple[BaseModel, ...] = (
     BaseModel("mistralai/Mistral-7B-Instruct-v0.2", "Mistral AI", "Mistral 7B Instruct v0.2",
               7_241_732_096, 32_768),
     BaseModel("google/gemma-2-9b-it", "Google", "Gemma 2 9B Instruct", 9_241_705_984, 8_192),
+    BaseModel("local/tiny-llama", "orchestrator", "Tiny Llama (built in: random weights, a toy)",
+              1_444_608, 1024, max_batch_size=64, min_batch_size=1, supports_full=False,
+              max_epochs=1000),
 )
 
 _BY_ID = {model.id: model for model in BASE_MODELS}

@@ -38,6 +38,15 @@ class LocalAPIConfig:
     request_timeout: float = 30.0
     """How long a client may take to send a request's headers, or a body that is not a file
     upload, and how long a file upload may pause (408, and the connection is closed)."""
+    trainer: str = "simulated"
+    """`simulated` (jobs progress by the clock) or `peft` (a trainer process trains them)."""
+    base_models: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """For the peft trainer: model names to model folders on disk (nothing is downloaded)."""
+    trainer_threads: int = 0
+    """CPU threads the trainer uses (0: torch's default, one per core)."""
+    trainer_save_every: float = 5.0
+    """Seconds between saves of a training job's state (what a restarted trainer continues
+    from), besides each checkpoint."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalAPIConfig:
@@ -55,4 +64,8 @@ class LocalAPIConfig:
             max_request_bytes=settings.local_max_request_bytes,
             max_upload_bytes=settings.local_max_upload_bytes,
             request_timeout=settings.local_request_timeout,
+            trainer=settings.local_trainer,
+            base_models=dict(settings.local_base_models),
+            trainer_threads=settings.local_trainer_threads,
+            trainer_save_every=settings.local_trainer_save_every,
         )

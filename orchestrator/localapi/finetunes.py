@@ -22,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from orchestrator.localapi import catalogue
+from orchestrator.localapi import catalogue, training
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.finetune_requests import (
+    NewJob,
     checked_job,
     dataset,
     job_plan_override,
@@ -48,10 +49,26 @@ MAX_LEARNT = 100_000
 async def create(request: Request) -> Response:
     api = api_of(request)
     job = checked_job(api, await json_body(request), job_plan_override(request))
+    if api.config.trainer == "peft":
+        return _create_trained(api, job)
     pairs = await anyio.to_thread.run_sync(_learnt, api.state.file_path(job.training_file))
     row = {"id": job.id, "created_at": api.clock(), "model": job.model,
            "output_name": job.output_name, "request": job.request, "plan": job.plan.to_json()}
     api.state.add_finetune(row, pairs)
+    return JSONResponse(api.jobs.json(_stored(api, job.id), full=False))
+
+
+def _create_trained(api: LocalAPI, job: NewJob) -> Response:
+    """A job the local trainer trains: refused (400) for what it cannot honour, else queued."""
+    refused = training.refusal(job.request)
+    if refused is not None:
+        raise training.refuse(*refused)
+    base = training.base_of(api, job.model)
+    row = {"id": job.id, "created_at": api.clock(), "model": job.model,
+           "output_name": job.output_name, "request": {**job.request, "local_trainer": "peft"},
+           "plan": job.plan.to_json()}
+    api.state.add_finetune(row, ())
+    training.queue(api, job, base)
     return JSONResponse(api.jobs.json(_stored(api, job.id), full=False))
 
 
@@ -93,6 +110,8 @@ async def cancel(request: Request) -> Response:
     if status in TERMINAL_JOB_STATUSES:
         raise bad_request(f"job {row['id']} is already {status}; it cannot be cancelled")
     api.state.cancel_finetune(row["id"], api.clock())
+    if training.is_trained(row):
+        training.cancel(api, row)
     return JSONResponse(api.jobs.json(_stored(api, row["id"]), full=False))
 
 
@@ -103,6 +122,8 @@ async def delete(request: Request) -> Response:
     if status not in TERMINAL_JOB_STATUSES:
         raise bad_request(f"job {row['id']} is {status}; cancel it before deleting it")
     api.state.delete_finetune(row["id"])
+    if training.is_trained(row):
+        training.forget(api, row)
     return JSONResponse({"message": f"fine-tuning job {row['id']} deleted"})
 
 
@@ -154,7 +175,11 @@ async def download(request: Request) -> Response:
     if status != "completed":
         raise bad_request(f"job {job_id} is {status}; only a completed job can be downloaded",
                           "ft_id")
-    data = _archive(row, request.query_params.get("checkpoint") or "merged")
+    kind = request.query_params.get("checkpoint") or "merged"
+    if training.is_trained(row):
+        data = await training.archive(api, row, kind, _step(request))
+    else:
+        data = _archive(row, kind)
     ranges = byte_ranges(request, len(data))
     if ranges:
         if len(ranges) > 1:
@@ -166,6 +191,18 @@ async def download(request: Request) -> Response:
                         headers={"Content-Range": f"bytes {start}-{end}/{len(data)}"})
     return Response(data, media_type="application/octet-stream", headers={
         "Content-Disposition": f'attachment; filename="{row["id"]}.tar.gz"'})
+
+
+def _step(request: Request) -> int | None:
+    """The checkpoint a download asks for: `checkpoint_step`, or an `ft-...:STEP` id (None:
+    the final model)."""
+    raw = request.query_params.get("checkpoint_step") or \
+        request.query_params.get("ft_id", "").partition(":")[2]
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise bad_request("checkpoint_step must be a step number", "checkpoint_step")
+    return int(raw)
 
 
 def _archive(row: dict[str, Any], kind: str) -> bytes:

@@ -1,7 +1,10 @@
 """Completions and chat completions, plain or streamed as server-sent events.
 
-No language model runs. A base model answers deterministically from the prompt (the same prompt
-always gets the same answer, and the answer says it is simulated). A fine-tuned model answers
+A model the local trainer trained (and its base, and a mapped base) answers for real: the
+trainer process generates from its weights (greedy at temperature 0; `max_tokens`, `stop`,
+sampling with `temperature`, `top_p`, `top_k` and `seed` honoured). Every other model is
+simulated: a base model answers deterministically from the prompt (the same prompt always gets
+the same answer, and the answer says it is simulated); a simulated fine-tuned model answers
 with what its training data taught for that prompt (same text up to case and spacing, or a
 close match), which is what lets a smoke test tell that "training" took; other prompts get its
 base model's answer.
@@ -27,6 +30,7 @@ from orchestrator.localapi.handlers import api_of, json_body
 from orchestrator.localapi.models import ServedModel, resolve
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import normalise_prompt
+from orchestrator.trainer.client import TrainerError
 
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
@@ -90,6 +94,50 @@ def _limits(body: dict[str, Any]) -> tuple[int, list[str], int]:
     return max_tokens, stop, n
 
 
+def _sampling(body: dict[str, Any]) -> dict[str, Any]:
+    """The sampling parameters a real model honours, checked (400 otherwise)."""
+    found: dict[str, Any] = {}
+    for name, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0)):
+        value = body.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not low <= value <= high:
+                raise bad_request(f"{name} must be a number from {low:g} to {high:g}", name)
+            found[name] = float(value)
+    for name, low in (("top_k", 1), ("seed", 0)):
+        value = body.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise bad_request(f"{name} must be a whole number from {low}", name)
+            found[name] = value
+    return found
+
+
+async def _generated(api: LocalAPI, served: ServedModel, body: dict[str, Any], *,
+                     prompt: str | None, messages: list[dict[str, str]] | None,
+                     max_tokens: int, stop: list[str]) -> tuple[str, str, dict[str, int]]:
+    """A real model's answer, why it ended, and its usage (the trainer process generates)."""
+    import anyio.to_thread  # noqa: PLC0415
+
+    assert served.weights is not None
+    payload = {**served.weights, "prompt": prompt, "messages": messages,
+               "max_tokens": max_tokens, "stop": stop, **_sampling(body)}
+    try:
+        result = await anyio.to_thread.run_sync(
+            lambda: api.trainer().ask("generate", payload, timeout=GENERATE_TIMEOUT))
+    except TrainerError as exc:
+        raise APIError(503, f"the local trainer could not answer: {exc}",
+                       type_="service_unavailable") from None
+    usage = {"prompt_tokens": result["prompt_tokens"],
+             "completion_tokens": result["completion_tokens"],
+             "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}
+    return str(result["text"]), str(result["finish_reason"]), usage
+
+
+GENERATE_TIMEOUT = 600.0
+"""Seconds an answer may take: the first one loads the model (and, cold, torch)."""
+
+
 def _shape(text: str, max_tokens: int, stop: list[str]) -> tuple[str, str]:
     """The text as the sampler would return it, and why it ended."""
     reason = "stop"
@@ -126,11 +174,15 @@ async def completions(request: Request) -> Response:
     if not isinstance(prompt, str):
         raise bad_request("prompt is required and must be a string", "prompt")
     max_tokens, stop, n = _limits(body)
-    text, reason = _shape(answer(api, served, prompt), max_tokens, stop)
+    if served.weights is not None:
+        text, reason, usage = await _generated(api, served, body, prompt=prompt, messages=None,
+                                               max_tokens=max_tokens, stop=stop)
+    else:
+        text, reason = _shape(answer(api, served, prompt), max_tokens, stop)
+        usage = _usage(prompt, text)
     if body.get("echo"):
         text = prompt + text
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-    usage = _usage(prompt, text)
     if body.get("stream"):
         pieces = [*_pieces(text), ""]
         chunks = [{"id": ident, "object": "completion.chunk", "created": created,
@@ -206,10 +258,14 @@ async def chat(request: Request) -> Response:
     served = _model(api, body)
     question = _last_user_text(texts)
     max_tokens, stop, n = _limits(body)
-    text, reason = _shape(answer(api, served, question), max_tokens, stop)
+    if served.weights is not None:
+        text, reason, usage = await _generated(
+            api, served, body, prompt=None, max_tokens=max_tokens, stop=stop,
+            messages=[{"role": role, "content": content} for role, content in texts])
+    else:
+        text, reason = _shape(answer(api, served, question), max_tokens, stop)
+        usage = _usage(" ".join(text for _, text in texts), text)
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    prompt_text = " ".join(text for _, text in texts)
-    usage = _usage(prompt_text, text)
     if body.get("stream"):
         chunks = [{"id": ident, "object": "chat.completion.chunk", "created": created,
                    "model": served.name, "choices": [{

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.localapi import catalogue
+from orchestrator.localapi import catalogue, training
 from orchestrator.localapi.responses import iso
 from orchestrator.localapi.timeline import Event, JobPlan, JobView, view
 from orchestrator.process import hold
@@ -60,7 +60,10 @@ class JobViews:
         self._fixed: dict[str, _Fixed] = {}
 
     def view(self, row: dict[str, Any]) -> JobView:
-        """Where the job stands now (status, step, events so far), from its row and the clock."""
+        """Where the job stands now (status, step, events so far), from its row and the clock
+        (a simulated job) or from what the trainer wrote (a trained one)."""
+        if training.is_trained(row):
+            return training.view(self._api, row, self.fixed(row).plan)
         return view(self.fixed(row).plan, model=row["model"], output_name=row["output_name"],
                     created_at=row["created_at"], cancelled_at=row["cancelled_at"],
                     now=self._api.clock())
@@ -126,7 +129,8 @@ def _build_fixed(api: LocalAPI, row: dict[str, Any]) -> _Fixed:
         "eval_steps": max(0, plan.total_steps // plan.n_evals) if plan.n_evals else 0,
         "train_on_inputs": method.get("train_on_inputs", False),
         "job_id": row["id"], "param_count": base.params if base else 0,
-        "queue_depth": 0, "wandb_url": "", "total_steps": plan.total_steps, "simulated": True,
+        "queue_depth": 0, "wandb_url": "", "total_steps": plan.total_steps,
+        "simulated": not training.is_trained(row),
     }
     return _Fixed(plan, {k: v for k, v in truncated.items() if v is not None},
                   {k: v for k, v in full.items() if v is not None})

@@ -20,8 +20,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.durations import parse_duration
-from orchestrator.localapi import catalogue
-from orchestrator.localapi.errors import bad_request, not_found
+from orchestrator.localapi import catalogue, training
+from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.handlers import api_of, json_body
 from orchestrator.localapi.responses import JSONResponse, iso
 from orchestrator.localapi.timeline import SIMULATED
@@ -44,6 +44,9 @@ class ServedModel:
     base: str
     learnt_from: str | None
     """The fine-tuned model whose training examples this one answers from."""
+    weights: dict[str, Any] | None = None
+    """Real weights that answer (`{"base": ..., "adapter": folder or None}`): the trainer
+    generates from them; None for a simulated model."""
 
 
 def source_kind(source: str) -> str | None:
@@ -237,12 +240,22 @@ async def list_models(request: Request) -> Response:
 
 def resolve(api: LocalAPI, name: str) -> ServedModel | None:
     """The model `name` if it can answer now: a base model, a completed fine-tune or import."""
+    if api.config.trainer == "peft" and (name.startswith(training.TINY_PREFIX)
+                                         or name in api.config.base_models):
+        try:
+            return ServedModel(name, name, None, {"base": training.base_of(api, name),
+                                                  "adapter": None})
+        except APIError:
+            return None
     if catalogue.find(name) is not None:
         return ServedModel(name, name, None)
     row = api.state.finetune_by_output(name)
     if row is not None:
-        return ServedModel(name, row["model"], name) if api.jobs.view(row).status == \
-            "completed" else None
+        if api.jobs.view(row).status != "completed":
+            return None
+        if training.is_trained(row):
+            return ServedModel(name, row["model"], None, training.weights_of(api, row))
+        return ServedModel(name, row["model"], name)
     registered = api.state.project_model_by_name(name)
     if registered is not None:
         uploads = [up for up in api.state.remote_uploads(registered["id"])

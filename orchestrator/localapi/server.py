@@ -62,7 +62,9 @@ def serve(config: LocalAPIConfig, *, host: str, port: int, allow_remote: bool = 
 
     logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
     protocol: Any = type("TimelyH11", (TimelyH11,), {"header_timeout": config.request_timeout})
-    print(f"local Together-compatible API (training is SIMULATED) on http://{host}:{port}/v1\n"
+    training = ("REAL: LoRA with peft, a trainer process on this machine"
+                if config.trainer == "peft" else "SIMULATED")
+    print(f"local Together-compatible API (training is {training}) on http://{host}:{port}/v1\n"
           f"  data: {config.data_dir}\n  key: the setting local_api_key "
           "(export TOGETHER_API_KEY with it for the Together SDK or CLI)", flush=True)
     server = uvicorn.Server(uvicorn.Config(api.app, log_level="warning", access_log=False,

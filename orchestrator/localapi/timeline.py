@@ -107,10 +107,14 @@ class JobView:
     evals_completed: int
     seconds_remaining: int
     plan: JobPlan
+    recorded_metrics: list[dict[str, float]] | None = None
+    """A job the trainer trains: its metric points as recorded (else they are computed)."""
 
     @property
     def metrics(self) -> list[dict[str, float]]:
         """Loss and learning rate per logged step so far (computed on demand: it is long)."""
+        if self.recorded_metrics is not None:
+            return self.recorded_metrics
         return _metrics(self.plan, self.current_step)
 
 
