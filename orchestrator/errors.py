@@ -48,6 +48,10 @@ StepFailed                         a step failed for good, its state committed: 
 Busy                               an inline open of the SQLite file met another process's
                                    lock: it opens again in a thread, waiting
                                                                        (store.sqlite.connection)
+TrainerError                       the trainer process could not answer: the local API's 503
+                                                                       (trainer.client)
+Cancelled                          a training job was cancelled between two steps: it ends
+                                   `cancelled`                         (trainer.loop)
 APIError, ConnectionDropped        the local API's answer with an error body, and a connection
                                    it drops on purpose (faults)        (localapi.errors)
 Refused (PermissionError), BadQuery (ValueError)

@@ -202,7 +202,7 @@ def _step(request: Request) -> int | None:
         return None
     if not raw.isdigit() or len(raw) > 9:
         raise bad_request("checkpoint_step must be a step number", "checkpoint_step")
-    return int(raw)
+    return int(raw) or None  # 0: the final model, as Together takes it
 
 
 def _archive(row: dict[str, Any], kind: str) -> bytes:

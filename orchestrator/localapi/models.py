@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlparse
 
@@ -167,7 +168,9 @@ async def upload(request: Request) -> Response:
     source = body.get("model_source")
     if not isinstance(source, str) or not source:
         raise bad_request("model_source is required", "model_source")
-    kind = source_kind(source)
+    local = local_adapter_folder(api, source, model_type=body.get("model_type"),
+                                 base=body.get("base_model"), param="model_source")
+    kind = "local_folder" if local else source_kind(source)
     if kind is None:
         raise bad_request("model_source must be a Hugging Face repository URL "
                           "(https://huggingface.co/org/name) or a presigned S3 URL of a .zip or "
@@ -179,7 +182,7 @@ async def upload(request: Request) -> Response:
     if model_type == "adapter" and not (base or body.get("lora_model")):
         raise bad_request("an adapter needs base_model (the serverless model it adapts)",
                           "base_model")
-    if base is not None and base != "":
+    if base is not None and base != "" and local is None:
         check_base_model(base, "base_model")
     full_name = f"{api.config.namespace}/{name}"
     if name_taken(api, full_name):
@@ -188,13 +191,34 @@ async def upload(request: Request) -> Response:
     record = {k: v for k, v in body.items() if k != "hf_token"}
     record.update(model_type=model_type, hf_token_given=bool(body.get("hf_token")))
     job_id, model_id = f"job-{uuid.uuid4()}", f"model-{uuid.uuid4()}"
+    if local is not None:  # a real adapter: copied in at once, ready when the call returns
+        record["local_adapter"] = await training.keep_adapter(api, local, job_id)
+        plan = {"duration": 0.0, "outcome": "completed"}
     api.state.add_import({"job_id": job_id, "model_id": model_id, "model_name": full_name,
                           "created_at": api.clock(), "request": record, "plan": plan})
     return JSONResponse({
         "data": {"job_id": job_id, "model_name": full_name, "model_id": model_id,
                  "model_source": kind},
-        "message": f"Processing model weights. Job created {SIMULATED}",
+        "message": f"Adapter imported from {local}: the local trainer serves it" if local else
+                   f"Processing model weights. Job created {SIMULATED}",
     })
+
+
+def local_adapter_folder(api: LocalAPI, source: str, *, model_type: object, base: object,
+                         param: str) -> Path | None:
+    """With the local trainer, a peft adapter folder on this machine (`file:///path`, or an
+    absolute path) imports for real (v0 `model_source`, v2 `remoteUrl`); its base must be one
+    the trainer has weights for. None for every other source."""
+    if api.config.trainer != "peft" or not source.startswith(("file://", "/")):
+        return None
+    folder = Path(urlparse(source).path if source.startswith("file://") else source)
+    if not folder.is_absolute() or not folder.is_dir():
+        raise bad_request(f"{param} {folder}: no such folder on the local API's machine", param)
+    if model_type != "adapter":
+        raise bad_request(f"a local folder ({param}) imports as an adapter of a base the "
+                          "local trainer has weights for", param)
+    training.base_of(api, str(base or ""))  # a 400 if it has no weights
+    return folder
 
 
 async def get_job(request: Request) -> Response:
@@ -262,12 +286,20 @@ def resolve(api: LocalAPI, name: str) -> ServedModel | None:
                    if upload_succeeded(api, up) is not None]
         if not uploads:
             return None
-        return ServedModel(name, registered["request"]["base_model_id"],
+        base = registered["request"]["base_model_id"]
+        if uploads[-1]["request"].get("local_adapter"):
+            return ServedModel(name, base, None, {"base": training.base_of(api, base),
+                                                  "adapter": uploads[-1]["request"][
+                                                      "local_adapter"]})
+        return ServedModel(name, base,
                            learnt_from(api, uploads[-1]["request"]["remote_url"]))
     imported = api.state.imported_by_name(name)
     if imported is None or _import_status(api, imported)[0] != "Complete":
         return None
     req = imported["request"]
+    if req.get("local_adapter"):
+        return ServedModel(name, req["base_model"], None, {
+            "base": training.base_of(api, req["base_model"]), "adapter": req["local_adapter"]})
     return ServedModel(name, req.get("base_model") or name,
                        learnt_from(api, req["model_source"]))
 

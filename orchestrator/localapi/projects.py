@@ -28,11 +28,13 @@ from orchestrator.localapi.models import (
     check_base_model,
     import_phases,
     import_plan,
+    local_adapter_folder,
     name_taken,
     source_kind,
     upload_succeeded,
 )
 from orchestrator.localapi.responses import JSONResponse, iso
+from orchestrator.localapi.training import keep_adapter
 
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
@@ -143,20 +145,28 @@ async def create_upload(request: Request) -> Response:
     model_id = _string(body, "modelId", required=True)
     remote_url = _string(body, "remoteUrl", required=True)
     assert model_id is not None and remote_url is not None
-    if api.state.project_model(model_id) is None:
+    registered = api.state.project_model(model_id)
+    if registered is None:
         raise not_found(f"no model with id {model_id}: register it first "
                         "(POST /v2/projects/{project_id}/models)", "modelId")
-    if source_kind(remote_url) is None:
+    local = local_adapter_folder(api, remote_url, model_type=registered["request"]["type"],
+                                 base=registered["request"]["base_model_id"], param="remoteUrl")
+    if local is None and source_kind(remote_url) is None:
         raise bad_request("remoteUrl must be a Hugging Face repository URL "
                           "(https://huggingface.co/org/name) or a presigned S3 URL of a .zip or "
                           ".tar.gz archive", "remoteUrl")
     token = body.get("token")
     if token is not None and not isinstance(token, str):
         raise bad_request("token must be a string", "token")
-    row = {"id": f"upload-{uuid.uuid4()}", "model_id": model_id, "created_at": api.clock(),
-           # The source credential is write-only: only whether one was given is kept.
-           "request": {"remote_url": remote_url, "token_given": bool(token)},
-           "plan": import_plan(api, request)}
+    upload_id = f"upload-{uuid.uuid4()}"
+    # The source credential is write-only: only whether one was given is kept.
+    asked: dict[str, Any] = {"remote_url": remote_url, "token_given": bool(token)}
+    plan = import_plan(api, request)
+    if local is not None:  # a real adapter: copied in at once, served when the call returns
+        asked["local_adapter"] = await keep_adapter(api, local, upload_id)
+        plan = {"duration": 0.0, "outcome": "completed"}
+    row = {"id": upload_id, "model_id": model_id, "created_at": api.clock(), "request": asked,
+           "plan": plan}
     api.state.add_remote_upload(row)
     return JSONResponse(_upload_json(api, row))
 

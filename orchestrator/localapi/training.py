@@ -166,6 +166,43 @@ def cancel(api: LocalAPI, row: dict[str, Any]) -> None:
     api.trainer().wake()
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+"""What an imported adapter folder is made of: safetensors only (a pickled `.bin` can run code
+when loaded, so it is refused), nothing else in the folder is read."""
+
+MAX_ADAPTER_BYTES = 4 << 30
+"""The largest adapter imported from a folder (a rank-64 adapter of a 70B model is ~1.6 GB)."""
+
+
+async def keep_adapter(api: LocalAPI, folder: Path, key: str) -> str:
+    """Where a copy of an imported adapter's files is kept in the data folder (the original
+    may go), made off the event loop; a 400 for a folder that is not an adapter."""
+    import anyio.to_thread  # noqa: PLC0415
+
+    return str(await anyio.to_thread.run_sync(_copy_adapter, folder,
+                                               api.config.data_dir.resolve() / "imports" / key))
+
+
+def _copy_adapter(folder: Path, kept: Path) -> Path:
+    """Only the two files an adapter is made of, bounded in size, never following a link."""
+    import shutil  # noqa: PLC0415
+
+    sources = [folder / name for name in ADAPTER_FILES]
+    for source in sources:
+        if source.is_symlink() or not source.is_file():
+            raise bad_request(f"model_source {folder} holds no regular file {source.name}: a "
+                              "peft adapter folder has adapter_config.json and "
+                              "adapter_model.safetensors", "model_source")
+    size = sum(source.stat().st_size for source in sources)
+    if size > MAX_ADAPTER_BYTES:
+        raise bad_request(f"model_source {folder} holds {size} bytes of adapter, over the "
+                          f"{MAX_ADAPTER_BYTES} the local API imports", "model_source")
+    kept.mkdir(parents=True)
+    for source in sources:
+        shutil.copyfile(source, kept / source.name, follow_symlinks=False)
+    return kept
+
+
 def forget(api: LocalAPI, row: dict[str, Any]) -> None:
     """A deleted job's rows and files go with it."""
     import shutil  # noqa: PLC0415
