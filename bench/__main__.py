@@ -8,7 +8,8 @@ on SQLite and on the machine's PostgreSQL: a few minutes, most of it starting 10
 `python -m bench.web` (the web view's pages with 100,000 runs in the store), `python -m
 bench.uploads` (a large dataset uploaded in one request and in parts: reads and speed),
 `python -m bench.scale` (big pipelines, big runs, state per step, memory per waiting run: a few
-minutes).
+minutes), `python -m bench.trainer` (the local trainer's tokens/s beside a bare peft loop, a
+job's overhead warm and cold, its memory: about a minute; needs the train extra).
 Figures are medians of several runs; the machines these run on are shared, so run twice
 before believing a change.
 """
@@ -25,6 +26,7 @@ from bench import (
     serve_idle,
     startup,
     sweep,
+    trainer,
     uploads,
     waiting,
     web,
@@ -34,7 +36,7 @@ from bench import (
 def main() -> None:
     rows = []
     for module in (engine_overhead, waiting, localapi_status, finetune_runs, sweep, serve_idle,
-                   startup, hostile, uploads, scale, fleet, web):
+                   startup, hostile, uploads, scale, fleet, web, trainer):
         rows += module.main([])
         print()
     print("summary")

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +113,12 @@ class Server:
             raise SystemExit(msg)
         return job_id, asked
 
-    def steps(self, job_id: str) -> list[dict[str, Any]]:
+    def steps(self, job_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The job's training steps (their metric rows) and the spec it trained by."""
         store = TrainingStore(self.data_dir)
         try:
-            return [m for m in store.metrics(job_id) if m["kind"] == "train"]
+            return ([m for m in store.metrics(job_id) if m["kind"] == "train"],
+                    store.spec(job_id) or {})
         finally:
             store.close()
 
@@ -139,22 +142,26 @@ def _rate(points: list[dict[str, Any]]) -> float:
     return (last["tokens"] - first["tokens"]) / (last["at"] - first["at"])
 
 
-def _bare_rate(data: Path, cache: Path, threads: int) -> float:
+def _bare_rate(data: Path, cache: Path, threads: int, spec: dict[str, Any]) -> float:
     """The floor: the same LoRA training in the plainest loop, tokens per second measured the
     same way (second step to last)."""
     import torch
+    import transformers
     from peft import LoraConfig, get_peft_model
 
     from orchestrator.trainer.bases import load_base
     from orchestrator.trainer.data import read_examples, tokenized
 
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' deprecations
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model, tokenizer = load_base({"tiny": "local/tiny-llama"}, cache, "cpu")
     examples = tokenized(list(read_examples(data)), tokenizer, train_on_inputs=False,
                          max_seq_length=2048)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(model, LoraConfig(
+        r=spec["lora_r"], lora_alpha=spec["lora_alpha"], lora_dropout=spec["lora_dropout"],
+        target_modules="all-linear", task_type="CAUSAL_LM"))
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=0.002)
@@ -164,9 +171,9 @@ def _bare_rate(data: Path, cache: Path, threads: int) -> float:
         for start in range(0, len(examples), BATCH):
             batch = examples[start:start + BATCH]
             width = max(len(e.ids) for e in batch)
-            ids = torch.tensor([e.ids + [tokenizer.pad_token_id] * (width - len(e.ids))
+            ids = torch.tensor([[*e.ids, *[tokenizer.pad_token_id] * (width - len(e.ids))]
                                 for e in batch])
-            labels = torch.tensor([e.labels + [-100] * (width - len(e.ids)) for e in batch])
+            labels = torch.tensor([[*e.labels, *[-100] * (width - len(e.ids))] for e in batch])
             mask = torch.tensor([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in batch])
             model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             optimizer.step()
@@ -201,7 +208,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
             server = Server(fresh, args.threads)
             try:
                 job_id, asked = server.train(server.upload(data), 1)
-                first = server.steps(job_id)[0]["at"]
+                first = server.steps(job_id)[0][0]["at"]
                 cold.append(first - asked)
                 from_start.append(first - server.started)
             finally:
@@ -213,10 +220,10 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
             ours, bare, warm = [], [], []
             for _ in range(args.repeat):
                 job_id, asked = server.train(file_id, EPOCHS)
-                points = server.steps(job_id)
+                points, spec = server.steps(job_id)
                 ours.append(_rate(points))
                 warm.append(points[0]["at"] - asked)
-                bare.append(_bare_rate(data, server.data_dir / "bases", args.threads))
+                bare.append(_bare_rate(data, server.data_dir / "bases", args.threads, spec))
             peak = server.trainer_peak_bytes()
         finally:
             server.stop()

@@ -34,16 +34,13 @@ from orchestrator.localapi.state import LocalState
 from orchestrator.trainer.client import TrainerProcess, missing_extra
 from orchestrator.trainer.store import TrainingStore
 
-__all__ = ["DOCS", "NOTICE", "LocalAPI"]
+__all__ = ["DOCS", "NOTICE", "LocalAPI", "docs_text"]
 
 DOCS = """\
 orchestrator local Together-compatible API
 ==========================================
 
-SIMULATED: no model is trained here. Fine-tuning jobs move through
-pending -> queued -> running -> compressing -> uploading -> completed by the clock
-(setting local_job_duration; 10s by default, set e.g. 20m for realistic timing),
-and a fine-tuned model answers from the examples it was trained on.
+{training}
 
 Base URL: /v1 for SDK 2.x, the server's root for SDK 3.x (also accepted: /v1/v1/..., /v1/v2/...,
 which SDK 3.x sends when its base URL ends in /v1). Every /v0, /v1, /v2 and /v3 request
@@ -76,12 +73,38 @@ Testing aids (headers): X-Local-Fault: 429|500|503|drop|none, X-Local-Latency: 2
 X-Local-Job: {"duration": "2s", "outcome": "error"|"user_error", "fail_at": 0.5} on create.
 Settings: local_faults ("429=0.05,500=0.02,503=0.02,drop=0.01"), local_latency,
 local_retry_after, local_fault_seed, local_job_outcome, local_upload_duration,
-local_max_request_bytes, local_max_upload_bytes, local_request_timeout.
+local_max_request_bytes, local_max_upload_bytes, local_request_timeout; the trainer's:
+local_trainer (simulated | peft), local_base_models, local_trainer_threads,
+local_trainer_save_every.
 """
 
-NOTICE = ("This is the orchestrator's local Together-compatible API. Fine-tuning is simulated: "
-          "jobs progress by the clock and no model is trained; a fine-tuned model answers from "
-          "its training examples.")
+SIMULATED_TRAINING = """\
+SIMULATED: no model is trained here. Fine-tuning jobs move through
+pending -> queued -> running -> compressing -> uploading -> completed by the clock
+(setting local_job_duration; 10s by default, set e.g. 20m for realistic timing),
+and a fine-tuned model answers from the examples it was trained on
+(local-api --trainer peft, or setting local_trainer = "peft", trains for real)."""
+
+REAL_TRAINING = """\
+REAL: the local trainer (LoRA with peft) trains every fine-tuning job, one at a time, in a
+process of its own, on the built-in tiny bases (local/tiny-llama: random weights, a toy) or
+the model folders the setting local_base_models maps names to; nothing is downloaded.
+Fine-tuned models, tiny and mapped bases, and adapter folders imported from this machine
+(file:// URLs) answer from their weights; other models' answers are simulated."""
+
+NOTICE = {
+    "simulated": "This is the orchestrator's local Together-compatible API. Fine-tuning is "
+                 "simulated: jobs progress by the clock and no model is trained; a fine-tuned "
+                 "model answers from its training examples.",
+    "peft": "This is the orchestrator's local Together-compatible API. Fine-tuning is real: "
+            "the local trainer trains LoRA adapters with peft on the bases it has weights for "
+            "(the built-in local/tiny-llama is a toy with random weights).",
+}
+
+
+def docs_text(trainer: str) -> str:
+    """What GET /docs says: which endpoints there are, and whether training is real."""
+    return DOCS.replace("{training}", REAL_TRAINING if trainer == "peft" else SIMULATED_TRAINING)
 
 
 class LocalAPI:
@@ -200,8 +223,8 @@ def _allowed_methods(request: Request) -> list[str]:
 async def root(request: Request) -> Response:
     return JSONResponse({
         "name": "orchestrator local Together-compatible API",
-        "simulated": True,
-        "notice": NOTICE,
+        "simulated": api_of(request).config.trainer != "peft",
+        "notice": NOTICE[api_of(request).config.trainer],
         "docs": str(request.url_for("docs")),
         "base_url": f"{str(request.base_url).rstrip('/')}/v1",
     })
@@ -223,7 +246,7 @@ async def whoami(request: Request) -> Response:
 
 
 async def docs(request: Request) -> Response:
-    return PlainTextResponse(DOCS)
+    return PlainTextResponse(docs_text(api_of(request).config.trainer))
 
 
 async def openapi(request: Request) -> Response:

@@ -110,6 +110,8 @@ def together_env(server: Server) -> dict[str, str]:
 def the_shipped_pipeline_learns_on_provider_together(cli: CLI, server: Server) -> None:
     """`pipelines/lora-finetune.yaml`, unchanged, on provider together: the smoke test passes
     on the fine-tuned model's real answer; the base answered wrong."""
+    root = server.http.get(server.base.removesuffix("/v1") + "/").json()
+    assert root["simulated"] is False and "Fine-tuning is real" in root["notice"]
     assert "Paris" not in server.answer("local/tiny-llama", SMOKE)  # random weights
     run = cli("run", str(REPO / "pipelines" / "lora-finetune.yaml"), "--provider", "together",
               *TINY, env=together_env(server), check_code=0)
