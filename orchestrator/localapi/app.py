@@ -22,7 +22,15 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 
 from orchestrator.errors import ConfigError
-from orchestrator.localapi import files, finetunes, inference, models, multipart, projects
+from orchestrator.localapi import (
+    catalogue,
+    files,
+    finetunes,
+    inference,
+    models,
+    multipart,
+    projects,
+)
 from orchestrator.localapi.config import LocalAPIConfig
 from orchestrator.localapi.errors import APIError, error_response
 from orchestrator.localapi.gate import Gate
@@ -130,6 +138,14 @@ class LocalAPI:
             APIError: _api_error, HTTPException: _http_error})
         starlette.state.api = self
         self.app = Gate(starlette, self)
+
+    def base_model(self, name: str) -> catalogue.BaseModel | None:
+        """The base model `name` names: one of the catalogue's, or (with the real trainer) a
+        model folder the setting local_base_models maps it to."""
+        found = catalogue.find(name)
+        if found is None and self.config.trainer == "peft" and name in self.config.base_models:
+            found = catalogue.mapped(name, self.config.base_models[name])
+        return found
 
     @property
     def state(self) -> LocalState:

@@ -8,10 +8,12 @@ seconds, for real with `local_trainer = "peft"`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["BASE_MODELS", "BaseModel", "find"]
+__all__ = ["BASE_MODELS", "BaseModel", "find", "mapped"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +101,16 @@ _BY_ID = {model.id: model for model in BASE_MODELS}
 def find(model_id: str) -> BaseModel | None:
     """The base model `model_id` names (case-sensitive, as Together's ids are)."""
     return _BY_ID.get(model_id)
+
+
+def mapped(model_id: str, folder: str) -> BaseModel:
+    """A model folder the local trainer was given as a base (setting local_base_models): LoRA
+    only, its context length and size from its `config.json` where it says them."""
+    try:
+        config = json.loads((Path(folder).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    context = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    context = context if isinstance(context, int) and context > 0 else 4096
+    return BaseModel(model_id, "local", f"{model_id} (a model folder: {folder})", 0, context,
+                     max_batch_size=64, min_batch_size=1, supports_full=False, max_epochs=1000)

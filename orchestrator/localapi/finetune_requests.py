@@ -18,7 +18,6 @@ import orjson
 from starlette.requests import Request
 
 from orchestrator.durations import parse_duration
-from orchestrator.localapi import catalogue
 from orchestrator.localapi.catalogue import BaseModel
 from orchestrator.localapi.errors import bad_request
 from orchestrator.localapi.timeline import JobPlan
@@ -221,10 +220,12 @@ def _resolve_model(api: LocalAPI, body: dict[str, Any]) -> tuple[BaseModel, str 
         model = row["model"]
     if not isinstance(model, str) or not model:
         raise bad_request("model is required", "model")
-    base = catalogue.find(model)
+    base = api.base_model(model)
     if base is None:
+        mapping = (", or map it to a model folder on disk with the setting local_base_models"
+                   if api.config.trainer == "peft" else "")
         raise bad_request(f"model {model!r} is not available for fine-tuning (see GET "
-                          "/v1/fine-tunes/models/supported)", "model")
+                          f"/v1/fine-tunes/models/supported){mapping}", "model")
     return base, checkpoint
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from orchestrator.localapi import catalogue, training
@@ -165,7 +165,8 @@ async def metrics(request: Request) -> Response:
 
 
 async def download(request: Request) -> Response:
-    """A small archive standing in for the trained weights (it says so inside)."""
+    """The trained weights as a tar.gz archive: a real job's peft folder (or merged model), or
+    for a simulated job a small archive standing in for them (it says so inside)."""
     api = api_of(request)
     job_id = request.query_params.get("ft_id", "").split(":")[0]
     row = api.state.finetune(job_id)
@@ -176,10 +177,16 @@ async def download(request: Request) -> Response:
         raise bad_request(f"job {job_id} is {status}; only a completed job can be downloaded",
                           "ft_id")
     kind = request.query_params.get("checkpoint") or "merged"
-    if training.is_trained(row):
-        data = await training.archive(api, row, kind, _step(request))
-    else:
-        data = _archive(row, kind)
+    if kind not in ("merged", "adapter"):
+        raise bad_request("checkpoint must be 'merged' or 'adapter'", "checkpoint")
+    if training.is_trained(row):  # from disk, Range honoured by Starlette
+        step = _step(request)
+        if step is not None:  # a step's checkpoint is its adapter (`checkpoint` ignored)
+            kind = "adapter"
+        return FileResponse(await training.archive(api, row, kind, step),
+                            media_type="application/octet-stream",
+                            filename=f"{row['id']}.tar.gz")
+    data = _archive(row, kind)
     ranges = byte_ranges(request, len(data))
     if ranges:
         if len(ranges) > 1:
@@ -249,7 +256,7 @@ async def estimate_price(request: Request) -> Response:
 
 async def limits(request: Request) -> Response:
     name = request.query_params.get("model_name", "")
-    base = catalogue.find(name)
+    base = api_of(request).base_model(name)
     if base is None:
         message = f"model {name!r} is not available for fine-tuning"
         return JSONResponse({"message": message, "error": {
@@ -259,7 +266,9 @@ async def limits(request: Request) -> Response:
 
 
 async def supported(request: Request) -> Response:
-    return JSONResponse({"models": [model.id for model in catalogue.BASE_MODELS]})
+    mapped = sorted(api_of(request).config.base_models) \
+        if api_of(request).config.trainer == "peft" else []
+    return JSONResponse({"models": [model.id for model in catalogue.BASE_MODELS] + mapped})
 
 
 ROUTES = [  # the status poll first: routes are tried in order

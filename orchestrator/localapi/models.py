@@ -143,11 +143,11 @@ def import_plan(api: LocalAPI, request: Request) -> dict[str, Any]:
     return plan
 
 
-def check_base_model(base: object, param: str) -> None:
+def check_base_model(api: LocalAPI, base: object, param: str) -> None:
     """A base model this API serves (a 400 naming `param` otherwise)."""
     if not isinstance(base, str):
         raise bad_request(f"{param} must be a string", param)
-    if catalogue.find(base) is None:
+    if api.base_model(base) is None:
         raise bad_request(f"{param} {base!r} is not available", param)
 
 
@@ -183,7 +183,7 @@ async def upload(request: Request) -> Response:
         raise bad_request("an adapter needs base_model (the serverless model it adapts)",
                           "base_model")
     if base is not None and base != "" and local is None:
-        check_base_model(base, "base_model")
+        check_base_model(api, base, "base_model")
     full_name = f"{api.config.namespace}/{name}"
     if name_taken(api, full_name):
         raise bad_request("Model name already exists", "model_name")
@@ -247,7 +247,7 @@ async def list_models(request: Request) -> Response:
     models = [m.info() for m in catalogue.BASE_MODELS]
     for row in api.state.finetunes():
         if api.jobs.view(row).status == "completed":
-            base = catalogue.find(row["model"])
+            base = api.base_model(row["model"])
             models.append(_info(row["output_name"], row["created_at"], api.config.namespace,
                                 base.context_length if base else 8192))
     for row in api.state.imports():
@@ -256,7 +256,7 @@ async def list_models(request: Request) -> Response:
                                 8192))
     for row in api.state.project_models():
         if _registered_ready(api, row["id"]):
-            base = catalogue.find(row["request"]["base_model_id"])
+            base = api.base_model(row["request"]["base_model_id"])
             models.append(_info(row["name"], row["created_at"], api.config.namespace,
                                 base.context_length if base else 8192))
     return JSONResponse(models)

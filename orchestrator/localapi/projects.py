@@ -215,7 +215,7 @@ async def create_model(request: Request) -> Response:
     body = await json_body(request)
     name = _qualified(api, _string(body, "name", required=True) or "")
     base = body.get("baseModelId")
-    check_base_model(base, "baseModelId")
+    check_base_model(api, base, "baseModelId")
     kind = TYPES.get(str(body.get("type")))
     if kind is None:
         raise bad_request("type must be 'model' or 'adapter' (or 'models', 'adapters')", "type")

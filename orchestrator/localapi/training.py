@@ -10,7 +10,6 @@ folders, downloaded as tar.gz archives.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import tarfile
@@ -228,9 +227,10 @@ def weights_of(api: LocalAPI, row: dict[str, Any]) -> dict[str, Any]:
     return {"base": spec["base"], "adapter": str(_folder(api, row, None))}
 
 
-async def archive(api: LocalAPI, row: dict[str, Any], kind: str, step: int | None) -> bytes:
+async def archive(api: LocalAPI, row: dict[str, Any], kind: str, step: int | None) -> Path:
     """The job's adapter (or, `merged`, base and adapter as one model) as a tar.gz archive,
-    made once and kept beside the job's folders."""
+    made once and kept beside the job's folders (a merged model can be many GB: the archive
+    is written to disk as it is packed and served from there, never held in memory)."""
     import anyio.to_thread  # noqa: PLC0415
 
     folder = _folder(api, row, step)
@@ -245,18 +245,21 @@ async def archive(api: LocalAPI, row: dict[str, Any], kind: str, step: int | Non
     made = folder.with_name(f"{folder.name}.tar.gz")
     if not made.exists():
         await anyio.to_thread.run_sync(_write_archive, folder, made)
-    return await anyio.to_thread.run_sync(made.read_bytes)
+    return made
 
 
 def _write_archive(folder: Path, made: Path) -> None:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as packed:
-        for path in sorted(folder.iterdir()):
-            packed.add(path, arcname=path.name)
+    """Packed into a temporary file beside `made`, then renamed: never half-written."""
     handle, name = tempfile.mkstemp(dir=made.parent, prefix=f".{made.name}-")
-    with os.fdopen(handle, "wb") as scratch:
-        scratch.write(buffer.getvalue())
-    Path(name).replace(made)
+    try:
+        with os.fdopen(handle, "wb") as scratch, \
+                tarfile.open(fileobj=scratch, mode="w:gz") as packed:
+            for path in sorted(folder.iterdir()):
+                packed.add(path, arcname=path.name)
+        Path(name).replace(made)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def refuse(param: str, why: str) -> APIError:

@@ -82,6 +82,16 @@ def _tensors(examples: Sequence[Example], pad: int, device: str) -> dict[str, An
             "attention_mask": mask.to(device)}
 
 
+EPOCH_EVENTS = 10
+"""At most about this many `epoch_complete` events a job (and one at each evaluation): a
+100-epoch job on a tiny dataset says where it is ten times, not a hundred (its metric points
+stay one per step)."""
+
+
+def _epochs_between_events(n_epochs: int) -> int:
+    return max(1, math.ceil(n_epochs / EPOCH_EVENTS))
+
+
 def _targets(modules: str) -> str | list[str]:
     return "all-linear" if modules == "all-linear" else \
         [m.strip() for m in modules.split(",") if m.strip()]
@@ -261,7 +271,10 @@ class _Run:
         self.store.advance(self.job_id, now, step=self.step,
                            epochs=self.step // spec.steps_per_epoch, evals=self.evals_done,
                            tokens=self.tokens, metrics=points)
-        if self.step % spec.steps_per_epoch == 0:
+        epoch_done = self.step // spec.steps_per_epoch
+        if self.step % spec.steps_per_epoch == 0 and (
+                evaluated or epoch_done % _epochs_between_events(spec.n_epochs) == 0
+                or epoch_done == spec.n_epochs):
             message = (f"Epoch {self.step // spec.steps_per_epoch}/{spec.n_epochs} completed "
                        f"at step {self.step}/{spec.total_steps}: train loss "
                        f"{self.last_loss:.4f}")

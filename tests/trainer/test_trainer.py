@@ -5,6 +5,8 @@ right, and recalls its training set; evaluation loss falls; a learning-rate swee
 follow the learning rate; the same seed gives the same losses; a kill -9 mid-training loses no
 progress; a cancel stops training within 2 s.
 
+Downloads are real peft folders (and a merged model); one is imported back and answers.
+
 One scenario shares one server (one trainer process: torch is imported once, and the trainer
 trains one job at a time anyway), each part of it a function of its own; the kill -9 test has
 a server of its own.
@@ -12,6 +14,7 @@ a server of its own.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -39,6 +42,8 @@ SMOKE = "Q: The capital of France is?\nA:"
 TINY = ["-i", "base_model=local/tiny-llama", "-i", "epochs=100", "-i", "learning_rate=0.005",
         "-i", "poll_interval=200ms"]
 HEADERS = {"Authorization": f"Bearer {KEY}"}
+MAPPED = "my/llama-on-disk"
+"""A name the server maps (local_base_models) to a model folder: the tiny base, saved."""
 
 
 class Server:
@@ -53,8 +58,10 @@ class Server:
         self.http = httpx.Client(base_url=self.base, headers=HEADERS, timeout=120)
 
     def start(self) -> subprocess.Popen[str]:
+        mapped = json.dumps({MAPPED: str(self.folder / "mapped-base")})
         return start_server(self.folder, self.port, local_trainer="peft",
-                            local_trainer_save_every="300ms", local_trainer_threads="2")
+                            local_trainer_save_every="300ms", local_trainer_threads="2",
+                            local_base_models=mapped)
 
     def kill(self) -> None:
         """kill -9: the server, and with it (its stdin gone) its trainer."""
@@ -129,6 +136,7 @@ def the_shipped_pipeline_learns_on_provider_together(cli: CLI, server: Server) -
     events = " ".join(e["message"] for e in server.http.get(
         f"/fine-tunes/{outputs['launch']['job_id']}/events").json()["data"])
     assert "built-in tiny base local/tiny-llama" in events and "random weights" in events
+    downloads_are_real_model_folders(server, outputs["launch"]["job_id"])
 
 
 def a_sweep_over_learning_rates_is_ranked_by_them(cli: CLI, server: Server,
@@ -189,6 +197,22 @@ def what_the_trainer_cannot_honour_is_a_400_naming_it(server: Server) -> None:
         assert refused.status_code == 400, fields
         error = refused.json()["error"]
         assert error["param"] == param and message in error["message"], error
+
+
+def a_model_folder_on_disk_is_a_base(server: Server) -> None:
+    """A name mapped to a model folder (here the tiny base's, as transformers saved it)
+    trains and answers like the built-in one; its events name the folder."""
+    folder = server.folder / "mapped-base"
+    missing = server.create(training_file=server.upload(TRAIN), model=MAPPED, n_epochs=2)
+    assert missing.status_code == 400 and "holds no config.json" in \
+        missing.json()["error"]["message"]
+    shutil.copytree(server.folder / "api-data" / "bases" / "local--tiny-llama", folder)
+    job = server.create(training_file=server.upload(TRAIN), model=MAPPED, n_epochs=2).json()
+    assert server.finished(job["id"])["status"] == "completed"
+    events = " ".join(e["message"] for e in server.http.get(
+        f"/fine-tunes/{job['id']}/events").json()["data"])
+    assert f"{MAPPED} from {folder}" in events
+    assert server.answer(MAPPED, SMOKE) == server.answer("local/tiny-llama", SMOKE)
 
 
 def a_cancel_stops_training_within_two_seconds(server: Server) -> None:
@@ -255,6 +279,33 @@ def the_official_sdk_trains_follows_and_downloads_a_real_adapter(server: Server,
         refused.json()["error"]["message"]
 
 
+def downloads_are_real_model_folders(server: Server, job_id: str) -> None:
+    """Together's download endpoint: the final adapter, a checkpoint's adapter by step, base
+    and adapter merged into one model folder; byte ranges; a kind it does not know is a 400."""
+    def members(**query: str) -> dict[str, bytes]:
+        answer = server.http.get("/finetune/download", params={"ft_id": job_id, **query})
+        assert answer.status_code == 200, answer.text
+        with tarfile.open(fileobj=io.BytesIO(answer.content)) as packed:
+            return {m.name: packed.extractfile(m).read()  # type: ignore[union-attr]
+                    for m in packed.getmembers() if m.isfile()}
+
+    final = members(checkpoint="adapter")
+    checkpoints = server.http.get(f"/fine-tunes/{job_id}/checkpoints").json()["data"]
+    step = next(c["path"].rpartition(":")[2] for c in checkpoints
+                if c["checkpoint_type"] == "Intermediate")
+    earlier = members(checkpoint_step=step)
+    assert final["adapter_model.safetensors"] != earlier["adapter_model.safetensors"]
+    merged = members(checkpoint="merged")
+    assert "config.json" in merged and "adapter_config.json" not in merged
+    assert any(name.startswith("model") and name.endswith(".safetensors") for name in merged)
+    part = server.http.get("/finetune/download", params={"ft_id": job_id, "checkpoint": "merged"},
+                           headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and len(part.content) == 10
+    wrong = server.http.get("/finetune/download", params={"ft_id": job_id,
+                                                          "checkpoint": "everything"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "checkpoint"
+
+
 def test_the_trainer_learns_on_the_users_path(cli: CLI, tmp_path: Path) -> None:
     server = Server(tmp_path / "server")
     try:
@@ -262,6 +313,7 @@ def test_the_trainer_learns_on_the_users_path(cli: CLI, tmp_path: Path) -> None:
         a_sweep_over_learning_rates_is_ranked_by_them(cli, server, tmp_path / "sweep")
         the_same_seed_trains_the_same_losses(server)
         what_the_trainer_cannot_honour_is_a_400_naming_it(server)
+        a_model_folder_on_disk_is_a_base(server)
         a_cancel_stops_training_within_two_seconds(server)
         the_official_sdk_trains_follows_and_downloads_a_real_adapter(server, tmp_path / "sdk")
     finally:
