@@ -48,6 +48,11 @@ StepFailed                         a step failed for good, its state committed: 
 Busy                               an inline open of the SQLite file met another process's
                                    lock: it opens again in a thread, waiting
                                                                        (store.sqlite.connection)
+ScorerError, GateError, EvalFileError (ValueError)
+                                   a scorer, a `require:` gate or an evaluation file that
+                                   cannot be used: a problem of PipelineInvalid at validate,
+                                   the evaluate step's PermanentError at run time
+                                                                       (evaluation)
 TrainerError                       the trainer process could not answer: the local API's 503
                                                                        (trainer.client)
 Cancelled                          a training job was cancelled between two steps: it ends
@@ -95,6 +100,7 @@ __all__ = [
     "StepError",
     "StepTimeout",
     "TransientError",
+    "first_failure",
     "leaf_errors",
     "shorten",
 ]
@@ -108,6 +114,13 @@ def leaf_errors(error: BaseException) -> Iterator[BaseException]:
             yield from leaf_errors(inner)
     else:
         yield error
+
+
+def first_failure(group: BaseExceptionGroup[BaseException],
+                  cancelled: type[BaseException]) -> BaseException | None:
+    """The error a failed task group is about: its first that is not a cancellation (its
+    other tasks were cancelled by it, or failed the same way); None if all were cancelled."""
+    return next((e for e in leaf_errors(group) if not isinstance(e, cancelled)), None)
 
 
 def shorten(text: str, limit: int = 60) -> str:

@@ -23,6 +23,8 @@ LAYERS: list[set[str]] = [
     {"log"},
     # the pipeline model and the Together protocol (both sides of the wire read it)
     {"definition", "protocol"},
+    # judging answers: scorers, evaluation files, quality gates (pure)
+    {"evaluation"},
     # settings without pydantic (read-only commands), then every setting (pydantic-settings)
     {"settings_read"},
     {"settings"},

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import httpx
 
-from orchestrator.errors import PermanentError, ProviderUnavailable, TransientError, leaf_errors
+from orchestrator.errors import PermanentError, ProviderUnavailable, TransientError, first_failure
 from orchestrator.providers.together.errors import error_from_response, error_from_transport
 
 __all__ = ["MAX_PARTS", "MultipartState", "PartsExpired", "plan_parts", "send_parts"]
@@ -195,10 +195,8 @@ async def send_parts(http: httpx.AsyncClient, path: Path, state: MultipartState,
             for _ in range(max(1, min(concurrency, len(state.urls)))):
                 group.start_soon(worker)
     except BaseExceptionGroup as failed:
-        # The first part that failed is the upload's error (the others were cancelled by it,
-        # or failed the same way: the provider went away).
-        leaves = [e for e in leaf_errors(failed)
-                  if not isinstance(e, anyio.get_cancelled_exc_class())]
-        if not leaves:
+        # The first part that failed is the upload's error.
+        first = first_failure(failed, anyio.get_cancelled_exc_class())
+        if first is None:
             raise
-        raise leaves[0] from None
+        raise first from None

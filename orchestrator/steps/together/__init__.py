@@ -16,10 +16,10 @@ One module per step type; importing the package registers them all in `TYPES` (t
 `steps.builtin` loads on first use).
 """
 
-from orchestrator.steps.together import launch, register, smoke, upload, wait
+from orchestrator.steps.together import evaluate, launch, register, smoke, upload, wait
 from orchestrator.steps.together.common import TYPES, run_token
 from orchestrator.steps.together.launch import LaunchParams
 from orchestrator.steps.together.wait import PollClock
 
-__all__ = ["TYPES", "LaunchParams", "PollClock", "launch", "register", "run_token", "smoke",
-           "upload", "wait"]
+__all__ = ["TYPES", "LaunchParams", "PollClock", "evaluate", "launch", "register", "run_token",
+           "smoke", "upload", "wait"]
