@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from orchestrator.store.records import (
+    AliasMove,
     BatchRecord,
     Clock,
     EventRecord,
@@ -273,6 +274,20 @@ class StateStore(ABC):
     @abstractmethod
     async def list_models(self, *, limit: int = 100) -> list[ModelEntry]:
         """The most recently recorded models, newest first."""
+
+    @abstractmethod
+    async def move_alias(self, move: AliasMove) -> AliasMove | None:
+        """Point `move.alias` at `move.model` (moved_at and seq set here), in one write; None
+        when it points there already (nothing is added to its history: a promotion done
+        twice, or again after a crash, moves it once)."""
+
+    @abstractmethod
+    async def aliases(self) -> list[AliasMove]:
+        """Each alias's current model: the move that set it, by alias."""
+
+    @abstractmethod
+    async def alias_history(self, *, limit: int = 100) -> list[AliasMove]:
+        """The latest alias moves, newest first."""
 
     # -- moving a history between databases -------------------------------------------------
 

@@ -359,6 +359,21 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class AliasMove:
+    """A registry alias (`production`, `staging`) pointed at a model: who moved it, when and
+    why. The alias's current model is its latest move; the moves are its history."""
+
+    alias: str
+    model: str
+    moved_by: str
+    reason: str = ""
+    source: str | None = None
+    """What chose the model: a batch (`promote BATCH`) or a run (a `registry/promote` step)."""
+    moved_at: float = 0.0
+    seq: int = 0
+
+
+@dataclass(frozen=True)
 class Lease:
     """The right to execute (and write) one run, until `expires_at` unless renewed."""
 

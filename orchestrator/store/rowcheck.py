@@ -21,6 +21,7 @@ from orchestrator.errors import shorten
 from orchestrator.store.records import RunStatus, StepStatus, text_hash
 from orchestrator.store.rows import (
     StoredText,
+    alias_record,
     batch_record,
     event_record,
     metric_record,
@@ -149,6 +150,9 @@ COLUMNS: dict[str, dict[str, Check]] = {
         "provider": _TEXT, "base_model": _TEXT, "job_id": _TEXT, "training_file": _TEXT,
         "validation_file": _TEXT, "hyperparameters": _json_object, "metrics": _json_object,
         "tags": _json_object, "recorded_at": _time},
+    "alias_moves": {
+        "seq": _whole, "alias": _name, "model": _name, "moved_at": _time, "moved_by": _text,
+        "reason": _text, "source": _TEXT},
 }
 """Each table's columns, with what each may hold (as `transfer.HISTORY` lists them)."""
 
@@ -174,6 +178,7 @@ _READERS: dict[str, Callable[[Any], object]] = {
     "metric_points": metric_record,
     "schedules": schedule_record,
     "models": model_record,
+    "alias_moves": alias_record,
 }
 """How the store reads a row of each table into its record (pipeline texts are text)."""
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from orchestrator.process import hold
 from orchestrator.store.records import (
+    AliasMove,
     BatchRecord,
     ErrorInfo,
     EventRecord,
@@ -29,12 +30,38 @@ from orchestrator.store.records import (
     StepStatus,
 )
 
-__all__ = ["BATCH_COLUMNS", "EVENTS_END", "EVENT_COLUMNS", "MAX_JSON_VALUE", "METRIC_COLUMNS",
-           "METRIC_ORDER", "MODEL_COLUMNS", "RUN_COLUMNS", "SCHEDULE_COLUMNS", "SHARED_TEXTS",
-           "STEP_COLUMNS", "Row", "SharedTexts", "StoredText", "batch_record", "dumps",
-           "dumps_mapping", "event_record", "loads_mapping", "metric_record", "metric_row",
-           "model_record", "model_row", "run_record", "schedule_record", "step_record", "step_row",
-           "steps_json"]
+__all__ = [
+    "ALIAS_COLUMNS",
+    "BATCH_COLUMNS",
+    "EVENTS_END",
+    "EVENT_COLUMNS",
+    "MAX_JSON_VALUE",
+    "METRIC_COLUMNS",
+    "METRIC_ORDER",
+    "MODEL_COLUMNS",
+    "RUN_COLUMNS",
+    "SCHEDULE_COLUMNS",
+    "SHARED_TEXTS",
+    "STEP_COLUMNS",
+    "Row",
+    "SharedTexts",
+    "StoredText",
+    "alias_record",
+    "batch_record",
+    "dumps",
+    "dumps_mapping",
+    "event_record",
+    "loads_mapping",
+    "metric_record",
+    "metric_row",
+    "model_record",
+    "model_row",
+    "run_record",
+    "schedule_record",
+    "step_record",
+    "step_row",
+    "steps_json",
+]
 
 RUN_COLUMNS = (
     "id, pipeline_name, pipeline_path, pipeline_text, inputs, status, created_at, started_at, "
@@ -57,6 +84,7 @@ STEP_COLUMNS = (
     "config_hash, waiting_for"
 )
 EVENT_COLUMNS = "seq, run_id, ts, kind, step_id, attempt, data"
+ALIAS_COLUMNS = "seq, alias, model, moved_at, moved_by, reason, source"
 MAX_JSON_VALUE = 16 * 2**20
 """The longest JSON text of one stored value a step hands the store, its outputs or its
 checkpoint (a step with more to keep writes a file and keeps its path): with the pipeline
@@ -170,6 +198,12 @@ def model_record(row: Row) -> ModelEntry:
         hyperparameters=json.loads(row["hyperparameters"]),
         metrics=json.loads(row["metrics"]), tags=json.loads(row["tags"]),
         recorded_at=row["recorded_at"])
+
+
+def alias_record(row: Row) -> AliasMove:
+    return AliasMove(alias=row["alias"], model=row["model"], moved_by=row["moved_by"],
+                     reason=row["reason"], source=row["source"], moved_at=row["moved_at"],
+                     seq=row["seq"])
 
 
 def model_row(entry: ModelEntry) -> tuple[Any, ...]:

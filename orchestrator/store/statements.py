@@ -13,6 +13,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from orchestrator.store.records import (
+    AliasMove,
     Lease,
     NewBatch,
     NewEvent,
@@ -22,6 +23,7 @@ from orchestrator.store.records import (
     ScheduleEntry,
 )
 from orchestrator.store.rows import (
+    ALIAS_COLUMNS,
     BATCH_COLUMNS,
     METRIC_COLUMNS,
     MODEL_COLUMNS,
@@ -32,12 +34,15 @@ from orchestrator.store.rows import (
 )
 
 __all__ = [
+    "ALIAS_HISTORY",
+    "CURRENT_ALIASES",
     "INSERT_BATCH",
     "INSERT_EVENT",
     "INSERT_RUN",
     "INSERT_SLOT",
     "INSERT_TEXT",
     "METRIC_CONFLICT",
+    "MOVE_ALIAS",
     "MOVE_SLOT",
     "NEEDS_EXECUTOR",
     "PAUSE_SCHEDULE",
@@ -141,6 +146,26 @@ UPSERT_SCHEDULE = (
 UPSERT_MODEL = (f"INSERT INTO models ({MODEL_COLUMNS}) VALUES ({_marks(MODEL_COLUMNS)}) "
                 f"ON CONFLICT (name) DO UPDATE SET {_updates(MODEL_COLUMNS, 'name')}")
 """The registry's entry for a name, replaced whole (values: `rows.model_row`)."""
+
+
+MOVE_ALIAS = (
+    "INSERT INTO alias_moves (alias, model, moved_at, moved_by, reason, source) "
+    "SELECT ?, ?, ?, ?, ?, ? WHERE coalesce((SELECT model FROM alias_moves WHERE alias = ? "
+    "ORDER BY seq DESC LIMIT 1), '') <> ?"
+)
+"""An alias moved to a model unless it points there already (values: `move_alias_values`):
+moving it again to the same model adds nothing to its history."""
+
+CURRENT_ALIASES = (f"SELECT {ALIAS_COLUMNS} FROM alias_moves WHERE seq IN "
+                   "(SELECT max(seq) FROM alias_moves GROUP BY alias) ORDER BY alias")
+"""Each alias with the move that set its current model."""
+
+ALIAS_HISTORY = f"SELECT {ALIAS_COLUMNS} FROM alias_moves ORDER BY seq DESC LIMIT ?"
+
+
+def move_alias_values(move: AliasMove, at: float) -> tuple[Any, ...]:
+    return (move.alias, move.model, at, move.moved_by, move.reason, move.source, move.alias,
+            move.model)
 
 
 _METRIC_VALUES = ("epoch", "train_loss", "eval_loss", "learning_rate", "tokens")

@@ -22,6 +22,7 @@ from orchestrator.inputfiles import format_size
 from orchestrator.store.records import text_hash
 from orchestrator.store.rowcheck import RowChecker
 from orchestrator.store.rows import (
+    ALIAS_COLUMNS,
     BATCH_COLUMNS,
     EVENT_COLUMNS,
     MAX_JSON_VALUE,
@@ -36,9 +37,10 @@ __all__ = ["FORMAT", "HISTORY", "IMPORTS", "MAX_LINE", "Exporter", "HistoryRow",
            "read_history", "row_name"]
 
 FORMAT = "orchestrator-state"
-VERSION = 2
-"""Version 2 added schedules' `paused_at`; a version 1 history is read as unpaused."""
-ADDED = {1: {"schedules": {"paused_at": None}}}
+VERSION = 3
+"""Version 2 added schedules' `paused_at` (a version 1 history is read as unpaused); version 3
+the registry's alias moves (an older history has none)."""
+ADDED: dict[int, dict[str, dict[str, Any]]] = {1: {"schedules": {"paused_at": None}}, 2: {}}
 """What a history of an older version lacks, by version: the columns added since, with the
 value its rows read as."""
 MAX_LINE = 2 * max(MAX_PIPELINE_BYTES, 2 * MAX_JSON_VALUE) + 2**20
@@ -61,6 +63,7 @@ HISTORY: dict[str, tuple[str, ...]] = {
     "metric_points": _columns(METRIC_COLUMNS),
     "schedules": _columns(SCHEDULE_COLUMNS),
     "models": _columns(MODEL_COLUMNS),
+    "alias_moves": _columns(ALIAS_COLUMNS),
 }
 """The tables a history holds, in the order they are written and read back, with their
 columns. Slots and leases are not history: they belong to the processes of the old database."""
@@ -70,7 +73,8 @@ IMPORTS: dict[str, tuple[str, tuple[str, ...]]] = {}
 columns it takes, in order: every column but an event's number, which the target gives anew;
 a pipeline text already there is the same text (its hash names it)."""
 for _table, _table_columns in HISTORY.items():
-    _taken = tuple(c for c in _table_columns if not (_table == "events" and c == "seq"))
+    _taken = tuple(c for c in _table_columns
+                   if not (_table in ("events", "alias_moves") and c == "seq"))
     IMPORTS[_table] = (f"INSERT INTO {_table} ({', '.join(_taken)}) VALUES "
                        f"({','.join('?' * len(_taken))})"
                        + (" ON CONFLICT DO NOTHING" if _table == "pipeline_texts" else ""),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import anyio
 import pytest
 
 from orchestrator.errors import LeaseLost, RunBusy, RunExists, RunNotFound, RunStranded
@@ -298,6 +299,43 @@ async def test_model_registry(store: StateStore, clock: FakeClock) -> None:
     listed = await store.list_models()
     assert [(m.name, m.run_id) for m in listed] == [("user/m-1", "r-3"), ("user/m-2", "r-2")]
     assert listed[0].metrics == {"train_loss": 0.3}
+
+
+async def test_an_alias_moves_once_to_a_model_and_keeps_its_history(
+        store: StateStore, clock: FakeClock) -> None:
+    """A move to where the alias already points adds nothing (a promotion done twice, or
+    again after a crash); the current model is the latest move; every move is kept."""
+    from orchestrator.store.records import AliasMove
+
+    first = await store.move_alias(AliasMove("production", "user/m-1", "ann", "best lr",
+                                             "b-1"))
+    assert first is not None and first.moved_at == clock.now and first.seq > 0
+    clock.advance(1)
+    assert await store.move_alias(AliasMove("production", "user/m-1", "bob")) is None
+    await store.move_alias(AliasMove("staging", "user/m-1", "bob"))
+    clock.advance(1)
+    moved = await store.move_alias(AliasMove("production", "user/m-2", "bob", "retrained"))
+    assert moved is not None and moved.seq > first.seq
+    current = {a.alias: (a.model, a.moved_by, a.reason) for a in await store.aliases()}
+    assert current == {"production": ("user/m-2", "bob", "retrained"),
+                       "staging": ("user/m-1", "bob", "")}
+    history = await store.alias_history()
+    assert [(a.alias, a.model) for a in history] == [
+        ("production", "user/m-2"), ("staging", "user/m-1"), ("production", "user/m-1")]
+    assert history[-1].source == "b-1"
+
+
+async def test_concurrent_moves_of_one_alias_to_one_model_make_one_move(
+        store: StateStore) -> None:
+    from orchestrator.store.records import AliasMove
+
+    async def promote() -> None:
+        await store.move_alias(AliasMove("production", "user/m-1", "w"))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(promote)
+    assert len(await store.alias_history()) == 1
 
 
 # -- batches ---------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ async def test_a_version_3_schemas_empty_mappings_read_back_and_new_ones_are_nul
     sql(postgres_url, "ALTER TABLE events ALTER COLUMN data SET NOT NULL")
     sql(postgres_url, "ALTER TABLE steps ALTER COLUMN checkpoint SET NOT NULL")
     sql(postgres_url, "ALTER TABLE schedules DROP COLUMN paused_at")  # added by migration 5
+    sql(postgres_url, "DROP TABLE alias_moves")  # added by migration 6
     sql(postgres_url, "UPDATE orchestrator_schema SET version = 3")
     sql(postgres_url, "INSERT INTO steps (run_id, step_id, status, attempt, checkpoint) "
                       "VALUES ('r-1', 'old', 'succeeded', 1, '{}')")

@@ -14,6 +14,7 @@ import pytest
 from orchestrator.store.base import StateStore
 from orchestrator.store.opening import open_store
 from orchestrator.store.records import (
+    AliasMove,
     MetricPoint,
     ModelEntry,
     NewBatch,
@@ -49,6 +50,8 @@ async def fill(url: str) -> None:
         await store.sync_schedule(ScheduleEntry("nightly", "p", "/p.yaml", "@daily", "UTC"))
         await store.advance_schedule("nightly", None, 123.0)
         await store.record_model(ModelEntry("m-1", "r-0", "register", "p", tags={"t": 1}))
+        await store.move_alias(AliasMove("production", "m-1", "ann", "best", "b-1"))
+        await store.move_alias(AliasMove("production", "m-0", "bob"))
 
 
 async def history(store: StateStore) -> dict[str, object]:
@@ -62,6 +65,8 @@ async def history(store: StateStore) -> dict[str, object]:
         "schedules": await store.list_schedules(),
         "models": await store.list_models(),
         "metrics": {r.id: await store.get_metrics(r.id) for r in runs},
+        "aliases": [(a.alias, a.model, a.moved_by, a.reason, a.source, a.moved_at)
+                    for a in await store.alias_history()],
     }
 
 
@@ -112,7 +117,7 @@ def test_an_import_meeting_an_id_already_there_imports_nothing(cli: CLI, tmp_pat
     ('{"hello": 1}\n', "history.jsonl:1: not a history written by `orchestrator state export`"),
     ('{"format": "orchestrator-state", "version": 9}\n', "history.jsonl:1: history format "
                                                          "version 9; this orchestrator reads "
-                                                         "versions 1 to 2"),
+                                                         "versions 1 to 3"),
     ("HEAD\nnot json\n", "history.jsonl:2: not JSON"),
     ('HEAD\n{"table": "secrets", "row": {}}\n', "history.jsonl:2: unknown table 'secrets'"),
     ('HEAD\n{"table": "models", "row": {"name": "x"}}\n', "history.jsonl:2: a models row has "

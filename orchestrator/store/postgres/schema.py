@@ -190,6 +190,21 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # SQLite's version 11: a schedule paused from the web view.
         "ALTER TABLE schedules ADD COLUMN paused_at DOUBLE PRECISION",
     ),
+    6: (
+        # SQLite's version 12: registry aliases, each move kept, the latest current.
+        """
+        CREATE TABLE alias_moves (
+            seq      BIGSERIAL PRIMARY KEY,
+            alias    TEXT NOT NULL,
+            model    TEXT NOT NULL,
+            moved_at DOUBLE PRECISION NOT NULL,
+            moved_by TEXT NOT NULL,
+            reason   TEXT NOT NULL,
+            source   TEXT
+        )
+        """,
+        "CREATE INDEX alias_moves_by_alias ON alias_moves (alias, seq)",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

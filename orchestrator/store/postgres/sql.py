@@ -31,6 +31,11 @@ INSERT_SLOT = format_style(statements.INSERT_SLOT)
 MOVE_SLOT = format_style(statements.MOVE_SLOT)
 UPSERT_SCHEDULE = format_style(statements.UPSERT_SCHEDULE)
 UPSERT_MODEL = format_style(statements.UPSERT_MODEL)
+MOVE_ALIAS = format_style(statements.MOVE_ALIAS)
+CURRENT_ALIASES = statements.CURRENT_ALIASES
+ALIAS_HISTORY = format_style(statements.ALIAS_HISTORY)
+LOCK_ALIAS = "SELECT pg_advisory_xact_lock(hashtextextended('alias:' || %s, 0))"
+"""Two promotions of one alias at once: the second waits, then sees the first's move."""
 IMPORT_ROWS = {table: (format_style(statement), columns)
                for table, (statement, columns) in IMPORTS.items()}
 """`state import`'s insert of each table, with the columns it takes."""

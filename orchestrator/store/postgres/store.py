@@ -62,14 +62,18 @@ from orchestrator.store.postgres.rows import (
     take_lease_row,
 )
 from orchestrator.store.postgres.sql import (
+    ALIAS_HISTORY,
     CLAIMABLE,
+    CURRENT_ALIASES,
     EVENTS_FROM_FENCE,
     FENCE_READ,
     FENCE_UPDATE,
     IMPORT_ROWS,
     INSERT_BATCH,
     INSERT_SLOT,
+    LOCK_ALIAS,
     METRICS_FROM_FENCE,
+    MOVE_ALIAS,
     MOVE_SLOT,
     STEPS_FROM_FENCE,
     UPSERT_MODEL,
@@ -77,6 +81,7 @@ from orchestrator.store.postgres.sql import (
 )
 from orchestrator.store.records import (
     CANCEL_RETRY_AFTER,
+    AliasMove,
     BatchRecord,
     Clock,
     EventRecord,
@@ -102,6 +107,7 @@ from orchestrator.store.rows import (
     MODEL_COLUMNS,
     SCHEDULE_COLUMNS,
     STEP_COLUMNS,
+    alias_record,
     batch_record,
     event_record,
     metric_record,
@@ -117,6 +123,7 @@ from orchestrator.store.statements import (
     batch_values,
     event_values,
     format_style,
+    move_alias_values,
     pause_values,
     schedule_values,
     update_values,
@@ -472,6 +479,32 @@ class PostgresStore(StateStore):
             await cur.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY recorded_at DESC "
                               "LIMIT %s", (limit,))
             return [model_record(row) for row in await cur.fetchall()]
+
+        return await self._read(select)
+
+    async def move_alias(self, move: AliasMove) -> AliasMove | None:
+        at = self.clock()
+
+        async def insert(cur: Cursor) -> AliasMove | None:
+            await cur.execute(LOCK_ALIAS, (move.alias,))
+            await cur.execute(MOVE_ALIAS + " RETURNING seq", move_alias_values(move, at))
+            row = await cur.fetchone()
+            return None if row is None else dataclasses.replace(move, moved_at=at,
+                                                                seq=int(row["seq"]))
+
+        return await self._tx(insert)
+
+    async def aliases(self) -> list[AliasMove]:
+        async def select(cur: Cursor) -> list[AliasMove]:
+            await cur.execute(CURRENT_ALIASES)
+            return [alias_record(row) for row in await cur.fetchall()]
+
+        return await self._read(select)
+
+    async def alias_history(self, *, limit: int = 100) -> list[AliasMove]:
+        async def select(cur: Cursor) -> list[AliasMove]:
+            await cur.execute(ALIAS_HISTORY, (limit,))
+            return [alias_record(row) for row in await cur.fetchall()]
 
         return await self._read(select)
 

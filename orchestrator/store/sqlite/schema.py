@@ -282,6 +282,21 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # A schedule paused from the web view: its fire times pass unfired until it resumes.
         "ALTER TABLE schedules ADD COLUMN paused_at REAL",
     ),
+    12: (
+        # Registry aliases (`production` -> a model): each move kept, the latest is current.
+        """
+        CREATE TABLE alias_moves (
+            seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+            alias    TEXT NOT NULL,
+            model    TEXT NOT NULL,
+            moved_at REAL NOT NULL,
+            moved_by TEXT NOT NULL,
+            reason   TEXT NOT NULL,
+            source   TEXT
+        )
+        """,
+        "CREATE INDEX alias_moves_by_alias ON alias_moves (alias, seq)",
+    ),
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -24,6 +24,7 @@ from orchestrator.store.policy import (
 )
 from orchestrator.store.records import (
     CANCEL_RETRY_AFTER,
+    AliasMove,
     BatchRecord,
     Clock,
     EventRecord,
@@ -48,6 +49,7 @@ from orchestrator.store.rows import (
     MODEL_COLUMNS,
     SCHEDULE_COLUMNS,
     STEP_COLUMNS,
+    alias_record,
     batch_record,
     event_record,
     metric_record,
@@ -73,8 +75,11 @@ from orchestrator.store.sqlite.rows import (
     take_lease_row,
 )
 from orchestrator.store.statements import (
+    ALIAS_HISTORY,
+    CURRENT_ALIASES,
     INSERT_BATCH,
     INSERT_SLOT,
+    MOVE_ALIAS,
     MOVE_SLOT,
     NEEDS_EXECUTOR,
     PAUSE_SCHEDULE,
@@ -84,6 +89,7 @@ from orchestrator.store.statements import (
     UPSERT_SCHEDULE,
     UPSERT_STEP,
     batch_values,
+    move_alias_values,
     pause_values,
     run_filter,
     schedule_values,
@@ -406,6 +412,30 @@ class SQLiteStore(StateStore):
             rows = conn.execute(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY recorded_at "
                                 "DESC LIMIT ?", (limit,)).fetchall()
             return [model_record(row) for row in rows]
+
+        return await self._run(select, write=False)
+
+    async def move_alias(self, move: AliasMove) -> AliasMove | None:
+        at = self.clock()
+
+        def insert(conn: sqlite3.Connection) -> AliasMove | None:
+            cursor = conn.execute(MOVE_ALIAS, move_alias_values(move, at))
+            if cursor.rowcount != 1:
+                return None
+            return dataclasses.replace(move, moved_at=at, seq=int(cursor.lastrowid or 0))
+
+        return await self._run(insert, write=True)
+
+    async def aliases(self) -> list[AliasMove]:
+        def select(conn: sqlite3.Connection) -> list[AliasMove]:
+            return [alias_record(row) for row in conn.execute(CURRENT_ALIASES).fetchall()]
+
+        return await self._run(select, write=False)
+
+    async def alias_history(self, *, limit: int = 100) -> list[AliasMove]:
+        def select(conn: sqlite3.Connection) -> list[AliasMove]:
+            return [alias_record(row)
+                    for row in conn.execute(ALIAS_HISTORY, (limit,)).fetchall()]
 
         return await self._run(select, write=False)
 
