@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from orchestrator.steps.registry import StepRegistry
     from orchestrator.store.base import StateStore
     from orchestrator.store.records import (
+        AliasMove,
         EventRecord,
         MetricPoint,
         ModelEntry,
@@ -257,9 +258,21 @@ class StepEnvironment:
 class _KeptModels(list["ModelEntry"]):
     """The models a `registry/*` step recorded, in order (the store's registry, in memory)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.moves: list[AliasMove] = []
+        """The alias moves a `registry/promote` step made, in order."""
+
     async def record(self, entry: ModelEntry) -> ModelEntry:
         self.append(entry)
         return entry
+
+    async def move_alias(self, move: AliasMove) -> AliasMove | None:
+        current = next((m.model for m in reversed(self.moves) if m.alias == move.alias), None)
+        if current == move.model:
+            return None
+        self.moves.append(move)
+        return move
 
 
 @asynccontextmanager

@@ -66,6 +66,8 @@ LAZY_IMPORTS: dict[str, str] = {
                                   "only for a state_url that names PostgreSQL",
     "orchestrator.store": "the package's names load on first use: importing one store module "
                           "(the records) loads neither the dialects nor the others",
+    "orchestrator.views.batches": "`batches`, a read-only command, loads no pydantic or YAML "
+                                  "reader: only a batch whose pipeline has a select: reads it",
     "orchestrator.steps.together": "validate checks Together steps' parameters without "
                                    "loading httpx: the client's errors load when a step runs",
 }

@@ -30,7 +30,7 @@ _MODULES = {"batches": "batches", "cancel": "service", "worker": "service",
             "runs": "reading", "show": "reading", "logs": "reading", "models": "reading",
             "metrics": "reading", "wait": "reading", "state": "state",
             "completion": "scaffold", "schema": "scaffold", "init": "scaffold",
-            "ui": "web"}
+            "ui": "web", "promote": "promotion"}
 """Where a command's handler lives when not in `commands`."""
 
 

@@ -2,6 +2,9 @@
 
 Imports only argparse: `orchestrator --help` starts fast, and each command's module imports
 what it needs when it runs.
+
+(Over 400 lines: every command's flags in one place, so their names, bounds and help read
+alike and a test can walk them all.)
 """
 
 from __future__ import annotations
@@ -52,6 +55,19 @@ def _whole(low: int, high: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(msg)
         return value
     return whole
+
+
+def _alias(text: str) -> str:
+    """A registry alias's name (`production`)."""
+    import re  # noqa: PLC0415
+
+    from orchestrator.store.records import ALIAS_PATTERN  # noqa: PLC0415
+
+    if not re.fullmatch(ALIAS_PATTERN, text):
+        msg = (f"{text[:40]!r} is not an alias name: letters, digits, '.', '_' or '-', "
+               "at most 100")
+        raise argparse.ArgumentTypeError(msg)
+    return text
 
 
 MAX_LISTED = 1_000_000
@@ -117,7 +133,7 @@ class _Version(argparse.Action):
 
 
 COMMANDS = ("validate", "plan", "run", "resume", "cancel", "runs", "batches", "show", "logs",
-            "metrics", "wait", "models", "check-data", "local-api", "ui", "worker",
+            "metrics", "wait", "models", "promote", "check-data", "local-api", "ui", "worker",
             "scheduler", "serve", "schedules", "state", "completion", "schema", "init")
 """Every command, in the order --help lists them (a test holds it to the parser's)."""
 
@@ -131,6 +147,9 @@ class _Unbuilt(_Parser):
 
     def add_subparsers(self, **kwargs: Any) -> Any:
         return _OnlyCommand(None)
+
+    def add_mutually_exclusive_group(self, **kwargs: Any) -> Any:
+        return self
 
     def add_parser(self, *args: Any, **kwargs: Any) -> _Parser:
         return _UNBUILT
@@ -170,6 +189,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     flags = _flag_groups()
     _running_commands(commands, flags)
     _looking_commands(commands, flags)
+    _registry_commands(commands, flags)
     _service_commands(commands, flags)
     _helper_commands(commands)
     return parser
@@ -287,9 +307,6 @@ def _looking_commands(commands: argparse._SubParsersAction[_Parser],
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--purpose", choices=["fine-tune", "eval"], default="fine-tune")
 
-    p = commands.add_parser("models", parents=[state, output], help="the model registry")
-    p.add_argument("--limit", type=_count, default=50, metavar="N")
-
     p = commands.add_parser("ui", parents=[state],
                             help="serve the web view (runs, a run's graph and losses, "
                                  "batches, models) on loopback")
@@ -322,6 +339,33 @@ def _listen_flags(p: _Parser, *, port: int, remote: str) -> None:
                         "--allow-remote)")
     p.add_argument("--port", type=_port, default=port)
     p.add_argument("--allow-remote", action="store_true", help=remote)
+
+
+def _registry_commands(commands: argparse._SubParsersAction[_Parser],
+                       g: dict[str, _Parser]) -> None:
+    state, output = g["state"], g["output"]
+    p = commands.add_parser("models", parents=[state, output], help="the model registry")
+    p.add_argument("--limit", type=_count, default=50, metavar="N")
+    p.add_argument("--alias", type=_alias, metavar="NAME",
+                   help="which model an alias (production, staging) points at, and how it "
+                        "got there")
+
+    p = commands.add_parser("promote", parents=[state, output],
+                            help="point a registry alias at the model of a batch's best cell")
+    p.add_argument("batch_id", metavar="BATCH")
+    p.add_argument("--alias", type=_alias, default="production", metavar="NAME",
+                   help="the alias to move (default: production)")
+    p.add_argument("--by", metavar="OBJECTIVE",
+                   help="eval.SCORER, lift.SCORER, baseline.SCORER, eval_loss or train_loss "
+                        "(default: the pipeline's select:)")
+    best = p.add_mutually_exclusive_group()
+    best.add_argument("--max", dest="maximize", action="store_const", const=True,
+                      help="higher is better (the default for scores)")
+    best.add_argument("--min", dest="maximize", action="store_const", const=False,
+                      help="lower is better (the default for losses)")
+    p.add_argument("--why", default="", metavar="TEXT", help="kept in the alias's history")
+    p.add_argument("--dry-run", action="store_true",
+                   help="rank the cells and say what would move, moving nothing")
 
 
 def _service_commands(commands: argparse._SubParsersAction[_Parser],

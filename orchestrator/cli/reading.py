@@ -11,18 +11,28 @@ import argparse
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.cli.parser import EXIT_FAILED, EXIT_OK
-from orchestrator.cli.session import print_json, store_settings_for, until_signal, with_store
+from orchestrator.cli.parser import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, MAX_LISTED
+from orchestrator.cli.session import (
+    err,
+    print_json,
+    store_settings_for,
+    until_signal,
+    with_store,
+)
 
 if TYPE_CHECKING:
+    from orchestrator.settings_read import StoreSettings
     from orchestrator.store.base import StateStore
-    from orchestrator.store.records import RunRecord, RunStatus
+    from orchestrator.store.records import AliasMove, ModelEntry, RunRecord, RunStatus
 
 __all__ = ["cmd_logs", "cmd_metrics", "cmd_models", "cmd_runs", "cmd_show", "cmd_wait",
            "when"]
 
 EXIT_TIMED_OUT = 75
 """`wait --timeout` ran out: the run goes on (EX_TEMPFAIL, as for a store that is down)."""
+
+MAX_ALIAS_HISTORY = 1000
+"""The most moves `models --alias` reads (every alias's, newest first)."""
 
 FOLLOW_POLL = 0.5
 """Seconds between reads of the store while following a run (`logs -f`, `wait`)."""
@@ -98,12 +108,17 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     kind, loaded = with_store(settings, load)
     if kind == "batch":
+        batch, cells = loaded
         if args.output == "json":
             from orchestrator.views.batches import batch_document  # noqa: PLC0415
 
-            print_json(batch_document(*loaded))
+            print_json(batch_document(batch, cells))
         else:
-            render.batch_detail(*loaded)
+            from orchestrator.views.batches import declared_objective, select  # noqa: PLC0415
+
+            objective = declared_objective(batch, cells)
+            selection = select(cells, objective) if objective is not None else None
+            render.batch_detail(batch, cells, selection)
         return EXIT_OK
     run, steps, points = loaded
     if args.output == "json":
@@ -273,11 +288,44 @@ def cmd_models(args: argparse.Namespace) -> int:
     from orchestrator.cli import render  # noqa: PLC0415
 
     settings = store_settings_for(args)
-    models = with_store(settings, lambda store: store.list_models(limit=args.limit))
+    if args.alias is not None:
+        return _alias(settings, args)
+
+    async def load(store: StateStore) -> tuple[list[ModelEntry], list[AliasMove]]:
+        return await store.list_models(limit=args.limit), await store.aliases()
+
+    models, aliases = with_store(settings, load)
     if args.output == "json":
         from orchestrator.views.shapes import model_json  # noqa: PLC0415
 
-        print_json([model_json(model) for model in models])
+        print_json([{**model_json(model),
+                     "aliases": [a.alias for a in aliases if a.model == model.name]}
+                    for model in models])
     else:
-        render.models_table(models)
+        render.models_table(models, aliases)
+    return EXIT_OK
+
+
+def _alias(settings: StoreSettings, args: argparse.Namespace) -> int:
+    """`models --alias NAME`: the model the alias serves, its registry entry, its moves."""
+    from orchestrator.views.shapes import alias_json, model_json  # noqa: PLC0415
+
+    async def load(store: StateStore) -> tuple[list[AliasMove], list[ModelEntry]]:
+        moves = [m for m in await store.alias_history(limit=MAX_ALIAS_HISTORY)
+                 if m.alias == args.alias]
+        return moves, await store.list_models(limit=MAX_LISTED)
+
+    moves, models = with_store(settings, load)
+    if not moves:
+        err(f"error: no alias {args.alias!r} (orchestrator promote BATCH --alias "
+            f"{args.alias}, or a registry/promote step, sets one)")
+        return EXIT_BAD_INPUT
+    entry = next((m for m in models if m.name == moves[0].model), None)
+    if args.output == "json":
+        print_json({**alias_json(moves[0]), "entry": model_json(entry) if entry else None,
+                    "history": [alias_json(m) for m in moves]})
+        return EXIT_OK
+    from orchestrator.cli import render  # noqa: PLC0415
+
+    render.alias_detail(moves, entry)
     return EXIT_OK

@@ -1,6 +1,9 @@
 """How runs, steps, batches, schedules, models and events look on the terminal (`screen`:
 tables that fold, colours on a terminal only). Plans are `render_plans`', metrics
 `render_metrics`'.
+
+(Over 400 lines: every record the store keeps has its table here, side by side, so columns,
+colours and empty values look the same in each.)
 """
 
 from __future__ import annotations
@@ -8,12 +11,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.screen import Cell, Screen, Styled
 from orchestrator.durations import format_duration
 from orchestrator.store.records import (
+    AliasMove,
     EventRecord,
     MetricPoint,
     ModelEntry,
@@ -30,7 +34,7 @@ from orchestrator.views.shapes import STOPPED_STEPS, estimated_price, executor_g
 if TYPE_CHECKING:
     from orchestrator.definition.pipeline import Pipeline
     from orchestrator.store.records import BatchRecord
-    from orchestrator.views.batches import CellSummary
+    from orchestrator.views.batches import CellSummary, Selection
     from orchestrator.views.schedules import Scheduled
 
 __all__ = [
@@ -246,8 +250,10 @@ def loss(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def batch_detail(batch: BatchRecord, cells: list[CellSummary]) -> None:
-    """A batch's cells: matrix values, status, model, final losses, duration."""
+def batch_detail(batch: BatchRecord, cells: list[CellSummary],
+                 selection: Selection | None = None) -> None:
+    """A batch's cells: matrix values, status, model, final losses, duration; with an
+    objective (`select:`), each cell's figure and rank, the best marked, ties said."""
     from orchestrator.views.batches import batch_status  # noqa: PLC0415
 
     out = screen()
@@ -260,13 +266,44 @@ def batch_detail(batch: BatchRecord, cells: list[CellSummary]) -> None:
     out.line(f"  {batch.cells} cells ({', '.join(f'{n} {s}' for s, n in counts.items())})"
              f", {bound}{', fail_fast' if batch.fail_fast else ''}")
     out.line(f"  created   {when(batch.created_at)}   pipeline {batch.pipeline_path}")
-    out.table(("CELL", "MATRIX", "STATUS", "MODEL", "TRAIN LOSS", "EVAL LOSS", "DURATION"),
-              [(cell.run.id, matrix_values(cell.run), run_status(cell.run),
-                cell.model_name or "-", loss(cell.train_loss), loss(cell.eval_loss),
-                run_span(cell.run)) for cell in cells])
+    header: tuple[str, ...] = ("CELL", "MATRIX", "STATUS", "MODEL", "TRAIN LOSS", "EVAL LOSS",
+                               "DURATION")
+    rows: list[tuple[Cell, ...]] = [
+        (cell.run.id, matrix_values(cell.run), run_status(cell.run), cell.model_name or "-",
+         loss(cell.train_loss), loss(cell.eval_loss), run_span(cell.run)) for cell in cells]
+    if selection is not None:
+        places = {c.run.id: n for n, (c, _) in enumerate(selection.ranked, start=1)}
+        header = (*header, selection.objective.by.upper(), "RANK")
+        rows = [(*row, loss(cell.figures.get(selection.objective.by)),
+                 Styled("best", "green") if places.get(cell.run.id) == 1
+                 else f"#{places[cell.run.id]}" if cell.run.id in places else "-")
+                for row, cell in zip(rows, cells, strict=True)]
+    out.table(header, rows)
+    if selection is not None:
+        out.line(f"  ranked by {selection.objective}")
+        for line in selection_lines(selection)[len(selection.ranked):]:
+            out.line(line)
     failed = [c.run for c in cells if c.run.error and c.run.status is not RunStatus.SUCCEEDED]
     for run in failed[:10]:
         out.line(Styled(f"  {run.id}: {run.error}", "red"))
+
+
+def selection_lines(selection: Selection) -> list[str]:
+    """The ranking as people read it: the winner, ties, and who was left out and why."""
+    objective = selection.objective
+    lines = []
+    for place, (cell, value) in enumerate(selection.ranked, start=1):
+        mark = "best" if place == 1 else f"#{place}"
+        lines.append(f"  {mark:>4}  {cell.run.id}  {matrix_values(cell.run)}  "
+                     f"{objective.by} {value:.4g}  {cell.model_name}")
+    if selection.tied and selection.winner is not None:
+        ids = ", ".join(c.run.id for c in selection.tied)
+        lines.append(f"  tie: {ids} {'has' if len(selection.tied) == 1 else 'have'} the same "
+                     f"{objective.by}; the first in cell order, {selection.winner.run.id}, "
+                     "wins")
+    for cell, why in selection.left_out:
+        lines.append(f"  left out: {cell.run.id} ({why})")
+    return lines
 
 
 def matrix_values(run: RunRecord) -> str:
@@ -311,7 +348,8 @@ def schedules_table(rows: list[tuple[Scheduled, float | None, RunRecord | None]]
 
 # -- the model registry ---------------------------------------------------------------------
 
-def models_table(models: list[ModelEntry]) -> None:
+def models_table(models: list[ModelEntry], aliases: Sequence[AliasMove] = ()) -> None:
+    """The registry, newest first, each model with the aliases that point at it."""
     out = screen()
     if not models:
         out.line("no models recorded yet (a pipeline's registry/record-model step adds them)")
@@ -320,9 +358,26 @@ def models_table(models: list[ModelEntry]) -> None:
     for model in models:
         losses = [value if isinstance(value := model.metrics.get(key), int | float) else None
                   for key in ("train_loss", "eval_loss")]
-        rows.append((model.name, model.base_model or "-", model.run_id, model.job_id or "-",
-                     *map(loss, losses), when(model.recorded_at)))
-    out.table(("MODEL", "BASE", "RUN", "JOB", "TRAIN LOSS", "EVAL LOSS", "RECORDED"), rows)
+        named = ", ".join(a.alias for a in aliases if a.model == model.name) or "-"
+        rows.append((model.name, named, model.base_model or "-", model.run_id,
+                     model.job_id or "-", *map(loss, losses), when(model.recorded_at)))
+    out.table(("MODEL", "ALIASES", "BASE", "RUN", "JOB", "TRAIN LOSS", "EVAL LOSS",
+               "RECORDED"), rows)
+
+
+def alias_detail(moves: Sequence[AliasMove], entry: ModelEntry | None) -> None:
+    """`models --alias NAME`: what it serves now, the entry's lineage, and its moves."""
+    out = screen()
+    now = moves[0]
+    out.line(f"{now.alias} -> {now.model}")
+    if entry is not None:
+        out.line(f"  base {entry.base_model or '-'}   run {entry.run_id}   job "
+                 f"{entry.job_id or '-'}   recorded {when(entry.recorded_at)}")
+    else:
+        out.line("  (not in the registry: no registry/record-model step recorded it)")
+    out.table(("MOVED", "MODEL", "BY", "FROM", "WHY"), [
+        (when(m.moved_at), m.model, m.moved_by, m.source or "-", m.reason or "-")
+        for m in moves])
 
 
 # -- events ----------------------------------------------------------------------------------

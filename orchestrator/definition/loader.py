@@ -195,6 +195,9 @@ class _Checker:
         order = self._order(needs)
         if order is not None:
             self._slot_until(specs, needs)
+        if header is not None and header.select is not None and header.matrix is None:
+            self.report(("select",), "select: ranks a batch's cells; this pipeline has no "
+                                     "matrix: (a single run has nothing to choose between)")
         if header is None or self.problems or order is None:
             return None
         steps = {
@@ -210,7 +213,7 @@ class _Checker:
                  for section in HOOK_SECTIONS}
         return Pipeline(header.name, header.description, self.path, text, header.inputs, steps,
                         matrix=header.matrix, concurrency=header.concurrency,
-                        schedule=header.schedule, budget=header.budget,
+                        schedule=header.schedule, budget=header.budget, select=header.select,
                         hooks={k: v for k, v in hooks.items() if v})
 
     def _header(self, data: dict[str, Any]) -> PipelineHeader | None:

@@ -6,6 +6,7 @@ types, references, the DAG) is checked in `orchestrator.definition.loader`.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -104,6 +105,34 @@ class BudgetSpec(_Strict):
     max_usd: float = Field(gt=0, le=1e9, description="the most the launches may cost, in USD")
 
 
+OBJECTIVE_PATTERN = r"^(eval_loss|train_loss|(eval|lift|baseline)\.[A-Za-z_][A-Za-z0-9_]*)$"
+"""What a batch's cells are ranked by: a final loss, or a score of an evaluate step (the
+model's `eval.SCORER`, its `lift.SCORER` over the baseline, the `baseline.SCORER`)."""
+
+
+class SelectSpec(_Strict):
+    """`select:` how a batch's best cell is chosen (`show BATCH`, `batches`, `promote BATCH`)."""
+
+    by: str = Field(json_schema_extra={"pattern": OBJECTIVE_PATTERN},
+                    description="eval_loss, train_loss, eval.SCORER, lift.SCORER or "
+                                "baseline.SCORER (the scores of a together/evaluate step)")
+    max: bool | None = Field(default=None, description="higher is better (default: true for "
+                                                       "scores, false for losses)")
+
+    @field_validator("by")
+    @classmethod
+    def _objective(cls, value: str) -> str:
+        if not re.fullmatch(OBJECTIVE_PATTERN, value):
+            msg = (f"{value!r} is not an objective: eval_loss, train_loss, eval.SCORER, "
+                   "lift.SCORER or baseline.SCORER")
+            raise ValueError(msg)
+        return value
+
+    @property
+    def maximize(self) -> bool:
+        return self.max if self.max is not None else not self.by.endswith("_loss")
+
+
 class ScheduleSpec(_Strict):
     """When the pipeline runs by itself (under `orchestrator scheduler` or `serve`)."""
 
@@ -175,6 +204,7 @@ class PipelineHeader(_Strict):
     concurrency: ConcurrencySpec | None = None
     schedule: ScheduleSpec | None = None
     budget: BudgetSpec | None = None
+    select: SelectSpec | None = None
     steps: dict[str, Any] = Field(min_length=1)
     on_success: dict[str, Any] | None = Field(
         default=None, description="steps run after every step succeeded (e.g. a notice)")

@@ -22,6 +22,7 @@ from orchestrator.definition.model import (
     InputSpec,
     RetrySpec,
     ScheduleSpec,
+    SelectSpec,
     StepConcurrencySpec,
     StepSpec,
 )
@@ -73,6 +74,8 @@ class Pipeline:
     schedule: ScheduleSpec | None = None
     budget: BudgetSpec | None = None
     """What its launches may cost (for a batch: all its cells'), by the provider's estimate."""
+    select: SelectSpec | None = None
+    """How a batch of it picks its best cell."""
     hooks: Mapping[str, Mapping[str, Step]] = dataclasses.field(default_factory=dict)
     """`on_success` / `on_failure`: steps run, in order, once the others ended that way; by
     id `on_failure.<name>`. Not in `steps`: the run's graph is `steps` alone."""

@@ -15,7 +15,7 @@ from orchestrator.engine.journal import DeferredFlusher
 from orchestrator.engine.slots import SlotPool
 from orchestrator.redact import REDACTOR
 from orchestrator.store.base import StateStore
-from orchestrator.store.records import Clock, ModelEntry
+from orchestrator.store.records import AliasMove, Clock, ModelEntry
 
 __all__ = ["ProgressSink", "RunServices", "StoreRegistry"]
 
@@ -35,6 +35,11 @@ class StoreRegistry:
                 entry, hyperparameters=REDACTOR.value(entry.hyperparameters),
                 metrics=REDACTOR.value(entry.metrics), tags=REDACTOR.value(entry.tags))
         return await self._store.record_model(entry)
+
+    async def move_alias(self, move: AliasMove) -> AliasMove | None:
+        if REDACTOR.active:
+            move = dataclasses.replace(move, reason=str(REDACTOR.value(move.reason)))
+        return await self._store.move_alias(move)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from orchestrator.process import hold
 from orchestrator.store.rows import MAX_JSON_VALUE
 
 if TYPE_CHECKING:
-    from orchestrator.store.records import MetricPoint, ModelEntry
+    from orchestrator.store.records import AliasMove, MetricPoint, ModelEntry
 
 __all__ = ["NO_CLIENTS", "Clients", "ModelRegistry", "StepContext", "StepHost", "StepLogger",
            "process_lock"]
@@ -79,6 +79,10 @@ class ModelRegistry(Protocol):
     """Where `registry/*` steps record models (the state store's registry)."""
 
     async def record(self, entry: ModelEntry) -> ModelEntry: ...
+
+    async def move_alias(self, move: AliasMove) -> AliasMove | None:
+        """Point an alias at a model; None if it points there already."""
+        ...
 
 
 class StepHost(Protocol):

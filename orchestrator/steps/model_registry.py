@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator.errors import PermanentError
 from orchestrator.steps.context import StepContext
 from orchestrator.steps.registry import StepRegistry
-from orchestrator.store.records import ModelEntry
+from orchestrator.store.records import ALIAS_PATTERN, AliasMove, ModelEntry
 
 __all__ = ["TYPES"]
 
@@ -46,3 +46,28 @@ async def record_model(ctx: StepContext, params: RecordParams) -> dict[str, Any]
     ))
     ctx.log.info("model recorded", model=entry.name)
     return {"model": entry.name, "recorded_at": entry.recorded_at}
+
+
+class PromoteParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str = Field(pattern=ALIAS_PATTERN, description="e.g. production, staging")
+    model: str = Field(min_length=1, description="the model the alias is to point at")
+    why: str = Field(default="", max_length=2000, description="kept in the alias's history")
+
+
+@TYPES.step("registry/promote", params=PromoteParams,
+               outputs=frozenset({"alias", "model", "moved"}), provider=False)
+async def promote(ctx: StepContext, params: PromoteParams) -> dict[str, Any]:
+    """Points a registry alias (production, staging) at a model, with who and why; a move
+    to where it points already is no move (a resumed or repeated run moves it once)."""
+    if ctx.models is None:
+        msg = "this run has no model registry"
+        raise PermanentError(msg)
+    moved = await ctx.models.move_alias(AliasMove(
+        params.alias, params.model, f"run {ctx.run_id}", params.why, source=ctx.run_id))
+    if moved is not None:
+        ctx.log.info("alias moved", alias=params.alias, model=params.model)
+    else:
+        ctx.log.info("alias already there", alias=params.alias, model=params.model)
+    return {"alias": params.alias, "model": params.model, "moved": moved is not None}

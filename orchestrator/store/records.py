@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "ALIAS_PATTERN",
     "CANCEL_RETRY_AFTER",
+    "AliasMove",
     "BatchRecord",
     "Clock",
     "ErrorInfo",
@@ -356,6 +358,10 @@ class ModelEntry:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     tags: Mapping[str, Any] = field(default_factory=dict)
     recorded_at: float = 0.0
+
+
+ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+"""A registry alias's name: `production`, `staging`, `eu.v2`..."""
 
 
 @dataclass(frozen=True)

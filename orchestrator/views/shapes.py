@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrator.owners import owner_is_dead
 from orchestrator.store.records import (
+    AliasMove,
     BatchRecord,
     EventRecord,
     MetricPoint,
@@ -27,9 +28,9 @@ from orchestrator.store.records import (
     StepRecord,
 )
 
-__all__ = ["SHAPES_VERSION", "STOPPED_STEPS", "batch_json", "document_text", "event_json",
-           "executor_gone", "final_losses", "metric_json", "metrics_document", "model_json",
-           "run_document", "run_json", "schedule_json", "step_json"]
+__all__ = ["SHAPES_VERSION", "STOPPED_STEPS", "alias_json", "batch_json", "document_text",
+           "event_json", "executor_gone", "final_losses", "metric_json", "metrics_document",
+           "model_json", "run_document", "run_json", "schedule_json", "step_json"]
 
 SHAPES_VERSION = 1
 
@@ -178,6 +179,12 @@ def model_json(entry: ModelEntry) -> dict[str, Any]:
             "training_file": entry.training_file, "validation_file": entry.validation_file,
             "hyperparameters": dict(entry.hyperparameters), "metrics": dict(entry.metrics),
             "tags": dict(entry.tags), "recorded_at": entry.recorded_at}
+
+
+def alias_json(move: AliasMove) -> dict[str, Any]:
+    """An alias move (`models --alias NAME -o json`): the alias, the model, who, when, why."""
+    return {"alias": move.alias, "model": move.model, "moved_by": move.moved_by,
+            "moved_at": move.moved_at, "reason": move.reason, "source": move.source}
 
 
 def schedule_json(schedule_id: str, *, pipeline: str, path: str, cron: str, timezone: str,

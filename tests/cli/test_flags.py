@@ -11,6 +11,8 @@ import pytest
 from orchestrator.cli import build_parser, main
 from tests.conftest import CLI
 
+TEXT_FLAGS = {"--alias"}
+"""Flags whose value is checked text, not a number (an alias may well be `2026`)."""
 BAD_NUMBERS = ["-1", "1" + "0" * 30, "nan", "inf", "1e999", "9" * 19, "", "0x10"]
 
 
@@ -22,7 +24,8 @@ def _flags_with_types(parser: argparse.ArgumentParser, path: tuple[str, ...] = (
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
                 yield from _flags_with_types(sub, (*path, name))
-        elif action.option_strings and action.type is not None:
+        elif action.option_strings and action.type is not None and \
+                action.option_strings[-1] not in TEXT_FLAGS:
             yield path, action.option_strings[-1], action
 
 
