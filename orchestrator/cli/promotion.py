@@ -68,7 +68,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         objective = batch_objective(batch, cells, args.by, args.maximize)
         if objective is None:
             msg = (f"batch {batch.id}'s pipeline names no objective (select: {{by: "
-                   "eval.exact_match}}): give one with --by")
+                   f"eval.exact_match}}): give one with --by")
             raise ConfigError(msg)
         selection = select(cells, objective)
         winner = selection.winner
