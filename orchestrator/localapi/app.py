@@ -69,7 +69,8 @@ Models (v2)  project proj-local (GET /v3/whoami): POST|GET /v2/projects/{project
              GET|PATCH|DELETE .../models/{id}, GET .../models/{id}/revisions|files,
              POST|GET .../models/uploads (import from Hugging Face or a presigned URL),
              GET .../models/uploads/{id}, GET .../models/uploads/{id}/events
-Inference    POST /v1/completions, POST /v1/chat/completions (stream: true for SSE)
+Inference    POST /v1/completions, POST /v1/chat/completions (stream: true for SSE);
+             GET /v1/local/inference: every request taken, counted by model and prompt
 
 Bounds: a request body up to local_max_request_bytes, a file upload up to
 local_max_upload_bytes (else 413); headers, and a body that is not an upload, within
@@ -132,6 +133,8 @@ class LocalAPI:
             if missing is not None:
                 msg = f"local_trainer peft: {missing}"
                 raise ConfigError(msg)
+        self.asked = inference.AskedLog()
+        """Every inference request taken, counted (a testing aid: GET /v1/local/inference)."""
         self.jobs = JobViews(self)
         """Fine-tuning jobs as they read now (what never changes about each is kept)."""
         starlette = Starlette(routes=_routes(), exception_handlers={

@@ -35,9 +35,37 @@ from orchestrator.trainer.client import TrainerError
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["ROUTES", "answer"]
+__all__ = ["ROUTES", "AskedLog", "answer"]
 
 _PIECES = re.compile(r"\S+\s*|\s+")
+
+
+class AskedLog:
+    """Every completion and chat request this server took, counted by model and prompt (the
+    last user message of a chat): a testing aid (`GET /v1/local/inference`) that lets a test
+    count what a client asked, e.g. that a resumed evaluation asked nothing twice. In memory,
+    bounded: the first `MAX_KEYS` distinct prompts are counted, the rest only in `total`."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self.total = 0
+
+    def add(self, model: str, prompt: str) -> None:
+        self.total += 1
+        key = (model, prompt[:500])
+        if key in self.counts or len(self.counts) < self.MAX_KEYS:
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"total": self.total, "requests": [
+            {"model": model, "prompt": prompt, "count": count}
+            for (model, prompt), count in self.counts.items()]}
+
+
+async def asked(request: Request) -> Response:
+    return JSONResponse(api_of(request).asked.to_json())
 
 
 def _pieces(text: str) -> list[str]:
@@ -174,6 +202,7 @@ async def completions(request: Request) -> Response:
     if not isinstance(prompt, str):
         raise bad_request("prompt is required and must be a string", "prompt")
     max_tokens, stop, n = _limits(body)
+    api.asked.add(served.name, prompt)
     if served.weights is not None:
         text, reason, usage = await _generated(api, served, body, prompt=prompt, messages=None,
                                                max_tokens=max_tokens, stop=stop)
@@ -258,6 +287,7 @@ async def chat(request: Request) -> Response:
     served = _model(api, body)
     question = _last_user_text(texts)
     max_tokens, stop, n = _limits(body)
+    api.asked.add(served.name, question)
     if served.weights is not None:
         text, reason, usage = await _generated(
             api, served, body, prompt=None, max_tokens=max_tokens, stop=stop,
@@ -288,4 +318,5 @@ async def chat(request: Request) -> Response:
 ROUTES = [
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/chat/completions", chat, methods=["POST"]),
+    Route("/v1/local/inference", asked, methods=["GET"]),
 ]

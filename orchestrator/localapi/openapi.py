@@ -142,6 +142,8 @@ _OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None]] = [
         {"model": _STRING, "messages": {"type": "array", "items": _object(
             {"role": {"enum": ["system", "user", "assistant", "tool"]}, "content": _CONTENT},
             "role")}, **_SAMPLING}, "model", "messages"))),
+    ("get", "/v1/local/inference", "every inference request taken, by model and prompt (a "
+                                   "testing aid)", [], None),
     ("get", "/v1/models", "the models", [], None),
     ("post", "/v1/models", "import a model or adapter", [], _json(_IMPORT)),
     ("post", "/v0/models", "import a model or adapter (the documented path)", [],

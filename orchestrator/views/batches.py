@@ -89,9 +89,11 @@ def _numbers(found: Any, prefix: str) -> dict[str, float]:
 
 def _eval_figures(steps: Mapping[str, StepRecord]) -> dict[str, float]:
     """The scores of the first evaluate step (`together/evaluate`'s outputs: `scores`,
-    `lift`, `baseline.scores`) that has them."""
+    `lift`, `baseline.scores`) that has them; a step that failed its gate kept them in its
+    checkpoint (`result`)."""
     for record in steps.values():
-        outputs = record.outputs or {}
+        kept = record.checkpoint.get("result") if record.checkpoint else None
+        outputs = record.outputs or (kept if isinstance(kept, Mapping) else {})
         if isinstance(outputs.get("scores"), Mapping) and "count" in outputs:
             baseline = outputs.get("baseline")
             return {**_numbers(outputs["scores"], "eval"), **_numbers(outputs.get("lift"),

@@ -14,11 +14,13 @@ a server of its own.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -306,6 +308,134 @@ def downloads_are_real_model_folders(server: Server, job_id: str) -> None:
     assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "checkpoint"
 
 
+def a_sweep_is_judged_gated_and_its_best_cell_promoted(cli: CLI, server: Server,
+                                                       tmp_path: Path) -> str:
+    """Four cells (learning rate x rank) trained for real, each evaluated beside the base
+    model and gated: the scores are what the models answer (counted here again), a cell
+    below its gate is never registered, the best cell is promoted once. Its model."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TRAIN, tmp_path / "train.jsonl")
+    os.chdir(tmp_path)
+    write(tmp_path / "judged.yaml", """
+        name: judged
+        matrix: {learning_rate: [0.0005, 0.005], lora_r: [4, 16]}
+        select: {by: eval.exact_match}
+        steps:
+          upload: {uses: together/upload-file, with: {path: train.jsonl}}
+          launch:
+            uses: together/launch-fine-tune
+            with:
+              training_file: "${{ steps.upload.outputs.file_id }}"
+              model: local/tiny-llama
+              n_epochs: 60
+              learning_rate: "${{ matrix.learning_rate }}"
+              lora_r: "${{ matrix.lora_r }}"
+              random_seed: 5
+          wait:
+            uses: together/wait-fine-tune
+            with: {job_id: "${{ steps.launch.outputs.job_id }}", poll_interval: 200ms}
+          evaluate:
+            uses: together/evaluate
+            with:
+              model: "${{ steps.wait.outputs.model_name }}"
+              job_id: "${{ steps.launch.outputs.job_id }}"
+              file: train.jsonl
+              max_tokens: 8
+              stop: ["\\n"]
+              require: {exact_match: ">= 0.5", lift.exact_match: "> 0"}
+          register:
+            uses: registry/record-model
+            needs: [evaluate]   # only a model that passed its gate
+            with: {model: "${{ steps.wait.outputs.model_name }}"}
+    """)
+    cli("run", "judged.yaml", "--provider", "together", env=together_env(server))
+    batch = json.loads(cli("batches", "-o", "json", check_code=0).stdout)[0]["id"]
+    shown = json.loads(cli("show", batch, "-o", "json", check_code=0).stdout)
+    passed = [c for c in shown["cells"] if c["status"] == "succeeded"]
+    gated = [c for c in shown["cells"] if c["status"] == "failed"]
+    assert passed and gated, [(c["matrix"], c["figures"]) for c in shown["cells"]]
+    assert all("quality gate failed" in c["error"] for c in gated)
+    for cell in passed:  # the scores are the models' own answers, counted again here
+        right = sum(" ".join(server.http.post("/completions", json={
+            "model": cell["model_name"], "prompt": prompt, "max_tokens": 8,
+            "temperature": 0, "stop": ["\n"]}).json()["choices"][0]["text"].split())
+            == answer.strip() for prompt, answer in examples())
+        assert cell["figures"]["eval.exact_match"] == right / len(examples())
+    registered = {m["name"] for m in json.loads(cli("models", "-o", "json",
+                                                    check_code=0).stdout)}
+    assert registered == {c["model_name"] for c in passed}
+    winner = max(passed, key=lambda c: (c["figures"]["eval.exact_match"], -c["cell"]))
+    assert shown["selection"]["winner"] == winner["id"]
+    moves = [json.loads(cli("promote", batch, "-o", "json", check_code=0).stdout)["moved"]
+             for _ in range(2)]
+    assert moves == [True, False]
+    serving = json.loads(cli("models", "--alias", "production", "-o", "json",
+                             check_code=0).stdout)
+    assert serving["model"] == winner["model_name"] and len(serving["history"]) == 1
+    return str(winner["model_name"])
+
+
+def a_killed_evaluation_asks_nothing_twice(server: Server, tmp_path: Path,
+                                           model: str) -> None:
+    """kill -9 the orchestrator mid-evaluation, resume the run: what was answered and
+    checkpointed before the kill is not asked again (counted on the API); only what was in
+    flight (at most `concurrency` requests) is."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    capitals = REPO / "pipelines" / "data" / "capitals.jsonl"
+    write(tmp_path / "eval.yaml", f"""
+        name: eval-only
+        steps:
+          evaluate:
+            uses: together/evaluate
+            with:
+              model: {model}
+              baseline: local/tiny-llama
+              file: {capitals}
+              max_tokens: 48
+              concurrency: 2
+    """)
+    before = server.http.get("/local/inference").json()["requests"]
+    env = {**os.environ, **together_env(server)}
+    command = [sys.executable, "-m", "orchestrator"]
+    run = subprocess.Popen([*command, "run", "eval.yaml", "--provider", "together"],
+                           cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    state = tmp_path / ".orchestrator" / "state.db"
+
+    def answered() -> set[str]:
+        if not state.exists():
+            return set()
+        with contextlib.closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT checkpoint FROM steps WHERE step_id = 'evaluate'"
+                             ).fetchone()
+        return {k for k in json.loads(row[0] or "{}") if "/" in k} if row else set()
+
+    wait_for(lambda: len(answered()) >= 10, "ten answers checkpointed", timeout=60)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=10)
+    kept = answered()
+    assert 10 <= len(kept) < 48
+    run_id = json.loads(subprocess.run([*command, "runs", "-o", "json"], cwd=tmp_path,
+                                       env=env, capture_output=True, text=True, check=True,
+                                       timeout=60).stdout)[0]["id"]
+    resumed = subprocess.run([*command, "resume", run_id, "--force"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    counts: dict[tuple[str, str], int] = {}
+    for row in server.http.get("/local/inference").json()["requests"]:
+        counts[(row["model"], row["prompt"])] = row["count"]
+    for row in before:
+        counts[(row["model"], row["prompt"])] -= row["count"]
+    prompts = [json.loads(line)["prompt"] for line in capitals.read_text().splitlines()]
+    models = [model, "local/tiny-llama"]
+    asked = {f"{m}/{i}": counts.get((name, prompt), 0) for m, name in enumerate(models)
+             for i, prompt in enumerate(prompts)}
+    assert all(n >= 1 for n in asked.values())
+    round_keys = {key.split("/", 1)[1] for key in kept}
+    assert all(asked[key] == 1 for key in round_keys)  # answered before the kill: once
+    assert sum(asked.values()) - len(asked) <= 2  # only the two in flight, again
+
+
 def test_the_trainer_learns_on_the_users_path(cli: CLI, tmp_path: Path) -> None:
     server = Server(tmp_path / "server")
     try:
@@ -316,6 +446,9 @@ def test_the_trainer_learns_on_the_users_path(cli: CLI, tmp_path: Path) -> None:
         a_model_folder_on_disk_is_a_base(server)
         a_cancel_stops_training_within_two_seconds(server)
         the_official_sdk_trains_follows_and_downloads_a_real_adapter(server, tmp_path / "sdk")
+        best = a_sweep_is_judged_gated_and_its_best_cell_promoted(cli, server,
+                                                                  tmp_path / "judged")
+        a_killed_evaluation_asks_nothing_twice(server, tmp_path / "killed", best)
     finally:
         server.stop()
 

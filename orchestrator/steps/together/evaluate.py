@@ -283,12 +283,15 @@ async def evaluate(ctx: StepContext, params: EvaluateParams) -> dict[str, Any]:
     ctx.log.info("eval scores", model=params.model, count=len(examples), scores=scores,
                  **({"baseline": baseline, "baseline_scores": base_scores, "lift": lift}
                     if baseline else {}))
+    result = {"model": params.model, "file": params.file, "count": len(examples),
+              "scores": scores,
+              "baseline": {"model": baseline, "scores": base_scores} if baseline else None,
+              "lift": lift, "failures": _failures(records[0], examples, names,
+                                                  params.examples_shown),
+              "gates": [str(gate) for gate in gates]}
     failed = failures(gates, scores, base_scores)
     if failed:
+        # Kept with the step (`show`, a batch's grid read it), though it fails.
+        await ctx.checkpoint(result={**result, "passed": False})
         raise PermanentError(f"quality gate failed for {params.model}: " + "; ".join(failed))
-    return {"model": params.model, "file": params.file, "count": len(examples),
-            "scores": scores,
-            "baseline": {"model": baseline, "scores": base_scores} if baseline else None,
-            "lift": lift, "failures": _failures(records[0], examples, names,
-                                                params.examples_shown),
-            "gates": [str(gate) for gate in gates], "passed": True}
+    return {**result, "passed": True}
