@@ -207,7 +207,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     async def load(store: StateStore) -> Any:
         runs, batch = await _runs_named(store, args.run_id)  # an unknown id is an error
-        return batch, [(run, await store.get_metrics(run.id)) for run in runs]
+        if batch is None:
+            return None, [(run, await store.get_metrics(run.id), {}) for run in runs]
+        from orchestrator.views.batches import eval_figures  # noqa: PLC0415
+
+        return batch, [(run, await store.get_metrics(run.id),
+                        eval_figures(await store.get_steps(run.id))) for run in runs]
 
     batch, series = with_store(settings, load)
     if batch is not None:
@@ -216,14 +221,14 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         if args.output == "json":
             print_json({"batch_id": batch, "cells": [
                 {**metrics_document(run.id, points), "cell": run.cell,
-                 "matrix": dict(run.matrix or {}), "status": run.status.value}
-                for run, points in series]})
+                 "matrix": dict(run.matrix or {}), "status": run.status.value,
+                 "scores": scores} for run, points, scores in series]})
         elif args.output == "csv":
             render_metrics.batch_metrics_csv(series)
         else:
             render_metrics.batch_metrics_table(batch, series)
         return EXIT_OK
-    run, points = series[0]
+    run, points, _ = series[0]
     if args.output == "json":
         from orchestrator.views.shapes import metrics_document  # noqa: PLC0415
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.cli.render import (
@@ -49,39 +50,48 @@ def _final_figures(points: list[MetricPoint]) -> dict[str, Any]:
     return {"points": len(points), **final_losses(points), **last}
 
 
-def batch_metrics_table(batch_id: str, series: list[tuple[RunRecord, list[MetricPoint]]]
-                        ) -> None:
-    """`metrics BATCH`: each cell's final figures, one row a cell."""
+CellFigures = tuple[RunRecord, list[MetricPoint], Mapping[str, float]]
+"""A cell of `metrics BATCH`: its run, its fine-tune's series, its evaluation's scores."""
+
+
+def batch_metrics_table(batch_id: str, series: list[CellFigures]) -> None:
+    """`metrics BATCH`: each cell's final figures (and its scores), one row a cell."""
     out = screen()
+    scored = sorted({k for _, _, scores in series for k in scores if k.startswith("eval.")})
     rows: list[tuple[Cell, ...]] = []
-    for run, points in series:
+    for run, points, scores in series:
         final = _final_figures(points)
         rows.append((run.id, matrix_values(run), run_status(run), str(final["points"]),
                      loss(final["train_loss"]), loss(final["eval_loss"]),
                      loss(final["learning_rate"], ".3g"),
                      "-" if final["tokens"] is None else str(final["tokens"]),
+                     *(loss(scores.get(k)) for k in scored),
                      sparkline(train_curve(points), width=16)))
     out.line(f"batch {batch_id}: final figures of each cell's fine-tune")
     out.table(("CELL", "MATRIX", "STATUS", "POINTS", "TRAIN LOSS", "EVAL LOSS", "LR", "TOKENS",
-               ""), rows)
+               *(k.upper() for k in scored), ""), rows)
 
 
-def batch_metrics_csv(series: list[tuple[RunRecord, list[MetricPoint]]]) -> None:
+def batch_metrics_csv(series: list[CellFigures]) -> None:
     """`metrics BATCH --csv`: one row a cell, its matrix values as columns of their own
-    (`matrix.learning_rate`: the figures have a learning_rate too)."""
+    (`matrix.learning_rate`: the figures have a learning_rate too), then its scores
+    (`eval.exact_match`, `lift.exact_match`, ...)."""
     import csv  # noqa: PLC0415
 
-    axes = list(dict.fromkeys(k for run, _ in series for k in (run.matrix or {})))
-    header = ["run_id", "cell", *(f"matrix.{k}" for k in axes), "status", "points",
-              "train_loss", "eval_loss", "learning_rate", "tokens", "train_step"]
+    axes = list(dict.fromkeys(k for run, _, _ in series for k in (run.matrix or {})))
+    scored = sorted({k for _, _, scores in series for k in scores})
+    figures = ["train_loss", "eval_loss", "learning_rate", "tokens", "train_step"]
+    header = ["run_id", "cell", *(f"matrix.{k}" for k in axes), "status", "points", *figures,
+              *scored]
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(header)
-    for run, points in series:
+    for run, points, scores in series:
         final = _final_figures(points)
         matrix = run.matrix or {}
         writer.writerow([run.id, run.cell, *(_csv_value(matrix.get(k)) for k in axes),
-                         run.status.value,
-                         *("" if final[k] is None else final[k] for k in header[-6:])])
+                         run.status.value, final["points"],
+                         *("" if final[k] is None else final[k] for k in figures),
+                         *(_csv_value(scores.get(k)) for k in scored)])
     sys.stdout.flush()
 
 

@@ -24,7 +24,8 @@ from orchestrator.store.records import BatchRecord, RunRecord, RunStatus, StepRe
 from orchestrator.views.shapes import batch_json, run_json
 
 __all__ = ["OBJECTIVE", "CellSummary", "Objective", "Selection", "batch_document",
-           "batch_status", "declared_objective", "load_batch", "select", "summarize_cell"]
+           "batch_status", "declared_objective", "eval_figures", "load_batch", "select",
+           "summarize_cell"]
 
 
 def batch_status(runs: Sequence[RunRecord]) -> str:
@@ -71,7 +72,7 @@ def summarize_cell(run: RunRecord, steps: Mapping[str, StepRecord]) -> CellSumma
         return float(value) if isinstance(value, int | float) else None
 
     model = _first_output(steps, "model_name")
-    figures = _eval_figures(steps)
+    figures = eval_figures(steps)
     train, evaluated = loss("train_loss"), loss("eval_loss")
     figures.update({name: value for name, value in (("train_loss", train),
                                                      ("eval_loss", evaluated))
@@ -87,7 +88,7 @@ def _numbers(found: Any, prefix: str) -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def _eval_figures(steps: Mapping[str, StepRecord]) -> dict[str, float]:
+def eval_figures(steps: Mapping[str, StepRecord]) -> dict[str, float]:
     """The scores of the first evaluate step (`together/evaluate`'s outputs: `scores`,
     `lift`, `baseline.scores`) that has them; a step that failed its gate kept them in its
     checkpoint (`result`)."""

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from orchestrator.store.records import MetricPoint
 
-__all__ = ["Series", "learning_rates", "loss_png", "loss_series", "loss_svg", "plotting"]
+__all__ = ["Series", "cells_svg", "learning_rates", "loss_png", "loss_series", "loss_svg",
+           "plotting"]
 
 Series = list[tuple[int, float]]
 """(training step, value), by step."""
@@ -124,6 +125,68 @@ def loss_svg(points: Sequence[MetricPoint], *, title: str = "", width: int = 640
     if title:
         parts.append(f'<text x="{width - right}" y="{top - 12}" text-anchor="end">'
                      f"{html.escape(title)}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def cells_svg(curves: Mapping[str, Sequence[MetricPoint]], *, winner: str | None = None,
+              width: int = 640, height: int = 280) -> str:
+    """A batch's cells' train loss curves overlaid (one polyline a cell, its id as its
+    tooltip), the winner's drawn thick, on one pair of labelled axes."""
+    import html  # noqa: PLC0415  (start-up: the read commands draw no SVG)
+
+    series = {cell: loss_series(points).get("train loss", []) for cell, points in
+              curves.items()}
+    series = {cell: values for cell, values in series.items() if values}
+    left, right, top, bottom = 64, 16, 32, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" font-family="sans-serif" font-size="11" '
+             'role="img" class="cells-curves"><title>train loss of each cell</title>']
+    values = [v for s in series.values() for _, v in s]
+    if not values:
+        return "".join([*parts, "</svg>"])
+    steps = [x for s in series.values() for x, _ in s]
+    y_low, y_high = min(values), max(values)
+    pad = (y_high - y_low) * 0.05 or abs(y_high) * 0.05 or 1.0
+    y_low, y_high = y_low - pad, y_high + pad
+    x_low, x_high = min(steps), max(*steps, min(steps) + 1)
+
+    def x(step: float) -> float:
+        return left + (step - x_low) / (x_high - x_low) * plot_w
+
+    def y(value: float) -> float:
+        return top + (y_high - value) / (y_high - y_low) * plot_h
+
+    parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" '
+                 'fill="none" stroke="#999"/>')
+    ticks = _ticks(y_low, y_high)
+    for tick, label in zip(ticks, _labels(ticks), strict=True):
+        parts.append(f'<text class="y-tick" x="{left - 6}" y="{y(tick) + 4:.1f}" '
+                     f'text-anchor="end">{label}</text>')
+    for tick in _step_ticks(x_low, x_high):
+        parts.append(f'<text class="x-tick" x="{x(tick):.1f}" y="{top + plot_h + 16}" '
+                     f'text-anchor="middle">{tick}</text>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">'
+                 "training step</text>")
+    parts.append(f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {top + plot_h / 2})">train loss</text>')
+    for index, (cell, values_of) in enumerate(series.items()):
+        colour = _PALETTE[index % len(_PALETTE)]
+        best = cell == winner
+        line = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in values_of)
+        parts.append(f'<polyline class="cell-curve{" winner" if best else ""}" '
+                     f'data-run="{html.escape(cell)}" fill="none" stroke="{colour}" '
+                     f'stroke-width="{3 if best else 1.2}" points="{line}">'
+                     f"<title>{html.escape(cell)}{' (best)' if best else ''}</title>"
+                     "</polyline>")
+    if winner in series:
+        parts.append(f'<text x="{width - right}" y="{top - 12}" text-anchor="end">thick: '
+                     f"the best cell, {html.escape(winner or '')}</text>")
     parts.append("</svg>")
     return "".join(parts)
 

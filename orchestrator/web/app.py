@@ -50,7 +50,7 @@ from orchestrator.steps.builtin import stored_pipeline
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import RunRecord, RunStatus, StepRecord
 from orchestrator.views.batches import batch_document, batch_status, load_batch
-from orchestrator.views.charts import loss_svg
+from orchestrator.views.charts import cells_svg, loss_svg
 from orchestrator.views.order import ordered_steps, step_order
 from orchestrator.views.schedules import Scheduled, schedule_documents
 from orchestrator.views.shapes import (
@@ -85,6 +85,8 @@ EVENTS_SHOWN = 500
 """A run's events on its page, and in one answer of its events API; `before` pages back."""
 STEPS_SHOWN = 200
 """A run's steps in one page of its steps table; `steps=N` shows them from the N-th on."""
+CURVES_SHOWN = 50
+"""Cells whose loss curves a batch page overlays (a bigger sweep: its first cells')."""
 DAG_MAX_STEPS = 300
 """The most steps a run's graph is drawn for; a bigger run's page has its table alone."""
 SCHEDULE_RUNS = 5
@@ -257,6 +259,8 @@ class _Views:
             "doc": document, "price": price, "rows": rows,
             "model": None if model is None else str(model),
             "smoke": display.smoke(outputs),
+            "evaluations": display.evaluations({sid: (r.outputs, r.checkpoint)
+                                                for sid, r in steps.items()}),
             "dag": dag_svg(pipeline, steps) if pipeline is not None else None,
             "dag_skipped": size if pipeline is None and size > DAG_MAX_STEPS else None,
             "chart": loss_svg(points, title=run.id) if points else None,
@@ -322,9 +326,14 @@ class _Views:
         pipeline = stored_pipeline(batch.pipeline_text, batch.pipeline_path)
         matrix = pipeline.matrix if pipeline is not None else None
         axes = list(matrix.axes) if matrix is not None else []  # else as the cells have them
-        return await self.page("batch.html", batch=document,
-                               layout=batch_layout(document["cells"], axes),
-                               status=document["status"])
+        selection = document["selection"]
+        layout = batch_layout(document["cells"], axes, objective=selection)
+        curves = {c.run.id: await self.store.get_metrics(c.run.id)
+                  for c in cells[:CURVES_SHOWN]}
+        chart = cells_svg(curves, winner=selection["winner"] if selection else None) \
+            if any(curves.values()) else None
+        return await self.page("batch.html", batch=document, layout=layout,
+                               status=document["status"], selection=selection, chart=chart)
 
     # -- actions -----------------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from orchestrator.durations import format_duration
 from orchestrator.views.shapes import document_text
 
-__all__ = ["SHOWN_CHARS", "compact", "cut", "event_row", "shown", "smoke", "span", "when",
-           "when_in"]
+__all__ = ["SHOWN_CHARS", "compact", "cut", "evaluations", "event_row", "heat", "shown",
+           "smoke", "span", "when", "when_in"]
 
 SHOWN_CHARS = 2000
 """Characters of one stored value a page shows (a step's answer, an event's data)."""
@@ -94,3 +94,46 @@ def smoke(outputs: Sequence[Mapping[str, Any]]) -> dict[str, str] | None:
     latency = found["latency"]
     seconds = f"{latency} s" if isinstance(latency, int | float) else cut(str(latency), 40)
     return {"text": cut(str(found["text"])), "latency": seconds}
+
+
+def _score(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value) else "-"
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def evaluations(steps: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each evaluate step's scores as the run page's table shows them: per scorer, the
+    model's, the baseline's and the lift (a step that failed its gate kept them in its
+    checkpoint). `steps`: step id -> (outputs, checkpoint)."""
+    found = []
+    for step_id, (outputs, checkpoint) in steps.items():
+        kept = (checkpoint or {}).get("result")
+        result = outputs if outputs and "scores" in outputs else kept
+        if not isinstance(result, Mapping) or not isinstance(result.get("scores"), Mapping):
+            continue
+        baseline = _mapping(result.get("baseline"))
+        base_scores = _mapping(baseline.get("scores"))
+        lift = _mapping(result.get("lift"))
+        found.append({
+            "step": step_id, "model": cut(str(result.get("model", "-")), 200),
+            "baseline": cut(str(baseline.get("model", "-")), 200),
+            "count": shown(result.get("count")), "passed": result.get("passed") is not False,
+            "rows": [(cut(str(name), 80), _score(value), _score(base_scores.get(name)),
+                      _score(lift.get(name))) for name, value in result["scores"].items()]})
+    return found
+
+
+def heat(values: Mapping[str, float], *, maximize: bool, levels: int = 5) -> dict[str, int]:
+    """Each cell's place on a heat scale of `levels` (0 worst, levels - 1 best) by its
+    figure, for the batch grid's colours (classes, not inline styles: the page's CSP)."""
+    if not values:
+        return {}
+    low, high = min(values.values()), max(values.values())
+    if high == low:
+        return dict.fromkeys(values, levels - 1)
+    scale = {k: (v - low) / (high - low) for k, v in values.items()}
+    return {k: round((f if maximize else 1 - f) * (levels - 1)) for k, f in scale.items()}

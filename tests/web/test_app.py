@@ -147,6 +147,37 @@ def test_a_batch_is_a_grid_with_the_best_cell_of_each_row(
         cli("show", batch, "-o", "json", check_code=0).stdout)
 
 
+def test_a_batch_with_an_objective_is_a_heat_map_with_its_winner_and_curves(
+        cli: CLI, tmp_path: Path, web: Web) -> None:
+    """`select:` ranks the cells: each shows its score on a heat scale, the best is starred,
+    cells left out are said; a cell's page tables its scores beside the baseline's."""
+    write(tmp_path / "judged.yaml", """\
+        name: judged
+        matrix: {lr: [1, 2, 3]}
+        select: {by: eval.exact_match}
+        steps:
+          evaluate:
+            uses: core/echo
+            with:
+              model_name: "m-${{ matrix.lr }}"
+              count: 4
+              scores: {exact_match: "${{ matrix.lr }}"}
+              baseline: {model: base, scores: {exact_match: 0.5}}
+              lift: {exact_match: 0.25}
+    """)
+    cli("run", "judged.yaml", check_code=0)
+    batch = json.loads(cli("batches", "-o", "json", check_code=0).stdout)[0]["id"]
+    page = web.get(f"/batches/{batch}").text
+    cells = re.findall(r'class="cell status-succeeded( best)? heat-(\d)" href="/runs/[\w.-]+"'
+                       r'[^>]*>([^<]+)<', page)
+    assert cells == [("", "0", "1.0000"), ("", "2", "2.0000"), (" best", "4", "★ 3.0000")]
+    assert f'Ranked by max eval.exact_match: best <a href="/runs/{batch}.2">' in page
+    run_page = web.get(f"/runs/{batch}.2").text
+    assert "<h2>Evaluation: evaluate</h2>" in run_page and "beside base" in run_page
+    assert "<tr><td>exact_match</td><td>3.0000</td><td>0.5000</td><td>0.2500</td></tr>" in \
+        run_page
+
+
 def test_a_finished_runs_stream_replays_its_events_and_ends(
         cli: CLI, tmp_path: Path, web: Web) -> None:
     write(tmp_path / "ok.yaml", "name: ok\nsteps:\n  a: {uses: core/echo}\n")
