@@ -207,8 +207,6 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     async def load(store: StateStore) -> Any:
         runs, batch = await _runs_named(store, args.run_id)  # an unknown id is an error
-        if batch is None:
-            return None, [(run, await store.get_metrics(run.id), {}) for run in runs]
         from orchestrator.views.batches import eval_figures  # noqa: PLC0415
 
         return batch, [(run, await store.get_metrics(run.id),
@@ -220,23 +218,23 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
         if args.output == "json":
             print_json({"batch_id": batch, "cells": [
-                {**metrics_document(run.id, points), "cell": run.cell,
-                 "matrix": dict(run.matrix or {}), "status": run.status.value,
-                 "scores": scores} for run, points, scores in series]})
+                {**metrics_document(run.id, points, scores), "cell": run.cell,
+                 "matrix": dict(run.matrix or {}), "status": run.status.value}
+                for run, points, scores in series]})
         elif args.output == "csv":
             render_metrics.batch_metrics_csv(series)
         else:
             render_metrics.batch_metrics_table(batch, series)
         return EXIT_OK
-    run, points, _ = series[0]
+    run, points, scores = series[0]
     if args.output == "json":
         from orchestrator.views.shapes import metrics_document  # noqa: PLC0415
 
-        print_json(metrics_document(run.id, points))
+        print_json(metrics_document(run.id, points, scores))
     elif args.output == "csv":
         render_metrics.metrics_csv(points)
     else:
-        render_metrics.metrics_table(run.id, points)
+        render_metrics.metrics_table(run.id, points, scores)
     return EXIT_OK
 
 

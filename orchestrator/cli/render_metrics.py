@@ -26,8 +26,13 @@ _METRIC_HEADER = ("step", "job_id", "train_step", "epoch", "train_loss", "eval_l
                   "learning_rate", "tokens", "ts")
 
 
-def metrics_table(run_id: str, points: list[MetricPoint]) -> None:
+def metrics_table(run_id: str, points: list[MetricPoint],
+                  scores: Mapping[str, float] | None = None) -> None:
+    """A run's figures per training step, its final losses, and its evaluation's scores."""
     out = screen()
+    if scores:
+        out.line("evaluation: " + ", ".join(f"{name} {value:.4f}"
+                                            for name, value in sorted(scores.items())))
     if not points:
         out.line(f"run {run_id} has no metrics (its fine-tune jobs report them while they "
                  "train)")

@@ -142,10 +142,12 @@ def metric_json(point: MetricPoint) -> dict[str, Any]:
     return point.to_json()
 
 
-def metrics_document(run_id: str, points: Sequence[MetricPoint]) -> dict[str, Any]:
-    """`metrics RUN --json`: the run's final losses and every point."""
+def metrics_document(run_id: str, points: Sequence[MetricPoint],
+                     scores: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """`metrics RUN --json`: the run's final losses, every point, and its evaluation's
+    scores (`eval.SCORER`, `lift.SCORER`, `baseline.SCORER`; `views.batches.eval_figures`)."""
     return {"run_id": run_id, **final_losses(points),
-            "points": [metric_json(p) for p in points]}
+            "points": [metric_json(p) for p in points], "scores": dict(scores or {})}
 
 
 def event_json(event: EventRecord) -> dict[str, Any]:

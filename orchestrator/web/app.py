@@ -49,7 +49,7 @@ from orchestrator.log import get_logger
 from orchestrator.steps.builtin import stored_pipeline
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import RunRecord, RunStatus, StepRecord
-from orchestrator.views.batches import batch_document, batch_status, load_batch
+from orchestrator.views.batches import batch_document, batch_status, eval_figures, load_batch
 from orchestrator.views.charts import cells_svg, loss_svg
 from orchestrator.views.order import ordered_steps, step_order
 from orchestrator.views.schedules import Scheduled, schedule_documents
@@ -193,7 +193,8 @@ class _Views:
     async def metrics_api(self, request: Request) -> Response:
         run_id = path_id(request, "run_id")
         await self.store.get_run(run_id)
-        return _JSON(metrics_document(run_id, await self.store.get_metrics(run_id)))
+        return _JSON(metrics_document(run_id, await self.store.get_metrics(run_id),
+                                      eval_figures(await self.store.get_steps(run_id))))
 
     async def events_api(self, request: Request) -> Response:
         """`?after=N`: the events after the N-th, oldest first; `?before=N`: the newest
