@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.store.records import MetricPoint
@@ -61,6 +62,49 @@ def learning_rates(points: Sequence[MetricPoint]) -> Series:
             if p.learning_rate is not None]
 
 
+@dataclass(frozen=True)
+class Box:
+    """Where a chart's plot sits in its SVG (and the SVG's height, for the x axis' label)."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    svg_height: float
+
+
+def _frame(parts: list[str], values: Sequence[float], steps: Sequence[int], box: Box,
+           y_label: str) -> tuple[Callable[[float], float], Callable[[float], float]]:
+    """The plot's frame, ticks and axis labels appended to `parts`; the functions placing a
+    training step (x) and a value (y) in it."""
+    y_low, y_high = min(values), max(values)
+    pad = (y_high - y_low) * 0.05 or abs(y_high) * 0.05 or 1.0
+    y_low, y_high = y_low - pad, y_high + pad
+    x_low, x_high = min(steps), max(*steps, min(steps) + 1)
+
+    def x(step: float) -> float:
+        return box.left + (step - x_low) / (x_high - x_low) * box.width
+
+    def y(value: float) -> float:
+        return box.top + (y_high - value) / (y_high - y_low) * box.height
+
+    parts.append(f'<rect x="{box.left}" y="{box.top}" width="{box.width}" '
+                 f'height="{box.height}" fill="none" stroke="#999"/>')
+    ticks = _ticks(y_low, y_high)
+    for tick, label in zip(ticks, _labels(ticks), strict=True):
+        parts.append(f'<text class="y-tick" x="{box.left - 6}" y="{y(tick) + 4:.1f}" '
+                     f'text-anchor="end">{label}</text>')
+    for tick in _step_ticks(x_low, x_high):
+        parts.append(f'<text class="x-tick" x="{x(tick):.1f}" '
+                     f'y="{box.top + box.height + 16}" text-anchor="middle">{tick}</text>')
+    middle = box.top + box.height / 2
+    parts.append(f'<text x="{box.left + box.width / 2}" y="{box.svg_height - 6}" '
+                 'text-anchor="middle">training step</text>')
+    parts.append(f'<text x="14" y="{middle}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {middle})">{y_label}</text>')
+    return x, y
+
+
 def loss_svg(points: Sequence[MetricPoint], *, title: str = "", width: int = 640,
              height: int = 280) -> str:
     """An SVG document of the loss curves (one polyline and one marker per point), the
@@ -81,30 +125,7 @@ def loss_svg(points: Sequence[MetricPoint], *, title: str = "", width: int = 640
         parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">'
                      "no metrics yet</text></svg>")
         return "".join(parts)
-    y_low, y_high = min(values), max(values)
-    pad = (y_high - y_low) * 0.05 or abs(y_high) * 0.05 or 1.0
-    y_low, y_high = y_low - pad, y_high + pad
-    x_low, x_high = min(steps), max(*steps, min(steps) + 1)
-
-    def x(step: float) -> float:
-        return left + (step - x_low) / (x_high - x_low) * plot_w
-
-    def y(value: float) -> float:
-        return top + (y_high - value) / (y_high - y_low) * plot_h
-
-    parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" '
-                 'fill="none" stroke="#999"/>')
-    ticks = _ticks(y_low, y_high)
-    for tick, label in zip(ticks, _labels(ticks), strict=True):
-        parts.append(f'<text class="y-tick" x="{left - 6}" y="{y(tick) + 4:.1f}" '
-                     f'text-anchor="end">{label}</text>')
-    for tick in _step_ticks(x_low, x_high):
-        parts.append(f'<text class="x-tick" x="{x(tick):.1f}" y="{top + plot_h + 16}" '
-                     f'text-anchor="middle">{tick}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">'
-                 "training step</text>")
-    parts.append(f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" '
-                 f'transform="rotate(-90 14 {top + plot_h / 2})">loss</text>')
+    x, y = _frame(parts, values, steps, Box(left, top, plot_w, plot_h, height), "loss")
     legend = []
     for name, values_of in series.items():
         colour = _COLOURS.get(name, "#333")
@@ -151,30 +172,7 @@ def cells_svg(curves: Mapping[str, Sequence[MetricPoint]], *, winner: str | None
     if not values:
         return "".join([*parts, "</svg>"])
     steps = [x for s in series.values() for x, _ in s]
-    y_low, y_high = min(values), max(values)
-    pad = (y_high - y_low) * 0.05 or abs(y_high) * 0.05 or 1.0
-    y_low, y_high = y_low - pad, y_high + pad
-    x_low, x_high = min(steps), max(*steps, min(steps) + 1)
-
-    def x(step: float) -> float:
-        return left + (step - x_low) / (x_high - x_low) * plot_w
-
-    def y(value: float) -> float:
-        return top + (y_high - value) / (y_high - y_low) * plot_h
-
-    parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" '
-                 'fill="none" stroke="#999"/>')
-    ticks = _ticks(y_low, y_high)
-    for tick, label in zip(ticks, _labels(ticks), strict=True):
-        parts.append(f'<text class="y-tick" x="{left - 6}" y="{y(tick) + 4:.1f}" '
-                     f'text-anchor="end">{label}</text>')
-    for tick in _step_ticks(x_low, x_high):
-        parts.append(f'<text class="x-tick" x="{x(tick):.1f}" y="{top + plot_h + 16}" '
-                     f'text-anchor="middle">{tick}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">'
-                 "training step</text>")
-    parts.append(f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" '
-                 f'transform="rotate(-90 14 {top + plot_h / 2})">train loss</text>')
+    x, y = _frame(parts, values, steps, Box(left, top, plot_w, plot_h, height), "train loss")
     for index, (cell, values_of) in enumerate(series.items()):
         colour = _PALETTE[index % len(_PALETTE)]
         best = cell == winner

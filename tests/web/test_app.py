@@ -529,3 +529,17 @@ def test_schedules_fire_now_and_pause_from_the_page(cli: CLI, tmp_path: Path) ->
                         ).status_code == 403
     listed = cli("schedules", "nightly.yaml", check_code=0).stdout
     assert "CET" in listed or "CEST" in listed
+
+
+def test_a_batch_pages_curves_overlay_each_cell_and_mark_the_winner() -> None:
+    from orchestrator.store.records import MetricPoint
+    from orchestrator.views.charts import cells_svg
+
+    curves = {f"b-1.{n}": [MetricPoint("wait", "ft", s, train_loss=(n + 1) / s)
+                           for s in range(1, 6)] for n in range(3)}
+    curves["b-1.3"] = []  # a cell that never trained draws nothing
+    svg = cells_svg(curves, winner="b-1.1")
+    lines = re.findall(r'<polyline class="cell-curve( winner)?" data-run="([\w.-]+)"[^>]*'
+                       r'stroke-width="([\d.]+)"', svg)
+    assert lines == [("", "b-1.0", "1.2"), (" winner", "b-1.1", "3"), ("", "b-1.2", "1.2")]
+    assert "training step" in svg and "train loss" in svg
