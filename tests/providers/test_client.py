@@ -202,3 +202,26 @@ def test_retry_after_forms() -> None:
 
 
 
+
+
+async def test_an_upload_named_by_a_409_and_gone_when_read_is_announced_again(
+        tmp_path: Path) -> None:
+    """The server answered the announce with another client's upload of the same bytes
+    (409), which expired unused before it was read (404): the bytes are announced again and
+    sent, never a step failed for a file nobody will ever finish (seen in the random-kill
+    test, with a 2 s upload URL lifetime)."""
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"text": "x"}\n')
+    done = {"id": "file-2", "object": "file", "filename": "t.jsonl", "bytes": 14,
+            "purpose": "fine-tune", "processed": True}
+    recorder = Recorder(
+        httpx.Response(409, json={"file_id": "file-1", "message": "uploading"}),
+        error(404, "no file with id file-1"),
+        httpx.Response(302, headers={"location": "https://uploads.example/put",
+                                     "x-together-file-id": "file-2"}),
+        httpx.Response(200),
+        httpx.Response(200, json=done))
+    async with client_for(recorder) as client:
+        file, reused = await client.upload_file(data, checksum="ab" * 32)
+    assert (file.id, reused) == ("file-2", False)
+    assert [r.method for r in recorder.requests] == ["POST", "GET", "POST", "PUT", "POST"]

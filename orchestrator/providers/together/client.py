@@ -71,6 +71,11 @@ MAX_WAIT_IN_CLIENT = 10.0
 """Longer server-requested waits are left to the step's retry policy (durable backoff)."""
 
 
+ANNOUNCE_TRIES = 5
+"""Announces of an upload in a row answered with another client's upload of the same bytes
+that is gone by the time it is read (its upload URL expired unused) before giving up."""
+
+
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPENED = "opened"
@@ -225,10 +230,18 @@ class TogetherClient:
         form = {"purpose": purpose, "file_name": file_name, "file_type": file_type}
         if checksum:
             form["checksum"] = checksum
-        start = await self._request("POST", "/files", idempotent=False, data=form,
-                                    expect=(302, 409), follow_redirects=False)
-        if start.status_code == 409:
-            return await self.retrieve_file(start.json()["file_id"]), True
+        for _ in range(ANNOUNCE_TRIES):
+            start = await self._request("POST", "/files", idempotent=False, data=form,
+                                        expect=(302, 409), follow_redirects=False)
+            if start.status_code != 409:
+                break
+            try:
+                return await self.retrieve_file(start.json()["file_id"]), True
+            except NotFound:  # that upload was abandoned, and forgotten since: announce again
+                continue
+        else:
+            msg = "the provider keeps naming an upload of these bytes it then forgets"
+            raise ProviderUnavailable(msg)
         location = start.headers.get("location")
         file_id = start.headers.get("x-together-file-id")
         if not location or not file_id:
