@@ -177,12 +177,15 @@ async def download(request: Request) -> Response:
         raise bad_request(f"job {job_id} is {status}; only a completed job can be downloaded",
                           "ft_id")
     kind = request.query_params.get("checkpoint") or "merged"
-    if kind not in ("merged", "adapter"):
-        raise bad_request("checkpoint must be 'merged' or 'adapter'", "checkpoint")
+    if kind not in ("merged", "adapter", "model_output_path"):
+        raise bad_request("checkpoint must be 'merged', 'adapter' or 'model_output_path'",
+                          "checkpoint")
     if training.is_trained(row):  # from disk, Range honoured by Starlette
         step = _step(request)
         if step is not None:  # a step's checkpoint is its adapter (`checkpoint` ignored)
             kind = "adapter"
+        elif kind == "model_output_path":  # the whole model: for LoRA, base and adapter merged
+            kind = "merged"
         return FileResponse(await training.archive(api, row, kind, step),
                             media_type="application/octet-stream",
                             filename=f"{row['id']}.tar.gz")

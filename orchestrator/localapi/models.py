@@ -192,7 +192,8 @@ async def upload(request: Request) -> Response:
     record.update(model_type=model_type, hf_token_given=bool(body.get("hf_token")))
     job_id, model_id = f"job-{uuid.uuid4()}", f"model-{uuid.uuid4()}"
     if local is not None:  # a real adapter: copied in at once, ready when the call returns
-        record["local_adapter"] = await training.keep_adapter(api, local, job_id)
+        record["local_adapter"] = await training.keep_adapter(api, local, job_id,
+                                                              "model_source")
         plan = {"duration": 0.0, "outcome": "completed"}
     api.state.add_import({"job_id": job_id, "model_id": model_id, "model_name": full_name,
                           "created_at": api.clock(), "request": record, "plan": plan})

@@ -173,29 +173,29 @@ MAX_ADAPTER_BYTES = 4 << 30
 """The largest adapter imported from a folder (a rank-64 adapter of a 70B model is ~1.6 GB)."""
 
 
-async def keep_adapter(api: LocalAPI, folder: Path, key: str) -> str:
+async def keep_adapter(api: LocalAPI, folder: Path, key: str, param: str) -> str:
     """Where a copy of an imported adapter's files is kept in the data folder (the original
-    may go), made off the event loop; a 400 for a folder that is not an adapter."""
+    may go), made off the event loop; a 400 naming `param` for a folder that is not one."""
     import anyio.to_thread  # noqa: PLC0415
 
-    return str(await anyio.to_thread.run_sync(_copy_adapter, folder,
-                                               api.config.data_dir.resolve() / "imports" / key))
+    return str(await anyio.to_thread.run_sync(
+        _copy_adapter, folder, api.config.data_dir.resolve() / "imports" / key, param))
 
 
-def _copy_adapter(folder: Path, kept: Path) -> Path:
+def _copy_adapter(folder: Path, kept: Path, param: str) -> Path:
     """Only the two files an adapter is made of, bounded in size, never following a link."""
     import shutil  # noqa: PLC0415
 
     sources = [folder / name for name in ADAPTER_FILES]
     for source in sources:
         if source.is_symlink() or not source.is_file():
-            raise bad_request(f"model_source {folder} holds no regular file {source.name}: a "
-                              "peft adapter folder has adapter_config.json and "
-                              "adapter_model.safetensors", "model_source")
+            raise bad_request(f"{param} {folder} holds no regular file {source.name}: a peft "
+                              "adapter folder has adapter_config.json and "
+                              "adapter_model.safetensors", param)
     size = sum(source.stat().st_size for source in sources)
     if size > MAX_ADAPTER_BYTES:
-        raise bad_request(f"model_source {folder} holds {size} bytes of adapter, over the "
-                          f"{MAX_ADAPTER_BYTES} the local API imports", "model_source")
+        raise bad_request(f"{param} {folder} holds {size} bytes of adapter, over the "
+                          f"{MAX_ADAPTER_BYTES} the local API imports", param)
     kept.mkdir(parents=True)
     for source in sources:
         shutil.copyfile(source, kept / source.name, follow_symlinks=False)

@@ -145,3 +145,12 @@ def test_select_is_validated(cli: CLI, tmp_path: Path) -> None:
                                "  a: {uses: core/echo}\n")
     assert "select.by: 'best' is not an objective" in cli("validate", "s.yaml",
                                                           check_code=2).stderr
+
+
+def test_the_objective_grammar_is_one() -> None:
+    """`validate` (pydantic's model) and the read side (no pydantic: start-up) read the same
+    objectives."""
+    from orchestrator.definition.model import OBJECTIVE_PATTERN
+    from orchestrator.views.batches import OBJECTIVE
+
+    assert f"^{OBJECTIVE.pattern}$" == OBJECTIVE_PATTERN

@@ -3,16 +3,17 @@
 Every example is asked of the model (and of the baseline: `baseline: MODEL`, or by default
 the base model of `job_id`'s fine-tune), at most `concurrency` requests at a time, through the
 run's provider; each answer is scored as it arrives and checkpointed (answers that arrive
-while a checkpoint is being written go in the next one, together), so a killed evaluation,
-resumed, asks only what it had not been answered. Scores are the share of examples each
-scorer passes; the lift is the model's minus the baseline's. `require:` gates fail the step in
-one line naming the score, its value and the bound, so a step after it (`register`) never
-runs for a model that fails.
+while a checkpoint is being written go in the next one, together; after a slow write of a
+big checkpoint, a little later), so a killed evaluation, resumed, asks only what it had not
+been answered. Scores are the share of examples each scorer passes; the lift is the model's
+minus the baseline's. `require:` gates fail the step in one line naming the score, its value
+and the bound, so a step after it (`register`) never runs for a model that fails.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,13 @@ JUDGE_PROMPT = (
     "Question: {question}\nReference answer: {reference}\nAnswer to grade: {answer}\n"
     "Reply with exactly one word: PASS if the answer says what the reference says, FAIL "
     "otherwise.")
+WRITE_QUICK = 0.02
+WRITE_PAUSE_RATIO = 3.0
+WRITE_PAUSE_MAX = 1.0
+"""A checkpoint that took longer than WRITE_QUICK seconds to write (thousands of answers) is
+followed by a pause of WRITE_PAUSE_RATIO times as long (at most WRITE_PAUSE_MAX) in which
+answers gather for the next write: at most a quarter of the time goes to writing, and a crash
+loses at most that pause's answers (asked again)."""
 EXCERPT = 200
 """Characters of a question, reference or answer kept in a failure's example."""
 
@@ -213,9 +221,15 @@ async def _answer_all(ctx: StepContext, asker: _Asker, examples: list[EvalExampl
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                     batch[more_key] = more
+                started = time.monotonic()
                 await ctx.checkpoint(**batch)
+                spent = time.monotonic() - started
                 done += len(batch)
                 ctx.report({"status": "evaluating", "step": done, "total_steps": total})
+                if spent > WRITE_QUICK:
+                    # A big checkpoint is written whole each time: let answers gather for a
+                    # while, so writing stays a fraction of the evaluation, not all of it.
+                    await anyio.sleep(min(WRITE_PAUSE_MAX, WRITE_PAUSE_RATIO * spent))
 
     try:
         async with anyio.create_task_group() as group:
