@@ -72,6 +72,10 @@ def _report_json(file_id: str, report: DataReport) -> dict[str, Any]:
         "dataset_format": DATASET_FORMAT.get(report.format or ""),
         "dataset_has_message_weights": report.has_weights,
         "dataset_is_multimodal": report.has_images,
+        "dataset_has_tools": report.has_tools,
+        "dataset_has_parallel_tool_calls": report.has_parallel_tool_calls,
+        "dataset_has_reasoning": report.has_reasoning,
+        "dataset_has_sample_weights": False,  # a weight per sample: no format here has one
         "error": None if report.ok else "; ".join(problems[:5]) + (
             f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""),
         "error_type": None if report.ok else "INVALID_FORMAT",

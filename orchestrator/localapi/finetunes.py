@@ -55,7 +55,16 @@ async def create(request: Request) -> Response:
     row = {"id": job.id, "created_at": api.clock(), "model": job.model,
            "output_name": job.output_name, "request": job.request, "plan": job.plan.to_json()}
     api.state.add_finetune(row, pairs)
-    return JSONResponse(api.jobs.json(_stored(api, job.id), full=False))
+    return JSONResponse(_created(api, job.id))
+
+
+def _created(api: LocalAPI, job_id: str) -> dict[str, Any]:
+    """A new job as the create call answers it: the whole job, but no events (SDK 3.x reads
+    the create answer's events with an enum of upper-case types, unlike every other call's,
+    and a job just made has nothing to report)."""
+    body = api.jobs.json(_stored(api, job_id), full=True)
+    body.pop("events", None)
+    return body
 
 
 def _create_trained(api: LocalAPI, job: NewJob) -> Response:
@@ -69,7 +78,7 @@ def _create_trained(api: LocalAPI, job: NewJob) -> Response:
            "plan": job.plan.to_json()}
     api.state.add_finetune(row, ())
     training.queue(api, job, base)
-    return JSONResponse(api.jobs.json(_stored(api, job.id), full=False))
+    return JSONResponse(_created(api, job.id))
 
 
 def _learnt(path: Path) -> list[tuple[str, str]]:

@@ -101,6 +101,7 @@ class JobViews:
 
 def _build_fixed(api: LocalAPI, row: dict[str, Any]) -> _Fixed:
     plan = JobPlan.from_json(row["plan"])
+    base = api.base_model(row["model"])
     req = row["request"]
     method = dict(req["training_method"])
     if method.get("train_on_inputs") == "auto":
@@ -117,10 +118,14 @@ def _build_fixed(api: LocalAPI, row: dict[str, Any]) -> _Fixed:
         "learning_rate": req["learning_rate"], "lr_scheduler": req["lr_scheduler"],
         "warmup_ratio": req["warmup_ratio"], "max_grad_norm": req["max_grad_norm"],
         "weight_decay": req["weight_decay"], "wandb_project_name": req.get("wandb_project_name"),
-        "wandb_name": req.get("wandb_name"), "from_checkpoint": req.get("from_checkpoint"),
+        "wandb_name": req.get("wandb_name"), "wandb_entity": req.get("wandb_entity"),
+        "from_checkpoint": req.get("from_checkpoint"),
         "random_seed": req.get("random_seed") or 42, "packing": req.get("packing", True),
+        "from_hf_model": req.get("from_hf_model"),
+        "hf_model_revision": req.get("hf_model_revision"),
+        "max_seq_length": req.get("max_seq_length") or (base.limits()["max_seq_length_sft"]
+                                                        if base else None),
     }
-    base = catalogue.find(row["model"])
     full = {
         **truncated,
         "model_output_path": f"s3://local-api/{row['output_name']}",
@@ -132,8 +137,15 @@ def _build_fixed(api: LocalAPI, row: dict[str, Any]) -> _Fixed:
         "queue_depth": 0, "wandb_url": "", "total_steps": plan.total_steps,
         "simulated": not training.is_trained(row),
     }
-    return _Fixed(plan, {k: v for k, v in truncated.items() if v is not None},
-                  {k: v for k, v in full.items() if v is not None})
+    # `adapter_output_name` is required by SDK 3.x's create response, null allowed: the name a
+    # LoRA job's adapter is served under (the local API serves a LoRA job as its adapter).
+    lora = req["training_type"].get("type") == "Lora"
+    # Other empty values are left out, never sent as null: Together's OpenAPI document types
+    # them as strings (a null breaks a client that checks it), and the SDKs take them absent.
+    adapter = {"adapter_output_name": row["output_name"] if lora else None,
+               "early_stopped": False}
+    return _Fixed(plan, {**{k: v for k, v in truncated.items() if v is not None}, **adapter},
+                  {**{k: v for k, v in full.items() if v is not None}, **adapter})
 
 
 hold(_event_json, name="local API job events",

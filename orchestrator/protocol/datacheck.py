@@ -85,6 +85,12 @@ class DataReport:
     format: str | None = None
     has_weights: bool = False
     has_images: bool = False
+    has_tools: bool = False
+    """A message calls tools (`tool_calls`)."""
+    has_parallel_tool_calls: bool = False
+    """A message calls more than one tool at once."""
+    has_reasoning: bool = False
+    """A message carries `reasoning`."""
     problems: list[DataProblem] = field(default_factory=list)
     truncated: bool = False
     """True when checking stopped at the problem cap; there may be more."""
@@ -186,6 +192,13 @@ class _Checker:
                 self.add(line, f"{at}: a message with images cannot have a non-zero weight")
             images += found
             shapes.add(isinstance(message["content"], str))
+            calls = message.get("tool_calls")
+            if calls:
+                self.report.has_tools = True
+                if isinstance(calls, list) and len(calls) > 1:
+                    self.report.has_parallel_tool_calls = True
+            if "reasoning" in message:
+                self.report.has_reasoning = True
             extra = set(message) - {"role", "content", "weight", "name", "tool_calls",
                                     "tool_call_id", "reasoning"}
             if extra:
