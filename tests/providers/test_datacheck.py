@@ -262,3 +262,20 @@ def test_lines_cut_from_blocks_of_any_size_are_the_same_lines(
         finally:
             datacheck.BLOCK = original
     assert reports[0] == reports[1]
+
+
+def test_a_report_says_whether_a_dataset_calls_tools_or_reasons() -> None:
+    """What Together's validation report says of a dataset (SDK 3.x reads it): tool calls,
+    parallel ones, reasoning."""
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    sample = {"messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [call, {**call, "id": "c2"}],
+         "reasoning": "two cities"}]}
+    report = check_bytes((json.dumps(sample) + "\n").encode())
+    assert report.ok, report.problems
+    assert (report.has_tools, report.has_parallel_tool_calls, report.has_reasoning) == (
+        True, True, True)
+    plain = check_bytes(b'{"prompt": "a", "completion": " b"}\n')
+    assert (plain.has_tools, plain.has_parallel_tool_calls, plain.has_reasoning) == (
+        False, False, False)
