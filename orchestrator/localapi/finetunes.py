@@ -267,8 +267,17 @@ async def estimate_price(request: Request) -> Response:
 
 
 async def limits(request: Request) -> Response:
+    """What a base model allows; for a fine-tuning job (its id, `id:step`, or its output
+    name: what the SDKs ask before training `from_checkpoint`), what its base model allows."""
+    api = api_of(request)
     name = request.query_params.get("model_name", "")
-    base = api_of(request).base_model(name)
+    base = api.base_model(name)
+    if base is None:
+        job = api.state.finetune(name.split(":")[0]) or api.state.finetune_by_output(name)
+        base = api.base_model(job["model"]) if job is not None else None
+        if base is not None:
+            return JSONResponse({**{k: v for k, v in base.limits().items() if v is not None},
+                                 "model_name": name})
     if base is None:
         message = f"model {name!r} is not available for fine-tuning"
         return JSONResponse({"message": message, "error": {

@@ -84,6 +84,20 @@ async def test_launch_adopts_the_job_its_crashed_attempt_created(
     assert [j.id for j in await client.list_fine_tunes()] == [orphan.id]
 
 
+@pytest.mark.parametrize("ref", ["{id}", "{id}:1", "{name}"])
+async def test_launch_trains_from_a_checkpoint_without_naming_a_rank(
+        tmp_path: Path, client: TogetherClient, ref: str) -> None:
+    """`from_checkpoint` (a job id, `id:step`, or its output name) and no `lora_r`: the rank
+    comes from the checkpoint's base model's limits, as the SDKs look it up (a 404 before)."""
+    file, _ = await client.upload_file(tmp_path / "train.jsonl")
+    earlier = await client.create_fine_tune({"training_file": file.id, "model": BASE})
+    outputs = await env(tmp_path, client).run(
+        "together/launch-fine-tune", {"training_file": file.id, "from_checkpoint": ref.format(
+            id=earlier.id, name=earlier.model_output_name)}, step_id="launch")
+    job = await client.retrieve_fine_tune(outputs["job_id"])
+    assert job.model == BASE and job.id != earlier.id
+
+
 async def test_register_adopts_its_own_earlier_import(tmp_path: Path,
                                                       client: TogetherClient) -> None:
     """'Model name already exists' for the model this run created is success."""
