@@ -10,6 +10,7 @@ TOGETHER_PROJECT_ID set.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -69,10 +70,13 @@ def main(data: Path, base_model: str) -> None:
              lambda: client.fine_tuning.list_events(job.id))
         call("fine_tuning.list_checkpoints",
              lambda: client.fine_tuning.list_checkpoints(job.id))
+        def resume_from(ref: str) -> Any:
+            return client.fine_tuning.create(training_file=uploaded.id, from_checkpoint=ref,
+                                             lora=True, n_epochs=1)
+
         for ref in (job.id, f"{job.id}:1", job.output_name):  # the SDK asks limits first
             call(f"fine_tuning.create from_checkpoint {ref.replace(job.id, 'JOB')}",
-                 lambda ref=ref: client.fine_tuning.create(
-                     training_file=uploaded.id, from_checkpoint=ref, lora=True, n_epochs=1))
+                 functools.partial(resume_from, ref))
         second = client.fine_tuning.create(training_file=uploaded.id, model=base_model,
                                            lora=True, n_epochs=1, suffix="cancelled")
         call("fine_tuning.cancel",
