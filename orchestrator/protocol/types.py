@@ -179,4 +179,7 @@ class Completion(_Response):
     finish_reason: str | None = None
     model: str = ""
     usage: Usage = Field(default_factory=Usage)
+    first_token_after: float | None = None
+    """Seconds from the request to its first piece of text, for an answer streamed as
+    server-sent events (None when not streamed)."""
 

@@ -5,6 +5,7 @@ These are the only tests with a mock transport: everything else talks to the loc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -225,3 +226,19 @@ async def test_an_upload_named_by_a_409_and_gone_when_read_is_announced_again(
         file, reused = await client.upload_file(data, checksum="ab" * 32)
     assert (file.id, reused) == ("file-2", False)
     assert [r.method for r in recorder.requests] == ["POST", "GET", "POST", "PUT", "POST"]
+
+
+async def test_a_stream_refused_is_the_error_its_body_says() -> None:
+    recorder = Recorder(error(404, "model not found", "model"))
+    async with client_for(recorder) as client:
+        with pytest.raises(NotFound, match="model not found"):
+            await client.stream("nope", prompt="hi", max_tokens=4)
+    assert recorder.requests[0].url.path.endswith("/completions")
+    assert json.loads(recorder.requests[0].content)["stream"] is True
+
+
+async def test_a_stream_that_is_not_server_sent_json_is_one_line() -> None:
+    recorder = Recorder(httpx.Response(200, text="data: {not json\n\n"))
+    async with client_for(recorder) as client:
+        with pytest.raises(ProviderUnavailable, match="not server-sent JSON"):
+            await client.stream("m", messages=[{"role": "user", "content": "hi"}])

@@ -201,3 +201,27 @@ async def test_what_a_step_does_through_its_context_is_kept(tmp_path: Path) -> N
     environment.cancel()
     assert await environment.run("t/count", {"to": 9}, attempt=2) == {"at": 4}
     assert environment.logs == [("info", "stopping early", {"at": 4})]
+
+
+@pytest.mark.parametrize("asked", [{"prompt": "hello"},
+                                   {"messages": [{"role": "user", "content": "hello"}]}],
+                         ids=["completion", "chat"])
+async def test_a_streamed_smoke_test_times_its_first_token(tmp_path: Path,
+                                                           asked: dict[str, Any]) -> None:
+    """`stream: true` reads Together's server-sent events: the same answer as unstreamed,
+    with the time to its first piece of text beside the whole latency."""
+    async with local_together(tmp_path, latency=0.05) as served:
+        plain = await env(tmp_path, served).run("together/smoke-test",
+                                                {"model": BASE, **asked})
+        streamed = await env(tmp_path, served).run("together/smoke-test",
+                                                   {"model": BASE, **asked, "stream": True})
+    assert streamed["text"] == plain["text"] and streamed["text"].startswith("Simulated")
+    assert plain["first_token_latency"] is None
+    assert 0 < streamed["first_token_latency"] <= streamed["latency"]
+    assert streamed["usage"]["completion_tokens"] > 0
+
+
+async def test_a_first_token_bound_needs_a_stream(tmp_path: Path) -> None:
+    with pytest.raises(PermanentError, match="max_first_token needs stream: true"):
+        await StepEnvironment(tmp_path).run("together/smoke-test", {
+            "model": BASE, "prompt": "x", "expect": {"max_first_token": "1s"}})

@@ -462,6 +462,51 @@ class TogetherClient:
                           model=body.get("model", model),
                           usage=Usage.model_validate(body.get("usage") or {}))
 
+    async def stream(self, model: str, *, prompt: str | None = None,
+                     messages: list[dict[str, Any]] | None = None,
+                     **params: Any) -> Completion:
+        """A completion (`prompt`) or chat (`messages`) streamed as server-sent events, as
+        Together sends them: the whole answer, and how long its first piece of text took.
+        Not retried here (a stream half read cannot be resumed): the step's policy retries."""
+        import json  # noqa: PLC0415
+        import time  # noqa: PLC0415
+
+        chat = messages is not None
+        path = "/chat/completions" if chat else "/completions"
+        body = {"model": model, **({"messages": messages} if chat else {"prompt": prompt}),
+                **params, "stream": True}
+        started = time.monotonic()
+        first: float | None = None
+        pieces: list[str] = []
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        try:
+            async with self._http.stream("POST", path, json=body, headers=self._auth) as answer:
+                if answer.status_code != 200:
+                    await answer.aread()
+                    raise error_from_response(answer)
+                async for line in answer.aiter_lines():
+                    if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                        continue
+                    chunk = json.loads(line[5:])
+                    choice = (chunk.get("choices") or [{}])[0]
+                    text = ((choice.get("delta") or {}).get("content") if chat
+                            else choice.get("text")) or ""
+                    if text and first is None:
+                        first = time.monotonic() - started
+                    pieces.append(text)
+                    finish = choice.get("finish_reason") or finish
+                    usage = chunk.get("usage") or usage
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, f"{self.base_url}{path}") from None
+        except ValueError as exc:  # a line that is not JSON
+            msg = f"the provider's stream from {path} is not server-sent JSON: {exc}"
+            raise ProviderUnavailable(msg) from None
+        return Completion(text="".join(pieces), finish_reason=finish, model=model,
+                          usage=Usage.model_validate(usage),
+                          first_token_after=first if first is not None
+                          else time.monotonic() - started)
+
     async def chat(self, model: str, messages: list[dict[str, Any]],
                    **params: Any) -> Completion:
         body = await self._json("POST", "/chat/completions", idempotent=True,
