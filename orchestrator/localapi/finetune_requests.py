@@ -40,8 +40,11 @@ CREATE_FIELDS = ("training_file", "validation_file", "packing", "max_seq_length"
                  "suffix", "wandb_api_key", "wandb_base_url", "wandb_project_name",
                  "wandb_name", "wandb_entity", "train_on_inputs", "training_method",
                  "training_type", "multimodal_params", "from_checkpoint", "from_hf_model",
-                 "hf_model_revision", "hf_api_token", "hf_output_repo_name")
-"""The fields of a create request, as Together's spec lists them."""
+                 "hf_model_revision", "hf_api_token", "hf_output_repo_name",
+                 "gradient_accumulation_steps", "early_stopping_enabled",
+                 "early_stopping_patience", "early_stopping_min_delta",
+                 "early_stopping_warmup_evals")
+"""The fields of a create request, as Together's spec lists them (and SDK 3.x sends)."""
 STRING_FIELDS = ("training_file", "validation_file", "model", "from_checkpoint", "suffix",
                  "wandb_api_key", "wandb_key", "wandb_base_url", "wandb_project_name",
                  "wandb_name", "wandb_entity", "from_hf_model", "hf_model_revision",
@@ -229,6 +232,32 @@ def _resolve_model(api: LocalAPI, body: dict[str, Any]) -> tuple[BaseModel, str 
     return base, checkpoint
 
 
+def _accumulation_and_stopping(body: dict[str, Any], params: dict[str, Any],
+                               validation: object) -> dict[str, Any]:
+    """`gradient_accumulation_steps` and early stopping, checked as SDK 3.x checks them
+    (early stopping needs a validation file and n_evals >= patience + warmup_evals + 1)."""
+    checked: dict[str, Any] = {"gradient_accumulation_steps": number(
+        body, "gradient_accumulation_steps", 1, 1, 1024, integer=True)}
+    enabled = body.get("early_stopping_enabled", False)
+    if not isinstance(enabled, bool):
+        raise bad_request("early_stopping_enabled must be true or false",
+                          "early_stopping_enabled")
+    if not enabled:
+        return checked
+    patience = number(body, "early_stopping_patience", 2, 1, 1000, integer=True)
+    warmup = number(body, "early_stopping_warmup_evals", 1, 0, 1000, integer=True)
+    checked.update(early_stopping_enabled=True, early_stopping_patience=patience,
+                   early_stopping_warmup_evals=warmup,
+                   early_stopping_min_delta=number(body, "early_stopping_min_delta", 0.0, 0.0,
+                                                   1e9))
+    if validation is None:
+        raise bad_request("early stopping needs a validation_file", "early_stopping_enabled")
+    if params["n_evals"] < patience + warmup + 1:
+        raise bad_request(f"early stopping needs n_evals >= patience + warmup_evals + 1 = "
+                          f"{patience + warmup + 1} (n_evals is {params['n_evals']})", "n_evals")
+    return checked
+
+
 def _sequence_and_seed(body: dict[str, Any], limits: dict[str, Any],
                        method: str) -> dict[str, Any]:
     checked: dict[str, Any] = {}
@@ -299,6 +328,7 @@ def checked_job(api: LocalAPI, body: dict[str, Any], override: dict[str, Any]) -
     scheduler = _lr_scheduler(body)
     params.update(_sequence_and_seed(body, limits, method["method"]))
     _multimodal(body, base)
+    params.update(_accumulation_and_stopping(body, params, validation))
 
     job_id = f"ft-{uuid.uuid4()}"
     name = base.id.split("/")[-1]

@@ -69,6 +69,11 @@ def refusal(request: dict[str, Any]) -> tuple[str, str] | None:
         return "from_checkpoint", "the local trainer starts every job from its base model"
     if request.get("wandb_configured") or request.get("wandb_project_name"):
         return "wandb_api_key", "the local trainer logs to no Weights & Biases project"
+    if request.get("early_stopping_enabled"):
+        return "early_stopping_enabled", "the local trainer trains every epoch asked for"
+    if request.get("gradient_accumulation_steps", 1) > 1:
+        return "gradient_accumulation_steps", "the local trainer steps the optimizer every " \
+                                              "batch (raise batch_size instead)"
     if request.get("from_hf_model") or request.get("hf_output_repo_name"):
         return "from_hf_model", "the local trainer neither downloads from nor uploads to " \
                                 "Hugging Face"

@@ -5,6 +5,7 @@ behind is an attempt's checkpoint, handed in."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,34 @@ async def test_a_first_token_bound_needs_a_stream(tmp_path: Path) -> None:
     with pytest.raises(PermanentError, match="max_first_token needs stream: true"):
         await StepEnvironment(tmp_path).run("together/smoke-test", {
             "model": BASE, "prompt": "x", "expect": {"max_first_token": "1s"}})
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({}, "early_stopping_enabled needs a validation_file"),
+    ({"validation_file": "file-v", "n_evals": 3}, "needs n_evals >= patience + warmup_evals + "
+                                                  "1 = 4 (n_evals is 3)"),
+    ({"validation_file": "file-v", "n_evals": 5, "early_stopping_patience": 4},
+     "= 6 (n_evals is 5)"),
+])
+async def test_early_stopping_is_checked_before_anything_is_paid_for(
+        tmp_path: Path, extra: dict[str, Any], message: str) -> None:
+    with pytest.raises(PermanentError, match=re.escape(message)):
+        await StepEnvironment(tmp_path).run("together/launch-fine-tune", {
+            "training_file": "file-t", "model": BASE, "early_stopping_enabled": True, **extra})
+
+
+async def test_sdk3_parameters_reach_the_provider(tmp_path: Path,
+                                                  client: TogetherClient) -> None:
+    """wandb_entity, gradient_accumulation_steps and early stopping go to the provider as
+    fields (the local API checks them as Together does); a value out of bounds is refused by
+    the step, naming it, before anything is sent."""
+    file, _ = await client.upload_file(tmp_path / "train.jsonl")
+    outputs = await env(tmp_path, client).run("together/launch-fine-tune", {
+        "training_file": file.id, "model": BASE, "gradient_accumulation_steps": 4,
+        "wandb_entity": "team", "validation_file": file.id, "n_evals": 4,
+        "early_stopping_enabled": True}, step_id="launch")
+    assert outputs["job_id"].startswith("ft-")
+    with pytest.raises(PermanentError, match="gradient_accumulation_steps"):
+        await env(tmp_path, client, "r-2").run("together/launch-fine-tune", {
+            "training_file": file.id, "model": BASE, "gradient_accumulation_steps": 5000},
+            step_id="launch")

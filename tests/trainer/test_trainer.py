@@ -189,6 +189,7 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
      "setting local_base_models"),
     ({"wandb_api_key": "k"}, "wandb_api_key", "logs to no Weights & Biases"),
     ({"training_type": {"type": "Full"}}, "training_type", "full fine-tuning is not available"),
+    ({"gradient_accumulation_steps": 4}, "gradient_accumulation_steps", "raise batch_size"),
 ]
 
 

@@ -22,7 +22,9 @@ _PLAIN = ("training_file", "model", "from_checkpoint", "validation_file", "n_epo
           "n_checkpoints", "n_evals", "batch_size", "learning_rate", "warmup_ratio",
           "max_grad_norm", "weight_decay", "packing", "max_seq_length", "random_seed",
           "wandb_api_key", "wandb_base_url", "wandb_project_name", "wandb_name",
-          "from_hf_model", "hf_model_revision", "hf_api_token", "hf_output_repo_name")
+          "from_hf_model", "hf_model_revision", "hf_api_token", "hf_output_repo_name",
+          "wandb_entity", "gradient_accumulation_steps", "early_stopping_enabled",
+          "early_stopping_patience", "early_stopping_min_delta", "early_stopping_warmup_evals")
 """Arguments that go into the request as they are."""
 
 
@@ -40,6 +42,7 @@ async def fine_tune_request(client: TogetherClient, args: Mapping[str, Any], *,
         "lr_scheduler": {"lr_scheduler_type": lr_scheduler, "lr_scheduler_args": scheduler},
         "training_type": await _training_type(client, args),
         "training_method": _training_method(args),
+        "multimodal_params": {"train_vision": True} if args.get("train_vision") else None,
     })
     return {k: v for k, v in request.items() if v is not None}
 

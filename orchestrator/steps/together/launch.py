@@ -68,6 +68,14 @@ class LaunchParams(Params):
     wandb_base_url: str | None = None
     wandb_project_name: str | None = None
     wandb_name: str | None = None
+    wandb_entity: str | None = None
+    gradient_accumulation_steps: int | None = Field(default=None, ge=1, le=1024)
+    train_vision: StrictBool = Field(default=False, description="train a multimodal model's "
+                                                                "vision encoder too")
+    early_stopping_enabled: StrictBool = False
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    early_stopping_min_delta: float | None = Field(default=None, ge=0)
+    early_stopping_warmup_evals: int | None = Field(default=None, ge=0)
     from_hf_model: str | None = None
     hf_model_revision: str | None = None
     hf_api_token: str | None = Field(default=None, description="use ${{ secrets.NAME }}")
@@ -78,6 +86,17 @@ class LaunchParams(Params):
         if not self.model and not self.from_checkpoint:
             msg = "give model (the base model) or from_checkpoint"
             raise ValueError(msg)
+        if self.early_stopping_enabled:  # as SDK 3.x checks it, before anything is paid for
+            if not self.validation_file:
+                msg = "early_stopping_enabled needs a validation_file"
+                raise ValueError(msg)
+            needed = (self.early_stopping_patience or 2) + \
+                (1 if self.early_stopping_warmup_evals is None
+                 else self.early_stopping_warmup_evals) + 1
+            if self.n_evals < needed:
+                msg = (f"early stopping needs n_evals >= patience + warmup_evals + 1 = "
+                       f"{needed} (n_evals is {self.n_evals})")
+                raise ValueError(msg)
         if self.n_evals and not self.validation_file:
             msg = "n_evals > 0 needs a validation_file"
             raise ValueError(msg)
