@@ -30,6 +30,7 @@ from orchestrator.localapi import (
     models,
     multipart,
     projects,
+    supported,
 )
 from orchestrator.localapi.config import LocalAPIConfig
 from orchestrator.localapi.errors import APIError, error_response
@@ -68,7 +69,8 @@ Models       GET /v1/models, POST /v1/models (also /v0/models), GET /v1/jobs, GE
 Models (v2)  project proj-local (GET /v3/whoami): POST|GET /v2/projects/{project}/models,
              GET|PATCH|DELETE .../models/{id}, GET .../models/{id}/revisions|files,
              POST|GET .../models/uploads (import from Hugging Face or a presigned URL),
-             GET .../models/uploads/{id}, GET .../models/uploads/{id}/events
+             GET .../models/uploads/{id}, GET .../models/uploads/{id}/events;
+             GET /v2/supported-models, GET /v2/supported-models/{id} (the base models)
 Inference    POST /v1/completions, POST /v1/chat/completions (stream: true for SSE);
              GET /v1/local/inference: every request taken, counted by model and prompt
 
@@ -282,6 +284,7 @@ def _routes() -> list[BaseRoute]:
         *multipart.ROUTES,
         *models.ROUTES,
         *projects.ROUTES,
+        *supported.ROUTES,
         Route("/", root, name="root"),
         Route("/docs", docs, name="docs"),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -142,6 +142,11 @@ _OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None]] = [
         {"model": _STRING, "messages": {"type": "array", "items": _object(
             {"role": {"enum": ["system", "user", "assistant", "tool"]}, "content": _CONTENT},
             "role")}, **_SAMPLING}, "model", "messages"))),
+    ("get", "/v2/supported-models", "the base models, a cursor page at a time",
+     [_param("search", "query"), _param("product", "query"), _param("modality", "query"),
+      _param("after", "query"), _param("limit", "query")], None),
+    ("get", "/v2/supported-models/{model_id}", "a base model", [_param("model_id", "path")],
+     None),
     ("get", "/v1/local/inference", "every inference request taken, by model and prompt (a "
                                    "testing aid)", [], None),
     ("get", "/v1/models", "the models", [], None),

@@ -39,7 +39,7 @@ from orchestrator.localapi.training import keep_adapter
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["ORGANIZATION_ID", "PROJECT_ID", "ROUTES"]
+__all__ = ["ORGANIZATION_ID", "PROJECT_ID", "ROUTES", "cursor_page"]
 
 PROJECT_ID = "proj-local"
 ORGANIZATION_ID = "org-local"
@@ -95,7 +95,7 @@ def _model(request: Request) -> dict[str, Any]:
     return row
 
 
-def _page(request: Request, items: list[dict[str, Any]], key: str = "id") -> dict[str, Any]:
+def cursor_page(request: Request, items: list[dict[str, Any]], key: str = "id") -> dict[str, Any]:
     """A cursor page of `items` (each with a `key`, in a stable order): those after the
     `after` one, at most `limit`, with the cursor of the next page."""
     try:
@@ -178,7 +178,7 @@ async def retrieve_upload(request: Request) -> Response:
 async def list_uploads(request: Request) -> Response:
     _project(request)
     api = api_of(request)
-    return JSONResponse(_page(request, [_upload_json(api, r)
+    return JSONResponse(cursor_page(request, [_upload_json(api, r)
                                         for r in api.state.remote_uploads()]))
 
 
@@ -190,7 +190,7 @@ async def upload_events(request: Request) -> Response:
         kind, level = EVENT[phase]
         events.append({"id": f"{row['id']}-event-{n}", "createdAt": iso(at), "level": level,
                        "message": PHASE_MESSAGES[phase], "type": kind})
-    return JSONResponse(_page(request, events))
+    return JSONResponse(cursor_page(request, events))
 
 
 # -- registered models -------------------------------------------------------------------
@@ -241,7 +241,7 @@ async def list_models(request: Request) -> Response:
     rows = api_of(request).state.project_models()
     items = [_model_json(r) for r in rows
              if visibility is None or r["request"]["visibility"] == visibility]
-    return JSONResponse(_page(request, items))
+    return JSONResponse(cursor_page(request, items))
 
 
 async def update_model(request: Request) -> Response:
@@ -292,7 +292,7 @@ async def list_revisions(request: Request) -> Response:
         {"revisionId": _revision_id(up), "createdAt": iso(at), "lastValidatedAt": iso(at),
          "validationErrors": [], "validationStatus": "REVISION_VALIDATION_STATUS_SUCCESS"}
         for at, up in _revisions(api, row["id"])]
-    return JSONResponse(_page(request, data, key="revisionId"))
+    return JSONResponse(cursor_page(request, data, key="revisionId"))
 
 
 async def list_model_files(request: Request) -> Response:

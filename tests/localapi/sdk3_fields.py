@@ -82,6 +82,12 @@ def main(data: Path, base_model: str) -> None:
         call("fine_tuning.cancel",
              lambda: client.fine_tuning.cancel(second.id))
     call("models.list", client.models.list)
+    supported = call("models.list_supported", lambda: list(client.models.list_supported()))
+    if supported:
+        call("models.retrieve_supported",
+             functools.partial(client.models.retrieve_supported, supported[0].id))
+    call("models.list_supported search", lambda: list(client.models.list_supported(
+        search="qwen")))
     print(json.dumps({"errors": errors, "missing": gaps}))
 
 

@@ -243,3 +243,23 @@ async def test_v2_names_are_unique_with_v0_imports_and_the_token_is_not_kept(
                                                     "remoteUrl": "https://huggingface.co/a/b"})
     assert made.status_code == 200 and "hf_zz9" not in made.text
     assert b"hf_zz9" not in (api.config.data_dir / "local-api.db").read_bytes()
+
+
+async def test_supported_models_are_the_base_models_a_page_at_a_time(
+        client: httpx.AsyncClient) -> None:
+    """SDK 3.x's `models.list_supported` and `retrieve_supported`: the catalogue, searched,
+    paged by cursor, one retrieved by an id with slashes in it."""
+    root = "/v2/supported-models"  # under /v1 too, as SDK 3.x sends it with a /v1 base URL
+    listed = (await client.get(root)).json()
+    ids = [m["id"] for m in listed["data"]]
+    assert "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference" in ids
+    found = (await client.get(root, params={"search": "QWEN"})).json()
+    assert found["data"] and all("qwen" in m["id"].lower() for m in found["data"])
+    first = (await client.get(root, params={"limit": 2})).json()
+    rest = (await client.get(root,
+                             params={"after": first["next_cursor"]})).json()
+    assert [m["id"] for m in first["data"] + rest["data"]] == ids
+    one = await client.get(f"{root}/{ids[0]}")
+    assert one.status_code == 200 and one.json()["id"] == ids[0]
+    missing = await client.get(f"{root}/acme/nothing")
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "id"
