@@ -273,7 +273,8 @@ async def limits(request: Request) -> Response:
     name = request.query_params.get("model_name", "")
     base = api.base_model(name)
     if base is None:
-        job = api.state.finetune(name.split(":")[0]) or api.state.finetune_by_output(name)
+        ref = name.split(":")[0]  # `ft-...:STEP` or `name:STEP`: the job's checkpoint
+        job = api.state.finetune(ref) or api.state.finetune_by_output(ref)
         base = api.base_model(job["model"]) if job is not None else None
         if base is not None:
             return JSONResponse({**{k: v for k, v in base.limits().items() if v is not None},

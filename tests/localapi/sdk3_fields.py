@@ -74,7 +74,8 @@ def main(data: Path, base_model: str) -> None:
             return client.fine_tuning.create(training_file=uploaded.id, from_checkpoint=ref,
                                              lora=True, n_epochs=1)
 
-        for ref in (job.id, f"{job.id}:1", job.output_name):  # the SDK asks limits first
+        refs = (job.id, f"{job.id}:1", job.output_name, f"{job.output_name}:1")
+        for ref in refs:  # the SDK asks the limits of each first
             call(f"fine_tuning.create from_checkpoint {ref.replace(job.id, 'JOB')}",
                  functools.partial(resume_from, ref))
         second = client.fine_tuning.create(training_file=uploaded.id, model=base_model,

@@ -85,7 +85,7 @@ async def test_launch_adopts_the_job_its_crashed_attempt_created(
     assert [j.id for j in await client.list_fine_tunes()] == [orphan.id]
 
 
-@pytest.mark.parametrize("ref", ["{id}", "{id}:1", "{name}"])
+@pytest.mark.parametrize("ref", ["{id}", "{id}:1", "{name}", "{name}:1"])
 async def test_launch_trains_from_a_checkpoint_without_naming_a_rank(
         tmp_path: Path, client: TogetherClient, ref: str) -> None:
     """`from_checkpoint` (a job id, `id:step`, or its output name) and no `lora_r`: the rank
