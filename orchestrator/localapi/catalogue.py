@@ -81,6 +81,9 @@ BASE_MODELS: tuple[BaseModel, ...] = (
     BaseModel("meta-llama/Meta-Llama-3.1-70B-Instruct-Reference", "Meta",
               "Meta Llama 3.1 70B Instruct Reference", 70_553_706_496, 131_072,
               max_batch_size=16, supports_full=False),
+    # The name Together's adapter-upload guide gives as an adapter's serverless base.
+    BaseModel("meta-llama/Meta-Llama-3.1-70B-Instruct", "Meta", "Meta Llama 3.1 70B Instruct",
+              70_553_706_496, 131_072, max_batch_size=16, supports_full=False),
     BaseModel("meta-llama/Llama-3.2-3B-Instruct", "Meta", "Llama 3.2 3B Instruct",
               3_212_749_824, 131_072),
     BaseModel("Qwen/Qwen2.5-7B-Instruct", "Qwen", "Qwen 2.5 7B Instruct", 7_615_616_512,

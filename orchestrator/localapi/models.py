@@ -170,6 +170,8 @@ async def upload(request: Request) -> Response:
         raise bad_request("model_source is required", "model_source")
     local = local_adapter_folder(api, source, model_type=body.get("model_type"),
                                  base=body.get("base_model"), param="model_source")
+    if local is not None:
+        body = {**body, "base_model": local[1]}
     kind = "local_folder" if local else source_kind(source)
     if kind is None:
         raise bad_request("model_source must be a Hugging Face repository URL "
@@ -180,8 +182,10 @@ async def upload(request: Request) -> Response:
         raise bad_request("model_type must be 'model' or 'adapter'", "model_type")
     base = body.get("base_model")
     if model_type == "adapter" and not (base or body.get("lora_model")):
-        raise bad_request("an adapter needs base_model (the serverless model it adapts)",
-                          "base_model")
+        raise bad_request("an adapter needs base_model (the serverless model it adapts): "
+                          "Together reads it from the adapter's adapter_config.json, which the "
+                          "local API does not download (it does read a local folder's, with "
+                          "local_trainer = \"peft\")", "base_model")
     if base is not None and base != "" and local is None:
         check_base_model(api, base, "base_model")
     full_name = f"{api.config.namespace}/{name}"
@@ -192,7 +196,7 @@ async def upload(request: Request) -> Response:
     record.update(model_type=model_type, hf_token_given=bool(body.get("hf_token")))
     job_id, model_id = f"job-{uuid.uuid4()}", f"model-{uuid.uuid4()}"
     if local is not None:  # a real adapter: copied in at once, ready when the call returns
-        record["local_adapter"] = await training.keep_adapter(api, local, job_id,
+        record["local_adapter"] = await training.keep_adapter(api, local[0], job_id,
                                                               "model_source")
         plan = {"duration": 0.0, "outcome": "completed"}
     api.state.add_import({"job_id": job_id, "model_id": model_id, "model_name": full_name,
@@ -200,16 +204,17 @@ async def upload(request: Request) -> Response:
     return JSONResponse({
         "data": {"job_id": job_id, "model_name": full_name, "model_id": model_id,
                  "model_source": kind},
-        "message": f"Adapter imported from {local}: the local trainer serves it" if local else
+        "message": f"Adapter imported from {local[0]}: the local trainer serves it" if local else
                    f"Processing model weights. Job created {SIMULATED}",
     })
 
 
 def local_adapter_folder(api: LocalAPI, source: str, *, model_type: object, base: object,
-                         param: str) -> Path | None:
+                         param: str) -> tuple[Path, str] | None:
     """With the local trainer, a peft adapter folder on this machine (`file:///path`, or an
-    absolute path) imports for real (v0 `model_source`, v2 `remoteUrl`); its base must be one
-    the trainer has weights for. None for every other source."""
+    absolute path) imports for real (v0 `model_source`, v2 `remoteUrl`): the folder and its
+    base, which must be one the trainer has weights for (without `base`, the one its
+    `adapter_config.json` names, as Together reads it). None for every other source."""
     if api.config.trainer != "peft" or not source.startswith(("file://", "/")):
         return None
     folder = Path(urlparse(source).path if source.startswith("file://") else source)
@@ -218,8 +223,9 @@ def local_adapter_folder(api: LocalAPI, source: str, *, model_type: object, base
     if model_type != "adapter":
         raise bad_request(f"a local folder ({param}) imports as an adapter of a base the "
                           "local trainer has weights for", param)
-    training.base_of(api, str(base or ""))  # a 400 if it has no weights
-    return folder
+    named = str(base or "") or training.adapter_base(folder, param)
+    training.base_of(api, named)  # a 400 if it has no weights
+    return folder, named
 
 
 async def get_job(request: Request) -> Response:

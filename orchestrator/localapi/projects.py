@@ -163,7 +163,7 @@ async def create_upload(request: Request) -> Response:
     asked: dict[str, Any] = {"remote_url": remote_url, "token_given": bool(token)}
     plan = import_plan(api, request)
     if local is not None:  # a real adapter: copied in at once, served when the call returns
-        asked["local_adapter"] = await keep_adapter(api, local, upload_id, "remoteUrl")
+        asked["local_adapter"] = await keep_adapter(api, local[0], upload_id, "remoteUrl")
         plan = {"duration": 0.0, "outcome": "completed"}
     row = {"id": upload_id, "model_id": model_id, "created_at": api.clock(), "request": asked,
            "plan": plan}

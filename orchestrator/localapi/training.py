@@ -178,6 +178,25 @@ MAX_ADAPTER_BYTES = 4 << 30
 """The largest adapter imported from a folder (a rank-64 adapter of a 70B model is ~1.6 GB)."""
 
 
+def adapter_base(folder: Path, param: str) -> str:
+    """The base model an adapter folder's `adapter_config.json` names (a 400 naming `param`
+    when it names none or cannot be read)."""
+    import json  # noqa: PLC0415
+
+    from orchestrator.inputfiles import UnreadableFile, read_regular  # noqa: PLC0415
+
+    try:
+        config = json.loads(read_regular(folder / "adapter_config.json", max_bytes=1 << 20))
+    except (UnreadableFile, ValueError) as exc:
+        raise bad_request(f"{param} {folder}: adapter_config.json cannot be read ({exc}): "
+                          "give base_model", param) from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not isinstance(base, str) or not base:
+        raise bad_request(f"{param} {folder}: its adapter_config.json names no "
+                          "base_model_name_or_path: give base_model", param)
+    return base
+
+
 async def keep_adapter(api: LocalAPI, folder: Path, key: str, param: str) -> str:
     """Where a copy of an imported adapter's files is kept in the data folder (the original
     may go), made off the event loop; a 400 naming `param` for a folder that is not one."""

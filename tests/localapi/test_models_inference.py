@@ -263,3 +263,19 @@ async def test_supported_models_are_the_base_models_a_page_at_a_time(
     assert one.status_code == 200 and one.json()["id"] == ids[0]
     missing = await client.get(f"{root}/acme/nothing")
     assert missing.status_code == 404 and missing.json()["error"]["param"] == "id"
+
+
+async def test_an_adapter_from_hugging_face_as_the_upload_guide_writes_it(
+        client: httpx.AsyncClient) -> None:
+    """Together's adapter-upload guide: an adapter on Hugging Face, a token, the base named
+    `meta-llama/Meta-Llama-3.1-70B-Instruct`; without a base, the local API says what it
+    needs (it downloads nothing, so it cannot read the adapter's config as Together does)."""
+    asked = {"model_name": "my-lora", "model_source": "https://huggingface.co/acme/my-lora",
+             "model_type": "adapter", "hf_token": "hf_secret"}
+    answer = await client.post("/models", json={
+        **asked, "base_model": "meta-llama/Meta-Llama-3.1-70B-Instruct"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["model_source"] == "huggingface"
+    refused = await client.post("/models", json={**asked, "model_name": "other"})
+    assert refused.status_code == 400
+    assert "adapter_config.json" in refused.json()["error"]["message"]
