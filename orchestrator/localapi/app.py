@@ -29,6 +29,7 @@ from orchestrator.localapi import (
     inference,
     models,
     multipart,
+    preview,
     projects,
     supported,
 )
@@ -64,6 +65,7 @@ Files        GET /v1/files, POST /v1/files (302 + Location + X-Together-File-Id,
 Fine-tunes   POST|GET /v1/fine-tunes, GET|DELETE /v1/fine-tunes/{id},
              POST /v1/fine-tunes/{id}/cancel, GET /v1/fine-tunes/{id}/events|checkpoints|metrics,
              POST /v1/fine-tunes/estimate-price, GET /v1/fine-tunes/models/limits?model_name=,
+             POST /v1/fine-tunes/preview (how a file's first rows tokenize),
              GET /v1/fine-tunes/models/supported, GET /v1/finetune/download?ft_id=
 Models       GET /v1/models, POST /v1/models (also /v0/models), GET /v1/jobs, GET /v1/jobs/{id}
 Models (v2)  project proj-local (GET /v3/whoami): POST|GET /v2/projects/{project}/models,
@@ -279,6 +281,7 @@ def _routes() -> list[BaseRoute]:
     # Routes are tried in order: the ones polled most (a job's status) come first.
     return [
         *finetunes.ROUTES,
+        *preview.ROUTES,  # a full match beats /v1/fine-tunes/{job_id}'s method-less one
         *inference.ROUTES,
         *files.ROUTES,
         *multipart.ROUTES,

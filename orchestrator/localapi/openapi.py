@@ -142,6 +142,10 @@ _OPERATIONS: list[tuple[str, str, str, list[Schema], Schema | None]] = [
         {"model": _STRING, "messages": {"type": "array", "items": _object(
             {"role": {"enum": ["system", "user", "assistant", "tool"]}, "content": _CONTENT},
             "role")}, **_SAMPLING}, "model", "messages"))),
+    ("post", "/v1/fine-tunes/preview", "how a training file's first rows tokenize", [],
+     _json(_object({"model": _STRING, "training_file": _STRING,
+                    "top_k": {"type": "integer"}, "train_on_inputs": {"type": "boolean"},
+                    "training_method": {"enum": ["sft"]}}, "model", "training_file"))),
     ("get", "/v2/supported-models", "the base models, a cursor page at a time",
      [_param("search", "query"), _param("product", "query"), _param("modality", "query"),
       _param("after", "query"), _param("limit", "query")], None),

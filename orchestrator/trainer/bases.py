@@ -142,6 +142,14 @@ def prepared_base(name: str, cache: Path) -> Path:
     return folder
 
 
+def load_tokenizer(base: Mapping[str, Any], cache: Path) -> Any:
+    """The tokenizer of a job's `base` alone (a preview needs no weights)."""
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    folder = prepared_base(base["tiny"], cache) if "tiny" in base else Path(base["folder"])
+    return AutoTokenizer.from_pretrained(folder)
+
+
 def load_base(base: Mapping[str, Any], cache: Path, device: str) -> tuple[Any, Any]:
     """The model and tokenizer a job's `base` names (`{"tiny": name}` or `{"folder": path}`),
     on `device`, in evaluation mode."""

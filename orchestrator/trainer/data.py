@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IGNORED", "Example", "read_examples", "tokenized"]
+__all__ = ["IGNORED", "Example", "preview_rows", "read_examples", "tokenized"]
 
 IGNORED = -100
 
@@ -100,3 +100,37 @@ def tokenized(records: Sequence[dict[str, Any]], tokenizer: Any, *, train_on_inp
         if example.learnt:
             examples.append(example)
     return examples
+
+
+def preview_rows(records: Sequence[dict[str, Any]], tokenizer: Any, *, train_on_inputs: bool,
+                 max_seq_length: int) -> list[dict[str, Any]]:
+    """Each record as `POST /fine-tunes/preview` shows it (SDK 3.x's FineTunePreviewRow):
+    its token ids and strings, its labels (-100 where not learnt), the spans learnt, and
+    whether it was cut at `max_seq_length`. Built the way training builds its examples."""
+    rows = []
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    for record in records:
+        ids: list[int] = [bos] if bos is not None else []
+        labels: list[int] = [IGNORED] * len(ids)
+        for text, answer in _segments(record, tokenizer):
+            piece = _encode(tokenizer, text)
+            ids += piece
+            labels += piece if (answer or train_on_inputs) else [IGNORED] * len(piece)
+        if not isinstance(record.get("messages"), list) and eos is not None:
+            ids.append(eos)
+            labels.append(eos)
+        truncated = len(ids) > max_seq_length
+        ids, labels = ids[:max_seq_length], labels[:max_seq_length]
+        spans: list[list[int]] = []
+        for index, label in enumerate(labels):
+            if label == IGNORED:
+                continue
+            if spans and spans[-1][1] == index:
+                spans[-1][1] = index + 1
+            else:
+                spans.append([index, index + 1])
+        rows.append({"input_ids": ids, "labels": labels,
+                     "tokens": list(tokenizer.convert_ids_to_tokens(ids)),
+                     "num_tokens": len(ids), "num_trained_tokens": sum(e - b for b, e in spans),
+                     "trained_spans": spans, "truncated": truncated})
+    return rows

@@ -7,7 +7,7 @@ run side by side in it:
   dead trainer left running first (it continues from its saved state). One trainer per data
   folder trains (a lock file); another (a second server on the folder) only answers.
 - answering the server, on the main thread: one JSON request a line on stdin (`generate`,
-  `merge`, `wake`, `ping`), one JSON answer a line on stdout, matched by `id`.
+  `merge`, `preview`, `wake`, `ping`), one JSON answer a line on stdout, matched by `id`.
 
 When stdin ends (the server exited, or was killed), the process exits at once: a trainer never
 outlives its server, and the next server's trainer continues the job where this one saved it.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import itertools
 import json
 import os
 import sys
@@ -26,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from orchestrator.trainer.bases import load_base
+from orchestrator.trainer.bases import load_base, load_tokenizer
+from orchestrator.trainer.data import preview_rows, read_examples
 from orchestrator.trainer.generate import Models
 from orchestrator.trainer.loop import atomic_folder, train_job
 from orchestrator.trainer.spec import TrainSpec
@@ -85,6 +87,14 @@ def _merge(request: dict[str, Any], data_dir: Path, device: str) -> dict[str, An
     return {"folder": str(target)}
 
 
+def _preview(request: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """The first `top_k` records of a training file, tokenized as training would."""
+    tokenizer = load_tokenizer(request["base"], data_dir / "bases")
+    records = list(itertools.islice(read_examples(Path(request["file"])), request["top_k"]))
+    return {"rows": preview_rows(records, tokenizer, train_on_inputs=request["train_on_inputs"],
+                                 max_seq_length=request["max_seq_length"])}
+
+
 def _answer(out: TextIO, lock: threading.Lock, message: dict[str, Any]) -> None:
     with lock:
         out.write(json.dumps(message) + "\n")
@@ -137,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
                     seed=request.get("seed"))
             elif op == "merge":
                 result = _merge(request, args.data_dir, device)
+            elif op == "preview":
+                result = _preview(request, args.data_dir)
             else:
                 _answer(out, lock, {"id": ident, "error": f"unknown request {op!r}"})
                 continue

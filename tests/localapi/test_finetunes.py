@@ -291,3 +291,30 @@ def test_the_schedules_shapes() -> None:
     assert LRSchedule.of_request({"learning_rate": 3e-4, "warmup_ratio": 0.1, "lr_scheduler": {
         "lr_scheduler_type": "linear", "lr_scheduler_args": {"min_lr_ratio": 0.5}}}) == \
         LRSchedule(3e-4, "linear", 0.1, 0.5)
+
+
+async def test_a_preview_shows_how_a_file_tokenizes_and_what_is_learnt(
+        client: httpx.AsyncClient) -> None:
+    """SDK 3.x's `fine_tuning.preview` (a 405 before: `preview` taken for a job id). Without a
+    trainer the tokens are the local API's words, and it says so."""
+    file_id = (await upload(client))["id"]
+    shown = await client.post("/fine-tunes/preview", json={
+        "model": BASE, "training_file": file_id, "top_k": 2})
+    assert shown.status_code == 200, shown.text
+    body = shown.json()
+    assert (body["dataset_format"], body["simulated"], len(body["rows"])) == (
+        "instruction", True, 2)
+    row = body["rows"][0]
+    assert len(row["input_ids"]) == len(row["labels"]) == len(row["tokens"]) == \
+        row["num_tokens"]
+    learnt = [i for i, label in enumerate(row["labels"]) if label != -100]
+    assert learnt and row["num_trained_tokens"] == len(learnt)
+    assert [list(range(b, e)) for b, e in row["trained_spans"]] == [learnt]
+    assert learnt[0] > 0  # the prompt is not learnt unless train_on_inputs
+    everything = (await client.post("/fine-tunes/preview", json={
+        "model": BASE, "training_file": file_id, "top_k": 1,
+        "train_on_inputs": True})).json()["rows"][0]
+    assert everything["num_trained_tokens"] == everything["num_tokens"]
+    refused = await client.post("/fine-tunes/preview", json={"model": BASE,
+                                                             "training_file": "file-nope"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "training_file"

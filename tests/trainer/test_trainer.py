@@ -202,6 +202,20 @@ def what_the_trainer_cannot_honour_is_a_400_naming_it(server: Server) -> None:
         assert error["param"] == param and message in error["message"], error
 
 
+def a_preview_tokenizes_as_training_does(server: Server) -> None:
+    """`POST /fine-tunes/preview` on the real trainer: the base's own byte-level tokenizer,
+    the prompt's tokens not learnt, the answer's and the end of sequence learnt."""
+    body = server.http.post("/fine-tunes/preview", json={
+        "model": "local/tiny-llama", "training_file": server.upload(TRAIN), "top_k": 1}).json()
+    assert body["simulated"] is False, body
+    row = body["rows"][0]
+    assert row["input_ids"][0] == 256  # <s>: the tiny tokenizer's ids are bytes, then these
+    learnt = [token for token, label in zip(row["tokens"], row["labels"], strict=True)
+              if label != -100]
+    assert "".join(learnt).replace("\u0120", " ") == " Paris</s>"
+    assert row["num_trained_tokens"] == len(" Paris") + 1
+
+
 def a_model_folder_on_disk_is_a_base(server: Server) -> None:
     """A name mapped to a model folder (here the tiny base's, as transformers saved it)
     trains and answers like the built-in one; its events name the folder."""
@@ -448,6 +462,7 @@ def test_the_trainer_learns_on_the_users_path(cli: CLI, tmp_path: Path) -> None:
         the_same_seed_trains_the_same_losses(server)
         what_the_trainer_cannot_honour_is_a_400_naming_it(server)
         a_model_folder_on_disk_is_a_base(server)
+        a_preview_tokenizes_as_training_does(server)
         a_cancel_stops_training_within_two_seconds(server)
         the_official_sdk_trains_follows_and_downloads_a_real_adapter(server, tmp_path / "sdk")
         best = a_sweep_is_judged_gated_and_its_best_cell_promoted(cli, server,
