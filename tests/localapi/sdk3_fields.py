@@ -56,6 +56,8 @@ def main(data: Path, base_model: str) -> None:
     uploaded = client.files.upload(file=data, purpose="fine-tune", check=True)
     call("files.list", client.files.list)
     call("files.retrieve", lambda: client.files.retrieve(uploaded.id))
+    call("fine_tuning.preview", lambda: client.fine_tuning.preview(
+        model=base_model, training_file=uploaded.id, top_k=2))
     job = call("fine_tuning.create", lambda: client.fine_tuning.create(
         training_file=uploaded.id, model=base_model, lora=True, n_epochs=1, suffix="strict"))
     if job is not None:
