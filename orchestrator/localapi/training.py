@@ -10,6 +10,7 @@ folders, downloaded as tar.gz archives.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tarfile
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.inputfiles import UnreadableFile, read_regular
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.timeline import Event, JobPlan, JobView
 from orchestrator.protocol.types import TERMINAL_JOB_STATUSES
@@ -181,10 +183,6 @@ MAX_ADAPTER_BYTES = 4 << 30
 def adapter_base(folder: Path, param: str) -> str:
     """The base model an adapter folder's `adapter_config.json` names (a 400 naming `param`
     when it names none or cannot be read)."""
-    import json  # noqa: PLC0415
-
-    from orchestrator.inputfiles import UnreadableFile, read_regular  # noqa: PLC0415
-
     try:
         config = json.loads(read_regular(folder / "adapter_config.json", max_bytes=1 << 20))
     except (UnreadableFile, ValueError) as exc:

@@ -351,8 +351,10 @@ def test_pages_being_read_never_delay_the_steps_of_serve(cli: CLI, tmp_path: Pat
     """Under `serve` a 5 s sleep step took 10.7 s while five 10,000-step run pages rendered
     on the event loop that executes runs. The web view now reads and renders in a thread and
     an event loop of its own: a sleep step takes no more than 100 ms longer while pages load
-    without pause than the same step with no page loading, a moment before (the machine's
-    own delays, which a busy CI has, are in both)."""
+    without pause than the same step with no page loading, a moment before. The machine's own
+    delays, which a busy CI has, are in both; they come and go, so the comparison is made
+    twice, quiet then busy, and the promise must hold in one round: a delay the pages cause
+    is in every round."""
     state = _state(tmp_path)
     state.parent.mkdir(parents=True)
     big = seed_big_run(state)
@@ -360,8 +362,10 @@ def test_pages_being_read_never_delay_the_steps_of_serve(cli: CLI, tmp_path: Pat
                                  "with: {duration: 2s}}\n")
     port = free_port()
     service = start_service(tmp_path, "serve", "nap.yaml", "--ui-port", str(port))
-    stop = threading.Event()
+    stop, loading = threading.Event(), threading.Event()
     timings: list[float] = []
+    in_flight = [0]
+    lock = threading.Lock()
 
     def nap() -> float:
         queued = cli("run", "nap.yaml", "--detach", check_code=0).stdout.strip()
@@ -376,23 +380,43 @@ def test_pages_being_read_never_delay_the_steps_of_serve(cli: CLI, tmp_path: Pat
     def load_pages() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             while not stop.is_set():
-                started = time.perf_counter()
-                assert client.get(f"/runs/{big}").status_code == 200
-                timings.append(time.perf_counter() - started)
+                if not loading.wait(0.05):
+                    continue
+                with lock:
+                    in_flight[0] += 1
+                try:
+                    started = time.perf_counter()
+                    assert client.get(f"/runs/{big}").status_code == 200
+                    timings.append(time.perf_counter() - started)
+                finally:
+                    with lock:
+                        in_flight[0] -= 1
 
     readers = [threading.Thread(target=load_pages, daemon=True) for _ in range(5)]
+    rounds: list[tuple[float, float, int]] = []
     try:
-        quiet = nap()
         for reader in readers:
             reader.start()
-        wait_for(lambda: len(timings) >= 5, "pages are being read", timeout=60)
-        before = len(timings)
-        busy = nap()
-        during = len(timings) - before
+        for _ in range(2):
+            quiet = nap()
+            wanted = len(timings) + 5
+            loading.set()
+
+            def reading(wanted: int = wanted) -> bool:
+                return len(timings) >= wanted
+
+            wait_for(reading, "pages are being read", timeout=60)
+            counted = len(timings)
+            busy = nap()
+            rounds.append((quiet, busy, len(timings) - counted))
+            loading.clear()
+            wait_for(lambda: in_flight[0] == 0, "the pages in flight are read", timeout=60)
     finally:
         stop.set()
         for reader in readers:
             reader.join(30)
         service.stop()
-    assert during > 0, "pages were loading while the step slept"
-    assert quiet >= 2.0 and busy - quiet <= 0.1, (quiet, busy, statistics.median(timings))
+    assert all(during > 0 for _, _, during in rounds), "pages were loading while it slept"
+    assert all(quiet >= 2.0 for quiet, _, _ in rounds), rounds
+    assert min(busy - quiet for quiet, busy, _ in rounds) <= 0.1, (
+        rounds, statistics.median(timings))
