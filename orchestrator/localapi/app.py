@@ -66,6 +66,7 @@ Fine-tunes   POST|GET /v1/fine-tunes, GET|DELETE /v1/fine-tunes/{id},
              POST /v1/fine-tunes/{id}/cancel, GET /v1/fine-tunes/{id}/events|checkpoints|metrics,
              POST /v1/fine-tunes/estimate-price, GET /v1/fine-tunes/models/limits?model_name=,
              POST /v1/fine-tunes/preview (how a file's first rows tokenize),
+             GET /v1/fine-tunes/{id}/download-tokenized-dataset (a signed URL, 100 min),
              GET /v1/fine-tunes/models/supported, GET /v1/finetune/download?ft_id=
 Models       GET /v1/models, POST /v1/models (also /v0/models), GET /v1/jobs, GET /v1/jobs/{id}
 Models (v2)  project proj-local (GET /v3/whoami): POST|GET /v2/projects/{project}/models,

@@ -1,5 +1,7 @@
-"""`POST /v1/fine-tunes/preview` (SDK 3.x's `fine_tuning.preview`): how the first rows of a
-training file will be tokenized, and which tokens are learnt.
+"""How a training file is tokenized, and which tokens are learnt: `POST /v1/fine-tunes/preview`
+(SDK 3.x's `fine_tuning.preview`: a file's first rows) and `GET /v1/fine-tunes/{id}/
+download-tokenized-dataset` (`fine_tuning.retrieve_tokenized_dataset`: a job's whole file, as
+a gzipped JSON-lines archive behind a signed URL that expires, `/downloads/tokenized/{id}`).
 
 With the local trainer and a base it has weights for, the rows are tokenized by that base's
 own tokenizer, in the trainer process, exactly as training builds its examples. Otherwise
@@ -10,24 +12,29 @@ tokens (its usage figures do the same), and the answer says `"simulated": true`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from orchestrator.errors import shorten
 from orchestrator.localapi import training
-from orchestrator.localapi.errors import APIError, bad_request
+from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.finetune_requests import number
 from orchestrator.localapi.handlers import api_of, json_body
-from orchestrator.localapi.responses import JSONResponse
+from orchestrator.localapi.responses import JSONResponse, iso
 from orchestrator.trainer.client import TrainerError
 from orchestrator.trainer.data import preview_rows, read_examples
+
+if TYPE_CHECKING:
+    from orchestrator.localapi.app import LocalAPI
 
 __all__ = ["ROUTES"]
 
@@ -35,6 +42,10 @@ FORMATS = {"GENERAL": "general", "CONVERSATION": "conversation", "INSTRUCTION": 
 """The validation report's dataset formats a preview takes, as SDK 3.x names them."""
 PREVIEW_TIMEOUT = 120.0
 """Seconds a preview in the trainer may take (cold: its first tokenizer load)."""
+MAX_TOKENIZED_ROWS = 100_000
+"""The most rows of a training file a tokenized-dataset archive holds."""
+DOWNLOAD_TTL = 6000
+"""Seconds a tokenized dataset's download URL is valid (Together's presigned URLs: 100 min)."""
 
 
 class _Words:
@@ -69,8 +80,6 @@ class _Words:
 
 
 async def preview(request: Request) -> Response:
-    import anyio.to_thread  # noqa: PLC0415
-
     api = api_of(request)
     body = await json_body(request)
     model = body.get("model")
@@ -97,32 +106,113 @@ async def preview(request: Request) -> Response:
         raise bad_request("a preview is of supervised fine-tuning (sft) only",
                           "training_method")
     length = int(base.limits()["max_seq_length_sft"])
-    path = api.state.file_path(file_id)
+    rows, real = await _rows(api, model, api.state.file_path(file_id), top_k=top_k,
+                             train_on_inputs=train_on_inputs, max_seq_length=length)
+    return JSONResponse({"dataset_format": dataset, "max_seq_length": length, "model": model,
+                         "rows": rows, "train_on_inputs": train_on_inputs,
+                         "simulated": not real})
+
+
+async def _rows(api: LocalAPI, model: str, path: Path, *, top_k: int, train_on_inputs: bool,
+                max_seq_length: int) -> tuple[list[dict[str, Any]], bool]:
+    """The first `top_k` rows of `path` tokenized for `model`, and whether by a real
+    tokenizer (the trainer's, for a base it has weights for)."""
+    import anyio.to_thread  # noqa: PLC0415
+
     real = api.config.trainer == "peft" and (model in api.config.base_models
                                              or model.startswith(training.TINY_PREFIX))
     if real:
-        weights = training.base_of(api, model)
-        ask = {"base": weights, "file": str(path), "top_k": top_k,
-               "train_on_inputs": train_on_inputs, "max_seq_length": length}
+        ask = {"base": training.base_of(api, model), "file": str(path), "top_k": top_k,
+               "train_on_inputs": train_on_inputs, "max_seq_length": max_seq_length}
         try:
             answer = await anyio.to_thread.run_sync(
                 lambda: api.trainer().ask("preview", ask, timeout=PREVIEW_TIMEOUT))
         except TrainerError as exc:
             raise APIError(503, f"the local trainer could not answer: {exc}",
                            type_="service_unavailable") from None
-        rows = answer["rows"]
-    else:
-        def simulated() -> list[dict[str, Any]]:
-            records = list(itertools.islice(read_examples(path), top_k))
-            return preview_rows(records, _Words(), train_on_inputs=train_on_inputs,
-                                max_seq_length=length)
+        return list(answer["rows"]), True
 
-        rows = await anyio.to_thread.run_sync(simulated)
-    return JSONResponse({"dataset_format": dataset, "max_seq_length": length, "model": model,
-                         "rows": rows, "train_on_inputs": train_on_inputs,
-                         "simulated": not real})
+    def simulated() -> list[dict[str, Any]]:
+        records = list(itertools.islice(read_examples(path), top_k))
+        return preview_rows(records, _Words(), train_on_inputs=train_on_inputs,
+                            max_seq_length=max_seq_length)
+
+    return await anyio.to_thread.run_sync(simulated), False
 
 
-ROUTES = [Route("/v1/fine-tunes/preview", preview, methods=["POST"])]
+def _signature(api: LocalAPI, job_id: str, expires: int) -> str:
+    return hmac.new(api.config.api_key.encode(), f"tokenized:{job_id}:{expires}".encode(),
+                    hashlib.sha256).hexdigest()
+
+
+async def tokenized_dataset(request: Request) -> Response:
+    """Where a job's tokenized dataset can be downloaded, for `DOWNLOAD_TTL` seconds: an
+    archive made on first ask and kept (written then renamed)."""
+    import anyio.to_thread  # noqa: PLC0415
+
+    api = api_of(request)
+    job_id = request.path_params["job_id"]
+    row = api.state.finetune(job_id)
+    if row is None:
+        raise not_found(f"no fine-tuning job with id {job_id}", "id")
+    made = api.config.data_dir / "tokenized" / f"{job_id}.jsonl.gz"
+    if not made.exists():
+        req = row["request"]
+        base = api.base_model(row["model"])
+        length = int(req.get("max_seq_length") or (base.limits()["max_seq_length_sft"]
+                                                    if base else 4096))
+        method = req.get("training_method") or {}
+        rows, _ = await _rows(api, row["model"], api.state.file_path(req["training_file"]),
+                              top_k=MAX_TOKENIZED_ROWS, max_seq_length=length,
+                              train_on_inputs=method.get("train_on_inputs") is True)
+        await anyio.to_thread.run_sync(_write_archive, made, rows)
+    expires = int(api.clock()) + DOWNLOAD_TTL
+    url = (f"{str(request.base_url).rstrip('/')}/downloads/tokenized/{job_id}?expires="
+           f"{expires}&signature={_signature(api, job_id, expires)}")
+    return JSONResponse({"url": url, "filename": made.name, "size": made.stat().st_size,
+                         "content_type": "application/gzip", "expires_at": iso(expires)})
+
+
+def _write_archive(made: Path, rows: list[dict[str, Any]]) -> None:
+    import gzip  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    made.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=made.parent, prefix=f".{made.name}-")
+    try:
+        with os.fdopen(handle, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as packed:
+            for row in rows:
+                packed.write(json.dumps({"input_ids": row["input_ids"],
+                                         "labels": row["labels"]}).encode() + b"\n")
+        Path(name).replace(made)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+async def download_tokenized(request: Request) -> Response:
+    """The archive itself, for whoever holds an unexpired signed URL (as a presigned URL:
+    no key needed, nothing else reachable)."""
+    api = api_of(request)
+    job_id = request.path_params["job_id"]
+    raw_expires = request.query_params.get("expires", "")
+    given = request.query_params.get("signature", "")
+    expires = int(raw_expires) if raw_expires.isdigit() and len(raw_expires) < 12 else 0
+    if not hmac.compare_digest(given.encode(), _signature(api, job_id, expires).encode()) or \
+            expires < api.clock():
+        raise APIError(403, "the download URL is not valid or has expired: ask for a new one "
+                            "(GET /v1/fine-tunes/{id}/download-tokenized-dataset)",
+                       type_="forbidden")
+    made = api.config.data_dir / "tokenized" / f"{job_id}.jsonl.gz"
+    if not made.exists():
+        raise not_found(f"no tokenized dataset for job {job_id}", "id")
+    return FileResponse(made, media_type="application/gzip", filename=made.name)
+
+
+ROUTES = [Route("/v1/fine-tunes/preview", preview, methods=["POST"]),
+          Route("/v1/fine-tunes/{job_id}/download-tokenized-dataset", tokenized_dataset,
+                methods=["GET"]),
+          Route("/downloads/tokenized/{job_id}", download_tokenized, methods=["GET"])]
 """Matched in full, it wins over `/v1/fine-tunes/{job_id}` (which has no POST): `preview` is
 not a job id."""

@@ -70,6 +70,8 @@ def main(data: Path, base_model: str) -> None:
         call("fine_tuning.list", client.fine_tuning.list)
         call("fine_tuning.list_events",
              lambda: client.fine_tuning.list_events(job.id))
+        call("fine_tuning.retrieve_tokenized_dataset",
+             lambda: client.fine_tuning.retrieve_tokenized_dataset(job.id))
         call("fine_tuning.list_checkpoints",
              lambda: client.fine_tuning.list_checkpoints(job.id))
         def resume_from(ref: str) -> Any:

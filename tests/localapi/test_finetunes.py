@@ -318,3 +318,27 @@ async def test_a_preview_shows_how_a_file_tokenizes_and_what_is_learnt(
     refused = await client.post("/fine-tunes/preview", json={"model": BASE,
                                                              "training_file": "file-nope"})
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "training_file"
+
+
+async def test_a_jobs_tokenized_dataset_downloads_from_a_signed_url(
+        client: httpx.AsyncClient) -> None:
+    """`download-tokenized-dataset` answers a URL valid for 100 minutes, as a presigned one
+    is: fetched without the key, it gives every training row's ids and labels; a URL whose
+    signature is not the server's gets nothing."""
+    import gzip
+    import json
+
+    file_id = (await upload(client))["id"]
+    job = (await create_job(client, file_id)).json()
+    where = await client.get(f"/fine-tunes/{job['id']}/download-tokenized-dataset")
+    assert where.status_code == 200, where.text
+    found = where.json()
+    assert found["content_type"] == "application/gzip" and found["size"] > 0
+    fetched = await client.get(found["url"], headers={"Authorization": ""})
+    assert fetched.status_code == 200
+    rows = [json.loads(line) for line in gzip.decompress(fetched.content).splitlines()]
+    assert len(rows) == 3 and all(len(r["input_ids"]) == len(r["labels"]) for r in rows)
+    forged = found["url"].replace("signature=", "signature=0")
+    assert (await client.get(forged)).status_code == 403
+    assert (await client.get("/fine-tunes/ft-nope/download-tokenized-dataset")).status_code \
+        == 404
