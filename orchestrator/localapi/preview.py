@@ -162,7 +162,11 @@ async def tokenized_dataset(request: Request) -> Response:
         length = int(req.get("max_seq_length") or (base.limits()["max_seq_length_sft"]
                                                     if base else 4096))
         method = req.get("training_method") or {}
-        rows, _ = await _rows(api, row["model"], api.state.file_path(req["training_file"]),
+        path = api.state.file_path(req["training_file"])
+        if api.state.file(req["training_file"]) is None or not path.is_file():
+            raise not_found(f"job {job_id}'s training file {req['training_file']} was deleted: "
+                            "there is nothing to tokenize", "id")
+        rows, _ = await _rows(api, row["model"], path,
                               top_k=MAX_TOKENIZED_ROWS, max_seq_length=length,
                               train_on_inputs=method.get("train_on_inputs") is True)
         await anyio.to_thread.run_sync(_write_archive, made, rows)

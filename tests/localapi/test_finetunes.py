@@ -342,3 +342,13 @@ async def test_a_jobs_tokenized_dataset_downloads_from_a_signed_url(
     assert (await client.get(forged)).status_code == 403
     assert (await client.get("/fine-tunes/ft-nope/download-tokenized-dataset")).status_code \
         == 404
+
+
+async def test_a_job_whose_file_was_deleted_has_no_tokenized_dataset(
+        client: httpx.AsyncClient) -> None:
+    """Found by the fuzzer: the file deleted after the job was made was a 500."""
+    file_id = (await upload(client))["id"]
+    job = (await create_job(client, file_id)).json()
+    assert (await client.delete(f"/files/{file_id}")).status_code == 200
+    gone = await client.get(f"/fine-tunes/{job['id']}/download-tokenized-dataset")
+    assert gone.status_code == 404 and "was deleted" in gone.json()["error"]["message"]
