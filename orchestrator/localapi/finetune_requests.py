@@ -27,7 +27,8 @@ from orchestrator.settings import LocalJobOutcome
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["SECRET_FIELDS", "NewJob", "checked_job", "dataset", "job_plan_override", "number"]
+__all__ = ["SECRET_FIELDS", "NewJob", "checked_job", "dataset", "fine_tunable",
+           "job_plan_override", "number"]
 
 SECRET_FIELDS = ("wandb_key", "wandb_api_key", "hf_api_token")
 SUFFIX = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
@@ -221,6 +222,12 @@ def _resolve_model(api: LocalAPI, body: dict[str, Any]) -> tuple[BaseModel, str 
             raise bad_request(f"from_checkpoint {checkpoint!r}: no such fine-tuning job or "
                               "model", "from_checkpoint")
         model = row["model"]
+    return fine_tunable(api, model), checkpoint
+
+
+def fine_tunable(api: LocalAPI, model: object) -> BaseModel:
+    """The base model a request's `model` names; a 400 naming `model` otherwise (saying how
+    to map one to a folder, with the real trainer)."""
     if not isinstance(model, str) or not model:
         raise bad_request("model is required", "model")
     base = api.base_model(model)
@@ -229,7 +236,7 @@ def _resolve_model(api: LocalAPI, body: dict[str, Any]) -> tuple[BaseModel, str 
                    if api.config.trainer == "peft" else "")
         raise bad_request(f"model {model!r} is not available for fine-tuning (see GET "
                           f"/v1/fine-tunes/models/supported){mapping}", "model")
-    return base, checkpoint
+    return base
 
 
 def _accumulation_and_stopping(body: dict[str, Any], params: dict[str, Any],

@@ -30,7 +30,7 @@ from orchestrator.localapi.handlers import api_of, json_body
 from orchestrator.localapi.models import ServedModel, resolve
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import normalise_prompt
-from orchestrator.trainer.client import TrainerError
+from orchestrator.localapi.training import ask_trainer
 
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
@@ -145,17 +145,10 @@ async def _generated(api: LocalAPI, served: ServedModel, body: dict[str, Any], *
                      prompt: str | None, messages: list[dict[str, str]] | None,
                      max_tokens: int, stop: list[str]) -> tuple[str, str, dict[str, int]]:
     """A real model's answer, why it ended, and its usage (the trainer process generates)."""
-    import anyio.to_thread  # noqa: PLC0415
-
     assert served.weights is not None
     payload = {**served.weights, "prompt": prompt, "messages": messages,
                "max_tokens": max_tokens, "stop": stop, **_sampling(body)}
-    try:
-        result = await anyio.to_thread.run_sync(
-            lambda: api.trainer().ask("generate", payload, timeout=GENERATE_TIMEOUT))
-    except TrainerError as exc:
-        raise APIError(503, f"the local trainer could not answer: {exc}",
-                       type_="service_unavailable") from None
+    result = await ask_trainer(api, "generate", payload, timeout=GENERATE_TIMEOUT)
     usage = {"prompt_tokens": result["prompt_tokens"],
              "completion_tokens": result["completion_tokens"],
              "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}

@@ -27,10 +27,9 @@ from starlette.routing import Route
 from orchestrator.errors import shorten
 from orchestrator.localapi import training
 from orchestrator.localapi.errors import APIError, bad_request, not_found
-from orchestrator.localapi.finetune_requests import number
+from orchestrator.localapi.finetune_requests import fine_tunable, number
 from orchestrator.localapi.handlers import api_of, json_body
 from orchestrator.localapi.responses import JSONResponse, iso
-from orchestrator.trainer.client import TrainerError
 from orchestrator.trainer.data import preview_rows, read_examples
 
 if TYPE_CHECKING:
@@ -82,13 +81,8 @@ class _Words:
 async def preview(request: Request) -> Response:
     api = api_of(request)
     body = await json_body(request)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("model is required", "model")
-    base = api.base_model(model)
-    if base is None:
-        raise bad_request(f"model {model!r} is not available for fine-tuning (see GET "
-                          "/v1/fine-tunes/models/supported)", "model")
+    base = fine_tunable(api, body.get("model"))
+    model = base.id
     file_id = str(body.get("training_file") or "")
     row = api.state.file(file_id) if file_id else None
     if row is None or not row["report"]:
@@ -124,12 +118,7 @@ async def _rows(api: LocalAPI, model: str, path: Path, *, top_k: int, train_on_i
     if real:
         ask = {"base": training.base_of(api, model), "file": str(path), "top_k": top_k,
                "train_on_inputs": train_on_inputs, "max_seq_length": max_seq_length}
-        try:
-            answer = await anyio.to_thread.run_sync(
-                lambda: api.trainer().ask("preview", ask, timeout=PREVIEW_TIMEOUT))
-        except TrainerError as exc:
-            raise APIError(503, f"the local trainer could not answer: {exc}",
-                           type_="service_unavailable") from None
+        answer = await training.ask_trainer(api, "preview", ask, timeout=PREVIEW_TIMEOUT)
         return list(answer["rows"]), True
 
     def simulated() -> list[dict[str, Any]]:

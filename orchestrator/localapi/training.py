@@ -23,6 +23,7 @@ from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.timeline import Event, JobPlan, JobView
 from orchestrator.protocol.types import TERMINAL_JOB_STATUSES
 from orchestrator.trainer.bases import TINY_BASES
+from orchestrator.trainer.client import TrainerError
 from orchestrator.trainer.spec import TrainSpec
 
 if TYPE_CHECKING:
@@ -260,9 +261,8 @@ async def archive(api: LocalAPI, row: dict[str, Any], kind: str, step: int | Non
         spec = api.training.spec(row["id"])
         assert spec is not None
         target = folder.with_name(f"merged-{folder.name}")
-        await anyio.to_thread.run_sync(lambda: api.trainer().ask(
-            "merge", {"base": spec["base"], "adapter": str(folder), "target": str(target)},
-            timeout=3600))
+        await ask_trainer(api, "merge", {"base": spec["base"], "adapter": str(folder),
+                                         "target": str(target)}, timeout=MERGE_TIMEOUT)
         folder = target
     made = folder.with_name(f"{folder.name}.tar.gz")
     if not made.exists():
@@ -282,6 +282,24 @@ def _write_archive(folder: Path, made: Path) -> None:
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
+
+
+MERGE_TIMEOUT = 3600.0
+"""Seconds merging a base and its adapter may take (a big base, loaded cold)."""
+
+
+async def ask_trainer(api: LocalAPI, op: str, payload: dict[str, Any], *,
+                      timeout: float) -> dict[str, Any]:
+    """The trainer process's answer to one request, asked off the event loop; a 503 saying
+    why when it cannot answer (it died, or took longer than `timeout`)."""
+    import anyio.to_thread  # noqa: PLC0415
+
+    try:
+        return await anyio.to_thread.run_sync(
+            lambda: api.trainer().ask(op, payload, timeout=timeout))
+    except TrainerError as exc:
+        raise APIError(503, f"the local trainer could not answer: {exc}",
+                       type_="service_unavailable") from None
 
 
 def refuse(param: str, why: str) -> APIError:
