@@ -11,7 +11,7 @@ import argparse
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.cli.parser import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, MAX_LISTED
+from orchestrator.cli.parser import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from orchestrator.cli.session import (
     err,
     print_json,
@@ -32,7 +32,7 @@ EXIT_TIMED_OUT = 75
 """`wait --timeout` ran out: the run goes on (EX_TEMPFAIL, as for a store that is down)."""
 
 MAX_ALIAS_HISTORY = 1000
-"""The most moves `models --alias` reads (every alias's, newest first)."""
+"""The most moves of one alias `models --alias` shows, newest first."""
 
 FOLLOW_POLL = 0.5
 """Seconds between reads of the store while following a run (`logs -f`, `wait`)."""
@@ -313,17 +313,15 @@ def _alias(settings: StoreSettings, args: argparse.Namespace) -> int:
     """`models --alias NAME`: the model the alias serves, its registry entry, its moves."""
     from orchestrator.views.shapes import alias_json, model_json  # noqa: PLC0415
 
-    async def load(store: StateStore) -> tuple[list[AliasMove], list[ModelEntry]]:
-        moves = [m for m in await store.alias_history(limit=MAX_ALIAS_HISTORY)
-                 if m.alias == args.alias]
-        return moves, await store.list_models(limit=MAX_LISTED)
+    async def load(store: StateStore) -> tuple[list[AliasMove], ModelEntry | None]:
+        moves = await store.alias_history(alias=args.alias, limit=MAX_ALIAS_HISTORY)
+        return moves, (await store.get_model(moves[0].model)) if moves else None
 
-    moves, models = with_store(settings, load)
+    moves, entry = with_store(settings, load)
     if not moves:
         err(f"error: no alias {args.alias!r} (orchestrator promote BATCH --alias "
             f"{args.alias}, or a registry/promote step, sets one)")
         return EXIT_BAD_INPUT
-    entry = next((m for m in models if m.name == moves[0].model), None)
     if args.output == "json":
         print_json({**alias_json(moves[0]), "entry": model_json(entry) if entry else None,
                     "history": [alias_json(m) for m in moves]})

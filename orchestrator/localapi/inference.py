@@ -35,7 +35,7 @@ from orchestrator.localapi.training import ask_trainer
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["ROUTES", "AskedLog", "answer"]
+__all__ = ["ROUTES", "AskedLog", "answer", "pieces"]
 
 _PIECES = re.compile(r"\S+\s*|\s+")
 
@@ -68,7 +68,7 @@ async def asked(request: Request) -> Response:
     return JSONResponse(api_of(request).asked.to_json())
 
 
-def _pieces(text: str) -> list[str]:
+def pieces(text: str) -> list[str]:
     """Text split the way usage counts it: one "token" per word with its trailing space."""
     return _PIECES.findall(text)
 
@@ -165,14 +165,14 @@ def _shape(text: str, max_tokens: int, stop: list[str]) -> tuple[str, str]:
     cut = min((text.index(s) for s in stop if s and s in text), default=None)
     if cut is not None:
         text = text[:cut]
-    pieces = _pieces(text)
-    if len(pieces) > max_tokens:
-        text, reason = "".join(pieces[:max_tokens]), "length"
+    words = pieces(text)
+    if len(words) > max_tokens:
+        text, reason = "".join(words[:max_tokens]), "length"
     return text, reason
 
 
 def _usage(prompt: str, text: str) -> dict[str, int]:
-    prompt_tokens, completion_tokens = len(_pieces(prompt)), len(_pieces(text))
+    prompt_tokens, completion_tokens = len(pieces(prompt)), len(pieces(text))
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens}
 
@@ -206,14 +206,14 @@ async def completions(request: Request) -> Response:
         text = prompt + text
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if body.get("stream"):
-        pieces = [*_pieces(text), ""]
+        words = [*pieces(text), ""]
         chunks = [{"id": ident, "object": "completion.chunk", "created": created,
                    "model": served.name,
                    "token": {"id": i, "text": piece, "logprob": 0.0, "special": False},
                    "choices": [{"index": 0, "text": piece,
                                 "finish_reason": reason if last else None}],
                    "usage": usage if last else None, "finish_reason": reason if last else None}
-                  for i, piece in enumerate(pieces) for last in [i == len(pieces) - 1]]
+                  for i, piece in enumerate(words) for last in [i == len(words) - 1]]
         return _sse(chunks)
     return JSONResponse({
         "id": ident, "object": "text.completion", "created": created, "model": served.name,
@@ -294,7 +294,7 @@ async def chat(request: Request) -> Response:
                    "model": served.name, "choices": [{
                        "index": 0, "delta": {"role": "assistant", "content": piece},
                        "finish_reason": None}]}
-                  for piece in _pieces(text)]
+                  for piece in pieces(text)]
         chunks.append({"id": ident, "object": "chat.completion.chunk", "created": created,
                        "model": served.name, "choices": [{
                            "index": 0, "delta": {"role": "assistant", "content": ""},

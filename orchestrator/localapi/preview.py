@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import itertools
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from orchestrator.localapi import training
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.finetune_requests import fine_tunable, number
 from orchestrator.localapi.handlers import api_of, json_body
+from orchestrator.localapi.inference import pieces
 from orchestrator.localapi.responses import JSONResponse, iso
 from orchestrator.trainer.data import preview_rows, read_examples
 
@@ -53,7 +53,6 @@ class _Words:
 
     bos_token_id = None
     eos_token_id = None
-    _WORDS = re.compile(r"\S+\s*|\s+")
 
     def __init__(self) -> None:
         self._seen: dict[int, str] = {}
@@ -61,7 +60,7 @@ class _Words:
     def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
         del add_special_tokens
         ids = []
-        for word in self._WORDS.findall(text):
+        for word in pieces(text):
             ident = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=3).digest(),
                                    "big")
             self._seen[ident] = word

@@ -286,8 +286,13 @@ class StateStore(ABC):
         """Each alias's current model: the move that set it, by alias."""
 
     @abstractmethod
-    async def alias_history(self, *, limit: int = 100) -> list[AliasMove]:
-        """The latest alias moves, newest first."""
+    async def alias_history(self, *, alias: str | None = None,
+                            limit: int = 100) -> list[AliasMove]:
+        """The latest alias moves (of `alias` alone, if given), newest first."""
+
+    @abstractmethod
+    async def get_model(self, name: str) -> ModelEntry | None:
+        """The registry's entry for `name`, if it has one."""
 
     # -- moving a history between databases -------------------------------------------------
 

@@ -35,6 +35,7 @@ from orchestrator.store.rows import (
 
 __all__ = [
     "ALIAS_HISTORY",
+    "ALIAS_HISTORY_OF",
     "CURRENT_ALIASES",
     "INSERT_BATCH",
     "INSERT_EVENT",
@@ -42,6 +43,7 @@ __all__ = [
     "INSERT_SLOT",
     "INSERT_TEXT",
     "METRIC_CONFLICT",
+    "MODEL_NAMED",
     "MOVE_ALIAS",
     "MOVE_SLOT",
     "NEEDS_EXECUTOR",
@@ -161,6 +163,10 @@ CURRENT_ALIASES = (f"SELECT {ALIAS_COLUMNS} FROM alias_moves WHERE seq IN "
 """Each alias with the move that set its current model."""
 
 ALIAS_HISTORY = f"SELECT {ALIAS_COLUMNS} FROM alias_moves ORDER BY seq DESC LIMIT ?"
+ALIAS_HISTORY_OF = (f"SELECT {ALIAS_COLUMNS} FROM alias_moves WHERE alias = ? ORDER BY seq DESC "
+                    "LIMIT ?")
+"""One alias's moves, newest first (its index serves it)."""
+MODEL_NAMED = f"SELECT {MODEL_COLUMNS} FROM models WHERE name = ?"
 
 
 def move_alias_values(move: AliasMove, at: float) -> tuple[Any, ...]:

@@ -299,6 +299,8 @@ async def test_model_registry(store: StateStore, clock: FakeClock) -> None:
     listed = await store.list_models()
     assert [(m.name, m.run_id) for m in listed] == [("user/m-1", "r-3"), ("user/m-2", "r-2")]
     assert listed[0].metrics == {"train_loss": 0.3}
+    found = await store.get_model("user/m-1")
+    assert found is not None and found.run_id == "r-3"
 
 
 async def test_an_alias_moves_once_to_a_model_and_keeps_its_history(
@@ -323,6 +325,9 @@ async def test_an_alias_moves_once_to_a_model_and_keeps_its_history(
     assert [(a.alias, a.model) for a in history] == [
         ("production", "user/m-2"), ("staging", "user/m-1"), ("production", "user/m-1")]
     assert history[-1].source == "b-1"
+    assert [a.model for a in await store.alias_history(alias="production")] == [
+        "user/m-2", "user/m-1"]
+    assert await store.get_model("user/m-1") is None  # aliases name models; they record none
 
 
 async def test_concurrent_moves_of_one_alias_to_one_model_make_one_move(

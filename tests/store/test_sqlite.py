@@ -254,3 +254,17 @@ async def test_a_lock_held_past_busy_timeout_is_unavailable_not_invalid(tmp_path
             holder.close()
         await store.create_run(new)
         assert [run.id for run in await store.list_runs()] == ["r-1"]
+
+
+@pytest.mark.parametrize(("code", "busy"), [(5, True), (6, True), (261, True), (517, True),
+                                            (262, True), (11, False), (None, False)])
+def test_a_lock_is_known_by_its_primary_code(code: int | None, busy: bool) -> None:
+    """SQLite reports a lock with extended codes too (SQLITE_BUSY_RECOVERY, 261, when several
+    processes open a new WAL file together): each is a lock to wait for, not a broken file
+    (a flake of test_processes_opening_a_new_database_at_once_all_succeed)."""
+    from orchestrator.store.sqlite.connection import is_busy
+
+    error = sqlite3.OperationalError("database is locked")
+    if code is not None:
+        error.sqlite_errorcode = code
+    assert is_busy(error) is busy

@@ -34,6 +34,8 @@ UPSERT_MODEL = format_style(statements.UPSERT_MODEL)
 MOVE_ALIAS = format_style(statements.MOVE_ALIAS)
 CURRENT_ALIASES = statements.CURRENT_ALIASES
 ALIAS_HISTORY = format_style(statements.ALIAS_HISTORY)
+ALIAS_HISTORY_OF = format_style(statements.ALIAS_HISTORY_OF)
+MODEL_NAMED = format_style(statements.MODEL_NAMED)
 LOCK_ALIAS = "SELECT pg_advisory_xact_lock(hashtextextended('alias:' || %s, 0))"
 """Two promotions of one alias at once: the second waits, then sees the first's move."""
 IMPORT_ROWS = {table: (format_style(statement), columns)

@@ -63,6 +63,7 @@ from orchestrator.store.postgres.rows import (
 )
 from orchestrator.store.postgres.sql import (
     ALIAS_HISTORY,
+    ALIAS_HISTORY_OF,
     CLAIMABLE,
     CURRENT_ALIASES,
     EVENTS_FROM_FENCE,
@@ -73,6 +74,7 @@ from orchestrator.store.postgres.sql import (
     INSERT_SLOT,
     LOCK_ALIAS,
     METRICS_FROM_FENCE,
+    MODEL_NAMED,
     MOVE_ALIAS,
     MOVE_SLOT,
     STEPS_FROM_FENCE,
@@ -495,16 +497,24 @@ class PostgresStore(StateStore):
         return await self._tx(insert)
 
     async def aliases(self) -> list[AliasMove]:
+        return await self._alias_moves(CURRENT_ALIASES, ())
+
+    async def alias_history(self, *, alias: str | None = None,
+                            limit: int = 100) -> list[AliasMove]:
+        return await self._alias_moves(*((ALIAS_HISTORY, (limit,)) if alias is None else
+                                         (ALIAS_HISTORY_OF, (alias, limit))))
+
+    async def _alias_moves(self, statement: str, values: tuple[Any, ...]) -> list[AliasMove]:
         async def select(cur: Cursor) -> list[AliasMove]:
-            await cur.execute(CURRENT_ALIASES)
+            await cur.execute(statement, values)
             return [alias_record(row) for row in await cur.fetchall()]
 
         return await self._read(select)
 
-    async def alias_history(self, *, limit: int = 100) -> list[AliasMove]:
-        async def select(cur: Cursor) -> list[AliasMove]:
-            await cur.execute(ALIAS_HISTORY, (limit,))
-            return [alias_record(row) for row in await cur.fetchall()]
+    async def get_model(self, name: str) -> ModelEntry | None:
+        async def select(cur: Cursor) -> ModelEntry | None:
+            row = await (await cur.execute(MODEL_NAMED, (name,))).fetchone()
+            return None if row is None else model_record(row)
 
         return await self._read(select)
 

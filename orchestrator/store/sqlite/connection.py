@@ -38,7 +38,10 @@ def sqlite_path(url: str) -> Path:
 
 
 def is_busy(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    """Another connection holds a lock: SQLITE_BUSY or SQLITE_LOCKED, extended codes too
+    (SQLITE_BUSY_RECOVERY, met when processes open a new WAL file together, is 261)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class Busy(Exception):

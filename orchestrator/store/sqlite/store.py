@@ -76,9 +76,11 @@ from orchestrator.store.sqlite.rows import (
 )
 from orchestrator.store.statements import (
     ALIAS_HISTORY,
+    ALIAS_HISTORY_OF,
     CURRENT_ALIASES,
     INSERT_BATCH,
     INSERT_SLOT,
+    MODEL_NAMED,
     MOVE_ALIAS,
     MOVE_SLOT,
     NEEDS_EXECUTOR,
@@ -427,15 +429,23 @@ class SQLiteStore(StateStore):
         return await self._run(insert, write=True)
 
     async def aliases(self) -> list[AliasMove]:
+        return await self._alias_moves(CURRENT_ALIASES, ())
+
+    async def alias_history(self, *, alias: str | None = None,
+                            limit: int = 100) -> list[AliasMove]:
+        return await self._alias_moves(*((ALIAS_HISTORY, (limit,)) if alias is None else
+                                         (ALIAS_HISTORY_OF, (alias, limit))))
+
+    async def _alias_moves(self, statement: str, values: tuple[Any, ...]) -> list[AliasMove]:
         def select(conn: sqlite3.Connection) -> list[AliasMove]:
-            return [alias_record(row) for row in conn.execute(CURRENT_ALIASES).fetchall()]
+            return [alias_record(row) for row in conn.execute(statement, values).fetchall()]
 
         return await self._run(select, write=False)
 
-    async def alias_history(self, *, limit: int = 100) -> list[AliasMove]:
-        def select(conn: sqlite3.Connection) -> list[AliasMove]:
-            return [alias_record(row)
-                    for row in conn.execute(ALIAS_HISTORY, (limit,)).fetchall()]
+    async def get_model(self, name: str) -> ModelEntry | None:
+        def select(conn: sqlite3.Connection) -> ModelEntry | None:
+            row = conn.execute(MODEL_NAMED, (name,)).fetchone()
+            return None if row is None else model_record(row)
 
         return await self._run(select, write=False)
 
