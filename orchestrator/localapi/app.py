@@ -27,6 +27,7 @@ from orchestrator.localapi import (
     files,
     finetunes,
     inference,
+    model_uploads,
     models,
     multipart,
     preview,
@@ -38,7 +39,7 @@ from orchestrator.localapi.errors import APIError, error_response
 from orchestrator.localapi.gate import Gate
 from orchestrator.localapi.handlers import api_of
 from orchestrator.localapi.jobviews import JobViews
-from orchestrator.localapi.openapi import document
+from orchestrator.localapi.openapi import V1_ALIASED, document
 from orchestrator.localapi.responses import JSONResponse
 from orchestrator.localapi.state import LocalState
 from orchestrator.trainer.client import TrainerProcess, missing_extra
@@ -72,8 +73,12 @@ Models       GET /v1/models, POST /v1/models (also /v0/models), GET /v1/jobs, GE
 Models (v2)  project proj-local (GET /v3/whoami): POST|GET /v2/projects/{project}/models,
              GET|PATCH|DELETE .../models/{id}, GET .../models/{id}/revisions|files,
              POST|GET .../models/uploads (import from Hugging Face or a presigned URL),
-             GET .../models/uploads/{id}, GET .../models/uploads/{id}/events;
-             GET /v2/supported-models, GET /v2/supported-models/{id} (the base models)
+             GET .../models/uploads/{id}, GET .../models/uploads/{id}/events,
+             POST .../models/upload/create|complete (a folder's files direct, in parts:
+             PUT each to its URL, answered with its MD5 as ETag; complete makes a revision);
+             GET /v2/supported-models, GET /v2/supported-models/{id} (the base models);
+             each also under /v1 (/v1/projects/..., /v1/supported-models): SDK 2.x sends
+             them beside its base URL
 Inference    POST /v1/completions, POST /v1/chat/completions (stream: true for SSE);
              GET /v1/local/inference: every request taken, counted by model and prompt
 
@@ -146,6 +151,11 @@ class LocalAPI:
             APIError: _api_error, HTTPException: _http_error})
         starlette.state.api = self
         self.app = Gate(starlette, self)
+
+    def base_models(self) -> list[catalogue.BaseModel]:
+        """Every base model this API serves: the catalogue's, then the mapped folders'."""
+        mapped = sorted(self.config.base_models) if self.config.trainer == "peft" else []
+        return [*catalogue.BASE_MODELS, *(m for m in map(self.base_model, mapped) if m)]
 
     def base_model(self, name: str) -> catalogue.BaseModel | None:
         """The base model `name` names: one of the catalogue's, or (with the real trainer) a
@@ -280,6 +290,7 @@ async def openapi(request: Request) -> Response:
 
 def _routes() -> list[BaseRoute]:
     # Routes are tried in order: the ones polled most (a job's status) come first.
+    v2 = [*projects.ROUTES, *model_uploads.ROUTES, *supported.ROUTES]
     return [
         *finetunes.ROUTES,
         *preview.ROUTES,  # a full match beats /v1/fine-tunes/{job_id}'s method-less one
@@ -287,8 +298,9 @@ def _routes() -> list[BaseRoute]:
         *files.ROUTES,
         *multipart.ROUTES,
         *models.ROUTES,
-        *projects.ROUTES,
-        *supported.ROUTES,
+        *v2,
+        *(Route("/v1" + r.path.removeprefix("/v2"), r.endpoint, methods=r.methods)
+          for r in v2 if isinstance(r, Route) and r.path.startswith(V1_ALIASED)),
         Route("/", root, name="root"),
         Route("/docs", docs, name="docs"),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -30,6 +30,14 @@ class BaseModel:
     created: int = 1_720_000_000
     max_epochs: int = 20
 
+    @property
+    def object_id(self) -> str:
+        """The model's id in SDK 3.x's model registry (`ml_...`, what `models create` takes as
+        `baseModelId`): stable, made from the name."""
+        import hashlib  # noqa: PLC0415
+
+        return "ml_" + hashlib.sha256(self.id.encode()).hexdigest()[:24]
+
     def limits(self) -> dict[str, Any]:
         """`GET /fine-tunes/models/limits` for this model (every field any SDK requires)."""
         lora = {

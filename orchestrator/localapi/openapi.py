@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["document"]
+__all__ = ["V1_ALIASED", "document"]
 
 Schema = dict[str, Any]
 
@@ -194,7 +194,24 @@ _OPERATIONS += [
      [*_PROJECT, _param("model_id", "path"), _param("revision_id")], None),
     ("get", f"{_PROJECT_BASE}/{{model_id}}/files", "a model's files",
      [*_PROJECT, _param("model_id", "path"), _param("revision_id")], None),
+    ("post", f"{_PROJECT_BASE}/upload/create", "begin uploading a folder's files to a model",
+     _PROJECT, _json(_object({"objectId": _STRING, "files": {"type": "array", "items": _object(
+         {"path": _STRING, "hash": _STRING, "numParts": _INT}, "path", "hash")}},
+                             "objectId", "files"))),
+    ("post", f"{_PROJECT_BASE}/upload/complete", "finish an upload: a revision of the model",
+     _PROJECT, _json(_object({"objectId": _STRING, "files": {"type": "array", "items": _object(
+         {"path": _STRING, "hash": _STRING, "skipUpload": _BOOL, "uploadDetails": _object(
+             {"uploadId": _STRING, "parts": {"type": "array", "items": _object(
+                 {"partNumber": _INT, "hash": _STRING})}})}, "path", "hash")}},
+                             "objectId", "files"))),
+    ("put", "/uploads/model-files/{upload_id}/parts/{number}", "one part of a model's file",
+     [_param("upload_id", "path"), _param("number", "path", _INT),
+      _param("token", required=True)], _bytes()),
 ]
+
+V1_ALIASED = ("/v2/projects/", "/v2/supported-models")
+"""Paths also served under /v1: SDK 2.x, given a base URL (which ends in /v1), sends its v2
+calls beside the v1 ones."""
 
 _ANSWERS = {"200": {"description": "done"}, "400": {"description": "refused, saying why "
                                                                      "(Together's error shape)"}}
@@ -210,6 +227,9 @@ def document() -> dict[str, Any]:
         if body is not None:
             operation["requestBody"] = body
         paths.setdefault(path, {})[method] = operation
+        if path.startswith(V1_ALIASED):
+            paths.setdefault("/v1" + path.removeprefix("/v2"), {})[method] = {
+                **operation, "summary": f"{summary} (SDK 2.x's path)", "x-alias-of": path}
     return {
         "openapi": "3.1.0",
         "info": {"title": "orchestrator local-api", "version": "1",

@@ -1,7 +1,8 @@
 """The v2 model API of Together's SDK 3.x: models registered in a project, filled by remote
 uploads.
 
-`POST /v2/projects/{project}/models` registers a model or adapter (name, base model, type);
+`POST /v2/projects/{project}/models` registers a model or adapter (name, base model by name
+or by its `ml_` id from `/v2/supported-models`, type);
 `POST /v2/projects/{project}/models/uploads` imports its files from a Hugging Face repository
 or a presigned archive URL into it. Nothing is downloaded: the upload goes PENDING -> RUNNING
 -> SUCCEEDED by the clock, like a v0 import (`local_upload_duration`, `X-Local-Job`), and each
@@ -39,7 +40,8 @@ from orchestrator.localapi.training import keep_adapter
 if TYPE_CHECKING:
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["ORGANIZATION_ID", "PROJECT_ID", "ROUTES", "cursor_page"]
+__all__ = ["BASE", "ORGANIZATION_ID", "PROJECT_ID", "ROUTES", "cursor_page", "project_model",
+           "revision_id"]
 
 PROJECT_ID = "proj-local"
 ORGANIZATION_ID = "org-local"
@@ -86,13 +88,17 @@ def _qualified(api: LocalAPI, name: str) -> str:
     return f"{slug}/{bare}"
 
 
-def _model(request: Request) -> dict[str, Any]:
+def project_model(request: Request, model_id: str, param: str) -> dict[str, Any]:
+    """The registered model `model_id` of the project in the path; 404 naming `param`."""
     _project(request)
-    model_id = request.path_params["model_id"]
     row = api_of(request).state.project_model(model_id)
     if row is None:
-        raise not_found(f"no model with id {model_id}", "id")
+        raise not_found(f"no model with id {model_id[:60]}", param)
     return row
+
+
+def _model(request: Request) -> dict[str, Any]:
+    return project_model(request, request.path_params["model_id"], "id")
 
 
 def cursor_page(request: Request, items: list[dict[str, Any]], key: str = "id") -> dict[str, Any]:
@@ -129,11 +135,16 @@ def _upload_json(api: LocalAPI, row: dict[str, Any]) -> dict[str, Any]:
             "maxRestarts": 3, "restartCount": 0, "updatedAt": iso(at)}
 
 
+def _remote(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The remote uploads among a model's revisions (the others are files uploaded direct)."""
+    return [row for row in rows if not row["request"].get("direct")]
+
+
 def _upload(request: Request) -> dict[str, Any]:
     _project(request)
     upload_id = request.path_params["upload_id"]
     row = api_of(request).state.remote_upload(upload_id)
-    if row is None:
+    if row is None or not _remote([row]):
         raise not_found(f"no remote upload with id {upload_id}", "id")
     return row
 
@@ -179,7 +190,7 @@ async def list_uploads(request: Request) -> Response:
     _project(request)
     api = api_of(request)
     return JSONResponse(cursor_page(request, [_upload_json(api, r)
-                                        for r in api.state.remote_uploads()]))
+                                        for r in _remote(api.state.remote_uploads())]))
 
 
 async def upload_events(request: Request) -> Response:
@@ -205,7 +216,8 @@ def _model_json(row: dict[str, Any]) -> dict[str, Any]:
         weights["contextLength"] = str(found.context_length)
     return {"id": row["id"], "name": row["name"], "organizationId": ORGANIZATION_ID,
             "projectId": PROJECT_ID, "visibility": req["visibility"], "weights": weights,
-            "baseModel": f"projects/together/models/{base}", "baseModelId": base,
+            "baseModel": f"projects/together/models/{req.get('base_model_ref', base)}",
+            "baseModelId": req.get("base_model_ref", base),
             "description": req["description"]}
 
 
@@ -214,7 +226,8 @@ async def create_model(request: Request) -> Response:
     api = api_of(request)
     body = await json_body(request)
     name = _qualified(api, _string(body, "name", required=True) or "")
-    base = body.get("baseModelId")
+    given = body.get("baseModelId")
+    base = next((m.id for m in api.base_models() if m.object_id == given), given)
     check_base_model(api, base, "baseModelId")
     kind = TYPES.get(str(body.get("type")))
     if kind is None:
@@ -225,8 +238,8 @@ async def create_model(request: Request) -> Response:
     if name_taken(api, name):
         raise bad_request("Model name already exists", "name")
     row = {"id": f"model-{uuid.uuid4()}", "name": name, "created_at": api.clock(),
-           "request": {"base_model_id": base, "type": kind, "description": description,
-                       "visibility": "VISIBILITY_PRIVATE"}}
+           "request": {"base_model_id": base, "base_model_ref": given, "type": kind,
+                       "description": description, "visibility": "VISIBILITY_PRIVATE"}}
     api.state.add_project_model(row)
     return JSONResponse(_model_json(row))
 
@@ -281,7 +294,8 @@ def _revisions(api: LocalAPI, model_id: str) -> list[tuple[float, dict[str, Any]
     return sorted(done, key=lambda pair: pair[0], reverse=True)
 
 
-def _revision_id(upload: dict[str, Any]) -> str:
+def revision_id(upload: dict[str, Any]) -> str:
+    """The id of the revision a remote upload that succeeded (or a direct one) made."""
     return "rev-" + str(upload["id"]).removeprefix("upload-")
 
 
@@ -289,7 +303,7 @@ async def list_revisions(request: Request) -> Response:
     api = api_of(request)
     row = _model(request)
     data: list[dict[str, Any]] = [
-        {"revisionId": _revision_id(up), "createdAt": iso(at), "lastValidatedAt": iso(at),
+        {"revisionId": revision_id(up), "createdAt": iso(at), "lastValidatedAt": iso(at),
          "validationErrors": [], "validationStatus": "REVISION_VALIDATION_STATUS_SUCCESS"}
         for at, up in _revisions(api, row["id"])]
     return JSONResponse(cursor_page(request, data, key="revisionId"))
@@ -301,7 +315,7 @@ async def list_model_files(request: Request) -> Response:
     revisions = _revisions(api, row["id"])
     wanted = request.query_params.get("revision_id")
     chosen = next(((at, up) for at, up in revisions
-                   if wanted is None or _revision_id(up) == wanted), None)
+                   if wanted is None or revision_id(up) == wanted), None)
     if chosen is None:
         if wanted is not None:
             raise not_found(f"no revision {wanted} of model {row['id']}", "revision_id")
@@ -310,11 +324,13 @@ async def list_model_files(request: Request) -> Response:
     adapter = row["request"]["type"] == "adapter"
     names = ["adapter_config.json", "adapter_model.safetensors"] if adapter else \
         ["config.json", "model.safetensors"]
-    files = [{"path": name, "sizeBytes": "0", "hash": f"simulated-{upload['id'][-12:]}-{n}"}
-             for n, name in enumerate(names)]
+    files = [{"path": f["path"], "sizeBytes": str(f["bytes"]), "hash": f["hash"]}
+             for f in upload["request"].get("files", ())] or \
+        [{"path": name, "sizeBytes": "0", "hash": f"simulated-{upload['id'][-12:]}-{n}"}
+         for n, name in enumerate(names)]
     return JSONResponse({"object": "list", "data": files, "next_cursor": None,
-                         "revisionId": _revision_id(upload), "revisionCreatedAt": iso(at),
-                         "totalSizeBytes": "0"})
+                         "revisionId": revision_id(upload), "revisionCreatedAt": iso(at),
+                         "totalSizeBytes": str(sum(int(f["sizeBytes"]) for f in files))})
 
 
 BASE = "/v2/projects/{project_id}/models"

@@ -54,6 +54,12 @@ _SCHEMA = (
         upload_id TEXT NOT NULL, part_number INTEGER NOT NULL, etag TEXT NOT NULL,
         bytes INTEGER NOT NULL, received INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (upload_id, part_number))""",
+    # Direct uploads of a v2 model's files (one row per file; its parts in upload_parts), and
+    # the revision each made once completed (a complete sent again answers the same one).
+    """CREATE TABLE IF NOT EXISTS model_file_uploads (
+        upload_id TEXT PRIMARY KEY, model_id TEXT NOT NULL, path TEXT NOT NULL,
+        hash TEXT NOT NULL, num_parts INTEGER NOT NULL, token TEXT NOT NULL,
+        created_at REAL NOT NULL, revision_id TEXT)""",
 )
 
 _SPACES = re.compile(r"\s+")
@@ -316,6 +322,33 @@ class LocalState:
             "ON CONFLICT (upload_id, part_number) DO UPDATE SET etag = excluded.etag, "
             "bytes = excluded.bytes, received = received + 1",
             (upload_id, part_number, etag, size))
+
+    def add_model_file_uploads(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self._db.executemany(
+            "INSERT INTO model_file_uploads (upload_id, model_id, path, hash, num_parts, token, "
+            "created_at) VALUES (:upload_id, :model_id, :path, :hash, :num_parts, :token, "
+            ":created_at)", [dict(row) for row in rows])
+
+    def model_file_upload(self, upload_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM model_file_uploads WHERE upload_id = ?", (upload_id,))
+
+    def complete_model_file_uploads(self, upload_ids: Iterable[str],
+                                    revision: Mapping[str, Any]) -> None:
+        """In one transaction: the revision the files make (a row of remote_uploads, as a
+        remote upload that succeeded is), their uploads marked completed by it, their parts'
+        rows forgotten."""
+        ids = [(i,) for i in upload_ids]
+        marked = [(revision["id"], i) for (i,) in ids]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self.add_remote_upload(revision)
+            self._db.executemany("UPDATE model_file_uploads SET revision_id = ? "
+                                 "WHERE upload_id = ?", marked)
+            self._db.executemany("DELETE FROM upload_parts WHERE upload_id = ?", ids)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def parts(self, upload_id: str) -> dict[int, dict[str, Any]]:
         rows = self._all("SELECT * FROM upload_parts WHERE upload_id = ? ORDER BY part_number",

@@ -199,29 +199,36 @@ def adapter_base(folder: Path, param: str) -> str:
 async def keep_adapter(api: LocalAPI, folder: Path, key: str, param: str) -> str:
     """Where a copy of an imported adapter's files is kept in the data folder (the original
     may go), made off the event loop; a 400 naming `param` for a folder that is not one."""
+    return await keep_adapter_files(api, [folder / name for name in ADAPTER_FILES], key, param,
+                                    where=str(folder))
+
+
+async def keep_adapter_files(api: LocalAPI, sources: list[Path], key: str, param: str, *,
+                             where: str) -> str:
+    """Where a copy of `sources` (an adapter's files, in ADAPTER_FILES's order, from
+    `where`) is kept in the data folder, made off the event loop."""
     import anyio.to_thread  # noqa: PLC0415
 
     return str(await anyio.to_thread.run_sync(
-        _copy_adapter, folder, api.config.data_dir.resolve() / "imports" / key, param))
+        _copy_adapter, sources, api.config.data_dir.resolve() / "imports" / key, param, where))
 
 
-def _copy_adapter(folder: Path, kept: Path, param: str) -> Path:
+def _copy_adapter(sources: list[Path], kept: Path, param: str, where: str) -> Path:
     """Only the two files an adapter is made of, bounded in size, never following a link."""
     import shutil  # noqa: PLC0415
 
-    sources = [folder / name for name in ADAPTER_FILES]
-    for source in sources:
+    for source, name in zip(sources, ADAPTER_FILES, strict=True):
         if source.is_symlink() or not source.is_file():
-            raise bad_request(f"{param} {folder} holds no regular file {source.name}: a peft "
+            raise bad_request(f"{param} {where} holds no regular file {name}: a peft "
                               "adapter folder has adapter_config.json and "
                               "adapter_model.safetensors", param)
     size = sum(source.stat().st_size for source in sources)
     if size > MAX_ADAPTER_BYTES:
-        raise bad_request(f"{param} {folder} holds {size} bytes of adapter, over the "
+        raise bad_request(f"{param} {where} holds {size} bytes of adapter, over the "
                           f"{MAX_ADAPTER_BYTES} the local API imports", param)
     kept.mkdir(parents=True)
-    for source in sources:
-        shutil.copyfile(source, kept / source.name, follow_symlinks=False)
+    for source, name in zip(sources, ADAPTER_FILES, strict=True):
+        shutil.copyfile(source, kept / name, follow_symlinks=False)
     return kept
 
 

@@ -88,6 +88,7 @@ LEFT_OUT = {
     "tokenized_dataset_path", "tokenized_dataset_uploaded_at",
     "checkpoint", "object_id", "object_name", "object_revision_id",
     "architecture",  # a supported model's weights metadata: not read from any weights
+    "decodingSpeedTps", "timeToFirstTokenMs",  # a deployment profile's benchmarks: none run
 }
 """The SDK 3.x response fields the local API leaves out, each for a stated reason."""
 

@@ -15,6 +15,7 @@ a server of its own.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -288,12 +289,36 @@ def the_official_sdk_trains_follows_and_downloads_a_real_adapter(server: Server,
     assert upload.status_code == 200 and upload.json()["status"].endswith("SUCCEEDED"), \
         upload.text
     assert server.answer(model.json()["name"], SMOKE).strip() == "Paris"
+    uploaded_direct_it_serves(server, v2, adapter)
     (adapter / "adapter_model.safetensors").unlink()  # not an adapter folder: refused in one line
     refused = server.http.post("/models", json={
         "model_name": "broken", "model_source": adapter.as_uri(), "model_type": "adapter",
         "base_model": "local/tiny-llama"})
     assert refused.status_code == 400 and "adapter_model.safetensors" in \
         refused.json()["error"]["message"]
+
+
+def uploaded_direct_it_serves(server: Server, v2: str, adapter: Path) -> None:
+    """The adapter's files uploaded as the 3.x CLI's `models upload` does (one part each
+    here): the revision serves those weights."""
+    model = server.http.post(v2, json={"name": "capitals-direct", "type": "adapter",
+                                       "baseModelId": "local/tiny-llama"}).json()
+    files: list[dict[str, Any]] = [{"path": name, "numParts": 1, "hash": hashlib.md5(
+        (adapter / name).read_bytes(), usedforsecurity=False).hexdigest()}
+        for name in ("adapter_config.json", "adapter_model.safetensors")]
+    plan = server.http.post(f"{v2}/upload/create", json={"objectId": model["id"],
+                                                         "files": files}).json()["files"]
+    done = []
+    for file, planned in zip(files, plan, strict=True):
+        part = planned["parts"][0]
+        etag = httpx.put(part["url"], content=(adapter / file["path"]).read_bytes(),
+                         timeout=30).headers["etag"]
+        done.append({**file, "uploadDetails": {"uploadId": planned["uploadId"], "parts": [
+            {"partNumber": 1, "hash": etag}]}})
+    completed = server.http.post(f"{v2}/upload/complete", json={"objectId": model["id"],
+                                                                "files": done})
+    assert completed.status_code == 200, completed.text
+    assert server.answer(model["name"], SMOKE).strip() == "Paris"
 
 
 def downloads_are_real_model_folders(server: Server, job_id: str) -> None:
