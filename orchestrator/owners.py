@@ -21,7 +21,9 @@ def new_owner_id() -> str:
 
 
 def owner_is_dead(owner: str) -> bool:
-    """True if `owner` was a process on this host that no longer exists."""
+    """True if `owner` was a process on this host that is gone, or dead and not yet reaped
+    (a zombie: `kill(pid, 0)` still succeeds for one, and a parent that reaps late, such as
+    a container without an init, would otherwise keep its runs held until the lease ends)."""
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
@@ -35,4 +37,22 @@ def owner_is_dead(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _state(pid) in DEAD_STATES
+
+
+DEAD_STATES = frozenset("ZX")
+"""Process states (proc(5)) of a process that has exited: zombie, dead."""
+
+
+def _state(pid: int) -> str | None:
+    """The process's one-letter state from /proc (None where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read(4096)
+    except FileNotFoundError:
+        return "X"  # gone between the signal and the read
+    except OSError:
+        return None
+    # "pid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ")".
+    after = text[text.rfind(b")") + 1:].split()
+    return after[0].decode("ascii", "replace") if after else None
