@@ -4,15 +4,18 @@ worker would hold it) race on one database at once."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import psycopg
 import pytest
 
-from orchestrator.errors import LeaseLost, StateStoreInvalid
+from orchestrator.errors import LeaseLost, RunBusy, StateStoreInvalid
 from orchestrator.redact import REDACTOR
 from orchestrator.store.opening import open_store
+from orchestrator.store.postgres.dbclock import RECALIBRATE_EVERY, DatabaseClock
 from orchestrator.store.postgres.schema import SCHEMA_VERSION
 from orchestrator.store.records import (
     NewEvent,
@@ -392,3 +395,41 @@ async def _listeners(url: str) -> int:
     rows = sql(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND "
                     f"application_name = 'orchestrator {schema_of(url)}'")
     return int(str(rows[0][0]))
+
+
+@pytest.mark.parametrize("skew", [-300.0, 300.0], ids=["behind", "ahead"])
+async def test_leases_go_by_the_servers_clock_never_a_workers(postgres_url: str,
+                                                               skew: float) -> None:
+    """A worker whose clocks (wall and monotonic, injected) are five minutes off neither takes
+    a live lease (ahead, it would see every lease as expired) nor writes one that others see
+    as expired (behind, its expiries would lie in their past)."""
+    def off(source: Callable[[], float]) -> Callable[[], float]:
+        return lambda: source() + skew
+
+    skewed = DatabaseClock(monotonic=off(time.monotonic), wall=off(time.time))
+    async with open_store(postgres_url) as honest, \
+            open_store(postgres_url, clock=skewed) as other:
+        assert skewed.skew is not None and abs(skewed.skew - skew) < 1
+        await honest.create_run(queued("r-honest"))
+        await honest.acquire_lease("r-honest", "honest", ttl=TTL, max_recoveries=3)
+        assert await other.claim_runs("other", limit=5, ttl=TTL, max_recoveries=3) == []
+        with pytest.raises(RunBusy):
+            await other.acquire_lease("r-honest", "other", ttl=TTL, max_recoveries=3)
+        await other.create_run(queued("r-other"))
+        lease = await other.acquire_lease("r-other", "other", ttl=TTL, max_recoveries=3)
+        assert abs(lease.expires_at - (honest.clock() + TTL)) < 1
+        assert await honest.claim_runs("honest", limit=5, ttl=TTL, max_recoveries=3) == []
+
+
+async def test_the_servers_clock_is_read_again_every_minute(postgres_url: str) -> None:
+    """Between readings the store counts on this machine's monotonic clock; a minute on, the
+    next transaction reads the server's again (here the fake monotonic clock ran a minute
+    ahead of the server, and the reading corrects it)."""
+    ticks = [1000.0]
+    clock = DatabaseClock(monotonic=lambda: ticks[0])
+    async with open_store(postgres_url, clock=clock) as store:
+        assert abs(clock() - time.time()) < 1 and not clock.due
+        ticks[0] += RECALIBRATE_EVERY + 1
+        assert clock.due and abs(clock() - time.time() - RECALIBRATE_EVERY) < 2
+        await store.create_run(queued("r-1"))
+        assert not clock.due and abs(clock() - time.time()) < 1

@@ -24,6 +24,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from orchestrator.errors import StateStoreInvalid, StoreUnavailable
+from orchestrator.store.postgres.dbclock import DatabaseClock
 from orchestrator.store.postgres.schema import migrate
 from orchestrator.store.records import Clock
 from orchestrator.store.urls import shown_url
@@ -137,6 +138,8 @@ class PgConnections:
         try:
             async with conn:
                 await self._configure(conn)
+                if isinstance(self._clock, DatabaseClock):
+                    await self._clock.read(conn)
                 change = await migrate(conn, where=f"state database {self.shown}",
                                        schema=self.schema, clock=self._clock)
         except psycopg.Error as exc:
@@ -184,10 +187,12 @@ class PgConnections:
         turn = _NO_QUEUE if urgent else self._turns
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with turn, self._pool.connection() as conn, \
-                        (conn.transaction() if transaction else _ONE_STATEMENT), \
-                        conn.cursor() as cur:
-                    return await fn(cur)
+                async with turn, self._pool.connection() as conn:
+                    if isinstance(self._clock, DatabaseClock) and self._clock.due:
+                        await self._clock.read(conn)
+                    async with (conn.transaction() if transaction else _ONE_STATEMENT), \
+                            conn.cursor() as cur:
+                        return await fn(cur)
             except _RETRIED:
                 if attempt == _ATTEMPTS:
                     raise self._unavailable("kept conflicting with other processes") from None

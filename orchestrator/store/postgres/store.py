@@ -6,23 +6,23 @@ The same contract as SQLite, where SQLite's one writer at a time is replaced by 
   row (`FOR NO KEY UPDATE`, or the UPDATE itself), so a stalled executor cannot write past its
   successor, and a run's events are numbered in the order they are committed (`logs --follow`
   reads them by number and never skips one that committed late).
-- Workers claim with `FOR UPDATE SKIP LOCKED`: two workers never wait on each other, and
-  never take the same run.
+- Workers claim with `FOR UPDATE SKIP LOCKED`: none waits on another or takes the same run.
 - A concurrency key's slots are granted under a transaction-scoped advisory lock of the key,
   so N workers never exceed its limit.
 - Runs queued and slots given back are announced with NOTIFY (sent at commit); `watch` LISTENs,
   so an idle fleet starts a queued run at once. Polling stays as the fallback.
 
 Multi-row locks are taken in id order (renewals, cancel requests); a deadlock or serialization
-failure the server still reports is retried. `durability`: `machine` waits for the server's WAL
-flush (`synchronous_commit = on`); `process` does not (`off`): a killed orchestrator loses
-nothing, only a crash of the database server itself can lose the last moments' commits.
+failure the server still reports is retried. `durability`: `machine` waits for the WAL flush
+(`synchronous_commit = on`); `process` does not (`off`): a killed orchestrator loses nothing,
+only a crash of the database server itself can lose the last moments' commits.
 
 The URL is libpq's (`postgresql://user@host:5432/db`), plus `?schema=NAME` to keep the tables
 in a schema of their own (several deployments, or tests, in one database).
 
 This module holds the statements; `connection` the pool and its transactions, `schema` the
-migrations, `notify` LISTEN/NOTIFY, `sql` the statements' text, `rows` what they share.
+migrations, `notify` LISTEN/NOTIFY, `sql` the statements' text, `rows` what they share,
+`dbclock` the time leases are decided by (the server's, never a worker's).
 (Over 400 lines: the whole contract's SQL for one dialect, one method per operation of
 `StateStore`; the decisions are in `policy`, the records in `records`.)
 """
@@ -50,6 +50,7 @@ from orchestrator.store.policy import (
     slot_grants,
 )
 from orchestrator.store.postgres.connection import Cursor, PgConnections, one_line
+from orchestrator.store.postgres.dbclock import DatabaseClock
 from orchestrator.store.postgres.notify import Announcements
 from orchestrator.store.postgres.rows import (
     insert_events,
@@ -144,7 +145,7 @@ class PostgresStore(StateStore):
 
     def __init__(self, url: str, *, durability: str = "process", busy_timeout: float = 10.0,
                  clock: Clock | None = None, read_only: bool = False) -> None:
-        super().__init__(url, read_only=read_only, **({"clock": clock} if clock else {}))
+        super().__init__(url, read_only=read_only, clock=clock or DatabaseClock())
         self._db = PgConnections(url, durability=durability, busy_timeout=busy_timeout,
                                  read_only=read_only, clock=self.clock)
         password = urlsplit(url).password
