@@ -9,6 +9,12 @@ the step's next commit, or are flushed within `FLUSH_DELAY` for a step that take
 (bench/engine_overhead.py). One `DeferredFlusher` per process does the flushing for every
 run it executes: a task, a task group, a cancel scope and an event per run made a sleeping
 run cost more memory than everything else it holds (bench/scale.py).
+
+A commit the store cannot take now (`StoreUnavailable`: a database restarting, or out of
+reach) is tried again, after 0.1 s and twice as long each time up to 5 s, for as long as
+`STORE_OUTAGE_RIDE`: the run waits for its state to be written instead of failing for it. An
+outage longer than the lease ends the run here anyway (the heartbeat finds the lease gone and
+stops it), and the next executor takes it over once the database is back.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from orchestrator.errors import LeaseLost
+from orchestrator.errors import LeaseLost, StoreUnavailable
 from orchestrator.log import get_logger
 from orchestrator.redact import REDACTOR
 from orchestrator.store.base import StateStore
@@ -33,7 +39,10 @@ from orchestrator.store.records import (
     StepRecord,
 )
 
-__all__ = ["FLUSH_DELAY", "DeferredFlusher", "RunJournal"]
+__all__ = ["FLUSH_DELAY", "STORE_OUTAGE_RIDE", "DeferredFlusher", "RunJournal"]
+
+STORE_OUTAGE_RIDE = 300.0
+"""Seconds a commit waits for an unavailable store before the error is the run's."""
 
 FLUSH_DELAY = 0.05
 """Seconds within which a deferred write (an attempt's start) reaches the store."""
@@ -152,8 +161,7 @@ class RunJournal:
         if run is None and not steps and not events and not metrics:
             return
         try:
-            await self._store.commit(self._lease, run=run, steps=steps, events=events,
-                                     metrics=list(metrics.values()))
+            await self._commit_through_outages(run, steps, events, list(metrics.values()))
         except BaseException:
             # Not written (cancelled before the database took it, or refused): keep it for the
             # next commit, e.g. the run's last one, behind any newer write of the same step.
@@ -164,3 +172,22 @@ class RunJournal:
                 newer = self._metrics.get(key)
                 self._metrics[key] = point if newer is None else point.merged(newer)
             raise
+
+    async def _commit_through_outages(self, run: RunUpdate | None, steps: list[StepRecord],
+                                      events: list[NewEvent], metrics: list[MetricPoint]
+                                      ) -> None:
+        pause, deadline = 0.1, anyio.current_time() + STORE_OUTAGE_RIDE
+        while True:
+            try:
+                await self._store.commit(self._lease, run=run, steps=steps, events=events,
+                                         metrics=metrics)
+                return
+            except StoreUnavailable as exc:
+                if anyio.current_time() + pause > deadline:
+                    raise
+                if pause == 0.1:
+                    get_logger().warning("the state store is unavailable; this run's writes "
+                                         "wait for it", run_id=self._lease.run_id,
+                                         error=str(exc))
+            await anyio.sleep(pause)
+            pause = min(5.0, pause * 2)

@@ -8,7 +8,10 @@ cost a walk of thousands of scopes per turn for thousands of turns: measured, a 
 1,000 sleeping runs took 10.5 s to stop, with 2,500 over a minute (SQLite, whose writes do
 not wait, 2.4 s). Here each run executes in a shielded scope of its own, which the outer
 cancellation does not reach; `stop` cancels them `wave` at a time, so each walk is short:
-the same 2,500 runs stop in 6.3 s instead of 22.5 s (a worker process on PostgreSQL).
+the same 2,500 runs stop in 6.3 s instead of 22.5 s (a worker process on PostgreSQL). The wave
+is 256: with 8, four SQLite workers stopping 10,000 runs at once took 21 s (their writes
+contend for the file's lock; 64: 6.3 s, 256: 5.2 s), and one PostgreSQL worker with 2,500 runs
+5.4 s (256: 4.6 s); measured with `python -m bench.fleet`'s stop on 2026-12-06.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class RunGroup:
     """Starts runs in `tg`; `stop` ends them in waves (call it shielded, on the way out:
     the outer cancellation does not reach the runs, so without it they would go on)."""
 
-    def __init__(self, tg: TaskGroup, *, wave: int = 8) -> None:
+    def __init__(self, tg: TaskGroup, *, wave: int = 256) -> None:
         self._tg = tg
         self._wave = wave
         self._scopes: dict[str, anyio.CancelScope] = {}

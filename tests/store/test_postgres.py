@@ -12,7 +12,7 @@ import anyio
 import psycopg
 import pytest
 
-from orchestrator.errors import LeaseLost, RunBusy, StateStoreInvalid
+from orchestrator.errors import LeaseLost, RunBusy, StateStoreInvalid, StoreUnavailable
 from orchestrator.redact import REDACTOR
 from orchestrator.store.opening import open_store
 from orchestrator.store.postgres.dbclock import RECALIBRATE_EVERY, DatabaseClock
@@ -113,9 +113,19 @@ async def test_someone_elses_runs_table_is_refused_and_left_alone(postgres_url: 
                              f"'{schema}'") == [(1,)]
 
 
+async def test_a_server_that_is_not_there_is_unavailable_not_invalid() -> None:
+    """Refused (down, restarting): try again later (exit 75), unlike a wrong role or database
+    (exit 2), which trying again never mends."""
+    with pytest.raises(StoreUnavailable) as caught:
+        async with open_store("postgresql://postgres@127.0.0.1:1/test", busy_timeout=2.0):
+            pass
+    message = str(caught.value)
+    assert 'cannot connect: connection to server at "127.0.0.1", port 1 failed: Connection ' \
+           "refused" in message and "try again" in message and "\n" not in message
+    assert caught.value.exit_code == 75
+
+
 @pytest.mark.parametrize(("url", "expected"), [
-    ("postgresql://postgres@127.0.0.1:1/test", "cannot connect: connection to server at "
-                                               '"127.0.0.1", port 1 failed: Connection refused'),
     ("postgresql://nobody@127.0.0.1:5432/test", 'role "nobody" does not exist'),
     ("postgresql://postgres@127.0.0.1:5432/no_such_db", 'database "no_such_db" does not exist'),
     ("postgresql://postgres@127.0.0.1:5432/test?schema=Bad-Name", "schema 'Bad-Name' is not a "
@@ -138,7 +148,7 @@ async def test_unusable_servers_are_one_line_errors(url: str, expected: str) -> 
 
 async def test_a_password_in_the_url_is_never_shown() -> None:
     url = "postgresql://postgres:hunter2-secret@127.0.0.1:1/test"
-    with pytest.raises(StateStoreInvalid) as caught:
+    with pytest.raises(StoreUnavailable) as caught:
         async with open_store(url, busy_timeout=1.0):
             pass
     assert "hunter2-secret" not in str(caught.value)

@@ -102,6 +102,21 @@ async def _still_connected(conn: psycopg.AsyncConnection[Any]) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
+_NOT_NOW = ("starting up", "shutting down", "in recovery mode", "too many clients",
+            "remaining connection slots")
+
+
+def server_down(exc: psycopg.Error) -> bool:
+    """Whether a failed connection means the server is not there now (refused, timed out,
+    starting up, shutting down: try again later) rather than that the URL is wrong (no such
+    role or database, bad password: try again never). libpq reports a refusal by a server
+    that answered as `FATAL: ...` and gives no SQLSTATE for it, so the text decides."""
+    text = str(exc)
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    return "FATAL:" not in text or any(reason in text for reason in _NOT_NOW)
+
+
 class PgConnections:
     """The pool a store's transactions run on; see the module docstring."""
 
@@ -128,6 +143,8 @@ class PgConnections:
                 self.conninfo, autocommit=True, row_factory=dict_row,
                 connect_timeout=max(1, round(self.busy_timeout)))
         except psycopg.Error as exc:
+            if server_down(exc):
+                raise self._unavailable(f"cannot connect: {one_line(exc)}") from None
             msg = f"state database {self.shown}: cannot connect: {one_line(exc)}"
             raise StateStoreInvalid(msg) from None
 
@@ -143,6 +160,8 @@ class PgConnections:
                 change = await migrate(conn, where=f"state database {self.shown}",
                                        schema=self.schema, clock=self._clock)
         except psycopg.Error as exc:
+            if server_down(exc):
+                raise self._unavailable(f"went away while opening: {one_line(exc)}") from None
             msg = f"state database {self.shown} cannot be used: {one_line(exc)}"
             raise StateStoreInvalid(msg) from None
         pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
@@ -154,8 +173,7 @@ class PgConnections:
             await pool.open(wait=True, timeout=self.busy_timeout)
         except PoolTimeout:
             await pool.close()
-            msg = f"state database {self.shown}: no connection within {self.busy_timeout:g}s"
-            raise StateStoreInvalid(msg) from None
+            raise self._unavailable(f"no connection within {self.busy_timeout:g}s") from None
         self._pool = pool
         self._turns = anyio.CapacityLimiter(_POOL_SIZE)
         return change

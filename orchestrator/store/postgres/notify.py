@@ -13,11 +13,15 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import DictRow
 
-from orchestrator.errors import StateStoreInvalid
+from orchestrator.errors import StateStoreInvalid, StoreUnavailable
 from orchestrator.log import get_logger
 from orchestrator.store.postgres.connection import Cursor
 
-__all__ = ["Announcements"]
+__all__ = ["RECONNECT_FIRST", "RECONNECT_MOST", "Announcements"]
+
+RECONNECT_FIRST = 0.2
+RECONNECT_MOST = 5.0
+"""Seconds between tries to listen again: the first, and the most (doubling between)."""
 
 
 class Announcements:
@@ -62,13 +66,19 @@ class Announcements:
 
     async def _listen(self) -> None:
         """LISTEN on the store's channel and wake the watchers of each topic announced. The
-        server gone, it tries again every few seconds (the callers' polling goes on)."""
+        server gone (restarted, or out of reach), it tries again after RECONNECT_FIRST
+        seconds, twice as long each time up to RECONNECT_MOST (the callers' polling goes on
+        meanwhile)."""
+        pause = RECONNECT_FIRST
         while True:
             try:
                 conn = await self._connect()
                 try:
                     await conn.execute(sql.SQL("LISTEN {}").format(
                         sql.Identifier(self.channel)))
+                    if pause > RECONNECT_FIRST:
+                        self._log.info("listening for state changes again")
+                    pause = RECONNECT_FIRST
                     for wakes in self._wakes.values():
                         for wake in list(wakes):
                             wake()
@@ -83,7 +93,9 @@ class Announcements:
                 finally:  # cancelled (the usual end): still closed, not left to the GC
                     with anyio.CancelScope(shield=True):
                         await conn.close()
-            except (psycopg.Error, StateStoreInvalid) as exc:
-                self._log.warning("not listening for state changes; polling only",
-                                  error=str(exc))
-            await anyio.sleep(5.0)
+            except (psycopg.Error, StateStoreInvalid, StoreUnavailable) as exc:
+                if pause == RECONNECT_FIRST:
+                    self._log.warning("not listening for state changes; polling until the "
+                                      "database answers again", error=str(exc))
+            await anyio.sleep(pause)
+            pause = min(RECONNECT_MOST, pause * 2)
