@@ -33,6 +33,7 @@ from orchestrator.localapi import training
 from orchestrator.localapi.errors import APIError, bad_request, not_found
 from orchestrator.localapi.files import store_stream
 from orchestrator.localapi.handlers import api_of, json_body, same_secret
+from orchestrator.localapi.multipart import check_parts, part_path
 from orchestrator.localapi.projects import BASE, project_model, revision_id
 from orchestrator.localapi.responses import JSONResponse
 
@@ -58,10 +59,6 @@ def _blob(api: LocalAPI, digest: str) -> Path:
     folder = api.config.data_dir / "model-files"
     folder.mkdir(exist_ok=True)
     return folder / digest
-
-
-def _part_path(api: LocalAPI, upload_id: str, number: int) -> Path:
-    return api.state.files_dir / f"{upload_id}-part{number}"
 
 
 def _path(value: object) -> str:
@@ -143,7 +140,7 @@ async def receive_part(request: Request) -> Response:
     if not 1 <= number <= row["num_parts"]:
         raise bad_request(f"part {number} is not a part of this upload (1 to "
                           f"{row['num_parts']})", "partNumber")
-    size, etag = await store_stream(request.stream(), _part_path(api, upload_id, number),
+    size, etag = await store_stream(request.stream(), part_path(api, upload_id, number),
                                     algorithm="md5")
     api.state.put_part(upload_id, number, etag, size)
     return Response(status_code=200, headers={"ETag": f'"{etag}"'})
@@ -177,18 +174,9 @@ def _uploaded(api: LocalAPI, model_id: str, given: dict[str, Any]) -> dict[str, 
         return row
     claimed = {p["partNumber"]: str(p.get("hash", "")).strip('"') for p in details["parts"]
                if isinstance(p, dict) and isinstance(p.get("partNumber"), int)}
-    received = api.state.parts(row["upload_id"])
-    wanted = range(1, row["num_parts"] + 1)
-    missing = [n for n in wanted if n not in received]
-    if missing:
-        raise bad_request(f"{path}: parts not received: {', '.join(map(str, missing[:10]))}"
-                          + (" ..." if len(missing) > 10 else ""), "files.uploadDetails.parts")
-    wrong = [n for n in wanted if claimed.get(n) != received[n]["etag"]]
-    if wrong or set(claimed) - set(wanted):
-        raise bad_request(f"{path}: the parts listed do not match the parts received (part "
-                          f"{(wrong or sorted(set(claimed) - set(wanted)))[0]}: its "
-                          "hash)", "files.uploadDetails.parts")
-    actual = _s3_etag([received[n]["etag"] for n in wanted])
+    received = check_parts(api, row["upload_id"], row["num_parts"], claimed, what=f"{path}: ",
+                           term="hash", param="files.uploadDetails.parts")
+    actual = _s3_etag([received[n]["etag"] for n in range(1, row["num_parts"] + 1)])
     if actual != row["hash"]:
         raise bad_request(f"{path}: the parts make hash {actual}, not the {row['hash']} "
                           "declared", "files.hash")
@@ -202,14 +190,14 @@ async def _keep(api: LocalAPI, row: dict[str, Any]) -> int:
     if not target.is_file():
         async def joined() -> AsyncIterator[bytes]:
             for n in range(1, row["num_parts"] + 1):
-                async with await anyio.open_file(_part_path(api, row["upload_id"], n),
+                async with await anyio.open_file(part_path(api, row["upload_id"], n),
                                                  "rb") as part:
                     while chunk := await part.read(1 << 20):
                         yield chunk
 
         await store_stream(joined(), target, algorithm="md5")
     for n in range(1, row["num_parts"] + 1):
-        _part_path(api, row["upload_id"], n).unlink(missing_ok=True)
+        part_path(api, row["upload_id"], n).unlink(missing_ok=True)
     return target.stat().st_size
 
 

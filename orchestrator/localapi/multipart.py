@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from orchestrator.localapi.app import LocalAPI
 
-__all__ = ["MAX_PARTS", "ROUTES"]
+__all__ = ["MAX_PARTS", "ROUTES", "check_parts", "part_path"]
 
 MAX_PARTS = 250
 """At most this many parts per upload, as Together (and S3's practice there)."""
@@ -57,8 +57,28 @@ def _int(body: dict[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
-def _part_path(api: LocalAPI, upload_id: str, number: int) -> Path:
+def part_path(api: LocalAPI, upload_id: str, number: int) -> Path:
+    """Where a part of an upload in parts waits for its upload's completion."""
     return api.state.files_dir / f"{upload_id}-part{number}"
+
+
+def check_parts(api: LocalAPI, upload_id: str, num_parts: int, claimed: dict[int, str], *,
+                what: str, term: str, param: str) -> dict[int, dict[str, Any]]:
+    """The parts of an upload (1 to `num_parts`) as received, once every one has arrived
+    and `claimed` (part number: its ETag, as the client heard it) lists exactly them; a 400
+    naming `param` (and `what`, a file's path) otherwise."""
+    received = api.state.parts(upload_id)
+    wanted = range(1, num_parts + 1)
+    missing = [n for n in wanted if n not in received]
+    if missing:
+        raise bad_request(f"{what}parts not received: {', '.join(map(str, missing[:10]))}"
+                          + (" ..." if len(missing) > 10 else ""), param)
+    wrong = [n for n in wanted if claimed.get(n) != received[n]["etag"]]
+    if wrong or set(claimed) - set(wanted):
+        raise bad_request(f"{what}the parts listed do not match the parts received (part "
+                          f"{(wrong or sorted(set(claimed) - set(wanted)))[0]}: its {term})",
+                          param)
+    return received
 
 
 async def initiate(request: Request) -> Response:
@@ -121,7 +141,7 @@ async def receive_part(request: Request) -> Response:
         except (binascii.Error, ValueError):
             raise bad_request("Content-MD5 must be the part's MD5, base64", "Content-MD5") \
                 from None
-    size, etag = await store_stream(request.stream(), _part_path(api, upload_id, number),
+    size, etag = await store_stream(request.stream(), part_path(api, upload_id, number),
                                     expected=expected, algorithm="md5")
     api.state.put_part(upload_id, number, etag, size)
     return Response(status_code=200, headers={"ETag": f'"{etag}"'})
@@ -151,17 +171,9 @@ async def complete(request: Request) -> Response:
             and isinstance(p.get("etag"), str) for p in listed):
         raise bad_request("parts must be a list of {part_number, etag}", "parts")
     claimed = {p["part_number"]: p["etag"].strip('"') for p in listed}
-    received = api.state.parts(upload_id)
+    received = check_parts(api, upload_id, upload["num_parts"], claimed, what="", term="etag",
+                           param="parts")
     wanted = range(1, upload["num_parts"] + 1)
-    missing = [n for n in wanted if n not in received]
-    if missing:
-        raise bad_request(f"parts not received: {', '.join(map(str, missing[:10]))}"
-                          + (" ..." if len(missing) > 10 else ""), "parts")
-    wrong = [n for n in wanted if claimed.get(n) != received[n]["etag"]]
-    if wrong or set(claimed) - set(wanted):
-        raise bad_request("the parts listed do not match the parts received (part "
-                          f"{(wrong or sorted(set(claimed) - set(wanted)))[0]}: its etag)",
-                          "parts")
     total = sum(part["bytes"] for part in received.values())
     if total != upload["file_size"]:
         raise bad_request(f"the parts hold {total} bytes; file_size was {upload['file_size']}",
@@ -171,7 +183,7 @@ async def complete(request: Request) -> Response:
 
     async def joined() -> AsyncIterator[bytes]:
         for n in wanted:
-            async with await anyio.open_file(_part_path(api, upload_id, n), "rb") as part:
+            async with await anyio.open_file(part_path(api, upload_id, n), "rb") as part:
                 while chunk := await part.read(1 << 20):
                     yield chunk
 
@@ -184,7 +196,7 @@ async def complete(request: Request) -> Response:
 
 def _forget(api: LocalAPI, upload_id: str, parts: int, *, completed: str | None) -> None:
     for n in range(1, parts + 1):
-        _part_path(api, upload_id, n).unlink(missing_ok=True)
+        part_path(api, upload_id, n).unlink(missing_ok=True)
     api.state.close_multipart(upload_id, completed=completed)
 
 
