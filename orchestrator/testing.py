@@ -68,8 +68,11 @@ if TYPE_CHECKING:
         StepRecord,
     )
 
-__all__ = ["FakeClock", "Harness", "StepEnvironment", "local_together", "wait_until",
-           "write_text"]
+__all__ = ["LEASE_ALONE", "FakeClock", "Harness", "StepEnvironment", "local_together",
+           "wait_until", "write_text"]
+
+LEASE_ALONE = 30.0
+"""What `secure_lease` answers for a step run alone: no other executor exists."""
 
 
 class FakeClock:
@@ -247,6 +250,9 @@ class StepEnvironment:
 
     def write_metrics(self, points: list[MetricPoint]) -> None:
         self.metrics.extend(points)
+
+    async def secure_lease(self) -> float:
+        return LEASE_ALONE
 
     def report(self, step_id: str, fields: Mapping[str, Any]) -> None:
         self.reports.append(dict(fields))

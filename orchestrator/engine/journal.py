@@ -173,6 +173,25 @@ class RunJournal:
                 self._metrics[key] = point if newer is None else point.merged(newer)
             raise
 
+    async def secure_lease(self, ttl: float) -> None:
+        """Renew the lease now, by the database's clock, for `ttl` from now; LeaseLost if it
+        was taken over (or ran out and was released), StoreUnavailable past
+        STORE_OUTAGE_RIDE. Until `ttl` has passed no other executor can take the run."""
+        pause, deadline = 0.1, anyio.current_time() + STORE_OUTAGE_RIDE
+        while True:
+            try:
+                held = await self._store.renew_leases(self._lease.owner, ttl=ttl)
+                break
+            except StoreUnavailable:
+                if anyio.current_time() + pause > deadline:
+                    raise
+            await anyio.sleep(pause)
+            pause = min(5.0, pause * 2)
+        if self._lease.run_id not in held:
+            self._on_lease_lost()
+            raise LeaseLost(f"run {self._lease.run_id}: this process's lease ended; another "
+                            "executor may have the run")
+
     async def _commit_through_outages(self, run: RunUpdate | None, steps: list[StepRecord],
                                       events: list[NewEvent], metrics: list[MetricPoint]
                                       ) -> None:

@@ -119,7 +119,7 @@ class Orchestrator:
         self._services = RunServices(
             store, self._flusher, rng or random.Random(), store.clock,
             self.config.max_parallel_steps, slots=self.slots, progress=progress,
-            artifacts_dir=self.config.artifacts_dir)
+            artifacts_dir=self.config.artifacts_dir, lease_ttl=self.config.lease_ttl)
         self._log = get_logger()
         self._clients: dict[ProviderRef, Clients] = {}
         """Each provider's clients, as its runs' steps see them: one for all its runs."""

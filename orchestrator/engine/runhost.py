@@ -90,6 +90,11 @@ class RunHost:
         if self._services.progress is not None:
             self._services.progress(self._run_id, step_id, fields)
 
+    async def secure_lease(self) -> float:
+        ttl = self._services.lease_ttl
+        await self._journal.secure_lease(ttl)
+        return ttl
+
     async def write_checkpoint(self, step_id: str, attempt: int, whole: dict[str, Any],
                                changed: dict[str, Any]) -> None:
         # The event holds what changed, the step's row the whole: a step that checkpoints

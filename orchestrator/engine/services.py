@@ -58,6 +58,8 @@ class RunServices:
     progress: ProgressSink | None = None
     artifacts_dir: Path | None = None
     """Where a run's files go, in a folder named by its id."""
+    lease_ttl: float = 30.0
+    """How long a renewed lease lasts (the setting lease_ttl)."""
     models: StoreRegistry = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:

@@ -121,6 +121,10 @@ class StepHost(Protocol):
         """Queue a job's metric points for the run's next commit."""
         ...
 
+    async def secure_lease(self) -> float:
+        """Renew the run's lease now; the seconds no other executor can take the run for."""
+        ...
+
     def report(self, step_id: str, fields: Mapping[str, Any]) -> None:
         """Take a step's live progress (status, step, total_steps, loss...)."""
         ...
@@ -230,6 +234,15 @@ class StepContext:
             raise PermanentError(msg)
         await self._host.write_checkpoint(self.step_id, self.attempt, merged, data)
         self.last_checkpoint = merged
+
+    async def secure_lease(self) -> float:
+        """Before an effect outside the state store that must happen once (a paid job's
+        create): make sure this executor still holds the run, and for how long no other can
+        take it over (seconds, counted from now). Finish the effect, or give it up, within
+        that time: a process cut off from the database after this call may still reach the
+        provider, and the run's next executor must not find the effect half made.
+        Raises LeaseLost when the run was taken over meanwhile."""
+        return await self._host.secure_lease()
 
     def record_metrics(self, points: list[MetricPoint]) -> None:
         """Keep a job's figures with the run (`metrics RUN`, the loss curves): written with

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import pytest
 
 from orchestrator.engine.journal import DeferredFlusher, RunJournal
+from orchestrator.errors import LeaseLost, StoreUnavailable
 from orchestrator.store.base import StateStore
 from orchestrator.store.records import NewEvent, NewRun, StepRecord, StepStatus
 
@@ -60,3 +62,45 @@ async def test_a_deferred_write_never_lands_after_a_later_one(store: StateStore)
     assert (step.status, step.outputs) == (StepStatus.SUCCEEDED, {"x": 1})
     assert [e.kind for e in await store.get_events("r-1")][-2:] == ["step_started",
                                                                   "step_succeeded"]
+
+
+async def test_securing_a_lease_renews_it_or_says_it_is_gone(store: StateStore) -> None:
+    """Before a create that must happen once: the lease is renewed from now (by the store's
+    clock), and one another executor took over is LeaseLost, the run told to stop."""
+    await store.create_run(NewRun("r-1", "p", "/p.yaml", "name: p\n", {}))
+    lease = await store.acquire_lease("r-1", "me", ttl=5, max_recoveries=3)
+    lost: list[bool] = []
+    journal = RunJournal(store, lease, {"a": StepRecord("a")}, flusher=DeferredFlusher(),
+                         on_lease_lost=lambda: lost.append(True))
+    await journal.secure_lease(60)
+    assert (await store.get_run("r-1")).lease_expires_at == store.clock() + 60
+    await store.acquire_lease("r-1", "another", ttl=60, max_recoveries=3, dead_owners=["me"])
+    with pytest.raises(LeaseLost):
+        await journal.secure_lease(60)
+    assert lost == [True]
+
+
+class OutageThenStore:
+    """A store unavailable for its first `outages` commits (a database restarting)."""
+
+    def __init__(self, store: StateStore, outages: int) -> None:
+        self._store = store
+        self.outages = outages
+
+    async def commit(self, *args: Any, **kwargs: Any) -> None:
+        if self.outages:
+            self.outages -= 1
+            raise StoreUnavailable("state database x: restarting; nothing was written")
+        await self._store.commit(*args, **kwargs)
+
+
+async def test_a_commit_waits_through_an_outage_of_the_store(store: StateStore) -> None:
+    await store.create_run(NewRun("r-1", "p", "/p.yaml", "name: p\n", {}))
+    lease = await store.acquire_lease("r-1", "me", ttl=60, max_recoveries=3)
+    flaky = OutageThenStore(store, outages=3)
+    journal = RunJournal(flaky, lease, {"a": StepRecord("a")},  # type: ignore[arg-type]
+                         flusher=DeferredFlusher(), on_lease_lost=lambda: None)
+    await journal.save("a", NewEvent("step_succeeded", "a", 1), status=StepStatus.SUCCEEDED,
+                       outputs={"x": 1})
+    assert flaky.outages == 0
+    assert (await store.get_steps("r-1"))["a"].outputs == {"x": 1}

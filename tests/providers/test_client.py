@@ -242,3 +242,39 @@ async def test_a_stream_that_is_not_server_sent_json_is_one_line() -> None:
     async with client_for(recorder) as client:
         with pytest.raises(ProviderUnavailable, match="not server-sent JSON"):
             await client.stream("m", messages=[{"role": "user", "content": "hi"}])
+
+
+async def test_a_create_given_a_deadline_gives_up_at_it() -> None:
+    """A create that cannot finish within the time its run is surely held is given up (an
+    ambiguous failure: the step looks for the job before creating again)."""
+    import anyio
+
+    async def never(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    client = TogetherClient(api_key=KEY, base_url="https://api.example/v1",
+                            transport=httpx.MockTransport(never))
+    async with client:
+        with anyio.fail_after(10), pytest.raises(ProviderUnavailable) as caught:
+            await client.create_fine_tune({"model": "m", "training_file": "f"}, within=0.1)
+    assert "longer than 0.1s" in str(caught.value) and "may or may not exist" in str(caught.value)
+
+
+def test_connections_are_reset_when_closed_unless_a_proxy_is_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SO_LINGER 0: bytes of a request given up on are dropped, never sent late."""
+    import socket
+    import struct
+
+    from orchestrator.providers.together.client import _abortive_transport
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                 "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    transport = _abortive_transport(httpx.Limits())
+    assert transport is not None
+    options = list(transport._pool._socket_options or ())
+    assert (socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)) in options
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert _abortive_transport(httpx.Limits()) is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -119,10 +120,10 @@ class TogetherClient:
         """Files larger than this go up in parts (Together's single-request limit)."""
         self._part_size = part_size
         self._part_concurrency = part_concurrency
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
         self._http = http or httpx.AsyncClient(
-            base_url=self.base_url, transport=transport,
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            base_url=self.base_url, transport=transport or _abortive_transport(limits),
+            timeout=httpx.Timeout(timeout, connect=10.0), limits=limits,
         )
         self._auth = {"Authorization": f"Bearer {api_key}"}
         self._retries = retries
@@ -332,10 +333,18 @@ class TogetherClient:
     # -- fine-tuning -------------------------------------------------------------------------
 
     async def create_fine_tune(self, request: Mapping[str, Any], *,
-                               headers: Mapping[str, str] | None = None) -> FineTuneJob:
-        """Create a job. Not retried after an ambiguous failure (see the module docstring)."""
-        body = await self._json("POST", "/fine-tunes", idempotent=False, json=dict(request),
-                                headers=dict(headers or {}))
+                               headers: Mapping[str, str] | None = None,
+                               within: float | None = None) -> FineTuneJob:
+        """Create a job. Not retried after an ambiguous failure (see the module docstring).
+        With `within`, given up (an ambiguous failure) once that many seconds have passed:
+        the connection is then reset, so no byte of it reaches the server later."""
+        with anyio.move_on_after(math.inf if within is None else within) as scope:
+            body = await self._json("POST", "/fine-tunes", idempotent=False,
+                                    json=dict(request), headers=dict(headers or {}))
+        if scope.cancelled_caught:
+            msg = (f"creating the fine-tuning job took longer than {within:g}s (the time "
+                   "this process surely holds the run); it may or may not exist")
+            raise ProviderUnavailable(msg)
         return FineTuneJob.model_validate(body)
 
     async def retrieve_fine_tune(self, job_id: str) -> FineTuneJob:
@@ -517,3 +526,22 @@ class TogetherClient:
                           model=body.get("model", model),
                           usage=Usage.model_validate(body.get("usage") or {}))
 
+
+_PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+            "all_proxy")
+
+
+def _abortive_transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport | None:
+    """Connections closed with a reset (SO_LINGER 0), not a graceful FIN: a request given up
+    on (a create past its deadline, cut off by a partition) has its unsent bytes discarded
+    by the kernel instead of retransmitted once the network is back, where they would make
+    the server act for a client that already moved on. None (httpx's own transport) where
+    the environment names a proxy: a transport of ours would make httpx ignore it."""
+    import os  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    if any(os.environ.get(name) for name in _PROXIES):
+        return None
+    return httpx.AsyncHTTPTransport(limits=limits, socket_options=[
+        (socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))])

@@ -4,6 +4,12 @@ Before creating the job it asks for the job's price (`estimate-price`, as Togeth
 before every create) and keeps it in its outputs (`estimated_price_usd`, `estimated_tokens`):
 the run's record of what it was told it would pay. An estimate the provider cannot give is a
 warning, never a failed launch; a budget is enforced before the run starts (`run`).
+
+The create itself is fenced like a write: the step records that it is creating (a fenced
+checkpoint), renews the run's lease by the database's clock (`ctx.secure_lease`), and gives
+the create half the lease's time, its connection reset if it runs out. A worker cut off from
+the database after that cannot have its create reach the provider once another worker may
+hold the run; one cut off before it never sends the create at all.
 """
 
 from __future__ import annotations
@@ -176,7 +182,9 @@ async def launch_fine_tune(ctx: StepContext, params: LaunchParams) -> dict[str, 
             return _launch_outputs(found, True, ctx.last_checkpoint)
     request = await fine_tune_request(client, params.model_dump(), suffix=suffix)
     await ctx.checkpoint(creating=True, suffix=suffix, **await _estimate(ctx, client, request))
-    job = await client.create_fine_tune(request)
+    fault_point("before_remote_create", ctx.step_id)
+    held = await ctx.secure_lease()
+    job = await client.create_fine_tune(request, within=held / 2)
     fault_point("after_remote_create", ctx.step_id)
     await ctx.checkpoint(job_id=job.id)
     ctx.log.info("fine-tuning job created", job_id=job.id, model=params.model)
