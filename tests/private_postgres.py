@@ -47,6 +47,12 @@ class PrivatePostgres:
         self.data = folder / "data"
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.listen = ["127.0.0.1"]
+        """Where it listens: add another host's gateway before `start` (tests/netns.py)."""
+
+    def url_at(self, address: str) -> str:
+        """Its URL as a process reaching it at `address` names it."""
+        return self.url.replace("127.0.0.1", address)
 
     def as_server_user(self, *args: str) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
@@ -60,9 +66,12 @@ class PrivatePostgres:
     def initdb(self) -> None:
         self._run(str(self._bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U",
                   "postgres", "--no-sync")
+        with (self.data / "pg_hba.conf").open("a") as hba:  # the test's own namespaces
+            hba.write("host all all 10.0.0.0/8 trust\n")
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = (f"-p {self.port} -k {self.folder} -c listen_addresses={','.join(self.listen)}"
+                   " -c fsync=off")
         self._run(str(self._bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
                   str(self.folder / "server.log"), "-w", "-t", "60", "start")
 
@@ -72,8 +81,9 @@ class PrivatePostgres:
 
 
 @contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
-    """A fresh server, started; stopped and removed on the way out."""
+def private_postgres(*also_on: str) -> Iterator[PrivatePostgres]:
+    """A fresh server, started (on 127.0.0.1 and the addresses `also_on`); stopped and
+    removed on the way out."""
     bin_dir = _bin_dir()
     if bin_dir is None:
         pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) on this machine")
@@ -81,6 +91,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
     server = PrivatePostgres(bin_dir, folder)
+    server.listen += also_on
     try:
         server.initdb()
         server.start()

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -62,13 +62,14 @@ def wait_for_state(tmp_path: Path, sql: str, what: str,
     return wait_for(lambda: state(tmp_path, sql), what, timeout)
 
 
-def popen(tmp_path: Path, *args: str, env: dict[str, str] | None = None
-          ) -> subprocess.Popen[str]:
+def popen(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+          prefix: Sequence[str] = ()) -> subprocess.Popen[str]:
     """`orchestrator ARGS...` in the background, in the test's directory, without the
-    environment's ORCH_* settings (plus `env`)."""
+    environment's ORCH_* settings (plus `env`); `prefix` runs it through another command
+    (`ip netns exec NAME`)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     full.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=tmp_path,
+    return subprocess.Popen([*prefix, sys.executable, "-m", "orchestrator", *args], cwd=tmp_path,
                             env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -94,10 +95,10 @@ class Service:
 
 
 def start_service(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 30) -> Service:
+            timeout: float = 30, prefix: Sequence[str] = ()) -> Service:
     """`orchestrator worker|scheduler|serve ...` in the background, returned once it says it
     is serving ("Ctrl-C stops"). Its stderr lines go on being collected (`Service.lines`)."""
-    proc = popen(tmp_path, *args, env=env)
+    proc = popen(tmp_path, *args, env=env, prefix=prefix)
     lines: list[str] = []
     ready = threading.Event()
 

@@ -34,12 +34,15 @@ def free_port() -> int:
         return port
 
 
-def start_server(tmp_path: Path, port: int, **settings: str) -> subprocess.Popen[str]:
+def start_server(tmp_path: Path, port: int, *, everywhere: bool = False,
+                 **settings: str) -> subprocess.Popen[str]:
     """Start `orchestrator local-api` on `port` (data in `tmp_path/api-data`) and return once
-    it answers; its base URL is http://127.0.0.1:PORT/v1."""
+    it answers; its base URL is http://127.0.0.1:PORT/v1. `everywhere`: on every address
+    (for processes in other network namespaces), not only loopback."""
     env = {**os.environ, **{f"ORCH_{k.upper()}": v for k, v in settings.items()}}
+    where = ["--host", "0.0.0.0", "--allow-remote"] if everywhere else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "local-api", "--port", str(port),
+        [sys.executable, "-m", "orchestrator", "local-api", "--port", str(port), *where,
          "--data-dir", str(tmp_path / "api-data")],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -60,9 +63,10 @@ def start_server(tmp_path: Path, port: int, **settings: str) -> subprocess.Popen
 
 
 @contextmanager
-def serving(tmp_path: Path, port: int, **settings: str) -> Iterator[str]:
+def serving(tmp_path: Path, port: int, *, everywhere: bool = False,
+            **settings: str) -> Iterator[str]:
     """Run `orchestrator local-api` until the block ends; yields its base URL once it answers."""
-    process = start_server(tmp_path, port, **settings)
+    process = start_server(tmp_path, port, everywhere=everywhere, **settings)
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:

@@ -57,6 +57,14 @@ def one_line(exc: BaseException) -> str:
     return text.removeprefix("connection failed: ") or type(exc).__name__
 
 
+DEAD_LINK = (("tcp_user_timeout", "10000"), ("keepalives", "1"), ("keepalives_idle", "10"),
+             ("keepalives_interval", "3"), ("keepalives_count", "3"))
+"""How a connection whose server went out of reach (a network partition: no refusal, no
+reset, only silence) fails instead of hanging for the kernel's 15 minutes: data unanswered
+for 10 s, or an idle connection (LISTEN) unanswered by three probes 3 s apart after 10 s
+idle. A URL that sets one of them keeps its own."""
+
+
 def conninfo(url: str) -> tuple[str, str | None]:
     """libpq's connection string for `url`, and the schema named by `?schema=`: one of the
     user's own (PostgreSQL's `information_schema`, `pg_catalog`, `pg_toast` and every `pg_*`
@@ -84,6 +92,8 @@ def conninfo(url: str) -> tuple[str, str | None]:
         rest.append(("options", f"-c search_path={schema}"))
     if not any(key == "application_name" for key, _ in rest):  # who it is, in pg_stat_activity
         rest.append(("application_name", f"orchestrator {schema or ''}".strip()))
+    given = {key for key, _ in rest}
+    rest += [(key, value) for key, value in DEAD_LINK if key not in given]
     query_text = urlencode(rest, quote_via=quote)
     return urlunsplit(parts._replace(scheme="postgresql", query=query_text)), schema
 
