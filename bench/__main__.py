@@ -9,7 +9,9 @@ on SQLite and on the machine's PostgreSQL: a few minutes, most of it starting 10
 bench.uploads` (a large dataset uploaded in one request and in parts: reads and speed),
 `python -m bench.scale` (big pipelines, big runs, state per step, memory per waiting run: a few
 minutes), `python -m bench.trainer` (the local trainer's tokens/s beside a bare peft loop, a
-job's overhead warm and cold, its memory: about a minute; needs the train extra).
+job's overhead warm and cold, its memory: about a minute; needs the train extra). Not run
+here: `python -m bench.soak` (a fleet under a stream of LoRA runs with kills, partitions and a
+database restart: 10 minutes by default).
 Figures are medians of several runs; the machines these run on are shared, so run twice
 before believing a change.
 """

@@ -32,31 +32,48 @@ class RunGroup:
         self._tg = tg
         self._wave = wave
         self._scopes: dict[str, anyio.CancelScope] = {}
+        self._superseded: set[anyio.CancelScope] = set()
+        """Executions of a key started again, still ending (see `start`)."""
         self._ended = anyio.Event()
 
     def __len__(self) -> int:
         return len(self._scopes)
 
     def start(self, key: str, fn: Callable[[], Awaitable[None]]) -> None:
-        """Execute `fn` (a run, named by `key`) until it ends or `stop` reaches it."""
+        """Execute `fn` (a run, named by `key`) until it ends or `stop` reaches it.
+
+        A key still executing is superseded: the run came back to this process (its lease
+        ran out while the process was cut off from the database, and it claimed the run
+        again) while its old execution has not noticed yet. The old one is cancelled (its
+        writes are refused by then) and the new one starts once it has ended.
+        """
+        previous = self._scopes.get(key)
         scope = anyio.CancelScope(shield=True)
         self._scopes[key] = scope
 
         async def execute() -> None:
             try:
+                if previous is not None:
+                    previous.cancel()
+                    while previous in self._superseded:
+                        await self._an_end()
                 with scope:
                     await fn()
             finally:
-                del self._scopes[key]
+                if self._scopes.get(key) is scope:
+                    del self._scopes[key]
+                else:  # superseded in turn: the newer one waits for this one
+                    self._superseded.discard(scope)
                 self._ended.set()
 
+        if previous is not None:
+            self._superseded.add(previous)
         self._tg.start_soon(execute, name=key)
 
     async def wait(self) -> None:
         """Until every run started has ended (cancelled meanwhile: `stop` them)."""
-        while self._scopes:
-            await self._ended.wait()
-            self._ended = anyio.Event()
+        while self._scopes or self._superseded:
+            await self._an_end()
 
     async def stop(self) -> None:
         """Cancel every run, `wave` at a time, each wave ended before the next."""
@@ -65,5 +82,13 @@ class RunGroup:
             for _, scope in wave:
                 scope.cancel()
             while any(key in self._scopes for key, _ in wave):
-                await self._ended.wait()
-                self._ended = anyio.Event()
+                await self._an_end()
+
+    async def _an_end(self) -> None:
+        """Until a run ends. Several tasks may wait at once: the first to wake makes the
+        next event, the others keep it (each making its own, one would wait on an event no
+        one sets)."""
+        ended = self._ended
+        await ended.wait()
+        if self._ended is ended:
+            self._ended = anyio.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -11,9 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+import pytest
 
 from bench import ProcessCost, measure_process
 
@@ -141,3 +144,15 @@ def end_sleeps_now(tmp_path: Path) -> None:
 def measured(*args: str, cwd: Path | None = None) -> ProcessCost:
     """`orchestrator ARGS...` run to its end: its exit code, output, CPU time and peak memory."""
     return measure_process([sys.executable, "-m", "orchestrator", *args], cwd=cwd, timeout=120)
+
+
+@contextlib.contextmanager
+def if_the_machine_allows() -> Iterator[None]:
+    """Skip the test, in one line saying why, where the machine cannot give what the block
+    asks for (a private PostgreSQL server, network namespaces: bench.pgserver.NotHere)."""
+    from bench.pgserver import NotHere
+
+    try:
+        yield
+    except NotHere as exc:
+        pytest.skip(str(exc))

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import Service, start_service, wait_for
+from bench.pgserver import private_postgres
+from tests.cli.helpers import Service, if_the_machine_allows, start_service, wait_for
 from tests.cli.test_finetune_pipelines import LORA
 from tests.conftest import CLI, REPO, pg_rows, write
 from tests.engine.harness import held_spans, max_overlap
 from tests.localapi.test_server import KEY, free_port, serving
-from tests.private_postgres import private_postgres
 
 pg = pg_rows
 
@@ -251,8 +251,9 @@ def test_the_fleet_rides_out_a_database_restart(cli: CLI, tmp_path: Path) -> Non
     shutil.copytree(REPO / "pipelines" / "data", folder / "data")
     write(folder / "lora.yaml", Path(LORA).read_text())
     runs = 6
-    with private_postgres() as server, serving(tmp_path, free_port(), local_job_duration="1s",
-                                               local_upload_duration="200ms") as base:
+    with if_the_machine_allows(), private_postgres() as server, \
+            serving(tmp_path, free_port(), local_job_duration="1s",
+                    local_upload_duration="200ms") as base:
         env = {"ORCH_STATE_URL": server.url, "TOGETHER_API_KEY": KEY,
                "TOGETHER_BASE_URL": base, "ORCH_WORKER_POLL_INTERVAL": "200ms",
                "ORCH_BUSY_TIMEOUT": "2"}  # a claim meets the outage within 2 s, not 10

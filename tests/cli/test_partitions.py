@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.netns import Host, hosts
+from bench.pgserver import private_postgres
 from orchestrator.owners import _state
-from tests.cli.helpers import Service, start_service, wait_for
+from tests.cli.helpers import Service, if_the_machine_allows, start_service, wait_for
 from tests.cli.test_finetune_pipelines import LORA
 from tests.cli.test_fleet import api_rows, rows_of, said
 from tests.conftest import CLI, REPO, write
 from tests.localapi.test_server import KEY, free_port, serving
-from tests.netns import Host, hosts
-from tests.private_postgres import private_postgres
 
 TTL = 3.0
 """The fleet's lease_ttl: a takeover comes within it (and a poll) of a worker's last renewal."""
@@ -68,7 +68,7 @@ def test_a_worker_cut_off_loses_its_runs_and_never_acts_twice(cli: CLI, tmp_path
     once."""
     lora = pipeline(tmp_path)
     runs = 4
-    with hosts() as net:
+    with if_the_machine_allows(), hosts() as net:
         one, two = net.add(), net.add()
         with private_postgres(net.service) as db, \
                 serving(tmp_path, free_port(), everywhere=True, local_job_duration="4s",
@@ -121,7 +121,7 @@ def test_a_cut_at_each_commit_point_of_the_launch_still_makes_one_job(
     is cut, and it goes on; worker 2 takes the run and creates or adopts the job. When the
     link is back, worker 1's create or record is refused: one job."""
     lora = pipeline(tmp_path)
-    with hosts() as net:
+    with if_the_machine_allows(), hosts() as net:
         one, two = net.add(), net.add()
         with private_postgres(net.service) as db, \
                 serving(tmp_path, free_port(), everywhere=True, local_job_duration="1s",

@@ -58,3 +58,32 @@ async def test_an_outer_cancellation_leaves_the_runs_to_stop() -> None:
             release.set()
             await group.wait()
     assert finished == ["a"]
+
+
+async def test_a_run_started_again_supersedes_its_old_execution() -> None:
+    """A run claimed again by the same process (its lease ran out while the process was cut
+    off) while its old execution still runs: the old one is cancelled and ends first, the
+    new one then runs; one entry, no error (a worker once died of a KeyError here)."""
+    order: list[str] = []
+
+    async def old() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.01)  # its last write, refused by then
+            order.append("old ended")
+
+    async def new() -> None:
+        order.append("new started")
+
+    async with anyio.create_task_group() as tg:
+        group = RunGroup(tg)
+        group.start("run r-1", old)
+        await anyio.wait_all_tasks_blocked()
+        group.start("run r-1", new)
+        assert len(group) == 1
+        with anyio.fail_after(10):
+            await group.wait()
+    assert order == ["old ended", "new started"]
+    assert len(group) == 0

@@ -12,6 +12,7 @@ import anyio
 import psycopg
 import pytest
 
+from bench.pgserver import private_postgres
 from orchestrator.errors import LeaseLost, RunBusy, StateStoreInvalid, StoreUnavailable
 from orchestrator.redact import REDACTOR
 from orchestrator.store.opening import open_store
@@ -26,6 +27,7 @@ from orchestrator.store.records import (
     StepStatus,
 )
 from orchestrator.testing import wait_until
+from tests.cli.helpers import if_the_machine_allows
 from tests.conftest import POSTGRES, pg_rows
 
 TTL = 30.0
@@ -45,18 +47,33 @@ sql = pg_rows
 async def test_a_fleet_starting_at_once_migrates_the_schema_once(postgres_url: str) -> None:
     """Eight processes' stores opening a new schema together: one migrates, from 0 to the
     current version, under the advisory lock; the others find it done."""
+    changes = await open_eight(postgres_url)
+    assert sorted(changes, key=str) == [(0, SCHEMA_VERSION)] + [None] * 7
+    assert sql(postgres_url, "SELECT application, version FROM orchestrator_schema") == [
+        ("orchestrator", SCHEMA_VERSION)]
+
+
+async def open_eight(url: str) -> list[tuple[int, int] | None]:
+    """What each of eight stores opened at once on `url` migrated."""
     changes: list[tuple[int, int] | None] = []
 
     async def open_one() -> None:
-        async with open_store(postgres_url) as store:
+        async with open_store(url) as store:
             changes.append(store.schema_change)
 
     async with anyio.create_task_group() as tg:
         for _ in range(8):
             tg.start_soon(open_one)
+    return changes
+
+
+async def test_a_fleet_starting_at_once_on_a_new_database_without_a_schema() -> None:
+    """The same in a database's own `public` schema (no ?schema=, as most deployments name
+    it): the seven that waited found the tables made, where they had tried to make them
+    again (their transactions began before the lock, with the catalog as it was then)."""
+    with if_the_machine_allows(), private_postgres() as server:
+        changes = await open_eight(server.url)
     assert sorted(changes, key=str) == [(0, SCHEMA_VERSION)] + [None] * 7
-    assert sql(postgres_url, "SELECT application, version FROM orchestrator_schema") == [
-        ("orchestrator", SCHEMA_VERSION)]
 
 
 async def test_a_schema_from_a_newer_version_is_refused_and_left_alone(postgres_url: str

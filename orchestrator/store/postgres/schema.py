@@ -13,6 +13,8 @@ pipeline text is always shared (`pipeline_texts`), never inline.
 
 from __future__ import annotations
 
+import contextlib
+
 import psycopg
 from psycopg import sql
 from psycopg.rows import DictRow
@@ -244,27 +246,40 @@ async def migrate(conn: psycopg.AsyncConnection[DictRow], *, where: str, schema:
         exists = schema is None or await _schema_exists(cur, schema)
         if exists and await _version(cur, where) == SCHEMA_VERSION:
             return None  # the usual start: nothing to lock, nothing written
-        async with conn.transaction():
-            await cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                              (f"orchestrator.migrate.{schema or ''}",))
-            if schema is not None:
-                await cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                    sql.Identifier(schema)))
-            version = await _version(cur, where)
-            if version == SCHEMA_VERSION:
-                return None  # another process migrated it while we waited
-            if version == 0:
-                await cur.execute("CREATE TABLE orchestrator_schema (application TEXT NOT "
-                                  "NULL, version INTEGER NOT NULL, migrated_at "
-                                  "DOUBLE PRECISION NOT NULL)")
-                await cur.execute("INSERT INTO orchestrator_schema VALUES (%s, 0, %s)",
-                                  (APPLICATION, clock()))
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[target]:
-                    await cur.execute(statement)
-            await cur.execute("UPDATE orchestrator_schema SET version = %s, migrated_at = %s",
-                              (SCHEMA_VERSION, clock()))
-            return version, SCHEMA_VERSION
+        # The lock is taken before the transaction begins: a transaction begun first would
+        # keep the catalog as it was then (its cache of "no such table" from the look above),
+        # and, once another process's migration let it go, try to make the tables again.
+        key = f"orchestrator.migrate.{schema or ''}"
+        await cur.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+        try:
+            return await _migrate_locked(conn, cur, where=where, schema=schema, clock=clock)
+        finally:  # a connection that broke has let its lock go already
+            with contextlib.suppress(psycopg.Error):
+                await cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+
+async def _migrate_locked(conn: psycopg.AsyncConnection[DictRow], cur: Cursor, *, where: str,
+                          schema: str | None, clock: Clock) -> tuple[int, int] | None:
+    """`migrate`'s transaction, under its lock."""
+    async with conn.transaction():
+        if schema is not None:
+            await cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(schema)))
+        version = await _version(cur, where)
+        if version == SCHEMA_VERSION:
+            return None  # another process migrated it while we waited
+        if version == 0:
+            await cur.execute("CREATE TABLE orchestrator_schema (application TEXT NOT "
+                              "NULL, version INTEGER NOT NULL, migrated_at "
+                              "DOUBLE PRECISION NOT NULL)")
+            await cur.execute("INSERT INTO orchestrator_schema VALUES (%s, 0, %s)",
+                              (APPLICATION, clock()))
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target]:
+                await cur.execute(statement)
+        await cur.execute("UPDATE orchestrator_schema SET version = %s, migrated_at = %s",
+                          (SCHEMA_VERSION, clock()))
+        return version, SCHEMA_VERSION
 
 
 async def _schema_exists(cur: Cursor, schema: str) -> bool:

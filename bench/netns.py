@@ -8,7 +8,7 @@ address that this machine and every host reach alike, so a run created here name
 provider URL its workers there can use. `cut` takes a host's link down (its packets go
 nowhere: no refusal, no reset, as in a real partition); `heal` brings it back. Everything
 made is removed on the way out. Where namespaces cannot be made (not root, no `ip`, a
-sandbox without CAP_NET_ADMIN) the test is skipped with one line saying so.
+sandbox without CAP_NET_ADMIN) `hosts` raises NotHere, saying why in one line (a test skips).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import pytest
+from bench.pgserver import NotHere
 
 __all__ = ["Host", "Hosts", "hosts"]
 
@@ -96,14 +96,14 @@ class Hosts:
 
 @contextmanager
 def hosts() -> Iterator[Hosts]:
-    """Namespaces to make with `add`; all removed afterwards. Skips where none can be made."""
+    """Namespaces to make with `add`; all removed afterwards. NotHere where none can be made."""
     if shutil.which("ip") is None:
-        pytest.skip("network namespaces: no `ip` command on this machine")
+        raise NotHere("network namespaces: no `ip` command on this machine")
     made = Hosts()
     probe = f"orch{made.tag}probe"
     tried = _ip("netns", "add", probe, check=False)
     if tried.returncode != 0:
-        pytest.skip(f"network namespaces cannot be made here: {tried.stderr.strip()}")
+        raise NotHere(f"network namespaces cannot be made here: {tried.stderr.strip()}")
     _ip("netns", "del", probe, check=False)
     try:
         made.open()

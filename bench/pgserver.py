@@ -1,10 +1,10 @@
-"""A PostgreSQL server of a test's own, to stop and start mid-run without disturbing the
-shared one at 127.0.0.1:5432 that every other test (and worker of the suite) is using.
+"""A PostgreSQL server of a test's (or a benchmark's) own, to stop and start mid-run without
+disturbing the shared one at 127.0.0.1:5432 that every other test is using.
 
 `initdb` in a fresh folder (trust auth, no fsync: the test needs a server that restarts, not
 one that survives a power cut), `pg_ctl start|stop` on a free port, removed afterwards.
 PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user. Where no
-PostgreSQL binaries are installed the test is skipped with one line saying so.
+PostgreSQL binaries are installed it raises NotHere, saying so in one line (a test skips).
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+__all__ = ["NotHere", "PrivatePostgres", "private_postgres"]
 
-__all__ = ["PrivatePostgres", "private_postgres"]
+
+class NotHere(Exception):
+    """What this machine cannot do for a benchmark or test (no binaries, no namespaces)."""
 
 
 def _bin_dir() -> Path | None:
@@ -86,7 +88,7 @@ def private_postgres(*also_on: str) -> Iterator[PrivatePostgres]:
     removed on the way out."""
     bin_dir = _bin_dir()
     if bin_dir is None:
-        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) on this machine")
+        raise NotHere("no PostgreSQL binaries (initdb, pg_ctl) on this machine")
     folder = Path(tempfile.mkdtemp(prefix="orch-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
