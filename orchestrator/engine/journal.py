@@ -20,8 +20,8 @@ stops it), and the next executor takes it over once the database is back.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -40,6 +40,8 @@ from orchestrator.store.records import (
 )
 
 __all__ = ["FLUSH_DELAY", "STORE_OUTAGE_RIDE", "DeferredFlusher", "RunJournal"]
+
+T = TypeVar("T")
 
 STORE_OUTAGE_RIDE = 300.0
 """Seconds a commit waits for an unavailable store before the error is the run's."""
@@ -177,16 +179,8 @@ class RunJournal:
         """Renew the lease now, by the database's clock, for `ttl` from now; LeaseLost if it
         was taken over (or ran out and was released), StoreUnavailable past
         STORE_OUTAGE_RIDE. Until `ttl` has passed no other executor can take the run."""
-        pause, deadline = 0.1, anyio.current_time() + STORE_OUTAGE_RIDE
-        while True:
-            try:
-                held = await self._store.renew_leases(self._lease.owner, ttl=ttl)
-                break
-            except StoreUnavailable:
-                if anyio.current_time() + pause > deadline:
-                    raise
-            await anyio.sleep(pause)
-            pause = min(5.0, pause * 2)
+        held = await self._through_outages(
+            lambda: self._store.renew_leases(self._lease.owner, ttl=ttl))
         if self._lease.run_id not in held:
             self._on_lease_lost()
             raise LeaseLost(f"run {self._lease.run_id}: this process's lease ended; another "
@@ -195,12 +189,16 @@ class RunJournal:
     async def _commit_through_outages(self, run: RunUpdate | None, steps: list[StepRecord],
                                       events: list[NewEvent], metrics: list[MetricPoint]
                                       ) -> None:
+        await self._through_outages(lambda: self._store.commit(
+            self._lease, run=run, steps=steps, events=events, metrics=metrics))
+
+    async def _through_outages(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """`operation()`, tried again while the store is unavailable, after 0.1 s and twice
+        as long each time up to 5 s, for STORE_OUTAGE_RIDE at most."""
         pause, deadline = 0.1, anyio.current_time() + STORE_OUTAGE_RIDE
         while True:
             try:
-                await self._store.commit(self._lease, run=run, steps=steps, events=events,
-                                         metrics=metrics)
-                return
+                return await operation()
             except StoreUnavailable as exc:
                 if anyio.current_time() + pause > deadline:
                     raise
