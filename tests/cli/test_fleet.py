@@ -234,6 +234,12 @@ def said(service: Service, text: str) -> bool:
     return any(text in line for line in service.lines)
 
 
+def ended(url: str) -> int:
+    """How many runs of the database `url` names have ended, succeeded or failed."""
+    return int(str(rows_of(url, "SELECT count(*) FROM runs WHERE status IN ('succeeded', "
+                                "'failed')")[0][0]))
+
+
 def rows_of(url: str, query: str) -> list[tuple[object, ...]]:
     """`query`'s rows on the database `url` names (no schema of the shared test database)."""
     import psycopg
@@ -276,9 +282,7 @@ def test_the_fleet_rides_out_a_database_restart(cli: CLI, tmp_path: Path) -> Non
             for worker in workers:  # ... and listens again: wake-ups are prompt once more
                 wait_for(functools.partial(said, worker, "listening for state changes again"),
                          "a worker listens again")
-            wait_for(lambda: rows_of(server.url, "SELECT count(*) FROM runs WHERE status IN "
-                                                 "('succeeded', 'failed')") == [(runs,)],
-                     "every run ended", timeout=120)
+            wait_for(lambda: ended(server.url) == runs, "every run ended", timeout=120)
         finally:
             for worker in workers:
                 worker.stop()

@@ -11,16 +11,18 @@ import json
 import shutil
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from bench.netns import Host, hosts
-from bench.pgserver import private_postgres
+from bench.netns import Host, Hosts, hosts
+from bench.pgserver import PrivatePostgres, private_postgres
 from orchestrator.owners import _state
 from tests.cli.helpers import Service, if_the_machine_allows, start_service, wait_for
 from tests.cli.test_finetune_pipelines import LORA
-from tests.cli.test_fleet import api_rows, rows_of, said
+from tests.cli.test_fleet import api_rows, ended, rows_of, said
 from tests.conftest import CLI, REPO, write
 from tests.localapi.test_server import KEY, free_port, serving
 
@@ -54,6 +56,20 @@ def worker_on(tmp_path: Path, host: Host, env: dict[str, str]) -> Service:
     return start_service(tmp_path, "worker", env=env, prefix=host.command([]))
 
 
+@contextmanager
+def two_hosts(tmp_path: Path, *, job: str
+              ) -> Iterator[tuple[Hosts, Host, Host, PrivatePostgres, dict[str, str]]]:
+    """Two hosts of their own, a private PostgreSQL and the local API (jobs of `job`) that
+    both reach at one address, and the fleet's environment naming them."""
+    with if_the_machine_allows(), hosts() as net:
+        one, two = net.add(), net.add()
+        with private_postgres(net.service) as db, \
+                serving(tmp_path, free_port(), everywhere=True, local_job_duration=job,
+                        local_upload_duration="200ms") as base:
+            yield net, one, two, db, fleet_env(db.url_at(net.service),
+                                               base.replace("127.0.0.1", net.service))
+
+
 def pipeline(tmp_path: Path) -> Path:
     folder = tmp_path / "pipelines"
     shutil.copytree(REPO / "pipelines" / "data", folder / "data")
@@ -68,42 +84,35 @@ def test_a_worker_cut_off_loses_its_runs_and_never_acts_twice(cli: CLI, tmp_path
     once."""
     lora = pipeline(tmp_path)
     runs = 4
-    with if_the_machine_allows(), hosts() as net:
-        one, two = net.add(), net.add()
-        with private_postgres(net.service) as db, \
-                serving(tmp_path, free_port(), everywhere=True, local_job_duration="4s",
-                        local_upload_duration="200ms") as base:
-            here = fleet_env(db.url_at(net.service), base.replace("127.0.0.1", net.service))
-            for _ in range(runs):
-                cli("run", "--detach", str(lora), "--provider", "together", "-i",
-                    "poll_interval=200ms", env=here, check_code=0)
-            first = worker_on(tmp_path, one, here)
-            workers = [first]
-            try:
-                wait_for(lambda: len(api_rows(tmp_path, "SELECT id FROM finetunes")) == runs,
-                         "worker 1 launched every job\n" + "".join(first.lines[-15:]), timeout=60)
-                assert set(owner_pids(db.url)) == {first.proc.pid}
-                second = worker_on(tmp_path, two, here)
-                workers.append(second)
-                cut = time.monotonic()
-                net.cut(one)
-                wait_for(lambda: set(owner_pids(db.url)) <= {second.proc.pid, 0},
-                         "worker 2 took every run", timeout=60)
-                took = time.monotonic() - cut
-                wait_for(lambda: said(first, "lost the lease on a run"),
-                         "worker 1 stopped executing them", timeout=60)
-                net.heal(one)
-                wait_for(lambda: rows_of(db.url, "SELECT count(*) FROM runs WHERE status IN "
-                                                 "('succeeded', 'failed')") == [(runs,)],
-                         "every run ended", timeout=120)
-                statuses = rows_of(db.url, "SELECT status, count(*) FROM runs GROUP BY status")
-                moves = lease_moves(db.url)
-            finally:
-                for worker in workers:
-                    worker.stop()
-            models = cli("models", "--limit", "100", env=here, check_code=0).stdout
-            jobs = api_rows(tmp_path, "SELECT id FROM finetunes")
-            files = api_rows(tmp_path, "SELECT id FROM files")
+    with two_hosts(tmp_path, job="4s") as (net, one, two, db, here):
+        for _ in range(runs):
+            cli("run", "--detach", str(lora), "--provider", "together", "-i",
+                "poll_interval=200ms", env=here, check_code=0)
+        first = worker_on(tmp_path, one, here)
+        workers = [first]
+        try:
+            wait_for(lambda: len(api_rows(tmp_path, "SELECT id FROM finetunes")) == runs,
+                     "worker 1 launched every job\n" + "".join(first.lines[-15:]), timeout=60)
+            assert set(owner_pids(db.url)) == {first.proc.pid}
+            second = worker_on(tmp_path, two, here)
+            workers.append(second)
+            cut = time.monotonic()
+            net.cut(one)
+            wait_for(lambda: set(owner_pids(db.url)) <= {second.proc.pid, 0},
+                     "worker 2 took every run", timeout=60)
+            took = time.monotonic() - cut
+            wait_for(lambda: said(first, "lost the lease on a run"),
+                     "worker 1 stopped executing them", timeout=60)
+            net.heal(one)
+            wait_for(lambda: ended(db.url) == runs, "every run ended", timeout=120)
+            statuses = rows_of(db.url, "SELECT status, count(*) FROM runs GROUP BY status")
+            moves = lease_moves(db.url)
+        finally:
+            for worker in workers:
+                worker.stop()
+        models = cli("models", "--limit", "100", env=here, check_code=0).stdout
+        jobs = api_rows(tmp_path, "SELECT id FROM finetunes")
+        files = api_rows(tmp_path, "SELECT id FROM files")
     assert statuses == [("succeeded", runs)]
     assert took <= TTL + 3, f"the takeover took {took:.1f}s"
     assert all(pids == [first.proc.pid, second.proc.pid] for pids in moves.values()), moves
@@ -121,36 +130,31 @@ def test_a_cut_at_each_commit_point_of_the_launch_still_makes_one_job(
     is cut, and it goes on; worker 2 takes the run and creates or adopts the job. When the
     link is back, worker 1's create or record is refused: one job."""
     lora = pipeline(tmp_path)
-    with if_the_machine_allows(), hosts() as net:
-        one, two = net.add(), net.add()
-        with private_postgres(net.service) as db, \
-                serving(tmp_path, free_port(), everywhere=True, local_job_duration="1s",
-                        local_upload_duration="200ms") as base:
-            here = fleet_env(db.url_at(net.service), base.replace("127.0.0.1", net.service))
-            cli("run", "--detach", str(lora), "--provider", "together", "-i",
-                "poll_interval=200ms", env=here, check_code=0)
-            first = worker_on(tmp_path, one, {**here, "ORCH_FAULTS": f"{point}:launch=stop"})
-            workers = [first]
-            try:
-                wait_for(lambda: _state(first.proc.pid) == "T", f"worker 1 frozen at {point}",
-                         timeout=60)
-                net.cut(one)
-                first.proc.send_signal(signal.SIGCONT)
-                second = worker_on(tmp_path, two, here)
-                workers.append(second)
-                wait_for(lambda: rows_of(db.url, "SELECT count(*) FROM steps WHERE step_id = "
-                                                 "'launch' AND status = 'succeeded'") == [(1,)],
-                         "worker 2 launched (or adopted) the job", timeout=60)
-                net.heal(one)
-                wait_for(lambda: said(first, "lost the lease on a run")
-                         or said(first, "run left to another executor"),
-                         "worker 1 refused", timeout=60)
-                wait_for(lambda: rows_of(db.url, "SELECT status FROM runs") in (
-                    [("succeeded",)], [("failed",)]), "the run ended", timeout=120)
-                status = rows_of(db.url, "SELECT status FROM runs")
-            finally:
-                for worker in workers:
-                    worker.stop()
-            jobs = api_rows(tmp_path, "SELECT id FROM finetunes")
+    with two_hosts(tmp_path, job="1s") as (net, one, two, db, here):
+        cli("run", "--detach", str(lora), "--provider", "together", "-i",
+            "poll_interval=200ms", env=here, check_code=0)
+        first = worker_on(tmp_path, one, {**here, "ORCH_FAULTS": f"{point}:launch=stop"})
+        workers = [first]
+        try:
+            wait_for(lambda: _state(first.proc.pid) == "T", f"worker 1 frozen at {point}",
+                     timeout=60)
+            net.cut(one)
+            first.proc.send_signal(signal.SIGCONT)
+            second = worker_on(tmp_path, two, here)
+            workers.append(second)
+            wait_for(lambda: rows_of(db.url, "SELECT count(*) FROM steps WHERE step_id = "
+                                             "'launch' AND status = 'succeeded'") == [(1,)],
+                     "worker 2 launched (or adopted) the job", timeout=60)
+            net.heal(one)
+            wait_for(lambda: said(first, "lost the lease on a run")
+                     or said(first, "run left to another executor"),
+                     "worker 1 refused", timeout=60)
+            wait_for(lambda: rows_of(db.url, "SELECT status FROM runs") in (
+                [("succeeded",)], [("failed",)]), "the run ended", timeout=120)
+            status = rows_of(db.url, "SELECT status FROM runs")
+        finally:
+            for worker in workers:
+                worker.stop()
+        jobs = api_rows(tmp_path, "SELECT id FROM finetunes")
     assert status == [("succeeded",)]
     assert len(jobs) == 1, "a fine-tune was launched twice"
